@@ -1,0 +1,165 @@
+//! Watch delivery shared by the backends: replay from history, then follow live commits.
+//!
+//! Every backend commits on one writer and then publishes the committed revision's events on a
+//! broadcast channel. A watcher subscribes *before* reading history, so an event is either in
+//! the history it reads or on the channel it holds (or both, deduplicated by revision): no gap.
+//! A watcher that falls behind the channel re-reads history from where it was.
+
+use crate::{Event, Revision, StoreError};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::{broadcast, mpsc};
+
+/// The events of one committed revision.
+pub(crate) type Batch = Arc<Vec<Event>>;
+
+/// Read access to the revision log a backend keeps for watches.
+pub(crate) trait History: Send + Sync + 'static {
+    /// All events in `[start, end)` (or of key `start` when `end` is empty) with a revision
+    /// `>= from`, in order, or [`StoreError::Compacted`] if `from` is not after the last
+    /// compaction. Also returns the revision the read was served at: every later event comes
+    /// after it.
+    fn history(
+        &self,
+        start: &str,
+        end: &str,
+        from: Revision,
+    ) -> Result<(Vec<Event>, Revision), StoreError>;
+    fn current(&self) -> Revision;
+}
+
+/// Fans committed batches out to watchers.
+#[derive(Clone)]
+pub(crate) struct WatchHub {
+    tx: broadcast::Sender<Batch>,
+}
+
+impl WatchHub {
+    pub(crate) fn new() -> Self {
+        // Enough for bursts of group commits; a watcher that lags further re-reads history.
+        let (tx, _) = broadcast::channel(4096);
+        WatchHub { tx }
+    }
+
+    pub(crate) fn publish(&self, batch: Batch) {
+        // No receivers is not an error: nobody is watching.
+        let _ = self.tx.send(batch);
+    }
+
+    pub(crate) fn watch<H: History>(
+        &self,
+        history: Arc<H>,
+        prefix: &str,
+        from: Revision,
+    ) -> WatchStream {
+        let rx = self.tx.subscribe();
+        let (out, out_rx) = mpsc::channel(256);
+        let start = prefix.to_owned();
+        let end = crate::prefix_end(prefix);
+        let from = if from == Revision::ZERO { history.current().next() } else { from };
+        let task = tokio::spawn(follow(history, rx, out, start, end, from));
+        WatchStream { rx: out_rx, task: task.abort_handle() }
+    }
+}
+
+async fn follow<H: History>(
+    history: Arc<H>,
+    mut rx: broadcast::Receiver<Batch>,
+    out: mpsc::Sender<Result<Vec<Event>, StoreError>>,
+    start: String,
+    end: String,
+    mut next: Revision,
+) {
+    let in_range = |key: &str| key >= start.as_str() && key < end.as_str();
+    let mut catch_up = true;
+    loop {
+        if catch_up {
+            let h = history.clone();
+            let (s, e) = (start.clone(), end.clone());
+            let read = tokio::task::spawn_blocking(move || h.history(&s, &e, next)).await;
+            let events = match read {
+                Ok(r) => r,
+                Err(join) => Err(StoreError::backend(join)),
+            };
+            match events {
+                Ok((events, upto)) => {
+                    for group in group_by_revision(events) {
+                        if out.send(Ok(group)).await.is_err() {
+                            return;
+                        }
+                    }
+                    next = next.max(upto.next());
+                }
+                Err(e) => {
+                    let _ = out.send(Err(e)).await;
+                    return;
+                }
+            }
+            catch_up = false;
+        }
+        match rx.recv().await {
+            Ok(batch) => {
+                let Some(first) = batch.first() else { continue };
+                if first.revision() < next {
+                    continue;
+                }
+                if first.revision() > next {
+                    // A revision we have not seen was published before we subscribed to
+                    // this one: read it from history rather than skip it.
+                    catch_up = true;
+                    continue;
+                }
+                next = first.revision().next();
+                let events: Vec<Event> = batch.iter().filter(|e| in_range(&e.kv.key)).cloned().collect();
+                if !events.is_empty() && out.send(Ok(events)).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => catch_up = true,
+            Err(broadcast::error::RecvError::Closed) => {
+                let _ = out.send(Err(StoreError::Closed)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn group_by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
+    let mut groups: Vec<Vec<Event>> = Vec::new();
+    for e in events {
+        match groups.last_mut() {
+            Some(g) if g[0].revision() == e.revision() => g.push(e),
+            _ => groups.push(vec![e]),
+        }
+    }
+    groups
+}
+
+/// The changes a watch delivers, grouped by revision, in revision order. Dropping it cancels
+/// the watch.
+pub struct WatchStream {
+    rx: mpsc::Receiver<Result<Vec<Event>, StoreError>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl WatchStream {
+    /// The next revision's events; `None` once the watch has ended.
+    pub async fn next(&mut self) -> Option<Result<Vec<Event>, StoreError>> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<Vec<Event>, StoreError>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
