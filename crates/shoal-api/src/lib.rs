@@ -1,1 +1,16 @@
-//! placeholder
+//! Shoal's API model, with no I/O.
+//!
+//! Owns the resource table ([`resources`]: group, version, kind, plural, short names, scope,
+//! subresources, printer columns), the Kubernetes `Status` error shape ([`status::StatusError`])
+//! and label and field selectors ([`selector`]). The typed Kubernetes objects come from
+//! `k8s-openapi`, re-exported as [`k8s`].
+//!
+//! Start at [`resources::RESOURCES`].
+
+pub mod resources;
+pub mod selector;
+pub mod status;
+
+pub use k8s_openapi as k8s;
+pub use resources::{ResourceInfo, Subresource};
+pub use status::{Cause, StatusError};

@@ -1,0 +1,271 @@
+//! Label selectors (equality and set-based) and field selectors, as the API server parses them
+//! from `labelSelector` and `fieldSelector` query parameters.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectorError {
+    #[error("unable to parse requirement: {0}")]
+    Label(String),
+    #[error("invalid selector: '{0}'; can't understand '{1}'")]
+    Field(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelOp {
+    Eq(String),
+    NotEq(String),
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Exists,
+    NotExists,
+    Gt(i64),
+    Lt(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: LabelOp,
+}
+
+impl Requirement {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let v = labels.get(&self.key);
+        match &self.op {
+            LabelOp::Eq(x) => v == Some(x),
+            LabelOp::NotEq(x) => v != Some(x),
+            LabelOp::In(xs) => v.is_some_and(|v| xs.contains(v)),
+            LabelOp::NotIn(xs) => v.is_none_or(|v| !xs.contains(v)),
+            LabelOp::Exists => v.is_some(),
+            LabelOp::NotExists => v.is_none(),
+            LabelOp::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
+            LabelOp::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+        }
+    }
+}
+
+/// A parsed label selector: all requirements must hold. Empty selects everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub requirements: Vec<Requirement>,
+}
+
+/// Splits on commas that are not inside parentheses.
+fn split_top(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253) && crate::resources::is_qualified_name_part(name)
+}
+
+fn valid_label_value(v: &str) -> bool {
+    v.is_empty() || crate::resources::is_qualified_name_part(v)
+}
+
+impl LabelSelector {
+    pub fn everything() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let mut requirements = Vec::new();
+        for part in split_top(s).into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+            requirements.push(Self::parse_requirement(part)?);
+        }
+        Ok(LabelSelector { requirements })
+    }
+
+    fn parse_requirement(p: &str) -> Result<Requirement, SelectorError> {
+        let err = || SelectorError::Label(p.to_owned());
+        let check_key = |k: &str| if valid_label_key(k) { Ok(k.to_owned()) } else { Err(err()) };
+        let check_val = |v: &str| if valid_label_value(v) { Ok(v.to_owned()) } else { Err(err()) };
+        if let Some(k) = p.strip_prefix('!') {
+            return Ok(Requirement { key: check_key(k.trim())?, op: LabelOp::NotExists });
+        }
+        for (tok, is_in) in [(" notin ", false), (" in ", true)] {
+            if let Some(i) = p.find(tok) {
+                let key = check_key(p[..i].trim())?;
+                let rest = p[i + tok.len()..].trim();
+                let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(err)?;
+                let vals = inner.split(',').map(|v| check_val(v.trim())).collect::<Result<Vec<_>, _>>()?;
+                let op = if is_in { LabelOp::In(vals) } else { LabelOp::NotIn(vals) };
+                return Ok(Requirement { key, op });
+            }
+        }
+        for (tok, kind) in [("!=", 0), ("==", 1), ("=", 1), (">", 2), ("<", 3)] {
+            if let Some(i) = p.find(tok) {
+                let key = check_key(p[..i].trim())?;
+                let val = p[i + tok.len()..].trim();
+                let op = match kind {
+                    0 => LabelOp::NotEq(check_val(val)?),
+                    1 => LabelOp::Eq(check_val(val)?),
+                    2 => LabelOp::Gt(val.parse().map_err(|_| err())?),
+                    _ => LabelOp::Lt(val.parse().map_err(|_| err())?),
+                };
+                return Ok(Requirement { key, op });
+            }
+        }
+        Ok(Requirement { key: check_key(p)?, op: LabelOp::Exists })
+    }
+
+    /// From a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`).
+    pub fn from_object(sel: &serde_json::Value) -> Result<Self, SelectorError> {
+        let mut requirements = Vec::new();
+        if let Some(m) = sel.get("matchLabels").and_then(|m| m.as_object()) {
+            for (k, v) in m {
+                requirements.push(Requirement { key: k.clone(), op: LabelOp::Eq(v.as_str().unwrap_or_default().to_owned()) });
+            }
+        }
+        if let Some(exprs) = sel.get("matchExpressions").and_then(|m| m.as_array()) {
+            for e in exprs {
+                let key = e.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+                let values: Vec<String> = e
+                    .get("values")
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                let op = match e.get("operator").and_then(|o| o.as_str()).unwrap_or_default() {
+                    "In" => LabelOp::In(values),
+                    "NotIn" => LabelOp::NotIn(values),
+                    "Exists" => LabelOp::Exists,
+                    "DoesNotExist" => LabelOp::NotExists,
+                    other => return Err(SelectorError::Label(format!("{key} {other}"))),
+                };
+                requirements.push(Requirement { key, op });
+            }
+        }
+        Ok(LabelSelector { requirements })
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// Matches the `metadata.labels` of a JSON object.
+    pub fn matches_object(&self, obj: &serde_json::Value) -> bool {
+        if self.requirements.is_empty() {
+            return true;
+        }
+        self.matches(&labels_of(obj))
+    }
+}
+
+/// `metadata.labels` of a JSON object as a map.
+pub fn labels_of(obj: &serde_json::Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(|l| l.as_object())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .unwrap_or_default()
+}
+
+/// One `field=value` or `field!=value` term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRequirement {
+    pub field: String,
+    pub value: String,
+    pub negate: bool,
+}
+
+/// A parsed field selector: all terms must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    pub requirements: Vec<FieldRequirement>,
+}
+
+impl FieldSelector {
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let mut requirements = Vec::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, value, negate) = if let Some((f, v)) = term.split_once("!=") {
+                (f, v, true)
+            } else if let Some((f, v)) = term.split_once("==") {
+                (f, v, false)
+            } else if let Some((f, v)) = term.split_once('=') {
+                (f, v, false)
+            } else {
+                return Err(SelectorError::Field(s.to_owned(), term.to_owned()));
+            };
+            requirements.push(FieldRequirement { field: field.trim().to_owned(), value: value.trim().to_owned(), negate });
+        }
+        Ok(FieldSelector { requirements })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    /// The value a term on `field` requires, if it is an equality (used to narrow lookups).
+    pub fn required_value(&self, field: &str) -> Option<&str> {
+        self.requirements.iter().find(|r| r.field == field && !r.negate).map(|r| r.value.as_str())
+    }
+
+    /// Matches given a function reading a field's value (empty string if absent).
+    pub fn matches(&self, get: impl Fn(&str) -> String) -> bool {
+        self.requirements.iter().all(|r| (get(&r.field) == r.value) != r.negate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn parses_equality_and_set_based_requirements() {
+        let s = LabelSelector::parse("app in (db,x),tier!=front,env,!canary,v==2").unwrap();
+        assert_eq!(s.requirements.len(), 5);
+        assert!(s.matches(&labels(&[("app", "db"), ("tier", "back"), ("env", "p"), ("v", "2")])));
+        assert!(!s.matches(&labels(&[("app", "db"), ("tier", "front"), ("env", "p"), ("v", "2")])));
+        assert!(!s.matches(&labels(&[("app", "db"), ("env", "p"), ("canary", "1"), ("v", "2")])));
+        assert!(!s.matches(&labels(&[("app", "web"), ("env", "p"), ("v", "2")])));
+    }
+
+    #[test]
+    fn notin_matches_absent_keys() {
+        let s = LabelSelector::parse("app notin (a,b)").unwrap();
+        assert!(s.matches(&labels(&[])));
+        assert!(!s.matches(&labels(&[("app", "a")])));
+    }
+
+    #[test]
+    fn rejects_malformed_requirements() {
+        assert!(LabelSelector::parse("app in db").is_err());
+        assert!(LabelSelector::parse("bad key=1").is_err());
+        assert!(LabelSelector::parse("a=b c").is_err());
+    }
+
+    #[test]
+    fn field_selector_equality_and_inequality() {
+        let f = FieldSelector::parse("metadata.name=web,status.phase!=Failed").unwrap();
+        assert!(f.matches(|k| if k == "metadata.name" { "web".into() } else { "Running".into() }));
+        assert!(!f.matches(|k| if k == "metadata.name" { "web".into() } else { "Failed".into() }));
+        assert!(FieldSelector::parse("nonsense").is_err());
+    }
+}
