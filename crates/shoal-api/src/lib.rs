@@ -7,6 +7,7 @@
 //!
 //! Start at [`resources::RESOURCES`].
 
+pub mod printers;
 pub mod resources;
 pub mod selector;
 pub mod status;
