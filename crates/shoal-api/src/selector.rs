@@ -174,6 +174,30 @@ impl LabelSelector {
     }
 }
 
+impl std::fmt::Display for Requirement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let k = &self.key;
+        match &self.op {
+            LabelOp::Eq(v) => write!(f, "{k}={v}"),
+            LabelOp::NotEq(v) => write!(f, "{k}!={v}"),
+            LabelOp::In(vs) => write!(f, "{k} in ({})", vs.join(",")),
+            LabelOp::NotIn(vs) => write!(f, "{k} notin ({})", vs.join(",")),
+            LabelOp::Exists => write!(f, "{k}"),
+            LabelOp::NotExists => write!(f, "!{k}"),
+            LabelOp::Gt(n) => write!(f, "{k}>{n}"),
+            LabelOp::Lt(n) => write!(f, "{k}<{n}"),
+        }
+    }
+}
+
+/// The selector in query-parameter syntax (`app=web,tier in (a,b)`).
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.requirements.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// `metadata.labels` of a JSON object as a map.
 pub fn labels_of(obj: &serde_json::Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")

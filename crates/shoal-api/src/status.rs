@@ -44,6 +44,10 @@ impl Cause {
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Cause { reason: "FieldValueForbidden".into(), message: format!("Forbidden: {}", detail.into()), field: field.into() }
     }
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
     pub fn to_line(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }
@@ -134,6 +138,10 @@ impl StatusError {
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
+    }
+    /// 422 for a patch that cannot be applied (a failed `test`, a missing path).
+    pub fn invalid_patch(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
     }
     pub fn unauthorized() -> Self {
         Self::new(401, "Unauthorized", "Unauthorized")

@@ -1,1 +1,108 @@
-//! placeholder
+//! Shoal's Kubernetes-compatible API server.
+//!
+//! Owns the HTTP API kubectl and kube-rs speak: discovery, CRUD, watch, patch and apply,
+//! tables, OpenAPI, the watch cache and `ApiError` → `Status`. It is the only component that
+//! touches the [`shoal_store::Store`]. It does not run controllers, the scheduler or kubelets.
+//!
+//! Start at [`ApiServer::start`] and [`router`]; requests enter at [`handlers::dispatch`].
+
+mod apply;
+mod body;
+pub mod cache;
+mod defaults;
+mod discovery;
+mod error;
+pub mod handlers;
+mod meta;
+mod openapi;
+mod patch;
+mod protobuf;
+pub mod registry;
+mod request;
+mod table;
+pub mod tls;
+mod typed;
+mod validate;
+
+pub use error::{ApiError, ApiResult};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use shoal_api::StatusError;
+use shoal_store::{Store, StoreError};
+use std::sync::Arc;
+
+/// The API server's shared state.
+pub struct ApiServer {
+    pub registry: registry::Registry,
+    pub cache: Arc<cache::WatchCache>,
+    openapi: openapi::OpenApi,
+    /// Bearer token every request must carry; `None` disables authentication (tests only).
+    token: Option<String>,
+}
+
+/// Namespaces every cluster starts with.
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl ApiServer {
+    /// Loads the watch cache from `store` and creates the system namespaces if missing.
+    pub async fn start(store: Arc<dyn Store>, token: Option<String>) -> Result<Arc<Self>, StoreError> {
+        let cache = cache::WatchCache::start(store.clone()).await?;
+        let server = Arc::new(ApiServer {
+            registry: registry::Registry::new(store, cache.clone()),
+            cache,
+            openapi: openapi::OpenApi::build(),
+            token,
+        });
+        server.bootstrap().await?;
+        Ok(server)
+    }
+
+    async fn bootstrap(&self) -> Result<(), StoreError> {
+        let info = shoal_api::resources::find("", "v1", "namespaces").expect("namespaces are in the resource table");
+        let opts = registry::WriteOptions { dry_run: false, manager: "shoal-apiserver".into(), validation: request::FieldValidation::Strict };
+        for ns in SYSTEM_NAMESPACES {
+            let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match self.registry.create(info, None, obj, &opts).await {
+                Ok(_) => {}
+                Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
+                Err(ApiError(e)) => return Err(StoreError::Backend(e.message.into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Paths anyone may read, as Kubernetes' `system:public-info-viewer` allows.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
+}
+
+async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &server.token
+        && !is_public(req.uri().path())
+    {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        // Constant-time comparison: the token is the cluster's only credential.
+        let ok = given.is_some_and(|g| g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+        if !ok {
+            return error::status_response(&StatusError::unauthorized());
+        }
+    }
+    next.run(req).await
+}
+
+/// The API as an axum router.
+pub fn router(server: Arc<ApiServer>) -> Router {
+    Router::new()
+        .fallback(handlers::dispatch)
+        .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
+        .with_state(server)
+}

@@ -1,0 +1,311 @@
+//! The watch cache: lists, gets and watches are served from memory.
+//!
+//! One task follows a single store watch on `/registry/` and keeps, per resource, the current
+//! objects and a window of recent events. Each object and each event is encoded to JSON once,
+//! when it enters the cache; every reader and every watcher gets those same bytes.
+//!
+//! Consistency: a read first asks the store for its current revision and waits until the
+//! cache has applied it (consistent reads from cache, as in Kubernetes' KEP-2340), so a client
+//! always reads its own writes.
+
+use crate::error::{ApiError, ApiResult};
+use bytes::Bytes;
+use serde_json::Value;
+use shoal_api::{ResourceInfo, StatusError, resources::RESOURCES};
+use shoal_store::{EventKind, RangeRequest, Revision, Store, StoreError};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{broadcast, watch};
+
+/// Events kept per resource for watches that resume from a recent resourceVersion. Older
+/// resumes are served from the store's own history.
+const HISTORY: usize = 4096;
+
+/// An object as stored, with `metadata.resourceVersion` filled in and encoded once.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub key: String,
+    pub value: Value,
+    pub json: Bytes,
+    pub revision: i64,
+}
+
+impl CachedObject {
+    /// Decodes stored bytes and sets `metadata.resourceVersion` to `revision`.
+    pub fn decode(key: &str, bytes: &[u8], revision: i64) -> Result<Self, StoreError> {
+        let mut value: Value = serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt { key: key.to_owned() })?;
+        Ok(Self::from_value(key.to_owned(), &mut value, revision))
+    }
+
+    pub fn from_value(key: String, value: &mut Value, revision: i64) -> Self {
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+        }
+        let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        CachedObject { key, value: std::mem::take(value), json, revision }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl WatchType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchType::Added => "ADDED",
+            WatchType::Modified => "MODIFIED",
+            WatchType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, with the watch line every plain-JSON watcher sends, encoded once.
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub kind: WatchType,
+    pub object: Arc<CachedObject>,
+    pub prev: Option<Arc<CachedObject>>,
+    pub revision: i64,
+    pub line: Bytes,
+}
+
+pub fn watch_line(kind: &str, object_json: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(object_json.len() + 32);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object_json);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Arc<CachedObject>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// Every event after this revision is in `history`.
+    complete_after: i64,
+}
+
+pub struct ResourceCache {
+    pub info: &'static ResourceInfo,
+    state: RwLock<State>,
+    tx: broadcast::Sender<Arc<CacheEvent>>,
+}
+
+/// A starting point for a watch served by the cache.
+pub struct Subscription {
+    /// Events to send first (synthetic ADDED for a fresh watch, or the replayed window).
+    pub initial: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+}
+
+impl ResourceCache {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        // Writers never panic while holding the lock (they only move Arcs around).
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// The objects under `prefix` with a key `> after`, in key order.
+    pub fn list(&self, prefix: &str, after: Option<&str>) -> Vec<Arc<CachedObject>> {
+        let st = self.read();
+        let end = shoal_store::prefix_end(prefix);
+        let start = after.map_or(prefix.to_owned(), |a| format!("{a}\0"));
+        st.objects.range(start..end).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// Subscribes from `from`: `None` replays the current state as ADDED; `Some(rv)` replays
+    /// the window after `rv`, or `Err(None)` if the window no longer reaches back that far.
+    pub fn subscribe(&self, from: Option<i64>, prefix: &str) -> Result<Subscription, Option<i64>> {
+        // Subscribing under the read lock: the updater broadcasts under the write lock, so no
+        // event falls between the replay and the live feed.
+        let st = self.read();
+        let live = self.tx.subscribe();
+        let initial = match from {
+            None => st
+                .objects
+                .range(prefix.to_owned()..shoal_store::prefix_end(prefix))
+                .map(|(_, o)| {
+                    Arc::new(CacheEvent {
+                        kind: WatchType::Added,
+                        object: o.clone(),
+                        prev: None,
+                        revision: o.revision,
+                        line: watch_line("ADDED", &o.json),
+                    })
+                })
+                .collect(),
+            Some(rv) if rv >= st.complete_after => st.history.iter().filter(|e| e.revision > rv).cloned().collect(),
+            Some(_) => return Err(Some(st.complete_after)),
+        };
+        Ok(Subscription { initial, live })
+    }
+
+    fn apply(&self, ev: &shoal_store::Event) -> Result<(), StoreError> {
+        let rev = ev.kv.mod_revision.get();
+        let mut st = self.write();
+        let prev = st.objects.get(&ev.kv.key).cloned();
+        let event = match ev.kind {
+            EventKind::Put => {
+                let obj = Arc::new(CachedObject::decode(&ev.kv.key, &ev.kv.value, rev)?);
+                st.objects.insert(ev.kv.key.clone(), obj.clone());
+                let kind = if prev.is_some() { WatchType::Modified } else { WatchType::Added };
+                CacheEvent { kind, line: watch_line(kind.as_str(), &obj.json), object: obj, prev, revision: rev }
+            }
+            EventKind::Delete => {
+                st.objects.remove(&ev.kv.key);
+                // The DELETED event carries the last state with the deletion's revision.
+                let last = match (&prev, &ev.prev_kv) {
+                    (Some(p), _) => p.value.clone(),
+                    (None, Some(kv)) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
+                    (None, None) => Value::Null,
+                };
+                let obj = Arc::new(CachedObject::from_value(ev.kv.key.clone(), &mut last.clone(), rev));
+                CacheEvent { kind: WatchType::Deleted, line: watch_line("DELETED", &obj.json), object: obj, prev, revision: rev }
+            }
+        };
+        let event = Arc::new(event);
+        if st.history.len() >= HISTORY
+            && let Some(old) = st.history.pop_front()
+        {
+            st.complete_after = old.revision;
+        }
+        st.history.push_back(event.clone());
+        let _ = self.tx.send(event);
+        Ok(())
+    }
+}
+
+/// All resources' caches and the revision they have caught up with.
+pub struct WatchCache {
+    store: Arc<dyn Store>,
+    caches: Vec<Arc<ResourceCache>>,
+    revision: watch::Sender<i64>,
+}
+
+impl WatchCache {
+    /// Loads every resource from the store and starts following its changes.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        let caches = RESOURCES
+            .iter()
+            .map(|info| {
+                let (tx, _) = broadcast::channel(1024);
+                Arc::new(ResourceCache { info, state: RwLock::new(State::default()), tx })
+            })
+            .collect();
+        let (revision, _) = watch::channel(0);
+        let cache = Arc::new(WatchCache { store, caches, revision });
+        let rev = cache.load().await?;
+        let c = cache.clone();
+        tokio::spawn(async move { c.follow(rev).await });
+        Ok(cache)
+    }
+
+    async fn load(&self) -> Result<Revision, StoreError> {
+        let all = self.store.range(RangeRequest::prefix("/registry/")).await?;
+        for c in &self.caches {
+            let mut st = c.write();
+            st.objects.clear();
+            st.history.clear();
+            st.complete_after = all.revision.get();
+        }
+        for kv in all.kvs {
+            if let Some(c) = self.for_key(&kv.key) {
+                let obj = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision.get())?;
+                c.write().objects.insert(kv.key.clone(), Arc::new(obj));
+            }
+        }
+        self.revision.send_replace(all.revision.get());
+        Ok(all.revision)
+    }
+
+    async fn follow(self: Arc<Self>, mut rev: Revision) {
+        loop {
+            let mut w = match self.store.watch("/registry/", rev.next()).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "watch cache cannot watch the store; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            while let Some(batch) = w.next().await {
+                match batch {
+                    Ok(events) => {
+                        for ev in &events {
+                            if let Some(c) = self.for_key(&ev.kv.key)
+                                && let Err(e) = c.apply(ev)
+                            {
+                                tracing::error!(error = %e, key = %ev.kv.key, "skipping undecodable object");
+                            }
+                        }
+                        if let Some(last) = events.last() {
+                            rev = last.kv.mod_revision;
+                            self.revision.send_replace(rev.get());
+                        }
+                    }
+                    Err(StoreError::Closed) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "watch cache fell behind the store; reloading");
+                        match self.load().await {
+                            Ok(r) => rev = r,
+                            Err(e) => tracing::error!(error = %e, "reload failed"),
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn for_key(&self, key: &str) -> Option<&Arc<ResourceCache>> {
+        // Longest prefix wins: `/registry/apps/deployments/` before a core `/registry/apps...`.
+        self.caches.iter().filter(|c| key.starts_with(&c.info.storage_prefix())).max_by_key(|c| c.info.storage_prefix().len())
+    }
+
+    pub fn resource(&self, info: &ResourceInfo) -> &Arc<ResourceCache> {
+        self.caches
+            .iter()
+            .find(|c| std::ptr::eq(c.info, info))
+            .or_else(|| self.caches.iter().find(|c| c.info.plural == info.plural && c.info.group == info.group))
+            .expect("every served resource has a cache: both come from RESOURCES")
+    }
+
+    pub fn revision(&self) -> i64 {
+        *self.revision.borrow()
+    }
+
+    pub fn subscribe_revision(&self) -> watch::Receiver<i64> {
+        self.revision.subscribe()
+    }
+
+    /// Waits until the cache has caught up with the store's current revision.
+    pub async fn sync(&self) -> ApiResult<i64> {
+        let target = self.store.current_revision().await?.get();
+        self.wait_for(target).await
+    }
+
+    pub async fn wait_for(&self, target: i64) -> ApiResult<i64> {
+        let mut rx = self.revision.subscribe();
+        let fut = rx.wait_for(|r| *r >= target);
+        match tokio::time::timeout(std::time::Duration::from_secs(3), fut).await {
+            Ok(Ok(r)) => Ok(*r),
+            Ok(Err(_)) => Err(StatusError::service_unavailable("the watch cache has stopped").into()),
+            Err(_) => Err(ApiError(StatusError::timeout(format!(
+                "Too large resource version: {target}, current: {}",
+                self.revision()
+            )))),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The cluster CA, the serving certificate, the admin token, and serving HTTPS.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read or write {path}")]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+    #[error("cannot generate a certificate")]
+    Generate(#[from] rcgen::Error),
+    #[error("invalid certificate or key in {path}")]
+    Pem { path: PathBuf },
+    #[error("invalid TLS configuration")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The files of a cluster's PKI under its data directory.
+pub struct Pki {
+    pub ca_pem: String,
+    pub token: String,
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+fn read(path: &Path) -> Result<Option<String>, TlsError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TlsError::Io { path: path.to_owned(), source }),
+    }
+}
+
+fn write(path: &Path, content: &str) -> Result<(), TlsError> {
+    std::fs::write(path, content).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(())
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, "shoal-ca");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+fn random_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+impl Pki {
+    /// Loads the CA, serving certificate and token from `dir`, creating what is missing.
+    /// The serving certificate names localhost, every loopback address and `extra_names`.
+    pub fn load_or_create(dir: &Path, extra_names: &[String]) -> Result<Self, TlsError> {
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_owned(), source })?;
+        let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let (ca_pem, ca_key_pem) = match (read(&ca_crt)?, read(&ca_key)?) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let params = ca_params()?;
+                let key = KeyPair::generate()?;
+                let cert = params.self_signed(&key)?;
+                write(&ca_crt, &cert.pem())?;
+                write(&ca_key, &key.serialize_pem())?;
+                (cert.pem(), key.serialize_pem())
+            }
+        };
+        let (srv_crt, srv_key) = (dir.join("apiserver.crt"), dir.join("apiserver.key"));
+        let (cert_pem, key_pem) = match (read(&srv_crt)?, read(&srv_key)?) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let ca_key = KeyPair::from_pem(&ca_key_pem)?;
+                // The CA's parameters are fixed, so rebuilding them with its key gives the same
+                // issuer name and key identifier as the stored certificate.
+                let issuer = Issuer::new(ca_params()?, ca_key);
+                let mut names = vec!["localhost".to_owned(), "kubernetes".to_owned(), "kubernetes.default".to_owned(), "kubernetes.default.svc".to_owned()];
+                names.extend(extra_names.iter().cloned());
+                let mut params = CertificateParams::new(names)?;
+                params.distinguished_name.push(DnType::CommonName, "shoal-apiserver");
+                for ip in ["127.0.0.1", "::1", "10.96.0.1"] {
+                    if let Ok(ip) = ip.parse::<IpAddr>() {
+                        params.subject_alt_names.push(SanType::IpAddress(ip));
+                    }
+                }
+                let key = KeyPair::generate()?;
+                let cert = params.signed_by(&key, &issuer)?;
+                write(&srv_crt, &cert.pem())?;
+                write(&srv_key, &key.serialize_pem())?;
+                (cert.pem(), key.serialize_pem())
+            }
+        };
+        let token_path = dir.join("admin.token");
+        let token = match read(&token_path)? {
+            Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
+            _ => {
+                let t = random_token();
+                write(&token_path, &t)?;
+                t
+            }
+        };
+        let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| TlsError::Pem { path: srv_crt.clone() })?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| TlsError::Pem { path: srv_key.clone() })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Pki { ca_pem, token, server_config: Arc::new(config) })
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is given.
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::ServerConfig>>, shutdown: CancellationToken) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Without it, small streamed responses wait for delayed ACKs (40 ms per watch event).
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acc) => match acc.accept(stream).await {
+                    Ok(tls) => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,108 @@
+//! The typed view of the built-in kinds: decoding through `k8s-openapi` catches wrong types
+//! (naming the field) and, by comparing what survives a round trip with what was sent, finds
+//! unknown fields for `fieldValidation`.
+
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+
+fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+    let t: T = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+    })?;
+    serde_json::to_value(&t).map_err(|e| e.to_string())
+}
+
+macro_rules! kinds {
+    ($($group:literal, $kind:literal => $ty:ty;)*) => {
+        /// Decodes `v` as `group`/`kind` and encodes it back; `None` for kinds without a type.
+        pub fn round_trip_kind(group: &str, kind: &str, v: &Value) -> Option<Result<Value, String>> {
+            match (group, kind) {
+                $(($group, $kind) => Some(round_trip::<$ty>(v)),)*
+                _ => None,
+            }
+        }
+
+        /// Adds the schema of every served kind to `generator`; returns `(group, kind, schema name)`.
+        pub fn schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, &'static str, String)> {
+            let mut out = Vec::new();
+            $(
+                generator.subschema_for::<$ty>();
+                out.push(($group, $kind, <$ty as schemars::JsonSchema>::schema_name().into_owned()));
+            )*
+            out
+        }
+    };
+}
+
+kinds! {
+    "", "Namespace" => core::v1::Namespace;
+    "", "Pod" => core::v1::Pod;
+    "", "Node" => core::v1::Node;
+    "", "Service" => core::v1::Service;
+    "", "Endpoints" => core::v1::Endpoints;
+    "", "ConfigMap" => core::v1::ConfigMap;
+    "", "Secret" => core::v1::Secret;
+    "", "ServiceAccount" => core::v1::ServiceAccount;
+    "", "Event" => core::v1::Event;
+    "", "Binding" => core::v1::Binding;
+    "apps", "Deployment" => apps::v1::Deployment;
+    "apps", "ReplicaSet" => apps::v1::ReplicaSet;
+    "apps", "StatefulSet" => apps::v1::StatefulSet;
+    "apps", "DaemonSet" => apps::v1::DaemonSet;
+    "batch", "Job" => batch::v1::Job;
+    "batch", "CronJob" => batch::v1::CronJob;
+    "coordination.k8s.io", "Lease" => coordination::v1::Lease;
+    "discovery.k8s.io", "EndpointSlice" => discovery::v1::EndpointSlice;
+    "node.k8s.io", "RuntimeClass" => node::v1::RuntimeClass;
+    "events.k8s.io", "Event" => events::v1::Event;
+    "autoscaling", "Scale" => k8s_openapi::api::autoscaling::v1::Scale;
+}
+
+/// Paths (`spec.foo`, `spec.containers[0].bar`) present in `sent` but dropped by the round
+/// trip: the fields the type does not know.
+pub fn unknown_fields(sent: &Value, typed: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(sent, typed, String::new(), &mut out);
+    out
+}
+
+fn walk(sent: &Value, typed: &Value, path: String, out: &mut Vec<String>) {
+    match (sent, typed) {
+        (Value::Object(s), Value::Object(t)) => {
+            for (k, v) in s {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    Some(tv) => walk(v, tv, p, out),
+                    // A null or empty value the type drops is not an unknown field.
+                    None if v.is_null() || v.as_object().is_some_and(|m| m.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()) => {}
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(s), Value::Array(t)) => {
+            for (i, (sv, tv)) in s.iter().zip(t).enumerate() {
+                walk(sv, tv, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_unknown_fields_and_type_errors() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": null},
+            "spec": {"foo": 1, "containers": [{"name": "c", "image": "i", "bar": true}]}});
+        let typed = round_trip_kind("", "Pod", &pod).unwrap().unwrap();
+        assert_eq!(unknown_fields(&pod, &typed), ["spec.foo", "spec.containers[0].bar"]);
+        let bad = json!({"metadata": {"name": "p"}, "spec": {"replicas": "three"}});
+        let err = round_trip_kind("apps", "Deployment", &bad).unwrap().unwrap_err();
+        assert!(err.starts_with("spec.replicas"), "{err}");
+    }
+}
