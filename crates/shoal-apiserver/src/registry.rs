@@ -211,6 +211,9 @@ impl Registry {
 
     /// Defaults, validates and type-checks an object about to be written.
     fn admit(&self, info: &ResourceInfo, o: &mut Value, old: Option<&Value>, validation: FieldValidation, warnings: &mut Vec<String>) -> ApiResult<()> {
+        if info.group.is_empty() && info.kind == "Secret" {
+            fold_string_data(o);
+        }
         defaults::apply(info.group, info.kind, o);
         let causes = validate::validate(info, o, old);
         if !causes.is_empty() {
@@ -721,6 +724,23 @@ impl Registry {
             }
         }
         Err(StatusError::stale(info.plural, info.group, name).into())
+    }
+}
+
+/// A Secret's write-only `stringData` is merged into `data`, base64-encoded, as Kubernetes does.
+fn fold_string_data(o: &mut Value) {
+    use base64::Engine;
+    let Some(root) = o.as_object_mut() else { return };
+    let Some(Value::Object(sd)) = root.remove("stringData") else { return };
+    let data = root.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+        }
     }
 }
 
