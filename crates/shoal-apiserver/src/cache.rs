@@ -282,6 +282,20 @@ impl WatchCache {
             .expect("every served resource has a cache: both come from RESOURCES")
     }
 
+    /// Whether any cached object names `uid` in its `ownerReferences` (dependents live in the
+    /// owner's namespace, or anywhere for a cluster-scoped owner).
+    pub fn has_dependents(&self, uid: &str, namespace: Option<&str>) -> bool {
+        self.caches.iter().any(|c| {
+            let prefix = c.info.namespace_prefix(namespace.filter(|_| c.info.namespaced));
+            c.list(&prefix, None).iter().any(|o| {
+                o.value
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+            })
+        })
+    }
+
     pub fn revision(&self) -> i64 {
         *self.revision.borrow()
     }

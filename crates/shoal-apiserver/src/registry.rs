@@ -591,7 +591,14 @@ impl Registry {
                 .into());
             }
             let mut finalizers = meta::finalizers(&current.value);
+            // Foreground and orphan deletion wait for the garbage collector only when there
+            // are dependents to delete or orphan; without any, it would finish at once.
+            let dependents = matches!(opts.propagation.as_deref(), Some("Foreground" | "Orphan")) && {
+                self.cache.sync().await?;
+                self.cache.has_dependents(&uid, ns)
+            };
             match opts.propagation.as_deref() {
+                Some("Foreground" | "Orphan") if !dependents => {}
                 Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push("foregroundDeletion".into()),
                 Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
                 Some("Foreground" | "Orphan" | "Background") | None => {}
