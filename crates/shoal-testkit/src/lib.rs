@@ -1,1 +1,151 @@
-//! placeholder
+//! Dev-only helpers for end-to-end tests: start the real `shoal` binary on a free loopback port,
+//! run the real kubectl against it, and wait with [`eventually`].
+//!
+//! Everything started here is stopped when its handle drops.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the workspace's binaries are built (`target/debug` next to the test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target directory")
+}
+
+/// The `shoal` binary, which must have been built (`cargo build -p shoal`).
+pub fn shoal_bin() -> PathBuf {
+    let p = bin_dir().join("shoal");
+    assert!(p.exists(), "{} is missing: run `cargo build -p shoal` first (cargo xtask test does)", p.display());
+    p
+}
+
+/// How long `eventually` waits; `SHOAL_TEST_PATIENCE_SECS` raises it on slow machines.
+pub fn patience() -> Duration {
+    Duration::from_secs(std::env::var("SHOAL_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30))
+}
+
+/// Retries `f` until it returns `Ok` or patience runs out.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> T {
+    let deadline = Instant::now() + patience();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{what}: still failing after {:?}: {e:#}", patience()),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A running `shoal up` on a temporary data directory.
+pub struct Cluster {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub server: String,
+    _tmp: Option<tempfile::TempDir>,
+    kube_cache: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `shoal up` on a fresh data directory.
+    pub fn start() -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let mut c = Self::start_in(&dir, &["up"])?;
+        c._tmp = Some(tmp);
+        Ok(c)
+    }
+
+    /// Starts `shoal <args>` on `dir` (kept by the caller, e.g. for a restart).
+    pub fn start_in(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(shoal_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning shoal")?;
+        let stdout = child.stdout.take().context("shoal stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let server = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.split("listening on ").nth(1) {
+                        break rest.trim().to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    bail!("shoal exited before it was listening");
+                }
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Cluster { child: Some(child), data_dir: dir.to_owned(), server, _tmp: None, kube_cache: tempfile::tempdir()? })
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig")
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig and a private discovery cache.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(args, None, &[])
+    }
+
+    /// Runs kubectl with stdin and extra environment variables.
+    pub fn kubectl_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("kubectl");
+        cmd.args(args)
+            .arg("--cache-dir")
+            .arg(self.kube_cache.path())
+            .env("KUBECONFIG", self.kubeconfig())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("kubectl is installed at /usr/bin/kubectl");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
+        }
+        child.wait_with_output().expect("kubectl runs")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test with stderr if it did not succeed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// SIGKILLs the process (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `shoal` binary, the real kubectl, kube-rs.
+
+mod durability;
+mod kube_client;
+mod kubectl;
