@@ -11,7 +11,9 @@ async fn acknowledged_writes_survive_kill_9_and_the_revision_continues() {
     let mut c = Cluster::start_in(&dir, &["up"]).unwrap();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
 
     let acked: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
@@ -22,7 +24,9 @@ async fn acknowledged_writes_survive_kill_9_and_the_revision_continues() {
             tokio::spawn(async move {
                 for i in 0..10_000 {
                     let name = format!("w{w}-{i}");
-                    let cm: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+                    let cm: ConfigMap =
+                        serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                            .unwrap();
                     match api.create(&PostParams::default(), &cm).await {
                         Ok(o) => {
                             let rv = o.metadata.resource_version.unwrap().parse().unwrap();
@@ -47,13 +51,32 @@ async fn acknowledged_writes_survive_kill_9_and_the_revision_continues() {
 
     let c = Cluster::start_in(&dir, &["up"]).unwrap();
     let kc = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     let api: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
-    let names: std::collections::HashSet<String> =
-        api.list(&ListParams::default()).await.unwrap().items.into_iter().filter_map(|o| o.metadata.name).collect();
+    let names: std::collections::HashSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
     let lost: Vec<_> = acked.iter().filter(|(n, _)| !names.contains(n)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    let next = api.create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "after"}})).unwrap()).await.unwrap();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let next = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "after"}})).unwrap(),
+        )
+        .await
+        .unwrap();
     let rv: i64 = next.metadata.resource_version.unwrap().parse().unwrap();
     assert!(rv > max_rv, "revision continues: {rv} > {max_rv}");
 }

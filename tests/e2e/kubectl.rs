@@ -59,12 +59,27 @@ fn discovery_commands_work() {
     let v = c.ok(&["version"]);
     assert!(v.contains("Server Version: v1.32"), "{v}");
     let r = c.ok(&["api-resources"]);
-    for line in ["deployments", "deploy", "apps/v1", "Deployment", "pods", "po", "leases", "runtimeclasses"] {
+    for line in [
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "Deployment",
+        "pods",
+        "po",
+        "leases",
+        "runtimeclasses",
+    ] {
         assert!(r.contains(line), "api-resources lacks {line}:\n{r}");
     }
     let av = c.ok(&["api-versions"]);
-    assert!(av.contains("apps/v1") && av.contains("batch/v1") && av.lines().any(|l| l == "v1"), "{av}");
-    assert!(c.ok(&["cluster-info"]).contains("is running at https://127.0.0.1:"));
+    assert!(
+        av.contains("apps/v1") && av.contains("batch/v1") && av.lines().any(|l| l == "v1"),
+        "{av}"
+    );
+    assert!(
+        c.ok(&["cluster-info"])
+            .contains("is running at https://127.0.0.1:")
+    );
     let ns = c.ok(&["get", "namespaces"]);
     for n in ["default", "kube-system", "kube-public"] {
         assert!(ns.contains(n), "{ns}");
@@ -77,25 +92,61 @@ fn apply_twice_then_edit_is_unchanged_then_configured() {
     let dir = tempfile_dir();
     let f = write(dir.path(), "app.yaml", APP);
     let first = c.ok(&["apply", "-f", &f]);
-    assert_eq!(first.lines().collect::<Vec<_>>(), ["deployment.apps/web created", "service/web created", "configmap/cfg created", "secret/sec created"]);
+    assert_eq!(
+        first.lines().collect::<Vec<_>>(),
+        [
+            "deployment.apps/web created",
+            "service/web created",
+            "configmap/cfg created",
+            "secret/sec created"
+        ]
+    );
     let second = c.ok(&["apply", "-f", &f]);
     // As on Kubernetes, a Secret with `stringData` is always `configured`: it is never stored.
-    assert!(second.lines().filter(|l| !l.starts_with("secret/")).all(|l| l.ends_with(" unchanged")), "{second}");
-    let f = write(dir.path(), "app.yaml", &APP.replace("replicas: 2", "replicas: 3"));
+    assert!(
+        second
+            .lines()
+            .filter(|l| !l.starts_with("secret/"))
+            .all(|l| l.ends_with(" unchanged")),
+        "{second}"
+    );
+    let f = write(
+        dir.path(),
+        "app.yaml",
+        &APP.replace("replicas: 2", "replicas: 3"),
+    );
     let third = c.ok(&["apply", "-f", &f]);
-    assert!(third.contains("deployment.apps/web configured") && third.contains("service/web unchanged"), "{third}");
+    assert!(
+        third.contains("deployment.apps/web configured") && third.contains("service/web unchanged"),
+        "{third}"
+    );
     // Three-way merge: a field changed by someone else survives an apply that does not set it.
     c.ok(&["label", "deploy", "web", "owner=ops"]);
     c.ok(&["apply", "-f", &f]);
-    assert_eq!(c.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.labels.owner} {.spec.replicas} {.metadata.generation}"]), "ops 3 2");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.metadata.labels.owner} {.spec.replicas} {.metadata.generation}"
+        ]),
+        "ops 3 2"
+    );
     // Strategic merge keeps list items' fields (ports) when the image changes.
     let f = write(dir.path(), "app.yaml", &APP.replace("echo:1.0", "echo:2.0"));
     c.ok(&["apply", "-f", &f]);
     let out = c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort}"]);
     assert_eq!(out, "registry.local/echo:2.0 8080");
-    assert_eq!(c.ok(&["get", "secret", "sec", "-o", "jsonpath={.data.password}"]), "aHVudGVyMg==");
+    assert_eq!(
+        c.ok(&["get", "secret", "sec", "-o", "jsonpath={.data.password}"]),
+        "aHVudGVyMg=="
+    );
     // `yes`/`on` survive as strings.
-    assert_eq!(c.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.flag}"]), "on");
+    assert_eq!(
+        c.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.flag}"]),
+        "on"
+    );
 }
 
 #[test]
@@ -104,13 +155,41 @@ fn server_side_apply_creates_merges_and_reports_conflicts() {
     let dir = tempfile_dir();
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n";
     let f = write(dir.path(), "cm.yaml", cm);
-    assert!(c.ok(&["apply", "--server-side", "-f", &f]).contains("configmap/ssa serverside-applied"));
-    let managers = c.ok(&["get", "cm", "ssa", "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"]);
+    assert!(
+        c.ok(&["apply", "--server-side", "-f", &f])
+            .contains("configmap/ssa serverside-applied")
+    );
+    let managers = c.ok(&[
+        "get",
+        "cm",
+        "ssa",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
     assert_eq!(managers, "kubectl");
     let f2 = write(dir.path(), "cm2.yaml", &cm.replace("\"1\"", "\"2\""));
-    let err = c.fails(&["apply", "--server-side", "--field-manager", "other", "-f", &f2]);
-    assert!(err.contains("conflict with \"kubectl\"") && err.contains(".data.a"), "{err}");
-    c.ok(&["apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f", &f2]);
+    let err = c.fails(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "other",
+        "-f",
+        &f2,
+    ]);
+    assert!(
+        err.contains("conflict with \"kubectl\"") && err.contains(".data.a"),
+        "{err}"
+    );
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "other",
+        "--force-conflicts",
+        "-f",
+        &f2,
+    ]);
     assert_eq!(c.ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]), "2");
 }
 
@@ -118,29 +197,84 @@ fn server_side_apply_creates_merges_and_reports_conflicts() {
 fn get_output_formats_selectors_and_paging() {
     let c = Cluster::start().unwrap();
     fn cm(name: &str, tier: &str) -> String {
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels:\n    tier: {tier}\ndata:\n  k: v\n")
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels:\n    tier: {tier}\ndata:\n  k: v\n"
+        )
     }
     for (name, tier) in [("a", "front"), ("b", "back"), ("c", "front")] {
         let out = c.kubectl_with(&["apply", "-f", "-"], Some(&cm(name, tier)), &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let table = c.ok(&["get", "cm", "-l", "tier=front"]);
-    assert!(table.starts_with("NAME") && table.contains("DATA") && table.contains("AGE"), "{table}");
-    assert!(table.contains("a ") && table.contains("c ") && !table.contains("\nb "), "{table}");
-    assert_eq!(c.ok(&["get", "cm", "-l", "tier in (back)", "-o", "name"]).trim(), "configmap/b");
-    assert_eq!(c.ok(&["get", "cm", "-l", "tier!=front,tier", "-o", "name"]).trim(), "configmap/b");
-    assert_eq!(c.ok(&["get", "cm", "--field-selector", "metadata.name=c", "-o", "name"]).trim(), "configmap/c");
+    assert!(
+        table.starts_with("NAME") && table.contains("DATA") && table.contains("AGE"),
+        "{table}"
+    );
+    assert!(
+        table.contains("a ") && table.contains("c ") && !table.contains("\nb "),
+        "{table}"
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "-l", "tier in (back)", "-o", "name"])
+            .trim(),
+        "configmap/b"
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "-l", "tier!=front,tier", "-o", "name"])
+            .trim(),
+        "configmap/b"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "--field-selector",
+            "metadata.name=c",
+            "-o",
+            "name"
+        ])
+        .trim(),
+        "configmap/c"
+    );
     let paged = c.ok(&["get", "cm", "--chunk-size=1", "-l", "tier", "-o", "name"]);
-    assert_eq!(paged.lines().collect::<Vec<_>>(), ["configmap/a", "configmap/b", "configmap/c"]);
-    let json: serde_json::Value = serde_json::from_str(&c.ok(&["get", "cm", "a", "-o", "json"])).unwrap();
+    assert_eq!(
+        paged.lines().collect::<Vec<_>>(),
+        ["configmap/a", "configmap/b", "configmap/c"]
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "cm", "a", "-o", "json"])).unwrap();
     assert_eq!(json["kind"], "ConfigMap");
-    assert!(json["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
-    assert!(c.ok(&["get", "cm", "a", "-o", "yaml"]).contains("tier: front"));
-    assert_eq!(c.ok(&["get", "cm", "-o", "jsonpath={.items[*].metadata.name}", "-l", "tier=front"]), "a c");
+    assert!(
+        json["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36)
+    );
+    assert!(
+        c.ok(&["get", "cm", "a", "-o", "yaml"])
+            .contains("tier: front")
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+            "-l",
+            "tier=front"
+        ]),
+        "a c"
+    );
     let wide = c.ok(&["get", "cm", "a", "-o", "wide"]);
     assert!(wide.contains("DATA"));
     let err = c.fails(&["get", "cm", "--field-selector", "spec.nope=1"]);
-    assert!(err.contains("field label not supported: spec.nope"), "{err}");
+    assert!(
+        err.contains("field label not supported: spec.nope"),
+        "{err}"
+    );
 }
 
 fn tempfile_dir() -> tempfile_shim::TempDir {
@@ -152,7 +286,14 @@ mod tempfile_shim {
     pub struct TempDir(std::path::PathBuf);
     impl TempDir {
         pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("shoal-e2e-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+            let p = std::env::temp_dir().join(format!(
+                "shoal-e2e-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            ));
             std::fs::create_dir_all(&p).unwrap();
             TempDir(p)
         }
@@ -172,28 +313,99 @@ fn label_annotate_patch_scale_edit() {
     let c = Cluster::start().unwrap();
     let dir = tempfile_dir();
     c.ok(&["apply", "-f", &write(dir.path(), "app.yaml", APP)]);
-    assert!(c.ok(&["label", "cm", "cfg", "env=prod"]).contains("configmap/cfg labeled"));
+    assert!(
+        c.ok(&["label", "cm", "cfg", "env=prod"])
+            .contains("configmap/cfg labeled")
+    );
     let err = c.fails(&["label", "cm", "cfg", "env=dev"]);
     assert!(err.contains("--overwrite is false"), "{err}");
     c.ok(&["label", "cm", "cfg", "env-"]);
-    assert!(c.ok(&["annotate", "cm", "cfg", "note=hi"]).contains("annotated"));
+    assert!(
+        c.ok(&["annotate", "cm", "cfg", "note=hi"])
+            .contains("annotated")
+    );
     c.ok(&["patch", "cm", "cfg", "-p", r#"{"data":{"b":"2"}}"#]);
-    c.ok(&["patch", "cm", "cfg", "--type=merge", "-p", r#"{"data":{"c":"3"}}"#]);
-    c.ok(&["patch", "cm", "cfg", "--type=json", "-p", r#"[{"op":"remove","path":"/data/a"}]"#]);
-    assert_eq!(c.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.b}{.data.c}{.data.a}{.metadata.labels.env}{.metadata.annotations.note}"]), "23hi");
-    let err = c.fails(&["patch", "cm", "cfg", "--type=json", "-p", r#"[{"op":"test","path":"/data/b","value":"9"}]"#]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"c":"3"}}"#,
+    ]);
+    c.ok(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/data/a"}]"#,
+    ]);
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cm",
+            "cfg",
+            "-o",
+            "jsonpath={.data.b}{.data.c}{.data.a}{.metadata.labels.env}{.metadata.annotations.note}"
+        ]),
+        "23hi"
+    );
+    let err = c.fails(&[
+        "patch",
+        "cm",
+        "cfg",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/data/b","value":"9"}]"#,
+    ]);
     assert!(err.contains("Invalid") || err.contains("invalid"), "{err}");
-    assert!(c.ok(&["scale", "deploy", "web", "--replicas=5"]).contains("deployment.apps/web scaled"));
-    assert_eq!(c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.metadata.generation}"]), "5 2");
+    assert!(
+        c.ok(&["scale", "deploy", "web", "--replicas=5"])
+            .contains("deployment.apps/web scaled")
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "5 2"
+    );
     let editor = dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/flag: \"on\"/flag: \"off\"/' \"$1\"\n").unwrap();
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/flag: \"on\"/flag: \"off\"/' \"$1\"\n",
+    )
+    .unwrap();
     make_executable(&editor);
-    let out = c.kubectl_with(&["edit", "cm", "cfg"], None, &[("EDITOR", editor.to_str().unwrap())]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(c.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.flag}"]), "off");
+    let out = c.kubectl_with(
+        &["edit", "cm", "cfg"],
+        None,
+        &[("EDITOR", editor.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.ok(&["get", "cm", "cfg", "-o", "jsonpath={.data.flag}"]),
+        "off"
+    );
     let described = c.ok(&["describe", "deploy", "web"]);
-    for want in ["Name:                   web", "Replicas:               5 desired", "StrategyType:           RollingUpdate", "8080/TCP"] {
-        assert!(described.contains(want), "describe lacks {want:?}:\n{described}");
+    for want in [
+        "Name:                   web",
+        "Replicas:               5 desired",
+        "StrategyType:           RollingUpdate",
+        "8080/TCP",
+    ] {
+        assert!(
+            described.contains(want),
+            "describe lacks {want:?}:\n{described}"
+        );
     }
     assert!(c.ok(&["explain", "pod.spec"]).contains("containers"));
 }
@@ -210,7 +422,10 @@ fn delete_by_file_name_label_and_all() {
     let f = write(dir.path(), "app.yaml", APP);
     c.ok(&["apply", "-f", &f]);
     let out = c.ok(&["delete", "-f", &f, "--cascade=foreground"]);
-    assert!(out.contains("deployment.apps \"web\" deleted") && out.contains("secret \"sec\" deleted"), "{out}");
+    assert!(
+        out.contains("deployment.apps \"web\" deleted") && out.contains("secret \"sec\" deleted"),
+        "{out}"
+    );
     c.ok(&["apply", "-f", &f]);
     c.ok(&["delete", "deploy", "web", "--cascade=orphan"]);
     c.ok(&["delete", "svc", "web", "--cascade=background"]);
@@ -226,22 +441,49 @@ fn errors_read_like_kubernetes() {
     let c = Cluster::start().unwrap();
     let dir = tempfile_dir();
     let err = c.fails(&["get", "cm", "nope"]);
-    assert_eq!(err.trim(), "Error from server (NotFound): configmaps \"nope\" not found");
+    assert_eq!(
+        err.trim(),
+        "Error from server (NotFound): configmaps \"nope\" not found"
+    );
     let err = c.fails(&["get", "deploy", "nope"]);
     assert!(err.contains("deployments.apps \"nope\" not found"), "{err}");
-    let f = write(dir.path(), "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\n");
+    let f = write(
+        dir.path(),
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\n",
+    );
     c.ok(&["create", "-f", &f]);
     let err = c.fails(&["create", "-f", &f]);
-    assert!(err.contains("Error from server (AlreadyExists): error when creating") && err.contains("configmaps \"dup\" already exists"), "{err}");
+    assert!(
+        err.contains("Error from server (AlreadyExists): error when creating")
+            && err.contains("configmaps \"dup\" already exists"),
+        "{err}"
+    );
     // A stale update: replace with an old resourceVersion.
-    let rv = c.ok(&["get", "cm", "dup", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    let rv = c.ok(&[
+        "get",
+        "cm",
+        "dup",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
     c.ok(&["label", "cm", "dup", "bump=1"]);
-    let stale = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\n  resourceVersion: \"{rv}\"\ndata:\n  k: v\n");
+    let stale = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\n  resourceVersion: \"{rv}\"\ndata:\n  k: v\n"
+    );
     let err = c.fails(&["replace", "-f", &write(dir.path(), "stale.yaml", &stale)]);
-    assert!(err.contains("Error from server (Conflict)") && err.contains("the object has been modified"), "{err}");
-    let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n";
+    assert!(
+        err.contains("Error from server (Conflict)")
+            && err.contains("the object has been modified"),
+        "{err}"
+    );
+    let bad =
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n";
     let err = c.fails(&["apply", "-f", &write(dir.path(), "bad.yaml", bad)]);
-    assert!(err.contains("The Pod \"bad\" is invalid: spec.containers[0].image: Required value"), "{err}");
+    assert!(
+        err.contains("The Pod \"bad\" is invalid: spec.containers[0].image: Required value"),
+        "{err}"
+    );
     let unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\nspecc: {}\ndata:\n  k: v\nbogus: 1\n";
     let err = c.fails(&["create", "-f", &write(dir.path(), "u.yaml", unknown)]);
     assert!(err.contains("unknown field \"bogus\""), "{err}");
@@ -260,7 +502,10 @@ fn get_watch_sees_later_changes() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send(line);
         }
     });
@@ -268,26 +513,47 @@ fn get_watch_sees_later_changes() {
     eventually("watch starts", || {
         // Creating objects until the watcher reports one proves it is watching.
         let name = format!("w{}", seen.len());
-        let out = c.kubectl_with(&["create", "-f", "-"], Some(&format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n")), &[]);
+        let out = c.kubectl_with(
+            &["create", "-f", "-"],
+            Some(&format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
+            )),
+            &[],
+        );
         anyhow::ensure!(out.status.success());
         seen.push(name);
         let line = rx.recv_timeout(std::time::Duration::from_secs(2))?;
-        anyhow::ensure!(line.contains("ADDED") || line.starts_with("EVENT"), "{line}");
+        anyhow::ensure!(
+            line.contains("ADDED") || line.starts_with("EVENT"),
+            "{line}"
+        );
         Ok(())
     });
     c.ok(&["label", "cm", "w0", "x=1"]);
     c.ok(&["delete", "cm", "w0"]);
     let mut lines = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !lines.iter().any(|l: &String| l.contains("DELETED")) && std::time::Instant::now() < deadline {
+    while !lines.iter().any(|l: &String| l.contains("DELETED"))
+        && std::time::Instant::now() < deadline
+    {
         if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
             lines.push(l);
         }
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
-    assert!(lines.iter().any(|l| l.contains("MODIFIED") && l.contains("w0")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.contains("DELETED") && l.contains("w0")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("MODIFIED") && l.contains("w0")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("DELETED") && l.contains("w0")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -295,12 +561,23 @@ fn requests_without_the_token_get_401() {
     let c = Cluster::start().unwrap();
     let dir = tempfile_dir();
     let cfg = std::fs::read_to_string(c.kubeconfig()).unwrap();
-    let token_line = cfg.lines().find(|l| l.trim_start().starts_with("token:")).unwrap().to_owned();
+    let token_line = cfg
+        .lines()
+        .find(|l| l.trim_start().starts_with("token:"))
+        .unwrap()
+        .to_owned();
     let bad = cfg.replace(&token_line, "    token: wrong");
     let path = write(dir.path(), "bad-kubeconfig", &bad);
-    let out = std::process::Command::new("kubectl").args(["get", "cm", "--kubeconfig", &path]).output().unwrap();
+    let out = std::process::Command::new("kubectl")
+        .args(["get", "cm", "--kubeconfig", &path])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     // Depending on what kubectl asks first it prints the Status reason or discovery's wording.
-    assert!(err.contains("You must be logged in to the server") || err.contains("the server has asked for the client to provide credentials"), "{err}");
+    assert!(
+        err.contains("You must be logged in to the server")
+            || err.contains("the server has asked for the client to provide credentials"),
+        "{err}"
+    );
 }

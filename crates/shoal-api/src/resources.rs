@@ -53,7 +53,9 @@ impl Subresource {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
             Subresource::Binding | Subresource::Eviction => &["create"],
             Subresource::Log => &["get"],
-            Subresource::Exec | Subresource::Attach | Subresource::PortForward => &["create", "get"],
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+                &["create", "get"]
+            }
             Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
             Subresource::Finalize => &["update"],
         }
@@ -93,7 +95,11 @@ pub struct ResourceInfo {
 
 impl ResourceInfo {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
@@ -124,11 +130,22 @@ impl ResourceInfo {
         format!("{}{name}", self.namespace_prefix(namespace))
     }
     pub fn supports_field(&self, field: &str) -> bool {
-        field == "metadata.name" || field == "metadata.namespace" || self.selectable_fields.contains(&field)
+        field == "metadata.name"
+            || field == "metadata.namespace"
+            || self.selectable_fields.contains(&field)
     }
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// The verbs every served resource supports.
 pub fn verbs() -> &'static [&'static str] {
@@ -183,12 +200,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
 
 /// Looks a resource up by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Looks a resource up by group and kind.
 pub fn find_kind(group: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.kind == kind)
 }
 
 /// The groups served, in discovery order, with their versions.
@@ -206,7 +227,8 @@ pub fn groups() -> Vec<&'static str> {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -217,7 +239,8 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|l| {
             !l.is_empty()
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -234,7 +257,8 @@ pub fn is_qualified_name_part(s: &str) -> bool {
     let ok_end = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && ok_end(s.chars().next())
         && ok_end(s.chars().last())
 }
@@ -246,11 +270,20 @@ mod tests {
     #[test]
     fn storage_keys_separate_groups_and_namespaces() {
         let pods = find("", "v1", "pods").unwrap();
-        assert_eq!(pods.storage_key(Some("default"), "web"), "/registry/pods/default/web");
+        assert_eq!(
+            pods.storage_key(Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
         let deploy = find_kind("apps", "Deployment").unwrap();
-        assert_eq!(deploy.storage_key(Some("a"), "b"), "/registry/apps/deployments/a/b");
+        assert_eq!(
+            deploy.storage_key(Some("a"), "b"),
+            "/registry/apps/deployments/a/b"
+        );
         let ns = find("", "v1", "namespaces").unwrap();
-        assert_eq!(ns.storage_key(None, "default"), "/registry/namespaces/default");
+        assert_eq!(
+            ns.storage_key(None, "default"),
+            "/registry/namespaces/default"
+        );
     }
 
     #[test]

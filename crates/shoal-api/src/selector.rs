@@ -39,8 +39,12 @@ impl Requirement {
             LabelOp::NotIn(xs) => v.is_none_or(|v| !xs.contains(v)),
             LabelOp::Exists => v.is_some(),
             LabelOp::NotExists => v.is_none(),
-            LabelOp::Gt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            LabelOp::Lt(n) => v.and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+            LabelOp::Gt(n) => v
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            LabelOp::Lt(n) => v
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         }
     }
 }
@@ -75,7 +79,8 @@ fn valid_label_key(k: &str) -> bool {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253) && crate::resources::is_qualified_name_part(name)
+    prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253)
+        && crate::resources::is_qualified_name_part(name)
 }
 
 fn valid_label_value(v: &str) -> bool {
@@ -93,7 +98,11 @@ impl LabelSelector {
 
     pub fn parse(s: &str) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();
-        for part in split_top(s).into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+        for part in split_top(s)
+            .into_iter()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             requirements.push(Self::parse_requirement(part)?);
         }
         Ok(LabelSelector { requirements })
@@ -101,18 +110,43 @@ impl LabelSelector {
 
     fn parse_requirement(p: &str) -> Result<Requirement, SelectorError> {
         let err = || SelectorError::Label(p.to_owned());
-        let check_key = |k: &str| if valid_label_key(k) { Ok(k.to_owned()) } else { Err(err()) };
-        let check_val = |v: &str| if valid_label_value(v) { Ok(v.to_owned()) } else { Err(err()) };
+        let check_key = |k: &str| {
+            if valid_label_key(k) {
+                Ok(k.to_owned())
+            } else {
+                Err(err())
+            }
+        };
+        let check_val = |v: &str| {
+            if valid_label_value(v) {
+                Ok(v.to_owned())
+            } else {
+                Err(err())
+            }
+        };
         if let Some(k) = p.strip_prefix('!') {
-            return Ok(Requirement { key: check_key(k.trim())?, op: LabelOp::NotExists });
+            return Ok(Requirement {
+                key: check_key(k.trim())?,
+                op: LabelOp::NotExists,
+            });
         }
         for (tok, is_in) in [(" notin ", false), (" in ", true)] {
             if let Some(i) = p.find(tok) {
                 let key = check_key(p[..i].trim())?;
                 let rest = p[i + tok.len()..].trim();
-                let inner = rest.strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(err)?;
-                let vals = inner.split(',').map(|v| check_val(v.trim())).collect::<Result<Vec<_>, _>>()?;
-                let op = if is_in { LabelOp::In(vals) } else { LabelOp::NotIn(vals) };
+                let inner = rest
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(err)?;
+                let vals = inner
+                    .split(',')
+                    .map(|v| check_val(v.trim()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let op = if is_in {
+                    LabelOp::In(vals)
+                } else {
+                    LabelOp::NotIn(vals)
+                };
                 return Ok(Requirement { key, op });
             }
         }
@@ -129,7 +163,10 @@ impl LabelSelector {
                 return Ok(Requirement { key, op });
             }
         }
-        Ok(Requirement { key: check_key(p)?, op: LabelOp::Exists })
+        Ok(Requirement {
+            key: check_key(p)?,
+            op: LabelOp::Exists,
+        })
     }
 
     /// From a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`).
@@ -137,18 +174,33 @@ impl LabelSelector {
         let mut requirements = Vec::new();
         if let Some(m) = sel.get("matchLabels").and_then(|m| m.as_object()) {
             for (k, v) in m {
-                requirements.push(Requirement { key: k.clone(), op: LabelOp::Eq(v.as_str().unwrap_or_default().to_owned()) });
+                requirements.push(Requirement {
+                    key: k.clone(),
+                    op: LabelOp::Eq(v.as_str().unwrap_or_default().to_owned()),
+                });
             }
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(|m| m.as_array()) {
             for e in exprs {
-                let key = e.get("key").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+                let key = e
+                    .get("key")
+                    .and_then(|k| k.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
                 let values: Vec<String> = e
                     .get("values")
                     .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
                     .unwrap_or_default();
-                let op = match e.get("operator").and_then(|o| o.as_str()).unwrap_or_default() {
+                let op = match e
+                    .get("operator")
+                    .and_then(|o| o.as_str())
+                    .unwrap_or_default()
+                {
                     "In" => LabelOp::In(values),
                     "NotIn" => LabelOp::NotIn(values),
                     "Exists" => LabelOp::Exists,
@@ -202,7 +254,11 @@ impl std::fmt::Display for LabelSelector {
 pub fn labels_of(obj: &serde_json::Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(|l| l.as_object())
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -233,7 +289,11 @@ impl FieldSelector {
             } else {
                 return Err(SelectorError::Field(s.to_owned(), term.to_owned()));
             };
-            requirements.push(FieldRequirement { field: field.trim().to_owned(), value: value.trim().to_owned(), negate });
+            requirements.push(FieldRequirement {
+                field: field.trim().to_owned(),
+                value: value.trim().to_owned(),
+                negate,
+            });
         }
         Ok(FieldSelector { requirements })
     }
@@ -244,12 +304,17 @@ impl FieldSelector {
 
     /// The value a term on `field` requires, if it is an equality (used to narrow lookups).
     pub fn required_value(&self, field: &str) -> Option<&str> {
-        self.requirements.iter().find(|r| r.field == field && !r.negate).map(|r| r.value.as_str())
+        self.requirements
+            .iter()
+            .find(|r| r.field == field && !r.negate)
+            .map(|r| r.value.as_str())
     }
 
     /// Matches given a function reading a field's value (empty string if absent).
     pub fn matches(&self, get: impl Fn(&str) -> String) -> bool {
-        self.requirements.iter().all(|r| (get(&r.field) == r.value) != r.negate)
+        self.requirements
+            .iter()
+            .all(|r| (get(&r.field) == r.value) != r.negate)
     }
 }
 
@@ -258,16 +323,34 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn parses_equality_and_set_based_requirements() {
         let s = LabelSelector::parse("app in (db,x),tier!=front,env,!canary,v==2").unwrap();
         assert_eq!(s.requirements.len(), 5);
-        assert!(s.matches(&labels(&[("app", "db"), ("tier", "back"), ("env", "p"), ("v", "2")])));
-        assert!(!s.matches(&labels(&[("app", "db"), ("tier", "front"), ("env", "p"), ("v", "2")])));
-        assert!(!s.matches(&labels(&[("app", "db"), ("env", "p"), ("canary", "1"), ("v", "2")])));
+        assert!(s.matches(&labels(&[
+            ("app", "db"),
+            ("tier", "back"),
+            ("env", "p"),
+            ("v", "2")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "db"),
+            ("tier", "front"),
+            ("env", "p"),
+            ("v", "2")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "db"),
+            ("env", "p"),
+            ("canary", "1"),
+            ("v", "2")
+        ])));
         assert!(!s.matches(&labels(&[("app", "web"), ("env", "p"), ("v", "2")])));
     }
 
@@ -288,8 +371,16 @@ mod tests {
     #[test]
     fn field_selector_equality_and_inequality() {
         let f = FieldSelector::parse("metadata.name=web,status.phase!=Failed").unwrap();
-        assert!(f.matches(|k| if k == "metadata.name" { "web".into() } else { "Running".into() }));
-        assert!(!f.matches(|k| if k == "metadata.name" { "web".into() } else { "Failed".into() }));
+        assert!(f.matches(|k| if k == "metadata.name" {
+            "web".into()
+        } else {
+            "Running".into()
+        }));
+        assert!(!f.matches(|k| if k == "metadata.name" {
+            "web".into()
+        } else {
+            "Failed".into()
+        }));
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

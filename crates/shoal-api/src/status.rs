@@ -13,12 +13,19 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
+        Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: field.into(),
+        }
     }
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: &str) -> Self {
         Cause {
             reason: "FieldValueInvalid".into(),
-            message: format!("Invalid value: {}: {detail}", quote_value(&value.to_string())),
+            message: format!(
+                "Invalid value: {}: {detail}",
+                quote_value(&value.to_string())
+            ),
             field: field.into(),
         }
     }
@@ -29,7 +36,11 @@ impl Cause {
             field: field.into(),
         }
     }
-    pub fn not_supported(field: impl Into<String>, value: impl std::fmt::Display, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &[&str],
+    ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
         Cause {
             reason: "FieldValueNotSupported".into(),
@@ -42,7 +53,11 @@ impl Cause {
         }
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Cause { reason: "FieldValueForbidden".into(), message: format!("Forbidden: {}", detail.into()), field: field.into() }
+        Cause {
+            reason: "FieldValueForbidden".into(),
+            message: format!("Forbidden: {}", detail.into()),
+            field: field.into(),
+        }
     }
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = message.into();
@@ -54,7 +69,11 @@ impl Cause {
 }
 
 fn quote_value(v: &str) -> String {
-    if v.parse::<f64>().is_ok() || v == "true" || v == "false" { v.to_owned() } else { format!("\"{v}\"") }
+    if v.parse::<f64>().is_ok() || v == "true" || v == "false" {
+        v.to_owned()
+    } else {
+        format!("\"{v}\"")
+    }
 }
 
 /// A failed request, rendered as a `metav1.Status` with the HTTP status equal to `code`.
@@ -76,7 +95,11 @@ impl std::error::Error for StatusError {}
 
 /// `deployments.apps` for grouped resources, `pods` for core ones.
 pub fn qualified(resource: &str, group: &str) -> String {
-    if group.is_empty() { resource.to_owned() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 fn details(name: &str, group: &str, kind: &str) -> Value {
@@ -89,7 +112,12 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
 
 impl StatusError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        StatusError { code, reason, message: message.into(), details: None }
+        StatusError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
     fn with_details(mut self, d: Value) -> Self {
         self.details = Some(d);
@@ -97,22 +125,37 @@ impl StatusError {
     }
 
     pub fn not_found(resource: &str, group: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(resource, group)))
-            .with_details(details(name, group, resource))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(resource, group)),
+        )
+        .with_details(details(name, group, resource))
     }
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
     pub fn already_exists(resource: &str, group: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(resource, group)))
-            .with_details(details(name, group, resource))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(resource, group)),
+        )
+        .with_details(details(name, group, resource))
     }
     pub fn conflict(resource: &str, group: &str, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(resource, group)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                qualified(resource, group)
+            ),
         )
         .with_details(details(name, group, resource))
     }
@@ -156,7 +199,13 @@ impl StatusError {
         Self::new(406, "NotAcceptable", message)
     }
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"
+            ),
+        )
     }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(413, "RequestEntityTooLarge", message)
@@ -172,7 +221,11 @@ impl StatusError {
         Self::new(504, "Timeout", message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
     pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::new(503, "ServiceUnavailable", message)

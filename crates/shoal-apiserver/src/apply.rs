@@ -20,7 +20,16 @@ fn excluded(path: &[String], skip_status: bool) -> bool {
         [f, ..] if skip_status && f == "f:status" => true,
         [m, f, ..] if m == "f:metadata" => matches!(
             f.as_str(),
-            "f:name" | "f:namespace" | "f:uid" | "f:resourceVersion" | "f:creationTimestamp" | "f:generation" | "f:managedFields" | "f:deletionTimestamp" | "f:deletionGracePeriodSeconds" | "f:selfLink"
+            "f:name"
+                | "f:namespace"
+                | "f:uid"
+                | "f:resourceVersion"
+                | "f:creationTimestamp"
+                | "f:generation"
+                | "f:managedFields"
+                | "f:deletionTimestamp"
+                | "f:deletionGracePeriodSeconds"
+                | "f:selfLink"
         ),
         _ => false,
     }
@@ -44,7 +53,11 @@ fn collect(v: &Value, parent: &str, prefix: &mut Path, out: &mut FieldSet) {
     }
     for (k, c) in m {
         prefix.push(format!("f:{k}"));
-        let here = if parent.is_empty() { k.clone() } else { format!("{parent}.{k}") };
+        let here = if parent.is_empty() {
+            k.clone()
+        } else {
+            format!("{parent}.{k}")
+        };
         match c {
             Value::Object(_) => collect(c, &here, prefix, out),
             Value::Array(items) => match list_strategy(parent, k) {
@@ -89,7 +102,9 @@ pub fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur.get(f)?
         } else if let Some(k) = seg.strip_prefix("k:") {
             let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur.as_array()?.iter().find(|it| key.iter().all(|(kk, kv)| it.get(kk) == Some(kv)))?
+            cur.as_array()?
+                .iter()
+                .find(|it| key.iter().all(|(kk, kv)| it.get(kk) == Some(kv)))?
         } else if let Some(x) = seg.strip_prefix("v:") {
             let want: Value = serde_json::from_str(x).ok()?;
             cur.as_array()?.iter().find(|it| **it == want)?
@@ -102,7 +117,9 @@ pub fn value_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the field at `path` from `v`.
 pub fn remove_at(v: &mut Value, path: &[String]) {
-    let Some((last, parent)) = path.split_last() else { return };
+    let Some((last, parent)) = path.split_last() else {
+        return;
+    };
     if last == "." {
         // The list item itself: remove the item from its list.
         if let Some((item, list_path)) = parent.split_last()
@@ -141,7 +158,9 @@ fn value_at_mut<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> 
             cur.get_mut(f)?
         } else if let Some(k) = seg.strip_prefix("k:") {
             let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur.as_array_mut()?.iter_mut().find(|it| key.iter().all(|(kk, kv)| it.get(kk) == Some(kv)))?
+            cur.as_array_mut()?
+                .iter_mut()
+                .find(|it| key.iter().all(|(kk, kv)| it.get(kk) == Some(kv)))?
         } else {
             return None;
         };
@@ -202,11 +221,31 @@ pub fn read_managers(obj: &Value) -> Vec<Manager> {
         .map(|list| {
             list.iter()
                 .map(|e| Manager {
-                    manager: e.get("manager").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    operation: e.get("operation").and_then(Value::as_str).unwrap_or("Update").to_owned(),
-                    api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    time: e.get("time").and_then(Value::as_str).unwrap_or("").to_owned(),
-                    subresource: e.get("subresource").and_then(Value::as_str).unwrap_or("").to_owned(),
+                    manager: e
+                        .get("manager")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    operation: e
+                        .get("operation")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Update")
+                        .to_owned(),
+                    api_version: e
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    time: e
+                        .get("time")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
+                    subresource: e
+                        .get("subresource")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
                     fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
                 })
                 .collect()
@@ -264,24 +303,34 @@ fn render_path(p: &[String]) -> String {
 
 /// Records an Update by `manager` that turned `old` into `new`: the fields it changed become
 /// its own and leave other managers.
-pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_version: &str, now: &str, subresource: &str) {
+pub fn record_update(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    api_version: &str,
+    now: &str,
+    subresource: &str,
+) {
     let skip_status = subresource.is_empty();
     let before = old.map(|o| fields_of(o, false)).unwrap_or_default();
     let after = fields_of(new, false);
     let changed: FieldSet = after
         .iter()
         .filter(|p| !before.contains(*p) || old.and_then(|o| value_at(o, p)) != value_at(new, p))
-        .filter(|p| !skip_status || !p.first().is_some_and(|f| f == "f:status"))
+        .filter(|p| !skip_status || p.first().is_none_or(|f| f != "f:status"))
         .filter(|p| subresource.is_empty() || p.first().is_some_and(|f| f == "f:status"))
         .cloned()
         .collect();
     let mut managers = old.map(read_managers).unwrap_or_default();
     for m in &mut managers {
         // Fields that no longer exist are owned by nobody; changed ones move to this manager.
-        m.fields.retain(|p| after.contains(p) && !changed.contains(p));
+        m.fields
+            .retain(|p| after.contains(p) && !changed.contains(p));
     }
     if !changed.is_empty() {
-        match managers.iter_mut().find(|m| m.manager == manager && m.operation == "Update" && m.subresource == subresource) {
+        match managers.iter_mut().find(|m| {
+            m.manager == manager && m.operation == "Update" && m.subresource == subresource
+        }) {
             Some(m) => {
                 m.fields.extend(changed);
                 m.time = now.to_owned();
@@ -301,15 +350,27 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, api_ve
 
 /// Applies `applied` (the manager's full intent) to `live`. Returns the new object or a 409
 /// naming every conflicting field.
-pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, api_version: &str, now: &str) -> Result<Value, StatusError> {
+pub fn apply(
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    api_version: &str,
+    now: &str,
+) -> Result<Value, StatusError> {
     let mut managers = read_managers(live);
     let new_set = fields_of(applied, true);
     let mut conflicts: Vec<(String, String)> = Vec::new();
-    for m in managers.iter_mut().filter(|m| m.manager != manager || m.operation != "Apply") {
+    for m in managers
+        .iter_mut()
+        .filter(|m| m.manager != manager || m.operation != "Apply")
+    {
         let clash: Vec<Path> = m
             .fields
             .intersection(&new_set)
-            .filter(|p| p.last().is_some_and(|l| l != ".") && value_at(live, p) != value_at(applied, p))
+            .filter(|p| {
+                p.last().is_some_and(|l| l != ".") && value_at(live, p) != value_at(applied, p)
+            })
             .cloned()
             .collect();
         if force {
@@ -323,13 +384,24 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, api_vers
     if !conflicts.is_empty() {
         let causes: Vec<Cause> = conflicts
             .iter()
-            .map(|(m, f)| Cause { reason: "FieldManagerConflict".into(), message: format!("conflict with \"{m}\""), field: f.clone() })
+            .map(|(m, f)| Cause {
+                reason: "FieldManagerConflict".into(),
+                message: format!("conflict with \"{m}\""),
+                field: f.clone(),
+            })
             .collect();
-        let lines: Vec<String> = conflicts.iter().map(|(m, f)| format!("conflict with \"{m}\": {f}")).collect();
+        let lines: Vec<String> = conflicts
+            .iter()
+            .map(|(m, f)| format!("conflict with \"{m}\": {f}"))
+            .collect();
         let message = if lines.len() == 1 {
             format!("Apply failed with 1 conflict: {}", lines[0])
         } else {
-            format!("Apply failed with {} conflicts: {}", lines.len(), lines.join("\n"))
+            format!(
+                "Apply failed with {} conflicts: {}",
+                lines.len(),
+                lines.join("\n")
+            )
         };
         return Err(StatusError {
             code: 409,
@@ -340,8 +412,16 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, api_vers
     }
     let mut out = live.clone();
     // Fields this manager applied before and no longer applies go, unless someone else owns them.
-    let previous: FieldSet = managers.iter().filter(|m| m.manager == manager && m.operation == "Apply").flat_map(|m| m.fields.iter().cloned()).collect();
-    let others: FieldSet = managers.iter().filter(|m| m.manager != manager || m.operation != "Apply").flat_map(|m| m.fields.iter().cloned()).collect();
+    let previous: FieldSet = managers
+        .iter()
+        .filter(|m| m.manager == manager && m.operation == "Apply")
+        .flat_map(|m| m.fields.iter().cloned())
+        .collect();
+    let others: FieldSet = managers
+        .iter()
+        .filter(|m| m.manager != manager || m.operation != "Apply")
+        .flat_map(|m| m.fields.iter().cloned())
+        .collect();
     for p in previous.difference(&new_set) {
         if !others.contains(p) {
             remove_at(&mut out, p);
@@ -371,18 +451,33 @@ mod tests {
         let v = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"a": "1"}}, "data": {"k": "v"}});
         let set = fields_of(&v, true);
         let fv1 = to_fields_v1(&set);
-        assert_eq!(fv1, json!({"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}}));
+        assert_eq!(
+            fv1,
+            json!({"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}})
+        );
         assert_eq!(from_fields_v1(&fv1), set);
     }
 
     #[test]
     fn second_manager_changing_a_field_conflicts_unless_forced() {
         let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
-        let live = apply(&json!({"metadata": {"name": "c"}}), &applied, "helm", false, "v1", "t").unwrap();
+        let live = apply(
+            &json!({"metadata": {"name": "c"}}),
+            &applied,
+            "helm",
+            false,
+            "v1",
+            "t",
+        )
+        .unwrap();
         let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "2"}});
         let err = apply(&live, &other, "kubectl", false, "v1", "t").unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("conflict with \"helm\": .data.a"), "{}", err.message);
+        assert!(
+            err.message.contains("conflict with \"helm\": .data.a"),
+            "{}",
+            err.message
+        );
         let forced = apply(&live, &other, "kubectl", true, "v1", "t").unwrap();
         assert_eq!(forced["data"]["a"], "2");
         // Same value from a second manager is shared ownership, not a conflict.
@@ -392,7 +487,15 @@ mod tests {
     #[test]
     fn dropping_a_field_from_the_applied_config_removes_it() {
         let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
-        let live = apply(&json!({"metadata": {"name": "c"}}), &first, "me", false, "v1", "t").unwrap();
+        let live = apply(
+            &json!({"metadata": {"name": "c"}}),
+            &first,
+            "me",
+            false,
+            "v1",
+            "t",
+        )
+        .unwrap();
         let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
         let out = apply(&live, &second, "me", false, "v1", "t").unwrap();
         assert_eq!(out["data"], json!({"a": "1"}));

@@ -23,10 +23,13 @@ pub fn decode_object(content_type: &str, bytes: &[u8]) -> ApiResult<Value> {
         return Err(StatusError::too_large("the request body is larger than 3 MiB").into());
     }
     let value = match media_type(content_type) {
-        "" | "application/json" | "*/*" => serde_json::from_slice(bytes)
-            .map_err(|e| StatusError::bad_request(format!("error decoding request body as JSON: {e}")))?,
+        "" | "application/json" | "*/*" => serde_json::from_slice(bytes).map_err(|e| {
+            StatusError::bad_request(format!("error decoding request body as JSON: {e}"))
+        })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            from_yaml(bytes).map_err(|e| StatusError::bad_request(format!("error decoding request body as YAML: {e}")))?
+            from_yaml(bytes).map_err(|e| {
+                StatusError::bad_request(format!("error decoding request body as YAML: {e}"))
+            })?
         }
         "application/vnd.kubernetes.protobuf" => crate::protobuf::decode(bytes)?,
         other => return Err(StatusError::unsupported_media_type(other).into()),

@@ -33,16 +33,26 @@ pub struct CachedObject {
 impl CachedObject {
     /// Decodes stored bytes and sets `metadata.resourceVersion` to `revision`.
     pub fn decode(key: &str, bytes: &[u8], revision: i64) -> Result<Self, StoreError> {
-        let mut value: Value = serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt { key: key.to_owned() })?;
+        let mut value: Value = serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt {
+            key: key.to_owned(),
+        })?;
         Ok(Self::from_value(key.to_owned(), &mut value, revision))
     }
 
     pub fn from_value(key: String, value: &mut Value, revision: i64) -> Self {
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+            meta.insert(
+                "resourceVersion".into(),
+                Value::String(revision.to_string()),
+            );
         }
         let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
-        CachedObject { key, value: std::mem::take(value), json, revision }
+        CachedObject {
+            key,
+            value: std::mem::take(value),
+            json,
+            revision,
+        }
     }
 }
 
@@ -122,7 +132,10 @@ impl ResourceCache {
         let st = self.read();
         let end = shoal_store::prefix_end(prefix);
         let start = after.map_or(prefix.to_owned(), |a| format!("{a}\0"));
-        st.objects.range(start..end).map(|(_, v)| v.clone()).collect()
+        st.objects
+            .range(start..end)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Subscribes from `from`: `None` replays the current state as ADDED; `Some(rv)` replays
@@ -146,7 +159,12 @@ impl ResourceCache {
                     })
                 })
                 .collect(),
-            Some(rv) if rv >= st.complete_after => st.history.iter().filter(|e| e.revision > rv).cloned().collect(),
+            Some(rv) if rv >= st.complete_after => st
+                .history
+                .iter()
+                .filter(|e| e.revision > rv)
+                .cloned()
+                .collect(),
             Some(_) => return Err(Some(st.complete_after)),
         };
         Ok(Subscription { initial, live })
@@ -160,8 +178,18 @@ impl ResourceCache {
             EventKind::Put => {
                 let obj = Arc::new(CachedObject::decode(&ev.kv.key, &ev.kv.value, rev)?);
                 st.objects.insert(ev.kv.key.clone(), obj.clone());
-                let kind = if prev.is_some() { WatchType::Modified } else { WatchType::Added };
-                CacheEvent { kind, line: watch_line(kind.as_str(), &obj.json), object: obj, prev, revision: rev }
+                let kind = if prev.is_some() {
+                    WatchType::Modified
+                } else {
+                    WatchType::Added
+                };
+                CacheEvent {
+                    kind,
+                    line: watch_line(kind.as_str(), &obj.json),
+                    object: obj,
+                    prev,
+                    revision: rev,
+                }
             }
             EventKind::Delete => {
                 st.objects.remove(&ev.kv.key);
@@ -171,8 +199,18 @@ impl ResourceCache {
                     (None, Some(kv)) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
                     (None, None) => Value::Null,
                 };
-                let obj = Arc::new(CachedObject::from_value(ev.kv.key.clone(), &mut last.clone(), rev));
-                CacheEvent { kind: WatchType::Deleted, line: watch_line("DELETED", &obj.json), object: obj, prev, revision: rev }
+                let obj = Arc::new(CachedObject::from_value(
+                    ev.kv.key.clone(),
+                    &mut last.clone(),
+                    rev,
+                ));
+                CacheEvent {
+                    kind: WatchType::Deleted,
+                    line: watch_line("DELETED", &obj.json),
+                    object: obj,
+                    prev,
+                    revision: rev,
+                }
             }
         };
         let event = Arc::new(event);
@@ -201,11 +239,19 @@ impl WatchCache {
             .iter()
             .map(|info| {
                 let (tx, _) = broadcast::channel(1024);
-                Arc::new(ResourceCache { info, state: RwLock::new(State::default()), tx })
+                Arc::new(ResourceCache {
+                    info,
+                    state: RwLock::new(State::default()),
+                    tx,
+                })
             })
             .collect();
         let (revision, _) = watch::channel(0);
-        let cache = Arc::new(WatchCache { store, caches, revision });
+        let cache = Arc::new(WatchCache {
+            store,
+            caches,
+            revision,
+        });
         let rev = cache.load().await?;
         let c = cache.clone();
         tokio::spawn(async move { c.follow(rev).await });
@@ -271,14 +317,21 @@ impl WatchCache {
 
     fn for_key(&self, key: &str) -> Option<&Arc<ResourceCache>> {
         // Longest prefix wins: `/registry/apps/deployments/` before a core `/registry/apps...`.
-        self.caches.iter().filter(|c| key.starts_with(&c.info.storage_prefix())).max_by_key(|c| c.info.storage_prefix().len())
+        self.caches
+            .iter()
+            .filter(|c| key.starts_with(&c.info.storage_prefix()))
+            .max_by_key(|c| c.info.storage_prefix().len())
     }
 
     pub fn resource(&self, info: &ResourceInfo) -> &Arc<ResourceCache> {
         self.caches
             .iter()
             .find(|c| std::ptr::eq(c.info, info))
-            .or_else(|| self.caches.iter().find(|c| c.info.plural == info.plural && c.info.group == info.group))
+            .or_else(|| {
+                self.caches
+                    .iter()
+                    .find(|c| c.info.plural == info.plural && c.info.group == info.group)
+            })
             .expect("every served resource has a cache: both come from RESOURCES")
     }
 
@@ -286,12 +339,17 @@ impl WatchCache {
     /// owner's namespace, or anywhere for a cluster-scoped owner).
     pub fn has_dependents(&self, uid: &str, namespace: Option<&str>) -> bool {
         self.caches.iter().any(|c| {
-            let prefix = c.info.namespace_prefix(namespace.filter(|_| c.info.namespaced));
+            let prefix = c
+                .info
+                .namespace_prefix(namespace.filter(|_| c.info.namespaced));
             c.list(&prefix, None).iter().any(|o| {
                 o.value
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    })
             })
         })
     }
@@ -315,7 +373,9 @@ impl WatchCache {
         let fut = rx.wait_for(|r| *r >= target);
         match tokio::time::timeout(std::time::Duration::from_secs(3), fut).await {
             Ok(Ok(r)) => Ok(*r),
-            Ok(Err(_)) => Err(StatusError::service_unavailable("the watch cache has stopped").into()),
+            Ok(Err(_)) => {
+                Err(StatusError::service_unavailable("the watch cache has stopped").into())
+            }
             Err(_) => Err(ApiError(StatusError::timeout(format!(
                 "Too large resource version: {target}, current: {}",
                 self.revision()

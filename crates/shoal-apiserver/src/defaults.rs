@@ -32,7 +32,11 @@ fn each(v: Option<&mut Value>, mut f: impl FnMut(&mut Map<String, Value>)) {
 }
 
 fn container(c: &mut Map<String, Value>) {
-    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_owned();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let last = image.rsplit('/').next().unwrap_or("");
     let pull = if image.contains('@') {
         "IfNotPresent"
@@ -45,7 +49,9 @@ fn container(c: &mut Map<String, Value>) {
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
     set_default(c, "resources", json!({}));
-    each(c.get_mut("ports"), |p| set_default(p, "protocol", json!("TCP")));
+    each(c.get_mut("ports"), |p| {
+        set_default(p, "protocol", json!("TCP"))
+    });
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get_mut(probe).and_then(obj) {
             set_default(p, "timeoutSeconds", json!(1));
@@ -59,7 +65,11 @@ fn container(c: &mut Map<String, Value>) {
         }
     }
     each(c.get_mut("env"), |e| {
-        if let Some(f) = e.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")).and_then(obj) {
+        if let Some(f) = e
+            .get_mut("valueFrom")
+            .and_then(|v| v.get_mut("fieldRef"))
+            .and_then(obj)
+        {
             set_default(f, "apiVersion", json!("v1"));
         }
     });
@@ -77,7 +87,12 @@ pub fn pod_spec(spec: &mut Value) {
         each(s.get_mut(key), container);
     }
     each(s.get_mut("volumes"), |v| {
-        for (src, mode_key) in [("configMap", "defaultMode"), ("secret", "defaultMode"), ("downwardAPI", "defaultMode"), ("projected", "defaultMode")] {
+        for (src, mode_key) in [
+            ("configMap", "defaultMode"),
+            ("secret", "defaultMode"),
+            ("downwardAPI", "defaultMode"),
+            ("projected", "defaultMode"),
+        ] {
             if let Some(x) = v.get_mut(src).and_then(obj) {
                 set_default(x, mode_key, json!(420));
             }
@@ -97,8 +112,12 @@ fn template(spec: &mut Map<String, Value>) {
 
 fn rolling(kind: &str) -> Value {
     match kind {
-        "Deployment" => json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-        "DaemonSet" => json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        "Deployment" => {
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        }
+        "DaemonSet" => {
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        }
         _ => json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
     }
 }
@@ -128,7 +147,11 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
             if let Some(s) = obj(spec) {
                 set_default(s, "type", json!("ClusterIP"));
                 set_default(s, "sessionAffinity", json!("None"));
-                let ty = s.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
+                let ty = s
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("ClusterIP")
+                    .to_owned();
                 if ty != "ExternalName" {
                     set_default(s, "internalTrafficPolicy", json!("Cluster"));
                     set_default(s, "ipFamilyPolicy", json!("SingleStack"));
@@ -173,7 +196,11 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
                 set_default(s, "podManagementPolicy", json!("OrderedReady"));
                 set_default(s, "updateStrategy", rolling("StatefulSet"));
                 set_default(s, "revisionHistoryLimit", json!(10));
-                set_default(s, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+                set_default(
+                    s,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
                 template(s);
             }
         }

@@ -2,8 +2,8 @@
 //! (`apidiscovery.k8s.io/v2`) and the legacy form.
 
 use serde_json::{Value, json};
-use shoal_api::resources::{self, RESOURCES, verbs};
 use shoal_api::ResourceInfo;
+use shoal_api::resources::{self, RESOURCES, verbs};
 
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -25,7 +25,10 @@ pub fn version() -> Value {
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
-        p.contains("as=APIGroupDiscoveryList") && p.contains("g=apidiscovery.k8s.io") && p.contains("v=v2") && !p.contains("v=v2beta1")
+        p.contains("as=APIGroupDiscoveryList")
+            && p.contains("g=apidiscovery.k8s.io")
+            && p.contains("v=v2")
+            && !p.contains("v=v2beta1")
     })
 }
 
@@ -58,7 +61,11 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
 }
 
 fn group_item(group: &str) -> Value {
-    let resources: Vec<Value> = RESOURCES.iter().filter(|r| r.group == group).map(aggregated_resource).collect();
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group)
+        .map(aggregated_resource)
+        .collect();
     let mut item = json!({
         "metadata": {"creationTimestamp": null},
         "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
@@ -71,7 +78,11 @@ fn group_item(group: &str) -> Value {
 
 /// `/api` (core) or `/apis` (named groups), aggregated.
 pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = resources::groups().into_iter().filter(|g| g.is_empty() == core).map(group_item).collect();
+    let items: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|g| g.is_empty() == core)
+        .map(group_item)
+        .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
@@ -85,7 +96,11 @@ fn api_group(group: &str) -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::groups().into_iter().filter(|g| !g.is_empty()).map(api_group).collect();
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(api_group)
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -100,7 +115,10 @@ pub fn group(group: &str) -> Option<Value> {
 
 /// `APIResourceList` for one group version.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs: Vec<&ResourceInfo> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let rs: Vec<&ResourceInfo> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
     if rs.is_empty() {
         return None;
     }
@@ -128,6 +146,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             resources.push(sub);
         }
     }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }

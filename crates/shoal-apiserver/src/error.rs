@@ -37,8 +37,15 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 pub fn status_response(e: &StatusError) -> Response {
     let body = serde_json::to_vec(&e.to_status()).unwrap_or_default();
-    let mut resp = (StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut resp = (
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

@@ -1,6 +1,7 @@
 //! Request dispatch: paths are parsed as the Kubernetes API server's RequestInfo does, then
 //! served by verb. Reads come from the watch cache; writes go through the [`Registry`].
 
+use crate::ApiServer;
 use crate::cache::{CacheEvent, CachedObject, Subscription, WatchType, watch_line};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult, status_response};
@@ -8,7 +9,6 @@ use crate::patch::PatchType;
 use crate::registry::{DeleteOptions, WriteOptions, Written};
 use crate::request::{FieldValidation, Query, Target, parse_target};
 use crate::table::{self, IncludeObject};
-use crate::ApiServer;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +26,10 @@ use tokio::sync::{broadcast, mpsc};
 
 fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response {
     let mut r = (code, Body::from(body.into())).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -35,12 +38,18 @@ fn value_response(code: StatusCode, v: &Value) -> Response {
 }
 
 fn accept(headers: &HeaderMap) -> String {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
     let a = accept(headers);
-    a.split(',').next().is_some_and(|first| first.contains("as=Table"))
+    a.split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
 }
 
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
@@ -63,7 +72,11 @@ pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Res
     let _enter = span.enter();
     let body = match axum::body::to_bytes(req.into_body(), crate::body::MAX_BODY + 1).await {
         Ok(b) => b,
-        Err(_) => return status_response(&StatusError::too_large("the request body is larger than 3 MiB")),
+        Err(_) => {
+            return status_response(&StatusError::too_large(
+                "the request body is larger than 3 MiB",
+            ));
+        }
     };
     match route(&server, &method, &path, &query, &headers, body).await {
         Ok(r) => r,
@@ -71,13 +84,27 @@ pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Res
     }
 }
 
-async fn route(s: &Arc<ApiServer>, method: &Method, path: &str, q: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
-    let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+async fn route(
+    s: &Arc<ApiServer>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
     let agg = discovery::wants_aggregated(&accept(headers));
     match parts.as_slice() {
         ["version"] => {
             let mut r = value_response(StatusCode::OK, &discovery::version());
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, private"),
+            );
             Ok(r)
         }
         ["healthz" | "livez" | "readyz", ..] => Ok((StatusCode::OK, "ok").into_response()),
@@ -85,40 +112,69 @@ async fn route(s: &Arc<ApiServer>, method: &Method, path: &str, q: &Query, heade
         ["apis"] if agg => Ok(aggregated(discovery::aggregated(false))),
         ["api"] => Ok(value_response(StatusCode::OK, &discovery::api_versions())),
         ["apis"] => Ok(value_response(StatusCode::OK, &discovery::api_group_list())),
-        ["api", "v1"] => Ok(value_response(StatusCode::OK, &discovery::resource_list("", "v1").unwrap_or_default())),
-        ["apis", g] => discovery::group(g).map(|v| value_response(StatusCode::OK, &v)).ok_or_else(|| StatusError::path_not_found().into()),
-        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] if method == Method::POST => {
-            let mut review = crate::body::decode_object(content_type(headers), &body).unwrap_or_else(|_| json!({}));
+        ["api", "v1"] => Ok(value_response(
+            StatusCode::OK,
+            &discovery::resource_list("", "v1").unwrap_or_default(),
+        )),
+        ["apis", g] => discovery::group(g)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(|| StatusError::path_not_found().into()),
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] if method == Method::POST => {
+            let mut review = crate::body::decode_object(content_type(headers), &body)
+                .unwrap_or_else(|_| json!({}));
             review["apiVersion"] = json!("authorization.k8s.io/v1");
             review["kind"] = json!("SelfSubjectAccessReview");
-            review["status"] = json!({"allowed": true, "reason": "the admin token may do everything"});
+            review["status"] =
+                json!({"allowed": true, "reason": "the admin token may do everything"});
             Ok(value_response(StatusCode::CREATED, &review))
         }
-        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if method == Method::POST => Ok(value_response(
-            StatusCode::CREATED,
-            &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null},
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if method == Method::POST => {
+            Ok(value_response(
+                StatusCode::CREATED,
+                &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null},
                 "status": {"userInfo": {"username": "shoal-admin", "groups": ["system:masters", "system:authenticated"]}}}),
-        )),
-        ["apis", g, v] => discovery::resource_list(g, v).map(|v| value_response(StatusCode::OK, &v)).ok_or_else(|| StatusError::path_not_found().into()),
+            ))
+        }
+        ["apis", g, v] => discovery::resource_list(g, v)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(|| StatusError::path_not_found().into()),
         ["openapi", "v3"] => Ok(value_response(StatusCode::OK, &s.openapi.root())),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
-            s.openapi.doc(&gv).map(|b| json_response(StatusCode::OK, b)).ok_or_else(|| StatusError::path_not_found().into())
+            s.openapi
+                .doc(&gv)
+                .map(|b| json_response(StatusCode::OK, b))
+                .ok_or_else(|| StatusError::path_not_found().into())
         }
-        ["api", "v1", rest @ ..] => resource(s, method, parse_target("", "v1", rest)?, q, headers, body).await,
-        ["apis", g, v, rest @ ..] => resource(s, method, parse_target(g, v, rest)?, q, headers, body).await,
+        ["api", "v1", rest @ ..] => {
+            resource(s, method, parse_target("", "v1", rest)?, q, headers, body).await
+        }
+        ["apis", g, v, rest @ ..] => {
+            resource(s, method, parse_target(g, v, rest)?, q, headers, body).await
+        }
         _ => Err(StatusError::path_not_found().into()),
     }
 }
 
 fn aggregated(v: Value) -> Response {
     let mut r = value_response(StatusCode::OK, &v);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(discovery::AGGREGATED));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED),
+    );
     r
 }
 
 fn content_type(headers: &HeaderMap) -> &str {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn write_options(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOptions> {
@@ -134,80 +190,162 @@ fn write_options(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOptions> {
     if manager.len() > 128 {
         return Err(StatusError::bad_request("fieldManager must be at most 128 characters").into());
     }
-    Ok(WriteOptions { dry_run: q.dry_run()?, manager, validation: FieldValidation::from_query(q)? })
+    Ok(WriteOptions {
+        dry_run: q.dry_run()?,
+        manager,
+        validation: FieldValidation::from_query(q)?,
+    })
 }
 
 fn written(w: Written) -> Response {
-    let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+    let code = if w.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     with_warnings(value_response(code, &w.object), &w.warnings)
 }
 
-async fn resource(s: &Arc<ApiServer>, method: &Method, t: Target, q: &Query, headers: &HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn resource(
+    s: &Arc<ApiServer>,
+    method: &Method,
+    t: Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let info = t.info;
-    let ns = if info.namespaced { t.namespace.as_deref() } else { None };
+    let ns = if info.namespaced {
+        t.namespace.as_deref()
+    } else {
+        None
+    };
     let name = t.name.as_deref();
     let reg = &s.registry;
     match (method.clone(), name, t.subresource) {
         (Method::GET, None, None) if q.flag("watch") => watch(s, info, ns, q, headers).await,
         (Method::GET, None, None) => list(s, info, ns, q, headers).await,
-        (Method::GET, Some(n), None | Some(Subresource::Status)) => get(s, info, ns, n, q, headers).await,
-        (Method::GET, Some(n), Some(Subresource::Scale)) => Ok(value_response(StatusCode::OK, &reg.get_scale(info, ns, n).await?)),
+        (Method::GET, Some(n), None | Some(Subresource::Status)) => {
+            get(s, info, ns, n, q, headers).await
+        }
+        (Method::GET, Some(n), Some(Subresource::Scale)) => Ok(value_response(
+            StatusCode::OK,
+            &reg.get_scale(info, ns, n).await?,
+        )),
         (Method::POST, None, None) => {
             let obj = crate::body::decode_object(content_type(headers), &body)?;
-            Ok(written(reg.create(info, ns.or(Some("default")).filter(|_| info.namespaced), obj, &write_options(q, headers)?).await?))
+            Ok(written(
+                reg.create(
+                    info,
+                    ns.or(Some("default")).filter(|_| info.namespaced),
+                    obj,
+                    &write_options(q, headers)?,
+                )
+                .await?,
+            ))
         }
         (Method::POST, Some(n), Some(Subresource::Binding)) => {
             let b = crate::body::decode_object(content_type(headers), &body)?;
             reg.bind(info, ns, n, &b).await?;
-            Ok(value_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(value_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (Method::POST, Some(n), Some(Subresource::Eviction)) => {
             reg.delete(info, ns, n, &DeleteOptions::default()).await?;
-            Ok(value_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(value_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         (Method::PUT, Some(n), None | Some(Subresource::Status) | Some(Subresource::Finalize)) => {
             let obj = crate::body::decode_object(content_type(headers), &body)?;
             let sub = t.subresource.filter(|s| *s == Subresource::Status);
-            Ok(written(reg.update(info, ns, n, sub, obj, &write_options(q, headers)?).await?))
+            Ok(written(
+                reg.update(info, ns, n, sub, obj, &write_options(q, headers)?)
+                    .await?,
+            ))
         }
         (Method::PUT, Some(n), Some(Subresource::Scale)) => {
-            let out = reg.update_scale(info, ns, n, None, &body, content_type(headers), &write_options(q, headers)?).await?;
+            let out = reg
+                .update_scale(
+                    info,
+                    ns,
+                    n,
+                    None,
+                    &body,
+                    content_type(headers),
+                    &write_options(q, headers)?,
+                )
+                .await?;
             Ok(value_response(StatusCode::OK, &out))
         }
-        (Method::PATCH, Some(n), sub @ (None | Some(Subresource::Status) | Some(Subresource::Scale))) => {
+        (
+            Method::PATCH,
+            Some(n),
+            sub @ (None | Some(Subresource::Status) | Some(Subresource::Scale)),
+        ) => {
             let ct = content_type(headers);
-            let kind = PatchType::from_content_type(ct).ok_or_else(|| StatusError::unsupported_media_type(ct))?;
+            let kind = PatchType::from_content_type(ct)
+                .ok_or_else(|| StatusError::unsupported_media_type(ct))?;
             if body.len() > crate::body::MAX_BODY {
                 return Err(StatusError::too_large("the request body is larger than 3 MiB").into());
             }
             let opts = write_options(q, headers)?;
             if sub == Some(Subresource::Scale) {
-                let out = reg.update_scale(info, ns, n, Some(kind), &body, ct, &opts).await?;
+                let out = reg
+                    .update_scale(info, ns, n, Some(kind), &body, ct, &opts)
+                    .await?;
                 return Ok(value_response(StatusCode::OK, &out));
             }
             let force = q.flag("force");
             if force && kind != PatchType::Apply {
-                return Err(StatusError::bad_request("force may only be set for apply patches").into());
+                return Err(
+                    StatusError::bad_request("force may only be set for apply patches").into(),
+                );
             }
-            Ok(written(reg.patch(info, ns, n, sub, kind, &body, force, &opts).await?))
+            Ok(written(
+                reg.patch(info, ns, n, sub, kind, &body, force, &opts)
+                    .await?,
+            ))
         }
         (Method::DELETE, Some(n), None) => {
             let opts = delete_options(q, headers, &body)?;
             let (obj, gone) = reg.delete(info, ns, n, &opts).await?;
             if gone {
-                Ok(value_response(StatusCode::OK, &json!({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {"name": n, "group": info.group, "kind": info.plural, "uid": obj.pointer("/metadata/uid")},
-                })))
+                Ok(value_response(
+                    StatusCode::OK,
+                    &json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": n, "group": info.group, "kind": info.plural, "uid": obj.pointer("/metadata/uid")},
+                    }),
+                ))
             } else {
                 Ok(value_response(StatusCode::OK, &obj))
             }
         }
         (Method::DELETE, None, None) => delete_collection(s, info, ns, q, headers, &body).await,
-        (_, Some(_), Some(sub @ (Subresource::Log | Subresource::Exec | Subresource::Attach | Subresource::PortForward | Subresource::Proxy))) => {
-            Err(StatusError::bad_request(format!("{} is served by the pod's kubelet, and no kubelet runs in this cluster yet", sub.name())).into())
-        }
-        _ => Err(StatusError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method} {})", info.qualified())).into()),
+        (
+            _,
+            Some(_),
+            Some(
+                sub @ (Subresource::Log
+                | Subresource::Exec
+                | Subresource::Attach
+                | Subresource::PortForward
+                | Subresource::Proxy),
+            ),
+        ) => Err(StatusError::bad_request(format!(
+            "{} is served by the pod's kubelet, and no kubelet runs in this cluster yet",
+            sub.name()
+        ))
+        .into()),
+        _ => Err(StatusError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {})",
+            info.qualified()
+        ))
+        .into()),
     }
 }
 
@@ -253,23 +391,37 @@ pub fn field_value(o: &Value, field: &str) -> String {
 
 impl Filter {
     fn new(info: &ResourceInfo, ns: Option<&str>, q: &Query) -> ApiResult<Self> {
-        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(|e| StatusError::bad_request(e.to_string()))?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(|e| StatusError::bad_request(e.to_string()))?;
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(|e| StatusError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+            .map_err(|e| StatusError::bad_request(e.to_string()))?;
         for r in &fields.requirements {
             if !info.supports_field(&r.field) {
-                return Err(StatusError::bad_request(format!("field label not supported: {}", r.field)).into());
+                return Err(StatusError::bad_request(format!(
+                    "field label not supported: {}",
+                    r.field
+                ))
+                .into());
             }
         }
         let mut prefix = info.namespace_prefix(ns);
         // `metadata.name=x` in one namespace narrows the scan to one key.
-        if let (Some(n), true) = (fields.required_value("metadata.namespace"), ns.is_none() && info.namespaced) {
+        if let (Some(n), true) = (
+            fields.required_value("metadata.namespace"),
+            ns.is_none() && info.namespaced,
+        ) {
             prefix = info.namespace_prefix(Some(n));
         }
-        Ok(Filter { prefix, labels, fields })
+        Ok(Filter {
+            prefix,
+            labels,
+            fields,
+        })
     }
 
     fn matches(&self, o: &Value) -> bool {
-        self.labels.matches_object(o) && (self.fields.is_empty() || self.fields.matches(|f| field_value(o, f)))
+        self.labels.matches_object(o)
+            && (self.fields.is_empty() || self.fields.matches(|f| field_value(o, f)))
     }
 }
 
@@ -280,7 +432,11 @@ struct Continue {
 }
 
 fn encode_continue(rv: i64, last_key: &str) -> String {
-    let c = serde_json::to_vec(&Continue { rv, start: last_key.to_owned() }).unwrap_or_default();
+    let c = serde_json::to_vec(&Continue {
+        rv,
+        start: last_key.to_owned(),
+    })
+    .unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(c)
 }
 
@@ -289,7 +445,9 @@ fn decode_continue(token: &str) -> ApiResult<Continue> {
         .decode(token)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| StatusError::bad_request("continue key is not valid: illegal base64 data").into())
+        .ok_or_else(|| {
+            StatusError::bad_request("continue key is not valid: illegal base64 data").into()
+        })
 }
 
 const CONTINUE_TOO_OLD: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
@@ -301,65 +459,93 @@ async fn sync_cache(s: &ApiServer, q: &Query) -> ApiResult<i64> {
         None | Some("") => s.cache.sync().await,
         Some("0") => Ok(s.cache.revision()),
         Some(v) => {
-            let n: i64 = v.parse().map_err(|_| StatusError::bad_request(format!("invalid resource version {v:?}")))?;
+            let n: i64 = v
+                .parse()
+                .map_err(|_| StatusError::bad_request(format!("invalid resource version {v:?}")))?;
             s.cache.wait_for(n).await
         }
     }
 }
 
-async fn list(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+async fn list(
+    s: &Arc<ApiServer>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let filter = Filter::new(info, ns, q)?;
     let limit = q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
-    let (objects, rv, next): (Vec<Arc<CachedObject>>, i64, Option<String>) = if let Some(token) = q.get("continue").filter(|t| !t.is_empty()) {
-        // Later pages are read from the store at the first page's revision.
-        let c = decode_continue(token)?;
-        let mut req = RangeRequest::prefix(&filter.prefix).at(Revision(c.rv));
-        req.start = format!("{}\0", c.start);
-        let r = s.registry.store.range(req).await.map_err(|e| match e {
-            shoal_store::StoreError::Compacted { .. } => ApiError(StatusError::expired(CONTINUE_TOO_OLD)),
-            other => other.into(),
-        })?;
-        let mut out = Vec::new();
-        let mut next = None;
-        for kv in r.kvs {
-            let obj = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision.get())?;
-            if filter.matches(&obj.value) {
-                if limit.is_some_and(|l| out.len() >= l) {
-                    next = out.last().map(|o: &Arc<CachedObject>| encode_continue(c.rv, &o.key));
-                    break;
+    let (objects, rv, next): (Vec<Arc<CachedObject>>, i64, Option<String>) =
+        if let Some(token) = q.get("continue").filter(|t| !t.is_empty()) {
+            // Later pages are read from the store at the first page's revision.
+            let c = decode_continue(token)?;
+            let mut req = RangeRequest::prefix(&filter.prefix).at(Revision(c.rv));
+            req.start = format!("{}\0", c.start);
+            let r = s.registry.store.range(req).await.map_err(|e| match e {
+                shoal_store::StoreError::Compacted { .. } => {
+                    ApiError(StatusError::expired(CONTINUE_TOO_OLD))
                 }
-                out.push(Arc::new(obj));
-            }
-        }
-        (out, c.rv, next)
-    } else {
-        let rv = sync_cache(s, q).await?;
-        let cache = s.cache.resource(info);
-        let mut out = Vec::new();
-        let mut next = None;
-        for o in cache.list(&filter.prefix, None) {
-            if filter.matches(&o.value) {
-                if limit.is_some_and(|l| out.len() >= l) {
-                    next = out.last().map(|o: &Arc<CachedObject>| encode_continue(rv, &o.key));
-                    break;
+                other => other.into(),
+            })?;
+            let mut out = Vec::new();
+            let mut next = None;
+            for kv in r.kvs {
+                let obj = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision.get())?;
+                if filter.matches(&obj.value) {
+                    if limit.is_some_and(|l| out.len() >= l) {
+                        next = out
+                            .last()
+                            .map(|o: &Arc<CachedObject>| encode_continue(c.rv, &o.key));
+                        break;
+                    }
+                    out.push(Arc::new(obj));
                 }
-                out.push(o);
             }
-        }
-        (out, rv, next)
-    };
+            (out, c.rv, next)
+        } else {
+            let rv = sync_cache(s, q).await?;
+            let cache = s.cache.resource(info);
+            let mut out = Vec::new();
+            let mut next = None;
+            for o in cache.list(&filter.prefix, None) {
+                if filter.matches(&o.value) {
+                    if limit.is_some_and(|l| out.len() >= l) {
+                        next = out
+                            .last()
+                            .map(|o: &Arc<CachedObject>| encode_continue(rv, &o.key));
+                        break;
+                    }
+                    out.push(o);
+                }
+            }
+            (out, rv, next)
+        };
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
     if let Some(n) = &next {
         list_meta["continue"] = json!(n);
     }
     if wants_table(headers) {
         let values: Vec<&Value> = objects.iter().map(|o| &o.value).collect();
-        let t = table::table(info, &values, IncludeObject::parse(q.get("includeObject")), list_meta, true);
+        let t = table::table(
+            info,
+            &values,
+            IncludeObject::parse(q.get("includeObject")),
+            list_meta,
+            true,
+        );
         return Ok(value_response(StatusCode::OK, &t));
     }
     // The list is assembled from each object's cached encoding.
     let mut out = Vec::with_capacity(objects.iter().map(|o| o.json.len() + 1).sum::<usize>() + 128);
-    out.extend_from_slice(format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":", info.list_kind(), info.api_version()).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":",
+            info.list_kind(),
+            info.api_version()
+        )
+        .as_bytes(),
+    );
     out.extend_from_slice(&serde_json::to_vec(&list_meta).unwrap_or_default());
     out.extend_from_slice(b",\"items\":[");
     for (i, o) in objects.iter().enumerate() {
@@ -372,19 +558,43 @@ async fn list(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>,
     Ok(json_response(StatusCode::OK, out))
 }
 
-async fn get(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>, name: &str, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+async fn get(
+    s: &Arc<ApiServer>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     sync_cache(s, q).await?;
     let key = info.storage_key(ns, name);
-    let obj = s.cache.resource(info).get(&key).ok_or_else(|| StatusError::not_found(info.plural, info.group, name))?;
+    let obj = s
+        .cache
+        .resource(info)
+        .get(&key)
+        .ok_or_else(|| StatusError::not_found(info.plural, info.group, name))?;
     if wants_table(headers) {
         let rv = obj.revision.to_string();
-        let t = table::table(info, &[&obj.value], IncludeObject::parse(q.get("includeObject")), json!({"resourceVersion": rv}), true);
+        let t = table::table(
+            info,
+            &[&obj.value],
+            IncludeObject::parse(q.get("includeObject")),
+            json!({"resourceVersion": rv}),
+            true,
+        );
         return Ok(value_response(StatusCode::OK, &t));
     }
     Ok(json_response(StatusCode::OK, obj.json.clone()))
 }
 
-async fn delete_collection(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>, q: &Query, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
+async fn delete_collection(
+    s: &Arc<ApiServer>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<Response> {
     let filter = Filter::new(info, ns, q)?;
     let opts = delete_options(q, headers, body)?;
     s.cache.sync().await?;
@@ -393,8 +603,17 @@ async fn delete_collection(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: 
         if !filter.matches(&o.value) {
             continue;
         }
-        let name = o.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
-        let o_ns = o.value.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned);
+        let name = o
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let o_ns = o
+            .value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         match s.registry.delete(info, o_ns.as_deref(), &name, &opts).await {
             Ok((obj, _)) => deleted.push(obj),
             Err(ApiError(e)) if e.code == 404 => {}
@@ -412,13 +631,29 @@ struct WatchFormat {
     bookmarks: bool,
 }
 
-fn encode_event(info: &ResourceInfo, ev: &CacheEvent, kind: WatchType, fmt: &WatchFormat, first_table: &mut bool) -> Bytes {
+fn encode_event(
+    info: &ResourceInfo,
+    ev: &CacheEvent,
+    kind: WatchType,
+    fmt: &WatchFormat,
+    first_table: &mut bool,
+) -> Bytes {
     if fmt.table {
-        let t = table::table(info, &[&ev.object.value], fmt.include, json!({"resourceVersion": ev.revision.to_string()}), *first_table);
+        let t = table::table(
+            info,
+            &[&ev.object.value],
+            fmt.include,
+            json!({"resourceVersion": ev.revision.to_string()}),
+            *first_table,
+        );
         *first_table = false;
         return watch_line(kind.as_str(), &serde_json::to_vec(&t).unwrap_or_default());
     }
-    if kind == ev.kind { ev.line.clone() } else { watch_line(kind.as_str(), &ev.object.json) }
+    if kind == ev.kind {
+        ev.line.clone()
+    } else {
+        watch_line(kind.as_str(), &ev.object.json)
+    }
 }
 
 /// The type a filtered watcher sees: an object entering the selection is ADDED, one leaving
@@ -440,20 +675,36 @@ fn filtered_kind(filter: &Filter, ev: &CacheEvent) -> Option<WatchType> {
 }
 
 fn error_line(e: &StatusError) -> Bytes {
-    watch_line("ERROR", &serde_json::to_vec(&e.to_status()).unwrap_or_default())
+    watch_line(
+        "ERROR",
+        &serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+    )
 }
 
-async fn watch(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+async fn watch(
+    s: &Arc<ApiServer>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let filter = Filter::new(info, ns, q)?;
     let fmt = WatchFormat {
         table: wants_table(headers),
         include: IncludeObject::parse(q.get("includeObject")),
         bookmarks: q.flag("allowWatchBookmarks"),
     };
-    let timeout = Duration::from_secs(q.int("timeoutSeconds")?.filter(|t| *t > 0).map_or(1800, |t| t as u64));
+    let timeout = Duration::from_secs(
+        q.int("timeoutSeconds")?
+            .filter(|t| *t > 0)
+            .map_or(1800, |t| t as u64),
+    );
     let from = match q.get("resourceVersion") {
         None | Some("") | Some("0") => None,
-        Some(v) => Some(v.parse::<i64>().map_err(|_| StatusError::bad_request(format!("invalid resource version {v:?}")))?),
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| StatusError::bad_request(format!("invalid resource version {v:?}")))?,
+        ),
     };
     if let Some(rv) = from {
         s.cache.wait_for(rv).await?;
@@ -481,7 +732,12 @@ async fn watch(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>
         };
         let mut last = from.unwrap_or(0);
         for ev in &initial {
-            let kind = if from.is_none() { (filter.matches(&ev.object.value) && ev.object.key.starts_with(&filter.prefix)).then_some(WatchType::Added) } else { filtered_kind(&filter, ev) };
+            let kind = if from.is_none() {
+                (filter.matches(&ev.object.value) && ev.object.key.starts_with(&filter.prefix))
+                    .then_some(WatchType::Added)
+            } else {
+                filtered_kind(&filter, ev)
+            };
             last = last.max(ev.revision);
             if let Some(k) = kind
                 && !send(encode_event(info, ev, k, &fmt, &mut first_table)).await
@@ -489,7 +745,8 @@ async fn watch(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>
                 return;
             }
         }
-        let mut bookmark = tokio::time::interval(Duration::from_secs(if fmt.bookmarks { 5 } else { 3600 }));
+        let mut bookmark =
+            tokio::time::interval(Duration::from_secs(if fmt.bookmarks { 5 } else { 3600 }));
         bookmark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -532,14 +789,33 @@ async fn watch(s: &Arc<ApiServer>, info: &'static ResourceInfo, ns: Option<&str>
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let mut r = (StatusCode::OK, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
     Ok(r)
 }
 
 /// Serves a watch from the store's history when the cache's window does not reach back.
-async fn store_watch(s: &ApiServer, info: &'static ResourceInfo, filter: &Filter, from: i64, fmt: &WatchFormat, tx: mpsc::Sender<Result<Bytes, Infallible>>, timeout: Duration) {
-    let mut w = match s.registry.store.watch(&filter.prefix, Revision(from + 1)).await {
+async fn store_watch(
+    s: &ApiServer,
+    info: &'static ResourceInfo,
+    filter: &Filter,
+    from: i64,
+    fmt: &WatchFormat,
+    tx: mpsc::Sender<Result<Bytes, Infallible>>,
+    timeout: Duration,
+) {
+    let mut w = match s
+        .registry
+        .store
+        .watch(&filter.prefix, Revision(from + 1))
+        .await
+    {
         Ok(w) => w,
         Err(e) => {
             let _ = tx.send(Ok(error_line(&ApiError::from(e).0))).await;
@@ -565,10 +841,18 @@ async fn store_watch(s: &ApiServer, info: &'static ResourceInfo, filter: &Filter
         };
         for e in events {
             let rev = e.kv.mod_revision.get();
-            let prev = e.prev_kv.as_ref().and_then(|p| CachedObject::decode(&p.key, &p.value, p.mod_revision.get()).ok()).map(Arc::new);
+            let prev = e
+                .prev_kv
+                .as_ref()
+                .and_then(|p| CachedObject::decode(&p.key, &p.value, p.mod_revision.get()).ok())
+                .map(Arc::new);
             let (kind, object) = match e.kind {
                 shoal_store::EventKind::Put => {
-                    let kind = if prev.is_some() { WatchType::Modified } else { WatchType::Added };
+                    let kind = if prev.is_some() {
+                        WatchType::Modified
+                    } else {
+                        WatchType::Added
+                    };
                     match CachedObject::decode(&e.kv.key, &e.kv.value, rev) {
                         Ok(o) => (kind, Arc::new(o)),
                         Err(_) => continue,
@@ -576,12 +860,28 @@ async fn store_watch(s: &ApiServer, info: &'static ResourceInfo, filter: &Filter
                 }
                 shoal_store::EventKind::Delete => {
                     let Some(p) = &prev else { continue };
-                    (WatchType::Deleted, Arc::new(CachedObject::from_value(e.kv.key.clone(), &mut p.value.clone(), rev)))
+                    (
+                        WatchType::Deleted,
+                        Arc::new(CachedObject::from_value(
+                            e.kv.key.clone(),
+                            &mut p.value.clone(),
+                            rev,
+                        )),
+                    )
                 }
             };
-            let ev = CacheEvent { kind, line: watch_line(kind.as_str(), &object.json), object, prev, revision: rev };
+            let ev = CacheEvent {
+                kind,
+                line: watch_line(kind.as_str(), &object.json),
+                object,
+                prev,
+                revision: rev,
+            };
             if let Some(k) = filtered_kind(filter, &ev)
-                && tx.send(Ok(encode_event(info, &ev, k, fmt, &mut first_table))).await.is_err()
+                && tx
+                    .send(Ok(encode_event(info, &ev, k, fmt, &mut first_table)))
+                    .await
+                    .is_err()
             {
                 return;
             }

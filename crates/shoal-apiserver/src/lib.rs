@@ -48,7 +48,10 @@ const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "k
 
 impl ApiServer {
     /// Loads the watch cache from `store` and creates the system namespaces if missing.
-    pub async fn start(store: Arc<dyn Store>, token: Option<String>) -> Result<Arc<Self>, StoreError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        token: Option<String>,
+    ) -> Result<Arc<Self>, StoreError> {
         let cache = cache::WatchCache::start(store.clone()).await?;
         let server = Arc::new(ApiServer {
             registry: registry::Registry::new(store, cache.clone()),
@@ -61,8 +64,13 @@ impl ApiServer {
     }
 
     async fn bootstrap(&self) -> Result<(), StoreError> {
-        let info = shoal_api::resources::find("", "v1", "namespaces").expect("namespaces are in the resource table");
-        let opts = registry::WriteOptions { dry_run: false, manager: "shoal-apiserver".into(), validation: request::FieldValidation::Strict };
+        let info = shoal_api::resources::find("", "v1", "namespaces")
+            .expect("namespaces are in the resource table");
+        let opts = registry::WriteOptions {
+            dry_run: false,
+            manager: "shoal-apiserver".into(),
+            validation: request::FieldValidation::Strict,
+        };
         for ns in SYSTEM_NAMESPACES {
             let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             match self.registry.create(info, None, obj, &opts).await {
@@ -91,7 +99,13 @@ async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: 
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         // Constant-time comparison: the token is the cluster's only credential.
-        let ok = given.is_some_and(|g| g.len() == token.len() && g.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
+        let ok = given.is_some_and(|g| {
+            g.len() == token.len()
+                && g.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
         if !ok {
             return error::status_response(&StatusError::unauthorized());
         }
@@ -103,6 +117,9 @@ async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: 
 pub fn router(server: Arc<ApiServer>) -> Router {
     Router::new()
         .fallback(handlers::dispatch)
-        .layer(axum::middleware::from_fn_with_state(server.clone(), authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            authenticate,
+        ))
         .with_state(server)
 }

@@ -3,7 +3,9 @@
 use serde_json::{Map, Value, json};
 
 pub fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 pub fn meta(o: &Value) -> &Value {
@@ -31,24 +33,37 @@ pub fn name(o: &Value) -> &str {
 }
 
 pub fn resource_version(o: &Value) -> Option<i64> {
-    meta(o).get("resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).and_then(|s| s.parse().ok())
+    meta(o)
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok())
 }
 
 pub fn finalizers(o: &Value) -> Vec<String> {
     meta(o)
         .get("finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn is_deleting(o: &Value) -> bool {
-    meta(o).get("deletionTimestamp").is_some_and(|v| !v.is_null())
+    meta(o)
+        .get("deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// A random suffix for `generateName`, from Kubernetes' alphabet (no vowels, no confusables).
 pub fn random_suffix(n: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    (0..n).map(|i| ALPHABET[bytes[i % 16] as usize % ALPHABET.len()] as char).collect()
+    (0..n)
+        .map(|i| ALPHABET[bytes[i % 16] as usize % ALPHABET.len()] as char)
+        .collect()
 }

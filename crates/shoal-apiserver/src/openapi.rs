@@ -13,7 +13,11 @@ pub struct OpenApi {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 fn op(summary: &str, gvk: &Value, reference: &str, params: &[&str]) -> Value {
@@ -32,14 +36,27 @@ impl OpenApi {
         let names = crate::typed::schemas(&mut generator);
         let mut defs: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
         for (group, kind, schema) in &names {
-            let version = if *kind == "Scale" { "v1" } else { RESOURCES.iter().find(|r| r.group == *group && r.kind == *kind).map_or("v1", |r| r.version) };
+            let version = if *kind == "Scale" {
+                "v1"
+            } else {
+                RESOURCES
+                    .iter()
+                    .find(|r| r.group == *group && r.kind == *kind)
+                    .map_or("v1", |r| r.version)
+            };
             if let Some(Value::Object(s)) = defs.get_mut(schema) {
-                s.insert("x-kubernetes-group-version-kind".into(), json!([{"group": group, "kind": kind, "version": version}]));
+                s.insert(
+                    "x-kubernetes-group-version-kind".into(),
+                    json!([{"group": group, "kind": kind, "version": version}]),
+                );
             }
         }
         let mut by_gv: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for r in RESOURCES {
-            let Some((_, _, schema)) = names.iter().find(|(g, k, _)| *g == r.group && *k == r.kind) else { continue };
+            let Some((_, _, schema)) = names.iter().find(|(g, k, _)| *g == r.group && *k == r.kind)
+            else {
+                continue;
+            };
             let reference = format!("#/components/schemas/{schema}");
             let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
             let base = format!("/{}", gv_path(r.group, r.version));
@@ -59,7 +76,11 @@ impl OpenApi {
                     "delete": op(&format!("delete a {}", r.kind), &gvk, &reference, &["dryRun", "gracePeriodSeconds", "propagationPolicy"]),
                 }),
             );
-            let collection = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{base}/{}", r.plural) };
+            let collection = if r.namespaced {
+                format!("{base}/namespaces/{{namespace}}/{}", r.plural)
+            } else {
+                format!("{base}/{}", r.plural)
+            };
             paths.insert(
                 collection,
                 json!({
@@ -90,7 +111,12 @@ impl OpenApi {
         let paths: Map<String, Value> = self
             .docs
             .iter()
-            .map(|(gv, (hash, _))| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
+            .map(|(gv, (hash, _))| {
+                (
+                    gv.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}),
+                )
+            })
             .collect();
         json!({ "paths": paths })
     }
@@ -102,5 +128,7 @@ impl OpenApi {
 
 /// FNV-1a, for a stable content hash in document URLs.
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
 }

@@ -25,7 +25,9 @@ impl PatchType {
             "application/json-patch+json" => Some(PatchType::Json),
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            "application/apply-patch+yaml"
+            | "application/apply-patch+json"
+            | "application/apply-patch+cbor" => Some(PatchType::Apply),
             _ => None,
         }
     }
@@ -46,7 +48,13 @@ pub enum ListStrategy {
 pub fn list_strategy(parent: &str, field: &str) -> ListStrategy {
     use ListStrategy::*;
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => MergeByKey("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates" => MergeByKey("name"),
         "env" => MergeByKey("name"),
         "volumeMounts" => MergeByKey("mountPath"),
         "volumeDevices" => MergeByKey("devicePath"),
@@ -56,8 +64,16 @@ pub fn list_strategy(parent: &str, field: &str) -> ListStrategy {
         "topologySpreadConstraints" => MergeByKey("topologyKey"),
         "conditions" => MergeByKey("type"),
         "addresses" if parent.ends_with("status") => MergeByKey("type"),
-        "ports" if parent.ends_with("spec") && !parent.contains("template") && !parent.contains("containers") => MergeByKey("port"),
-        "ports" if parent.contains("containers") || parent.contains("Containers") => MergeByKey("containerPort"),
+        "ports"
+            if parent.ends_with("spec")
+                && !parent.contains("template")
+                && !parent.contains("containers") =>
+        {
+            MergeByKey("port")
+        }
+        "ports" if parent.contains("containers") || parent.contains("Containers") => {
+            MergeByKey("containerPort")
+        }
         "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" => Replace,
         _ => Replace,
     }
@@ -69,13 +85,15 @@ fn bad(msg: impl Into<String>) -> StatusError {
 
 /// Applies an RFC 6902 JSON patch.
 pub fn json_patch(target: &mut Value, patch: &[u8]) -> Result<(), StatusError> {
-    let p: json_patch::Patch = serde_json::from_slice(patch).map_err(|e| bad(format!("error decoding patch: {e}")))?;
+    let p: json_patch::Patch =
+        serde_json::from_slice(patch).map_err(|e| bad(format!("error decoding patch: {e}")))?;
     json_patch::patch(target, &p).map_err(|e| StatusError::invalid_patch(e.to_string()))
 }
 
 /// Applies an RFC 7386 merge patch.
 pub fn merge_patch(target: &mut Value, patch: &[u8]) -> Result<(), StatusError> {
-    let p: Value = serde_json::from_slice(patch).map_err(|e| bad(format!("error decoding patch: {e}")))?;
+    let p: Value =
+        serde_json::from_slice(patch).map_err(|e| bad(format!("error decoding patch: {e}")))?;
     if !p.is_object() {
         return Err(bad("merge patch must be a JSON object"));
     }
@@ -85,8 +103,11 @@ pub fn merge_patch(target: &mut Value, patch: &[u8]) -> Result<(), StatusError> 
 
 /// Applies a strategic merge patch to an object of a built-in kind.
 pub fn strategic_merge_patch(target: &mut Value, patch: &[u8]) -> Result<(), StatusError> {
-    let p: Value = serde_json::from_slice(patch).map_err(|e| bad(format!("error decoding patch: {e}")))?;
-    let Value::Object(p) = p else { return Err(bad("strategic merge patch must be a JSON object")) };
+    let p: Value =
+        serde_json::from_slice(patch).map_err(|e| bad(format!("error decoding patch: {e}")))?;
+    let Value::Object(p) = p else {
+        return Err(bad("strategic merge patch must be a JSON object"));
+    };
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
@@ -94,10 +115,18 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &[u8]) -> Result<(), Sta
 }
 
 fn join(parent: &str, field: &str) -> String {
-    if parent.is_empty() { field.to_owned() } else { format!("{parent}.{field}") }
+    if parent.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{parent}.{field}")
+    }
 }
 
-fn merge_map(target: &mut Value, patch: &Map<String, Value>, path: &str) -> Result<(), StatusError> {
+fn merge_map(
+    target: &mut Value,
+    patch: &Map<String, Value>,
+    path: &str,
+) -> Result<(), StatusError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut clean = patch.clone();
@@ -177,19 +206,40 @@ fn strip_directives(mut m: Map<String, Value>) -> Map<String, Value> {
     m
 }
 
-fn merge_list(cur: Value, patch: &[Value], strategy: ListStrategy, path: &str) -> Result<Value, StatusError> {
+fn merge_list(
+    cur: Value,
+    patch: &[Value],
+    strategy: ListStrategy,
+    path: &str,
+) -> Result<Value, StatusError> {
     let mut list = match cur {
         Value::Array(l) => l,
         _ => Vec::new(),
     };
     // A `{"$patch": "replace"}` element replaces the whole list with the other elements.
-    if patch.iter().any(|x| x.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        let rest = patch.iter().filter(|x| x.get("$patch").is_none()).cloned().collect();
+    if patch
+        .iter()
+        .any(|x| x.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        let rest = patch
+            .iter()
+            .filter(|x| x.get("$patch").is_none())
+            .cloned()
+            .collect();
         return Ok(Value::Array(rest));
     }
     match strategy {
         ListStrategy::Replace => Ok(Value::Array(
-            patch.iter().map(|x| if let Value::Object(m) = x { Value::Object(strip_directives(m.clone())) } else { x.clone() }).collect(),
+            patch
+                .iter()
+                .map(|x| {
+                    if let Value::Object(m) = x {
+                        Value::Object(strip_directives(m.clone()))
+                    } else {
+                        x.clone()
+                    }
+                })
+                .collect(),
         )),
         ListStrategy::MergeScalars => {
             for x in patch {
@@ -202,10 +252,14 @@ fn merge_list(cur: Value, patch: &[Value], strategy: ListStrategy, path: &str) -
         ListStrategy::MergeByKey(key) => {
             for item in patch {
                 let Value::Object(pm) = item else {
-                    return Err(bad(format!("{path}: expected a list of objects merged by {key:?}")));
+                    return Err(bad(format!(
+                        "{path}: expected a list of objects merged by {key:?}"
+                    )));
                 };
                 let id = pm.get(key).cloned().unwrap_or(Value::Null);
-                let pos = list.iter().position(|x| x.get(key) == Some(&id) && !id.is_null());
+                let pos = list
+                    .iter()
+                    .position(|x| x.get(key) == Some(&id) && !id.is_null());
                 match (pm.get("$patch").and_then(Value::as_str), pos) {
                     (Some("delete"), Some(i)) => {
                         list.remove(i);
@@ -266,7 +320,10 @@ mod tests {
         let out = smp(live, patch);
         let cs = &out["spec"]["template"]["spec"]["containers"];
         assert_eq!(cs[0]["image"], "nginx:1.26");
-        assert_eq!(cs[0]["ports"][0]["containerPort"], 80, "merge keeps sibling lists");
+        assert_eq!(
+            cs[0]["ports"][0]["containerPort"], 80,
+            "merge keeps sibling lists"
+        );
         assert_eq!(cs[1]["name"], "side");
     }
 

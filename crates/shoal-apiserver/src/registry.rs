@@ -48,11 +48,23 @@ pub struct DeleteOptions {
 impl DeleteOptions {
     pub fn from_body(body: &Value) -> Self {
         DeleteOptions {
-            propagation: body.get("propagationPolicy").and_then(Value::as_str).map(str::to_owned),
+            propagation: body
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             grace_period: body.get("gracePeriodSeconds").and_then(Value::as_i64),
-            uid: body.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_owned),
-            resource_version: body.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_owned),
-            dry_run: body.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All")),
+            uid: body
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            resource_version: body
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            dry_run: body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All")),
         }
     }
 }
@@ -88,18 +100,32 @@ fn kind_error(info: &ResourceInfo, msg: &str) -> ApiError {
 }
 
 /// Checks types and unknown fields through k8s-openapi.
-fn check_typed(info: &ResourceInfo, o: &Value, validation: FieldValidation, warnings: &mut Vec<String>) -> ApiResult<()> {
-    let Some(rt) = typed::round_trip_kind(info.group, info.kind, o) else { return Ok(()) };
+fn check_typed(
+    info: &ResourceInfo,
+    o: &Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    let Some(rt) = typed::round_trip_kind(info.group, info.kind, o) else {
+        return Ok(());
+    };
     let typed = rt.map_err(|e| kind_error(info, &e))?;
     if validation == FieldValidation::Ignore {
         return Ok(());
     }
-    let unknown: Vec<String> = typed::unknown_fields(o, &typed).into_iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let unknown: Vec<String> = typed::unknown_fields(o, &typed)
+        .into_iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
     if unknown.is_empty() {
         return Ok(());
     }
     match validation {
-        FieldValidation::Strict => Err(StatusError::bad_request(format!("strict decoding error: {}", unknown.join(", "))).into()),
+        FieldValidation::Strict => Err(StatusError::bad_request(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))
+        .into()),
         _ => {
             warnings.extend(unknown);
             Ok(())
@@ -110,8 +136,16 @@ fn check_typed(info: &ResourceInfo, o: &Value, validation: FieldValidation, warn
 /// Checks `apiVersion`/`kind` of a body against the resource it was sent to.
 pub fn check_type_meta(info: &ResourceInfo, o: &mut Value) -> ApiResult<()> {
     let want_av = info.api_version();
-    let av = o.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_owned();
-    let kind = o.get("kind").and_then(Value::as_str).unwrap_or("").to_owned();
+    let av = o
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let kind = o
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     if !av.is_empty() && av != want_av {
         return Err(StatusError::bad_request(format!(
             "the API version in the data ({av}) does not match the expected API version ({want_av})"
@@ -119,7 +153,11 @@ pub fn check_type_meta(info: &ResourceInfo, o: &mut Value) -> ApiResult<()> {
         .into());
     }
     if !kind.is_empty() && kind != info.kind {
-        return Err(StatusError::bad_request(format!("the kind in the data ({kind}) does not match the expected kind ({})", info.kind)).into());
+        return Err(StatusError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            info.kind
+        ))
+        .into());
     }
     if let Some(m) = o.as_object_mut() {
         m.insert("apiVersion".into(), json!(want_av));
@@ -129,7 +167,11 @@ pub fn check_type_meta(info: &ResourceInfo, o: &mut Value) -> ApiResult<()> {
 }
 
 fn qos_class(spec: &Value) -> &'static str {
-    let cs = spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let cs = spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut any = false;
     let mut guaranteed = !cs.is_empty();
     for c in &cs {
@@ -155,12 +197,17 @@ fn qos_class(spec: &Value) -> &'static str {
 
 /// The status a new object starts with.
 fn initial_status(info: &ResourceInfo, o: &mut Value) {
-    let Some(root) = o.as_object_mut() else { return };
+    let Some(root) = o.as_object_mut() else {
+        return;
+    };
     match (info.group, info.kind) {
         ("", "Node") => {}
         ("", "Pod") => {
             let qos = qos_class(root.get("spec").unwrap_or(&Value::Null));
-            root.insert("status".into(), json!({"phase": "Pending", "qosClass": qos}));
+            root.insert(
+                "status".into(),
+                json!({"phase": "Pending", "qosClass": qos}),
+            );
         }
         ("", "Namespace") => {
             root.insert("status".into(), json!({"phase": "Active"}));
@@ -185,20 +232,32 @@ impl Registry {
         match r.kvs.into_iter().next() {
             None => Ok(None),
             Some(kv) => {
-                let value: Value = serde_json::from_slice(&kv.value)
-                    .map_err(|_| StatusError::internal(format!("stored object at {key} is not valid JSON")))?;
-                Ok(Some(Current { value: with_rv(value, kv.mod_revision), revision: kv.mod_revision }))
+                let value: Value = serde_json::from_slice(&kv.value).map_err(|_| {
+                    StatusError::internal(format!("stored object at {key} is not valid JSON"))
+                })?;
+                Ok(Some(Current {
+                    value: with_rv(value, kv.mod_revision),
+                    revision: kv.mod_revision,
+                }))
             }
         }
     }
 
-    async fn read_existing(&self, info: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Current> {
-        self.read(&info.storage_key(ns, name)).await?.ok_or_else(|| StatusError::not_found(info.plural, info.group, name).into())
+    async fn read_existing(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Current> {
+        self.read(&info.storage_key(ns, name))
+            .await?
+            .ok_or_else(|| StatusError::not_found(info.plural, info.group, name).into())
     }
 
     /// Checks that the namespace exists and is not terminating.
     async fn check_namespace(&self, ns: &str) -> ApiResult<()> {
-        let info = shoal_api::resources::find("", "v1", "namespaces").expect("namespaces are in the resource table");
+        let info = shoal_api::resources::find("", "v1", "namespaces")
+            .expect("namespaces are in the resource table");
         match self.read(&info.storage_key(None, ns)).await? {
             None => Err(StatusError::not_found("namespaces", "", ns).into()),
             Some(c) if meta::is_deleting(&c.value) => Err(StatusError::forbidden(format!(
@@ -210,7 +269,14 @@ impl Registry {
     }
 
     /// Defaults, validates and type-checks an object about to be written.
-    fn admit(&self, info: &ResourceInfo, o: &mut Value, old: Option<&Value>, validation: FieldValidation, warnings: &mut Vec<String>) -> ApiResult<()> {
+    fn admit(
+        &self,
+        info: &ResourceInfo,
+        o: &mut Value,
+        old: Option<&Value>,
+        validation: FieldValidation,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<()> {
         if info.group.is_empty() && info.kind == "Secret" {
             fold_string_data(o);
         }
@@ -225,27 +291,51 @@ impl Registry {
 
     /// Allocates a ClusterIP and node ports for a new Service.
     fn allocate_service(&self, info: &ResourceInfo, o: &mut Value) -> ApiResult<()> {
-        let ty = o.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
+        let ty = o
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_owned();
         let cache = self.cache.resource(info);
         let existing = cache.list(&info.storage_prefix(), None);
         let used_ips: std::collections::HashSet<String> = existing
             .iter()
-            .filter_map(|s| s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|s| {
+                s.value
+                    .pointer("/spec/clusterIP")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .collect();
         let used_ports: std::collections::HashSet<i64> = existing
             .iter()
-            .flat_map(|s| s.value.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default())
+            .flat_map(|s| {
+                s.value
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
             .collect();
-        let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) else { return Ok(()) };
-        if ty != "ExternalName" && spec.get("clusterIP").and_then(Value::as_str).is_none_or(str::is_empty) {
+        let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) else {
+            return Ok(());
+        };
+        if ty != "ExternalName"
+            && spec
+                .get("clusterIP")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
             // 10.96.0.0/16, skipping .0.0 and .0.1 (the `kubernetes` service's address).
             let seed = uuid::Uuid::new_v4().as_u128() as u32;
             let ip = (0..65534u32)
                 .map(|i| (seed.wrapping_add(i) % 65534) + 2)
                 .map(|n| format!("10.96.{}.{}", n >> 8, n & 0xff))
                 .find(|ip| !used_ips.contains(ip))
-                .ok_or_else(|| StatusError::internal("failed to allocate a serviceIP: range is full"))?;
+                .ok_or_else(|| {
+                    StatusError::internal("failed to allocate a serviceIP: range is full")
+                })?;
             spec.insert("clusterIP".into(), json!(ip));
             spec.insert("clusterIPs".into(), json!([ip]));
         }
@@ -269,7 +359,13 @@ impl Registry {
     }
 
     /// Creates `o` in `ns`.
-    pub async fn create(&self, info: &'static ResourceInfo, ns: Option<&str>, mut o: Value, opts: &WriteOptions) -> ApiResult<Written> {
+    pub async fn create(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        mut o: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         check_type_meta(info, &mut o)?;
         let mut warnings = Vec::new();
         let m = meta_mut(&mut o);
@@ -289,7 +385,11 @@ impl Registry {
         } else {
             m.remove("namespace");
         }
-        let name = m.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        let name = m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         if name.is_empty() {
             match m.get("generateName").and_then(Value::as_str) {
                 Some(g) if !g.is_empty() => {
@@ -301,13 +401,21 @@ impl Registry {
                         info.kind,
                         info.group,
                         "",
-                        vec![shoal_api::Cause::required("metadata.name").with_message("name or generateName is required")],
+                        vec![
+                            shoal_api::Cause::required("metadata.name")
+                                .with_message("name or generateName is required"),
+                        ],
                     )
                     .into());
                 }
             }
         }
-        for k in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
             m.remove(k);
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -335,18 +443,40 @@ impl Registry {
             if self.read(&key).await?.is_some() {
                 return Err(StatusError::already_exists(info.plural, info.group, &name).into());
             }
-            return Ok(Written { object: o, created: true, warnings });
+            return Ok(Written {
+                object: o,
+                created: true,
+                warnings,
+            });
         }
-        let res = self.store.txn(Txn::new().when(Compare::absent(&key)).put(&key, encode_for_store(&o)).or_get(&key)).await?;
+        let res = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::absent(&key))
+                    .put(&key, encode_for_store(&o))
+                    .or_get(&key),
+            )
+            .await?;
         if !res.succeeded {
             return Err(StatusError::already_exists(info.plural, info.group, &name).into());
         }
-        Ok(Written { object: with_rv(o, res.revision), created: true, warnings })
+        Ok(Written {
+            object: with_rv(o, res.revision),
+            created: true,
+            warnings,
+        })
     }
 
     /// Turns `new` (a full object for the main resource or a subresource) into what is stored,
     /// given the stored `old`.
-    fn prepare_update(&self, info: &ResourceInfo, sub: Option<Subresource>, old: &Value, mut new: Value) -> Value {
+    fn prepare_update(
+        &self,
+        info: &ResourceInfo,
+        sub: Option<Subresource>,
+        old: &Value,
+        mut new: Value,
+    ) -> Value {
         if sub == Some(Subresource::Status) {
             // A status write changes status only.
             let mut out = old.clone();
@@ -357,7 +487,15 @@ impl Registry {
         }
         let old_meta = meta::meta(old).clone();
         let m = meta_mut(&mut new);
-        for k in ["uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "name",
+            "namespace",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.get(k) {
                 Some(v) => m.insert(k.into(), v.clone()),
                 None => m.remove(k),
@@ -379,7 +517,10 @@ impl Registry {
             }
         }
         if info.has_spec && old.get("spec") != new.get("spec") {
-            let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = old_meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         new
@@ -387,25 +528,56 @@ impl Registry {
 
     /// Writes `new` over `current` if unchanged since; deletes instead when the last finalizer
     /// of a deleting object is gone.
-    async fn commit(&self, info: &ResourceInfo, key: &str, current: &Current, new: Value, dry_run: bool) -> ApiResult<Option<Value>> {
+    async fn commit(
+        &self,
+        info: &ResourceInfo,
+        key: &str,
+        current: &Current,
+        new: Value,
+        dry_run: bool,
+    ) -> ApiResult<Option<Value>> {
         let name = meta::name(&new).to_owned();
-        if meta::is_deleting(&new) && meta::finalizers(&new).is_empty() && !has_namespace_finalizers(info, &new) {
+        if meta::is_deleting(&new)
+            && meta::finalizers(&new).is_empty()
+            && !has_namespace_finalizers(info, &new)
+        {
             if dry_run {
                 return Ok(Some(new));
             }
-            let res = self.store.txn(Txn::new().when(Compare::mod_revision(key, current.revision)).delete(key)).await?;
-            return if res.succeeded { Ok(Some(with_rv(new, res.revision))) } else { Ok(None) };
+            let res = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when(Compare::mod_revision(key, current.revision))
+                        .delete(key),
+                )
+                .await?;
+            return if res.succeeded {
+                Ok(Some(with_rv(new, res.revision)))
+            } else {
+                Ok(None)
+            };
         }
         // A write that changes nothing is not a write: no new resourceVersion, no event.
         let mut unchanged = new.clone();
-        meta_mut(&mut unchanged).insert("resourceVersion".into(), json!(current.revision.0.to_string()));
+        meta_mut(&mut unchanged).insert(
+            "resourceVersion".into(),
+            json!(current.revision.0.to_string()),
+        );
         if unchanged == current.value {
             return Ok(Some(current.value.clone()));
         }
         if dry_run {
             return Ok(Some(new));
         }
-        let res = self.store.txn(Txn::new().when(Compare::mod_revision(key, current.revision)).put(key, encode_for_store(&new))).await?;
+        let res = self
+            .store
+            .txn(
+                Txn::new()
+                    .when(Compare::mod_revision(key, current.revision))
+                    .put(key, encode_for_store(&new)),
+            )
+            .await?;
         if res.succeeded {
             Ok(Some(with_rv(new, res.revision)))
         } else {
@@ -415,11 +587,22 @@ impl Registry {
     }
 
     /// Replaces an object (PUT), on the main resource or the status subresource.
-    pub async fn update(&self, info: &'static ResourceInfo, ns: Option<&str>, name: &str, sub: Option<Subresource>, mut o: Value, opts: &WriteOptions) -> ApiResult<Written> {
+    pub async fn update(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<Subresource>,
+        mut o: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         check_type_meta(info, &mut o)?;
         let body_name = meta::name(&o).to_owned();
         if !body_name.is_empty() && body_name != name {
-            return Err(StatusError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")).into());
+            return Err(StatusError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            ))
+            .into());
         }
         let wanted_rv = meta::resource_version(&o);
         let wanted_uid = meta::str_field(&o, "uid").to_owned();
@@ -443,13 +626,30 @@ impl Registry {
             if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            self.admit(info, &mut new, Some(&current.value), opts.validation, &mut warnings)?;
+            self.admit(
+                info,
+                &mut new,
+                Some(&current.value),
+                opts.validation,
+                &mut warnings,
+            )?;
             if !opts.manager.is_empty() {
                 let sub_name = sub.map(|s| s.name()).unwrap_or("");
-                apply::record_update(Some(&current.value), &mut new, &opts.manager, &info.api_version(), &meta::now(), sub_name);
+                apply::record_update(
+                    Some(&current.value),
+                    &mut new,
+                    &opts.manager,
+                    &info.api_version(),
+                    &meta::now(),
+                    sub_name,
+                );
             }
             if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(Written { object, created: false, warnings });
+                return Ok(Written {
+                    object,
+                    created: false,
+                    warnings,
+                });
             }
             if wanted_rv.is_some() {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
@@ -496,13 +696,30 @@ impl Registry {
             if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            self.admit(info, &mut new, Some(&current.value), opts.validation, &mut warnings)?;
+            self.admit(
+                info,
+                &mut new,
+                Some(&current.value),
+                opts.validation,
+                &mut warnings,
+            )?;
             if !opts.manager.is_empty() {
                 let sub_name = sub.map(|s| s.name()).unwrap_or("");
-                apply::record_update(Some(&current.value), &mut new, &opts.manager, &info.api_version(), &meta::now(), sub_name);
+                apply::record_update(
+                    Some(&current.value),
+                    &mut new,
+                    &opts.manager,
+                    &info.api_version(),
+                    &meta::now(),
+                    sub_name,
+                );
             }
             if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(Written { object, created: false, warnings });
+                return Ok(Written {
+                    object,
+                    created: false,
+                    warnings,
+                });
             }
             if wanted_rv.is_some() {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
@@ -513,30 +730,61 @@ impl Registry {
 
     /// Server-side apply: creates the object if missing, else merges the manager's intent.
     #[allow(clippy::too_many_arguments)]
-    async fn apply(&self, info: &'static ResourceInfo, ns: Option<&str>, name: &str, sub: Option<Subresource>, body: &[u8], force: bool, opts: &WriteOptions) -> ApiResult<Written> {
+    async fn apply(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<Subresource>,
+        body: &[u8],
+        force: bool,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
         if opts.manager.is_empty() {
-            return Err(StatusError::bad_request("PATCH requests with the apply patch type require a fieldManager query parameter").into());
+            return Err(StatusError::bad_request(
+                "PATCH requests with the apply patch type require a fieldManager query parameter",
+            )
+            .into());
         }
-        let mut applied = crate::body::from_yaml(body).map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")))?;
+        let mut applied = crate::body::from_yaml(body)
+            .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")))?;
         if !applied.is_object() {
-            return Err(StatusError::bad_request("the applied configuration must be an object").into());
+            return Err(
+                StatusError::bad_request("the applied configuration must be an object").into(),
+            );
         }
-        let av = applied.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let av = applied
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let kd = applied.get("kind").and_then(Value::as_str).unwrap_or("");
         if av.is_empty() || kd.is_empty() {
-            return Err(StatusError::bad_request("apiVersion and kind must be set in an applied configuration").into());
+            return Err(StatusError::bad_request(
+                "apiVersion and kind must be set in an applied configuration",
+            )
+            .into());
         }
         check_type_meta(info, &mut applied)?;
         let body_name = meta::name(&applied).to_owned();
         if !body_name.is_empty() && body_name != name {
-            return Err(StatusError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")).into());
+            return Err(StatusError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            ))
+            .into());
         }
         let key = info.storage_key(ns.filter(|_| info.namespaced), name);
         for _ in 0..RETRIES {
             let Some(current) = self.read(&key).await? else {
                 let mut fresh = json!({"metadata": {"name": name}});
                 let now = meta::now();
-                let mut created = apply::apply(&fresh, &applied, &opts.manager, force, &info.api_version(), &now)?;
+                let mut created = apply::apply(
+                    &fresh,
+                    &applied,
+                    &opts.manager,
+                    force,
+                    &info.api_version(),
+                    &now,
+                )?;
                 let mf = created.pointer("/metadata/managedFields").cloned();
                 if let Some(m) = created.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.remove("managedFields");
@@ -555,15 +803,32 @@ impl Registry {
             {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
             }
-            let merged = apply::apply(&current.value, &applied, &opts.manager, force, &info.api_version(), &meta::now())?;
+            let merged = apply::apply(
+                &current.value,
+                &applied,
+                &opts.manager,
+                force,
+                &info.api_version(),
+                &meta::now(),
+            )?;
             let mut warnings = Vec::new();
             let mut new = self.prepare_update(info, sub, &current.value, merged);
             if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            self.admit(info, &mut new, Some(&current.value), opts.validation, &mut warnings)?;
+            self.admit(
+                info,
+                &mut new,
+                Some(&current.value),
+                opts.validation,
+                &mut warnings,
+            )?;
             if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(Written { object, created: false, warnings });
+                return Ok(Written {
+                    object,
+                    created: false,
+                    warnings,
+                });
             }
         }
         Err(StatusError::stale(info.plural, info.group, name).into())
@@ -571,7 +836,13 @@ impl Registry {
 
     /// Deletes an object, gracefully where Kubernetes would (finalizers, foreground/orphan
     /// propagation, pods on a node, namespaces).
-    pub async fn delete(&self, info: &'static ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<(Value, bool)> {
+    pub async fn delete(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<(Value, bool)> {
         let key = info.storage_key(ns.filter(|_| info.namespaced), name);
         for _ in 0..RETRIES {
             let current = self.read_existing(info, ns, name).await?;
@@ -593,30 +864,62 @@ impl Registry {
             let mut finalizers = meta::finalizers(&current.value);
             // Foreground and orphan deletion wait for the garbage collector only when there
             // are dependents to delete or orphan; without any, it would finish at once.
-            let dependents = matches!(opts.propagation.as_deref(), Some("Foreground" | "Orphan")) && {
-                self.cache.sync().await?;
-                self.cache.has_dependents(&uid, ns)
-            };
+            let dependents = matches!(opts.propagation.as_deref(), Some("Foreground" | "Orphan"))
+                && {
+                    self.cache.sync().await?;
+                    self.cache.has_dependents(&uid, ns)
+                };
             match opts.propagation.as_deref() {
                 Some("Foreground" | "Orphan") if !dependents => {}
-                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => finalizers.push("foregroundDeletion".into()),
-                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
                 Some("Foreground" | "Orphan" | "Background") | None => {}
                 Some(other) => {
-                    return Err(StatusError::invalid("DeleteOptions", "", "", vec![shoal_api::Cause::not_supported("propagationPolicy", other, &["Foreground", "Background", "Orphan"])]).into());
+                    return Err(StatusError::invalid(
+                        "DeleteOptions",
+                        "",
+                        "",
+                        vec![shoal_api::Cause::not_supported(
+                            "propagationPolicy",
+                            other,
+                            &["Foreground", "Background", "Orphan"],
+                        )],
+                    )
+                    .into());
                 }
             }
             let grace = if info.kind == "Pod" && info.group.is_empty() {
-                let bound = current.value.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-                let default = current.value.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+                let bound = current
+                    .value
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let default = current
+                    .value
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30);
                 // A pod on a node is stopped by its kubelet first; an unbound pod has nothing to stop.
-                if bound { opts.grace_period.unwrap_or(default) } else { 0 }
+                if bound {
+                    opts.grace_period.unwrap_or(default)
+                } else {
+                    0
+                }
             } else {
                 0
             };
-            let graceful = !finalizers.is_empty() || grace > 0 || has_namespace_finalizers(info, &current.value);
+            let graceful = !finalizers.is_empty()
+                || grace > 0
+                || has_namespace_finalizers(info, &current.value);
             if graceful {
-                if meta::is_deleting(&current.value) && grace == 0 && meta::finalizers(&current.value) == finalizers {
+                if meta::is_deleting(&current.value)
+                    && grace == 0
+                    && meta::finalizers(&current.value) == finalizers
+                {
                     return Ok((current.value, false));
                 }
                 let mut new = current.value.clone();
@@ -644,7 +947,14 @@ impl Registry {
             if opts.dry_run {
                 return Ok((current.value, true));
             }
-            let res = self.store.txn(Txn::new().when(Compare::mod_revision(&key, current.revision)).delete(&key)).await?;
+            let res = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when(Compare::mod_revision(&key, current.revision))
+                        .delete(&key),
+                )
+                .await?;
             if res.succeeded {
                 return Ok((with_rv(current.value, res.revision), true));
             }
@@ -653,14 +963,28 @@ impl Registry {
     }
 
     /// The autoscaling/v1 Scale of a scalable object.
-    pub async fn get_scale(&self, info: &'static ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<Value> {
+    pub async fn get_scale(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Value> {
         let current = self.read_existing(info, ns, name).await?;
         Ok(scale_of(&current.value))
     }
 
     /// Sets replicas from a Scale written by PUT or PATCH.
     #[allow(clippy::too_many_arguments)]
-    pub async fn update_scale(&self, info: &'static ResourceInfo, ns: Option<&str>, name: &str, patch_kind: Option<PatchType>, body: &[u8], content_type: &str, opts: &WriteOptions) -> ApiResult<Value> {
+    pub async fn update_scale(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch_kind: Option<PatchType>,
+        body: &[u8],
+        content_type: &str,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
         let key = info.storage_key(ns.filter(|_| info.namespaced), name);
         for _ in 0..RETRIES {
             let current = self.read_existing(info, ns, name).await?;
@@ -678,9 +1002,21 @@ impl Registry {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
             }
             let replicas = match scale.pointer("/spec/replicas") {
-                Some(Value::Number(n)) if n.as_i64().is_some_and(|r| r >= 0) => n.as_i64().unwrap_or(0),
+                Some(Value::Number(n)) if n.as_i64().is_some_and(|r| r >= 0) => {
+                    n.as_i64().unwrap_or(0)
+                }
                 Some(v) => {
-                    return Err(StatusError::invalid("Scale", "autoscaling", name, vec![shoal_api::Cause::invalid("spec.replicas", v, "must be greater than or equal to 0")]).into());
+                    return Err(StatusError::invalid(
+                        "Scale",
+                        "autoscaling",
+                        name,
+                        vec![shoal_api::Cause::invalid(
+                            "spec.replicas",
+                            v,
+                            "must be greater than or equal to 0",
+                        )],
+                    )
+                    .into());
                 }
                 None => 0,
             };
@@ -691,7 +1027,14 @@ impl Registry {
                 m.remove("resourceVersion");
             }
             if !opts.manager.is_empty() {
-                apply::record_update(Some(&current.value), &mut new, &opts.manager, &info.api_version(), &meta::now(), "scale");
+                apply::record_update(
+                    Some(&current.value),
+                    &mut new,
+                    &opts.manager,
+                    &info.api_version(),
+                    &meta::now(),
+                    "scale",
+                );
             }
             if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
                 return Ok(scale_of(&object));
@@ -704,29 +1047,70 @@ impl Registry {
     }
 
     /// `pods/binding`: assigns a pod to a node, once.
-    pub async fn bind(&self, info: &'static ResourceInfo, ns: Option<&str>, name: &str, binding: &Value) -> ApiResult<()> {
-        let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("");
+    pub async fn bind(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Value,
+    ) -> ApiResult<()> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if node.is_empty() {
-            return Err(StatusError::invalid("Binding", "", name, vec![shoal_api::Cause::required("target.name")]).into());
+            return Err(StatusError::invalid(
+                "Binding",
+                "",
+                name,
+                vec![shoal_api::Cause::required("target.name")],
+            )
+            .into());
         }
         let key = info.storage_key(ns, name);
         for _ in 0..RETRIES {
             let current = self.read_existing(info, ns, name).await?;
             if meta::is_deleting(&current.value) {
-                return Err(StatusError::conflict(info.plural, info.group, name, "pod is being deleted, cannot be assigned to a host").into());
+                return Err(StatusError::conflict(
+                    info.plural,
+                    info.group,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                )
+                .into());
             }
-            let existing = current.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            let existing = current
+                .value
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !existing.is_empty() {
-                return Err(StatusError::conflict(info.plural, info.group, name, &format!("pod {name} is already assigned to node \"{existing}\"")).into());
+                return Err(StatusError::conflict(
+                    info.plural,
+                    info.group,
+                    name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                )
+                .into());
             }
             let mut new = current.value.clone();
             new["spec"]["nodeName"] = json!(node);
-            let conds = new["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c.get("type") != Some(&json!("PodScheduled"))).collect();
+            let conds = new["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut conds: Vec<Value> = conds
+                .into_iter()
+                .filter(|c| c.get("type") != Some(&json!("PodScheduled")))
+                .collect();
             conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
             new["status"]["conditions"] = json!(conds);
             meta_mut(&mut new).remove("resourceVersion");
-            if self.commit(info, &key, &current, new, false).await?.is_some() {
+            if self
+                .commit(info, &key, &current, new, false)
+                .await?
+                .is_some()
+            {
                 return Ok(());
             }
         }
@@ -737,22 +1121,35 @@ impl Registry {
 /// A Secret's write-only `stringData` is merged into `data`, base64-encoded, as Kubernetes does.
 fn fold_string_data(o: &mut Value) {
     use base64::Engine;
-    let Some(root) = o.as_object_mut() else { return };
-    let Some(Value::Object(sd)) = root.remove("stringData") else { return };
+    let Some(root) = o.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(sd)) = root.remove("stringData") else {
+        return;
+    };
     let data = root.entry("data").or_insert_with(|| json!({}));
     if !data.is_object() {
         *data = json!({});
     }
     if let Some(d) = data.as_object_mut() {
         for (k, v) in sd {
-            let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
-            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(text)));
+            let text = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            d.insert(
+                k,
+                json!(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
         }
     }
 }
 
 fn has_namespace_finalizers(info: &ResourceInfo, o: &Value) -> bool {
-    info.kind == "Namespace" && o.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    info.kind == "Namespace"
+        && o.pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
 }
 
 /// The Scale view of an object with `spec.replicas`.

@@ -20,7 +20,10 @@ pub fn parse_target(group: &str, version: &str, parts: &[&str]) -> Result<Target
     let mut namespace = None;
     // `namespaces/{ns}/{resource}/...`, except `namespaces/{name}/status|finalize` which are
     // subresources of the namespace itself.
-    if parts.first() == Some(&"namespaces") && parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+    if parts.first() == Some(&"namespaces")
+        && parts.len() > 2
+        && !matches!(parts[2], "status" | "finalize")
+    {
         namespace = Some(parts[1].to_owned());
         parts.drain(..2);
     }
@@ -42,7 +45,12 @@ pub fn parse_target(group: &str, version: &str, parts: &[&str]) -> Result<Target
     if parts.len() > 3 && subresource != Some(Subresource::Proxy) {
         return Err(StatusError::path_not_found().into());
     }
-    Ok(Target { info, namespace, name, subresource })
+    Ok(Target {
+        info,
+        namespace,
+        name,
+        subresource,
+    })
 }
 
 /// Query parameters, keeping repeated keys.
@@ -51,22 +59,36 @@ pub struct Query(pub Vec<(String, String)>);
 
 impl Query {
     pub fn parse(q: Option<&str>) -> Self {
-        Query(form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("true" | "1" | ""))
     }
     pub fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     pub fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
         match self.get(key) {
             None | Some("") => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                StatusError::bad_request(format!("invalid value for {key}: {v:?} is not an integer")).into()
+                StatusError::bad_request(format!(
+                    "invalid value for {key}: {v:?} is not an integer"
+                ))
+                .into()
             }),
         }
     }
@@ -74,7 +96,10 @@ impl Query {
         match self.get("dryRun") {
             None | Some("") => Ok(false),
             Some("All") => Ok(true),
-            Some(v) => Err(StatusError::bad_request(format!("Invalid dry run value: {v:?}, supported values: \"All\"")).into()),
+            Some(v) => Err(StatusError::bad_request(format!(
+                "Invalid dry run value: {v:?}, supported values: \"All\""
+            ))
+            .into()),
         }
     }
 }

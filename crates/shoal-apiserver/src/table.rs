@@ -66,7 +66,13 @@ pub fn row(info: &ResourceInfo, o: &Value, include: IncludeObject, now: i64) -> 
     row
 }
 
-pub fn table(info: &ResourceInfo, objects: &[&Value], include: IncludeObject, list_meta: Value, with_columns: bool) -> Value {
+pub fn table(
+    info: &ResourceInfo,
+    objects: &[&Value],
+    include: IncludeObject,
+    list_meta: Value,
+    with_columns: bool,
+) -> Value {
     let now = now_secs();
     let rows: Vec<Value> = objects.iter().map(|o| row(info, o, include, now)).collect();
     let mut t = json!({

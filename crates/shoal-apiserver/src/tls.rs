@@ -15,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read or write {path}")]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot generate a certificate")]
     Generate(#[from] rcgen::Error),
     #[error("invalid certificate or key in {path}")]
@@ -35,12 +39,18 @@ fn read(path: &Path) -> Result<Option<String>, TlsError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(TlsError::Io { path: path.to_owned(), source }),
+        Err(source) => Err(TlsError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
 fn write(path: &Path, content: &str) -> Result<(), TlsError> {
-    std::fs::write(path, content).map_err(|source| TlsError::Io { path: path.to_owned(), source })?;
+    std::fs::write(path, content).map_err(|source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -52,20 +62,33 @@ fn write(path: &Path, content: &str) -> Result<(), TlsError> {
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, "shoal-ca");
-    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "shoal-ca");
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
     Ok(params)
 }
 
 fn random_token() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 impl Pki {
     /// Loads the CA, serving certificate and token from `dir`, creating what is missing.
     /// The serving certificate names localhost, every loopback address and `extra_names`.
     pub fn load_or_create(dir: &Path, extra_names: &[String]) -> Result<Self, TlsError> {
-        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
         let (ca_pem, ca_key_pem) = match (read(&ca_crt)?, read(&ca_key)?) {
             (Some(c), Some(k)) => (c, k),
@@ -86,10 +109,17 @@ impl Pki {
                 // The CA's parameters are fixed, so rebuilding them with its key gives the same
                 // issuer name and key identifier as the stored certificate.
                 let issuer = Issuer::new(ca_params()?, ca_key);
-                let mut names = vec!["localhost".to_owned(), "kubernetes".to_owned(), "kubernetes.default".to_owned(), "kubernetes.default.svc".to_owned()];
+                let mut names = vec![
+                    "localhost".to_owned(),
+                    "kubernetes".to_owned(),
+                    "kubernetes.default".to_owned(),
+                    "kubernetes.default.svc".to_owned(),
+                ];
                 names.extend(extra_names.iter().cloned());
                 let mut params = CertificateParams::new(names)?;
-                params.distinguished_name.push(DnType::CommonName, "shoal-apiserver");
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "shoal-apiserver");
                 for ip in ["127.0.0.1", "::1", "10.96.0.1"] {
                     if let Ok(ip) = ip.parse::<IpAddr>() {
                         params.subject_alt_names.push(SanType::IpAddress(ip));
@@ -113,20 +143,33 @@ impl Pki {
         };
         let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| TlsError::Pem { path: srv_crt.clone() })?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| TlsError::Pem { path: srv_key.clone() })?;
+            .map_err(|_| TlsError::Pem {
+                path: srv_crt.clone(),
+            })?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| TlsError::Pem {
+            path: srv_key.clone(),
+        })?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Pki { ca_pem, token, server_config: Arc::new(config) })
+        Ok(Pki {
+            ca_pem,
+            token,
+            server_config: Arc::new(config),
+        })
     }
 }
 
 /// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is given.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::ServerConfig>>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, _) = tokio::select! {
@@ -151,7 +194,8 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::S
             let result = match acceptor {
                 Some(acc) => match acc.accept(stream).await {
                     Ok(tls) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                         tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
                     }
                     Err(e) => {
@@ -160,7 +204,8 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::S
                     }
                 },
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
                 }
             };

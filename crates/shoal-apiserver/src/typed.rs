@@ -9,7 +9,11 @@ use serde_json::Value;
 fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
     let t: T = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
     })?;
     serde_json::to_value(&t).map_err(|e| e.to_string())
 }
@@ -72,11 +76,17 @@ fn walk(sent: &Value, typed: &Value, path: String, out: &mut Vec<String>) {
     match (sent, typed) {
         (Value::Object(s), Value::Object(t)) => {
             for (k, v) in s {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match t.get(k) {
                     Some(tv) => walk(v, tv, p, out),
                     // A null or empty value the type drops is not an unknown field.
-                    None if v.is_null() || v.as_object().is_some_and(|m| m.is_empty()) || v.as_array().is_some_and(|a| a.is_empty()) => {}
+                    None if v.is_null()
+                        || v.as_object().is_some_and(|m| m.is_empty())
+                        || v.as_array().is_some_and(|a| a.is_empty()) => {}
                     None => out.push(p),
                 }
             }
@@ -100,9 +110,14 @@ mod tests {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": null},
             "spec": {"foo": 1, "containers": [{"name": "c", "image": "i", "bar": true}]}});
         let typed = round_trip_kind("", "Pod", &pod).unwrap().unwrap();
-        assert_eq!(unknown_fields(&pod, &typed), ["spec.foo", "spec.containers[0].bar"]);
+        assert_eq!(
+            unknown_fields(&pod, &typed),
+            ["spec.foo", "spec.containers[0].bar"]
+        );
         let bad = json!({"metadata": {"name": "p"}, "spec": {"replicas": "three"}});
-        let err = round_trip_kind("apps", "Deployment", &bad).unwrap().unwrap_err();
+        let err = round_trip_kind("apps", "Deployment", &bad)
+            .unwrap()
+            .unwrap_err();
         assert!(err.starts_with("spec.replicas"), "{err}");
     }
 }

@@ -2,7 +2,9 @@
 //! request fails with 422 Invalid, as in Kubernetes.
 
 use serde_json::Value;
-use shoal_api::resources::{is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name_part};
+use shoal_api::resources::{
+    is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name_part,
+};
 use shoal_api::selector::{LabelSelector, labels_of};
 use shoal_api::{Cause, ResourceInfo};
 
@@ -17,7 +19,10 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 fn qualified_key_ok(k: &str) -> bool {
@@ -49,7 +54,11 @@ fn metadata(info: &ResourceInfo, o: &Value, out: &mut Vec<Cause>) {
             }
             match v.as_str() {
                 Some(v) if v.is_empty() || is_qualified_name_part(v) => {}
-                _ => out.push(Cause::invalid("metadata.labels", v.as_str().unwrap_or(&v.to_string()), LABEL_VALUE_MSG)),
+                _ => out.push(Cause::invalid(
+                    "metadata.labels",
+                    v.as_str().unwrap_or(&v.to_string()),
+                    LABEL_VALUE_MSG,
+                )),
             }
         }
     }
@@ -58,7 +67,11 @@ fn metadata(info: &ResourceInfo, o: &Value, out: &mut Vec<Cause>) {
         for (k, v) in ann {
             total += k.len() + v.as_str().map_or(0, str::len);
             if !qualified_key_ok(k) {
-                out.push(Cause::invalid("metadata.annotations", k, QUALIFIED_NAME_MSG));
+                out.push(Cause::invalid(
+                    "metadata.annotations",
+                    k,
+                    QUALIFIED_NAME_MSG,
+                ));
             }
         }
         if total > 256 * 1024 {
@@ -96,12 +109,20 @@ fn container(c: &Value, path: &str, names: &mut Vec<String>, out: &mut Vec<Cause
         if cp.is_null() {
             out.push(Cause::required(format!("{path}.ports[{i}].containerPort")));
         } else if !port_ok(&cp) {
-            out.push(Cause::invalid(format!("{path}.ports[{i}].containerPort"), &cp, "must be between 1 and 65535, inclusive"));
+            out.push(Cause::invalid(
+                format!("{path}.ports[{i}].containerPort"),
+                &cp,
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         if let Some(proto) = s(p, "protocol")
             && !matches!(proto, "TCP" | "UDP" | "SCTP")
         {
-            out.push(Cause::not_supported(format!("{path}.ports[{i}].protocol"), proto, &["SCTP", "TCP", "UDP"]));
+            out.push(Cause::not_supported(
+                format!("{path}.ports[{i}].protocol"),
+                proto,
+                &["SCTP", "TCP", "UDP"],
+            ));
         }
     }
     for (i, e) in items(c, "env").iter().enumerate() {
@@ -112,7 +133,11 @@ fn container(c: &Value, path: &str, names: &mut Vec<String>, out: &mut Vec<Cause
     if let Some(policy) = s(c, "imagePullPolicy")
         && !matches!(policy, "Always" | "IfNotPresent" | "Never")
     {
-        out.push(Cause::not_supported(format!("{path}.imagePullPolicy"), policy, &["Always", "IfNotPresent", "Never"]));
+        out.push(Cause::not_supported(
+            format!("{path}.imagePullPolicy"),
+            policy,
+            &["Always", "IfNotPresent", "Never"],
+        ));
     }
 }
 
@@ -133,19 +158,29 @@ fn pod_spec(spec: &Value, path: &str, allowed_restart: &[&str], out: &mut Vec<Ca
     for (i, v) in items(spec, "volumes").iter().enumerate() {
         match s(v, "name") {
             None | Some("") => out.push(Cause::required(format!("{path}.volumes[{i}].name"))),
-            Some(n) if vols.contains(&n) => out.push(Cause::duplicate(format!("{path}.volumes[{i}].name"), n)),
+            Some(n) if vols.contains(&n) => {
+                out.push(Cause::duplicate(format!("{path}.volumes[{i}].name"), n))
+            }
             Some(n) => vols.push(n),
         }
     }
     if let Some(rp) = s(spec, "restartPolicy")
         && !allowed_restart.contains(&rp)
     {
-        out.push(Cause::not_supported(format!("{path}.restartPolicy"), rp, allowed_restart));
+        out.push(Cause::not_supported(
+            format!("{path}.restartPolicy"),
+            rp,
+            allowed_restart,
+        ));
     }
     if let Some(d) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
         && d <= 0
     {
-        out.push(Cause::invalid(format!("{path}.activeDeadlineSeconds"), d, "must be between 1 and 2147483647, inclusive"));
+        out.push(Cause::invalid(
+            format!("{path}.activeDeadlineSeconds"),
+            d,
+            "must be between 1 and 2147483647, inclusive",
+        ));
     }
 }
 
@@ -154,10 +189,17 @@ fn selector_and_template(o: &Value, template_path: &str, template: &Value, out: 
     match spec.get("selector") {
         None | Some(Value::Null) => out.push(Cause::required("spec.selector")),
         Some(sel) => match LabelSelector::from_object(sel) {
-            Ok(ls) if ls.is_empty() => out.push(Cause::invalid("spec.selector", "{}", "empty selector is invalid for deployment")),
+            Ok(ls) if ls.is_empty() => out.push(Cause::invalid(
+                "spec.selector",
+                "{}",
+                "empty selector is invalid for deployment",
+            )),
             Ok(ls) => {
                 if !ls.matches(&labels_of(template)) {
-                    let labels: Vec<String> = labels_of(template).iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    let labels: Vec<String> = labels_of(template)
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect();
                     out.push(Cause::invalid(
                         format!("{template_path}.metadata.labels"),
                         format!("map[{}]", labels.join(" ")),
@@ -174,7 +216,11 @@ fn replicas(o: &Value, out: &mut Vec<Cause>) {
     if let Some(r) = o.pointer("/spec/replicas").and_then(Value::as_i64)
         && r < 0
     {
-        out.push(Cause::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+        out.push(Cause::invalid(
+            "spec.replicas",
+            r,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -182,7 +228,10 @@ fn data_keys(o: &Value, out: &mut Vec<Cause>) {
     for field in ["data", "binaryData", "stringData"] {
         if let Some(m) = o.get(field).and_then(Value::as_object) {
             for k in m.keys() {
-                let ok = !k.is_empty() && k.len() <= 253 && k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                let ok = !k.is_empty()
+                    && k.len() <= 253
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
                 if !ok {
                     out.push(Cause::invalid(format!("{field}[{k}]"), k, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
                 }
@@ -194,8 +243,15 @@ fn data_keys(o: &Value, out: &mut Vec<Cause>) {
 fn service(o: &Value, out: &mut Vec<Cause>) {
     let spec = o.get("spec").cloned().unwrap_or(Value::Null);
     let ty = s(&spec, "type").unwrap_or("ClusterIP");
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-        out.push(Cause::not_supported("spec.type", ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        out.push(Cause::not_supported(
+            "spec.type",
+            ty,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     let ports = items(&spec, "ports");
     let headless = s(&spec, "clusterIP") == Some("None");
@@ -211,7 +267,11 @@ fn service(o: &Value, out: &mut Vec<Cause>) {
         if port.is_null() {
             out.push(Cause::required(format!("spec.ports[{i}].port")));
         } else if !port_ok(&port) {
-            out.push(Cause::invalid(format!("spec.ports[{i}].port"), &port, "must be between 1 and 65535, inclusive"));
+            out.push(Cause::invalid(
+                format!("spec.ports[{i}].port"),
+                &port,
+                "must be between 1 and 65535, inclusive",
+            ));
         }
         let name = s(p, "name").unwrap_or("");
         if ports.len() > 1 && name.is_empty() {
@@ -227,7 +287,11 @@ fn service(o: &Value, out: &mut Vec<Cause>) {
             && !np.is_null()
             && !np.as_i64().is_some_and(|n| (30000..=32767).contains(&n))
         {
-            out.push(Cause::invalid(format!("spec.ports[{i}].nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767"));
+            out.push(Cause::invalid(
+                format!("spec.ports[{i}].nodePort"),
+                np,
+                "provided port is not in the valid range. The range of valid ports is 30000-32767",
+            ));
         }
     }
 }
@@ -240,24 +304,43 @@ pub fn validate(info: &ResourceInfo, o: &Value, old: Option<&Value>) -> Vec<Caus
     let tmpl = o.pointer("/spec/template").unwrap_or(&empty);
     let tspec = tmpl.get("spec").unwrap_or(&empty);
     match (info.group, info.kind) {
-        ("", "Pod") => pod_spec(o.get("spec").unwrap_or(&empty), "spec", &["Always", "OnFailure", "Never"], &mut out),
+        ("", "Pod") => pod_spec(
+            o.get("spec").unwrap_or(&empty),
+            "spec",
+            &["Always", "OnFailure", "Never"],
+            &mut out,
+        ),
         ("", "Service") => service(o, &mut out),
         ("", "ConfigMap") | ("", "Secret") => data_keys(o, &mut out),
-        ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "StatefulSet") | ("apps", "DaemonSet") => {
+        ("apps", "Deployment")
+        | ("apps", "ReplicaSet")
+        | ("apps", "StatefulSet")
+        | ("apps", "DaemonSet") => {
             replicas(o, &mut out);
             selector_and_template(o, "spec.template", tmpl, &mut out);
             pod_spec(tspec, "spec.template.spec", &["Always"], &mut out);
         }
         ("batch", "Job") => {
-            if o.pointer("/spec/selector").is_some() && o.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
+            if o.pointer("/spec/selector").is_some()
+                && o.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true)
+            {
                 selector_and_template(o, "spec.template", tmpl, &mut out);
             }
-            pod_spec(tspec, "spec.template.spec", &["OnFailure", "Never"], &mut out);
+            pod_spec(
+                tspec,
+                "spec.template.spec",
+                &["OnFailure", "Never"],
+                &mut out,
+            );
             for f in ["parallelism", "completions", "backoffLimit"] {
                 if let Some(n) = o.pointer(&format!("/spec/{f}")).and_then(Value::as_i64)
                     && n < 0
                 {
-                    out.push(Cause::invalid(format!("spec.{f}"), n, "must be greater than or equal to 0"));
+                    out.push(Cause::invalid(
+                        format!("spec.{f}"),
+                        n,
+                        "must be greater than or equal to 0",
+                    ));
                 }
             }
         }
@@ -267,12 +350,23 @@ pub fn validate(info: &ResourceInfo, o: &Value, old: Option<&Value>) -> Vec<Caus
                 Some(sched) => {
                     let fields = sched.split_whitespace().count();
                     if !(sched.starts_with('@') || fields == 5) {
-                        out.push(Cause::invalid("spec.schedule", sched, &format!("expected exactly 5 fields, found {fields}: {sched}")));
+                        out.push(Cause::invalid(
+                            "spec.schedule",
+                            sched,
+                            &format!("expected exactly 5 fields, found {fields}: {sched}"),
+                        ));
                     }
                 }
             }
-            let jt = o.pointer("/spec/jobTemplate/spec/template/spec").unwrap_or(&empty);
-            pod_spec(jt, "spec.jobTemplate.spec.template.spec", &["OnFailure", "Never"], &mut out);
+            let jt = o
+                .pointer("/spec/jobTemplate/spec/template/spec")
+                .unwrap_or(&empty);
+            pod_spec(
+                jt,
+                "spec.jobTemplate.spec.template.spec",
+                &["OnFailure", "Never"],
+                &mut out,
+            );
         }
         _ => {}
     }
@@ -285,17 +379,36 @@ pub fn validate(info: &ResourceInfo, o: &Value, old: Option<&Value>) -> Vec<Caus
 fn immutable(info: &ResourceInfo, o: &Value, old: &Value, out: &mut Vec<Cause>) {
     let changed = |ptr: &str| o.pointer(ptr) != old.pointer(ptr);
     match (info.group, info.kind) {
-        ("apps", "Deployment") | ("apps", "ReplicaSet") | ("apps", "StatefulSet") | ("apps", "DaemonSet") if changed("/spec/selector") => {
-            out.push(Cause::invalid("spec.selector", o.pointer("/spec/selector").unwrap_or(&Value::Null), "field is immutable"));
+        ("apps", "Deployment")
+        | ("apps", "ReplicaSet")
+        | ("apps", "StatefulSet")
+        | ("apps", "DaemonSet")
+            if changed("/spec/selector") =>
+        {
+            out.push(Cause::invalid(
+                "spec.selector",
+                o.pointer("/spec/selector").unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
         }
         ("batch", "Job") if changed("/spec/template") || changed("/spec/completions") => {
             out.push(Cause::invalid("spec.template", "...", "field is immutable"));
         }
         ("", "Service") => {
-            let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
-            let new_ip = o.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or("");
+            let old_ip = old
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let new_ip = o
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip {
-                out.push(Cause::invalid("spec.clusterIPs[0]", new_ip, "may not change once set"));
+                out.push(Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    new_ip,
+                    "may not change once set",
+                ));
             }
         }
         ("", "Pod") => {
@@ -321,10 +434,19 @@ fn immutable(info: &ResourceInfo, o: &Value, old: &Value, out: &mut Vec<Cause>) 
             if strip(o) != strip(old) {
                 out.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
             }
-            let old_node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-            let new_node = o.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            let old_node = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let new_node = o
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !old_node.is_empty() && old_node != new_node {
-                out.push(Cause::forbidden("spec.nodeName", "pod updates may not change nodeName once set"));
+                out.push(Cause::forbidden(
+                    "spec.nodeName",
+                    "pod updates may not change nodeName once set",
+                ));
             }
         }
         _ => {}

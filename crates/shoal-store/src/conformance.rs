@@ -53,13 +53,21 @@ macro_rules! store_conformance {
 }
 
 async fn put(s: &Arc<dyn Store>, key: &str, value: &str) -> Revision {
-    let r = s.txn(Txn::new().put(key, value.to_owned())).await.expect("put");
+    let r = s
+        .txn(Txn::new().put(key, value.to_owned()))
+        .await
+        .expect("put");
     assert!(r.succeeded);
     r.revision
 }
 
 async fn get(s: &Arc<dyn Store>, key: &str) -> Option<crate::KeyValue> {
-    s.range(RangeRequest::key(key)).await.expect("get").kvs.into_iter().next()
+    s.range(RangeRequest::key(key))
+        .await
+        .expect("get")
+        .kvs
+        .into_iter()
+        .next()
 }
 
 async fn next_events(w: &mut crate::WatchStream) -> Vec<crate::Event> {
@@ -87,8 +95,15 @@ pub async fn revision_is_global_and_grows_by_one_per_write(s: Arc<dyn Store>) {
     let r3 = put(&s, "/a", "2").await;
     assert_eq!((r1.0, r2.0, r3.0), (1, 2, 3));
     assert_eq!(s.current_revision().await.unwrap(), Revision(3));
-    let multi = s.txn(Txn::new().put("/c", "x").put("/d", "y")).await.unwrap();
-    assert_eq!(multi.revision, Revision(4), "one transaction takes one revision");
+    let multi = s
+        .txn(Txn::new().put("/c", "x").put("/d", "y"))
+        .await
+        .unwrap();
+    assert_eq!(
+        multi.revision,
+        Revision(4),
+        "one transaction takes one revision"
+    );
 }
 
 pub async fn version_counts_writes_and_restarts_after_delete(s: Arc<dyn Store>) {
@@ -106,21 +121,44 @@ pub async fn stale_mod_revision_fails_and_returns_current(s: Arc<dyn Store>) {
     let r1 = put(&s, "/k", "1").await;
     let r2 = put(&s, "/k", "2").await;
     let res = s
-        .txn(Txn::new().when(Compare::mod_revision("/k", r1)).put("/k", "stale").or_get("/k"))
+        .txn(
+            Txn::new()
+                .when(Compare::mod_revision("/k", r1))
+                .put("/k", "stale")
+                .or_get("/k"),
+        )
         .await
         .unwrap();
     assert!(!res.succeeded);
     assert_eq!(res.current[0].as_ref().unwrap().mod_revision, r2);
     assert_eq!(res.current[0].as_ref().unwrap().value.as_ref(), b"2");
-    let ok = s.txn(Txn::new().when(Compare::mod_revision("/k", r2)).put("/k", "3")).await.unwrap();
+    let ok = s
+        .txn(
+            Txn::new()
+                .when(Compare::mod_revision("/k", r2))
+                .put("/k", "3"),
+        )
+        .await
+        .unwrap();
     assert!(ok.succeeded);
     assert_eq!(ok.prev[0].as_ref().unwrap().value.as_ref(), b"2");
 }
 
 pub async fn create_if_absent_fails_when_present(s: Arc<dyn Store>) {
-    let first = s.txn(Txn::new().when(Compare::absent("/k")).put("/k", "1")).await.unwrap();
+    let first = s
+        .txn(Txn::new().when(Compare::absent("/k")).put("/k", "1"))
+        .await
+        .unwrap();
     assert!(first.succeeded);
-    let second = s.txn(Txn::new().when(Compare::absent("/k")).put("/k", "2").or_get("/k")).await.unwrap();
+    let second = s
+        .txn(
+            Txn::new()
+                .when(Compare::absent("/k"))
+                .put("/k", "2")
+                .or_get("/k"),
+        )
+        .await
+        .unwrap();
     assert!(!second.succeeded);
     assert_eq!(get(&s, "/k").await.unwrap().value.as_ref(), b"1");
 }
@@ -182,7 +220,10 @@ pub async fn range_rejects_compacted_and_future_revisions(s: Arc<dyn Store>) {
     s.compact(r2).await.unwrap();
     let err = s.range(RangeRequest::key("/k").at(r1)).await.unwrap_err();
     assert!(matches!(err, StoreError::Compacted { .. }), "{err:?}");
-    let err = s.range(RangeRequest::key("/k").at(Revision(99))).await.unwrap_err();
+    let err = s
+        .range(RangeRequest::key("/k").at(Revision(99)))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err:?}");
     assert_eq!(s.compacted_revision().await.unwrap(), r2);
 }
@@ -215,7 +256,10 @@ pub async fn watch_delivers_live_changes_in_order(s: Arc<dyn Store>) {
             seen.push(e.kv.mod_revision);
         }
     }
-    assert_eq!(seen, expected, "no history before the watch, every change after it, in order");
+    assert_eq!(
+        seen, expected,
+        "no history before the watch, every change after it, in order"
+    );
 }
 
 pub async fn watch_only_sees_its_prefix(s: Arc<dyn Store>) {
@@ -238,7 +282,10 @@ pub async fn watch_from_compacted_revision_fails(s: Arc<dyn Store>) {
             other => panic!("expected an error, got {other:?}"),
         },
     };
-    assert!(matches!(result, Err(StoreError::Compacted { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(StoreError::Compacted { .. })),
+        "{result:?}"
+    );
     // From just after the compaction the watch works.
     let mut w = s.watch("/", r2.next()).await.unwrap();
     let r3 = put(&s, "/k", "3").await;
@@ -253,8 +300,15 @@ pub async fn compaction_keeps_latest_versions(s: Arc<dyn Store>) {
     let r = put(&s, "/c/c", "1").await;
     s.compact(r).await.unwrap();
     let now = s.range(RangeRequest::prefix("/c/")).await.unwrap();
-    let got: Vec<_> = now.kvs.iter().map(|k| (k.key.as_str(), k.value.as_ref(), k.version)).collect();
-    assert_eq!(got, [("/c/a", b"2".as_ref(), 2), ("/c/c", b"1".as_ref(), 1)]);
+    let got: Vec<_> = now
+        .kvs
+        .iter()
+        .map(|k| (k.key.as_str(), k.value.as_ref(), k.version))
+        .collect();
+    assert_eq!(
+        got,
+        [("/c/a", b"2".as_ref(), 2), ("/c/c", b"1".as_ref(), 1)]
+    );
     let at = s.range(RangeRequest::prefix("/c/").at(r)).await.unwrap();
     assert_eq!(at.kvs.len(), 2);
 }
@@ -266,9 +320,13 @@ pub async fn concurrent_writers_on_one_key_exactly_one_wins(s: Arc<dyn Store>) {
         for w in 0..8 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                s.txn(Txn::new().when(Compare::mod_revision("/race", rev)).put("/race", format!("{round}-{w}")))
-                    .await
-                    .unwrap()
+                s.txn(
+                    Txn::new()
+                        .when(Compare::mod_revision("/race", rev))
+                        .put("/race", format!("{round}-{w}")),
+                )
+                .await
+                .unwrap()
             }));
         }
         let mut winners = 0;
@@ -291,7 +349,9 @@ pub async fn watch_sees_every_revision_without_gaps_under_concurrent_writes(s: A
             let s = s.clone();
             tokio::spawn(async move {
                 for j in 0..100 {
-                    s.txn(Txn::new().put(format!("/g/{i}/{}", j % 7), "v")).await.unwrap();
+                    s.txn(Txn::new().put(format!("/g/{i}/{}", j % 7), "v"))
+                        .await
+                        .unwrap();
                 }
             })
         })

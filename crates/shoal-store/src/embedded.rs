@@ -8,7 +8,9 @@
 
 use crate::mvcc::{self, Record, WriteTables};
 use crate::watch::{History, WatchHub};
-use crate::{Event, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResult, WatchStream};
+use crate::{
+    Event, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
+};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -82,9 +84,15 @@ impl EmbeddedStore {
         Ok(EmbeddedStore { shared, writer: tx })
     }
 
-    async fn send<T>(&self, cmd: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> Result<T, StoreError> {
+    async fn send<T>(
+        &self,
+        cmd: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(cmd(tx)).await.map_err(|_| StoreError::Closed)?;
+        self.writer
+            .send(cmd(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -93,7 +101,9 @@ impl EmbeddedStore {
         f: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let s = self.shared.clone();
-        tokio::task::spawn_blocking(move || f(&s)).await.map_err(StoreError::backend)?
+        tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .map_err(StoreError::backend)?
     }
 }
 
@@ -104,29 +114,41 @@ struct WriteSet<'t> {
 
 impl WriteTables for WriteSet<'_> {
     fn latest(&mut self, key: &str) -> Result<Option<(Revision, Record)>, StoreError> {
-        let mut it = self.kv.range((key, i64::MIN)..=(key, i64::MAX)).map_err(backend)?;
+        let mut it = self
+            .kv
+            .range((key, i64::MIN)..=(key, i64::MAX))
+            .map_err(backend)?;
         match it.next_back() {
             None => Ok(None),
             Some(entry) => {
                 let (k, v) = entry.map_err(backend)?;
-                let rec = Record::decode(v.value()).ok_or_else(|| StoreError::Corrupt { key: key.to_owned() })?;
+                let rec = Record::decode(v.value()).ok_or_else(|| StoreError::Corrupt {
+                    key: key.to_owned(),
+                })?;
                 Ok(Some((Revision(k.value().1), rec)))
             }
         }
     }
     fn insert(&mut self, key: &str, revision: Revision, record: &Record) -> Result<(), StoreError> {
-        self.kv.insert((key, revision.0), record.encode().as_slice()).map_err(backend)?;
+        self.kv
+            .insert((key, revision.0), record.encode().as_slice())
+            .map_err(backend)?;
         Ok(())
     }
     fn log(&mut self, revision: Revision, keys: &[String]) -> Result<(), StoreError> {
-        self.log.insert(revision.0, keys.join("\0").as_bytes()).map_err(backend)?;
+        self.log
+            .insert(revision.0, keys.join("\0").as_bytes())
+            .map_err(backend)?;
         Ok(())
     }
 }
 
 enum Reply {
     Txn(oneshot::Sender<Result<TxnResult, StoreError>>, TxnResult),
-    Compact(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Compact(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 fn writer_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<Command>) {
@@ -189,7 +211,10 @@ fn commit_batch(
     let mut compacted = Revision(shared.compacted.load(Ordering::Acquire));
     let mut replies = Vec::with_capacity(batch.len());
     {
-        let mut set = WriteSet { kv: w.open_table(KV).map_err(backend)?, log: w.open_table(LOG).map_err(backend)? };
+        let mut set = WriteSet {
+            kv: w.open_table(KV).map_err(backend)?,
+            log: w.open_table(LOG).map_err(backend)?,
+        };
         let mut meta = w.open_table(META).map_err(backend)?;
         for cmd in batch.drain(..) {
             match cmd {
@@ -203,9 +228,15 @@ fn commit_batch(
                 }
                 Command::Compact(at, tx) => {
                     let res = if at > revision {
-                        Err(StoreError::FutureRevision { requested: at, current: revision })
+                        Err(StoreError::FutureRevision {
+                            requested: at,
+                            current: revision,
+                        })
                     } else if at <= compacted {
-                        Err(StoreError::Compacted { requested: at, compacted })
+                        Err(StoreError::Compacted {
+                            requested: at,
+                            compacted,
+                        })
                     } else {
                         compact(&mut set, at)?;
                         compacted = at;
@@ -231,7 +262,8 @@ fn compact(set: &mut WriteSet<'_>, at: Revision) -> Result<(), StoreError> {
             entries.push((key.to_owned(), Revision(rev), v.value().first() == Some(&0)));
         }
     }
-    let victims = mvcc::compaction_victims(entries.iter().map(|(k, r, t)| (k.as_str(), *r, *t)), at);
+    let victims =
+        mvcc::compaction_victims(entries.iter().map(|(k, r, t)| (k.as_str(), *r, *t)), at);
     for (key, rev) in victims {
         set.kv.remove((key.as_str(), rev.0)).map_err(backend)?;
     }
@@ -240,15 +272,29 @@ fn compact(set: &mut WriteSet<'_>, at: Revision) -> Result<(), StoreError> {
 }
 
 impl History for Shared {
-    fn history(&self, start: &str, end: &str, from: Revision) -> Result<(Vec<Event>, Revision), StoreError> {
+    fn history(
+        &self,
+        start: &str,
+        end: &str,
+        from: Revision,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
         let r = self.db.begin_read().map_err(backend)?;
         let meta = r.open_table(META).map_err(backend)?;
-        let get = |k: &str| -> Result<i64, StoreError> { Ok(meta.get(k).map_err(backend)?.map_or(0, |v| v.value())) };
+        let get = |k: &str| -> Result<i64, StoreError> {
+            Ok(meta.get(k).map_err(backend)?.map_or(0, |v| v.value()))
+        };
         let (current, compacted) = (Revision(get("revision")?), Revision(get("compacted")?));
         if from <= compacted {
-            return Err(StoreError::Compacted { requested: from, compacted });
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted,
+            });
         }
-        let req = RangeRequest { start: start.to_owned(), end: end.to_owned(), ..Default::default() };
+        let req = RangeRequest {
+            start: start.to_owned(),
+            end: end.to_owned(),
+            ..Default::default()
+        };
         let kv = r.open_table(KV).map_err(backend)?;
         let log = r.open_table(LOG).map_err(backend)?;
         let mut events = Vec::new();
@@ -258,14 +304,19 @@ impl History for Shared {
             let keys = String::from_utf8_lossy(keys.value()).into_owned();
             for key in keys.split('\0').filter(|k| req.contains(k)) {
                 let mut it = kv.range((key, i64::MIN)..=(key, rev.0)).map_err(backend)?;
-                let corrupt = || StoreError::Corrupt { key: key.to_owned() };
+                let corrupt = || StoreError::Corrupt {
+                    key: key.to_owned(),
+                };
                 let Some(cur) = it.next_back() else { continue };
                 let (_, v) = cur.map_err(backend)?;
                 let record = Record::decode(v.value()).ok_or_else(corrupt)?;
                 let prev = match it.next_back() {
                     Some(p) => {
                         let (pk, pv) = p.map_err(backend)?;
-                        Some((Revision(pk.value().1), Record::decode(pv.value()).ok_or_else(corrupt)?))
+                        Some((
+                            Revision(pk.value().1),
+                            Record::decode(pv.value()).ok_or_else(corrupt)?,
+                        ))
                     }
                     None => None,
                 };
@@ -289,8 +340,14 @@ impl Store for EmbeddedStore {
         self.read(move |s| {
             let r = s.db.begin_read().map_err(backend)?;
             let meta = r.open_table(META).map_err(backend)?;
-            let get = |k: &str| -> Result<i64, StoreError> { Ok(meta.get(k).map_err(backend)?.map_or(0, |v| v.value())) };
-            let at = mvcc::check_read_revision(req.revision, Revision(get("revision")?), Revision(get("compacted")?))?;
+            let get = |k: &str| -> Result<i64, StoreError> {
+                Ok(meta.get(k).map_err(backend)?.map_or(0, |v| v.value()))
+            };
+            let at = mvcc::check_read_revision(
+                req.revision,
+                Revision(get("revision")?),
+                Revision(get("compacted")?),
+            )?;
             let kv = r.open_table(KV).map_err(backend)?;
             let iter = if req.end.is_empty() {
                 kv.range((req.start.as_str(), i64::MIN)..=(req.start.as_str(), i64::MAX))
@@ -301,7 +358,9 @@ impl Store for EmbeddedStore {
             let entries = iter.map(|e| {
                 let (k, v) = e.map_err(backend)?;
                 let (key, rev) = k.value();
-                let rec = Record::decode(v.value()).ok_or_else(|| StoreError::Corrupt { key: key.to_owned() })?;
+                let rec = Record::decode(v.value()).ok_or_else(|| StoreError::Corrupt {
+                    key: key.to_owned(),
+                })?;
                 Ok((key.to_owned(), Revision(rev), rec))
             });
             mvcc::range_scan(entries, &req, at)

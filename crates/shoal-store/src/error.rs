@@ -5,10 +5,16 @@ use crate::Revision;
 pub enum StoreError {
     /// The requested revision is older than the last compaction (Kubernetes: 410 Gone).
     #[error("required revision {requested} has been compacted (compacted at {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision has not happened yet.
     #[error("required revision {requested} is a future revision (current {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     /// The store is shutting down or its writer has stopped.
     #[error("store is closed")]
     Closed,

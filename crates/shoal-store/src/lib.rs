@@ -13,10 +13,10 @@
 //! It knows nothing of Kubernetes objects: values are opaque bytes. Start at [`Store`].
 
 pub mod conformance;
-mod mvcc;
 pub mod embedded;
 mod error;
 pub mod memory;
+mod mvcc;
 mod types;
 mod watch;
 

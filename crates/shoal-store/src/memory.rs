@@ -2,7 +2,9 @@
 
 use crate::mvcc::{self, Record, WriteTables};
 use crate::watch::{History, WatchHub};
-use crate::{Event, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResult, WatchStream};
+use crate::{
+    Event, RangeRequest, RangeResponse, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
+};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -32,10 +34,16 @@ impl WriteTables for Tables {
     }
 }
 
-fn latest_at(kv: &BTreeMap<(String, Revision), Record>, key: &str, at: Revision) -> Option<(Revision, Record)> {
+fn latest_at(
+    kv: &BTreeMap<(String, Revision), Record>,
+    key: &str,
+    at: Revision,
+) -> Option<(Revision, Record)> {
     let lo = (key.to_owned(), Revision(i64::MIN));
     let hi = (key.to_owned(), at);
-    kv.range(lo..=hi).next_back().map(|((_, r), rec)| (*r, rec.clone()))
+    kv.range(lo..=hi)
+        .next_back()
+        .map(|((_, r), rec)| (*r, rec.clone()))
 }
 
 /// A [`Store`] that lives in memory.
@@ -61,21 +69,37 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Tables> {
         // A panic while holding the lock would be a bug in this module; the tables are only
         // mutated by `apply_txn`, which leaves them consistent on every return path.
-        self.tables.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tables
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl History for Shared {
-    fn history(&self, start: &str, end: &str, from: Revision) -> Result<(Vec<Event>, Revision), StoreError> {
+    fn history(
+        &self,
+        start: &str,
+        end: &str,
+        from: Revision,
+    ) -> Result<(Vec<Event>, Revision), StoreError> {
         let t = self.lock();
         if from <= t.compacted {
-            return Err(StoreError::Compacted { requested: from, compacted: t.compacted });
+            return Err(StoreError::Compacted {
+                requested: from,
+                compacted: t.compacted,
+            });
         }
-        let req = RangeRequest { start: start.to_owned(), end: end.to_owned(), ..Default::default() };
+        let req = RangeRequest {
+            start: start.to_owned(),
+            end: end.to_owned(),
+            ..Default::default()
+        };
         let mut events = Vec::new();
         for (rev, keys) in t.log.range(from..) {
             for key in keys.iter().filter(|k| req.contains(k)) {
-                let Some(record) = t.kv.get(&(key.clone(), *rev)) else { continue };
+                let Some(record) = t.kv.get(&(key.clone(), *rev)) else {
+                    continue;
+                };
                 let prev = latest_at(&t.kv, key, Revision(rev.0 - 1));
                 events.push(mvcc::event_from(key, *rev, record, prev));
             }
@@ -116,7 +140,9 @@ impl Store for MemoryStore {
         } else {
             Bound::Excluded((req.end.clone(), Revision(i64::MIN)))
         };
-        let entries = t.kv.range((lo, hi)).map(|((k, r), rec)| Ok((k.clone(), *r, rec.clone())));
+        let entries =
+            t.kv.range((lo, hi))
+                .map(|((k, r), rec)| Ok((k.clone(), *r, rec.clone())));
         mvcc::range_scan(entries, &req, at)
     }
 
@@ -127,12 +153,22 @@ impl Store for MemoryStore {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let mut t = self.inner.lock();
         if revision > t.revision {
-            return Err(StoreError::FutureRevision { requested: revision, current: t.revision });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current: t.revision,
+            });
         }
         if revision <= t.compacted {
-            return Err(StoreError::Compacted { requested: revision, compacted: t.compacted });
+            return Err(StoreError::Compacted {
+                requested: revision,
+                compacted: t.compacted,
+            });
         }
-        let doomed = mvcc::compaction_victims(t.kv.iter().map(|((k, r), rec)| (k.as_str(), *r, rec.value.is_none())), revision);
+        let doomed = mvcc::compaction_victims(
+            t.kv.iter()
+                .map(|((k, r), rec)| (k.as_str(), *r, rec.value.is_none())),
+            revision,
+        );
         for key in doomed {
             t.kv.remove(&key);
         }

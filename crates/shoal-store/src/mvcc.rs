@@ -50,7 +50,11 @@ impl Record {
             0 => None,
             _ => return None,
         };
-        Some(Record { create_revision: Revision(create), version, value })
+        Some(Record {
+            create_revision: Revision(create),
+            version,
+            value,
+        })
     }
 }
 
@@ -76,7 +80,8 @@ pub(crate) fn apply_txn<T: WriteTables>(
 ) -> Result<(TxnResult, Vec<Event>), StoreError> {
     let mut ok = true;
     for c in &txn.compare {
-        let mod_rev = live(c.key(), tables.latest(c.key())?).map_or(Revision::ZERO, |kv| kv.mod_revision);
+        let mod_rev =
+            live(c.key(), tables.latest(c.key())?).map_or(Revision::ZERO, |kv| kv.mod_revision);
         if !c.holds(mod_rev) {
             ok = false;
             break;
@@ -114,14 +119,22 @@ pub(crate) fn apply_txn<T: WriteTables>(
                 tables.insert(key, rev, &record)?;
                 let kv = record.to_kv(key, rev);
                 if let Some(kv) = &kv {
-                    events.push(Event { kind: EventKind::Put, kv: kv.clone(), prev_kv: prev.clone() });
+                    events.push(Event {
+                        kind: EventKind::Put,
+                        kv: kv.clone(),
+                        prev_kv: prev.clone(),
+                    });
                 }
                 results.push(kv);
                 touched.push(key.clone());
             }
             Op::Delete { key } => {
                 if let Some(p) = &prev {
-                    let tomb = Record { create_revision: Revision::ZERO, version: 0, value: None };
+                    let tomb = Record {
+                        create_revision: Revision::ZERO,
+                        version: 0,
+                        value: None,
+                    };
                     tables.insert(key, rev, &tomb)?;
                     events.push(Event {
                         kind: EventKind::Delete,
@@ -150,7 +163,13 @@ pub(crate) fn apply_txn<T: WriteTables>(
         tables.log(rev, &touched)?;
         rev
     };
-    let result = TxnResult { succeeded: true, revision, results, prev: prevs, current: vec![] };
+    let result = TxnResult {
+        succeeded: true,
+        revision,
+        results,
+        prev: prevs,
+        current: vec![],
+    };
     Ok((result, events))
 }
 
@@ -162,31 +181,42 @@ pub(crate) fn check_read_revision(
 ) -> Result<Revision, StoreError> {
     match requested {
         None | Some(Revision(0)) => Ok(current),
-        Some(r) if r > current => Err(StoreError::FutureRevision { requested: r, current }),
-        Some(r) if r < compacted => Err(StoreError::Compacted { requested: r, compacted }),
+        Some(r) if r > current => Err(StoreError::FutureRevision {
+            requested: r,
+            current,
+        }),
+        Some(r) if r < compacted => Err(StoreError::Compacted {
+            requested: r,
+            compacted,
+        }),
         Some(r) => Ok(r),
     }
 }
 
 /// Builds a range response from the `(key, revision, record)` entries of the range, in key
 /// then revision order, keeping for each key its newest version at `at`.
-pub(crate) fn range_scan<I>(entries: I, req: &RangeRequest, at: Revision) -> Result<RangeResponse, StoreError>
+pub(crate) fn range_scan<I>(
+    entries: I,
+    req: &RangeRequest,
+    at: Revision,
+) -> Result<RangeResponse, StoreError>
 where
     I: Iterator<Item = Result<(String, Revision, Record), StoreError>>,
 {
     let mut kvs = Vec::new();
     let mut count = 0usize;
     let mut pending: Option<(String, Revision, Record)> = None;
-    let flush = |p: Option<(String, Revision, Record)>, kvs: &mut Vec<KeyValue>, count: &mut usize| {
-        if let Some((k, r, rec)) = p
-            && let Some(kv) = rec.to_kv(&k, r)
-        {
-            *count += 1;
-            if req.limit == 0 || kvs.len() < req.limit {
-                kvs.push(kv);
+    let flush =
+        |p: Option<(String, Revision, Record)>, kvs: &mut Vec<KeyValue>, count: &mut usize| {
+            if let Some((k, r, rec)) = p
+                && let Some(kv) = rec.to_kv(&k, r)
+            {
+                *count += 1;
+                if req.limit == 0 || kvs.len() < req.limit {
+                    kvs.push(kv);
+                }
             }
-        }
-    };
+        };
     for entry in entries {
         let (key, rev, rec) = entry?;
         if rev > at {
@@ -199,7 +229,12 @@ where
     }
     flush(pending.take(), &mut kvs, &mut count);
     let more = count > kvs.len();
-    Ok(RangeResponse { kvs, more, count, revision: at })
+    Ok(RangeResponse {
+        kvs,
+        more,
+        count,
+        revision: at,
+    })
 }
 
 /// Builds one event from a logged revision of `key`: its record at `rev` and the version
@@ -212,7 +247,11 @@ pub(crate) fn event_from(
 ) -> Event {
     let prev_kv = prev.and_then(|(r, rec)| rec.to_kv(key, r));
     match record.to_kv(key, rev) {
-        Some(kv) => Event { kind: EventKind::Put, kv, prev_kv },
+        Some(kv) => Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv,
+        },
         None => Event {
             kind: EventKind::Delete,
             kv: KeyValue {
@@ -240,12 +279,12 @@ pub(crate) fn compaction_victims<'a>(
         if rev > at {
             continue;
         }
-        if let Some((lk, lr, lt)) = last {
-            if lk == key {
-                doomed.push((lk.to_owned(), lr));
-            } else if lt {
-                doomed.push((lk.to_owned(), lr));
-            }
+        // An older version of the same key, or a tombstone at or below `at` of the key
+        // before: neither is needed to read at or after `at`.
+        if let Some((lk, lr, lt)) = last
+            && (lk == key || lt)
+        {
+            doomed.push((lk.to_owned(), lr));
         }
         last = Some((key, rev, tomb));
     }

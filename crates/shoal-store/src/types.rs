@@ -43,10 +43,16 @@ pub enum Compare {
 
 impl Compare {
     pub fn absent(key: impl Into<String>) -> Self {
-        Compare::ModRevision { key: key.into(), revision: Revision::ZERO }
+        Compare::ModRevision {
+            key: key.into(),
+            revision: Revision::ZERO,
+        }
     }
     pub fn mod_revision(key: impl Into<String>, revision: Revision) -> Self {
-        Compare::ModRevision { key: key.into(), revision }
+        Compare::ModRevision {
+            key: key.into(),
+            revision,
+        }
     }
     pub fn key(&self) -> &str {
         match self {
@@ -93,7 +99,10 @@ impl Txn {
         self
     }
     pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.success.push(Op::Put { key: key.into(), value: value.into() });
+        self.success.push(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        });
         self
     }
     pub fn delete(mut self, key: impl Into<String>) -> Self {
@@ -133,10 +142,17 @@ pub struct RangeRequest {
 
 impl RangeRequest {
     pub fn key(key: impl Into<String>) -> Self {
-        RangeRequest { start: key.into(), ..Default::default() }
+        RangeRequest {
+            start: key.into(),
+            ..Default::default()
+        }
     }
     pub fn prefix(prefix: &str) -> Self {
-        RangeRequest { start: prefix.to_owned(), end: prefix_end(prefix), ..Default::default() }
+        RangeRequest {
+            start: prefix.to_owned(),
+            end: prefix_end(prefix),
+            ..Default::default()
+        }
     }
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = limit;

@@ -58,9 +58,16 @@ impl WatchHub {
         let (out, out_rx) = mpsc::channel(256);
         let start = prefix.to_owned();
         let end = crate::prefix_end(prefix);
-        let from = if from == Revision::ZERO { history.current().next() } else { from };
+        let from = if from == Revision::ZERO {
+            history.current().next()
+        } else {
+            from
+        };
         let task = tokio::spawn(follow(history, rx, out, start, end, from));
-        WatchStream { rx: out_rx, task: task.abort_handle() }
+        WatchStream {
+            rx: out_rx,
+            task: task.abort_handle(),
+        }
     }
 }
 
@@ -112,7 +119,11 @@ async fn follow<H: History>(
                     continue;
                 }
                 next = first.revision().next();
-                let events: Vec<Event> = batch.iter().filter(|e| in_range(&e.kv.key)).cloned().collect();
+                let events: Vec<Event> = batch
+                    .iter()
+                    .filter(|e| in_range(&e.kv.key))
+                    .cloned()
+                    .collect();
                 if !events.is_empty() && out.send(Ok(events)).await.is_err() {
                     return;
                 }

@@ -3,7 +3,12 @@
 mod memory {
     use shoal_store::conformance::Fixture;
     use std::sync::Arc;
-    shoal_store::store_conformance!(async { Fixture { store: Arc::new(shoal_store::memory::MemoryStore::new()), guard: Box::new(()) } });
+    shoal_store::store_conformance!(async {
+        Fixture {
+            store: Arc::new(shoal_store::memory::MemoryStore::new()),
+            guard: Box::new(()),
+        }
+    });
 }
 
 mod embedded {
@@ -11,8 +16,12 @@ mod embedded {
     use std::sync::Arc;
     shoal_store::store_conformance!(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = shoal_store::embedded::EmbeddedStore::open(&dir.path().join("store.redb")).expect("open");
-        Fixture { store: Arc::new(store), guard: Box::new(dir) }
+        let store = shoal_store::embedded::EmbeddedStore::open(&dir.path().join("store.redb"))
+            .expect("open");
+        Fixture {
+            store: Arc::new(store),
+            guard: Box::new(dir),
+        }
     });
 }
 
@@ -29,7 +38,11 @@ mod embedded_durability {
             let writes: Vec<_> = (0..200)
                 .map(|i| {
                     let s = s.clone();
-                    tokio::spawn(async move { s.txn(Txn::new().put(format!("/d/{i:03}"), "v")).await.unwrap() })
+                    tokio::spawn(async move {
+                        s.txn(Txn::new().put(format!("/d/{i:03}"), "v"))
+                            .await
+                            .unwrap()
+                    })
                 })
                 .collect();
             for w in writes {
@@ -45,7 +58,10 @@ mod embedded_durability {
             }
         };
         assert_eq!(s.current_revision().await.unwrap(), Revision(200));
-        assert_eq!(s.range(RangeRequest::prefix("/d/")).await.unwrap().count, 200);
+        assert_eq!(
+            s.range(RangeRequest::prefix("/d/")).await.unwrap().count,
+            200
+        );
         let r = s.txn(Txn::new().put("/d/next", "v")).await.unwrap();
         assert_eq!(r.revision, Revision(201));
     }

@@ -13,19 +13,31 @@ use std::time::{Duration, Instant};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("target directory")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target directory")
 }
 
 /// The `shoal` binary, which must have been built (`cargo build -p shoal`).
 pub fn shoal_bin() -> PathBuf {
     let p = bin_dir().join("shoal");
-    assert!(p.exists(), "{} is missing: run `cargo build -p shoal` first (cargo xtask test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p shoal` first (cargo xtask test does)",
+        p.display()
+    );
     p
 }
 
 /// How long `eventually` waits; `SHOAL_TEST_PATIENCE_SECS` raises it on slow machines.
 pub fn patience() -> Duration {
-    Duration::from_secs(std::env::var("SHOAL_TEST_PATIENCE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30))
+    Duration::from_secs(
+        std::env::var("SHOAL_TEST_PATIENCE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30),
+    )
 }
 
 /// Retries `f` until it returns `Ok` or patience runs out.
@@ -34,7 +46,9 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> T 
     loop {
         match f() {
             Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("{what}: still failing after {:?}: {e:#}", patience()),
+            Err(e) if Instant::now() > deadline => {
+                panic!("{what}: still failing after {:?}: {e:#}", patience())
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
@@ -88,7 +102,13 @@ impl Cluster {
         };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Cluster { child: Some(child), data_dir: dir.to_owned(), server, _tmp: None, kube_cache: tempfile::tempdir()? })
+        Ok(Cluster {
+            child: Some(child),
+            data_dir: dir.to_owned(),
+            server,
+            _tmp: None,
+            kube_cache: tempfile::tempdir()?,
+        })
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -107,16 +127,23 @@ impl Cluster {
             .arg("--cache-dir")
             .arg(self.kube_cache.path())
             .env("KUBECONFIG", self.kubeconfig())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("kubectl is installed at /usr/bin/kubectl");
+        let mut child = cmd
+            .spawn()
+            .expect("kubectl is installed at /usr/bin/kubectl");
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             use std::io::Write;
-            pipe.write_all(input.as_bytes()).expect("write kubectl stdin");
+            pipe.write_all(input.as_bytes())
+                .expect("write kubectl stdin");
         }
         child.wait_with_output().expect("kubectl runs")
     }
@@ -124,14 +151,23 @@ impl Cluster {
     /// Runs kubectl and returns stdout, failing the test with stderr if it did not succeed.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs kubectl expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 

@@ -14,7 +14,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "shoal", version, about = "Kubernetes-compatible orchestration for WebAssembly workloads")]
+#[command(
+    name = "shoal",
+    version,
+    about = "Kubernetes-compatible orchestration for WebAssembly workloads"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,23 +93,36 @@ async fn shutdown_signal(token: CancellationToken) {
 
 async fn run_apiserver(args: ServerArgs, store_kind: StoreKind) -> anyhow::Result<()> {
     let dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let store: Arc<dyn Store> = match store_kind {
         StoreKind::Embedded => {
             let path = dir.join("store.redb");
-            Arc::new(shoal_store::embedded::EmbeddedStore::open(&path).with_context(|| format!("cannot open the store at {}", path.display()))?)
+            Arc::new(
+                shoal_store::embedded::EmbeddedStore::open(&path)
+                    .with_context(|| format!("cannot open the store at {}", path.display()))?,
+            )
         }
         StoreKind::Memory => Arc::new(shoal_store::memory::MemoryStore::new()),
     };
-    let pki = Pki::load_or_create(&dir.join("pki"), &[]).context("cannot set up the cluster's certificates")?;
-    let server = ApiServer::start(store, Some(pki.token.clone())).await.context("cannot start the API server")?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let pki = Pki::load_or_create(&dir.join("pki"), &[])
+        .context("cannot set up the cluster's certificates")?;
+    let server = ApiServer::start(store, Some(pki.token.clone()))
+        .await
+        .context("cannot start the API server")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let kubeconfig = dir.join("kubeconfig");
-    kubeconfig::write(&kubeconfig, addr, &pki.ca_pem, &pki.token).with_context(|| format!("cannot write {}", kubeconfig.display()))?;
+    kubeconfig::write(&kubeconfig, addr, &pki.ca_pem, &pki.token)
+        .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
     println!("Shoal API server listening on https://{addr}");
     println!("Use it with:  export KUBECONFIG={}", kubeconfig.display());
-    println!("         or:  kubectl --kubeconfig {} get namespaces", kubeconfig.display());
+    println!(
+        "         or:  kubectl --kubeconfig {} get namespaces",
+        kubeconfig.display()
+    );
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
     shoal_apiserver::tls::serve(listener, router(server), Some(pki.server_config), token).await;
@@ -116,7 +133,9 @@ async fn run_apiserver(args: ServerArgs, store_kind: StoreKind) -> anyhow::Resul
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
