@@ -581,3 +581,99 @@ fn requests_without_the_token_get_401() {
         "{err}"
     );
 }
+
+#[test]
+fn typed_generators_send_protobuf_and_work() {
+    let c = Cluster::start().unwrap();
+    assert_eq!(
+        c.ok(&["create", "namespace", "dev"]).trim(),
+        "namespace/dev created"
+    );
+    c.ok(&[
+        "create",
+        "configmap",
+        "c1",
+        "--from-literal=a=1",
+        "-n",
+        "dev",
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=p=x",
+        "-n",
+        "dev",
+    ]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "hello",
+        "--image=registry.local/hello:1",
+        "--replicas=2",
+        "-n",
+        "dev",
+    ]);
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "svc1",
+        "--tcp=80:8080",
+        "-n",
+        "dev",
+    ]);
+    c.ok(&["create", "serviceaccount", "sa1", "-n", "dev"]);
+    c.ok(&["create", "job", "j1", "--image=x:1", "-n", "dev"]);
+    c.ok(&[
+        "create",
+        "cronjob",
+        "cj1",
+        "--image=x:1",
+        "--schedule=*/5 * * * *",
+        "-n",
+        "dev",
+    ]);
+    assert_eq!(
+        c.ok(&["get", "cm", "c1", "-n", "dev", "-o", "jsonpath={.data.a}"]),
+        "1"
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "secret",
+            "s1",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.data.p}"
+        ]),
+        "eA=="
+    );
+    let d = c.ok(&["get", "deploy", "hello", "-n", "dev", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.selector.matchLabels.app}"]);
+    assert_eq!(d, "2 registry.local/hello:1 hello");
+    let svc = c.ok(&[
+        "get",
+        "svc",
+        "svc1",
+        "-n",
+        "dev",
+        "-o",
+        "jsonpath={.spec.ports[0].port} {.spec.ports[0].targetPort}",
+    ]);
+    assert_eq!(svc, "80 8080");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "cj",
+            "cj1",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.spec.schedule}"
+        ]),
+        "*/5 * * * *"
+    );
+    assert_eq!(c.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+}

@@ -239,6 +239,9 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
 
 fn job_spec(s: &mut Map<String, Value>) {
     let indexed = s.get("completionMode").and_then(Value::as_str) == Some("Indexed");
+    if s.get("completions").is_none() && s.get("parallelism").is_none() {
+        s.insert("completions".into(), json!(1));
+    }
     set_default(s, "parallelism", json!(1));
     if s.get("completions").is_none() && indexed {
         s.insert("completions".into(), json!(1));

@@ -1,0 +1,281 @@
+//! API benchmark on the embedded store, in one run: durable creates/s and latency with 200
+//! concurrent clients, GET/s from the watch cache, and watch fan-out to 1,000 watchers.
+//!
+//! Run with `cargo xtask bench` (or `cargo bench -p shoal-apiserver --bench api`). Sizes can be
+//! changed with SHOAL_BENCH_CREATES, SHOAL_BENCH_CLIENTS, SHOAL_BENCH_WATCHERS.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use shoal_apiserver::{ApiServer, router};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A pod of about 2 KiB, like the ones Kubernetes' density tests create.
+fn pod(i: usize) -> Vec<u8> {
+    let env: Vec<_> = (0..20)
+        .map(|e| serde_json::json!({"name": format!("VAR_{e}"), "value": "x".repeat(40)}))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{i}"), "labels": {"app": "bench", "shard": (i % 16).to_string()}},
+        "spec": {"containers": [{"name": "main", "image": "registry.local/bench:1.0", "env": env,
+            "resources": {"limits": {"memory": "64Mi", "cpu": "100m"}}}]}
+    }))
+    .expect("static JSON")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn request(client: &HttpClient, method: &str, url: &str, body: Vec<u8>) -> (u16, Bytes) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid request");
+    let resp = client.request(req).await.expect("request sent");
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("body read")
+        .to_bytes();
+    (status, body)
+}
+
+fn report(name: &str, count: usize, elapsed: Duration, mut lat: Vec<Duration>) {
+    lat.sort();
+    println!(
+        "{name:<28} {count:>8} ops in {:>6.2}s = {:>9.0}/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+async fn creates(client: &HttpClient, base: &str, n: usize, clients: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, next, url) = (
+                client.clone(),
+                next.clone(),
+                format!("{base}/api/v1/namespaces/default/pods"),
+            );
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return lat;
+                    }
+                    let t = Instant::now();
+                    let (status, _) = request(&client, "POST", &url, pod(i)).await;
+                    assert_eq!(status, 201, "create pod-{i}");
+                    lat.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client task"));
+    }
+    report(
+        &format!("durable creates ({clients} clients)"),
+        n,
+        start.elapsed(),
+        lat,
+    );
+}
+
+async fn gets(client: &HttpClient, base: &str, n: usize, clients: usize) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let run_for = Duration::from_secs(5);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (client, base) = (client.clone(), base.to_owned());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut i = c;
+                while start.elapsed() < run_for {
+                    let url = format!("{base}/api/v1/namespaces/default/pods/pod-{}", i % n);
+                    let t = Instant::now();
+                    let (status, _) = request(&client, "GET", &url, vec![]).await;
+                    assert_eq!(status, 200);
+                    lat.push(t.elapsed());
+                    i += clients;
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client task"));
+    }
+    done.store(lat.len(), Ordering::Relaxed);
+    report(
+        &format!("GET from cache ({clients} clients)"),
+        lat.len(),
+        start.elapsed(),
+        lat,
+    );
+}
+
+/// 1,000 watchers on configmaps; a writer creates 200 objects/s stamped with their send time;
+/// every watcher measures commit-to-delivery for every event.
+async fn fan_out(client: &HttpClient, base: &str, watchers: usize) {
+    let t0 = Instant::now();
+    let (status, body) = request(
+        client,
+        "GET",
+        &format!("{base}/api/v1/namespaces/default/configmaps"),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_slice(&body).expect("list JSON");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_owned();
+    let writes = 1000usize;
+    let lat = Arc::new(std::sync::Mutex::new(Vec::with_capacity(writes * watchers)));
+    let ready = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let (client, lat, ready) = (client.clone(), lat.clone(), ready.clone());
+        let url =
+            format!("{base}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}");
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::get(url)
+                .body(Full::new(Bytes::new()))
+                .expect("valid request");
+            let mut body = client
+                .request(req)
+                .await
+                .expect("watch request")
+                .into_body();
+            ready.fetch_add(1, Ordering::Relaxed);
+            let mut seen = 0;
+            let mut mine = Vec::with_capacity(writes);
+            let mut buf = Vec::new();
+            while seen < writes {
+                let Some(Ok(frame)) = body.frame().await else {
+                    break;
+                };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let now = t0.elapsed();
+                buf.extend_from_slice(&data);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let text = String::from_utf8_lossy(&line);
+                    if let Some(rest) = text.split("\"sent-ns\":\"").nth(1)
+                        && let Some(ns) = rest.split('"').next().and_then(|n| n.parse::<u64>().ok())
+                    {
+                        mine.push(now.saturating_sub(Duration::from_nanos(ns)));
+                        seen += 1;
+                    }
+                }
+            }
+            lat.lock().expect("latency lock").extend(mine);
+        }));
+    }
+    while ready.load(Ordering::Relaxed) < watchers {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let url = format!("{base}/api/v1/namespaces/default/configmaps");
+    for i in 0..writes {
+        tick.tick().await;
+        let sent = t0.elapsed().as_nanos().to_string();
+        let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("fan-{i}"), "annotations": {"sent-ns": sent}}, "data": {"k": "v"}});
+        let (status, _) =
+            request(client, "POST", &url, serde_json::to_vec(&cm).expect("JSON")).await;
+        assert_eq!(status, 201);
+    }
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(60), t).await;
+    }
+    let lat = std::mem::take(&mut *lat.lock().expect("latency lock"));
+    report(
+        &format!("watch deliveries ({watchers} watchers, 200 writes/s)"),
+        lat.len(),
+        start.elapsed(),
+        lat,
+    );
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        shoal_store::embedded::EmbeddedStore::open(&dir.path().join("store.redb"))
+            .expect("open store"),
+    );
+    let server = ApiServer::start(store, None)
+        .await
+        .expect("API server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(shoal_apiserver::tls::serve(
+        listener,
+        router(server),
+        None,
+        stop.clone(),
+    ));
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(2048)
+        .build(connector);
+
+    let n = env("SHOAL_BENCH_CREATES", 20_000);
+    let clients = env("SHOAL_BENCH_CLIENTS", 200);
+    println!(
+        "embedded store on {}, plain HTTP on loopback, clients in the same process",
+        dir.path().display()
+    );
+    creates(&client, &base, n, clients).await;
+    gets(&client, &base, n, clients).await;
+    fan_out(&client, &base, env("SHOAL_BENCH_WATCHERS", 1000)).await;
+    stop.cancel();
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run());
+}
