@@ -9,6 +9,7 @@
 mod apply;
 mod body;
 pub mod cache;
+mod compactor;
 mod defaults;
 mod discovery;
 mod error;
@@ -53,6 +54,7 @@ impl ApiServer {
         token: Option<String>,
     ) -> Result<Arc<Self>, StoreError> {
         let cache = cache::WatchCache::start(store.clone()).await?;
+        tokio::spawn(compactor::run(store.clone(), compactor::INTERVAL));
         let server = Arc::new(ApiServer {
             registry: registry::Registry::new(store, cache.clone()),
             cache,

@@ -254,17 +254,24 @@ impl Registry {
             .ok_or_else(|| StatusError::not_found(info.plural, info.group, name).into())
     }
 
-    /// Checks that the namespace exists and is not terminating.
+    /// Checks that the namespace exists and is not terminating. Read from the watch cache, as
+    /// Kubernetes' NamespaceLifecycle admission reads its informer; a namespace created an
+    /// instant ago and not yet in the cache is looked up in the store.
     async fn check_namespace(&self, ns: &str) -> ApiResult<()> {
         let info = shoal_api::resources::find("", "v1", "namespaces")
             .expect("namespaces are in the resource table");
-        match self.read(&info.storage_key(None, ns)).await? {
+        let key = info.storage_key(None, ns);
+        let found = match self.cache.resource(info).get(&key) {
+            Some(o) => Some(meta::is_deleting(&o.value)),
+            None => self.read(&key).await?.map(|c| meta::is_deleting(&c.value)),
+        };
+        match found {
             None => Err(StatusError::not_found("namespaces", "", ns).into()),
-            Some(c) if meta::is_deleting(&c.value) => Err(StatusError::forbidden(format!(
+            Some(true) => Err(StatusError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ))
             .into()),
-            Some(_) => Ok(()),
+            Some(false) => Ok(()),
         }
     }
 
@@ -536,7 +543,6 @@ impl Registry {
         new: Value,
         dry_run: bool,
     ) -> ApiResult<Option<Value>> {
-        let name = meta::name(&new).to_owned();
         if meta::is_deleting(&new)
             && meta::finalizers(&new).is_empty()
             && !has_namespace_finalizers(info, &new)
@@ -578,12 +584,51 @@ impl Registry {
                     .put(key, encode_for_store(&new)),
             )
             .await?;
-        if res.succeeded {
-            Ok(Some(with_rv(new, res.revision)))
-        } else {
-            let _ = name;
-            Ok(None)
+        Ok(res.succeeded.then(|| with_rv(new, res.revision)))
+    }
+
+    /// Prepares, admits and commits `target` over `current`; `None` if `current` changed in
+    /// the meantime. `record` notes the write in managedFields (apply does that itself).
+    #[allow(clippy::too_many_arguments)]
+    async fn write_over(
+        &self,
+        info: &ResourceInfo,
+        key: &str,
+        sub: Option<Subresource>,
+        current: &Current,
+        target: Value,
+        opts: &WriteOptions,
+        record: bool,
+    ) -> ApiResult<Option<Written>> {
+        let mut warnings = Vec::new();
+        let mut new = self.prepare_update(info, sub, &current.value, target);
+        if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
         }
+        self.admit(
+            info,
+            &mut new,
+            Some(&current.value),
+            opts.validation,
+            &mut warnings,
+        )?;
+        if record && !opts.manager.is_empty() {
+            let sub_name = sub.map(|s| s.name()).unwrap_or("");
+            apply::record_update(
+                Some(&current.value),
+                &mut new,
+                &opts.manager,
+                &info.api_version(),
+                &meta::now(),
+                sub_name,
+            );
+        }
+        let committed = self.commit(info, key, current, new, opts.dry_run).await?;
+        Ok(committed.map(|object| Written {
+            object,
+            created: false,
+            warnings,
+        }))
     }
 
     /// Replaces an object (PUT), on the main resource or the status subresource.
@@ -621,35 +666,11 @@ impl Registry {
                 ))
                 .into());
             }
-            let mut warnings = Vec::new();
-            let mut new = self.prepare_update(info, sub, &current.value, o.clone());
-            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            self.admit(
-                info,
-                &mut new,
-                Some(&current.value),
-                opts.validation,
-                &mut warnings,
-            )?;
-            if !opts.manager.is_empty() {
-                let sub_name = sub.map(|s| s.name()).unwrap_or("");
-                apply::record_update(
-                    Some(&current.value),
-                    &mut new,
-                    &opts.manager,
-                    &info.api_version(),
-                    &meta::now(),
-                    sub_name,
-                );
-            }
-            if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(Written {
-                    object,
-                    created: false,
-                    warnings,
-                });
+            if let Some(w) = self
+                .write_over(info, &key, sub, &current, o.clone(), opts, true)
+                .await?
+            {
+                return Ok(w);
             }
             if wanted_rv.is_some() {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
@@ -691,35 +712,11 @@ impl Registry {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
             }
             check_type_meta(info, &mut target)?;
-            let mut warnings = Vec::new();
-            let mut new = self.prepare_update(info, sub, &current.value, target);
-            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            self.admit(
-                info,
-                &mut new,
-                Some(&current.value),
-                opts.validation,
-                &mut warnings,
-            )?;
-            if !opts.manager.is_empty() {
-                let sub_name = sub.map(|s| s.name()).unwrap_or("");
-                apply::record_update(
-                    Some(&current.value),
-                    &mut new,
-                    &opts.manager,
-                    &info.api_version(),
-                    &meta::now(),
-                    sub_name,
-                );
-            }
-            if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(Written {
-                    object,
-                    created: false,
-                    warnings,
-                });
+            if let Some(w) = self
+                .write_over(info, &key, sub, &current, target, opts, true)
+                .await?
+            {
+                return Ok(w);
             }
             if wanted_rv.is_some() {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
@@ -811,24 +808,11 @@ impl Registry {
                 &info.api_version(),
                 &meta::now(),
             )?;
-            let mut warnings = Vec::new();
-            let mut new = self.prepare_update(info, sub, &current.value, merged);
-            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            self.admit(
-                info,
-                &mut new,
-                Some(&current.value),
-                opts.validation,
-                &mut warnings,
-            )?;
-            if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(Written {
-                    object,
-                    created: false,
-                    warnings,
-                });
+            if let Some(w) = self
+                .write_over(info, &key, sub, &current, merged, opts, false)
+                .await?
+            {
+                return Ok(w);
             }
         }
         Err(StatusError::stale(info.plural, info.group, name).into())
@@ -1022,22 +1006,19 @@ impl Registry {
             };
             let mut new = current.value.clone();
             new["spec"]["replicas"] = json!(replicas);
-            let mut new = self.prepare_update(info, None, &current.value, new);
-            if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("resourceVersion");
-            }
-            if !opts.manager.is_empty() {
-                apply::record_update(
-                    Some(&current.value),
-                    &mut new,
-                    &opts.manager,
-                    &info.api_version(),
-                    &meta::now(),
-                    "scale",
-                );
-            }
-            if let Some(object) = self.commit(info, &key, &current, new, opts.dry_run).await? {
-                return Ok(scale_of(&object));
+            let written = self
+                .write_over(
+                    info,
+                    &key,
+                    Some(Subresource::Scale),
+                    &current,
+                    new,
+                    opts,
+                    true,
+                )
+                .await?;
+            if let Some(w) = written {
+                return Ok(scale_of(&w.object));
             }
             if wanted_rv.is_some() {
                 return Err(StatusError::stale(info.plural, info.group, name).into());
