@@ -10,29 +10,65 @@
 
 use crate::error::{ApiError, ApiResult};
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Value, json};
 use shoal_api::{ResourceInfo, StatusError, resources::RESOURCES};
 use shoal_store::{EventKind, RangeRequest, Revision, Store, StoreError};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use tokio::sync::{broadcast, watch};
 
 /// Events kept per resource for watches that resume from a recent resourceVersion. Older
 /// resumes are served from the store's own history.
 const HISTORY: usize = 4096;
 
-/// An object as stored, with `metadata.resourceVersion` filled in and encoded once.
+/// An object as stored, with `metadata.resourceVersion` filled in and encoded once. The
+/// parsed form is built on first use: most objects are only ever sent as bytes.
 #[derive(Debug)]
 pub struct CachedObject {
     pub key: String,
-    pub value: Value,
     pub json: Bytes,
     pub revision: i64,
+    value: OnceLock<Value>,
+}
+
+/// Stored objects begin with this (see [`encode_stored`]), so the resource version can be
+/// spliced into the bytes without parsing them.
+const STORED_PREFIX: &[u8] = b"{\"metadata\":{";
+
+/// Encodes an object for the store: without `metadata.resourceVersion` (the store's revision
+/// is the version) and with `metadata` first, which [`CachedObject::decode`] relies on.
+pub fn encode_stored(v: &Value) -> Vec<u8> {
+    let mut v = v.clone();
+    if let Some(obj) = v.as_object_mut() {
+        let mut meta = obj.shift_remove("metadata").unwrap_or_else(|| json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.shift_remove("resourceVersion");
+        }
+        obj.shift_insert(0, "metadata".into(), meta);
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 impl CachedObject {
     /// Decodes stored bytes and sets `metadata.resourceVersion` to `revision`.
     pub fn decode(key: &str, bytes: &[u8], revision: i64) -> Result<Self, StoreError> {
+        if let Some(rest) = bytes.strip_prefix(STORED_PREFIX) {
+            // `{"metadata":{` + `"resourceVersion":"N"` + (`,` unless metadata was empty) + rest.
+            let rv = format!("\"resourceVersion\":\"{revision}\"");
+            let mut json = Vec::with_capacity(bytes.len() + rv.len() + 1);
+            json.extend_from_slice(STORED_PREFIX);
+            json.extend_from_slice(rv.as_bytes());
+            if rest.first() != Some(&b'}') {
+                json.push(b',');
+            }
+            json.extend_from_slice(rest);
+            return Ok(CachedObject {
+                key: key.to_owned(),
+                json: Bytes::from(json),
+                revision,
+                value: OnceLock::new(),
+            });
+        }
         let mut value: Value = serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt {
             key: key.to_owned(),
         })?;
@@ -49,10 +85,22 @@ impl CachedObject {
         let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
         CachedObject {
             key,
-            value: std::mem::take(value),
             json,
             revision,
+            value: OnceLock::from(std::mem::take(value)),
         }
+    }
+
+    /// The object, parsed on first use.
+    pub fn value(&self) -> &Value {
+        self.value.get_or_init(|| {
+            // The bytes were produced by us, from stored bytes checked at the prefix; a parse
+            // failure means the store holds garbage at this key.
+            serde_json::from_slice(&self.json).unwrap_or_else(|e| {
+                tracing::error!(key = %self.key, error = %e, "stored object does not parse");
+                Value::Null
+            })
+        })
     }
 }
 
@@ -172,11 +220,19 @@ impl ResourceCache {
 
     fn apply(&self, ev: &shoal_store::Event) -> Result<(), StoreError> {
         let rev = ev.kv.mod_revision.get();
+        // Decoded before taking the lock, so readers never wait on it.
+        let put = match ev.kind {
+            EventKind::Put => Some(Arc::new(CachedObject::decode(
+                &ev.kv.key,
+                &ev.kv.value,
+                rev,
+            )?)),
+            EventKind::Delete => None,
+        };
         let mut st = self.write();
         let prev = st.objects.get(&ev.kv.key).cloned();
-        let event = match ev.kind {
-            EventKind::Put => {
-                let obj = Arc::new(CachedObject::decode(&ev.kv.key, &ev.kv.value, rev)?);
+        let event = match put {
+            Some(obj) => {
                 st.objects.insert(ev.kv.key.clone(), obj.clone());
                 let kind = if prev.is_some() {
                     WatchType::Modified
@@ -191,11 +247,11 @@ impl ResourceCache {
                     revision: rev,
                 }
             }
-            EventKind::Delete => {
+            None => {
                 st.objects.remove(&ev.kv.key);
                 // The DELETED event carries the last state with the deletion's revision.
                 let last = match (&prev, &ev.prev_kv) {
-                    (Some(p), _) => p.value.clone(),
+                    (Some(p), _) => p.value().clone(),
                     (None, Some(kv)) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
                     (None, None) => Value::Null,
                 };
@@ -343,7 +399,7 @@ impl WatchCache {
                 .info
                 .namespace_prefix(namespace.filter(|_| c.info.namespaced));
             c.list(&prefix, None).iter().any(|o| {
-                o.value
+                o.value()
                     .pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
                     .is_some_and(|refs| {
@@ -381,5 +437,43 @@ impl WatchCache {
                 self.revision()
             )))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(bytes: &[u8], rev: i64) -> Value {
+        let o = CachedObject::decode("/k", bytes, rev).expect("decodes");
+        let from_bytes: Value = serde_json::from_slice(&o.json).expect("valid JSON");
+        assert_eq!(&from_bytes, o.value());
+        from_bytes
+    }
+
+    #[test]
+    fn stored_objects_get_their_revision_without_a_parse() {
+        let obj = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "9"}, "spec": {"template": {"metadata": {}}}});
+        let stored = encode_stored(&obj);
+        assert!(stored.starts_with(STORED_PREFIX));
+        let back = decoded(&stored, 42);
+        assert_eq!(
+            back["metadata"],
+            json!({"resourceVersion": "42", "name": "a"})
+        );
+        assert_eq!(back["spec"], obj["spec"]);
+        assert_eq!(back["kind"], "Pod");
+    }
+
+    #[test]
+    fn empty_missing_and_foreign_metadata_decode() {
+        let back = decoded(&encode_stored(&json!({"kind": "X", "metadata": {}})), 3);
+        assert_eq!(back["metadata"], json!({"resourceVersion": "3"}));
+        let back = decoded(&encode_stored(&json!({"kind": "X"})), 4);
+        assert_eq!(back["metadata"], json!({"resourceVersion": "4"}));
+        // Bytes written another way (metadata not first) take the parsing path.
+        let back = decoded(br#"{"kind":"X","metadata":{"name":"n"}}"#, 5);
+        assert_eq!(back["metadata"]["resourceVersion"], "5");
+        assert!(CachedObject::decode("/k", b"not json", 1).is_err());
     }
 }

@@ -419,6 +419,11 @@ impl Filter {
         })
     }
 
+    /// Matches without parsing the object when there is no selector.
+    fn matches_obj(&self, o: &CachedObject) -> bool {
+        (self.labels.is_empty() && self.fields.is_empty()) || self.matches(o.value())
+    }
+
     fn matches(&self, o: &Value) -> bool {
         self.labels.matches_object(o)
             && (self.fields.is_empty() || self.fields.matches(|f| field_value(o, f)))
@@ -492,7 +497,7 @@ async fn list(
             let mut next = None;
             for kv in r.kvs {
                 let obj = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision.get())?;
-                if filter.matches(&obj.value) {
+                if filter.matches_obj(&obj) {
                     if limit.is_some_and(|l| out.len() >= l) {
                         next = out
                             .last()
@@ -509,7 +514,7 @@ async fn list(
             let mut out = Vec::new();
             let mut next = None;
             for o in cache.list(&filter.prefix, None) {
-                if filter.matches(&o.value) {
+                if filter.matches_obj(&o) {
                     if limit.is_some_and(|l| out.len() >= l) {
                         next = out
                             .last()
@@ -526,7 +531,7 @@ async fn list(
         list_meta["continue"] = json!(n);
     }
     if wants_table(headers) {
-        let values: Vec<&Value> = objects.iter().map(|o| &o.value).collect();
+        let values: Vec<&Value> = objects.iter().map(|o| o.value()).collect();
         let t = table::table(
             info,
             &values,
@@ -577,7 +582,7 @@ async fn get(
         let rv = obj.revision.to_string();
         let t = table::table(
             info,
-            &[&obj.value],
+            &[obj.value()],
             IncludeObject::parse(q.get("includeObject")),
             json!({"resourceVersion": rv}),
             true,
@@ -600,17 +605,17 @@ async fn delete_collection(
     s.cache.sync().await?;
     let mut deleted = Vec::new();
     for o in s.cache.resource(info).list(&filter.prefix, None) {
-        if !filter.matches(&o.value) {
+        if !filter.matches_obj(&o) {
             continue;
         }
         let name = o
-            .value
+            .value()
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
         let o_ns = o
-            .value
+            .value()
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .map(str::to_owned);
@@ -641,7 +646,7 @@ fn encode_event(
     if fmt.table {
         let t = table::table(
             info,
-            &[&ev.object.value],
+            &[ev.object.value()],
             fmt.include,
             json!({"resourceVersion": ev.revision.to_string()}),
             *first_table,
@@ -662,8 +667,8 @@ fn filtered_kind(filter: &Filter, ev: &CacheEvent) -> Option<WatchType> {
     if !ev.object.key.starts_with(&filter.prefix) {
         return None;
     }
-    let now = filter.matches(&ev.object.value);
-    let before = ev.prev.as_ref().is_some_and(|p| filter.matches(&p.value));
+    let now = filter.matches_obj(&ev.object);
+    let before = ev.prev.as_ref().is_some_and(|p| filter.matches_obj(p));
     match (ev.kind, before, now) {
         (WatchType::Deleted, true, _) => Some(WatchType::Deleted),
         (WatchType::Deleted, false, _) => None,
@@ -733,7 +738,7 @@ async fn watch(
         let mut last = from.unwrap_or(0);
         for ev in &initial {
             let kind = if from.is_none() {
-                (filter.matches(&ev.object.value) && ev.object.key.starts_with(&filter.prefix))
+                (filter.matches_obj(&ev.object) && ev.object.key.starts_with(&filter.prefix))
                     .then_some(WatchType::Added)
             } else {
                 filtered_kind(&filter, ev)
@@ -864,7 +869,7 @@ async fn store_watch(
                         WatchType::Deleted,
                         Arc::new(CachedObject::from_value(
                             e.kv.key.clone(),
-                            &mut p.value.clone(),
+                            &mut p.value().clone(),
                             rev,
                         )),
                     )

@@ -86,9 +86,7 @@ fn with_rv(mut v: Value, rev: Revision) -> Value {
 }
 
 fn encode_for_store(v: &Value) -> Vec<u8> {
-    let mut v = v.clone();
-    meta_mut(&mut v).remove("resourceVersion");
-    serde_json::to_vec(&v).unwrap_or_default()
+    crate::cache::encode_stored(v)
 }
 
 fn kind_error(info: &ResourceInfo, msg: &str) -> ApiError {
@@ -262,7 +260,7 @@ impl Registry {
             .expect("namespaces are in the resource table");
         let key = info.storage_key(None, ns);
         let found = match self.cache.resource(info).get(&key) {
-            Some(o) => Some(meta::is_deleting(&o.value)),
+            Some(o) => Some(meta::is_deleting(o.value())),
             None => self.read(&key).await?.map(|c| meta::is_deleting(&c.value)),
         };
         match found {
@@ -308,7 +306,7 @@ impl Registry {
         let used_ips: std::collections::HashSet<String> = existing
             .iter()
             .filter_map(|s| {
-                s.value
+                s.value()
                     .pointer("/spec/clusterIP")
                     .and_then(Value::as_str)
                     .map(str::to_owned)
@@ -317,7 +315,7 @@ impl Registry {
         let used_ports: std::collections::HashSet<i64> = existing
             .iter()
             .flat_map(|s| {
-                s.value
+                s.value()
                     .pointer("/spec/ports")
                     .and_then(Value::as_array)
                     .cloned()
