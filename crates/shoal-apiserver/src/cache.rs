@@ -12,9 +12,11 @@ use crate::error::{ApiError, ApiResult};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use shoal_api::{ResourceInfo, StatusError, resources::RESOURCES};
-use shoal_store::{EventKind, RangeRequest, Revision, Store, StoreError};
+use shoal_store::{
+    EventKind, ProgressRequester, RangeRequest, Revision, Store, StoreError, WatchItem,
+};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tokio::sync::{broadcast, watch};
 
 /// Events kept per resource for watches that resume from a recent resourceVersion. Older
@@ -286,6 +288,9 @@ pub struct WatchCache {
     store: Arc<dyn Store>,
     caches: Vec<Arc<ResourceCache>>,
     revision: watch::Sender<i64>,
+    /// Reaches the store watch that feeds the cache, to learn its revision when nothing under
+    /// `/registry/` changed (another client of a shared etcd may have written elsewhere).
+    progress: Mutex<Option<ProgressRequester>>,
 }
 
 impl WatchCache {
@@ -307,6 +312,7 @@ impl WatchCache {
             store,
             caches,
             revision,
+            progress: Mutex::new(None),
         });
         let rev = cache.load().await?;
         let c = cache.clone();
@@ -342,9 +348,16 @@ impl WatchCache {
                     continue;
                 }
             };
-            while let Some(batch) = w.next().await {
-                match batch {
-                    Ok(events) => {
+            *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some(w.progress_requester());
+            while let Some(item) = w.next_item().await {
+                match item {
+                    Ok(WatchItem::Progress(r)) => {
+                        if r > rev {
+                            rev = r;
+                            self.revision.send_replace(rev.get());
+                        }
+                    }
+                    Ok(WatchItem::Events(events)) => {
                         for ev in &events {
                             if let Some(c) = self.for_key(&ev.kv.key)
                                 && let Err(e) = c.apply(ev)
@@ -421,7 +434,26 @@ impl WatchCache {
     /// Waits until the cache has caught up with the store's current revision.
     pub async fn sync(&self) -> ApiResult<i64> {
         let target = self.store.current_revision().await?.get();
-        self.wait_for(target).await
+        if self.revision() >= target {
+            return Ok(self.revision());
+        }
+        let requester = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let ask = async {
+            loop {
+                if let Some(r) = &requester {
+                    r.request();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            r = self.wait_for(target) => r,
+            () = ask => unreachable!("asks until the wait ends"),
+        }
     }
 
     pub async fn wait_for(&self, target: i64) -> ApiResult<i64> {

@@ -38,6 +38,10 @@ macro_rules! store_conformance {
             compaction_keeps_latest_versions,
             concurrent_writers_on_one_key_exactly_one_wins,
             watch_sees_every_revision_without_gaps_under_concurrent_writes,
+            watch_progress_reports_writes_outside_the_prefix,
+            watch_resumes_from_any_revision,
+            watches_keep_running_across_compaction,
+            concurrent_random_history_is_linearizable,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -89,19 +93,20 @@ pub async fn put_then_get_returns_revisions(s: Arc<dyn Store>) {
 }
 
 pub async fn revision_is_global_and_grows_by_one_per_write(s: Arc<dyn Store>) {
-    assert_eq!(s.current_revision().await.unwrap(), Revision(0));
+    // An empty store starts at 0 (etcd at 1): only differences are specified.
+    let base = s.current_revision().await.unwrap();
     let r1 = put(&s, "/a", "1").await;
     let r2 = put(&s, "/b", "1").await;
     let r3 = put(&s, "/a", "2").await;
-    assert_eq!((r1.0, r2.0, r3.0), (1, 2, 3));
-    assert_eq!(s.current_revision().await.unwrap(), Revision(3));
+    assert_eq!((r1.0 - base.0, r2.0 - base.0, r3.0 - base.0), (1, 2, 3));
+    assert_eq!(s.current_revision().await.unwrap(), r3);
     let multi = s
         .txn(Txn::new().put("/c", "x").put("/d", "y"))
         .await
         .unwrap();
     assert_eq!(
         multi.revision,
-        Revision(4),
+        r3.next(),
         "one transaction takes one revision"
     );
 }
@@ -366,5 +371,465 @@ pub async fn watch_sees_every_revision_without_gaps_under_concurrent_writes(s: A
             assert_eq!(e.kv.mod_revision, next, "gap-free, in order, no duplicates");
             next = next.next();
         }
+    }
+}
+
+pub async fn watch_progress_reports_writes_outside_the_prefix(s: Arc<dyn Store>) {
+    let mut w = s.watch("/quiet/", Revision(0)).await.unwrap();
+    let r = put(&s, "/loud/x", "v").await;
+    let requester = w.progress_requester();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        requester.request();
+        match tokio::time::timeout(Duration::from_millis(200), w.next_item()).await {
+            Ok(Some(Ok(crate::WatchItem::Progress(p)))) if p >= r => break,
+            Ok(Some(Ok(crate::WatchItem::Progress(_)))) | Err(_) => {}
+            other => panic!("expected progress, got {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress at or past {r} within 10s"
+        );
+    }
+}
+
+pub async fn watch_resumes_from_any_revision(s: Arc<dyn Store>) {
+    let mut revs = Vec::new();
+    for i in 0..12 {
+        let key = format!("/r/{}", i % 3);
+        let r = if i % 4 == 3 {
+            s.txn(Txn::new().delete(key)).await.unwrap().revision
+        } else {
+            put(&s, &key, &i.to_string()).await
+        };
+        revs.push(r);
+    }
+    revs.dedup();
+    for (i, from) in revs.iter().enumerate() {
+        let mut w = s.watch("/r/", *from).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < revs.len() - i {
+            for e in next_events(&mut w).await {
+                seen.push(e.kv.mod_revision);
+            }
+        }
+        assert_eq!(seen, revs[i..], "resumed from {from}");
+    }
+}
+
+pub async fn watches_keep_running_across_compaction(s: Arc<dyn Store>) {
+    let first = put(&s, "/x/a", "0").await;
+    let mut early = s.watch("/x/", first).await.unwrap();
+    // Running: it has replayed its history and follows live changes.
+    let mut seen: Vec<Revision> = next_events(&mut early)
+        .await
+        .iter()
+        .map(|e| e.kv.mod_revision)
+        .collect();
+    let mut expected = vec![first];
+    for i in 1..6 {
+        expected.push(put(&s, "/x/a", &i.to_string()).await);
+    }
+    s.compact(expected[3]).await.unwrap();
+    for i in 6..10 {
+        expected.push(put(&s, "/x/b", &i.to_string()).await);
+    }
+    while seen.len() < expected.len() {
+        for e in next_events(&mut early).await {
+            seen.push(e.kv.mod_revision);
+        }
+    }
+    assert_eq!(
+        seen, expected,
+        "a watch that was running keeps every event across a compaction"
+    );
+    let err = match s.watch("/x/", expected[1]).await {
+        Err(e) => e,
+        Ok(mut w) => match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+            Ok(Some(Err(e))) => e,
+            other => panic!("expected Compacted, got {other:?}"),
+        },
+    };
+    assert!(matches!(err, StoreError::Compacted { .. }), "{err:?}");
+    let mut late = s.watch("/x/", expected[4]).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() - 4 {
+        for e in next_events(&mut late).await {
+            seen.push(e.kv.mod_revision);
+        }
+    }
+    assert_eq!(seen, expected[4..]);
+}
+
+/// A small deterministic generator, so a failing history can be replayed by its seed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[derive(Debug, Clone)]
+enum HOp {
+    Put {
+        key: String,
+        value: String,
+    },
+    Cas {
+        key: String,
+        expect: Revision,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    Get {
+        key: String,
+    },
+}
+
+impl HOp {
+    fn key(&self) -> &str {
+        match self {
+            HOp::Put { key, .. }
+            | HOp::Cas { key, .. }
+            | HOp::Delete { key }
+            | HOp::Get { key } => key,
+        }
+    }
+}
+
+/// What an operation observed: a write at `revision` (with the key's previous state) or a
+/// read of the key at `revision`.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Wrote { prev: Option<(String, Revision)> },
+    Read { kv: Option<(String, Revision)> },
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    op: HOp,
+    invoked: std::time::Instant,
+    completed: std::time::Instant,
+    revision: Revision,
+    outcome: Outcome,
+}
+
+fn observed(kv: Option<&crate::KeyValue>) -> Option<(String, Revision)> {
+    kv.map(|k| {
+        (
+            String::from_utf8_lossy(&k.value).into_owned(),
+            k.mod_revision,
+        )
+    })
+}
+
+async fn run_op(s: &Arc<dyn Store>, op: &HOp) -> (Revision, Outcome) {
+    match op {
+        HOp::Put { key, value } => {
+            let r = s
+                .txn(Txn::new().put(key.as_str(), value.clone()))
+                .await
+                .unwrap();
+            (
+                r.revision,
+                Outcome::Wrote {
+                    prev: observed(r.prev[0].as_ref()),
+                },
+            )
+        }
+        HOp::Cas { key, expect, value } => {
+            let r = s
+                .txn(
+                    Txn::new()
+                        .when(Compare::mod_revision(key.as_str(), *expect))
+                        .put(key.as_str(), value.clone())
+                        .or_get(key.as_str()),
+                )
+                .await
+                .unwrap();
+            if r.succeeded {
+                (
+                    r.revision,
+                    Outcome::Wrote {
+                        prev: observed(r.prev[0].as_ref()),
+                    },
+                )
+            } else {
+                (
+                    r.revision,
+                    Outcome::Read {
+                        kv: observed(r.current[0].as_ref()),
+                    },
+                )
+            }
+        }
+        HOp::Delete { key } => {
+            let r = s.txn(Txn::new().delete(key.as_str())).await.unwrap();
+            match observed(r.prev[0].as_ref()) {
+                Some(prev) => (r.revision, Outcome::Wrote { prev: Some(prev) }),
+                // Deleting nothing changes nothing: it read the key's absence.
+                None => (r.revision, Outcome::Read { kv: None }),
+            }
+        }
+        HOp::Get { key } => {
+            let r = s.range(RangeRequest::key(key.as_str())).await.unwrap();
+            (
+                r.revision,
+                Outcome::Read {
+                    kv: observed(r.kvs.first()),
+                },
+            )
+        }
+    }
+}
+
+/// Checks a concurrent history against a sequential model of the store, using the store's
+/// revisions as the linearization order: every write has its own revision and the writes,
+/// replayed in that order, explain what each one saw; every read equals the model at its
+/// revision; and no operation is ordered before one that had completed before it began.
+fn check_linearizable(base: Revision, history: &[Record]) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    let mut writes: Vec<&Record> = history
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Wrote { .. }))
+        .collect();
+    writes.sort_by_key(|r| r.revision);
+    for (i, w) in writes.iter().enumerate() {
+        let want = Revision(base.0 + 1 + i as i64);
+        if w.revision != want {
+            return Err(format!(
+                "writes must take consecutive revisions: expected {want}, found {:?} at {}",
+                w.op, w.revision
+            ));
+        }
+    }
+    // Model state after each revision: key -> (value, mod_revision).
+    let mut state: BTreeMap<String, (String, Revision)> = BTreeMap::new();
+    let mut at: BTreeMap<Revision, BTreeMap<String, (String, Revision)>> = BTreeMap::new();
+    at.insert(base, state.clone());
+    for w in &writes {
+        let key = w.op.key().to_owned();
+        let before = state.get(&key).cloned();
+        let Outcome::Wrote { prev } = &w.outcome else {
+            unreachable!("filtered to writes")
+        };
+        if prev != &before {
+            return Err(format!(
+                "{:?} at {} saw previous {prev:?}, the model had {before:?}",
+                w.op, w.revision
+            ));
+        }
+        match &w.op {
+            HOp::Put { value, .. } => {
+                state.insert(key, (value.clone(), w.revision));
+            }
+            HOp::Cas { expect, value, .. } => {
+                let current = before.as_ref().map_or(Revision::ZERO, |b| b.1);
+                if current != *expect {
+                    return Err(format!(
+                        "{:?} succeeded at {} but the key's mod_revision was {current}",
+                        w.op, w.revision
+                    ));
+                }
+                state.insert(key, (value.clone(), w.revision));
+            }
+            HOp::Delete { .. } => {
+                state.remove(&key);
+            }
+            HOp::Get { .. } => unreachable!("reads never write"),
+        }
+        at.insert(w.revision, state.clone());
+    }
+    for r in history {
+        let Outcome::Read { kv } = &r.outcome else {
+            continue;
+        };
+        let Some((_, model)) = at.range(..=r.revision).next_back() else {
+            return Err(format!(
+                "{:?} read at {} before the test began",
+                r.op, r.revision
+            ));
+        };
+        let want = model.get(r.op.key()).cloned();
+        if kv != &want {
+            return Err(format!(
+                "{:?} at revision {} read {kv:?}, the model had {want:?}",
+                r.op, r.revision
+            ));
+        }
+        if let HOp::Cas { expect, .. } = &r.op
+            && want.as_ref().map_or(Revision::ZERO, |w| w.1) == *expect
+        {
+            return Err(format!(
+                "{:?} failed at {} although its compare held",
+                r.op, r.revision
+            ));
+        }
+    }
+    // Real time: an operation that began after another completed is ordered after it.
+    let mut by_completion: Vec<&Record> = history.iter().collect();
+    by_completion.sort_by_key(|r| r.completed);
+    let mut by_invocation: Vec<&Record> = history.iter().collect();
+    by_invocation.sort_by_key(|r| r.invoked);
+    let (mut i, mut max_before) = (0, Revision::ZERO);
+    for b in by_invocation {
+        while i < by_completion.len() && by_completion[i].completed < b.invoked {
+            max_before = max_before.max(by_completion[i].revision);
+            i += 1;
+        }
+        let is_write = matches!(b.outcome, Outcome::Wrote { .. });
+        if b.revision < max_before || (is_write && b.revision == max_before) {
+            return Err(format!(
+                "{:?} at {} is ordered before an operation at {max_before} that completed before it began",
+                b.op, b.revision
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn concurrent_random_history_is_linearizable(s: Arc<dyn Store>) {
+    const CLIENTS: u64 = 8;
+    const OPS: u64 = 60;
+    let base = s.current_revision().await.unwrap();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut rng = XorShift(0x9E37_79B9_7F4A_7C15 ^ (c + 1));
+                let mut seen: std::collections::HashMap<String, Revision> = Default::default();
+                let mut out = Vec::new();
+                for i in 0..OPS {
+                    let key = format!("/lin/{}", rng.below(3));
+                    let value = format!("{c}-{i}");
+                    let op = match rng.below(10) {
+                        0..=2 => HOp::Get { key },
+                        3..=4 => HOp::Put { key, value },
+                        5..=8 => HOp::Cas {
+                            expect: seen.get(&key).copied().unwrap_or_default(),
+                            key,
+                            value,
+                        },
+                        _ => HOp::Delete { key },
+                    };
+                    let invoked = std::time::Instant::now();
+                    let (revision, outcome) = run_op(&s, &op).await;
+                    let completed = std::time::Instant::now();
+                    let last = match &outcome {
+                        Outcome::Wrote { .. } if matches!(op, HOp::Delete { .. }) => Revision::ZERO,
+                        Outcome::Wrote { .. } => revision,
+                        Outcome::Read { kv } => kv.as_ref().map_or(Revision::ZERO, |k| k.1),
+                    };
+                    seen.insert(op.key().to_owned(), last);
+                    out.push(Record {
+                        op,
+                        invoked,
+                        completed,
+                        revision,
+                        outcome,
+                    });
+                }
+                out
+            })
+        })
+        .collect();
+    let mut history = Vec::new();
+    for t in tasks {
+        history.extend(t.await.unwrap());
+    }
+    if let Err(e) = check_linearizable(base, &history) {
+        panic!("not linearizable: {e}");
+    }
+    // The store's final state is the model's.
+    let now = s.range(RangeRequest::prefix("/lin/")).await.unwrap();
+    let writes = history
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Wrote { .. }))
+        .count();
+    assert_eq!(now.revision.0 - base.0, writes as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn rec(op: HOp, t: (u64, u64), revision: i64, outcome: Outcome) -> Record {
+        let zero = Instant::now();
+        Record {
+            op,
+            invoked: zero + Duration::from_millis(t.0),
+            completed: zero + Duration::from_millis(t.1),
+            revision: Revision(revision),
+            outcome,
+        }
+    }
+
+    fn put_a() -> Record {
+        let op = HOp::Put {
+            key: "a".into(),
+            value: "1".into(),
+        };
+        rec(op, (0, 10), 1, Outcome::Wrote { prev: None })
+    }
+
+    #[test]
+    fn the_checker_accepts_a_sequential_history() {
+        let read = rec(
+            HOp::Get { key: "a".into() },
+            (20, 30),
+            1,
+            Outcome::Read {
+                kv: Some(("1".into(), Revision(1))),
+            },
+        );
+        assert_eq!(check_linearizable(Revision(0), &[put_a(), read]), Ok(()));
+    }
+
+    #[test]
+    fn the_checker_catches_stale_reads_lost_writes_and_bad_compares() {
+        // A read that began after the put completed but is ordered before it.
+        let stale = rec(
+            HOp::Get { key: "a".into() },
+            (20, 30),
+            0,
+            Outcome::Read { kv: None },
+        );
+        assert!(check_linearizable(Revision(0), &[put_a(), stale]).is_err());
+        // A read at the put's revision that does not see it.
+        let lost = rec(
+            HOp::Get { key: "a".into() },
+            (20, 30),
+            1,
+            Outcome::Read { kv: None },
+        );
+        assert!(check_linearizable(Revision(0), &[put_a(), lost]).is_err());
+        // A compare-and-swap that succeeded although the key had moved on.
+        let cas = rec(
+            HOp::Cas {
+                key: "a".into(),
+                expect: Revision(0),
+                value: "2".into(),
+            },
+            (20, 30),
+            2,
+            Outcome::Wrote {
+                prev: Some(("1".into(), Revision(1))),
+            },
+        );
+        assert!(check_linearizable(Revision(0), &[put_a(), cas]).is_err());
+        // Two writes on one revision.
+        let mut twin = put_a();
+        twin.op = HOp::Put {
+            key: "b".into(),
+            value: "1".into(),
+        };
+        assert!(check_linearizable(Revision(0), &[put_a(), twin]).is_err());
     }
 }

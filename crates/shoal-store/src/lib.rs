@@ -1,7 +1,8 @@
 //! The etcd-shaped revisioned key-value store that sits under the API server.
 //!
 //! Owns the [`Store`] trait (seam 1 in ARCHITECTURE.md) and its backends:
-//! [`memory::MemoryStore`] for unit tests and [`embedded::EmbeddedStore`] on redb, the default.
+//! [`memory::MemoryStore`] for unit tests, [`embedded::EmbeddedStore`] on redb (the default) and
+//! [`etcd::EtcdStore`] on an etcd cluster.
 //! Every backend passes the one conformance suite in [`conformance`], expanded per backend by
 //! [`store_conformance!`].
 //!
@@ -15,6 +16,7 @@
 pub mod conformance;
 pub mod embedded;
 mod error;
+pub mod etcd;
 pub mod memory;
 mod mvcc;
 mod types;
@@ -25,7 +27,7 @@ pub use types::{
     Compare, Event, EventKind, KeyValue, Op, RangeRequest, RangeResponse, Revision, Txn, TxnResult,
     prefix_end,
 };
-pub use watch::WatchStream;
+pub use watch::{ProgressRequester, WatchItem, WatchStream};
 
 use async_trait::async_trait;
 

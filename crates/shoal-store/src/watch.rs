@@ -4,13 +4,18 @@
 //! broadcast channel. A watcher subscribes *before* reading history, so an event is either in
 //! the history it reads or on the channel it holds (or both, deduplicated by revision): no gap.
 //! A watcher that falls behind the channel re-reads history from where it was.
+//!
+//! A watch also reports progress on request ([`WatchStream::request_progress`]): "every change
+//! up to revision R under this prefix has been delivered", in band, as etcd's progress
+//! notifications do. The watch cache uses it to serve consistent reads when nothing under
+//! its prefix changed.
 
 use crate::{Event, Revision, StoreError};
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 /// The events of one committed revision.
 pub(crate) type Batch = Arc<Vec<Event>>;
@@ -63,18 +68,17 @@ impl WatchHub {
         } else {
             from
         };
-        let task = tokio::spawn(follow(history, rx, out, start, end, from));
-        WatchStream {
-            rx: out_rx,
-            task: task.abort_handle(),
-        }
+        let progress = ProgressRequester::default();
+        let task = tokio::spawn(follow(history, rx, out, progress.clone(), start, end, from));
+        WatchStream::new(out_rx, task.abort_handle(), progress)
     }
 }
 
 async fn follow<H: History>(
     history: Arc<H>,
     mut rx: broadcast::Receiver<Batch>,
-    out: mpsc::Sender<Result<Vec<Event>, StoreError>>,
+    out: mpsc::Sender<Result<WatchItem, StoreError>>,
+    progress: ProgressRequester,
     start: String,
     end: String,
     mut next: Revision,
@@ -93,7 +97,7 @@ async fn follow<H: History>(
             match events {
                 Ok((events, upto)) => {
                     for group in group_by_revision(events) {
-                        if out.send(Ok(group)).await.is_err() {
+                        if out.send(Ok(WatchItem::Events(group))).await.is_err() {
                             return;
                         }
                     }
@@ -106,7 +110,17 @@ async fn follow<H: History>(
             }
             catch_up = false;
         }
-        match rx.recv().await {
+        let received = tokio::select! {
+            r = rx.recv() => r,
+            () = progress.0.notified() => {
+                let upto = Revision(next.0 - 1);
+                if out.send(Ok(WatchItem::Progress(upto))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match received {
             Ok(batch) => {
                 let Some(first) = batch.first() else { continue };
                 if first.revision() < next {
@@ -124,7 +138,7 @@ async fn follow<H: History>(
                     .filter(|e| in_range(&e.kv.key))
                     .cloned()
                     .collect();
-                if !events.is_empty() && out.send(Ok(events)).await.is_err() {
+                if !events.is_empty() && out.send(Ok(WatchItem::Events(events))).await.is_err() {
                     return;
                 }
             }
@@ -137,7 +151,8 @@ async fn follow<H: History>(
     }
 }
 
-fn group_by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
+/// Splits events into one group per revision, keeping their order.
+pub(crate) fn group_by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
     let mut groups: Vec<Vec<Event>> = Vec::new();
     for e in events {
         match groups.last_mut() {
@@ -148,24 +163,79 @@ fn group_by_revision(events: Vec<Event>) -> Vec<Vec<Event>> {
     groups
 }
 
+/// What a watch delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    /// The changes of one revision under the watched prefix.
+    Events(Vec<Event>),
+    /// Every change up to this revision has been delivered (answer to a progress request).
+    Progress(Revision),
+}
+
+/// Asks a running watch to report its progress; cheap to clone, usable from anywhere.
+#[derive(Clone, Default)]
+pub struct ProgressRequester(pub(crate) Arc<Notify>);
+
+impl ProgressRequester {
+    /// The watch answers with a [`WatchItem::Progress`] as soon as it can; requests made
+    /// before it answers are merged into one.
+    pub fn request(&self) {
+        self.0.notify_one();
+    }
+}
+
 /// The changes a watch delivers, grouped by revision, in revision order. Dropping it cancels
 /// the watch.
 pub struct WatchStream {
-    rx: mpsc::Receiver<Result<Vec<Event>, StoreError>>,
+    rx: mpsc::Receiver<Result<WatchItem, StoreError>>,
     task: tokio::task::AbortHandle,
+    progress: ProgressRequester,
 }
 
 impl WatchStream {
-    /// The next revision's events; `None` once the watch has ended.
+    /// A stream fed by `task` through `rx`; `progress` reaches the task.
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Result<WatchItem, StoreError>>,
+        task: tokio::task::AbortHandle,
+        progress: ProgressRequester,
+    ) -> Self {
+        WatchStream { rx, task, progress }
+    }
+
+    /// The next revision's events, skipping progress reports; `None` once the watch has ended.
     pub async fn next(&mut self) -> Option<Result<Vec<Event>, StoreError>> {
+        loop {
+            match self.rx.recv().await? {
+                Ok(WatchItem::Events(events)) => return Some(Ok(events)),
+                Ok(WatchItem::Progress(_)) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next event group or progress report; `None` once the watch has ended.
+    pub async fn next_item(&mut self) -> Option<Result<WatchItem, StoreError>> {
         self.rx.recv().await
+    }
+
+    /// A handle that asks this watch for a [`WatchItem::Progress`].
+    pub fn progress_requester(&self) -> ProgressRequester {
+        self.progress.clone()
     }
 }
 
 impl Stream for WatchStream {
     type Item = Result<Vec<Event>, StoreError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        loop {
+            return match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(WatchItem::Progress(_)))) => continue,
+                Poll::Ready(Some(Ok(WatchItem::Events(e)))) => Poll::Ready(Some(Ok(e))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Runs the conformance suite against every local backend.
+//! Runs the conformance suite against every backend: memory, embedded, and a real etcd
+//! started per test on free loopback ports.
 
 mod memory {
     use shoal_store::conformance::Fixture;
@@ -21,6 +22,28 @@ mod embedded {
         Fixture {
             store: Arc::new(store),
             guard: Box::new(dir),
+        }
+    });
+}
+
+mod etcd {
+    use shoal_store::conformance::Fixture;
+    use shoal_store::etcd::{EtcdOptions, EtcdStore};
+    use std::sync::Arc;
+    shoal_store::store_conformance!(async {
+        let etcd = tokio::task::spawn_blocking(shoal_testkit::etcd::Etcd::start)
+            .await
+            .expect("join")
+            .expect("etcd starts");
+        let store = EtcdStore::connect(&EtcdOptions {
+            endpoints: etcd.endpoints(),
+            ..Default::default()
+        })
+        .await
+        .expect("connect to etcd");
+        Fixture {
+            store: Arc::new(store),
+            guard: Box::new(etcd),
         }
     });
 }

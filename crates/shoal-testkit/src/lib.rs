@@ -3,6 +3,8 @@
 //!
 //! Everything started here is stopped when its handle drops.
 
+pub mod etcd;
+
 use anyhow::{Context, bail};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
