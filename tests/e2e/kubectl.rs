@@ -47,15 +47,49 @@ stringData:
   password: hunter2
 "#;
 
+
+/// Runs each test against `shoal up` on the embedded store and on a real etcd.
+macro_rules! on_every_store {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(shoal_testkit::Cluster::start().unwrap());
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(shoal_testkit::Cluster::start_on_etcd().unwrap());
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    discovery_commands_work,
+    apply_twice_then_edit_is_unchanged_then_configured,
+    server_side_apply_creates_merges_and_reports_conflicts,
+    get_output_formats_selectors_and_paging,
+    label_annotate_patch_scale_edit,
+    delete_by_file_name_label_and_all,
+    errors_read_like_kubernetes,
+    get_watch_sees_later_changes,
+    requests_without_the_token_get_401,
+    typed_generators_send_protobuf_and_work,
+);
+
 fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p.to_string_lossy().into_owned()
 }
 
-#[test]
-fn discovery_commands_work() {
-    let c = Cluster::start().unwrap();
+fn discovery_commands_work(c: Cluster) {
     let v = c.ok(&["version"]);
     assert!(v.contains("Server Version: v1.32"), "{v}");
     let r = c.ok(&["api-resources"]);
@@ -86,9 +120,7 @@ fn discovery_commands_work() {
     }
 }
 
-#[test]
-fn apply_twice_then_edit_is_unchanged_then_configured() {
-    let c = Cluster::start().unwrap();
+fn apply_twice_then_edit_is_unchanged_then_configured(c: Cluster) {
     let dir = tempfile_dir();
     let f = write(dir.path(), "app.yaml", APP);
     let first = c.ok(&["apply", "-f", &f]);
@@ -149,9 +181,7 @@ fn apply_twice_then_edit_is_unchanged_then_configured() {
     );
 }
 
-#[test]
-fn server_side_apply_creates_merges_and_reports_conflicts() {
-    let c = Cluster::start().unwrap();
+fn server_side_apply_creates_merges_and_reports_conflicts(c: Cluster) {
     let dir = tempfile_dir();
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n";
     let f = write(dir.path(), "cm.yaml", cm);
@@ -193,9 +223,7 @@ fn server_side_apply_creates_merges_and_reports_conflicts() {
     assert_eq!(c.ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]), "2");
 }
 
-#[test]
-fn get_output_formats_selectors_and_paging() {
-    let c = Cluster::start().unwrap();
+fn get_output_formats_selectors_and_paging(c: Cluster) {
     fn cm(name: &str, tier: &str) -> String {
         format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels:\n    tier: {tier}\ndata:\n  k: v\n"
@@ -308,9 +336,7 @@ mod tempfile_shim {
     }
 }
 
-#[test]
-fn label_annotate_patch_scale_edit() {
-    let c = Cluster::start().unwrap();
+fn label_annotate_patch_scale_edit(c: Cluster) {
     let dir = tempfile_dir();
     c.ok(&["apply", "-f", &write(dir.path(), "app.yaml", APP)]);
     assert!(
@@ -415,9 +441,7 @@ fn make_executable(p: &std::path::Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-#[test]
-fn delete_by_file_name_label_and_all() {
-    let c = Cluster::start().unwrap();
+fn delete_by_file_name_label_and_all(c: Cluster) {
     let dir = tempfile_dir();
     let f = write(dir.path(), "app.yaml", APP);
     c.ok(&["apply", "-f", &f]);
@@ -436,9 +460,7 @@ fn delete_by_file_name_label_and_all() {
     assert_eq!(c.ok(&["get", "all", "-o", "name"]).trim(), "");
 }
 
-#[test]
-fn errors_read_like_kubernetes() {
-    let c = Cluster::start().unwrap();
+fn errors_read_like_kubernetes(c: Cluster) {
     let dir = tempfile_dir();
     let err = c.fails(&["get", "cm", "nope"]);
     assert_eq!(
@@ -489,9 +511,7 @@ fn errors_read_like_kubernetes() {
     assert!(err.contains("unknown field \"bogus\""), "{err}");
 }
 
-#[test]
-fn get_watch_sees_later_changes() {
-    let c = Cluster::start().unwrap();
+fn get_watch_sees_later_changes(c: Cluster) {
     let mut cmd = std::process::Command::new("kubectl");
     cmd.args(["get", "cm", "-w", "--output-watch-events"])
         .env("KUBECONFIG", c.kubeconfig())
@@ -556,9 +576,7 @@ fn get_watch_sees_later_changes() {
     );
 }
 
-#[test]
-fn requests_without_the_token_get_401() {
-    let c = Cluster::start().unwrap();
+fn requests_without_the_token_get_401(c: Cluster) {
     let dir = tempfile_dir();
     let cfg = std::fs::read_to_string(c.kubeconfig()).unwrap();
     let token_line = cfg
@@ -582,9 +600,7 @@ fn requests_without_the_token_get_401() {
     );
 }
 
-#[test]
-fn typed_generators_send_protobuf_and_work() {
-    let c = Cluster::start().unwrap();
+fn typed_generators_send_protobuf_and_work(c: Cluster) {
     assert_eq!(
         c.ok(&["create", "namespace", "dev"]).trim(),
         "namespace/dev created"

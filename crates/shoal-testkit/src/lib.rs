@@ -63,6 +63,8 @@ pub struct Cluster {
     pub server: String,
     _tmp: Option<tempfile::TempDir>,
     kube_cache: tempfile::TempDir,
+    /// The etcd the cluster stores into, if any; stopped after the cluster.
+    etcd: Option<etcd::Etcd>,
 }
 
 impl Cluster {
@@ -72,6 +74,20 @@ impl Cluster {
         let dir = tmp.path().to_path_buf();
         let mut c = Self::start_in(&dir, &["up"])?;
         c._tmp = Some(tmp);
+        Ok(c)
+    }
+
+    /// Starts `shoal up --store etcd` on a fresh data directory and a fresh one-member etcd.
+    pub fn start_on_etcd() -> anyhow::Result<Self> {
+        let etcd = etcd::Etcd::start()?;
+        let tmp = tempfile::tempdir()?;
+        let eps = etcd.endpoints_arg();
+        let mut c = Self::start_in(
+            tmp.path(),
+            &["up", "--store", "etcd", "--etcd-endpoints", &eps],
+        )?;
+        c._tmp = Some(tmp);
+        c.etcd = Some(etcd);
         Ok(c)
     }
 
@@ -110,6 +126,7 @@ impl Cluster {
             server,
             _tmp: None,
             kube_cache: tempfile::tempdir()?,
+            etcd: None,
         })
     }
 

@@ -33,6 +33,8 @@ struct Cli {
 enum StoreKind {
     /// One redb file under the data directory (durable).
     Embedded,
+    /// An etcd cluster (`--etcd-endpoints`); several API servers can share it.
+    Etcd,
     /// In memory only: everything is lost at exit.
     Memory,
 }
@@ -45,11 +47,26 @@ struct ServerArgs {
     /// Address the API server listens on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// The store backend.
+    #[arg(long, value_enum, default_value = "embedded")]
+    store: StoreKind,
+    /// etcd client URLs, comma-separated (with `--store etcd`).
+    #[arg(long, value_delimiter = ',', required_if_eq("store", "etcd"))]
+    etcd_endpoints: Vec<String>,
+    /// CA certificate (PEM) that signed the etcd servers' certificates.
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key (PEM) for etcd.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a single-node cluster on the embedded store.
+    /// Start a single-node cluster (on the embedded store unless `--store` says otherwise).
     Up {
         #[command(flatten)]
         server: ServerArgs,
@@ -58,9 +75,6 @@ enum Command {
     Apiserver {
         #[command(flatten)]
         server: ServerArgs,
-        /// The store backend.
-        #[arg(long, value_enum, default_value = "embedded")]
-        store: StoreKind,
     },
 }
 
@@ -96,11 +110,8 @@ async fn shutdown_signal(token: CancellationToken) {
     token.cancel();
 }
 
-async fn run_apiserver(args: ServerArgs, store_kind: StoreKind) -> anyhow::Result<()> {
-    let dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let store: Arc<dyn Store> = match store_kind {
+async fn open_store(args: &ServerArgs, dir: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match args.store {
         StoreKind::Embedded => {
             let path = dir.join("store.redb");
             Arc::new(
@@ -109,7 +120,42 @@ async fn run_apiserver(args: ServerArgs, store_kind: StoreKind) -> anyhow::Resul
             )
         }
         StoreKind::Memory => Arc::new(shoal_store::memory::MemoryStore::new()),
-    };
+        StoreKind::Etcd => {
+            let opts = shoal_store::etcd::EtcdOptions {
+                endpoints: args.etcd_endpoints.clone(),
+                ca_file: args.etcd_cafile.clone(),
+                cert_file: args.etcd_certfile.clone(),
+                key_file: args.etcd_keyfile.clone(),
+            };
+            Arc::new(
+                shoal_store::etcd::EtcdStore::connect(&opts)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", error_chain(&e)))
+                    .with_context(|| {
+                        format!("cannot reach etcd at {}", args.etcd_endpoints.join(","))
+                    })?,
+            )
+        }
+    })
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+async fn run_apiserver(args: ServerArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let store = open_store(&args, &dir).await?;
     let pki = Pki::load_or_create(&dir.join("pki"), &[])
         .context("cannot set up the cluster's certificates")?;
     let server = ApiServer::start(store, Some(pki.token.clone()))
@@ -145,7 +191,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { server } => run_apiserver(server, StoreKind::Embedded).await,
-        Command::Apiserver { server, store } => run_apiserver(server, store).await,
+        Command::Up { server } | Command::Apiserver { server } => run_apiserver(server).await,
     }
 }
