@@ -47,7 +47,6 @@ stringData:
   password: hunter2
 "#;
 
-
 /// Runs each test against `shoal up` on the embedded store and on a real etcd.
 macro_rules! on_every_store {
     ($($test:ident),* $(,)?) => {

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `shoal` binary, the real kubectl, kube-rs.
 
 mod durability;
+mod etcd_cluster;
 mod kube_client;
 mod kubectl;

@@ -239,12 +239,8 @@ async fn fan_out(client: &HttpClient, base: &str, watchers: usize) {
     );
 }
 
-async fn run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(
-        shoal_store::embedded::EmbeddedStore::open(&dir.path().join("store.redb"))
-            .expect("open store"),
-    );
+/// Serves an API server on `store` over plain HTTP on a loopback port; returns its base URL.
+async fn serve(store: Arc<dyn shoal_store::Store>, stop: &CancellationToken) -> String {
     let server = ApiServer::start(store, None)
         .await
         .expect("API server starts");
@@ -252,13 +248,23 @@ async fn run() {
         .await
         .expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
-    let stop = CancellationToken::new();
     tokio::spawn(shoal_apiserver::tls::serve(
         listener,
         router(server),
         None,
         stop.clone(),
     ));
+    base
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        shoal_store::embedded::EmbeddedStore::open(&dir.path().join("store.redb"))
+            .expect("open store"),
+    );
+    let stop = CancellationToken::new();
+    let base = serve(store, &stop).await;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: HttpClient = Client::builder(TokioExecutor::new())
@@ -275,6 +281,24 @@ async fn run() {
     gets(&client, &base, n, clients).await;
     fan_out(&client, &base, env("SHOAL_BENCH_WATCHERS", 1000)).await;
     stop.cancel();
+
+    // The same creates on a one-member etcd on this machine (its own fsync per commit batch).
+    let etcd = tokio::task::spawn_blocking(shoal_testkit::etcd::Etcd::start)
+        .await
+        .expect("join")
+        .expect("etcd starts (cargo xtask bench installs it)");
+    let store = shoal_store::etcd::EtcdStore::connect(&shoal_store::etcd::EtcdOptions {
+        endpoints: etcd.endpoints(),
+        ..Default::default()
+    })
+    .await
+    .expect("connect to etcd");
+    let stop = CancellationToken::new();
+    let base = serve(Arc::new(store), &stop).await;
+    println!("etcd store (one member, same machine), same clients");
+    creates(&client, &base, n, clients).await;
+    stop.cancel();
+    drop(etcd);
 }
 
 fn main() {

@@ -64,6 +64,43 @@ fn header_revision(h: Option<&etcd::ResponseHeader>) -> Revision {
     Revision(h.map(|h| h.revision()).unwrap_or_default())
 }
 
+/// Whether the request certainly never reached etcd (the member's port refused the
+/// connection), so that even a write can be sent again, to another member.
+fn never_sent(e: &etcd::Error) -> bool {
+    match e {
+        etcd::Error::TransportError(_) => true,
+        etcd::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("tcp connect error")
+        }
+        _ => false,
+    }
+}
+
+/// Whether a read may be retried: it changes nothing, so any unavailability qualifies.
+fn unavailable(e: &etcd::Error) -> bool {
+    matches!(e, etcd::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable) || never_sent(e)
+}
+
+/// Runs `f` again (up to 10 times, backing off) while its error says it may be: always when
+/// the request never left, and on any unavailability when `idempotent`. With one member of a
+/// cluster down, its connection is refused until the client stops choosing it.
+async fn retry<T, F, Fut>(idempotent: bool, mut f: F) -> Result<T, etcd::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd::Error>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match f().await {
+            Err(e) if attempt < 10 && (never_sent(&e) || (idempotent && unavailable(&e))) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// What an etcd error message says, for the errors with a meaning of their own.
 enum Known {
     Compacted,
@@ -196,17 +233,16 @@ impl Store for EtcdStore {
             .iter()
             .map(|k| etcd::TxnOp::get(k.as_str(), None))
             .collect();
-        let resp = self
-            .client
-            .clone()
-            .txn(
-                etcd::Txn::new()
-                    .when(compares)
-                    .and_then(success)
-                    .or_else(failure),
-            )
-            .await
-            .map_err(backend)?;
+        let request = etcd::Txn::new()
+            .when(compares)
+            .and_then(success)
+            .or_else(failure);
+        let resp = retry(false, || {
+            let (mut c, r) = (self.client.clone(), request.clone());
+            async move { c.txn(r).await }
+        })
+        .await
+        .map_err(backend)?;
         let revision = header_revision(resp.header());
         let mut out = TxnResult {
             succeeded: resp.succeeded(),
@@ -263,11 +299,11 @@ impl Store for EtcdStore {
         if let Some(r) = at {
             opts = opts.with_revision(r.get());
         }
-        let resp = match self
-            .client
-            .clone()
-            .get(req.start.as_str(), Some(opts))
-            .await
+        let resp = match retry(true, || {
+            let (mut c, o, k) = (self.client.clone(), opts.clone(), req.start.clone());
+            async move { c.get(k, Some(o)).await }
+        })
+        .await
         {
             Ok(r) => r,
             Err(e) => return Err(self.read_error(e, at.unwrap_or_default()).await),
@@ -289,12 +325,12 @@ impl Store for EtcdStore {
         if from.get() > 0 {
             opts = opts.with_start_revision(from.get());
         }
-        let stream = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(opts))
-            .await
-            .map_err(backend)?;
+        let stream = retry(true, || {
+            let (mut c, o, k) = (self.client.watch_client(), opts.clone(), prefix.to_owned());
+            async move { c.watch(k, Some(o)).await }
+        })
+        .await
+        .map_err(backend)?;
         let (out, rx) = mpsc::channel(256);
         let progress = ProgressRequester::default();
         let task = tokio::spawn(follow(stream, out, progress.clone(), from));
@@ -317,12 +353,15 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
-        let resp = self
-            .client
-            .clone()
-            .get(PROBE_KEY, Some(etcd::GetOptions::new().with_count_only()))
-            .await
-            .map_err(backend)?;
+        let resp = retry(true, || {
+            let mut c = self.client.clone();
+            async move {
+                c.get(PROBE_KEY, Some(etcd::GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await
+        .map_err(backend)?;
         Ok(header_revision(resp.header()))
     }
 
@@ -331,7 +370,12 @@ impl Store for EtcdStore {
     /// compaction revision.
     async fn compacted_revision(&self) -> Result<Revision, StoreError> {
         let probe = etcd::GetOptions::new().with_revision(1).with_count_only();
-        match self.client.clone().get(PROBE_KEY, Some(probe)).await {
+        match retry(true, || {
+            let (mut c, o) = (self.client.clone(), probe.clone());
+            async move { c.get(PROBE_KEY, Some(o)).await }
+        })
+        .await
+        {
             Ok(_) => return Ok(Revision::ZERO),
             Err(e) if matches!(classify(&e), Known::Compacted) => {}
             Err(e) => return Err(backend(e)),

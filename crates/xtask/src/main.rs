@@ -1,4 +1,5 @@
-//! `cargo xtask test`: checks what the tests need, builds, and runs the whole suite.
+//! `cargo xtask up [ARGS]`: installs or checks what the build needs, then runs `shoal up ARGS`.
+//! `cargo xtask test`: installs or checks what the tests need, builds, and runs the whole suite.
 //! `cargo xtask bench`: runs the benchmarks in release mode and prints their figures.
 
 use anyhow::{Context, bail};
@@ -28,19 +29,98 @@ fn check_kubectl() -> anyhow::Result<()> {
     }
 }
 
+/// A Debian package and the file that shows it is installed.
+struct Need {
+    file: &'static str,
+    package: &'static str,
+    why: &'static str,
+}
+
+/// What building Shoal needs: etcd-client compiles etcd's protobuf API at build time.
+const BUILD: &[Need] = &[
+    Need {
+        file: "/usr/bin/protoc",
+        package: "protobuf-compiler",
+        why: "etcd-client compiles etcd's gRPC API with protoc",
+    },
+    Need {
+        file: "/usr/include/google/protobuf/descriptor.proto",
+        package: "libprotobuf-dev",
+        why: "protoc needs the well-known .proto files",
+    },
+];
+
+/// What the tests need beyond the build.
+const TEST: &[Need] = &[Need {
+    file: "/usr/bin/etcd",
+    package: "etcd-server",
+    why: "the store conformance suite and end-to-end tests run against a real etcd",
+}];
+
+/// Installs missing packages with apt-get when running as root, or says exactly what to do.
+fn ensure(needs: &[&Need]) -> anyhow::Result<()> {
+    let missing: Vec<&&Need> = needs
+        .iter()
+        .filter(|n| !std::path::Path::new(n.file).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|n| n.package).collect();
+    for n in &missing {
+        eprintln!("missing {} ({}): {}", n.package, n.file, n.why);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || !std::path::Path::new("/usr/bin/apt-get").exists() {
+        bail!(
+            "install them first: sudo apt-get install -y --no-install-recommends {}",
+            packages.join(" ")
+        );
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("cannot install {}", packages.join(" ")))?;
+    if let Some(n) = missing
+        .iter()
+        .find(|n| !std::path::Path::new(n.file).exists())
+    {
+        bail!(
+            "{} was installed but {} is still missing",
+            n.package,
+            n.file
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     match task.as_str() {
+        "up" => {
+            ensure(&BUILD.iter().collect::<Vec<_>>())?;
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            run(Command::new(&cargo)
+                .args(["run", "--quiet", "-p", "shoal", "--", "up"])
+                .args(&args))
+        }
         "test" => {
+            ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             check_kubectl()?;
             // The end-to-end tests start the real binary, so it is built first.
             run(Command::new(&cargo).args(["build", "-p", "shoal"]))?;
             run(Command::new(&cargo).args(["test", "--workspace"]))
         }
         "bench" => {
+            ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             run(Command::new(&cargo).args(["bench", "-p", "shoal-apiserver", "--bench", "api"]))
         }
-        _ => bail!("usage: cargo xtask test | cargo xtask bench"),
+        _ => bail!("usage: cargo xtask up [ARGS] | cargo xtask test | cargo xtask bench"),
     }
 }
