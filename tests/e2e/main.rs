@@ -4,3 +4,4 @@ mod durability;
 mod etcd_cluster;
 mod kube_client;
 mod kubectl;
+mod store_tools;

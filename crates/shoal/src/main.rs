@@ -76,6 +76,124 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Back up, restore or migrate the embedded store (Shoal must be stopped).
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy the embedded store to FILE, checked to open as a store.
+    Snapshot {
+        file: PathBuf,
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Replace the embedded store with FILE, a snapshot.
+    Restore {
+        file: PathBuf,
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Overwrite an existing store.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy every object of the embedded store into etcd, keeping each as stored (uid too).
+    Migrate {
+        /// The target; only `etcd` is supported.
+        #[arg(long, value_enum)]
+        to: StoreKind,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Opens an existing embedded store file, failing if it is missing or in use.
+fn open_existing(path: &std::path::Path) -> anyhow::Result<shoal_store::embedded::EmbeddedStore> {
+    anyhow::ensure!(path.exists(), "no store at {}", path.display());
+    shoal_store::embedded::EmbeddedStore::open(path).with_context(|| {
+        format!(
+            "cannot open the store at {} (is Shoal still running?)",
+            path.display()
+        )
+    })
+}
+
+async fn run_store(cmd: StoreCommand) -> anyhow::Result<()> {
+    match cmd {
+        StoreCommand::Snapshot { file, data_dir } => {
+            let src = data_dir.unwrap_or_else(default_data_dir).join("store.redb");
+            let store = open_existing(&src)?;
+            let revision = store.current_revision().await?;
+            // Holding the store open keeps anyone else from writing while the file is copied.
+            std::fs::copy(&src, &file)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            drop(store);
+            println!(
+                "snapshot of revision {revision} written to {}",
+                file.display()
+            );
+            Ok(())
+        }
+        StoreCommand::Restore {
+            file,
+            data_dir,
+            force,
+        } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            let dst = dir.join("store.redb");
+            anyhow::ensure!(
+                force || !dst.exists(),
+                "{} exists; pass --force to replace it",
+                dst.display()
+            );
+            let revision = open_existing(&file)?.current_revision().await?;
+            std::fs::create_dir_all(&dir)?;
+            std::fs::copy(&file, &dst)
+                .with_context(|| format!("cannot write {}", dst.display()))?;
+            println!("restored revision {revision} into {}", dst.display());
+            Ok(())
+        }
+        StoreCommand::Migrate { to, server } => {
+            anyhow::ensure!(matches!(to, StoreKind::Etcd), "only --to etcd is supported");
+            let dir = server.data_dir.clone().unwrap_or_else(default_data_dir);
+            let from = open_existing(&dir.join("store.redb"))?;
+            let target = open_store(
+                &ServerArgs {
+                    store: StoreKind::Etcd,
+                    ..server
+                },
+                &dir,
+            )
+            .await?;
+            let all = from
+                .range(shoal_store::RangeRequest::prefix("/registry/"))
+                .await?;
+            let (mut copied, mut present) = (0, Vec::new());
+            for kv in all.kvs {
+                let res = target
+                    .txn(
+                        shoal_store::Txn::new()
+                            .when(shoal_store::Compare::absent(kv.key.as_str()))
+                            .put(kv.key.as_str(), kv.value.clone()),
+                    )
+                    .await?;
+                if res.succeeded {
+                    copied += 1;
+                } else {
+                    present.push(kv.key);
+                }
+            }
+            println!("copied {copied} objects into etcd");
+            anyhow::ensure!(
+                present.is_empty(),
+                "{} keys already existed in etcd and were left as they were: {}",
+                present.len(),
+                present.join(", ")
+            );
+            Ok(())
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -192,5 +310,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { server } | Command::Apiserver { server } => run_apiserver(server).await,
+        Command::Store(cmd) => run_store(cmd).await,
     }
 }
