@@ -10,7 +10,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shoal_api::{ResourceInfo, StatusError, resources::RESOURCES};
 use shoal_store::{
     EventKind, ProgressRequester, RangeRequest, Revision, Store, StoreError, WatchItem,
@@ -39,16 +39,45 @@ const STORED_PREFIX: &[u8] = b"{\"metadata\":{";
 
 /// Encodes an object for the store: without `metadata.resourceVersion` (the store's revision
 /// is the version) and with `metadata` first, which [`CachedObject::decode`] relies on.
+/// Serialises straight from `v`, without copying it.
 pub fn encode_stored(v: &Value) -> Vec<u8> {
-    let mut v = v.clone();
-    if let Some(obj) = v.as_object_mut() {
-        let mut meta = obj.shift_remove("metadata").unwrap_or_else(|| json!({}));
-        if let Some(m) = meta.as_object_mut() {
-            m.shift_remove("resourceVersion");
+    serde_json::to_vec(&Stored(v)).unwrap_or_default()
+}
+
+/// An object as [`encode_stored`] writes it.
+struct Stored<'a>(&'a Value);
+
+/// `metadata` without `resourceVersion`.
+struct StoredMeta<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+impl serde::Serialize for StoredMeta<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.0.into_iter().flatten();
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in fields.filter(|(k, _)| k.as_str() != "resourceVersion") {
+            m.serialize_entry(k, v)?;
         }
-        obj.shift_insert(0, "metadata".into(), meta);
+        m.end()
     }
-    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+impl serde::Serialize for Stored<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(obj) = self.0.as_object() else {
+            return self.0.serialize(s);
+        };
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry(
+            "metadata",
+            &StoredMeta(obj.get("metadata").and_then(Value::as_object)),
+        )?;
+        for (k, v) in obj.iter().filter(|(k, _)| k.as_str() != "metadata") {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 impl CachedObject {
@@ -252,16 +281,12 @@ impl ResourceCache {
             None => {
                 st.objects.remove(&ev.kv.key);
                 // The DELETED event carries the last state with the deletion's revision.
-                let last = match (&prev, &ev.prev_kv) {
+                let mut last = match (&prev, &ev.prev_kv) {
                     (Some(p), _) => p.value().clone(),
                     (None, Some(kv)) => serde_json::from_slice(&kv.value).unwrap_or(Value::Null),
                     (None, None) => Value::Null,
                 };
-                let obj = Arc::new(CachedObject::from_value(
-                    ev.kv.key.clone(),
-                    &mut last.clone(),
-                    rev,
-                ));
+                let obj = Arc::new(CachedObject::from_value(ev.kv.key.clone(), &mut last, rev));
                 CacheEvent {
                     kind: WatchType::Deleted,
                     line: watch_line("DELETED", &obj.json),
@@ -437,14 +462,15 @@ impl WatchCache {
         if self.revision() >= target {
             return Ok(self.revision());
         }
-        let requester = self
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let ask = async {
             loop {
-                if let Some(r) = &requester {
+                // Read each time: the watch may be (re)starting.
+                let requester = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                if let Some(r) = requester {
                     r.request();
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -475,6 +501,7 @@ impl WatchCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn decoded(bytes: &[u8], rev: i64) -> Value {
         let o = CachedObject::decode("/k", bytes, rev).expect("decodes");
@@ -507,5 +534,19 @@ mod tests {
         let back = decoded(br#"{"kind":"X","metadata":{"name":"n"}}"#, 5);
         assert_eq!(back["metadata"]["resourceVersion"], "5");
         assert!(CachedObject::decode("/k", b"not json", 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn consistent_reads_follow_writes_outside_the_registry() {
+        let store: Arc<dyn Store> = Arc::new(shoal_store::memory::MemoryStore::new());
+        let cache = WatchCache::start(store.clone()).await.unwrap();
+        // Another client of a shared store writes where the cache does not watch: only a
+        // progress report from the store's watch can tell the cache it is up to date.
+        let r = store
+            .txn(shoal_store::Txn::new().put("/elsewhere/x", "v"))
+            .await
+            .unwrap()
+            .revision;
+        assert_eq!(cache.sync().await.unwrap(), r.get());
     }
 }

@@ -3,7 +3,7 @@
 //! finalizers, dry run, defaulting and validation), over the [`Store`].
 
 use crate::apply;
-use crate::cache::WatchCache;
+use crate::cache::{WatchCache, encode_stored};
 use crate::defaults;
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{self, meta_mut};
@@ -83,10 +83,6 @@ struct Current {
 fn with_rv(mut v: Value, rev: Revision) -> Value {
     meta_mut(&mut v).insert("resourceVersion".into(), json!(rev.0.to_string()));
     v
-}
-
-fn encode_for_store(v: &Value) -> Vec<u8> {
-    crate::cache::encode_stored(v)
 }
 
 fn kind_error(info: &ResourceInfo, msg: &str) -> ApiError {
@@ -459,7 +455,7 @@ impl Registry {
             .txn(
                 Txn::new()
                     .when(Compare::absent(&key))
-                    .put(&key, encode_for_store(&o))
+                    .put(&key, encode_stored(&o))
                     .or_get(&key),
             )
             .await?;
@@ -579,7 +575,7 @@ impl Registry {
             .txn(
                 Txn::new()
                     .when(Compare::mod_revision(key, current.revision))
-                    .put(key, encode_for_store(&new)),
+                    .put(key, encode_stored(&new)),
             )
             .await?;
         Ok(res.succeeded.then(|| with_rv(new, res.revision)))

@@ -204,13 +204,7 @@ impl WatchStream {
 
     /// The next revision's events, skipping progress reports; `None` once the watch has ended.
     pub async fn next(&mut self) -> Option<Result<Vec<Event>, StoreError>> {
-        loop {
-            match self.rx.recv().await? {
-                Ok(WatchItem::Events(events)) => return Some(Ok(events)),
-                Ok(WatchItem::Progress(_)) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
     /// The next event group or progress report; `None` once the watch has ended.
