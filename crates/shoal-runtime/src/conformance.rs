@@ -1,0 +1,300 @@
+//! The one conformance suite every [`PodRuntime`] backend passes.
+//!
+//! A backend's test file provides a [`Harness`] (the runtime and the name of an image that runs the
+//! *exerciser* step language: `print TEXT`, `env NAME`, `read PATH`, `alloc MIB`, `sleep SECONDS`,
+//! `crash`, `exit CODE`, nothing = run forever) and expands [`crate::runtime_conformance!`], which
+//! makes one named test per case.
+
+use crate::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a backend gives the suite.
+pub struct Harness {
+    pub runtime: Arc<dyn PodRuntime>,
+    /// An image that runs the exerciser step language.
+    pub exerciser: String,
+    /// Where the case may put logs and volumes; removed by the caller.
+    pub dir: std::path::PathBuf,
+    /// Keeps the harness's temporary state alive.
+    pub guard: Box<dyn std::any::Any + Send>,
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling `$harness().await`.
+#[macro_export]
+macro_rules! runtime_conformance {
+    ($harness:path) => {
+        $crate::runtime_conformance!(@cases $harness;
+            pulls_present_images_and_rejects_unknown_ones,
+            a_command_runs_and_exits_with_its_code,
+            exit_zero_is_completed,
+            output_goes_to_the_cri_log_file,
+            environment_is_what_the_spec_grants,
+            mounts_are_visible_to_the_container,
+            memory_limit_is_a_hard_cap,
+            a_crash_is_an_error_not_a_runtime_failure,
+            stop_ends_a_running_container,
+            exec_runs_in_the_sandbox,
+            sandboxes_get_distinct_addresses,
+            unknown_ids_are_not_found,
+            stop_and_remove_are_idempotent,
+        );
+    };
+    (@cases $harness:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let h = $harness().await;
+                $crate::conformance::$case(&h).await;
+            }
+        )*
+    };
+}
+
+async fn sandbox(h: &Harness, name: &str) -> Sandbox {
+    h.runtime
+        .run_pod_sandbox(&SandboxConfig {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            log_directory: h.dir.join(name),
+        })
+        .await
+        .expect("run_pod_sandbox")
+}
+
+fn config(h: &Harness, name: &str, args: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        name: name.into(),
+        image: h.exerciser.clone(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        log_path: h.dir.join(name).join("0.log"),
+        ..Default::default()
+    }
+}
+
+/// Creates, starts and waits for a container; returns its final status and log text.
+async fn run_to_exit(h: &Harness, name: &str, cfg: ContainerConfig) -> (ContainerStatus, String) {
+    let rt = &h.runtime;
+    rt.pull_image(&cfg.image).await.expect("pull_image");
+    let sb = sandbox(h, name).await;
+    let log = cfg.log_path.clone();
+    let id = rt.create_container(&sb.id, cfg).await.expect("create");
+    assert_eq!(
+        rt.container_status(&id).await.unwrap().state,
+        ContainerState::Created
+    );
+    rt.start_container(&id).await.expect("start");
+    let st = tokio::time::timeout(Duration::from_secs(60), rt.wait_container(&id))
+        .await
+        .expect("the container exits within 60 s")
+        .expect("wait_container");
+    assert!(st.exited());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    rt.remove_container(&id).await.expect("remove");
+    rt.stop_pod_sandbox(&sb.id).await.expect("stop sandbox");
+    rt.remove_pod_sandbox(&sb.id).await.expect("remove sandbox");
+    (st, text)
+}
+
+fn contents(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(crate::logs::parse_record)
+        .map(|r| r.content.to_owned())
+        .collect()
+}
+
+pub async fn pulls_present_images_and_rejects_unknown_ones(h: &Harness) {
+    let img = h.runtime.pull_image(&h.exerciser).await.unwrap();
+    assert!(img.digest.starts_with("sha256:"), "{img:?}");
+    assert!(
+        h.runtime
+            .list_images()
+            .await
+            .unwrap()
+            .iter()
+            .any(|i| i.digest == img.digest)
+    );
+    assert_eq!(
+        h.runtime.image_status(&h.exerciser).await.unwrap(),
+        Some(img)
+    );
+    let missing = "shoal.local/no-such-image:v1";
+    assert!(h.runtime.image_status(missing).await.unwrap().is_none());
+    assert!(h.runtime.pull_image(missing).await.is_err());
+}
+
+pub async fn a_command_runs_and_exits_with_its_code(h: &Harness) {
+    let (st, _) = run_to_exit(h, "exit3", config(h, "exit3", &["exit", "3"])).await;
+    assert_eq!(st.exit_code, 3);
+    assert_eq!(st.reason, reason::ERROR);
+    assert!(st.started_at > 0 && st.finished_at >= st.started_at);
+}
+
+pub async fn exit_zero_is_completed(h: &Harness) {
+    let (st, _) = run_to_exit(h, "ok", config(h, "ok", &["print", "done"])).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(st.reason, reason::COMPLETED);
+}
+
+pub async fn output_goes_to_the_cri_log_file(h: &Harness) {
+    let (_, log) = run_to_exit(
+        h,
+        "logs",
+        config(h, "logs", &["print", "first line", "print", "second"]),
+    )
+    .await;
+    assert_eq!(contents(&log), ["first line", "second"]);
+    assert!(log.lines().all(|l| l.contains(" stdout F ")), "{log}");
+}
+
+pub async fn environment_is_what_the_spec_grants(h: &Harness) {
+    let mut cfg = config(h, "env", &["env", "GREETING", "env", "HOME", "env", "PATH"]);
+    cfg.env = vec![("GREETING".into(), "hi there".into())];
+    let (st, log) = run_to_exit(h, "env", cfg).await;
+    assert_eq!(st.exit_code, 0, "{log}");
+    assert_eq!(
+        contents(&log),
+        ["GREETING=hi there", "HOME is not set", "PATH is not set"]
+    );
+}
+
+pub async fn mounts_are_visible_to_the_container(h: &Harness) {
+    let vol = h.dir.join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("greeting"), "from the host\n").unwrap();
+    let mut cfg = config(h, "mount", &["read", "/data/greeting"]);
+    cfg.mounts = vec![Mount {
+        host_path: vol,
+        container_path: "/data".into(),
+        readonly: true,
+    }];
+    let (st, log) = run_to_exit(h, "mount", cfg).await;
+    assert_eq!(st.exit_code, 0, "{log}");
+    assert_eq!(contents(&log), ["from the host"]);
+    // Nothing else of the host is there.
+    let (st, _) = run_to_exit(
+        h,
+        "nomount",
+        config(h, "nomount", &["read", "/etc/hostname"]),
+    )
+    .await;
+    assert_ne!(st.exit_code, 0);
+}
+
+pub async fn memory_limit_is_a_hard_cap(h: &Harness) {
+    let mut cfg = config(h, "hog", &["alloc", "64", "print", "survived"]);
+    cfg.memory_limit = Some(16 << 20);
+    let (st, log) = run_to_exit(h, "hog", cfg).await;
+    assert_eq!(st.reason, reason::OOM_KILLED, "{st:?}");
+    assert_eq!(st.exit_code, 137);
+    assert!(!log.contains("survived"));
+    let mut cfg = config(h, "fits", &["alloc", "4", "print", "fits"]);
+    cfg.memory_limit = Some(32 << 20);
+    let (st, _) = run_to_exit(h, "fits", cfg).await;
+    assert_eq!(st.reason, reason::COMPLETED, "{st:?}");
+}
+
+pub async fn a_crash_is_an_error_not_a_runtime_failure(h: &Harness) {
+    let (st, log) = run_to_exit(
+        h,
+        "crash",
+        config(h, "crash", &["print", "before", "crash"]),
+    )
+    .await;
+    assert_eq!(st.reason, reason::ERROR);
+    assert_ne!(st.exit_code, 0);
+    assert_eq!(contents(&log), ["before"]);
+    // The runtime still works.
+    let (st, _) = run_to_exit(h, "after", config(h, "after", &["exit", "0"])).await;
+    assert_eq!(st.exit_code, 0);
+}
+
+pub async fn stop_ends_a_running_container(h: &Harness) {
+    let rt = &h.runtime;
+    rt.pull_image(&h.exerciser).await.unwrap();
+    let sb = sandbox(h, "forever").await;
+    let id = rt
+        .create_container(&sb.id, config(h, "forever", &[]))
+        .await
+        .unwrap();
+    rt.start_container(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        rt.container_status(&id).await.unwrap().state,
+        ContainerState::Running
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rt.stop_container(&id, Duration::from_secs(2)),
+    )
+    .await
+    .expect("stop returns within its timeout")
+    .unwrap();
+    let st = rt.container_status(&id).await.unwrap();
+    assert!(st.exited());
+    assert_ne!(st.exit_code, 0);
+    rt.remove_container(&id).await.unwrap();
+    rt.remove_pod_sandbox(&sb.id).await.unwrap();
+}
+
+pub async fn exec_runs_in_the_sandbox(h: &Harness) {
+    let rt = &h.runtime;
+    rt.pull_image(&h.exerciser).await.unwrap();
+    let sb = sandbox(h, "exec").await;
+    let mut cfg = config(h, "exec", &[]);
+    cfg.env = vec![("WHO".into(), "exec".into())];
+    let id = rt.create_container(&sb.id, cfg).await.unwrap();
+    rt.start_container(&id).await.unwrap();
+    let cmd: Vec<String> = ["env", "WHO", "exit", "4"].map(String::from).to_vec();
+    let out = rt
+        .exec_sync(&id, &cmd, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 4);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "WHO=exec\n");
+    let spin: Vec<String> = ["sleep", "30"].map(String::from).to_vec();
+    assert!(matches!(
+        rt.exec_sync(&id, &spin, Duration::from_millis(200)).await,
+        Err(RuntimeError::ExecTimeout(_))
+    ));
+    rt.stop_pod_sandbox(&sb.id).await.unwrap();
+    assert!(rt.container_status(&id).await.unwrap().exited());
+}
+
+pub async fn sandboxes_get_distinct_addresses(h: &Harness) {
+    let a = sandbox(h, "a").await;
+    let b = sandbox(h, "b").await;
+    assert_ne!(a.ip, b.ip);
+    assert_ne!(a.id, b.id);
+    assert!(
+        a.ip.is_loopback(),
+        "pods live on the loopback range: {}",
+        a.ip
+    );
+    for sb in [a, b] {
+        h.runtime.stop_pod_sandbox(&sb.id).await.unwrap();
+        h.runtime.remove_pod_sandbox(&sb.id).await.unwrap();
+    }
+}
+
+pub async fn unknown_ids_are_not_found(h: &Harness) {
+    let id = ContainerId("no-such-container".into());
+    assert!(matches!(
+        h.runtime.container_status(&id).await,
+        Err(RuntimeError::ContainerNotFound(_))
+    ));
+    assert!(matches!(
+        h.runtime
+            .create_container(&SandboxId("nope".into()), config(h, "x", &[]))
+            .await,
+        Err(RuntimeError::SandboxNotFound(_))
+    ));
+}
+
+pub async fn stop_and_remove_are_idempotent(h: &Harness) {
+    let rt = &h.runtime;
+    let (st, _) = run_to_exit(h, "twice", config(h, "twice", &["exit", "0"])).await;
+    rt.stop_container(&st.id, Duration::ZERO).await.unwrap();
+    rt.remove_container(&st.id).await.unwrap();
+}

@@ -1,0 +1,392 @@
+//! A runtime that runs nothing: containers are tokio tasks interpreting the exerciser's step
+//! language (`print`, `env`, `read`, `alloc`, `sleep`, `spin`, `crash`, `exit`). It passes the
+//! conformance suite, so the kubelet's lifecycle logic can be tested without wasmtime.
+
+use crate::logs::{LogFile, Stream};
+use crate::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+
+struct FakeContainer {
+    sandbox: SandboxId,
+    config: ContainerConfig,
+    status: watch::Sender<ContainerStatus>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+struct State {
+    sandboxes: HashMap<SandboxId, Sandbox>,
+    containers: HashMap<ContainerId, FakeContainer>,
+    next: u64,
+}
+
+/// See the module documentation.
+pub struct FakeRuntime {
+    images: Vec<ImageRef>,
+    pool: IpPool,
+    state: Mutex<State>,
+}
+
+impl FakeRuntime {
+    /// A runtime on `cidr` where `images` are present (each gets a made-up digest).
+    pub fn new(cidr: &str, images: &[&str]) -> Result<Self, IpPoolError> {
+        let images = images
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ImageRef {
+                names: vec![n.to_string()],
+                digest: format!("sha256:{i:064x}"),
+                size: 1,
+            })
+            .collect();
+        Ok(FakeRuntime {
+            images,
+            pool: IpPool::new(cidr)?,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("fake runtime lock is never poisoned")
+    }
+
+    fn find_image(&self, image: &str) -> Option<ImageRef> {
+        self.images
+            .iter()
+            .find(|i| i.digest == image || i.names.iter().any(|n| n == image))
+            .cloned()
+    }
+
+    fn watcher(&self, id: &ContainerId) -> Result<watch::Receiver<ContainerStatus>> {
+        self.lock()
+            .containers
+            .get(id)
+            .map(|c| c.status.subscribe())
+            .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
+    }
+
+    fn finish(status: &watch::Sender<ContainerStatus>, code: i32, why: &str) {
+        status.send_if_modified(|s| {
+            if s.exited() {
+                return false;
+            }
+            s.state = ContainerState::Exited;
+            s.finished_at = now_nanos();
+            s.exit_code = code;
+            s.reason = why.to_owned();
+            true
+        });
+    }
+}
+
+/// Runs the step language against a fake "guest"; returns (exit code, reason).
+async fn interpret(
+    cfg: &ContainerConfig,
+    args: &[String],
+    out: &mut (dyn FnMut(Stream, String) + Send),
+) -> (i32, &'static str) {
+    let mut it = args.iter();
+    let mut allocated: u64 = 0;
+    if args.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    while let Some(step) = it.next() {
+        let mut arg = || it.next().cloned().unwrap_or_default();
+        match step.as_str() {
+            "print" => out(Stream::Stdout, arg()),
+            "env" => {
+                let name = arg();
+                match cfg.env.iter().rev().find(|(k, _)| *k == name) {
+                    Some((_, v)) => out(Stream::Stdout, format!("{name}={v}")),
+                    None => out(Stream::Stdout, format!("{name} is not set")),
+                }
+            }
+            "read" => {
+                let path = arg();
+                let host = cfg.mounts.iter().find_map(|m| {
+                    path.strip_prefix(&m.container_path)
+                        .map(|rest| m.host_path.join(rest.trim_start_matches('/')))
+                });
+                match host.map(std::fs::read_to_string) {
+                    Some(Ok(body)) => out(Stream::Stdout, body.trim_end_matches('\n').to_owned()),
+                    _ => {
+                        out(Stream::Stderr, format!("read {path}: not found"));
+                        return (2, reason::ERROR);
+                    }
+                }
+            }
+            "alloc" => {
+                allocated += arg().parse::<f64>().unwrap_or(0.0) as u64 * (1 << 20);
+                if cfg.memory_limit.is_some_and(|l| allocated > l) {
+                    return (137, reason::OOM_KILLED);
+                }
+            }
+            "sleep" | "spin" => {
+                let secs = arg().parse::<f64>().unwrap_or(0.0);
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+            }
+            "crash" => return (134, reason::ERROR),
+            "exit" => {
+                let code = arg().parse().unwrap_or(1);
+                return (
+                    code,
+                    if code == 0 {
+                        reason::COMPLETED
+                    } else {
+                        reason::ERROR
+                    },
+                );
+            }
+            other => {
+                out(Stream::Stderr, format!("unknown step {other:?}"));
+                return (2, reason::ERROR);
+            }
+        }
+    }
+    (0, reason::COMPLETED)
+}
+
+#[async_trait]
+impl PodRuntime for FakeRuntime {
+    fn version(&self) -> RuntimeVersion {
+        RuntimeVersion {
+            name: "fake".into(),
+            version: "0.1.0".into(),
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+        self.find_image(image)
+            .ok_or_else(|| RuntimeError::ImagePull {
+                image: image.to_owned(),
+                reason: "not found".into(),
+            })
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {
+        Ok(self.find_image(image))
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageRef>> {
+        Ok(self.images.clone())
+    }
+
+    async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
+        let ip = self.pool.allocate()?;
+        let mut s = self.lock();
+        s.next += 1;
+        let id = SandboxId(format!("fake-sandbox-{}-{}", config.name, s.next));
+        let sb = Sandbox { id: id.clone(), ip };
+        s.sandboxes.insert(id, sb.clone());
+        Ok(sb)
+    }
+
+    async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        let ids: Vec<ContainerId> = {
+            let s = self.lock();
+            s.containers
+                .iter()
+                .filter(|(_, c)| c.sandbox == *id)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        for c in ids {
+            self.stop_container(&c, Duration::ZERO).await?;
+        }
+        if let Some(sb) = self.lock().sandboxes.get(id) {
+            self.pool.release(sb.ip);
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        let mut s = self.lock();
+        s.containers.retain(|_, c| c.sandbox != *id);
+        if let Some(sb) = s.sandboxes.remove(id) {
+            self.pool.release(sb.ip);
+        }
+        Ok(())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &SandboxId,
+        config: ContainerConfig,
+    ) -> Result<ContainerId> {
+        let image =
+            self.find_image(&config.image)
+                .ok_or_else(|| RuntimeError::ImageNotPresent {
+                    image: config.image.clone(),
+                })?;
+        let mut s = self.lock();
+        if !s.sandboxes.contains_key(sandbox) {
+            return Err(RuntimeError::SandboxNotFound(sandbox.clone()));
+        }
+        s.next += 1;
+        let id = ContainerId(format!("fake-{}-{}", config.name, s.next));
+        let status = ContainerStatus {
+            id: id.clone(),
+            name: config.name.clone(),
+            state: ContainerState::Created,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            image_digest: image.digest,
+        };
+        s.containers.insert(
+            id.clone(),
+            FakeContainer {
+                sandbox: sandbox.clone(),
+                config,
+                status: watch::channel(status).0,
+                task: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &ContainerId) -> Result<()> {
+        let mut s = self.lock();
+        let c = s
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
+        let state = c.status.borrow().state;
+        if state != ContainerState::Created {
+            return Err(RuntimeError::WrongState {
+                id: id.clone(),
+                state,
+                wanted: "created",
+            });
+        }
+        c.status.send_modify(|st| {
+            st.state = ContainerState::Running;
+            st.started_at = now_nanos();
+        });
+        let cfg = c.config.clone();
+        let status = c.status.clone();
+        let log = LogFile::create(&cfg.log_path)?;
+        c.task = Some(
+            tokio::spawn(async move {
+                let mut out = |stream, line: String| {
+                    let _ = log.write(stream, format!("{line}\n").as_bytes());
+                };
+                let (code, why) = interpret(&cfg, &cfg.args, &mut out).await;
+                let _ = log.flush();
+                FakeRuntime::finish(&status, code, why);
+            })
+            .abort_handle(),
+        );
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &ContainerId, _timeout: Duration) -> Result<()> {
+        let s = self.lock();
+        if let Some(c) = s.containers.get(id) {
+            if let Some(t) = &c.task {
+                t.abort();
+            }
+            FakeRuntime::finish(&c.status, 143, reason::ERROR);
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &ContainerId) -> Result<()> {
+        if let Some(c) = self.lock().containers.remove(id)
+            && let Some(t) = c.task
+        {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        Ok(self.watcher(id)?.borrow().clone())
+    }
+
+    async fn wait_container(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        let mut rx = self.watcher(id)?;
+        let st = rx
+            .wait_for(ContainerStatus::exited)
+            .await
+            .map_err(|_| RuntimeError::ContainerNotFound(id.clone()))?;
+        Ok(st.clone())
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult> {
+        let cfg = {
+            let s = self.lock();
+            let c = s
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
+            c.config.clone()
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut out = |stream, line: String| {
+            let buf = if stream == Stream::Stdout {
+                &mut stdout
+            } else {
+                &mut stderr
+            };
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        };
+        let (code, _) = tokio::time::timeout(timeout, interpret(&cfg, cmd, &mut out))
+            .await
+            .map_err(|_| RuntimeError::ExecTimeout(timeout))?;
+        Ok(ExecResult {
+            exit_code: code,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::Harness;
+    use std::sync::Arc;
+
+    async fn harness() -> Harness {
+        let dir = std::env::temp_dir().join(format!(
+            "shoal-fake-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Harness {
+            runtime: Arc::new(
+                FakeRuntime::new("127.64.0.0/24", &["shoal.local/exerciser:latest"]).unwrap(),
+            ),
+            exerciser: "shoal.local/exerciser:latest".into(),
+            guard: Box::new(Cleanup(dir.clone())),
+            dir,
+        }
+    }
+
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    crate::runtime_conformance!(harness);
+}

@@ -1,0 +1,101 @@
+//! The CRI-shaped seam between the kubelet and whatever runs containers.
+//!
+//! [`PodRuntime`] mirrors CRI v1's RuntimeService and ImageService closely enough that containerd's
+//! CRI plugin fits behind it unchanged: pod sandboxes, containers, images, `exec_sync`. What a pod
+//! *means* (restart policy, back-off, probes, status) lives in the kubelet, not here: a backend only
+//! runs what it is told and reports what happened.
+//!
+//! Backends: [`fake::FakeRuntime`] (here, for kubelet tests) and the wasmtime backend in
+//! `shoal-runtime-wasm`. [`conformance`] is the one suite every backend passes.
+
+pub mod conformance;
+pub mod fake;
+mod ip;
+pub mod logs;
+mod types;
+
+pub use ip::{IpPool, IpPoolError};
+pub use types::*;
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// Errors a runtime reports. Variants carry what the kubelet needs to pick a container reason
+/// (`ErrImagePull`, `ErrImageNeverPull`, `CreateContainerError`...).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("image {image:?} is not present on this node")]
+    ImageNotPresent { image: String },
+    #[error("cannot pull image {image:?}: {reason}")]
+    ImagePull { image: String, reason: String },
+    #[error("image {image:?} is not a runnable component: {reason}")]
+    InvalidImage { image: String, reason: String },
+    #[error("no pod sandbox {0}")]
+    SandboxNotFound(SandboxId),
+    #[error("no container {0}")]
+    ContainerNotFound(ContainerId),
+    #[error("container {id} is {state:?}, not {wanted}")]
+    WrongState {
+        id: ContainerId,
+        state: ContainerState,
+        wanted: &'static str,
+    },
+    #[error("cannot create container {name:?}: {reason}")]
+    CreateContainer { name: String, reason: String },
+    #[error("no free address in pod network {0}")]
+    Network(#[from] IpPoolError),
+    #[error("exec timed out after {0:?}")]
+    ExecTimeout(Duration),
+    #[error("runtime i/o")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+/// A container runtime, shaped like CRI v1.
+///
+/// Every method is idempotent where CRI's is: stopping a stopped container or removing a removed
+/// one succeeds.
+#[async_trait]
+pub trait PodRuntime: Send + Sync + 'static {
+    /// Name and version, as reported in `nodeInfo.containerRuntimeVersion` (`name://version`).
+    fn version(&self) -> RuntimeVersion;
+
+    /// Makes `image` present on the node and returns what it resolved to.
+    async fn pull_image(&self, image: &str) -> Result<ImageRef>;
+    /// The image if it is present, without pulling.
+    async fn image_status(&self, image: &str) -> Result<Option<ImageRef>>;
+    /// Every image present on the node.
+    async fn list_images(&self) -> Result<Vec<ImageRef>>;
+
+    /// Creates a pod sandbox (its network address and shared state) and returns its id and IP.
+    async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox>;
+    /// Stops every container of the sandbox at once and releases its network.
+    async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()>;
+    /// Forgets the sandbox; its containers must have been removed.
+    async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()>;
+
+    /// Prepares a container in a sandbox; the image must have been pulled.
+    async fn create_container(
+        &self,
+        sandbox: &SandboxId,
+        config: ContainerConfig,
+    ) -> Result<ContainerId>;
+    /// Starts a created container.
+    async fn start_container(&self, id: &ContainerId) -> Result<()>;
+    /// Stops a running container, giving it up to `timeout` to finish what it is doing.
+    async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()>;
+    /// Forgets an exited container.
+    async fn remove_container(&self, id: &ContainerId) -> Result<()>;
+    /// The container's current status.
+    async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus>;
+    /// Waits until the container has exited and returns its final status.
+    async fn wait_container(&self, id: &ContainerId) -> Result<ContainerStatus>;
+    /// Runs `cmd` inside the running container's sandbox and collects its output.
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult>;
+}

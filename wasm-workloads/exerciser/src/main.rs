@@ -1,0 +1,97 @@
+//! `exerciser`: a scriptable workload for tests. Its arguments are steps, run in order:
+//!
+//! `print TEXT`, `env NAME`, `read PATH`, `write PATH TEXT`, `alloc MIB`, `spin SECONDS`,
+//! `sleep SECONDS`, `crash`, `exit CODE`. With no steps it sleeps forever.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+fn number(step: &str, arg: Option<String>) -> Result<f64, String> {
+    let arg = arg.ok_or_else(|| format!("{step}: missing argument"))?;
+    arg.parse()
+        .map_err(|_| format!("{step}: {arg:?} is not a number"))
+}
+
+fn text(step: &str, arg: Option<String>) -> Result<String, String> {
+    arg.ok_or_else(|| format!("{step}: missing argument"))
+}
+
+fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    while let Some(step) = args.next() {
+        match step.as_str() {
+            "print" => println!("{}", text("print", args.next())?),
+            "env" => {
+                let name = text("env", args.next())?;
+                match std::env::var(&name) {
+                    Ok(v) => println!("{name}={v}"),
+                    Err(_) => println!("{name} is not set"),
+                }
+            }
+            "read" => {
+                let path = text("read", args.next())?;
+                let body =
+                    std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+                print!("{body}");
+                if !body.ends_with('\n') {
+                    println!();
+                }
+            }
+            "write" => {
+                let path = text("write", args.next())?;
+                let body = text("write", args.next())?;
+                std::fs::write(&path, body).map_err(|e| format!("write {path}: {e}"))?;
+            }
+            "alloc" => {
+                let mib = number("alloc", args.next())?;
+                let bytes = (mib * 1024.0 * 1024.0) as usize;
+                // Touch every page so the memory is really used.
+                hoard.push(vec![1u8; bytes]);
+                println!("allocated {mib} MiB");
+            }
+            "spin" => {
+                let secs = number("spin", args.next())?;
+                let until = Instant::now() + Duration::from_secs_f64(secs);
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    n = n.wrapping_add(1);
+                    std::hint::black_box(n);
+                }
+                println!("spun for {secs} s");
+            }
+            "sleep" => {
+                let secs = number("sleep", args.next())?;
+                std::thread::sleep(Duration::from_secs_f64(secs));
+            }
+            "crash" => {
+                let _ = std::io::stdout().flush();
+                std::process::abort();
+            }
+            "exit" => {
+                let code = number("exit", args.next())?;
+                let _ = std::io::stdout().flush();
+                return Ok(ExitCode::from(code as u8));
+            }
+            other => return Err(format!("unknown step {other:?}")),
+        }
+        let _ = std::io::stdout().flush();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    match run(args.into_iter()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("exerciser: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
