@@ -1,1 +1,600 @@
-pub fn x() {}
+//! The wasmtime [`PodRuntime`] backend.
+//!
+//! One `Engine` per node with epoch interruption; components compiled once per digest and cached
+//! on disk ([`engine::ComponentCache`]); images from the node-local [`images::ImageStore`]. A
+//! container is a component: a `wasi:cli` command runs `run` and exits with its code, a
+//! `wasi:http` component is served on the pod IP with a fresh instance per request. Guests run on
+//! their own tokio runtime, yield at every epoch tick, and can reach only what the spec grants:
+//! argv, env, mounted directories, their memory cap and CPU share, and binding their pod IP.
+
+pub mod engine;
+mod guest;
+mod http;
+pub mod images;
+
+use engine::{Compiled, ComponentCache, Kind};
+use guest::{Capture, CpuBudget, Guest, LogWriter};
+use images::ImageStore;
+use shoal_runtime::logs::{LogFile, Stream};
+use shoal_runtime::*;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use wasmtime::component::Linker;
+use wasmtime_wasi::cli::AsyncStdoutStream;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Bytes a guest may have in flight to a log or capture stream before it waits.
+const STDIO_BUDGET: usize = 64 * 1024;
+
+/// Exit code reported for a container killed for its memory (as the OOM killer's SIGKILL).
+const OOM_EXIT: i32 = 137;
+/// Exit code reported for a container stopped before it finished (as SIGTERM).
+const STOPPED_EXIT: i32 = 143;
+/// Exit code reported for a trap (as SIGABRT).
+const TRAP_EXIT: i32 = 134;
+
+#[derive(Clone)]
+enum Pre {
+    Command(CommandPre<Guest>),
+    Http(ProxyPre<Guest>),
+}
+
+struct Container {
+    sandbox: SandboxId,
+    ip: IpAddr,
+    config: Arc<ContainerConfig>,
+    argv0: String,
+    pre: Pre,
+    cpu: Option<Arc<CpuBudget>>,
+    status: watch::Sender<ContainerStatus>,
+    stop: CancellationToken,
+    grace: Arc<Mutex<Duration>>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+#[derive(Default)]
+struct State {
+    sandboxes: HashMap<SandboxId, Sandbox>,
+    containers: HashMap<ContainerId, Container>,
+    next: u64,
+}
+
+/// See the crate documentation.
+pub struct WasmRuntime {
+    images: ImageStore,
+    cache: ComponentCache,
+    linker: Linker<Guest>,
+    pool: IpPool,
+    guests: Option<tokio::runtime::Runtime>,
+    state: Mutex<State>,
+}
+
+impl Drop for WasmRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.guests.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Images(#[from] images::ImageError),
+    #[error("pod network")]
+    Network(#[from] IpPoolError),
+    #[error("wasmtime: {0:#}")]
+    Wasmtime(wasmtime::Error),
+    #[error("i/o")]
+    Io(#[from] std::io::Error),
+}
+
+impl WasmRuntime {
+    /// A runtime keeping images and compiled components under `data_dir`, giving pods
+    /// addresses from `pod_cidr`.
+    pub fn new(data_dir: &Path, pod_cidr: &str) -> Result<Self, SetupError> {
+        let engine = engine::engine().map_err(SetupError::Wasmtime)?;
+        engine::start_ticker(&engine);
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SetupError::Wasmtime)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(SetupError::Wasmtime)?;
+        let guests = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("shoal-guest")
+            .enable_all()
+            .build()?;
+        Ok(WasmRuntime {
+            images: ImageStore::open(&data_dir.join("images"))?,
+            cache: ComponentCache::new(&engine, &data_dir.join("compiled"))?,
+            linker,
+            pool: IpPool::new(pod_cidr)?,
+            guests: Some(guests),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("wasm runtime lock is never poisoned")
+    }
+
+    fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.guests
+            .as_ref()
+            .expect("the guest runtime lives as long as the WasmRuntime")
+            .spawn(fut)
+    }
+
+    fn resolve(&self, image: &str) -> Result<Option<ImageRef>> {
+        self.images
+            .resolve(image)
+            .map_err(|e| RuntimeError::InvalidImage {
+                image: image.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    fn watcher(&self, id: &ContainerId) -> Result<watch::Receiver<ContainerStatus>> {
+        self.lock()
+            .containers
+            .get(id)
+            .map(|c| c.status.subscribe())
+            .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
+    }
+}
+
+fn finish(status: &watch::Sender<ContainerStatus>, code: i32, reason: &str, message: String) {
+    status.send_if_modified(|s| {
+        if s.exited() {
+            return false;
+        }
+        s.state = ContainerState::Exited;
+        s.finished_at = now_nanos();
+        s.exit_code = code;
+        s.reason = reason.to_owned();
+        s.message = message;
+        true
+    });
+}
+
+fn log_streams(log: &LogFile) -> (AsyncStdoutStream, AsyncStdoutStream) {
+    let w = |stream| {
+        AsyncStdoutStream::new(
+            STDIO_BUDGET,
+            LogWriter {
+                log: log.clone(),
+                stream,
+            },
+        )
+    };
+    (w(Stream::Stdout), w(Stream::Stderr))
+}
+
+/// Runs a command component to completion: (exit code, reason, message).
+async fn run_command(
+    pre: CommandPre<Guest>,
+    mut store: wasmtime::Store<Guest>,
+) -> (i32, &'static str, String) {
+    let result = async {
+        let cmd = pre.instantiate_async(&mut store).await?;
+        cmd.wasi_cli_run().call_run(&mut store).await
+    }
+    .await;
+    match result {
+        Ok(Ok(())) => (0, reason::COMPLETED, String::new()),
+        Ok(Err(())) => (1, reason::ERROR, String::new()),
+        Err(e) => {
+            if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                let code = exit.0;
+                let why = if code == 0 {
+                    reason::COMPLETED
+                } else {
+                    reason::ERROR
+                };
+                (code, why, String::new())
+            } else if store.data().memory.exceeded {
+                (
+                    OOM_EXIT,
+                    reason::OOM_KILLED,
+                    "the container reached its memory limit".into(),
+                )
+            } else {
+                let msg = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(trap) => format!("wasm trap: {trap}"),
+                    None => format!("{e:#}"),
+                };
+                (TRAP_EXIT, reason::ERROR, msg)
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PodRuntime for WasmRuntime {
+    fn version(&self) -> RuntimeVersion {
+        RuntimeVersion {
+            name: "wasmtime".into(),
+            version: "48.0.8".into(),
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+        self.resolve(image)?.ok_or_else(|| RuntimeError::ImagePull {
+            image: image.to_owned(),
+            reason: "not in the node's image store, and pulling from registries is not \
+                     supported yet (import it with `shoal image import`)"
+                .into(),
+        })
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {
+        self.resolve(image)
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageRef>> {
+        self.images.list().map_err(|e| RuntimeError::InvalidImage {
+            image: String::new(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
+        std::fs::create_dir_all(&config.log_directory)?;
+        let ip = self.pool.allocate()?;
+        let mut s = self.lock();
+        s.next += 1;
+        let id = SandboxId(format!("{}-{}", config.uid, s.next));
+        let sb = Sandbox { id: id.clone(), ip };
+        s.sandboxes.insert(id, sb.clone());
+        Ok(sb)
+    }
+
+    async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        let ids: Vec<ContainerId> = self
+            .lock()
+            .containers
+            .iter()
+            .filter(|(_, c)| c.sandbox == *id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for c in ids {
+            self.stop_container(&c, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        self.stop_pod_sandbox(id).await?;
+        let mut s = self.lock();
+        s.containers.retain(|_, c| c.sandbox != *id);
+        if let Some(sb) = s.sandboxes.remove(id) {
+            self.pool.release(sb.ip);
+        }
+        Ok(())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &SandboxId,
+        config: ContainerConfig,
+    ) -> Result<ContainerId> {
+        let ip = self
+            .lock()
+            .sandboxes
+            .get(sandbox)
+            .map(|s| s.ip)
+            .ok_or_else(|| RuntimeError::SandboxNotFound(sandbox.clone()))?;
+        let image = self
+            .resolve(&config.image)?
+            .ok_or_else(|| RuntimeError::ImageNotPresent {
+                image: config.image.clone(),
+            })?;
+        let create_err = |reason: String| RuntimeError::CreateContainer {
+            name: config.name.clone(),
+            reason,
+        };
+        let blob = self.images.blob_path(&image.digest);
+        let cache = &self.cache;
+        let digest = image.digest.clone();
+        // Compiling takes tens of milliseconds of CPU: keep it off the async threads.
+        let Compiled { component, kind } =
+            tokio::task::block_in_place(|| cache.get(&digest, &blob))
+                .map_err(|e| create_err(e.to_string()))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| create_err(format!("{e:#}")))?;
+        let pre = match kind {
+            Kind::Command => {
+                Pre::Command(CommandPre::new(pre).map_err(|e| create_err(format!("{e:#}")))?)
+            }
+            Kind::Http => Pre::Http(ProxyPre::new(pre).map_err(|e| create_err(format!("{e:#}")))?),
+        };
+        for m in &config.mounts {
+            if !m.host_path.is_dir() {
+                return Err(create_err(format!(
+                    "mount {}: {} is not a directory",
+                    m.container_path,
+                    m.host_path.display()
+                )));
+            }
+        }
+        let argv0 = config
+            .image
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.split([':', '@']).next())
+            .unwrap_or("main")
+            .to_owned();
+        let mut s = self.lock();
+        s.next += 1;
+        let id = ContainerId(format!("{}-{}-{}", sandbox, config.name, s.next));
+        let status = ContainerStatus {
+            id: id.clone(),
+            name: config.name.clone(),
+            state: ContainerState::Created,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            image_digest: image.digest,
+        };
+        s.containers.insert(
+            id.clone(),
+            Container {
+                sandbox: sandbox.clone(),
+                ip,
+                cpu: config.cpu_limit_millis.map(CpuBudget::new),
+                config: Arc::new(config),
+                argv0,
+                pre,
+                status: watch::channel(status).0,
+                stop: CancellationToken::new(),
+                grace: Arc::new(Mutex::new(Duration::ZERO)),
+                task: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &ContainerId) -> Result<()> {
+        let (cfg, argv0, ip, pre, cpu, status, stop, grace) = {
+            let s = self.lock();
+            let c = s
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
+            let state = c.status.borrow().state;
+            if state != ContainerState::Created {
+                return Err(RuntimeError::WrongState {
+                    id: id.clone(),
+                    state,
+                    wanted: "created",
+                });
+            }
+            (
+                c.config.clone(),
+                c.argv0.clone(),
+                c.ip,
+                c.pre.clone(),
+                c.cpu.clone(),
+                c.status.clone(),
+                c.stop.clone(),
+                c.grace.clone(),
+            )
+        };
+        let log = LogFile::create(&cfg.log_path)?;
+        let engine = self.cache.engine().clone();
+        // Running before the guest can possibly finish, so its exit is never overwritten.
+        let mark_running = || {
+            status.send_modify(|st| {
+                st.state = ContainerState::Running;
+                st.started_at = now_nanos();
+            })
+        };
+        let task = match pre {
+            Pre::Command(pre) => {
+                let (out, err) = log_streams(&log);
+                let store = guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, out, err, cpu)
+                    .map_err(|e| RuntimeError::CreateContainer {
+                    name: cfg.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                let status = status.clone();
+                mark_running();
+                self.spawn(async move {
+                    let (code, why, msg) = run_command(pre, store).await;
+                    let _ = log.flush();
+                    finish(&status, code, why, msg);
+                })
+            }
+            Pre::Http(pre) => {
+                let port = cfg.ports.first().copied().unwrap_or(8080);
+                let addr = SocketAddr::new(ip, port);
+                let listener = match self.spawn(tokio::net::TcpListener::bind(addr)).await {
+                    Ok(Ok(l)) => l,
+                    Ok(Err(e)) => {
+                        return Err(RuntimeError::CreateContainer {
+                            name: cfg.name.clone(),
+                            reason: format!("cannot listen on {addr}: {e}"),
+                        });
+                    }
+                    Err(e) => return Err(RuntimeError::Io(std::io::Error::other(e))),
+                };
+                let factory: http::StoreFactory = {
+                    let log = log.clone();
+                    let cfg = cfg.clone();
+                    Arc::new(move || {
+                        let (out, err) = log_streams(&log);
+                        guest::new_store(
+                            &engine,
+                            &cfg,
+                            &argv0,
+                            &cfg.args,
+                            ip,
+                            out,
+                            err,
+                            cpu.clone(),
+                        )
+                    })
+                };
+                let status = status.clone();
+                mark_running();
+                self.spawn(async move {
+                    let grace_now = move || *grace.lock().expect("grace lock is never poisoned");
+                    http::serve(listener, pre, factory, stop, grace_now).await;
+                    let _ = log.flush();
+                    finish(&status, 0, reason::COMPLETED, String::new());
+                })
+            }
+        };
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.task = Some(task.abort_handle());
+        }
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
+        let (task, stop, grace, status, http) = {
+            let s = self.lock();
+            let Some(c) = s.containers.get(id) else {
+                return Ok(());
+            };
+            (
+                c.task.clone(),
+                c.stop.clone(),
+                c.grace.clone(),
+                c.status.clone(),
+                matches!(c.pre, Pre::Http(_)),
+            )
+        };
+        if status.borrow().exited() {
+            return Ok(());
+        }
+        if http && task.is_some() {
+            // A server stops accepting and drains its requests for up to `timeout`.
+            *grace.lock().expect("grace lock is never poisoned") = timeout;
+            stop.cancel();
+            let mut rx = status.subscribe();
+            let drained = tokio::time::timeout(
+                timeout + Duration::from_millis(100),
+                rx.wait_for(ContainerStatus::exited),
+            )
+            .await;
+            if drained.is_ok() {
+                return Ok(());
+            }
+        }
+        // A command has no signal to handle: it is stopped at its next epoch tick.
+        if let Some(t) = task {
+            t.abort();
+        }
+        finish(
+            &status,
+            STOPPED_EXIT,
+            reason::ERROR,
+            "stopped by the kubelet".into(),
+        );
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &ContainerId) -> Result<()> {
+        if let Some(c) = self.lock().containers.remove(id)
+            && let Some(t) = c.task
+        {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        Ok(self.watcher(id)?.borrow().clone())
+    }
+
+    async fn wait_container(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        let mut rx = self.watcher(id)?;
+        let st = rx
+            .wait_for(ContainerStatus::exited)
+            .await
+            .map_err(|_| RuntimeError::ContainerNotFound(id.clone()))?;
+        Ok(st.clone())
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult> {
+        let (cfg, argv0, ip, pre, cpu) = {
+            let s = self.lock();
+            let c = s
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
+            (
+                c.config.clone(),
+                c.argv0.clone(),
+                c.ip,
+                c.pre.clone(),
+                c.cpu.clone(),
+            )
+        };
+        let Pre::Command(pre) = pre else {
+            return Ok(ExecResult {
+                exit_code: 126,
+                stdout: Vec::new(),
+                stderr: b"exec: the container's component is a wasi:http server, which cannot run a command\n".to_vec(),
+            });
+        };
+        let (out, err) = (Capture::default(), Capture::default());
+        let store = guest::new_store(
+            self.cache.engine(),
+            &cfg,
+            &argv0,
+            cmd,
+            ip,
+            AsyncStdoutStream::new(STDIO_BUDGET, out.clone()),
+            AsyncStdoutStream::new(STDIO_BUDGET, err.clone()),
+            cpu,
+        )?;
+        let task = self.spawn(run_command(pre, store));
+        let abort = task.abort_handle();
+        let (code, _, msg) = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(RuntimeError::Io(std::io::Error::other(e))),
+            Err(_) => {
+                abort.abort();
+                return Err(RuntimeError::ExecTimeout(timeout));
+            }
+        };
+        let take = |c: Capture| std::mem::take(&mut *c.0.lock().expect("capture lock"));
+        let mut stderr = take(err);
+        if !msg.is_empty() {
+            stderr.extend_from_slice(msg.as_bytes());
+            stderr.push(b'\n');
+        }
+        Ok(ExecResult {
+            exit_code: code,
+            stdout: take(out),
+            stderr,
+        })
+    }
+}

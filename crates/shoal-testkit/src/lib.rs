@@ -204,3 +204,50 @@ impl Drop for Cluster {
         self.kill();
     }
 }
+
+/// The workspace root (where `wasm-workloads/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/shoal-testkit is two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// Where the sample workloads are built (`cargo xtask guests`).
+pub fn guests_dir() -> PathBuf {
+    workspace_root().join("target/guests/wasm32-wasip2/release")
+}
+
+/// The sample workload `name` (`hello`, `http-echo`, `exerciser`), built for `wasm32-wasip2` on
+/// first use in this process (cargo makes the rebuild a no-op when nothing changed).
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
+            .arg(root.join("wasm-workloads/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(root.join("target/guests"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    });
+    if let Err(e) = built {
+        panic!(
+            "building the sample workloads failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{e}"
+        );
+    }
+    let p = guests_dir().join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}

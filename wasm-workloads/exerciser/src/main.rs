@@ -71,6 +71,8 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
             "exit" => {
                 let code = number("exit", args.next())?;
                 let _ = std::io::stdout().flush();
+                // std reports every failure as 1; wasi:cli/exit@0.2.12 carries the code.
+                wasip2::cli::exit::exit_with_code(code as u8);
                 return Ok(ExitCode::from(code as u8));
             }
             other => return Err(format!("unknown step {other:?}")),
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("exerciser: {e}");
+            wasip2::cli::exit::exit_with_code(2);
             ExitCode::from(2)
         }
     }

@@ -1,0 +1,306 @@
+//! One guest instance's host state: WASI context built from the container's spec and nothing
+//! else, its memory cap and its CPU share.
+
+use crate::engine::TICK;
+use shoal_runtime::ContainerConfig;
+use shoal_runtime::logs::{LogFile, Stream};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::cli::AsyncStdoutStream;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Host state of one instance.
+pub struct Guest {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    hooks: DenyEgress,
+    pub memory: MemoryCap,
+    cpu: Option<Arc<CpuBudget>>,
+    resumed_at: Instant,
+}
+
+impl WasiView for Guest {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Guest {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.hooks,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
+/// Outgoing HTTP is not granted to pods (no egress policy exists yet): every request is denied.
+struct DenyEgress;
+
+impl wasmtime_wasi_http::WasiHttpHooks for DenyEgress {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// `resources.limits.memory`: the sum of the instance's linear memories may not pass `limit`.
+/// Passing it traps the guest and marks the store, so the exit is reported as OOMKilled without
+/// matching error text.
+#[derive(Default)]
+pub struct MemoryCap {
+    limit: Option<usize>,
+    used: usize,
+    pub exceeded: bool,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if maximum.is_some_and(|m| desired > m) {
+            return Ok(false);
+        }
+        let after = self.used - current.min(self.used) + desired;
+        if self.limit.is_some_and(|l| after > l) {
+            self.exceeded = true;
+            wasmtime::bail!("memory limit exceeded: {desired} bytes wanted");
+        }
+        self.used = after;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|m| desired <= m) && desired <= 1_000_000)
+    }
+}
+
+/// `resources.limits.cpu` shared by every instance of a container: a virtual clock that runs
+/// `1/share` times faster than the guest. When it gets ahead of real time the guest sleeps
+/// until real time catches up, so a spinner with 100m runs ~10 ms in every 100 ms.
+pub struct CpuBudget {
+    share: f64,
+    clock: Mutex<Instant>,
+}
+
+impl CpuBudget {
+    pub fn new(millis: u64) -> Arc<Self> {
+        Arc::new(CpuBudget {
+            share: (millis.max(1) as f64 / 1000.0).min(64.0),
+            // Starts in the past; `charge` raises it to the allowed floor.
+            clock: Mutex::new(
+                Instant::now()
+                    .checked_sub(TICK * 100)
+                    .unwrap_or_else(Instant::now),
+            ),
+        })
+    }
+
+    /// Charges `ran` of CPU; returns how long the guest must now sleep.
+    fn charge(&self, ran: Duration) -> Duration {
+        let now = Instant::now();
+        let mut clock = self
+            .clock
+            .lock()
+            .expect("cpu budget lock is never poisoned");
+        // Idle time is not banked beyond one tick: a guest that slept cannot burst afterwards.
+        let floor = now.checked_sub(ran + TICK).unwrap_or(now);
+        if *clock < floor {
+            *clock = floor;
+        }
+        *clock += ran.div_f64(self.share);
+        clock.saturating_duration_since(now)
+    }
+}
+
+/// Builds the store for one instance of `cfg` running in a pod at `ip`.
+pub fn new_store(
+    engine: &wasmtime::Engine,
+    cfg: &ContainerConfig,
+    argv0: &str,
+    args: &[String],
+    ip: IpAddr,
+    stdout: AsyncStdoutStream,
+    stderr: AsyncStdoutStream,
+    cpu: Option<Arc<CpuBudget>>,
+) -> Result<Store<Guest>, std::io::Error> {
+    let mut b = WasiCtxBuilder::new();
+    b.arg(argv0)
+        .args(args)
+        .envs(&cfg.env)
+        .stdout(stdout)
+        .stderr(stderr);
+    if let Some(dir) = &cfg.working_dir {
+        b.initial_cwd(dir);
+    }
+    for m in &cfg.mounts {
+        let perms = if m.readonly {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        b.preopened_dir(&m.host_path, &m.container_path, perms)
+            .map_err(|e| std::io::Error::other(format!("mount {}: {e}", m.container_path)))?;
+    }
+    // The only network a pod has: binding its own address.
+    b.socket_addr_check(move |addr, usage| {
+        let ok =
+            addr.ip() == ip && matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind);
+        Box::pin(async move { ok })
+    });
+    let guest = Guest {
+        wasi: b.build(),
+        table: ResourceTable::new(),
+        http: WasiHttpCtx::new(),
+        hooks: DenyEgress,
+        memory: MemoryCap {
+            limit: cfg.memory_limit.map(|l| l as usize),
+            ..Default::default()
+        },
+        cpu,
+        resumed_at: Instant::now(),
+    };
+    let mut store = Store::new(engine, guest);
+    store.limiter(|g| &mut g.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let now = Instant::now();
+        let g = ctx.data_mut();
+        let ran = now.saturating_duration_since(g.resumed_at).min(TICK);
+        match &g.cpu {
+            Some(budget) => {
+                let wait = budget.charge(ran);
+                g.resumed_at = now + wait;
+                if wait.is_zero() {
+                    Ok(UpdateDeadline::Yield(1))
+                } else {
+                    Ok(UpdateDeadline::YieldCustom(
+                        1,
+                        Box::pin(tokio::time::sleep(wait)),
+                    ))
+                }
+            }
+            None => {
+                g.resumed_at = now;
+                // Yield every tick so guests share the runtime's threads fairly.
+                Ok(UpdateDeadline::Yield(1))
+            }
+        }
+    });
+    Ok(store)
+}
+
+/// An `AsyncWrite` that appends to a CRI log file as one stream.
+pub struct LogWriter {
+    pub log: LogFile,
+    pub stream: Stream,
+}
+
+impl tokio::io::AsyncWrite for LogWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        // Local appends are short; doing them inline keeps output ordered with exit.
+        Poll::Ready(self.log.write(self.stream, buf).map(|()| buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// An `AsyncWrite` into memory, capped (exec output).
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+/// Exec output beyond this is dropped, as CRI's `ExecSync` caps it.
+const CAPTURE_MAX: usize = 16 * 1024 * 1024;
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut v = self.0.lock().expect("capture lock is never poisoned");
+        let room = CAPTURE_MAX.saturating_sub(v.len());
+        v.extend_from_slice(&buf[..buf.len().min(room)]);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenth_of_a_cpu_sleeps_nine_ticks_per_tick_run() {
+        let b = CpuBudget::new(100);
+        let wait = b.charge(TICK);
+        assert!(wait >= TICK * 7 && wait <= TICK * 9, "{wait:?}");
+        let full = CpuBudget::new(1000);
+        assert!(full.charge(TICK) <= Duration::from_millis(1));
+    }
+
+    #[test]
+    fn memory_cap_counts_every_memory_and_marks_the_store() {
+        use wasmtime::ResourceLimiter;
+        let mut cap = MemoryCap {
+            limit: Some(100),
+            ..Default::default()
+        };
+        assert!(cap.memory_growing(0, 60, None).unwrap());
+        assert!(cap.memory_growing(0, 30, None).unwrap());
+        assert!(cap.memory_growing(60, 70, None).unwrap());
+        assert!(cap.memory_growing(70, 80, None).is_err());
+        assert!(cap.exceeded);
+    }
+}

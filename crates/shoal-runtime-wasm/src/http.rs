@@ -1,0 +1,114 @@
+//! The `wasi:http` front end: serves a container on its pod IP and port, a fresh instance per
+//! request.
+
+use crate::guest::Guest;
+use hyper::server::conn::http1;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// Builds the store for one request.
+pub type StoreFactory = Arc<dyn Fn() -> std::io::Result<Store<Guest>> + Send + Sync>;
+
+/// Serves until `stop` fires, then lets requests in flight finish for up to `grace()`.
+pub async fn serve(
+    listener: TcpListener,
+    pre: ProxyPre<Guest>,
+    new_store: StoreFactory,
+    stop: CancellationToken,
+    grace: impl Fn() -> Duration,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => {
+                let Ok((sock, _)) = accepted else { continue };
+                // Without it a guest's chunked body waits ~40 ms on Nagle and delayed ACKs.
+                let _ = sock.set_nodelay(true);
+                let pre = pre.clone();
+                let new_store = new_store.clone();
+                conns.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        handle(pre.clone(), new_store.clone(), req)
+                    });
+                    let _ = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(sock), service)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(grace(), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// A guest that fails a request answers 500, as a crashed upstream would behind a proxy.
+async fn handle(
+    pre: ProxyPre<Guest>,
+    new_store: StoreFactory,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    Ok(match instance(pre, new_store, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(error = %e, "guest request failed");
+            let body = http_body_util::Full::new(bytes::Bytes::from(format!("{e}\n")))
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let mut resp = hyper::Response::new(body);
+            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            resp
+        }
+    })
+}
+
+async fn instance(
+    pre: ProxyPre<Guest>,
+    new_store: StoreFactory,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<HyperOutgoingBody>, std::io::Error> {
+    let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let mut store = new_store()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .map_err(|e| err(&e))?;
+    let out = store
+        .data_mut()
+        .http()
+        .new_response_outparam(tx)
+        .map_err(|e| err(&e))?;
+    let task = tokio::spawn(async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, req, out)
+            .await
+    });
+    match rx.await {
+        Ok(Ok(resp)) => Ok(resp),
+        Ok(Err(code)) => Err(err(&format!("guest answered with error {code:?}"))),
+        Err(_) => match task.await {
+            Ok(Ok(())) => Err(err(&"the guest never set a response")),
+            Ok(Err(e)) => Err(err(&format!("guest failed: {e:#}"))),
+            Err(e) => Err(err(&e)),
+        },
+    }
+}
