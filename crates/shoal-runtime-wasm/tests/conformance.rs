@@ -20,3 +20,137 @@ async fn harness() -> Harness {
 }
 
 shoal_runtime::runtime_conformance!(harness);
+
+mod wasm_only {
+    use shoal_runtime::{ContainerConfig, PodRuntime, SandboxConfig};
+    use shoal_runtime_wasm::WasmRuntime;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    fn runtime(tmp: &tempfile::TempDir, cidr: &str, images: &[&str]) -> WasmRuntime {
+        let rt = WasmRuntime::new(tmp.path(), cidr).unwrap();
+        for name in images {
+            let bytes = std::fs::read(shoal_testkit::guest(name)).unwrap();
+            rt.images()
+                .import(&format!("shoal.local/{name}"), &bytes)
+                .unwrap();
+        }
+        rt
+    }
+
+    fn sandbox_config(tmp: &tempfile::TempDir, name: &str) -> SandboxConfig {
+        SandboxConfig {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: name.into(),
+            log_directory: tmp.path().join(name),
+        }
+    }
+
+    fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: pod\r\nX-Probe: yes\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_echo_is_served_on_the_pod_ip_with_a_fresh_instance_per_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(&tmp, "127.67.0.0/24", &["http-echo"]);
+        let sb = rt
+            .run_pod_sandbox(&sandbox_config(&tmp, "echo"))
+            .await
+            .unwrap();
+        let id = rt
+            .create_container(
+                &sb.id,
+                ContainerConfig {
+                    name: "echo".into(),
+                    image: "shoal.local/http-echo".into(),
+                    ports: vec![8080],
+                    log_path: tmp.path().join("echo/0.log"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        rt.start_container(&id).await.unwrap();
+        let addr = std::net::SocketAddr::new(sb.ip, 8080);
+        for i in 0..3 {
+            let resp = tokio::task::spawn_blocking(move || get(addr, &format!("/hello/{i}")))
+                .await
+                .unwrap();
+            assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+            assert!(resp.contains(&format!("GET /hello/{i}")), "{resp}");
+            assert!(resp.to_lowercase().contains("x-probe: yes"), "{resp}");
+        }
+        rt.stop_container(&id, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let st = rt.container_status(&id).await.unwrap();
+        assert!(st.exited());
+        // The address is free again once stopped.
+        assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cpu_limit_holds_a_spinner_to_its_share() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(&tmp, "127.68.0.0/24", &["exerciser"]);
+        let sb = rt
+            .run_pod_sandbox(&sandbox_config(&tmp, "spin"))
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for (name, cpu) in [("limited", Some(100)), ("free", None)] {
+            let id = rt
+                .create_container(
+                    &sb.id,
+                    ContainerConfig {
+                        name: name.into(),
+                        image: "shoal.local/exerciser".into(),
+                        args: vec!["spin".into(), "1".into()],
+                        cpu_limit_millis: cpu,
+                        log_path: tmp.path().join(format!("spin/{name}.log")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            ids.push(id);
+        }
+        for id in &ids {
+            rt.start_container(id).await.unwrap();
+        }
+        let mut iterations = Vec::new();
+        for (id, name) in ids.iter().zip(["limited", "free"]) {
+            let st = tokio::time::timeout(Duration::from_secs(20), rt.wait_container(id))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(st.exit_code, 0, "{st:?}");
+            let log = std::fs::read_to_string(tmp.path().join(format!("spin/{name}.log"))).unwrap();
+            let n: f64 = log
+                .split(": ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no iteration count in {log:?}"));
+            iterations.push(n);
+        }
+        // 100m of one core against a whole core, with generous slack for a busy machine.
+        assert!(
+            iterations[0] < iterations[1] * 0.35,
+            "limited spinner did {} iterations, unlimited {}",
+            iterations[0],
+            iterations[1]
+        );
+    }
+}

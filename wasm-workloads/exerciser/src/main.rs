@@ -58,7 +58,7 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
                     n = n.wrapping_add(1);
                     std::hint::black_box(n);
                 }
-                println!("spun for {secs} s");
+                println!("spun for {secs} s: {n} iterations");
             }
             "sleep" => {
                 let secs = number("sleep", args.next())?;

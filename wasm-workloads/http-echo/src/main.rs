@@ -4,7 +4,15 @@ use wstd::http::{Body, Request, Response, StatusCode};
 
 #[wstd::http_server]
 async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
-    let mut out = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut out = format!("{} {} {:?}\n", req.method(), target, req.version());
+    if let Some(host) = req.uri().authority() {
+        out.push_str(&format!("host: {host}\n"));
+    }
     for (name, value) in req.headers() {
         out.push_str(name.as_str());
         out.push_str(": ");
