@@ -8,6 +8,7 @@
 //! Start at [`resources::RESOURCES`].
 
 pub mod printers;
+pub mod quantity;
 pub mod resources;
 pub mod selector;
 pub mod status;

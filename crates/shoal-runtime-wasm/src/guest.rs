@@ -154,8 +154,7 @@ pub fn new_store(
     argv0: &str,
     args: &[String],
     ip: IpAddr,
-    stdout: AsyncStdoutStream,
-    stderr: AsyncStdoutStream,
+    (stdout, stderr): (AsyncStdoutStream, AsyncStdoutStream),
     cpu: Option<Arc<CpuBudget>>,
 ) -> Result<Store<Guest>, std::io::Error> {
     let mut b = WasiCtxBuilder::new();

@@ -411,12 +411,12 @@ impl PodRuntime for WasmRuntime {
         };
         let task = match pre {
             Pre::Command(pre) => {
-                let (out, err) = log_streams(&log);
-                let store = guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, out, err, cpu)
-                    .map_err(|e| RuntimeError::CreateContainer {
-                    name: cfg.name.clone(),
-                    reason: e.to_string(),
-                })?;
+                let store =
+                    guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, log_streams(&log), cpu)
+                        .map_err(|e| RuntimeError::CreateContainer {
+                            name: cfg.name.clone(),
+                            reason: e.to_string(),
+                        })?;
                 let status = status.clone();
                 mark_running();
                 self.spawn(async move {
@@ -442,15 +442,13 @@ impl PodRuntime for WasmRuntime {
                     let log = log.clone();
                     let cfg = cfg.clone();
                     Arc::new(move || {
-                        let (out, err) = log_streams(&log);
                         guest::new_store(
                             &engine,
                             &cfg,
                             &argv0,
                             &cfg.args,
                             ip,
-                            out,
-                            err,
+                            log_streams(&log),
                             cpu.clone(),
                         )
                     })
@@ -571,8 +569,10 @@ impl PodRuntime for WasmRuntime {
             &argv0,
             cmd,
             ip,
-            AsyncStdoutStream::new(STDIO_BUDGET, out.clone()),
-            AsyncStdoutStream::new(STDIO_BUDGET, err.clone()),
+            (
+                AsyncStdoutStream::new(STDIO_BUDGET, out.clone()),
+                AsyncStdoutStream::new(STDIO_BUDGET, err.clone()),
+            ),
             cpu,
         )?;
         let task = self.spawn(run_command(pre, store));
