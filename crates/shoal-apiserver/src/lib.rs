@@ -2,7 +2,8 @@
 //!
 //! Owns the HTTP API kubectl and kube-rs speak: discovery, CRUD, watch, patch and apply,
 //! tables, OpenAPI, the watch cache and `ApiError` → `Status`. It is the only component that
-//! touches the [`shoal_store::Store`]. It does not run controllers, the scheduler or kubelets.
+//! touches the [`shoal_store::Store`]. It does not run controllers, the scheduler or kubelets; `pods/log`
+//! is proxied to the pod's kubelet.
 //!
 //! Start at [`ApiServer::start`] and [`router`]; requests enter at [`handlers::dispatch`].
 
@@ -14,6 +15,7 @@ mod defaults;
 mod discovery;
 mod error;
 pub mod handlers;
+mod kubelet_proxy;
 mod meta;
 mod openapi;
 mod patch;

@@ -1,1 +1,144 @@
-pub fn x() {}
+//! The node agent: registers its Node, renews its Lease, runs every pod bound to it through a
+//! [`PodRuntime`], reports their status and events, and serves their logs over HTTPS.
+//!
+//! Everything it knows about the cluster it learns and writes through kube-rs, exactly as a
+//! kubelet talks to a Kubernetes API server.
+
+mod events;
+mod manager;
+mod node;
+mod probe;
+mod resolve;
+pub mod server;
+mod status;
+mod worker;
+
+use shoal_runtime::PodRuntime;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a kubelet is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    /// Pods' volumes and logs live under `<data_dir>/pods`.
+    pub data_dir: PathBuf,
+    /// The node's pod network (`spec.podCIDR`).
+    pub pod_cidr: String,
+    /// The node's InternalIP, where the API server reaches the kubelet.
+    pub address: IpAddr,
+    /// The port the kubelet's HTTPS server listens on.
+    pub port: u16,
+    /// Crash-loop back-off: the first delay, doubled per restart up to `backoff_max`.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// What the node offers (`status.capacity`); allocatable is the same.
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub max_pods: u32,
+    /// Lease duration; the lease is renewed every quarter of it.
+    pub lease_duration: Duration,
+}
+
+impl Config {
+    /// Defaults for a node named `node_name` keeping its state in `data_dir`.
+    pub fn new(node_name: &str, data_dir: &Path) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            data_dir: data_dir.to_owned(),
+            pod_cidr: "127.64.0.0/16".into(),
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 10250,
+            backoff_initial: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+            cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000,
+            memory_bytes: host_memory().unwrap_or(4 << 30),
+            max_pods: 1100,
+            lease_duration: Duration::from_secs(40),
+        }
+    }
+
+    /// Where the pod `ns/name` with `uid` keeps its logs and volumes.
+    pub fn pod_dir(&self, ns: &str, name: &str, uid: &str) -> PathBuf {
+        self.data_dir
+            .join("pods")
+            .join(format!("{ns}_{name}_{uid}"))
+    }
+}
+
+/// Total memory of the machine, from `/proc/meminfo`.
+fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What the logs server needs to know about the pods this kubelet runs.
+#[derive(Default)]
+pub struct PodIndex {
+    pods: Mutex<HashMap<(String, String), PodEntry>>,
+}
+
+/// One pod as the logs server sees it.
+#[derive(Clone, Debug)]
+pub(crate) struct PodEntry {
+    pub uid: String,
+    pub dir: PathBuf,
+    /// Container name → the runtime's id of its current run (to know when `follow` ends).
+    pub running: HashMap<String, shoal_runtime::ContainerId>,
+}
+
+impl PodIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), PodEntry>> {
+        self.pods.lock().expect("pod index lock is never poisoned")
+    }
+
+    pub(crate) fn get(&self, ns: &str, name: &str) -> Option<PodEntry> {
+        self.lock().get(&(ns.to_owned(), name.to_owned())).cloned()
+    }
+
+    pub(crate) fn set_running(&self, ns: &str, name: &str, entry: PodEntry) {
+        self.lock().insert((ns.to_owned(), name.to_owned()), entry);
+    }
+
+    pub(crate) fn remove(&self, ns: &str, name: &str, uid: &str) {
+        let mut pods = self.lock();
+        let key = (ns.to_owned(), name.to_owned());
+        if pods.get(&key).is_some_and(|e| e.uid == uid) {
+            pods.remove(&key);
+        }
+    }
+}
+
+/// A running kubelet's shared parts.
+pub struct Kubelet {
+    pub config: Config,
+    pub client: kube::Client,
+    pub runtime: Arc<dyn PodRuntime>,
+    pub index: Arc<PodIndex>,
+}
+
+impl Kubelet {
+    pub fn new(config: Config, client: kube::Client, runtime: Arc<dyn PodRuntime>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            client,
+            runtime,
+            index: Arc::default(),
+        })
+    }
+
+    /// Registers the node, then runs the lease and the pods until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        node::register(&self).await?;
+        let lease = tokio::spawn(node::heartbeat(self.clone(), shutdown.clone()));
+        let pods = manager::run(self.clone(), shutdown.clone()).await;
+        lease.abort();
+        pods
+    }
+}

@@ -2,6 +2,7 @@
 //! runs alone as a subcommand.
 
 mod kubeconfig;
+mod node;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -70,12 +71,28 @@ enum Command {
     Up {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        kubelet: node::KubeletArgs,
     },
     /// Run the API server alone.
     Apiserver {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run a kubelet that joins the cluster of KUBECONFIG as a node.
+    Kubelet {
+        /// The kubeconfig to reach the API server with (its token also guards the kubelet API).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// Where the node keeps images, compiled components, pod volumes and logs.
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        kubelet: node::KubeletArgs,
+    },
+    /// Manage the node's Wasm images.
+    #[command(subcommand)]
+    Image(node::ImageCommand),
     /// Back up, restore or migrate the embedded store (Shoal must be stopped).
     #[command(subcommand)]
     Store(StoreCommand),
@@ -269,7 +286,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn run_apiserver(args: ServerArgs) -> anyhow::Result<()> {
+async fn run_apiserver(args: ServerArgs, kubelet: Option<node::KubeletArgs>) -> anyhow::Result<()> {
     let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -294,8 +311,45 @@ async fn run_apiserver(args: ServerArgs) -> anyhow::Result<()> {
     );
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
-    shoal_apiserver::tls::serve(listener, router(server), Some(pki.server_config), token).await;
+    let serving = tokio::spawn(shoal_apiserver::tls::serve(
+        listener,
+        router(server),
+        Some(pki.server_config),
+        token.clone(),
+    ));
+    let node = match kubelet {
+        Some(args) => {
+            let client = node::client_from(&kubeconfig).await?;
+            Some(
+                node::start_kubelet(client, Some(pki.token.clone()), &args, &dir, token.clone())
+                    .await?,
+            )
+        }
+        None => None,
+    };
+    let _ = serving.await;
+    if let Some(n) = node {
+        let _ = n.await;
+    }
     println!("Shoal stopped");
+    Ok(())
+}
+
+async fn run_kubelet(
+    kubeconfig: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    args: node::KubeletArgs,
+) -> anyhow::Result<()> {
+    let dir = data_dir.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let client = node::client_from(kubeconfig).await?;
+    let token = node::kubeconfig_token(kubeconfig)?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_signal(shutdown.clone()));
+    let kubelet = node::start_kubelet(client, token, &args, &dir, shutdown).await?;
+    let _ = kubelet.await;
+    println!("Shoal kubelet stopped");
     Ok(())
 }
 
@@ -309,7 +363,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { server } | Command::Apiserver { server } => run_apiserver(server).await,
+        Command::Up { server, kubelet } => run_apiserver(server, Some(kubelet)).await,
+        Command::Apiserver { server } => run_apiserver(server, None).await,
+        Command::Kubelet {
+            kubeconfig,
+            data_dir,
+            kubelet,
+        } => run_kubelet(&kubeconfig, data_dir, kubelet).await,
+        Command::Image(cmd) => node::run_image(cmd, default_data_dir()),
         Command::Store(cmd) => run_store(cmd).await,
     }
 }

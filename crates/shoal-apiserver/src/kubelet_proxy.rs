@@ -1,0 +1,294 @@
+//! `pods/log`: checked here as Kubernetes checks it, then proxied to the kubelet of the pod's
+//! node over HTTPS and streamed back.
+//!
+//! Like a Kubernetes API server started without `--kubelet-certificate-authority`, the kubelet's
+//! serving certificate is not verified; the request carries the cluster token.
+
+use crate::ApiServer;
+use crate::error::ApiResult;
+use crate::request::Query;
+use axum::body::Body;
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde_json::Value;
+use shoal_api::{StatusError, resources};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Query parameters the kubelet understands, forwarded as given.
+const FORWARDED: &[&str] = &[
+    "follow",
+    "tailLines",
+    "sinceSeconds",
+    "sinceTime",
+    "timestamps",
+    "previous",
+    "limitBytes",
+];
+
+fn names(list: Option<&Value>) -> Vec<String> {
+    list.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Which container's log is wanted, checked against the pod.
+fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> {
+    let spec = &pod["spec"];
+    let main = names(spec.get("containers"));
+    let init = names(spec.get("initContainers"));
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if main.iter().chain(&init).any(|n| n == c) => Ok(c.to_owned()),
+        Some(c) => Err(StatusError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))
+        .into()),
+        None if main.len() == 1 => Ok(main[0].clone()),
+        None => {
+            let mut msg = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                main.join(" ")
+            );
+            if !init.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            Err(StatusError::bad_request(msg).into())
+        }
+    }
+}
+
+/// Refuses, as Kubernetes does, a log of a container that has never started.
+fn check_started(pod: &Value, name: &str, c: &str, previous: bool) -> ApiResult<()> {
+    let status = &pod["status"];
+    let entry = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|k| status[*k].as_array().into_iter().flatten())
+        .find(|s| s["name"] == c);
+    let waiting = match entry {
+        None => Some("ContainerCreating".to_owned()),
+        Some(s) => {
+            let ran = s["restartCount"].as_i64().unwrap_or(0) > 0
+                || s["lastState"].get("terminated").is_some();
+            match s["state"].get("waiting") {
+                Some(w) if !ran || previous && s["lastState"].get("terminated").is_none() => {
+                    Some(w["reason"].as_str().unwrap_or("").to_owned())
+                }
+                _ => None,
+            }
+        }
+    };
+    match waiting {
+        Some(_) if previous => Err(StatusError::bad_request(format!(
+            "previous terminated container \"{c}\" in pod \"{name}\" not found"
+        ))
+        .into()),
+        Some(reason) => Err(StatusError::bad_request(format!(
+            "container \"{c}\" in pod \"{name}\" is waiting to start: {reason}"
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// The node's kubelet endpoint: its InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
+fn kubelet_endpoint(node: &Value) -> Option<(IpAddr, u16)> {
+    let ip = node["status"]["addresses"]
+        .as_array()?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")?["address"]
+        .as_str()?
+        .parse()
+        .ok()?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()?;
+    Some((ip, u16::try_from(port).ok()?))
+}
+
+pub async fn pod_log(s: &Arc<ApiServer>, ns: &str, name: &str, q: &Query) -> ApiResult<Response> {
+    let pods = resources::find("", "v1", "pods").expect("pods are served");
+    let nodes = resources::find("", "v1", "nodes").expect("nodes are served");
+    let pod = s
+        .cache
+        .resource(pods)
+        .get(&pods.storage_key(Some(ns), name))
+        .ok_or_else(|| StatusError::not_found("pods", "", name))?;
+    let pod = pod.value();
+    let c = container(pod, name, q.get("container"))?;
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node_name.is_empty() {
+        return Err(
+            StatusError::bad_request(format!("pod {name} does not have a host assigned")).into(),
+        );
+    }
+    check_started(pod, name, &c, q.flag("previous"))?;
+    let node = s
+        .cache
+        .resource(nodes)
+        .get(&nodes.storage_key(None, node_name))
+        .ok_or_else(|| StatusError::not_found("nodes", "", node_name))?;
+    let (ip, port) = kubelet_endpoint(node.value()).ok_or_else(|| {
+        StatusError::internal(format!(
+            "node {node_name} does not report a kubelet endpoint (InternalIP and daemonEndpoints.kubeletEndpoint.Port)"
+        ))
+    })?;
+    let mut path = format!("/containerLogs/{ns}/{name}/{c}");
+    let forwarded: Vec<(&str, &str)> = FORWARDED
+        .iter()
+        .filter_map(|k| Some((*k, q.get(k)?)))
+        .collect();
+    if !forwarded.is_empty() {
+        path.push('?');
+        path.push_str(
+            &form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(forwarded)
+                .finish(),
+        );
+    }
+    let url = format!("https://{}{path}", std::net::SocketAddr::new(ip, port));
+    let fail = |e: &dyn std::fmt::Display| StatusError::internal(format!("Get {url:?}: {e}"));
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip, port)),
+    )
+    .await
+    .map_err(|_| fail(&"dial tcp: i/o timeout"))?
+    .map_err(|e| fail(&format!("dial tcp {ip}:{port}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(client_config());
+    let tls = connector
+        .connect(ServerName::IpAddress(ip.into()), tcp)
+        .await
+        .map_err(|e| fail(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| fail(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}"));
+    if let Some(token) = &s.token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| fail(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| fail(&e))?;
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = parts.status;
+    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+        out.headers_mut()
+            .insert(http::header::CONTENT_TYPE, ct.clone());
+    }
+    Ok(out)
+}
+
+fn client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = Arc::new(AnyKubeletCert(provider.clone()));
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Accepts any kubelet certificate (Kubernetes' default without a kubelet CA), while still
+/// checking the handshake signatures so the connection is encrypted to whoever holds the key.
+#[derive(Debug)]
+struct AnyKubeletCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_is_checked_like_kubernetes() {
+        let pod = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        let err = |r: ApiResult<String>| match r {
+            Err(e) => format!("{e:?}"),
+            Ok(c) => panic!("expected an error, got {c}"),
+        };
+        assert!(err(container(&pod, "p", None)).contains(
+            "a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]"
+        ));
+        assert!(
+            err(container(&pod, "p", Some("z"))).contains("container z is not valid for pod p")
+        );
+        assert_eq!(container(&pod, "p", Some("i")).unwrap(), "i");
+        let one = json!({"spec": {"containers": [{"name": "only"}]}});
+        assert_eq!(container(&one, "p", None).unwrap(), "only");
+    }
+
+    #[test]
+    fn waiting_containers_have_no_logs() {
+        let pod = json!({"status": {"containerStatuses": [
+            {"name": "a", "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}},
+            {"name": "b", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}},
+        ]}});
+        assert!(check_started(&pod, "p", "a", false).is_err());
+        assert!(check_started(&pod, "p", "b", false).is_ok());
+        assert!(check_started(&pod, "p", "b", true).is_ok());
+        assert!(check_started(&pod, "p", "missing", false).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! The Node object, its status, and the heartbeat Lease in `kube-node-lease`.
+
+use crate::Kubelet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The version a Shoal kubelet reports (`kubectl get nodes` shows it).
+pub const KUBELET_VERSION: &str = concat!("v1.33.0-shoal.", env!("CARGO_PKG_VERSION"));
+
+/// How often the node's status (conditions, images) is rewritten.
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+fn status(k: &Kubelet, images: Value) -> Value {
+    let c = &k.config;
+    let version = k.runtime.version();
+    let resources = json!({
+        "cpu": format!("{}m", c.cpu_millis),
+        "memory": format!("{}Ki", c.memory_bytes / 1024),
+        "pods": c.max_pods.to_string(),
+    });
+    let t = now();
+    let condition = |ty: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": ty, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": t, "lastTransitionTime": t})
+    };
+    json!({
+        "capacity": resources,
+        "allocatable": resources,
+        "addresses": [
+            {"type": "InternalIP", "address": c.address.to_string()},
+            {"type": "Hostname", "address": c.node_name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": c.port}},
+        "nodeInfo": {
+            "machineID": "", "systemUUID": "", "bootID": "",
+            "kernelVersion": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+            "osImage": "Shoal (WebAssembly components, WASI 0.2)",
+            "containerRuntimeVersion": version.to_string(),
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": "",
+            "operatingSystem": "wasi",
+            "architecture": "wasm32",
+        },
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "images": images,
+    })
+}
+
+async fn images(k: &Kubelet) -> Value {
+    let list = k.runtime.list_images().await.unwrap_or_default();
+    Value::Array(
+        list.into_iter()
+            .map(|i| json!({"names": i.names, "sizeBytes": i.size}))
+            .collect(),
+    )
+}
+
+/// Creates the Node (or adopts an existing one of the same name) and writes its status.
+pub async fn register(k: &Kubelet) -> anyhow::Result<()> {
+    let c = &k.config;
+    let nodes: Api<Node> = Api::all(k.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": c.node_name, "labels": {
+            "kubernetes.io/hostname": c.node_name,
+            "kubernetes.io/os": "wasi",
+            "kubernetes.io/arch": "wasm32",
+            "node.shoal.dev/runtime": k.runtime.version().name,
+        }},
+        "spec": {"podCIDR": c.pod_cidr, "podCIDRs": [c.pod_cidr]},
+    }))?;
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => tracing::info!(node = %c.node_name, "registered node"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(node = %c.node_name, "node already registered; taking it over")
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot register node {}: {e}", c.node_name)),
+    }
+    write_status(k).await
+}
+
+async fn write_status(k: &Kubelet) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(k.client.clone());
+    let status = status(k, images(k).await);
+    nodes
+        .patch_status(
+            &k.config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await?;
+    Ok(())
+}
+
+fn lease(k: &Kubelet, node_uid: Option<String>) -> anyhow::Result<Lease> {
+    let c = &k.config;
+    let mut owner = vec![];
+    if let Some(uid) = node_uid {
+        owner.push(json!({"apiVersion": "v1", "kind": "Node", "name": c.node_name, "uid": uid}));
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": c.node_name, "namespace": "kube-node-lease", "ownerReferences": owner},
+        "spec": {
+            "holderIdentity": c.node_name,
+            "leaseDurationSeconds": c.lease_duration.as_secs(),
+            "renewTime": jiff::Timestamp::now().to_string(),
+        },
+    }))?)
+}
+
+async fn renew(k: &Kubelet) -> anyhow::Result<()> {
+    let leases: Api<Lease> = Api::namespaced(k.client.clone(), "kube-node-lease");
+    let patch = json!({"spec": {
+        "holderIdentity": k.config.node_name,
+        "renewTime": jiff::Timestamp::now().to_string(),
+    }});
+    match leases
+        .patch(
+            &k.config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let uid = Api::<Node>::all(k.client.clone())
+                .get_opt(&k.config.node_name)
+                .await?
+                .and_then(|n| n.metadata.uid);
+            leases
+                .create(&PostParams::default(), &lease(k, uid)?)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Renews the lease every quarter of its duration and rewrites the node status every minute.
+pub async fn heartbeat(k: std::sync::Arc<Kubelet>, shutdown: CancellationToken) {
+    let every = k.config.lease_duration / 4;
+    let mut last_status = tokio::time::Instant::now();
+    loop {
+        if let Err(e) = renew(&k).await {
+            tracing::warn!(error = %e, "cannot renew the node lease");
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            last_status = tokio::time::Instant::now();
+            if let Err(e) = write_status(&k).await {
+                tracing::warn!(error = %e, "cannot update the node status");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! From a pod spec to what the runtime runs: volumes on disk, environment, argv, limits.
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod,
+    ResourceFieldSelector, Secret, Volume,
+};
+use kube::api::Api;
+use shoal_runtime::{ContainerConfig, Mount};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a pod's volumes or a container's configuration cannot be prepared; the message is what
+/// the user sees (`kubectl describe`), as Kubernetes words it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ResolveError(pub String);
+
+/// A prepared volume: the host directory that backs it.
+#[derive(Debug, Clone)]
+pub struct VolumeDir {
+    pub path: PathBuf,
+    pub readonly: bool,
+}
+
+fn ns_of(pod: &Pod) -> &str {
+    pod.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+async fn config_map(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, ResolveError> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ResolveError(format!("cannot read configmap {name:?}: {e}")))
+}
+
+async fn secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>, ResolveError> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ResolveError(format!("cannot read secret {name:?}: {e}")))
+}
+
+fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    for (k, v) in cm.binary_data.iter().flatten() {
+        out.insert(k.clone(), v.0.clone());
+    }
+    out
+}
+
+fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in s.string_data.iter().flatten() {
+        out.insert(k.clone(), v.clone().into_bytes());
+    }
+    out
+}
+
+/// A key path inside a volume must stay inside it.
+fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf, ResolveError> {
+    let p = Path::new(rel);
+    let ok = !rel.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if ok {
+        Ok(dir.join(p))
+    } else {
+        Err(ResolveError(format!(
+            "invalid path {rel:?}: must be relative and may not contain '..'"
+        )))
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), ResolveError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ResolveError(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    std::fs::write(path, data)
+        .map_err(|e| ResolveError(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Writes `data` into `dir`, all keys or just `items` (which must exist unless `optional`).
+fn project(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    what: &str,
+) -> Result<(), ResolveError> {
+    match items {
+        None => {
+            for (k, v) in data {
+                write_file(&safe_join(dir, k)?, v)?;
+            }
+        }
+        Some(items) => {
+            for it in items {
+                let v = data.get(&it.key).ok_or_else(|| {
+                    let kind = if what == "secret" { "secret" } else { "config" };
+                    ResolveError(format!(
+                        "{what} references non-existent {kind} key: {}",
+                        it.key
+                    ))
+                })?;
+                write_file(&safe_join(dir, &it.path)?, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn field_value(
+    pod: &Pod,
+    sel: &ObjectFieldSelector,
+    ip: Option<IpAddr>,
+    host_ip: IpAddr,
+) -> Result<String, ResolveError> {
+    let m = &pod.metadata;
+    let path = sel.field_path.as_str();
+    let bracket = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix("['").or_else(|| r.strip_prefix("[\"")))
+            .and_then(|r| r.strip_suffix("']").or_else(|| r.strip_suffix("\"]")))
+    };
+    let map_text = |map: &Option<BTreeMap<String, String>>| {
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "metadata.labels" => map_text(&m.labels),
+        "metadata.annotations" => map_text(&m.annotations),
+        "spec.nodeName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => ip.map(|i| i.to_string()).unwrap_or_default(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        _ => {
+            if let Some(k) = bracket("metadata.labels") {
+                m.labels
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .cloned()
+                    .unwrap_or_default()
+            } else if let Some(k) = bracket("metadata.annotations") {
+                m.annotations
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                return Err(ResolveError(format!("unsupported fieldPath: {path}")));
+            }
+        }
+    })
+}
+
+fn resource_value(
+    pod: &Pod,
+    default_container: Option<&str>,
+    sel: &ResourceFieldSelector,
+) -> Result<String, ResolveError> {
+    let spec = pod.spec.as_ref();
+    let name = sel.container_name.as_deref().or(default_container);
+    let c = spec
+        .into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .find(|c| Some(c.name.as_str()) == name)
+        .ok_or_else(|| {
+            ResolveError(format!(
+                "resourceFieldRef: no container {:?}",
+                name.unwrap_or("")
+            ))
+        })?;
+    let res = c.resources.as_ref();
+    let (group, key) = sel
+        .resource
+        .split_once('.')
+        .ok_or_else(|| ResolveError(format!("unsupported resource: {}", sel.resource)))?;
+    let q = match group {
+        "limits" => res.and_then(|r| r.limits.as_ref()).and_then(|l| l.get(key)),
+        "requests" => res
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|l| l.get(key)),
+        _ => {
+            return Err(ResolveError(format!(
+                "unsupported resource: {}",
+                sel.resource
+            )));
+        }
+    };
+    let value = match q {
+        Some(q) => shoal_api::quantity::parse(&q.0).map_err(|e| ResolveError(e.to_string()))?,
+        // An unset limit is the node's allocatable, as Kubernetes reports it.
+        None => match key {
+            "cpu" => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+            _ => 0.0,
+        },
+    };
+    let divisor = match &sel.divisor {
+        Some(d) => shoal_api::quantity::parse(&d.0).map_err(|e| ResolveError(e.to_string()))?,
+        None => 1.0,
+    };
+    let divisor = if divisor == 0.0 { 1.0 } else { divisor };
+    Ok(((value / divisor).ceil() as u64).to_string())
+}
+
+/// Creates every volume of `pod` under `dir` and returns them by name.
+pub async fn volumes(
+    client: &kube::Client,
+    pod: &Pod,
+    dir: &Path,
+    host_ip: IpAddr,
+) -> Result<HashMap<String, VolumeDir>, ResolveError> {
+    let ns = ns_of(pod);
+    let mut out = HashMap::new();
+    let empty = vec![];
+    let vols: &Vec<Volume> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .unwrap_or(&empty);
+    for v in vols {
+        let path = dir.join(&v.name);
+        let mk = |p: &Path| {
+            std::fs::create_dir_all(p)
+                .map_err(|e| ResolveError(format!("cannot create volume {:?}: {e}", v.name)))
+        };
+        let readonly;
+        let path = if let Some(cm) = &v.config_map {
+            readonly = true;
+            mk(&path)?;
+            match config_map(client, ns, &cm.name).await? {
+                Some(obj) => project(
+                    &path,
+                    &config_map_data(&obj),
+                    cm.items.as_ref(),
+                    "configmap",
+                )?,
+                None if cm.optional == Some(true) => {}
+                None => return Err(ResolveError(format!("configmap {:?} not found", cm.name))),
+            }
+            path
+        } else if let Some(s) = &v.secret {
+            readonly = true;
+            mk(&path)?;
+            let name = s.secret_name.clone().unwrap_or_default();
+            match secret(client, ns, &name).await? {
+                Some(obj) => project(&path, &secret_data(&obj), s.items.as_ref(), "secret")?,
+                None if s.optional == Some(true) => {}
+                None => return Err(ResolveError(format!("secret {name:?} not found"))),
+            }
+            path
+        } else if let Some(d) = &v.downward_api {
+            readonly = true;
+            mk(&path)?;
+            for f in d.items.iter().flatten() {
+                write_file(
+                    &safe_join(&path, &f.path)?,
+                    downward_file(pod, f, host_ip)?.as_bytes(),
+                )?;
+            }
+            path
+        } else if let Some(h) = &v.host_path {
+            readonly = false;
+            let p = PathBuf::from(&h.path);
+            match h.type_.as_deref().unwrap_or("") {
+                "DirectoryOrCreate" => mk(&p)?,
+                "" | "Directory" => {
+                    if !p.is_dir() {
+                        return Err(ResolveError(format!(
+                            "hostPath type check failed: {} is not a directory",
+                            h.path
+                        )));
+                    }
+                }
+                other => {
+                    return Err(ResolveError(format!(
+                        "hostPath type {other:?} is not supported: a Wasm component mounts directories only"
+                    )));
+                }
+            }
+            p
+        } else if v.empty_dir.is_some() {
+            readonly = false;
+            mk(&path)?;
+            path
+        } else {
+            return Err(ResolveError(format!(
+                "volume {:?}: only emptyDir, configMap, secret, hostPath and downwardAPI volumes are supported",
+                v.name
+            )));
+        };
+        out.insert(v.name.clone(), VolumeDir { path, readonly });
+    }
+    Ok(out)
+}
+
+fn downward_file(
+    pod: &Pod,
+    f: &DownwardAPIVolumeFile,
+    host_ip: IpAddr,
+) -> Result<String, ResolveError> {
+    if let Some(sel) = &f.field_ref {
+        field_value(pod, sel, None, host_ip)
+    } else if let Some(sel) = &f.resource_field_ref {
+        resource_value(pod, None, sel)
+    } else {
+        Err(ResolveError(format!(
+            "downwardAPI item {:?} has neither fieldRef nor resourceFieldRef",
+            f.path
+        )))
+    }
+}
+
+/// Expands `$(VAR)` references from `env`; `$$` is a literal `$`; unknown references stay.
+pub fn expand(s: &str, env: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = after.strip_prefix('(') {
+            match r.find(')') {
+                Some(end) => {
+                    let name = &r[..end];
+                    match env.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => {
+                            out.push_str("$(");
+                            out.push_str(name);
+                            out.push(')');
+                        }
+                    }
+                    rest = &r[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = r;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The environment of container `c`, in Kubernetes' order: `envFrom` sources, then `env`.
+pub async fn environment(
+    client: &kube::Client,
+    pod: &Pod,
+    c: &Container,
+    ip: IpAddr,
+    host_ip: IpAddr,
+) -> Result<Vec<(String, String)>, ResolveError> {
+    let ns = ns_of(pod);
+    let mut vars: Vec<(String, String)> = Vec::new();
+    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
+        .iter_mut()
+        .find(|(n, _)| *n == k)
+    {
+        Some(slot) => slot.1 = v,
+        None => vars.push((k, v)),
+    };
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let data = if let Some(r) = &from.config_map_ref {
+            match config_map(client, ns, &r.name).await? {
+                Some(cm) => config_map_data(&cm),
+                None if r.optional == Some(true) => continue,
+                None => return Err(ResolveError(format!("configmap {:?} not found", r.name))),
+            }
+        } else if let Some(r) = &from.secret_ref {
+            match secret(client, ns, &r.name).await? {
+                Some(s) => secret_data(&s),
+                None if r.optional == Some(true) => continue,
+                None => return Err(ResolveError(format!("secret {:?} not found", r.name))),
+            }
+        } else {
+            continue;
+        };
+        for (k, v) in data {
+            set(
+                &mut vars,
+                format!("{prefix}{k}"),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(from) = &e.value_from {
+            if let Some(r) = &from.config_map_key_ref {
+                match config_map(client, ns, &r.name).await? {
+                    Some(cm) => match config_map_data(&cm).remove(&r.key) {
+                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(ResolveError(format!(
+                                "couldn't find key {} in ConfigMap {ns}/{}",
+                                r.key, r.name
+                            )));
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(ResolveError(format!("configmap {:?} not found", r.name))),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                match secret(client, ns, &r.name).await? {
+                    Some(s) => match secret_data(&s).remove(&r.key) {
+                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(ResolveError(format!(
+                                "couldn't find key {} in Secret {ns}/{}",
+                                r.key, r.name
+                            )));
+                        }
+                    },
+                    None if r.optional == Some(true) => continue,
+                    None => return Err(ResolveError(format!("secret {:?} not found", r.name))),
+                }
+            } else if let Some(sel) = &from.field_ref {
+                field_value(pod, sel, Some(ip), host_ip)?
+            } else if let Some(sel) = &from.resource_field_ref {
+                resource_value(pod, Some(&c.name), sel)?
+            } else {
+                String::new()
+            }
+        } else {
+            let known: HashMap<String, String> = vars.iter().cloned().collect();
+            expand(e.value.as_deref().unwrap_or(""), &known)
+        };
+        set(&mut vars, e.name.clone(), value);
+    }
+    Ok(vars)
+}
+
+/// Everything the runtime needs to create container `c`.
+pub fn container_config(
+    c: &Container,
+    env: Vec<(String, String)>,
+    volumes: &HashMap<String, VolumeDir>,
+    image: String,
+    log_path: PathBuf,
+) -> Result<ContainerConfig, ResolveError> {
+    let known: HashMap<String, String> = env.iter().cloned().collect();
+    let args: Vec<String> = c
+        .command
+        .iter()
+        .flatten()
+        .chain(c.args.iter().flatten())
+        .map(|a| expand(a, &known))
+        .collect();
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let v = volumes.get(&m.name).ok_or_else(|| {
+            ResolveError(format!(
+                "volumeMount {:?}: no volume of that name in the pod",
+                m.name
+            ))
+        })?;
+        let host_path = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                let p = safe_join(&v.path, sub)?;
+                std::fs::create_dir_all(&p)
+                    .map_err(|e| ResolveError(format!("cannot create subPath {sub:?}: {e}")))?;
+                p
+            }
+            None => v.path.clone(),
+        };
+        mounts.push(Mount {
+            host_path,
+            container_path: m.mount_path.clone(),
+            readonly: v.readonly || m.read_only == Some(true),
+        });
+    }
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let memory_limit = limits
+        .and_then(|l| l.get("memory"))
+        .map(|q| shoal_api::quantity::bytes(&q.0))
+        .transpose()
+        .map_err(|e| ResolveError(e.to_string()))?;
+    let cpu_limit_millis = limits
+        .and_then(|l| l.get("cpu"))
+        .map(|q| shoal_api::quantity::millis(&q.0))
+        .transpose()
+        .map_err(|e| ResolveError(e.to_string()))?;
+    Ok(ContainerConfig {
+        name: c.name.clone(),
+        image,
+        args,
+        env,
+        working_dir: c.working_dir.clone(),
+        mounts,
+        ports: c
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .collect(),
+        memory_limit,
+        cpu_limit_millis,
+        log_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_like_kubernetes() {
+        let env: HashMap<String, String> = [
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "x y".to_owned()),
+        ]
+        .into();
+        assert_eq!(expand("$(A)-$(B)", &env), "1-x y");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("$(MISSING)", &env), "$(MISSING)");
+        assert_eq!(expand("cost $5 $(A", &env), "cost $5 $(A");
+    }
+
+    #[test]
+    fn key_paths_stay_inside_the_volume() {
+        let d = Path::new("/v");
+        assert!(safe_join(d, "a/b").is_ok());
+        assert!(safe_join(d, "../etc/passwd").is_err());
+        assert!(safe_join(d, "/etc/passwd").is_err());
+        assert!(safe_join(d, "").is_err());
+    }
+}

@@ -1,0 +1,359 @@
+//! The kubelet's HTTPS API, which the API server proxies `pods/log` to:
+//! `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `sinceSeconds`,
+//! `sinceTime`, `timestamps`, `previous` and `limitBytes`.
+
+use crate::Kubelet;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde::Deserialize;
+use serde_json::json;
+use shoal_runtime::logs::parse_record;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// How often a followed log is checked for new lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Clone)]
+struct AppState {
+    kubelet: Arc<Kubelet>,
+    token: Option<String>,
+}
+
+/// The router; requests must carry `Authorization: Bearer <token>` when `token` is set.
+pub fn router(kubelet: Arc<Kubelet>, token: Option<String>) -> Router {
+    Router::new()
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            axum::routing::get(container_logs),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .with_state(AppState { kubelet, token })
+}
+
+/// A self-signed certificate for `names` (IPs or DNS names), as a kubelet without a serving
+/// certificate makes one.
+pub fn self_signed_tls(names: &[String]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let cert = rcgen::generate_simple_self_signed(names.to_vec())?;
+    let der = CertificateDer::from(cert.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    follow: Option<String>,
+    tail_lines: Option<i64>,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+    timestamps: Option<String>,
+    previous: Option<String>,
+    limit_bytes: Option<i64>,
+}
+
+fn flag(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| v == "true" || v == "1")
+}
+
+/// The pod's directory: the one this kubelet runs, else the newest on disk.
+fn pod_dir(k: &Kubelet, ns: &str, pod: &str) -> Option<PathBuf> {
+    if let Some(e) = k.index.get(ns, pod) {
+        return Some(e.dir);
+    }
+    let prefix = format!("{ns}_{pod}_");
+    std::fs::read_dir(k.config.data_dir.join("pods"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+/// The run numbers that have logs, ascending.
+fn runs(dir: &std::path::Path) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".log")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A run's files, oldest first (`N.log.4` ... `N.log.1`, `N.log`).
+fn run_files(dir: &std::path::Path, run: i32) -> Vec<PathBuf> {
+    let live = dir.join(format!("{run}.log"));
+    let mut out: Vec<PathBuf> = (1..shoal_runtime::logs::MAX_FILES)
+        .rev()
+        .map(|n| PathBuf::from(format!("{}.{n}", live.display())))
+        .filter(|p| p.exists())
+        .collect();
+    out.push(live);
+    out
+}
+
+/// Turns CRI records into what `kubectl logs` prints.
+struct Renderer {
+    timestamps: bool,
+    since: Option<jiff::Timestamp>,
+    /// Inside a line split into partial records.
+    partial: bool,
+}
+
+impl Renderer {
+    fn render(&mut self, text: &str, out: &mut Vec<u8>) {
+        for line in text.lines() {
+            let Some(r) = parse_record(line) else {
+                continue;
+            };
+            if let Some(since) = self.since
+                && r.timestamp
+                    .parse::<jiff::Timestamp>()
+                    .is_ok_and(|t| t < since)
+            {
+                continue;
+            }
+            if self.timestamps && !self.partial {
+                out.extend_from_slice(r.timestamp.as_bytes());
+                out.push(b' ');
+            }
+            out.extend_from_slice(r.content.as_bytes());
+            if r.full {
+                out.push(b'\n');
+            }
+            self.partial = !r.full;
+        }
+    }
+}
+
+/// Keeps the last `n` lines of `buf`.
+fn tail(buf: &[u8], n: usize) -> &[u8] {
+    if n == 0 {
+        return &[];
+    }
+    let mut seen = 0;
+    let end = if buf.ends_with(b"\n") {
+        buf.len() - 1
+    } else {
+        buf.len()
+    };
+    for i in (0..end).rev() {
+        if buf[i] == b'\n' {
+            seen += 1;
+            if seen == n {
+                return &buf[i + 1..];
+            }
+        }
+    }
+    buf
+}
+
+async fn container_logs(
+    State(s): State<AppState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = &s.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return status(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Unauthorized".into(),
+            );
+        }
+    }
+    let k = s.kubelet.clone();
+    let Some(dir) = pod_dir(&k, &ns, &pod) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pod {ns}/{pod} is not on node {}", k.config.node_name),
+        );
+    };
+    let cdir = dir.join("logs").join(&container);
+    let runs = runs(&cdir);
+    let previous = flag(&q.previous);
+    let run = if previous {
+        runs.iter().rev().nth(1).copied()
+    } else {
+        runs.last().copied()
+    };
+    let Some(run) = run else {
+        let msg = if previous {
+            format!("previous terminated container {container:?} in pod {pod:?} not found")
+        } else {
+            format!("container {container:?} in pod {pod:?} has no logs yet")
+        };
+        return status(StatusCode::BAD_REQUEST, "BadRequest", msg);
+    };
+    let since = match (&q.since_seconds, &q.since_time) {
+        (Some(secs), _) => Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(*secs)),
+        (None, Some(t)) => match t.parse() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("sinceTime: invalid RFC 3339 time {t:?}"),
+                );
+            }
+        },
+        _ => None,
+    };
+    let mut r = Renderer {
+        timestamps: flag(&q.timestamps),
+        since,
+        partial: false,
+    };
+    let mut out = Vec::new();
+    let files = run_files(&cdir, run);
+    let mut offset = 0u64;
+    for f in &files {
+        let text = tokio::fs::read(f).await.unwrap_or_default();
+        // Only whole lines; the rest is read again when following.
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        r.render(&String::from_utf8_lossy(&text[..whole]), &mut out);
+        offset = whole as u64;
+    }
+    if let Some(n) = q.tail_lines.filter(|n| *n >= 0) {
+        out = tail(&out, n as usize).to_vec();
+    }
+    let mut limit = q.limit_bytes.filter(|n| *n > 0).map(|n| n as usize);
+    if let Some(l) = limit {
+        out.truncate(l);
+        limit = Some(l - out.len());
+    }
+    let running = k
+        .index
+        .get(&ns, &pod)
+        .and_then(|e| e.running.get(&container).cloned());
+    let follow = flag(&q.follow) && !previous && running.is_some() && limit != Some(0);
+    let plain = [(header::CONTENT_TYPE, "text/plain")];
+    if !follow {
+        return (plain, out).into_response();
+    }
+    let id = running.expect("checked above");
+    let live = files.last().cloned().expect("a run has its live file");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+            return;
+        }
+        let mut limit = limit;
+        loop {
+            let exited = k
+                .runtime
+                .container_status(&id)
+                .await
+                .map_or(true, |st| st.exited());
+            let mut chunk = Vec::new();
+            if let Ok(mut f) = tokio::fs::File::open(&live).await {
+                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    offset = 0; // rotated
+                }
+                if len > offset && f.seek(std::io::SeekFrom::Start(offset)).await.is_ok() {
+                    let mut buf = Vec::new();
+                    let _ = f.read_to_end(&mut buf).await;
+                    let whole = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    offset += whole as u64;
+                    r.render(&String::from_utf8_lossy(&buf[..whole]), &mut chunk);
+                }
+            }
+            if let Some(l) = &mut limit {
+                chunk.truncate(*l);
+                *l -= chunk.len();
+            }
+            if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+            if exited || limit == Some(0) {
+                return;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    (plain, Body::from_stream(stream)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_cri_records() {
+        let mut r = Renderer {
+            timestamps: false,
+            since: None,
+            partial: false,
+        };
+        let mut out = Vec::new();
+        r.render(
+            "2024-05-01T10:00:00.000000001Z stdout F one\n2024-05-01T10:00:01Z stderr P tw\n2024-05-01T10:00:01Z stderr F o\n",
+            &mut out,
+        );
+        assert_eq!(out, b"one\ntwo\n");
+        let mut r = Renderer {
+            timestamps: true,
+            since: Some("2024-05-01T10:00:00.5Z".parse().unwrap()),
+            partial: false,
+        };
+        let mut out = Vec::new();
+        r.render(
+            "2024-05-01T10:00:00Z stdout F old\n2024-05-01T10:00:01Z stdout F new\n",
+            &mut out,
+        );
+        assert_eq!(out, b"2024-05-01T10:00:01Z new\n");
+    }
+
+    #[test]
+    fn tails_lines() {
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail(b"a\nb\nc\n", 5), b"a\nb\nc\n");
+        assert_eq!(tail(b"a\nb\nc\n", 0), b"");
+    }
+}

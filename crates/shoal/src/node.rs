@@ -1,0 +1,213 @@
+//! The node side of the binary: the kubelet (inside `shoal up` or alone) and `shoal image`.
+
+use anyhow::Context;
+use shoal_kubelet::{Config, Kubelet};
+use shoal_runtime_wasm::WasmRuntime;
+use shoal_runtime_wasm::images::ImageStore;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Clone)]
+pub struct KubeletArgs {
+    /// The Node's name (default: this machine's host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The node's pod network; pods get loopback addresses from it, so no root is needed.
+    #[arg(long, default_value = "127.64.0.0/16")]
+    pub pod_cidr: String,
+    /// Port of the kubelet's HTTPS API (logs); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
+    /// First crash-loop back-off delay in seconds (Kubernetes: 10), doubled up to 300.
+    #[arg(long, default_value_t = 10.0)]
+    pub restart_backoff: f64,
+    /// Directory of sample `.wasm` workloads imported as `shoal.local/<name>:latest` at start
+    /// (default: the build's `target/guests/wasm32-wasip2/release`, if present).
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+}
+
+/// The machine's host name, lower-cased as a Node name must be.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "shoal-node".into())
+}
+
+/// Where the sample workloads are built, relative to this executable (`target/debug/shoal`).
+fn default_samples() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.parent()?.parent()?;
+    let dir = target.join("guests/wasm32-wasip2/release");
+    dir.is_dir().then_some(dir)
+}
+
+/// Imports every `*.wasm` in `dir` as `shoal.local/<stem>:latest`.
+fn import_samples(images: &ImageStore, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let name = format!("shoal.local/{stem}:latest");
+            let bytes = std::fs::read(&path)?;
+            images
+                .import(&name, &bytes)
+                .with_context(|| format!("cannot import {}", path.display()))?;
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Starts a kubelet on `data_dir/kubelet` talking to the API server through `client`; its
+/// HTTPS API accepts `token`. Returns once it has registered; it runs until `shutdown`.
+pub async fn start_kubelet(
+    client: kube::Client,
+    token: Option<String>,
+    args: &KubeletArgs,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let dir = data_dir.join("kubelet");
+    let runtime = WasmRuntime::new(&dir, &args.pod_cidr)
+        .with_context(|| format!("cannot set up the Wasm runtime in {}", dir.display()))?;
+    match args.samples.clone().or_else(default_samples) {
+        Some(samples) => {
+            let names = import_samples(runtime.images(), &samples)?;
+            tracing::info!(images = ?names, "imported the sample workloads");
+        }
+        None => tracing::warn!(
+            "sample workloads not found (build them with `cargo xtask guests`); shoal.local/* images are missing"
+        ),
+    }
+    let node_name = args.node_name.clone().unwrap_or_else(host_name);
+    let mut config = Config::new(&node_name, &dir);
+    config.pod_cidr = args.pod_cidr.clone();
+    anyhow::ensure!(
+        args.restart_backoff.is_finite() && args.restart_backoff > 0.0,
+        "--restart-backoff must be a positive number of seconds"
+    );
+    config.backoff_initial = Duration::from_secs_f64(args.restart_backoff);
+    config.backoff_max = Duration::from_secs(300).max(config.backoff_initial);
+    let listener = tokio::net::TcpListener::bind((config.address, args.kubelet_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} for the kubelet API (choose another --kubelet-port)",
+                config.address, args.kubelet_port
+            )
+        })?;
+    config.port = listener.local_addr()?.port();
+    let tls =
+        shoal_kubelet::server::self_signed_tls(&[config.address.to_string(), node_name.clone()])?;
+    let kubelet = Kubelet::new(config, client, Arc::new(runtime));
+    let app = shoal_kubelet::server::router(kubelet.clone(), token);
+    tokio::spawn(shoal_apiserver::tls::serve(
+        listener,
+        app,
+        Some(tls),
+        shutdown.clone(),
+    ));
+    println!("Shoal kubelet running node {node_name}");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = kubelet.run(shutdown).await {
+            tracing::error!(error = %e, "kubelet stopped");
+        }
+    }))
+}
+
+/// The bearer token of the kubeconfig's current user, if it has one.
+pub fn kubeconfig_token(path: &Path) -> anyhow::Result<Option<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let kc: serde_json::Value = serde_saphyr::from_str(&text)
+        .with_context(|| format!("{} is not a kubeconfig", path.display()))?;
+    let ctx_name = kc["current-context"].as_str().unwrap_or("");
+    let user = kc["contexts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == ctx_name)
+        .and_then(|c| c["context"]["user"].as_str())
+        .unwrap_or("");
+    Ok(kc["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["name"] == user)
+        .and_then(|u| u["user"]["token"].as_str())
+        .map(str::to_owned))
+}
+
+/// A kube-rs client from a kubeconfig file.
+pub async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `shoal image import|ls`.
+#[derive(clap::Subcommand)]
+pub enum ImageCommand {
+    /// Store a Wasm component in the node's image store as NAME:TAG.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// List the node's images.
+    Ls {
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+pub fn run_image(cmd: ImageCommand, default_dir: PathBuf) -> anyhow::Result<()> {
+    let open = |d: Option<PathBuf>| {
+        let dir = d
+            .unwrap_or_else(|| default_dir.clone())
+            .join("kubelet/images");
+        ImageStore::open(&dir)
+            .with_context(|| format!("cannot open the image store {}", dir.display()))
+    };
+    match cmd {
+        ImageCommand::Import {
+            file,
+            name,
+            data_dir,
+        } => {
+            let store = open(data_dir)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let img = store.import(&name, &bytes)?;
+            println!("imported {} as {}", img.digest, img.names.join(", "));
+        }
+        ImageCommand::Ls { data_dir } => {
+            let store = open(data_dir)?;
+            println!("{:<50} {:<20} {:>10}", "IMAGE", "DIGEST", "SIZE");
+            for img in store.list()? {
+                let short: String = img
+                    .digest
+                    .trim_start_matches("sha256:")
+                    .chars()
+                    .take(12)
+                    .collect();
+                for n in &img.names {
+                    println!("{n:<50} sha256:{short:<13} {:>10}", img.size);
+                }
+            }
+        }
+    }
+    Ok(())
+}
