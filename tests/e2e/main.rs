@@ -4,4 +4,5 @@ mod durability;
 mod etcd_cluster;
 mod kube_client;
 mod kubectl;
+mod kubelet;
 mod store_tools;

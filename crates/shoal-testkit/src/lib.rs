@@ -56,6 +56,19 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> T 
     }
 }
 
+/// The node name of the kubelet in a test cluster's `shoal up`.
+pub const NODE: &str = "node-1";
+
+/// A /24 of the loopback range no other cluster of this machine is likely to use.
+pub fn pod_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = std::process::id()
+        .wrapping_mul(2654435761)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 97);
+    format!("127.{}.{}.0/24", 64 + (n >> 8) % 64, n % 256)
+}
+
 /// A running `shoal up` on a temporary data directory.
 pub struct Cluster {
     child: Option<Child>,
@@ -93,11 +106,19 @@ impl Cluster {
 
     /// Starts `shoal <args>` on `dir` (kept by the caller, e.g. for a restart).
     pub fn start_in(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(shoal_bin())
-            .args(args)
+        let mut cmd = Command::new(shoal_bin());
+        cmd.args(args)
             .arg("--data-dir")
             .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if args.first() == Some(&"up") {
+            // The node: a name tests can rely on, a free kubelet port, a pod network of its
+            // own (clusters run side by side), and a short crash-loop back-off.
+            guest("hello");
+            cmd.args(["--node-name", NODE, "--kubelet-port", "0"])
+                .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"]);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -190,6 +211,38 @@ impl Cluster {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// `kubectl apply -f -` with `yaml`, failing the test if it does not succeed.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.kubectl_with(&["apply", "-f", "-"], Some(yaml), &[]);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl get pod NAME -o jsonpath=EXPR`, or an error if kubectl fails.
+    pub fn pod_field(&self, pod: &str, expr: &str) -> anyhow::Result<String> {
+        let jp = format!("jsonpath={expr}");
+        let out = self.kubectl(&["get", "pod", pod, "-o", &jp]);
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until `kubectl get pod NAME -o jsonpath=EXPR` prints `want`.
+    pub fn wait_pod(&self, pod: &str, expr: &str, want: &str) {
+        eventually(&format!("pod {pod} {expr} == {want:?}"), || {
+            let got = self.pod_field(pod, expr)?;
+            anyhow::ensure!(got == want, "is {got:?}");
+            Ok(())
+        })
+    }
+
     /// SIGKILLs the process (no clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -250,4 +303,57 @@ pub fn guest(name: &str) -> PathBuf {
     let p = guests_dir().join(format!("{name}.wasm"));
     assert!(p.exists(), "{} was not built", p.display());
     p
+}
+
+/// A second node: `shoal kubelet` joining a cluster through its kubeconfig.
+pub struct Node {
+    child: Child,
+    pub name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts `shoal kubelet` named `name` for `cluster`, returning once it runs.
+    pub fn join(cluster: &Cluster, name: &str) -> anyhow::Result<Self> {
+        guest("hello");
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(shoal_bin())
+            .arg("kubelet")
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--node-name", name, "--kubelet-port", "0"])
+            .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning shoal kubelet")?;
+        let stdout = child.stdout.take().context("kubelet stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("kubelet running node") => break,
+                Some(Ok(_)) => {}
+                _ => {
+                    let _ = child.kill();
+                    bail!("shoal kubelet exited before it ran");
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Node {
+            child,
+            name: name.to_owned(),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
