@@ -1,5 +1,6 @@
 //! `cargo xtask up [ARGS]`: installs or checks what the build needs, then runs `shoal up ARGS`.
 //! `cargo xtask test`: installs or checks what the tests need, builds, and runs the whole suite.
+//! `cargo xtask guests`: builds the sample Wasm workloads (adding the wasm32-wasip2 target).
 //! `cargo xtask bench`: runs the benchmarks in release mode and prints their figures.
 
 use anyhow::{Context, bail};
@@ -99,12 +100,47 @@ fn ensure(needs: &[&Need]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The workspace root (`crates/xtask` is two levels below it).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .to_path_buf()
+}
+
+/// Adds the `wasm32-wasip2` target if it is missing, then builds the sample workloads into
+/// `target/guests` (where `shoal up` imports them from).
+fn guests(cargo: &str) -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match installed {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).contains("wasm32-wasip2") => {}
+        Ok(_) => run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"])).context(
+            "the sample workloads are built for wasm32-wasip2, and adding the target failed",
+        )?,
+        Err(_) => eprintln!(
+            "rustup is not installed; assuming the toolchain has the wasm32-wasip2 target (the build says so if not)"
+        ),
+    }
+    let root = root();
+    run(Command::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(root.join("wasm-workloads/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/guests"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR"))
+    .context("cannot build the sample workloads in wasm-workloads/")
+}
+
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     match task.as_str() {
         "up" => {
             ensure(&BUILD.iter().collect::<Vec<_>>())?;
+            guests(&cargo)?;
             let args: Vec<String> = std::env::args().skip(2).collect();
             run(Command::new(&cargo)
                 .args(["run", "--quiet", "-p", "shoal", "--", "up"])
@@ -113,6 +149,7 @@ fn main() -> anyhow::Result<()> {
         "test" => {
             ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             check_kubectl()?;
+            guests(&cargo)?;
             // The end-to-end tests start the real binary, so it is built first.
             run(Command::new(&cargo).args(["build", "-p", "shoal"]))?;
             run(Command::new(&cargo).args(["test", "--workspace"]))
@@ -121,6 +158,9 @@ fn main() -> anyhow::Result<()> {
             ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             run(Command::new(&cargo).args(["bench", "-p", "shoal-apiserver", "--bench", "api"]))
         }
-        _ => bail!("usage: cargo xtask up [ARGS] | cargo xtask test | cargo xtask bench"),
+        "guests" => guests(&cargo),
+        _ => bail!(
+            "usage: cargo xtask up [ARGS] | cargo xtask test | cargo xtask bench | cargo xtask guests"
+        ),
     }
 }
