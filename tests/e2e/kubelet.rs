@@ -420,3 +420,63 @@ fn logs_follow_tail_and_a_second_node_with_an_imported_image() {
         "ErrImageNeverPull",
     );
 }
+
+#[test]
+fn a_component_pushed_to_an_oci_registry_is_pulled_and_runs() {
+    let registry = shoal_testkit::registry::Registry::start().unwrap();
+    let image = format!("{}/samples/hello:v1", registry.host);
+    let out = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args(["image", "push"])
+        .arg(shoal_testkit::guest("hello"))
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let c = Cluster::start().unwrap();
+    c.apply(&pod(
+        "pulled",
+        NODE,
+        "Never",
+        &format!("  - name: hello\n    image: {image}\n    imagePullPolicy: IfNotPresent\n"),
+    ));
+    c.wait_pod("pulled", "{.status.phase}", "Succeeded");
+    assert!(c.ok(&["logs", "pulled"]).contains("Hello"));
+    let id = c
+        .pod_field("pulled", "{.status.containerStatuses[0].imageID}")
+        .unwrap();
+    assert!(id.contains("@sha256:"), "{id}");
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pulled",
+    ]);
+    assert!(events.contains("Successfully pulled image"), "{events}");
+
+    // An artifact the registry does not have: ErrImagePull, then ImagePullBackOff.
+    c.apply(&pod(
+        "missing",
+        NODE,
+        "Never",
+        &format!(
+            "  - name: m\n    image: {}/samples/absent:v1\n",
+            registry.host
+        ),
+    ));
+    eventually("pull back-off", || {
+        let reason = c.pod_field(
+            "missing",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        )?;
+        anyhow::ensure!(reason == "ImagePullBackOff", "{reason:?}");
+        Ok(())
+    });
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=missing",
+    ]);
+    assert!(events.contains("Failed to pull image"), "{events}");
+}

@@ -11,6 +11,7 @@ pub mod engine;
 mod guest;
 mod http;
 pub mod images;
+pub mod registry;
 
 use engine::{Compiled, ComponentCache, Kind};
 use guest::{Capture, CpuBudget, Guest, LogWriter};
@@ -94,6 +95,9 @@ pub enum SetupError {
     #[error("i/o")]
     Io(#[from] std::io::Error),
 }
+
+/// The registry name of images that only exist in node image stores.
+pub const LOCAL_REGISTRY: &str = "shoal.local/";
 
 impl WasmRuntime {
     /// A runtime keeping images and compiled components under `data_dir`, giving pods
@@ -234,12 +238,31 @@ impl PodRuntime for WasmRuntime {
     }
 
     async fn pull_image(&self, image: &str) -> Result<ImageRef> {
-        self.resolve(image)?.ok_or_else(|| RuntimeError::ImagePull {
+        let pull_error = |reason: String| RuntimeError::ImagePull {
             image: image.to_owned(),
-            reason: "not in the node's image store, and pulling from registries is not \
-                     supported yet (import it with `shoal image import`)"
-                .into(),
-        })
+            reason,
+        };
+        // `shoal.local/...` names exist only in node image stores (`shoal image import`).
+        if image.starts_with(LOCAL_REGISTRY) {
+            return self.resolve(image)?.ok_or_else(|| {
+                pull_error(format!(
+                    "{LOCAL_REGISTRY} images come from the node's image store, and this node has none by that name (import it with `shoal image import`)"
+                ))
+            });
+        }
+        let name = images::normalize(image).map_err(|e| RuntimeError::InvalidImage {
+            image: image.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let bytes = registry::pull(&name)
+            .await
+            .map_err(|e| pull_error(e.to_string()))?;
+        self.images
+            .import(&name, &bytes)
+            .map_err(|e| RuntimeError::InvalidImage {
+                image: image.to_owned(),
+                reason: e.to_string(),
+            })
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {

@@ -153,4 +153,95 @@ mod wasm_only {
             iterations[1]
         );
     }
+
+    /// Pushes `bytes` to `image` with `layer_type` as the layer's media type.
+    async fn push_as(image: &str, bytes: Vec<u8>, layer_type: &str) {
+        use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+        let reference: oci_client::Reference = image.parse().unwrap();
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..Default::default()
+        });
+        client
+            .push(
+                &reference,
+                &[ImageLayer::new(bytes, layer_type.to_owned(), None)],
+                Config::new(
+                    b"{}".to_vec(),
+                    shoal_runtime_wasm::registry::WASM_CONFIG_TYPE.to_owned(),
+                    None,
+                ),
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn components_are_pulled_from_an_oci_registry_in_every_layout() {
+        let registry = shoal_testkit::registry::Registry::start().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(&tmp, "127.68.0.0/24", &[]);
+        let hello = std::fs::read(shoal_testkit::guest("hello")).unwrap();
+        let digest = shoal_runtime_wasm::images::sha256_digest(&hello);
+
+        let pushed = format!("{}/samples/hello:v1", registry.host);
+        shoal_runtime_wasm::registry::push(&pushed, hello.clone())
+            .await
+            .unwrap();
+        let img = rt.pull_image(&pushed).await.unwrap();
+        assert_eq!(img.digest, digest);
+        assert_eq!(
+            rt.image_status(&pushed).await.unwrap().unwrap().digest,
+            digest
+        );
+
+        for (i, layer) in shoal_runtime_wasm::registry::WASM_LAYER_TYPES
+            .iter()
+            .enumerate()
+        {
+            let name = format!("{}/samples/layout{i}:v1", registry.host);
+            push_as(&name, hello.clone(), layer).await;
+            assert_eq!(
+                rt.pull_image(&name).await.unwrap().digest,
+                digest,
+                "{layer}"
+            );
+        }
+
+        // The pulled component runs.
+        let sb = rt
+            .run_pod_sandbox(&sandbox_config(&tmp, "pulled"))
+            .await
+            .unwrap();
+        let log = tmp.path().join("pulled/0.log");
+        let id = rt
+            .create_container(
+                &sb.id,
+                ContainerConfig {
+                    name: "hello".into(),
+                    image: pushed.clone(),
+                    log_path: log.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        rt.start_container(&id).await.unwrap();
+        let st = rt.wait_container(&id).await.unwrap();
+        assert_eq!(st.exit_code, 0);
+        assert!(std::fs::read_to_string(&log).unwrap().contains("Hello"));
+
+        // Missing artifacts, non-Wasm layers and unknown registries are pull errors.
+        let missing = format!("{}/samples/nope:v1", registry.host);
+        assert!(matches!(
+            rt.pull_image(&missing).await,
+            Err(shoal_runtime::RuntimeError::ImagePull { .. })
+        ));
+        let not_wasm = format!("{}/samples/text:v1", registry.host);
+        push_as(&not_wasm, b"plain text".to_vec(), "text/plain").await;
+        assert!(rt.pull_image(&not_wasm).await.is_err());
+        assert!(rt.pull_image("shoal.local/absent:latest").await.is_err());
+    }
 }

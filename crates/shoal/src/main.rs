@@ -370,7 +370,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             kubelet,
         } => run_kubelet(&kubeconfig, data_dir, kubelet).await,
-        Command::Image(cmd) => node::run_image(cmd, default_data_dir()),
+        Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,
         Command::Store(cmd) => run_store(cmd).await,
     }
 }

@@ -166,6 +166,13 @@ pub enum ImageCommand {
         #[arg(long, env = "SHOAL_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Push a Wasm component to an OCI registry as a wasm artifact (loopback registries over
+    /// plain HTTP).
+    Push {
+        file: PathBuf,
+        /// Where to: REGISTRY/REPOSITORY:TAG.
+        image: String,
+    },
     /// List the node's images.
     Ls {
         #[arg(long, env = "SHOAL_DATA_DIR")]
@@ -173,7 +180,7 @@ pub enum ImageCommand {
     },
 }
 
-pub fn run_image(cmd: ImageCommand, default_dir: PathBuf) -> anyhow::Result<()> {
+pub async fn run_image(cmd: ImageCommand, default_dir: PathBuf) -> anyhow::Result<()> {
     let open = |d: Option<PathBuf>| {
         let dir = d
             .unwrap_or_else(|| default_dir.clone())
@@ -192,6 +199,16 @@ pub fn run_image(cmd: ImageCommand, default_dir: PathBuf) -> anyhow::Result<()> 
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let img = store.import(&name, &bytes)?;
             println!("imported {} as {}", img.digest, img.names.join(", "));
+        }
+        ImageCommand::Push { file, image } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            shoal_runtime_wasm::images::check_wasm(&bytes)
+                .with_context(|| format!("{} is not Wasm", file.display()))?;
+            let url = shoal_runtime_wasm::registry::push(&image, bytes)
+                .await
+                .with_context(|| format!("cannot push {image}"))?;
+            println!("pushed {image} ({url})");
         }
         ImageCommand::Ls { data_dir } => {
             let store = open(data_dir)?;

@@ -52,11 +52,18 @@ const BUILD: &[Need] = &[
 ];
 
 /// What the tests need beyond the build.
-const TEST: &[Need] = &[Need {
-    file: "/usr/bin/etcd",
-    package: "etcd-server",
-    why: "the store conformance suite and end-to-end tests run against a real etcd",
-}];
+const TEST: &[Need] = &[
+    Need {
+        file: "/usr/bin/etcd",
+        package: "etcd-server",
+        why: "the store conformance suite and end-to-end tests run against a real etcd",
+    },
+    Need {
+        file: "/usr/bin/docker-registry",
+        package: "docker-registry",
+        why: "the kubelet pulls Wasm components from a real OCI registry in its tests",
+    },
+];
 
 /// Installs missing packages with apt-get when running as root, or says exactly what to do.
 fn ensure(needs: &[&Need]) -> anyhow::Result<()> {
@@ -156,7 +163,9 @@ fn main() -> anyhow::Result<()> {
         }
         "bench" => {
             ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
-            run(Command::new(&cargo).args(["bench", "-p", "shoal-apiserver", "--bench", "api"]))
+            guests(&cargo)?;
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-apiserver", "--bench", "api"]))?;
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-kubelet", "--bench", "pods"]))
         }
         "guests" => guests(&cargo),
         _ => bail!(

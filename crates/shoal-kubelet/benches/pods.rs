@@ -1,0 +1,227 @@
+//! Kubelet benchmark, end to end through a real API server and the wasmtime runtime:
+//!
+//! - create-to-Running latency: API create → `Running` seen on a watch, for pods created one
+//!   after another (p50/p99);
+//! - a burst of pods created at once, until all are Running on the watch;
+//! - density: resident memory the process gains per idle HTTP pod with all of them running;
+//! - requests/s through one pod's HTTP front end (fresh instance per request).
+//!
+//! Run with `cargo xtask bench` (or `cargo bench -p shoal-kubelet --bench pods`). Sizes:
+//! SHOAL_BENCH_SEQUENTIAL (100), SHOAL_BENCH_BURST (1000), SHOAL_BENCH_HTTP_SECS (3).
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use shoal_apiserver::{ApiServer, router};
+use shoal_kubelet::{Config, Kubelet};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, oneshot};
+use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const NODE: &str = "bench-node";
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn echo_pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {"nodeName": NODE, "containers": [{
+            "name": "echo", "image": "shoal.local/http-echo:latest",
+            "imagePullPolicy": "IfNotPresent",
+            "ports": [{"containerPort": 8080}],
+        }]}
+    }))
+    .expect("static pod")
+}
+
+/// Pods waiting to be seen Running, by name.
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>;
+
+fn spawn_watch(pods: Api<Pod>, waiters: Waiters) {
+    tokio::spawn(async move {
+        let mut stream = watcher(pods, watcher::Config::default()).boxed();
+        while let Some(e) = stream.next().await {
+            let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = e else {
+                continue;
+            };
+            let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            if running
+                && let Some(name) = p.metadata.name
+                && let Some(tx) = waiters.lock().await.remove(&name)
+            {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    });
+}
+
+async fn create_and_wait(pods: &Api<Pod>, waiters: &Waiters, name: String) -> Duration {
+    let (tx, rx) = oneshot::channel();
+    waiters.lock().await.insert(name.clone(), tx);
+    let t = Instant::now();
+    pods.create(&PostParams::default(), &echo_pod(&name))
+        .await
+        .expect("pod created");
+    let seen = rx.await.expect("watch keeps running");
+    seen - t
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let sequential = env("SHOAL_BENCH_SEQUENTIAL", 100);
+    let burst = env("SHOAL_BENCH_BURST", 1000);
+    let http_secs = env("SHOAL_BENCH_HTTP_SECS", 3) as u64;
+
+    let tmp = tempfile::tempdir()?;
+    let store = Arc::new(shoal_store::memory::MemoryStore::new());
+    let server = ApiServer::start(store, None).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    tokio::spawn(shoal_apiserver::tls::serve(
+        listener,
+        router(server),
+        None,
+        stop.clone(),
+    ));
+    let client = kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse()?))?;
+
+    let runtime =
+        shoal_runtime_wasm::WasmRuntime::new(&tmp.path().join("kubelet"), "127.96.0.0/16")?;
+    for name in ["http-echo", "hello"] {
+        let bytes = std::fs::read(shoal_testkit::guest(name))?;
+        runtime
+            .images()
+            .import(&format!("shoal.local/{name}:latest"), &bytes)?;
+    }
+    let mut config = Config::new(NODE, &tmp.path().join("kubelet"));
+    config.pod_cidr = "127.96.0.0/16".into();
+    config.max_pods = (sequential + burst + 10) as u32;
+    let kubelet = Kubelet::new(config, client.clone(), Arc::new(runtime));
+    tokio::spawn(kubelet.clone().run(stop.clone()));
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let waiters: Waiters = Arc::default();
+    spawn_watch(pods.clone(), waiters.clone());
+
+    // Warm-up: the first pod compiles the component (cached on disk afterwards).
+    let warm = create_and_wait(&pods, &waiters, "warm".into()).await;
+    println!("first pod (compiles the component): {warm:?}");
+    let rss_before = rss_kib();
+
+    let mut lat = Vec::with_capacity(sequential);
+    for i in 0..sequential {
+        lat.push(create_and_wait(&pods, &waiters, format!("seq-{i}")).await);
+    }
+    lat.sort();
+    println!(
+        "create-to-Running, {sequential} sequential pods: p50 {:?}  p99 {:?}  max {:?}",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default()
+    );
+
+    let t = Instant::now();
+    let mut all = Vec::with_capacity(burst);
+    for i in 0..burst {
+        let pods = pods.clone();
+        let waiters = waiters.clone();
+        all.push(tokio::spawn(async move {
+            create_and_wait(&pods, &waiters, format!("burst-{i}")).await
+        }));
+    }
+    let mut burst_lat = Vec::with_capacity(burst);
+    for h in all {
+        burst_lat.push(h.await?);
+    }
+    let burst_time = t.elapsed();
+    burst_lat.sort();
+    println!(
+        "burst of {burst} pods: all Running after {burst_time:?} (per pod p50 {:?}, p99 {:?})",
+        percentile(&burst_lat, 0.5),
+        percentile(&burst_lat, 0.99)
+    );
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let running = 1 + sequential + burst;
+    let rss_after = rss_kib();
+    println!(
+        "density: {running} idle HTTP pods running; process RSS {} MiB; {} KiB per pod (RSS gained / pods)",
+        rss_after / 1024,
+        (rss_after.saturating_sub(rss_before)) / (sequential + burst).max(1) as u64
+    );
+
+    // Requests/s through one pod's HTTP front end, 16 keep-alive connections.
+    let ip = pods
+        .get("warm")
+        .await?
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("warm pod has an IP");
+    let url: http::Uri = format!("http://{ip}:8080/bench").parse()?;
+    let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
+    let deadline = Instant::now() + Duration::from_secs(http_secs);
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let http = http.clone();
+        let url = url.clone();
+        clients.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let resp = http.get(url.clone()).await.expect("echo answers");
+                assert!(resp.status().is_success(), "echo said {}", resp.status());
+                let _ = resp.into_body().collect().await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut req_lat = Vec::new();
+    for c in clients {
+        req_lat.extend(c.await?);
+    }
+    req_lat.sort();
+    println!(
+        "HTTP through one pod: {:.0} req/s over {http_secs}s with 16 connections (p50 {:?}, p99 {:?})",
+        req_lat.len() as f64 / http_secs as f64,
+        percentile(&req_lat, 0.5),
+        percentile(&req_lat, 0.99)
+    );
+    stop.cancel();
+    Ok(())
+}

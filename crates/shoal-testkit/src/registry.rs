@@ -1,0 +1,70 @@
+//! A CNCF distribution registry (Debian's `docker-registry`) on a free loopback port with a
+//! temporary storage directory, stopped when dropped.
+
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The registry binary, or an error saying how to get it.
+pub fn registry_bin() -> anyhow::Result<PathBuf> {
+    let p = PathBuf::from("/usr/bin/docker-registry");
+    if p.exists() {
+        Ok(p)
+    } else {
+        bail!("docker-registry is missing: apt-get install docker-registry (cargo xtask test does)")
+    }
+}
+
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`, the registry part of image names.
+    pub host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> anyhow::Result<Self> {
+        let bin = registry_bin()?;
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawning docker-registry")?;
+        let mut r = Registry {
+            child,
+            host,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&r.host).is_err() {
+            if Instant::now() > deadline || r.child.try_wait()?.is_some() {
+                bail!("docker-registry did not start on {}", r.host);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
