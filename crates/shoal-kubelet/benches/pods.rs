@@ -185,16 +185,115 @@ async fn main() -> anyhow::Result<()> {
         (rss_after.saturating_sub(rss_before)) / (sequential + burst).max(1) as u64
     );
 
-    // Requests/s through one pod's HTTP front end, 16 keep-alive connections.
+    runtime_density(tmp.path(), burst).await?;
+
+    // Requests/s through one pod's HTTP front end, against a native echo in the same run.
     let ip = pods
         .get("warm")
         .await?
         .status
         .and_then(|s| s.pod_ip)
         .expect("warm pod has an IP");
-    let url: http::Uri = format!("http://{ip}:8080/bench").parse()?;
+    let native = native_echo().await?;
+    let wasm_rate = load(
+        &format!("http://{ip}:8080/bench"),
+        http_secs,
+        "one Wasm pod",
+    )
+    .await?;
+    let native_rate = load(
+        &format!("http://{native}/bench"),
+        http_secs,
+        "native hyper echo (baseline)",
+    )
+    .await?;
+    println!(
+        "Wasm pod / native: {:.2} of the native rate (fresh instance per request)",
+        wasm_rate / native_rate
+    );
+    stop.cancel();
+    Ok(())
+}
+
+/// The runtime alone: `n` idle HTTP pods started straight through `PodRuntime`, and the
+/// resident memory they add, per pod (no API server or kubelet objects in the figure).
+async fn runtime_density(dir: &std::path::Path, n: usize) -> anyhow::Result<()> {
+    use shoal_runtime::{ContainerConfig, PodRuntime, SandboxConfig};
+    let rt = shoal_runtime_wasm::WasmRuntime::new(&dir.join("density"), "127.97.0.0/16")?;
+    let bytes = std::fs::read(shoal_testkit::guest("http-echo"))?;
+    rt.images().import("shoal.local/http-echo:latest", &bytes)?;
+    let start = |i: usize| {
+        let rt = &rt;
+        async move {
+            let pod_dir = dir.join(format!("density/pods/d-{i}"));
+            let sb = rt
+                .run_pod_sandbox(&SandboxConfig {
+                    name: format!("d-{i}"),
+                    namespace: "default".into(),
+                    uid: format!("d-{i}"),
+                    log_directory: pod_dir.clone(),
+                })
+                .await?;
+            let id = rt
+                .create_container(
+                    &sb.id,
+                    ContainerConfig {
+                        name: "echo".into(),
+                        image: "shoal.local/http-echo:latest".into(),
+                        ports: vec![8080],
+                        log_path: pod_dir.join("echo/0.log"),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            rt.start_container(&id).await?;
+            anyhow::Ok(())
+        }
+    };
+    start(0).await?; // compiles the component once
+    let before = rss_kib();
+    for i in 1..=n {
+        start(i).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib();
+    println!(
+        "runtime density: {n} more idle HTTP pods through PodRuntime alone: {} KiB per pod",
+        after.saturating_sub(before) / n.max(1) as u64
+    );
+    Ok(())
+}
+
+/// A native HTTP/1.1 echo of the request line, the baseline for the Wasm front end.
+async fn native_echo() -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let _ = sock.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{} {} HTTP/1.1\n", req.method(), req.uri());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Requests/s against `url` from 16 keep-alive connections for `secs` seconds.
+async fn load(url: &str, secs: u64, what: &str) -> anyhow::Result<f64> {
+    let url: http::Uri = url.parse()?;
     let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
-    let deadline = Instant::now() + Duration::from_secs(http_secs);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut clients = Vec::new();
     for _ in 0..16 {
         let http = http.clone();
@@ -211,17 +310,16 @@ async fn main() -> anyhow::Result<()> {
             lat
         }));
     }
-    let mut req_lat = Vec::new();
+    let mut lat = Vec::new();
     for c in clients {
-        req_lat.extend(c.await?);
+        lat.extend(c.await?);
     }
-    req_lat.sort();
+    lat.sort();
+    let rate = lat.len() as f64 / secs as f64;
     println!(
-        "HTTP through one pod: {:.0} req/s over {http_secs}s with 16 connections (p50 {:?}, p99 {:?})",
-        req_lat.len() as f64 / http_secs as f64,
-        percentile(&req_lat, 0.5),
-        percentile(&req_lat, 0.99)
+        "HTTP, {what}: {rate:.0} req/s over {secs}s with 16 connections (p50 {:?}, p99 {:?})",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
     );
-    stop.cancel();
-    Ok(())
+    Ok(rate)
 }
