@@ -107,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
     let http_secs = env("SHOAL_BENCH_HTTP_SECS", 3) as u64;
 
     let tmp = tempfile::tempdir()?;
+    // First, while the process is small, so freed memory does not hide what pods take.
+    runtime_density(tmp.path(), burst).await?;
     let store = Arc::new(shoal_store::memory::MemoryStore::new());
     let server = ApiServer::start(store, None).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -184,8 +186,6 @@ async fn main() -> anyhow::Result<()> {
         rss_after / 1024,
         (rss_after.saturating_sub(rss_before)) / (sequential + burst).max(1) as u64
     );
-
-    runtime_density(tmp.path(), burst).await?;
 
     // Requests/s through one pod's HTTP front end, against a native echo in the same run.
     let ip = pods
