@@ -229,6 +229,17 @@ fn crash_loops_back_off_oom_kills_and_failing_liveness_restarts() {
     ]);
     assert!(events.contains("BackOff"), "{events}");
 
+    // A new image (the one mutable part of a container) restarts it from that image.
+    c.ok(&["set", "image", "pod/crash", "c=shoal.local/hello:latest"]);
+    eventually("the container runs the new image", || {
+        let id = c.pod_field("crash", "{.status.containerStatuses[0].imageID}")?;
+        anyhow::ensure!(id.starts_with("shoal.local/hello@sha256:"), "imageID {id}");
+        let out = c.kubectl(&["logs", "crash"]);
+        let logs = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(logs.contains("Hello"), "logs {logs:?}");
+        Ok(())
+    });
+
     eventually("failing liveness restarts the container", || {
         let n = restarts(&c, "live");
         anyhow::ensure!(n >= 1, "restarts {n}");

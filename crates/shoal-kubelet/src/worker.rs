@@ -80,7 +80,10 @@ pub async fn run(k: Arc<Kubelet>, mut rx: watch::Receiver<Option<Pod>>) {
             changed = rx.changed() => {
                 let current = rx.borrow_and_update().clone();
                 match (changed, current) {
-                    (Ok(()), Some(pod)) => w.pod = pod,
+                    (Ok(()), Some(pod)) => {
+                        w.pod = pod;
+                        w.images_changed();
+                    }
                     _ => {
                         // Gone from the API (force-deleted): stop at once, report nothing.
                         w.kill_all(Duration::ZERO).await;
@@ -573,6 +576,47 @@ impl Worker {
                 running,
             },
         );
+    }
+
+    /// A container whose image was changed (`kubectl set image pod/...`, the one mutable part of
+    /// a container) is killed and started again from the new image, as Kubernetes does.
+    fn images_changed(&mut self) {
+        let spec = self.spec();
+        let wanted: HashMap<&str, Option<&String>> = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .map(|c| (c.name.as_str(), c.image.as_ref()))
+            .collect();
+        let grace =
+            Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        for i in 0..self.ctrs.len() {
+            let Some(image) = wanted.get(self.ctrs[i].spec.name.as_str()) else {
+                continue;
+            };
+            if self.ctrs[i].spec.image.as_ref() == *image || self.ctrs[i].init {
+                continue;
+            }
+            let name = self.ctrs[i].spec.name.clone();
+            let c = &mut self.ctrs[i];
+            c.spec.image = image.cloned();
+            c.backoff = Duration::ZERO;
+            c.retry_at = None;
+            if c.running()
+                && let Some(id) = c.id.clone()
+            {
+                let runtime = self.k.runtime.clone();
+                tokio::spawn(async move {
+                    let _ = runtime.stop_container(&id, grace).await;
+                });
+                self.record(
+                    Some(&name),
+                    EventKind::Normal,
+                    "Killing",
+                    format!("Container {name} definition changed, will be restarted"),
+                );
+            }
+        }
     }
 
     async fn handle(&mut self, m: Msg) {
