@@ -121,6 +121,8 @@ pub struct Kubelet {
     pub client: kube::Client,
     pub runtime: Arc<dyn PodRuntime>,
     pub index: Arc<PodIndex>,
+    /// When this kubelet started: the node conditions' transition time.
+    started: jiff::Timestamp,
 }
 
 impl Kubelet {
@@ -130,12 +132,22 @@ impl Kubelet {
             client,
             runtime,
             index: Arc::default(),
+            started: jiff::Timestamp::now(),
         })
     }
 
     /// Registers the node, then runs the lease and the pods until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        node::register(&self).await?;
+        // As a kubelet does, keep trying until the API server takes the registration.
+        let mut delay = Duration::from_millis(200);
+        while let Err(e) = node::register(&self).await {
+            tracing::warn!(error = %e, "cannot register the node yet; retrying in {delay:?}");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
         let lease = tokio::spawn(node::heartbeat(self.clone(), shutdown.clone()));
         let pods = manager::run(self.clone(), shutdown.clone()).await;
         lease.abort();

@@ -30,9 +30,14 @@ fn status(k: &Kubelet, images: Value) -> Value {
         "pods": c.max_pods.to_string(),
     });
     let t = now();
+    let since = k
+        .started
+        .round(jiff::Unit::Second)
+        .unwrap_or(k.started)
+        .to_string();
     let condition = |ty: &str, status: &str, reason: &str, message: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": message,
-               "lastHeartbeatTime": t, "lastTransitionTime": t})
+               "lastHeartbeatTime": t, "lastTransitionTime": since})
     };
     json!({
         "capacity": resources,
