@@ -368,7 +368,7 @@ spec:
 #[test]
 fn logs_follow_tail_and_a_second_node_with_an_imported_image() {
     let c = Cluster::start().unwrap();
-    let node = Node::join(&c, "node-2").unwrap();
+    let node = Node::join_with(&c, "node-2", &["--max-pods", "2"]).unwrap();
     eventually("node-2 is Ready", || {
         let out = c.ok(&["get", "node", &node.name]);
         anyhow::ensure!(out.contains(" Ready "), "{out}");
@@ -393,6 +393,21 @@ fn logs_follow_tail_and_a_second_node_with_an_imported_image() {
     c.wait_pod("talker", "{.status.phase}", "Succeeded");
     assert_eq!(c.ok(&["logs", "talker", "--tail=1"]), "three\n");
     assert_eq!(c.ok(&["logs", "talker", "--since=1h"]), "one\ntwo\nthree\n");
+
+    // node-2 takes two pods at a time: a third running one is rejected as Kubernetes does.
+    c.apply(&pod("idle-1", "node-2", "Always", &exerciser("i", &[])));
+    c.wait_pod("idle-1", "{.status.phase}", "Running");
+    c.apply(&pod("idle-2", "node-2", "Always", &exerciser("i", &[])));
+    c.wait_pod("idle-2", "{.status.phase}", "Running");
+    c.apply(&pod("idle-3", "node-2", "Always", &exerciser("i", &[])));
+    c.wait_pod("idle-3", "{.status.reason}", "OutOfpods");
+    assert_eq!(c.pod_field("idle-3", "{.status.phase}").unwrap(), "Failed");
+    let msg = c.pod_field("idle-3", "{.status.message}").unwrap();
+    assert!(
+        msg.contains("pods, requested: 1, used: 2, capacity: 2"),
+        "{msg}"
+    );
+    c.ok(&["delete", "pod", "idle-1", "idle-2", "idle-3"]);
 
     // `shoal image import` on the first node, then `imagePullPolicy: Never`.
     let out = std::process::Command::new(shoal_testkit::shoal_bin())

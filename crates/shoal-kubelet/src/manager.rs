@@ -20,6 +20,8 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listing: Option<HashSet<String>> = None;
     let mut since_prune = 0usize;
+    // Whether each pod had finished when last seen; finished pods do not count against max pods.
+    let mut terminal: HashMap<String, bool> = HashMap::new();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -45,11 +47,18 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result
                 if let Some(seen) = &mut listing {
                     seen.insert(uid.clone());
                 }
+                terminal.insert(uid.clone(), is_terminal(&pod));
                 match workers.get(&uid) {
                     Some(tx) if !tx.is_closed() => {
                         let _ = tx.send(Some(pod));
                     }
                     _ => {
+                        let used = workers
+                            .iter()
+                            .filter(|(u, tx)| !tx.is_closed() && terminal.get(*u) == Some(&false))
+                            .count();
+                        let pod = admit(&k, pod, used).await;
+                        terminal.insert(uid.clone(), is_terminal(&pod));
                         let (tx, rx) = watch::channel(Some(pod));
                         tokio::spawn(worker::run(k.clone(), rx));
                         workers.insert(uid, tx);
@@ -75,6 +84,55 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result
         if since_prune >= 256 {
             since_prune = 0;
             workers.retain(|_, tx| !tx.is_closed());
+            terminal.retain(|uid, _| workers.contains_key(uid));
+        }
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Kubelet admission: a pod beyond the node's `pods` capacity is rejected as Kubernetes does
+/// (`Failed`, reason `OutOfpods`); its worker then only waits for its deletion.
+async fn admit(k: &Kubelet, pod: Pod, used: usize) -> Pod {
+    let capacity = k.config.max_pods as usize;
+    if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() || used < capacity {
+        return pod;
+    }
+    let message = format!(
+        "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
+    );
+    crate::events::Recorder::new(k.client.clone(), &k.config.node_name).record(
+        &pod,
+        None,
+        crate::events::Kind::Warning,
+        "OutOfpods",
+        message.clone(),
+    );
+    let api: Api<Pod> = Api::namespaced(
+        k.client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = serde_json::json!({"status": {
+        "phase": "Failed", "reason": "OutOfpods", "message": message,
+    }});
+    match api
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(status),
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(pod = %name, error = %e, "cannot reject pod");
+            pod
         }
     }
 }

@@ -316,6 +316,11 @@ pub struct Node {
 impl Node {
     /// Starts `shoal kubelet` named `name` for `cluster`, returning once it runs.
     pub fn join(cluster: &Cluster, name: &str) -> anyhow::Result<Self> {
+        Self::join_with(cluster, name, &[])
+    }
+
+    /// As [`Node::join`], with extra `shoal kubelet` arguments.
+    pub fn join_with(cluster: &Cluster, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
         guest("hello");
         let dir = tempfile::tempdir()?;
         let mut child = Command::new(shoal_bin())
@@ -326,6 +331,7 @@ impl Node {
             .arg(dir.path())
             .args(["--node-name", name, "--kubelet-port", "0"])
             .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -23,6 +23,9 @@ pub struct KubeletArgs {
     /// First crash-loop back-off delay in seconds (Kubernetes: 10), doubled up to 300.
     #[arg(long, default_value_t = 10.0)]
     pub restart_backoff: f64,
+    /// How many pods the node runs at once (`status.capacity.pods`); more are rejected.
+    #[arg(long, default_value_t = 1100)]
+    pub max_pods: u32,
     /// Directory of sample `.wasm` workloads imported as `shoal.local/<name>:latest` at start
     /// (default: the build's `target/guests/wasm32-wasip2/release`, if present).
     #[arg(long)]
@@ -91,6 +94,7 @@ pub async fn start_kubelet(
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let mut config = Config::new(&node_name, &dir);
     config.pod_cidr = args.pod_cidr.clone();
+    config.max_pods = args.max_pods;
     anyhow::ensure!(
         args.restart_backoff.is_finite() && args.restart_backoff > 0.0,
         "--restart-backoff must be a positive number of seconds"
