@@ -92,7 +92,7 @@ fn hello_completes_and_its_logs_come_through_the_api_server() {
         err.contains("container nope is not valid for pod hello"),
         "{err}"
     );
-    c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: unbound}\nspec:\n  containers: [{name: a, image: shoal.local/hello:latest}]\n");
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: unbound}\nspec:\n  schedulerName: none-such\n  containers: [{name: a, image: shoal.local/hello:latest}]\n");
     let err = c.fails(&["logs", "unbound"]);
     assert!(err.contains("does not have a host assigned"), "{err}");
 }

@@ -5,4 +5,5 @@ mod etcd_cluster;
 mod kube_client;
 mod kubectl;
 mod kubelet;
+mod scheduler;
 mod store_tools;

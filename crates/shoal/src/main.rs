@@ -67,7 +67,8 @@ struct ServerArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a single-node cluster (on the embedded store unless `--store` says otherwise).
+    /// Start a single-node cluster: API server, scheduler and a kubelet (on the embedded store
+    /// unless `--store` says otherwise).
     Up {
         #[command(flatten)]
         server: ServerArgs,
@@ -89,6 +90,11 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[command(flatten)]
         kubelet: node::KubeletArgs,
+    },
+    /// Run the scheduler alone against the cluster of KUBECONFIG.
+    Scheduler {
+        #[arg(long)]
+        kubeconfig: PathBuf,
     },
     /// Manage the node's Wasm images.
     #[command(subcommand)]
@@ -320,6 +326,11 @@ async fn run_apiserver(args: ServerArgs, kubelet: Option<node::KubeletArgs>) -> 
     let node = match kubelet {
         Some(args) => {
             let client = node::client_from(&kubeconfig).await?;
+            let scheduler = shoal_scheduler::Scheduler::new(
+                client.clone(),
+                shoal_scheduler::plugins::defaults(),
+            );
+            tokio::spawn(scheduler.run(token.clone()));
             Some(
                 node::start_kubelet(client, Some(pki.token.clone()), &args, &dir, token.clone())
                     .await?,
@@ -370,6 +381,16 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             kubelet,
         } => run_kubelet(&kubeconfig, data_dir, kubelet).await,
+        Command::Scheduler { kubeconfig } => {
+            let client = node::client_from(&kubeconfig).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shutdown_signal(shutdown.clone()));
+            println!("Shoal scheduler running");
+            shoal_scheduler::Scheduler::new(client, shoal_scheduler::plugins::defaults())
+                .run(shutdown)
+                .await;
+            Ok(())
+        }
         Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,
         Command::Store(cmd) => run_store(cmd).await,
     }

@@ -1,0 +1,454 @@
+//! The scheduler: watches pods without a node and the nodes, filters and scores nodes with
+//! [`plugins::Plugin`]s, binds through `pods/binding`, and reports a pod that fits nowhere as
+//! Kubernetes does (a `FailedScheduling` event and `PodScheduled=False` with
+//! `0/N nodes are available: ...`). Unschedulable pods are retried with back-off, and at once
+//! when a node changes.
+
+pub mod plugins;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use plugins::{NodeInfo, Plugin};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The scheduler name pods select with `spec.schedulerName`.
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<String, Node>,
+    /// Every pod by `namespace/name`.
+    pods: HashMap<String, Pod>,
+    /// Unschedulable pods: when to try again, and the current back-off.
+    backoff: HashMap<String, (Instant, Duration)>,
+}
+
+fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn pending_for_us(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let unbound = spec
+        .and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty);
+    let ours = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .is_none_or(|n| n == DEFAULT_SCHEDULER);
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    unbound && ours && !finished && pod.metadata.deletion_timestamp.is_none()
+}
+
+fn bound_and_active(pod: &Pod) -> Option<&str> {
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    (!node.is_empty() && !finished).then_some(node)
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    client: kube::Client,
+    plugins: Vec<Box<dyn Plugin>>,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+impl Scheduler {
+    pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>) -> Arc<Self> {
+        Arc::new(Self {
+            client,
+            plugins,
+            state: Mutex::default(),
+            wake: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("scheduler state lock is never poisoned")
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let nodes = tokio::spawn(self.clone().watch_nodes());
+        let pods = tokio::spawn(self.clone().watch_pods());
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(BACKOFF_INITIAL) => {}
+            }
+            self.schedule_pending().await;
+        }
+        nodes.abort();
+        pods.abort();
+    }
+
+    async fn watch_nodes(self: Arc<Self>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(e) = stream.next().await {
+            let mut s = self.lock();
+            match e {
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                    s.nodes
+                        .insert(n.metadata.name.clone().unwrap_or_default(), n);
+                }
+                Ok(watcher::Event::Delete(n)) => {
+                    s.nodes.remove(n.metadata.name.as_deref().unwrap_or(""));
+                }
+                Ok(watcher::Event::Init) => s.nodes.clear(),
+                Ok(watcher::Event::InitDone) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "node watch failed; retrying");
+                    continue;
+                }
+            }
+            // A node changed: unschedulable pods may fit now.
+            s.backoff.clear();
+            drop(s);
+            self.wake.notify_one();
+        }
+    }
+
+    async fn watch_pods(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(e) = stream.next().await {
+            let mut s = self.lock();
+            let wake = match e {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    let pending = pending_for_us(&p);
+                    s.pods.insert(key(&p), p);
+                    pending
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    s.pods.remove(&key(&p));
+                    s.backoff.remove(&key(&p));
+                    // Freed room may let a waiting pod fit.
+                    s.backoff.clear();
+                    true
+                }
+                Ok(watcher::Event::Init) => {
+                    s.pods.clear();
+                    false
+                }
+                Ok(watcher::Event::InitDone) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pod watch failed; retrying");
+                    false
+                }
+            };
+            drop(s);
+            if wake {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Node infos with every active pod bound to each node accounted for.
+    fn snapshot(&self) -> (Vec<NodeInfo>, Vec<Pod>) {
+        let s = self.lock();
+        let mut infos: BTreeMap<&str, NodeInfo> = s
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                (
+                    name.as_str(),
+                    NodeInfo {
+                        node: n.clone(),
+                        requested_cpu_millis: 0,
+                        requested_memory: 0,
+                        pods: 0,
+                        host_ports: Default::default(),
+                    },
+                )
+            })
+            .collect();
+        let now = Instant::now();
+        let mut pending = Vec::new();
+        for (k, p) in &s.pods {
+            if let Some(node) = bound_and_active(p) {
+                if let Some(info) = infos.get_mut(node) {
+                    info.add(p);
+                }
+            } else if pending_for_us(p) && s.backoff.get(k).is_none_or(|(t, _)| now >= *t) {
+                pending.push(p.clone());
+            }
+        }
+        pending.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        (infos.into_values().collect(), pending)
+    }
+
+    async fn schedule_pending(&self) {
+        let (mut nodes, pending) = self.snapshot();
+        for pod in pending {
+            match decide(&self.plugins, &pod, &nodes) {
+                Ok(i) => {
+                    let node = nodes[i].name().to_owned();
+                    match self.bind(&pod, &node).await {
+                        Ok(()) => {
+                            nodes[i].add(&pod);
+                            // Assume the binding until the watch shows it.
+                            let mut bound = pod.clone();
+                            if let Some(spec) = bound.spec.as_mut() {
+                                spec.node_name = Some(node);
+                            }
+                            let mut s = self.lock();
+                            s.backoff.remove(&key(&pod));
+                            s.pods.insert(key(&pod), bound);
+                        }
+                        Err(e) => {
+                            tracing::warn!(pod = %key(&pod), error = %e, "binding failed");
+                            self.back_off(&pod);
+                        }
+                    }
+                }
+                Err(message) => {
+                    self.back_off(&pod);
+                    self.unschedulable(&pod, &message).await;
+                }
+            }
+        }
+    }
+
+    fn back_off(&self, pod: &Pod) {
+        let mut s = self.lock();
+        let next = s
+            .backoff
+            .get(&key(pod))
+            .map_or(BACKOFF_INITIAL, |(_, d)| (*d * 2).min(BACKOFF_MAX));
+        s.backoff.insert(key(pod), (Instant::now() + next, next));
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> anyhow::Result<()> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        let _: serde_json::Value = api
+            .create_subresource("binding", name, &PostParams::default(), &binding)
+            .await?;
+        self.event(
+            pod,
+            "Normal",
+            "Scheduled",
+            format!("Successfully assigned {ns}/{name} to {node}"),
+        );
+        Ok(())
+    }
+
+    async fn unschedulable(&self, pod: &Pod, message: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let already = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+            .is_some_and(|c| c.message.as_deref() == Some(message));
+        if already {
+            return;
+        }
+        self.event(pod, "Warning", "FailedScheduling", message.to_owned());
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .to_string();
+        let status = json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastProbeTime": null, "lastTransitionTime": now,
+        }]}});
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+        {
+            tracing::debug!(pod = %name, error = %e, "cannot report unschedulable pod");
+        }
+    }
+
+    fn event(&self, pod: &Pod, kind: &str, reason: &str, message: String) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let t = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+        let value = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
+                               "uid": pod.metadata.uid},
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": DEFAULT_SCHEDULER},
+            "reportingComponent": DEFAULT_SCHEDULER,
+            "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+        });
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            if let Ok(ev) = serde_json::from_value::<Event>(value) {
+                let _ = Api::<Event>::namespaced(client, &ns)
+                    .create(&PostParams::default(), &ev)
+                    .await;
+            }
+        });
+    }
+}
+
+/// Runs the filters and scores: the index of the chosen node, or the message saying why no
+/// node fits (`0/3 nodes are available: 1 Insufficient memory, 2 node(s) had ...`).
+pub fn decide(plugins: &[Box<dyn Plugin>], pod: &Pod, nodes: &[NodeInfo]) -> Result<usize, String> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(i64, usize)> = None;
+    for (i, n) in nodes.iter().enumerate() {
+        let failed = plugins.iter().find_map(|p| p.filter(pod, n).err());
+        match failed {
+            Some(why) => {
+                for r in why.split(", ") {
+                    *reasons.entry(r.to_owned()).or_default() += 1;
+                }
+            }
+            None => {
+                let score: i64 = plugins.iter().filter_map(|p| p.score(pod, n)).sum();
+                if best.is_none_or(|(s, _)| score > s) {
+                    best = Some((score, i));
+                }
+            }
+        }
+    }
+    if let Some((_, i)) = best {
+        return Ok(i);
+    }
+    let n = nodes.len();
+    let detail: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
+    let mut message = format!("0/{n} nodes are available");
+    if !detail.is_empty() {
+        message.push_str(": ");
+        message.push_str(&detail.join(", "));
+    }
+    message.push_str(&format!(
+        ". preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+    ));
+    Err(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, labels: serde_json::Value, extra: serde_json::Value) -> NodeInfo {
+        let mut n = json!({"metadata": {"name": name, "labels": labels},
+            "status": {"allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}});
+        if let Some(spec) = extra.get("spec") {
+            n["spec"] = spec.clone();
+        }
+        NodeInfo {
+            node: serde_json::from_value(n).unwrap(),
+            requested_cpu_millis: 0,
+            requested_memory: 0,
+            pods: 0,
+            host_ports: Default::default(),
+        }
+    }
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn explains_why_no_node_fits_like_kubernetes() {
+        let nodes = vec![
+            node("a", json!({}), json!({})),
+            node(
+                "b",
+                json!({}),
+                json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+            ),
+            node(
+                "c",
+                json!({}),
+                json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+            ),
+        ];
+        let big = pod(
+            json!({"containers": [{"name": "a", "resources": {"requests": {"memory": "2Gi"}}}]}),
+        );
+        let msg = decide(&plugins::defaults(), &big, &nodes).unwrap_err();
+        assert_eq!(
+            msg,
+            "0/3 nodes are available: 1 Insufficient memory, 2 node(s) had untolerated taint {dedicated: gpu}. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
+        let small = pod(json!({"containers": [{"name": "a"}]}));
+        assert_eq!(decide(&plugins::defaults(), &small, &nodes), Ok(0));
+    }
+
+    #[test]
+    fn selectors_affinity_and_tolerations() {
+        let nodes = vec![
+            node("a", json!({"zone": "x"}), json!({})),
+            node(
+                "b",
+                json!({"zone": "y"}),
+                json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+            ),
+        ];
+        let p = plugins::defaults();
+        let sel = pod(
+            json!({"containers": [{"name": "a"}], "nodeSelector": {"zone": "y"},
+            "tolerations": [{"key": "k", "operator": "Exists"}]}),
+        );
+        assert_eq!(decide(&p, &sel, &nodes), Ok(1));
+        let aff = pod(
+            json!({"containers": [{"name": "a"}], "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["y"]}]}]}}}}),
+        );
+        assert_eq!(decide(&p, &aff, &nodes), Ok(0));
+        let none = pod(json!({"containers": [{"name": "a"}], "nodeSelector": {"zone": "z"}}));
+        let msg = decide(&p, &none, &nodes).unwrap_err();
+        assert!(msg.starts_with("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {k: }."), "{msg}");
+    }
+
+    #[test]
+    fn least_allocated_spreads_pods() {
+        let mut nodes = vec![
+            node("a", json!({}), json!({})),
+            node("b", json!({}), json!({})),
+        ];
+        let p = pod(
+            json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "100Mi"}}}]}),
+        );
+        let first = decide(&plugins::defaults(), &p, &nodes).unwrap();
+        nodes[first].add(&p);
+        let second = decide(&plugins::defaults(), &p, &nodes).unwrap();
+        assert_ne!(first, second);
+    }
+}

@@ -1,0 +1,45 @@
+//! The scheduler inside `shoal up`: pods without a node are placed and run; a pod that fits
+//! nowhere stays Pending with Kubernetes' message until a node fits.
+
+use shoal_testkit::{Cluster, NODE, eventually};
+
+#[test]
+fn pods_without_a_node_are_scheduled_or_explained() {
+    let c = Cluster::start().unwrap();
+    eventually("node is Ready", || {
+        let out = c.ok(&["get", "nodes"]);
+        anyhow::ensure!(out.contains(" Ready "), "{out}");
+        Ok(())
+    });
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: placed}\nspec:\n  restartPolicy: Never\n  containers: [{name: a, image: shoal.local/hello:latest, resources: {requests: {cpu: 100m, memory: 16Mi}}}]\n",
+    );
+    c.wait_pod("placed", "{.status.phase}", "Succeeded");
+    assert_eq!(c.pod_field("placed", "{.spec.nodeName}").unwrap(), NODE);
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=placed",
+    ]);
+    assert!(
+        events.contains("Successfully assigned default/placed to node-1"),
+        "{events}"
+    );
+
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: picky}\nspec:\n  restartPolicy: Never\n  nodeSelector: {disk: ssd}\n  containers: [{name: a, image: shoal.local/hello:latest}]\n",
+    );
+    c.wait_pod(
+        "picky",
+        "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+    );
+    assert_eq!(c.pod_field("picky", "{.status.phase}").unwrap(), "Pending");
+    let describe = c.ok(&["describe", "pod", "picky"]);
+    assert!(describe.contains("FailedScheduling"), "{describe}");
+
+    // Once a node fits, the pod is placed without waiting out its back-off.
+    c.ok(&["label", "node", NODE, "disk=ssd"]);
+    c.wait_pod("picky", "{.status.phase}", "Succeeded");
+}
