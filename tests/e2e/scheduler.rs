@@ -43,3 +43,61 @@ fn pods_without_a_node_are_scheduled_or_explained() {
     c.ok(&["label", "node", NODE, "disk=ssd"]);
     c.wait_pod("picky", "{.status.phase}", "Succeeded");
 }
+
+#[test]
+fn a_replicaset_keeps_its_pods_running_and_scales() {
+    let c = Cluster::start().unwrap();
+    c.apply(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: echo, image: shoal.local/http-echo:latest, ports: [{containerPort: 8080}]}\n",
+    );
+    let running = |n: usize| {
+        eventually(&format!("{n} web pods Running"), || {
+            let out = c.ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "--field-selector",
+                "status.phase=Running",
+                "-o",
+                "name",
+            ]);
+            let count = out.lines().count();
+            anyhow::ensure!(count == n, "{count} running:\n{out}");
+            Ok(())
+        })
+    };
+    running(3);
+    eventually("status counts ready replicas", || {
+        let ready = c.ok(&["get", "rs", "web", "-o", "jsonpath={.status.readyReplicas}"]);
+        anyhow::ensure!(ready == "3", "readyReplicas {ready:?}");
+        Ok(())
+    });
+    let owner = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.ownerReferences[0].kind}",
+    ]);
+    assert_eq!(owner, "ReplicaSet");
+
+    // A deleted pod is replaced; scaling down removes pods.
+    let one = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    c.ok(&["delete", "pod", &one]);
+    running(3);
+    c.ok(&["scale", "rs", "web", "--replicas=1"]);
+    eventually("scaled down to 1", || {
+        let out = c.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+        anyhow::ensure!(out.lines().count() == 1, "{out}");
+        Ok(())
+    });
+}

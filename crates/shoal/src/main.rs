@@ -67,7 +67,7 @@ struct ServerArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a single-node cluster: API server, scheduler and a kubelet (on the embedded store
+    /// Start a single-node cluster: API server, scheduler, controllers and a kubelet (on the embedded store
     /// unless `--store` says otherwise).
     Up {
         #[command(flatten)]
@@ -93,6 +93,11 @@ enum Command {
     },
     /// Run the scheduler alone against the cluster of KUBECONFIG.
     Scheduler {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+    },
+    /// Run the controllers alone against the cluster of KUBECONFIG.
+    ControllerManager {
         #[arg(long)]
         kubeconfig: PathBuf,
     },
@@ -331,6 +336,7 @@ async fn run_apiserver(args: ServerArgs, kubelet: Option<node::KubeletArgs>) -> 
                 shoal_scheduler::plugins::defaults(),
             );
             tokio::spawn(scheduler.run(token.clone()));
+            tokio::spawn(shoal_controllers::run(client.clone(), token.clone()));
             Some(
                 node::start_kubelet(client, Some(pki.token.clone()), &args, &dir, token.clone())
                     .await?,
@@ -389,6 +395,14 @@ async fn main() -> anyhow::Result<()> {
             shoal_scheduler::Scheduler::new(client, shoal_scheduler::plugins::defaults())
                 .run(shutdown)
                 .await;
+            Ok(())
+        }
+        Command::ControllerManager { kubeconfig } => {
+            let client = node::client_from(&kubeconfig).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shutdown_signal(shutdown.clone()));
+            println!("Shoal controller-manager running");
+            shoal_controllers::run(client, shutdown).await;
             Ok(())
         }
         Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,
