@@ -100,4 +100,42 @@ fn a_replicaset_keeps_its_pods_running_and_scales() {
         anyhow::ensure!(out.lines().count() == 1, "{out}");
         Ok(())
     });
+
+    // Deleting the ReplicaSet deletes its pods (background propagation)...
+    c.ok(&["delete", "rs", "web"]);
+    eventually("the garbage collector deletes the pods", || {
+        let out = c.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+        anyhow::ensure!(out.trim().is_empty(), "{out}");
+        Ok(())
+    });
+    // ...while --cascade=orphan leaves them, without the owner reference.
+    c.apply(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: keep}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: keep}}\n  template:\n    metadata: {labels: {app: keep}}\n    spec:\n      containers:\n      - {name: s, image: shoal.local/exerciser:latest}\n",
+    );
+    eventually("the keep pod exists", || {
+        let out = c.ok(&["get", "pods", "-l", "app=keep", "-o", "name"]);
+        anyhow::ensure!(out.lines().count() == 1, "{out}");
+        Ok(())
+    });
+    c.ok(&["delete", "rs", "keep", "--cascade=orphan"]);
+    eventually("the replicaset is gone and its pod orphaned", || {
+        let rs = c.kubectl(&["get", "rs", "keep"]);
+        anyhow::ensure!(!rs.status.success(), "replicaset still there");
+        let refs = c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=keep",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ]);
+        anyhow::ensure!(refs.is_empty() || refs == "[]", "owner references {refs}");
+        Ok(())
+    });
+    assert_eq!(
+        c.ok(&["get", "pods", "-l", "app=keep", "-o", "name"])
+            .lines()
+            .count(),
+        1
+    );
 }

@@ -1,6 +1,7 @@
 //! The controller-manager: one controller per file, each on kube-rs' controller runtime.
-//! Today: [`replicaset`].
+//! Today: [`replicaset`] and the garbage collector [`gc`].
 
+pub mod gc;
 pub mod replicaset;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -18,7 +19,8 @@ pub enum Error {
 /// Runs every controller until `shutdown`.
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     tokio::select! {
-        _ = replicaset::run(client) => {}
+        _ = replicaset::run(client.clone()) => {}
+        _ = gc::run(client) => {}
         _ = shutdown.cancelled() => {}
     }
 }
