@@ -53,7 +53,7 @@ struct Container {
     argv0: String,
     pre: Pre,
     cpu: Option<Arc<CpuBudget>>,
-    status: watch::Sender<ContainerStatus>,
+    status: StatusCell,
     stop: CancellationToken,
     grace: Arc<Mutex<Duration>>,
     task: Option<tokio::task::AbortHandle>,
@@ -160,20 +160,6 @@ impl WasmRuntime {
             .map(|c| c.status.subscribe())
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
     }
-}
-
-fn finish(status: &watch::Sender<ContainerStatus>, code: i32, reason: &str, message: String) {
-    status.send_if_modified(|s| {
-        if s.exited() {
-            return false;
-        }
-        s.state = ContainerState::Exited;
-        s.finished_at = now_nanos();
-        s.exit_code = code;
-        s.reason = reason.to_owned();
-        s.message = message;
-        true
-    });
 }
 
 fn log_streams(log: &LogFile) -> (AsyncStdoutStream, AsyncStdoutStream) {
@@ -367,18 +353,7 @@ impl PodRuntime for WasmRuntime {
         let mut s = self.lock();
         s.next += 1;
         let id = ContainerId(format!("{}-{}-{}", sandbox, config.name, s.next));
-        let status = ContainerStatus {
-            id: id.clone(),
-            name: config.name.clone(),
-            state: ContainerState::Created,
-            created_at: now_nanos(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            image_digest: image.digest,
-        };
+        let status = StatusCell::created(&id, &config.name, image.digest);
         s.containers.insert(
             id.clone(),
             Container {
@@ -388,7 +363,7 @@ impl PodRuntime for WasmRuntime {
                 config: Arc::new(config),
                 argv0,
                 pre,
-                status: watch::channel(status).0,
+                status,
                 stop: CancellationToken::new(),
                 grace: Arc::new(Mutex::new(Duration::ZERO)),
                 task: None,
@@ -404,14 +379,7 @@ impl PodRuntime for WasmRuntime {
                 .containers
                 .get(id)
                 .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
-            let state = c.status.borrow().state;
-            if state != ContainerState::Created {
-                return Err(RuntimeError::WrongState {
-                    id: id.clone(),
-                    state,
-                    wanted: "created",
-                });
-            }
+            c.status.ensure_created()?;
             (
                 c.config.clone(),
                 c.argv0.clone(),
@@ -425,13 +393,6 @@ impl PodRuntime for WasmRuntime {
         };
         let log = LogFile::create(&cfg.log_path)?;
         let engine = self.cache.engine().clone();
-        // Running before the guest can possibly finish, so its exit is never overwritten.
-        let mark_running = || {
-            status.send_modify(|st| {
-                st.state = ContainerState::Running;
-                st.started_at = now_nanos();
-            })
-        };
         let task = match pre {
             Pre::Command(pre) => {
                 let store =
@@ -441,11 +402,12 @@ impl PodRuntime for WasmRuntime {
                             reason: e.to_string(),
                         })?;
                 let status = status.clone();
-                mark_running();
+                // Running before the guest can finish, so its exit is never overwritten.
+                status.mark_running();
                 self.spawn(async move {
                     let (code, why, msg) = run_command(pre, store).await;
                     let _ = log.flush();
-                    finish(&status, code, why, msg);
+                    status.finish(code, why, msg);
                 })
             }
             Pre::Http(pre) => {
@@ -477,12 +439,13 @@ impl PodRuntime for WasmRuntime {
                     })
                 };
                 let status = status.clone();
-                mark_running();
+                // Running before the guest can finish, so its exit is never overwritten.
+                status.mark_running();
                 self.spawn(async move {
                     let grace_now = move || *grace.lock().expect("grace lock is never poisoned");
                     http::serve(listener, pre, factory, stop, grace_now).await;
                     let _ = log.flush();
-                    finish(&status, 0, reason::COMPLETED, String::new());
+                    status.finish(0, reason::COMPLETED, String::new());
                 })
             }
         };
@@ -506,7 +469,7 @@ impl PodRuntime for WasmRuntime {
                 matches!(c.pre, Pre::Http(_)),
             )
         };
-        if status.borrow().exited() {
+        if status.get().exited() {
             return Ok(());
         }
         if http && task.is_some() {
@@ -527,12 +490,7 @@ impl PodRuntime for WasmRuntime {
         if let Some(t) = task {
             t.abort();
         }
-        finish(
-            &status,
-            STOPPED_EXIT,
-            reason::ERROR,
-            "stopped by the kubelet".into(),
-        );
+        status.finish(STOPPED_EXIT, reason::ERROR, "stopped by the kubelet".into());
         Ok(())
     }
 
@@ -550,12 +508,7 @@ impl PodRuntime for WasmRuntime {
     }
 
     async fn wait_container(&self, id: &ContainerId) -> Result<ContainerStatus> {
-        let mut rx = self.watcher(id)?;
-        let st = rx
-            .wait_for(ContainerStatus::exited)
-            .await
-            .map_err(|_| RuntimeError::ContainerNotFound(id.clone()))?;
-        Ok(st.clone())
+        wait_exited(self.watcher(id)?, id).await
     }
 
     async fn exec_sync(

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 struct FakeContainer {
     sandbox: SandboxId,
     config: ContainerConfig,
-    status: watch::Sender<ContainerStatus>,
+    status: StatusCell,
     task: Option<tokio::task::AbortHandle>,
 }
 
@@ -68,19 +68,6 @@ impl FakeRuntime {
             .get(id)
             .map(|c| c.status.subscribe())
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
-    }
-
-    fn finish(status: &watch::Sender<ContainerStatus>, code: i32, why: &str) {
-        status.send_if_modified(|s| {
-            if s.exited() {
-                return false;
-            }
-            s.state = ContainerState::Exited;
-            s.finished_at = now_nanos();
-            s.exit_code = code;
-            s.reason = why.to_owned();
-            true
-        });
     }
 }
 
@@ -229,24 +216,13 @@ impl PodRuntime for FakeRuntime {
         }
         s.next += 1;
         let id = ContainerId(format!("fake-{}-{}", config.name, s.next));
-        let status = ContainerStatus {
-            id: id.clone(),
-            name: config.name.clone(),
-            state: ContainerState::Created,
-            created_at: now_nanos(),
-            started_at: 0,
-            finished_at: 0,
-            exit_code: 0,
-            reason: String::new(),
-            message: String::new(),
-            image_digest: image.digest,
-        };
+        let status = StatusCell::created(&id, &config.name, image.digest);
         s.containers.insert(
             id.clone(),
             FakeContainer {
                 sandbox: sandbox.clone(),
                 config,
-                status: watch::channel(status).0,
+                status,
                 task: None,
             },
         );
@@ -259,18 +235,8 @@ impl PodRuntime for FakeRuntime {
             .containers
             .get_mut(id)
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
-        let state = c.status.borrow().state;
-        if state != ContainerState::Created {
-            return Err(RuntimeError::WrongState {
-                id: id.clone(),
-                state,
-                wanted: "created",
-            });
-        }
-        c.status.send_modify(|st| {
-            st.state = ContainerState::Running;
-            st.started_at = now_nanos();
-        });
+        c.status.ensure_created()?;
+        c.status.mark_running();
         let cfg = c.config.clone();
         let status = c.status.clone();
         let log = LogFile::create(&cfg.log_path)?;
@@ -281,7 +247,7 @@ impl PodRuntime for FakeRuntime {
                 };
                 let (code, why) = interpret(&cfg, &cfg.args, &mut out).await;
                 let _ = log.flush();
-                FakeRuntime::finish(&status, code, why);
+                status.finish(code, why, String::new());
             })
             .abort_handle(),
         );
@@ -294,7 +260,7 @@ impl PodRuntime for FakeRuntime {
             if let Some(t) = &c.task {
                 t.abort();
             }
-            FakeRuntime::finish(&c.status, 143, reason::ERROR);
+            c.status.finish(143, reason::ERROR, String::new());
         }
         Ok(())
     }
@@ -313,12 +279,7 @@ impl PodRuntime for FakeRuntime {
     }
 
     async fn wait_container(&self, id: &ContainerId) -> Result<ContainerStatus> {
-        let mut rx = self.watcher(id)?;
-        let st = rx
-            .wait_for(ContainerStatus::exited)
-            .await
-            .map_err(|_| RuntimeError::ContainerNotFound(id.clone()))?;
-        Ok(st.clone())
+        wait_exited(self.watcher(id)?, id).await
     }
 
     async fn exec_sync(

@@ -12,9 +12,11 @@ pub mod conformance;
 pub mod fake;
 mod ip;
 pub mod logs;
+mod status;
 mod types;
 
 pub use ip::{IpPool, IpPoolError};
+pub use status::{StatusCell, wait_exited};
 pub use types::*;
 
 use async_trait::async_trait;
