@@ -27,52 +27,111 @@ fn ns_of(pod: &Pod) -> &str {
     pod.metadata.namespace.as_deref().unwrap_or("default")
 }
 
-async fn config_map(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Result<Option<ConfigMap>, ResolveError> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| ResolveError(format!("cannot read configmap {name:?}: {e}")))
+/// Where keyed data comes from: a ConfigMap or a Secret of the pod's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    ConfigMap,
+    Secret,
 }
 
-async fn secret(
-    client: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Result<Option<Secret>, ResolveError> {
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|e| ResolveError(format!("cannot read secret {name:?}: {e}")))
-}
-
-fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = cm
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-        .collect();
-    for (k, v) in cm.binary_data.iter().flatten() {
-        out.insert(k.clone(), v.0.clone());
+impl Source {
+    /// As Kubernetes' messages name it (`configmap "x" not found`).
+    fn lower(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "configmap",
+            Source::Secret => "secret",
+        }
     }
-    out
-}
 
-fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = s
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
-    for (k, v) in s.string_data.iter().flatten() {
-        out.insert(k.clone(), v.clone().into_bytes());
+    fn kind(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "ConfigMap",
+            Source::Secret => "Secret",
+        }
     }
-    out
+
+    /// Its data by key (binaryData and stringData included), `None` if it does not exist.
+    async fn fetch(
+        self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        let failed =
+            |e: kube::Error| ResolveError(format!("cannot read {} {name:?}: {e}", self.lower()));
+        Ok(match self {
+            Source::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(failed)?
+                .map(|cm| {
+                    let mut out: BTreeMap<String, Vec<u8>> = cm
+                        .data
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    out.extend(cm.binary_data.into_iter().flatten().map(|(k, v)| (k, v.0)));
+                    out
+                }),
+            Source::Secret => Api::<Secret>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(failed)?
+                .map(|s| {
+                    let mut out: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    out.extend(
+                        s.string_data
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k, v.into_bytes())),
+                    );
+                    out
+                }),
+        })
+    }
+
+    /// Its data; `None` if it is missing and `optional`, an error if it is missing otherwise.
+    async fn required(
+        self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        optional: Option<bool>,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        match self.fetch(client, ns, name).await? {
+            Some(data) => Ok(Some(data)),
+            None if optional == Some(true) => Ok(None),
+            None => Err(ResolveError(format!("{} {name:?} not found", self.lower()))),
+        }
+    }
+
+    /// The value of `key`; `None` if it (or the whole source) is missing and `optional`.
+    async fn key(
+        self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        key: &str,
+        optional: Option<bool>,
+    ) -> Result<Option<String>, ResolveError> {
+        let Some(mut data) = self.required(client, ns, name, optional).await? else {
+            return Ok(None);
+        };
+        match data.remove(key) {
+            Some(v) => Ok(Some(String::from_utf8_lossy(&v).into_owned())),
+            None if optional == Some(true) => Ok(None),
+            None => Err(ResolveError(format!(
+                "couldn't find key {key} in {} {ns}/{name}",
+                self.kind()
+            ))),
+        }
+    }
 }
 
 /// A key path inside a volume must stay inside it.
@@ -104,7 +163,7 @@ fn project(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
-    what: &str,
+    source: Source,
 ) -> Result<(), ResolveError> {
     match items {
         None => {
@@ -115,9 +174,13 @@ fn project(
         Some(items) => {
             for it in items {
                 let v = data.get(&it.key).ok_or_else(|| {
-                    let kind = if what == "secret" { "secret" } else { "config" };
+                    let kind = match source {
+                        Source::Secret => "secret",
+                        Source::ConfigMap => "config",
+                    };
                     ResolveError(format!(
-                        "{what} references non-existent {kind} key: {}",
+                        "{} references non-existent {kind} key: {}",
+                        source.lower(),
                         it.key
                     ))
                 })?;
@@ -265,25 +328,22 @@ pub async fn volumes(
         let path = if let Some(cm) = &v.config_map {
             readonly = true;
             mk(&path)?;
-            match config_map(client, ns, &cm.name).await? {
-                Some(obj) => project(
-                    &path,
-                    &config_map_data(&obj),
-                    cm.items.as_ref(),
-                    "configmap",
-                )?,
-                None if cm.optional == Some(true) => {}
-                None => return Err(ResolveError(format!("configmap {:?} not found", cm.name))),
+            if let Some(data) = Source::ConfigMap
+                .required(client, ns, &cm.name, cm.optional)
+                .await?
+            {
+                project(&path, &data, cm.items.as_ref(), Source::ConfigMap)?;
             }
             path
         } else if let Some(s) = &v.secret {
             readonly = true;
             mk(&path)?;
             let name = s.secret_name.clone().unwrap_or_default();
-            match secret(client, ns, &name).await? {
-                Some(obj) => project(&path, &secret_data(&obj), s.items.as_ref(), "secret")?,
-                None if s.optional == Some(true) => {}
-                None => return Err(ResolveError(format!("secret {name:?} not found"))),
+            if let Some(data) = Source::Secret
+                .required(client, ns, &name, s.optional)
+                .await?
+            {
+                project(&path, &data, s.items.as_ref(), Source::Secret)?;
             }
             path
         } else if let Some(d) = &v.downward_api {
@@ -405,19 +465,12 @@ pub async fn environment(
     };
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        let data = if let Some(r) = &from.config_map_ref {
-            match config_map(client, ns, &r.name).await? {
-                Some(cm) => config_map_data(&cm),
-                None if r.optional == Some(true) => continue,
-                None => return Err(ResolveError(format!("configmap {:?} not found", r.name))),
-            }
-        } else if let Some(r) = &from.secret_ref {
-            match secret(client, ns, &r.name).await? {
-                Some(s) => secret_data(&s),
-                None if r.optional == Some(true) => continue,
-                None => return Err(ResolveError(format!("secret {:?} not found", r.name))),
-            }
-        } else {
+        let (source, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(r), _) => (Source::ConfigMap, &r.name, r.optional),
+            (None, Some(r)) => (Source::Secret, &r.name, r.optional),
+            (None, None) => continue,
+        };
+        let Some(data) = source.required(client, ns, name, optional).await? else {
             continue;
         };
         for (k, v) in data {
@@ -430,35 +483,15 @@ pub async fn environment(
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(from) = &e.value_from {
-            if let Some(r) = &from.config_map_key_ref {
-                match config_map(client, ns, &r.name).await? {
-                    Some(cm) => match config_map_data(&cm).remove(&r.key) {
-                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(ResolveError(format!(
-                                "couldn't find key {} in ConfigMap {ns}/{}",
-                                r.key, r.name
-                            )));
-                        }
-                    },
-                    None if r.optional == Some(true) => continue,
-                    None => return Err(ResolveError(format!("configmap {:?} not found", r.name))),
-                }
-            } else if let Some(r) = &from.secret_key_ref {
-                match secret(client, ns, &r.name).await? {
-                    Some(s) => match secret_data(&s).remove(&r.key) {
-                        Some(v) => String::from_utf8_lossy(&v).into_owned(),
-                        None if r.optional == Some(true) => continue,
-                        None => {
-                            return Err(ResolveError(format!(
-                                "couldn't find key {} in Secret {ns}/{}",
-                                r.key, r.name
-                            )));
-                        }
-                    },
-                    None if r.optional == Some(true) => continue,
-                    None => return Err(ResolveError(format!("secret {:?} not found", r.name))),
+            let key_ref = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                (Some(r), _) => Some((Source::ConfigMap, &r.name, &r.key, r.optional)),
+                (None, Some(r)) => Some((Source::Secret, &r.name, &r.key, r.optional)),
+                (None, None) => None,
+            };
+            if let Some((source, name, key, optional)) = key_ref {
+                match source.key(client, ns, name, key, optional).await? {
+                    Some(v) => v,
+                    None => continue,
                 }
             } else if let Some(sel) = &from.field_ref {
                 field_value(pod, sel, Some(ip), host_ip)?

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
-use shoal_runtime::{ContainerStatus, Sandbox, SandboxConfig};
+use shoal_runtime::{ContainerId, ContainerStatus, Sandbox, SandboxConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,31 @@ use tokio::time::Instant;
 /// How soon a step that failed for a reason outside the pod (a missing ConfigMap, a pull error)
 /// is tried again.
 const RETRY: Duration = Duration::from_secs(2);
+
+/// Why a container did not start, as its waiting state shows it, and when to try again.
+struct NotStarted {
+    reason: String,
+    message: String,
+    retry: Duration,
+}
+
+impl NotStarted {
+    fn config(e: resolve::ResolveError) -> Self {
+        Self {
+            reason: "CreateContainerConfigError".into(),
+            message: e.0,
+            retry: RETRY,
+        }
+    }
+
+    fn soon(reason: &str, e: shoal_runtime::RuntimeError) -> Self {
+        Self {
+            reason: reason.into(),
+            message: e.to_string(),
+            retry: RETRY,
+        }
+    }
+}
 
 enum Msg {
     Exited {
@@ -435,56 +460,41 @@ impl Worker {
         Ok(image)
     }
 
-    async fn start(&mut self, idx: usize) {
+    /// Pulls, resolves, creates and starts container `idx`; why not, if it cannot yet.
+    async fn launch(&mut self, idx: usize, sb: &Sandbox) -> Result<(ContainerId, i32), NotStarted> {
         let name = self.ctrs[idx].spec.name.clone();
-        let image = match self.ensure_image(idx).await {
-            Ok(i) => i,
-            Err((reason, message)) => {
-                let c = &mut self.ctrs[idx];
-                c.backoff = next_backoff(c.backoff, &self.k.config).max(RETRY);
-                let retry = c.backoff;
-                self.waiting(idx, &reason, message, retry);
-                return;
+        let image = self.ensure_image(idx).await.map_err(|(reason, message)| {
+            let c = &mut self.ctrs[idx];
+            c.backoff = next_backoff(c.backoff, &self.k.config).max(RETRY);
+            NotStarted {
+                reason,
+                message,
+                retry: c.backoff,
             }
-        };
-        let Some(sb) = self.sandbox.clone() else {
-            return;
-        };
-        let spec = self.ctrs[idx].spec.clone();
-        let env = match resolve::environment(
+        })?;
+        let spec = &self.ctrs[idx].spec;
+        let env = resolve::environment(
             &self.k.client,
             &self.pod,
-            &spec,
+            spec,
             sb.ip,
             self.k.config.address,
         )
         .await
-        {
-            Ok(e) => e,
-            Err(e) => {
-                self.waiting(idx, "CreateContainerConfigError", e.0, RETRY);
-                return;
-            }
-        };
+        .map_err(NotStarted::config)?;
         let restarts = self.ctrs[idx].restarts + i32::from(self.ctrs[idx].ever_ran);
         let log_dir = self.dir.join("logs").join(&name);
         let log_path = log_dir.join(format!("{restarts}.log"));
         prune_logs(&log_dir, restarts);
         let volumes = self.volumes.clone().unwrap_or_default();
-        let cfg = match resolve::container_config(&spec, env, &volumes, image, log_path) {
-            Ok(c) => c,
-            Err(e) => {
-                self.waiting(idx, "CreateContainerConfigError", e.0, RETRY);
-                return;
-            }
-        };
-        let id = match self.k.runtime.create_container(&sb.id, cfg).await {
-            Ok(id) => id,
-            Err(e) => {
-                self.waiting(idx, "CreateContainerError", e.to_string(), RETRY);
-                return;
-            }
-        };
+        let cfg = resolve::container_config(spec, env, &volumes, image, log_path)
+            .map_err(NotStarted::config)?;
+        let id = self
+            .k
+            .runtime
+            .create_container(&sb.id, cfg)
+            .await
+            .map_err(|e| NotStarted::soon("CreateContainerError", e))?;
         self.record(
             Some(&name),
             EventKind::Normal,
@@ -493,8 +503,7 @@ impl Worker {
         );
         if let Err(e) = self.k.runtime.start_container(&id).await {
             let _ = self.k.runtime.remove_container(&id).await;
-            self.waiting(idx, "RunContainerError", e.to_string(), RETRY);
-            return;
+            return Err(NotStarted::soon("RunContainerError", e));
         }
         self.record(
             Some(&name),
@@ -502,6 +511,18 @@ impl Worker {
             "Started",
             format!("Started container {name}"),
         );
+        Ok((id, restarts))
+    }
+
+    async fn start(&mut self, idx: usize) {
+        let Some(sb) = self.sandbox.clone() else {
+            return;
+        };
+        let (id, restarts) = match self.launch(idx, &sb).await {
+            Ok(started) => started,
+            Err(n) => return self.waiting(idx, &n.reason, n.message, n.retry),
+        };
+        let spec = self.ctrs[idx].spec.clone();
         let c = &mut self.ctrs[idx];
         c.restarts = restarts;
         c.ever_ran = true;
@@ -521,6 +542,8 @@ impl Worker {
             let status = loop {
                 match runtime.wait_container(&wait_id).await {
                     Ok(s) => break s,
+                    // Removed before it exited: the worker that removed it has recorded its end.
+                    Err(shoal_runtime::RuntimeError::ContainerNotFound(_)) => return,
                     Err(e) => {
                         tracing::warn!(error = %e, container = %wait_id, "cannot wait for container");
                         tokio::time::sleep(RETRY).await;

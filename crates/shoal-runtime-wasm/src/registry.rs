@@ -77,7 +77,7 @@ pub async fn pull(image: &str) -> Result<Vec<u8>, RegistryError> {
             WASM_LAYER_TYPES.to_vec(),
         )
         .await
-        .map_err(|e| RegistryError::Registry(error_chain(&e)))?;
+        .map_err(|e| RegistryError::Registry(format!("{:#}", anyhow::Error::new(e))))?;
     let layers = data.layers;
     if layers.len() != 1 {
         return Err(RegistryError::Layers(layers.len()));
@@ -113,17 +113,6 @@ pub async fn push(image: &str, bytes: Vec<u8>) -> Result<String, RegistryError> 
     let resp = client
         .push(&reference, &[layer], config, &RegistryAuth::Anonymous, None)
         .await
-        .map_err(|e| RegistryError::Registry(error_chain(&e)))?;
+        .map_err(|e| RegistryError::Registry(format!("{:#}", anyhow::Error::new(e))))?;
     Ok(resp.manifest_url)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -273,23 +273,28 @@ pub fn guests_dir() -> PathBuf {
     workspace_root().join("target/guests/wasm32-wasip2/release")
 }
 
+/// The command that builds the sample workloads into [`guests_dir`] (`cargo xtask guests` runs
+/// it too).
+pub fn build_guests(cargo: &str) -> Command {
+    let root = workspace_root();
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(root.join("wasm-workloads/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/guests"))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR");
+    cmd
+}
+
 /// The sample workload `name` (`hello`, `http-echo`, `exerciser`), built for `wasm32-wasip2` on
 /// first use in this process (cargo makes the rebuild a no-op when nothing changed).
 pub fn guest(name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let built = BUILT.get_or_init(|| {
-        let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-            .arg("--manifest-path")
-            .arg(root.join("wasm-workloads/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(root.join("target/guests"))
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .output()
-            .map_err(|e| e.to_string())?;
+        let out = build_guests(&cargo).output().map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(())
         } else {

@@ -107,13 +107,6 @@ fn ensure(needs: &[&Need]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The workspace root (`crates/xtask` is two levels below it).
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .to_path_buf()
-}
-
 /// Adds the `wasm32-wasip2` target if it is missing, then builds the sample workloads into
 /// `target/guests` (where `shoal up` imports them from).
 fn guests(cargo: &str) -> anyhow::Result<()> {
@@ -129,16 +122,8 @@ fn guests(cargo: &str) -> anyhow::Result<()> {
             "rustup is not installed; assuming the toolchain has the wasm32-wasip2 target (the build says so if not)"
         ),
     }
-    let root = root();
-    run(Command::new(cargo)
-        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-        .arg("--manifest-path")
-        .arg(root.join("wasm-workloads/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(root.join("target/guests"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR"))
-    .context("cannot build the sample workloads in wasm-workloads/")
+    run(&mut shoal_testkit::build_guests(cargo))
+        .context("cannot build the sample workloads in wasm-workloads/")
 }
 
 fn main() -> anyhow::Result<()> {
