@@ -104,7 +104,7 @@ fn http_echo_is_ready_answers_on_its_pod_ip_and_a_spinner_does_not_starve_it() {
         "echo",
         NODE,
         "Always",
-        "  - name: echo\n    image: shoal.local/http-echo:latest\n    ports: [{containerPort: 8080}]\n    readinessProbe:\n      httpGet: {path: /ready, port: 8080}\n      periodSeconds: 1\n",
+        "  - name: echo\n    image: shoal.local/http-echo:latest\n    ports: [{name: http, containerPort: 8080}]\n    readinessProbe:\n      httpGet: {path: /ready, port: 8080}\n      periodSeconds: 1\n    startupProbe:\n      tcpSocket: {port: http}\n      periodSeconds: 1\n    livenessProbe:\n      tcpSocket: {port: 8080}\n      periodSeconds: 1\n      failureThreshold: 1\n",
     ));
     c.wait_pod(
         "echo",
@@ -144,6 +144,22 @@ fn http_echo_is_ready_answers_on_its_pod_ip_and_a_spinner_does_not_starve_it() {
 
     // Deleting stops it within its grace period and the pod is gone.
     let t = Instant::now();
+    // The startup probe (tcpSocket on a named port) passed, and the tcpSocket liveness probe,
+    // which restarts on its first failure, never failed while the spinner ran.
+    assert_eq!(
+        c.pod_field("echo", "{.status.containerStatuses[0].started}")
+            .unwrap(),
+        "true"
+    );
+    assert_eq!(restarts(&c, "echo"), 0);
+    let events = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=echo",
+    ]);
+    assert!(!events.contains("Unhealthy"), "{events}");
+
     c.ok(&["delete", "pod", "echo", "--grace-period=5"]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     let out = c.kubectl(&["get", "pod", "echo"]);
