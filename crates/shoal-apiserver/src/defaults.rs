@@ -237,6 +237,48 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
     }
 }
 
+/// A new Job without `manualSelector` selects its pods by its uid, as Kubernetes does: the
+/// selector `batch.kubernetes.io/controller-uid=<uid>` and the matching template labels
+/// (plus `job-name`, and the legacy unprefixed pair).
+pub fn job_selector(o: &mut Value) {
+    let uid = o
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let name = o
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) {
+        return;
+    }
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let Some(t) = spec.get_mut("template").and_then(obj) else {
+        return;
+    };
+    let m = child(t, "metadata");
+    let Some(m) = obj(m) else { return };
+    let labels = child(m, "labels");
+    if let Some(l) = obj(labels) {
+        for (k, v) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            l.insert(k.into(), json!(v));
+        }
+    }
+}
+
 fn job_spec(s: &mut Map<String, Value>) {
     let indexed = s.get("completionMode").and_then(Value::as_str) == Some("Indexed");
     if s.get("completions").is_none() && s.get("parallelism").is_none() {

@@ -420,6 +420,10 @@ impl Registry {
             m.remove(k);
         }
         m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        if info.group == "batch" && info.kind == "Job" {
+            crate::defaults::job_selector(&mut o);
+        }
+        let m = meta_mut(&mut o);
         let now = meta::now();
         m.insert("creationTimestamp".into(), json!(now));
         if info.has_spec {

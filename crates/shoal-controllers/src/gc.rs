@@ -1,14 +1,14 @@
-//! Garbage collector for ReplicaSets and Pods: dependents whose owners are all gone are deleted
-//! (background propagation); an owner deleted with `propagationPolicy: Orphan` has its
-//! dependents' ownerReferences removed, one deleted with `Foreground` waits until its dependents
-//! are gone; then the `orphan` or `foregroundDeletion` finalizer is removed.
+//! Garbage collector for the workload kinds (Pods, ReplicaSets, Deployments, Jobs, CronJobs,
+//! DaemonSets, StatefulSets): dependents whose owners are all gone are deleted (background
+//! propagation); an owner deleted with `propagationPolicy: Orphan` has its dependents'
+//! ownerReferences removed, one deleted with `Foreground` waits until its dependents are gone;
+//! then the `orphan` or `foregroundDeletion` finalizer is removed.
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 use std::collections::HashMap;
@@ -17,39 +17,49 @@ use std::time::Duration;
 /// How often dependents are checked against their owners.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
+/// The kinds the collector watches, as owners and as dependents.
+const KINDS: [(&str, &str, &str); 7] = [
+    ("", "v1", "Pod"),
+    ("apps", "v1", "ReplicaSet"),
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "DaemonSet"),
+    ("apps", "v1", "StatefulSet"),
+    ("batch", "v1", "Job"),
+    ("batch", "v1", "CronJob"),
+];
+
 /// Runs the collector (forever).
 pub async fn run(client: kube::Client) {
-    let (pods, pods_w) = reflector::store::<Pod>();
-    let (sets, sets_w) = reflector::store::<ReplicaSet>();
-    let pod_stream = reflector(
-        pods_w,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .applied_objects()
-    .for_each(|_| async {});
-    let set_stream = reflector(
-        sets_w,
-        watcher(
-            Api::<ReplicaSet>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .applied_objects()
-    .for_each(|_| async {});
-    tokio::spawn(pod_stream);
-    tokio::spawn(set_stream);
-    if pods.wait_until_ready().await.is_err() || sets.wait_until_ready().await.is_err() {
-        return;
+    let mut stores: Vec<(ApiResource, Store<DynamicObject>)> = Vec::new();
+    for (group, version, kind) in KINDS {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let writer = reflector::store::Writer::new(ar.clone());
+        let store = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let stream = reflector(writer, watcher(api, watcher::Config::default()))
+            .applied_objects()
+            .for_each(|_| async {});
+        tokio::spawn(stream);
+        stores.push((ar, store));
+    }
+    for (_, store) in &stores {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
     }
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
-        let pods: Vec<ObjectMeta> = pods.state().iter().map(|p| p.metadata.clone()).collect();
-        let sets: Vec<(ObjectMeta, &'static str)> = sets
-            .state()
+        let objects: Vec<(ObjectMeta, &ApiResource)> = stores
             .iter()
-            .map(|s| (s.metadata.clone(), "ReplicaSet"))
+            .flat_map(|(ar, store)| {
+                store
+                    .state()
+                    .iter()
+                    .map(|o| (o.metadata.clone(), ar))
+                    .collect::<Vec<_>>()
+            })
             .collect();
-        sweep(&client, &pods, &sets).await;
+        sweep(&client, &objects).await;
     }
 }
 
@@ -57,39 +67,24 @@ fn ns(m: &ObjectMeta) -> &str {
     m.namespace.as_deref().unwrap_or("default")
 }
 
-async fn patch_meta(client: &kube::Client, kind: &str, m: &ObjectMeta, meta: serde_json::Value) {
+async fn patch_meta(
+    client: &kube::Client,
+    ar: &ApiResource,
+    m: &ObjectMeta,
+    meta: serde_json::Value,
+) {
     let name = m.name.as_deref().unwrap_or("");
     let patch = Patch::Merge(json!({ "metadata": meta }));
-    let pp = PatchParams::default();
-    let r = match kind {
-        "Pod" => Api::<Pod>::namespaced(client.clone(), ns(m))
-            .patch(name, &pp, &patch)
-            .await
-            .map(|_| ()),
-        _ => Api::<ReplicaSet>::namespaced(client.clone(), ns(m))
-            .patch(name, &pp, &patch)
-            .await
-            .map(|_| ()),
-    };
-    if let Err(e) = r {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns(m), ar);
+    if let Err(e) = api.patch(name, &PatchParams::default(), &patch).await {
         tracing::debug!(%name, error = %e, "garbage collector patch");
     }
 }
 
-async fn delete(client: &kube::Client, kind: &str, m: &ObjectMeta) {
+async fn delete(client: &kube::Client, ar: &ApiResource, m: &ObjectMeta) {
     let name = m.name.as_deref().unwrap_or("");
-    let dp = DeleteParams::background();
-    let r = match kind {
-        "Pod" => Api::<Pod>::namespaced(client.clone(), ns(m))
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-        _ => Api::<ReplicaSet>::namespaced(client.clone(), ns(m))
-            .delete(name, &dp)
-            .await
-            .map(|_| ()),
-    };
-    if let Err(e) = r {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns(m), ar);
+    if let Err(e) = api.delete(name, &DeleteParams::background()).await {
         tracing::debug!(%name, error = %e, "garbage collector delete");
     }
 }
@@ -126,25 +121,20 @@ async fn owner_exists(
     exists
 }
 
-async fn sweep(client: &kube::Client, pods: &[ObjectMeta], sets: &[(ObjectMeta, &'static str)]) {
-    let dependents: Vec<(&ObjectMeta, &str)> = pods
-        .iter()
-        .map(|m| (m, "Pod"))
-        .chain(sets.iter().map(|(m, k)| (m, *k)))
-        .collect();
-    let known: HashMap<String, ObjectMeta> = sets
+async fn sweep(client: &kube::Client, objects: &[(ObjectMeta, &ApiResource)]) {
+    let known: HashMap<String, ObjectMeta> = objects
         .iter()
         .filter_map(|(m, _)| Some((m.uid.clone()?, m.clone())))
         .collect();
 
     // Owners being deleted with the orphan or foreground finalizer.
-    for (owner, kind) in sets {
+    for (owner, ar) in objects {
         if owner.deletion_timestamp.is_none() {
             continue;
         }
         let finalizers = owner.finalizers.clone().unwrap_or_default();
         let uid = owner.uid.clone().unwrap_or_default();
-        let mine: Vec<&(&ObjectMeta, &str)> = dependents
+        let mine: Vec<&(ObjectMeta, &ApiResource)> = objects
             .iter()
             .filter(|(d, _)| {
                 ns(d) == ns(owner) && d.owner_references.iter().flatten().any(|o| o.uid == uid)
@@ -155,23 +145,23 @@ async fn sweep(client: &kube::Client, pods: &[ObjectMeta], sets: &[(ObjectMeta, 
             json!({ "finalizers": rest })
         };
         if finalizers.iter().any(|f| f == "orphan") {
-            for (d, dkind) in &mine {
+            for (d, dar) in &mine {
                 let refs: Vec<&OwnerReference> = d
                     .owner_references
                     .iter()
                     .flatten()
                     .filter(|o| o.uid != uid)
                     .collect();
-                patch_meta(client, dkind, d, json!({ "ownerReferences": refs })).await;
+                patch_meta(client, dar, d, json!({ "ownerReferences": refs })).await;
             }
-            patch_meta(client, kind, owner, done("orphan")).await;
+            patch_meta(client, ar, owner, done("orphan")).await;
         } else if finalizers.iter().any(|f| f == "foregroundDeletion") {
             if mine.is_empty() {
-                patch_meta(client, kind, owner, done("foregroundDeletion")).await;
+                patch_meta(client, ar, owner, done("foregroundDeletion")).await;
             }
-            for (d, dkind) in &mine {
+            for (d, dar) in &mine {
                 if d.deletion_timestamp.is_none() {
-                    delete(client, dkind, d).await;
+                    delete(client, dar, d).await;
                 }
             }
         }
@@ -179,7 +169,7 @@ async fn sweep(client: &kube::Client, pods: &[ObjectMeta], sets: &[(ObjectMeta, 
 
     // Background: dependents whose owners are all gone.
     let mut cache = HashMap::new();
-    for (d, kind) in &dependents {
+    for (d, ar) in objects {
         let owners = d.owner_references.clone().unwrap_or_default();
         if owners.is_empty() || d.deletion_timestamp.is_some() {
             continue;
@@ -192,7 +182,7 @@ async fn sweep(client: &kube::Client, pods: &[ObjectMeta], sets: &[(ObjectMeta, 
             }
         }
         if !any {
-            delete(client, kind, d).await;
+            delete(client, ar, d).await;
         }
     }
 }

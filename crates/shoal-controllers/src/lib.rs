@@ -1,10 +1,18 @@
 //! The controller-manager: one controller per file, each on kube-rs' controller runtime.
-//! Today: [`replicaset`] and the garbage collector [`gc`].
+//! Today: [`replicaset`], [`deployment`] and the garbage collector [`gc`].
 
+pub mod cronjob;
+pub mod deployment;
 pub mod gc;
+pub mod job;
 pub mod replicaset;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// A reconcile failure; the controller retries the object after a pause.
@@ -20,6 +28,9 @@ pub enum Error {
 pub async fn run(client: kube::Client, shutdown: CancellationToken) {
     tokio::select! {
         _ = replicaset::run(client.clone()) => {}
+        _ = deployment::run(client.clone()) => {}
+        _ = job::run(client.clone()) => {}
+        _ = cronjob::run(client.clone()) => {}
         _ = gc::run(client) => {}
         _ = shutdown.cancelled() => {}
     }
@@ -48,6 +59,188 @@ pub fn selector_string(sel: &LabelSelector) -> Result<String, Error> {
         });
     }
     Ok(parts.join(","))
+}
+
+/// The controller ownerReference to `owner` (a `kind` of `api_version`).
+pub fn controller_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: owner.name.clone().unwrap_or_default(),
+        uid: owner.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The uid of the object's controller, if it has one.
+pub fn controller_uid(m: &ObjectMeta) -> Option<&str> {
+    m.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// The objects in `candidates` (already filtered by the owner's selector) the owner controls:
+/// those whose controller reference names it, plus orphans it adopts by adding its controller
+/// reference (Kubernetes' ControllerRefManager). Objects controlled by someone else are left.
+pub async fn claim<K>(api: &Api<K>, owner: &OwnerReference, candidates: Vec<K>) -> Vec<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut owned = Vec::new();
+    for o in candidates {
+        let m = o.meta();
+        match controller_uid(m) {
+            Some(uid) if uid == owner.uid => owned.push(o),
+            Some(_) => {}
+            None if m.deletion_timestamp.is_none() => {
+                let mut refs = m.owner_references.clone().unwrap_or_default();
+                refs.push(owner.clone());
+                let name = m.name.clone().unwrap_or_default();
+                // The uid precondition keeps a replaced object with the same name out.
+                let patch = json!({"metadata": {"ownerReferences": refs, "uid": m.uid}});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
+                    Ok(adopted) => owned.push(adopted),
+                    Err(e) => tracing::debug!(%name, error = %e, "cannot adopt"),
+                }
+            }
+            None => {}
+        }
+    }
+    owned
+}
+
+/// A pod built from `template` in `ns`, controlled by `owner`: named `name`, or generated
+/// from `generate_name`; `labels` are added to the template's.
+pub fn pod_from_template(
+    template: &PodTemplateSpec,
+    ns: &str,
+    name: PodName<'_>,
+    owner: &OwnerReference,
+    labels: &[(&str, &str)],
+) -> Pod {
+    let meta = template.metadata.clone().unwrap_or_default();
+    let mut all = meta.labels.unwrap_or_default();
+    for (k, v) in labels {
+        all.insert((*k).into(), (*v).into());
+    }
+    let (name, generate_name) = match name {
+        PodName::Fixed(n) => (Some(n.to_owned()), None),
+        PodName::Generate(p) => (None, Some(p.to_owned())),
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name,
+            generate_name,
+            namespace: Some(ns.into()),
+            labels: Some(all),
+            annotations: meta.annotations,
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    }
+}
+
+/// How a controller names the pods it creates.
+pub enum PodName<'a> {
+    Fixed(&'a str),
+    Generate(&'a str),
+}
+
+/// Whether a pod still counts: not being deleted, not finished.
+pub fn pod_active(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && !matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(p: &Pod) -> bool {
+    ready_since(p).is_some()
+}
+
+/// When a ready pod became ready.
+fn ready_since(p: &Pod) -> Option<Option<jiff::Timestamp>> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Whether a pod is available: ready for at least `min_ready_seconds`. Otherwise, for a ready
+/// pod, how long until it will be.
+pub fn pod_available(
+    p: &Pod,
+    min_ready_seconds: i32,
+    now: jiff::Timestamp,
+) -> Result<(), Option<Duration>> {
+    let since = ready_since(p).ok_or(None)?;
+    if min_ready_seconds <= 0 {
+        return Ok(());
+    }
+    let Some(since) = since else { return Ok(()) };
+    let at = since + jiff::SignedDuration::from_secs(i64::from(min_ready_seconds));
+    if at <= now {
+        Ok(())
+    } else {
+        Err(Some(
+            Duration::try_from(at.duration_since(now)).unwrap_or_default(),
+        ))
+    }
+}
+
+/// Deletes, treating "already gone" as done.
+pub async fn delete_quietly<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An `intstr` against a total: a number, or a percentage rounded up or down.
+pub fn scaled_value(
+    v: Option<&IntOrString>,
+    total: i32,
+    round_up: bool,
+    default: i32,
+) -> Result<i32, Error> {
+    match v {
+        None => Ok(default),
+        Some(IntOrString::Int(i)) => Ok(*i),
+        Some(IntOrString::String(s)) => {
+            let pct: i64 = s
+                .strip_suffix('%')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "invalid value {s:?}: must be an integer or a percentage"
+                    ))
+                })?;
+            let scaled = i64::from(total) * pct;
+            let r = if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            };
+            Ok(r as i32)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! ReplicaSet: adopt matching orphans, create or delete pods until `spec.replicas` are active,
 //! and report the counts in status.
 
-use crate::{Error, selector_string};
+use crate::{
+    Error, PodName, claim, controller_ref, pod_active, pod_available, pod_from_template, pod_ready,
+    selector_string,
+};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -36,21 +39,6 @@ fn error_policy(_rs: Arc<ReplicaSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
-fn active(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
-}
-
-fn ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Which pods go first when scaling down, as Kubernetes ranks them: unscheduled, then pending,
 /// then not ready, then the newest.
 fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Timestamp>>) {
@@ -63,7 +51,7 @@ fn deletion_rank(p: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Timesta
     (
         u8::from(scheduled),
         u8::from(running),
-        u8::from(ready(p)),
+        u8::from(pod_ready(p)),
         std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)),
     )
 }
@@ -74,7 +62,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     }
     let ns = rs.metadata.namespace.as_deref().unwrap_or("default");
     let name = rs.metadata.name.as_deref().unwrap_or("");
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
     let spec = rs
         .spec
         .as_ref()
@@ -87,57 +74,17 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         )));
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": uid,
-                       "controller": true, "blockOwnerDeletion": true});
-    let mut owned = Vec::new();
-    for p in pods
+    let owner = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    let candidates = pods
         .list(&ListParams::default().labels(&selector))
         .await?
-        .items
-    {
-        let controller = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true));
-        match controller {
-            Some(o) if o.uid == uid => owned.push(p),
-            Some(_) => {}
-            None if p.metadata.deletion_timestamp.is_none() => {
-                // Adopt the orphan.
-                let mut refs =
-                    serde_json::to_value(p.metadata.owner_references.clone().unwrap_or_default())
-                        .unwrap_or_else(|_| json!([]));
-                if let Some(a) = refs.as_array_mut() {
-                    a.push(owner.clone());
-                }
-                let pname = p.metadata.name.clone().unwrap_or_default();
-                let patch = json!({"metadata": {"ownerReferences": refs, "uid": p.metadata.uid}});
-                match pods
-                    .patch(&pname, &PatchParams::default(), &Patch::Merge(patch))
-                    .await
-                {
-                    Ok(adopted) => owned.push(adopted),
-                    Err(e) => tracing::debug!(pod = %pname, error = %e, "cannot adopt pod"),
-                }
-            }
-            None => {}
-        }
-    }
-    let mut live: Vec<&Pod> = owned.iter().filter(|p| active(p)).collect();
+        .items;
+    let owned = claim(&pods, &owner, candidates).await;
+    let mut live: Vec<&Pod> = owned.iter().filter(|p| pod_active(p)).collect();
     if live.len() < want {
         let template = spec.template.clone().unwrap_or_default();
-        let meta = template.metadata.unwrap_or_default();
-        let pod = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"generateName": format!("{name}-"), "namespace": ns,
-                         "labels": meta.labels, "annotations": meta.annotations,
-                         "ownerReferences": [owner]},
-            "spec": template.spec,
-        });
-        let pod: Pod = serde_json::from_value(pod)
-            .map_err(|e| Error::Invalid(format!("replicaset {name} template: {e}")))?;
+        let prefix = format!("{name}-");
+        let pod = pod_from_template(&template, ns, PodName::Generate(&prefix), &owner, &[]);
         for _ in live.len()..want {
             pods.create(&PostParams::default(), &pod).await?;
         }
@@ -151,15 +98,27 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             }
         }
     }
+    // Available: ready for minReadySeconds; look again when the next one will be.
+    let now = jiff::Timestamp::now();
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let mut available = 0;
+    let mut again = Duration::from_secs(300);
+    for p in &live {
+        match pod_available(p, min_ready, now) {
+            Ok(()) => available += 1,
+            Err(Some(wait)) => again = again.min(wait + Duration::from_millis(50)),
+            Err(None) => {}
+        }
+    }
     let status = json!({"status": {
         "replicas": live.len(),
         "fullyLabeledReplicas": live.len(),
-        "readyReplicas": live.iter().filter(|p| ready(p)).count(),
-        "availableReplicas": live.iter().filter(|p| ready(p)).count(),
+        "readyReplicas": live.iter().filter(|p| pod_ready(p)).count(),
+        "availableReplicas": available,
         "observedGeneration": rs.metadata.generation,
     }});
     let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
     sets.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
         .await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(again))
 }
