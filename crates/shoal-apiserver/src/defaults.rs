@@ -134,11 +134,23 @@ pub fn apply(group: &str, kind: &str, o: &mut Value) {
                 set_default(s, "enableServiceLinks", json!(true));
                 set_default(s, "priority", json!(0));
                 set_default(s, "preemptionPolicy", json!("PreemptLowerPriority"));
-                if s.get("tolerations").is_none() {
-                    s.insert("tolerations".into(), json!([
-                        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
-                        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
-                    ]));
+                // DefaultTolerationSeconds: 300 s on a not-ready or unreachable node, unless
+                // the pod says otherwise for that taint.
+                let tols = s.entry("tolerations").or_insert_with(|| json!([]));
+                if let Some(list) = tols.as_array_mut() {
+                    for key in [
+                        "node.kubernetes.io/not-ready",
+                        "node.kubernetes.io/unreachable",
+                    ] {
+                        let covered = list.iter().any(|t| {
+                            t.get("key").and_then(Value::as_str) == Some(key)
+                                || (t.get("key").is_none_or(|k| k == "")
+                                    && t.get("operator").and_then(Value::as_str) == Some("Exists"))
+                        });
+                        if !covered {
+                            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                        }
+                    }
                 }
             }
         }

@@ -1,11 +1,16 @@
 //! The controller-manager: one controller per file, each on kube-rs' controller runtime.
-//! Today: [`replicaset`], [`deployment`] and the garbage collector [`gc`].
+//! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
+//! garbage collector [`gc`], [`namespace`] deletion and [`nodelifecycle`].
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod gc;
 pub mod job;
+pub mod namespace;
+pub mod nodelifecycle;
 pub mod replicaset;
+pub mod statefulset;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -24,13 +29,33 @@ pub enum Error {
     Invalid(String),
 }
 
+/// Settings of the controller-manager.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a node may go without renewing its lease before it is NotReady
+    /// (Kubernetes' `--node-monitor-grace-period`).
+    pub node_monitor_grace_period: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_monitor_grace_period: Duration::from_secs(40),
+        }
+    }
+}
+
 /// Runs every controller until `shutdown`.
-pub async fn run(client: kube::Client, shutdown: CancellationToken) {
+pub async fn run(client: kube::Client, config: Config, shutdown: CancellationToken) {
     tokio::select! {
         _ = replicaset::run(client.clone()) => {}
         _ = deployment::run(client.clone()) => {}
         _ = job::run(client.clone()) => {}
         _ = cronjob::run(client.clone()) => {}
+        _ = daemonset::run(client.clone()) => {}
+        _ = statefulset::run(client.clone()) => {}
+        _ = namespace::run(client.clone()) => {}
+        _ = nodelifecycle::run(client.clone(), config.node_monitor_grace_period) => {}
         _ = gc::run(client) => {}
         _ = shutdown.cancelled() => {}
     }

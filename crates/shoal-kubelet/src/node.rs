@@ -159,7 +159,8 @@ async fn renew(k: &Kubelet) -> anyhow::Result<()> {
     }
 }
 
-/// Renews the lease every quarter of its duration and rewrites the node status every minute.
+/// Renews the lease every quarter of its duration and rewrites the node status every minute,
+/// or at once when someone else marked the node not Ready.
 pub async fn heartbeat(k: std::sync::Arc<Kubelet>, shutdown: CancellationToken) {
     let every = k.config.lease_duration / 4;
     let mut last_status = tokio::time::Instant::now();
@@ -167,7 +168,19 @@ pub async fn heartbeat(k: std::sync::Arc<Kubelet>, shutdown: CancellationToken) 
         if let Err(e) = renew(&k).await {
             tracing::warn!(error = %e, "cannot renew the node lease");
         }
-        if last_status.elapsed() >= STATUS_EVERY {
+        // The node lifecycle controller marks a node that went quiet Unknown; say Ready again
+        // at once rather than at the next periodic update.
+        let marked = match Api::<Node>::all(k.client.clone())
+            .get_opt(&k.config.node_name)
+            .await
+        {
+            Ok(Some(n)) => n
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status != "True")),
+            _ => false,
+        };
+        if marked || last_status.elapsed() >= STATUS_EVERY {
             last_status = tokio::time::Instant::now();
             if let Err(e) = write_status(&k).await {
                 tracing::warn!(error = %e, "cannot update the node status");

@@ -164,14 +164,14 @@ impl Plugin for NodeUnschedulable {
     }
 }
 
-fn tolerations(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::Toleration> {
+pub fn tolerations(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::Toleration> {
     pod.spec
         .as_ref()
         .and_then(|s| s.tolerations.clone())
         .unwrap_or_default()
 }
 
-fn tolerates(t: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) -> bool {
+pub fn tolerates(t: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) -> bool {
     if t.effect
         .as_deref()
         .is_some_and(|e| !e.is_empty() && e != taint.effect)

@@ -74,6 +74,8 @@ enum Command {
         server: ServerArgs,
         #[command(flatten)]
         kubelet: node::KubeletArgs,
+        #[command(flatten)]
+        controllers: ControllerArgs,
     },
     /// Run the API server alone.
     Apiserver {
@@ -100,6 +102,8 @@ enum Command {
     ControllerManager {
         #[arg(long)]
         kubeconfig: PathBuf,
+        #[command(flatten)]
+        controllers: ControllerArgs,
     },
     /// Manage the node's Wasm images.
     #[command(subcommand)]
@@ -107,6 +111,26 @@ enum Command {
     /// Back up, restore or migrate the embedded store (Shoal must be stopped).
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+#[derive(clap::Args, Clone)]
+struct ControllerArgs {
+    /// Seconds a node may go without renewing its lease before it is marked NotReady and
+    /// tainted unreachable.
+    #[arg(long, default_value_t = 40.0)]
+    node_monitor_grace_period: f64,
+}
+
+impl ControllerArgs {
+    fn config(&self) -> anyhow::Result<shoal_controllers::Config> {
+        let grace = std::time::Duration::try_from_secs_f64(self.node_monitor_grace_period)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--node-monitor-grace-period must be a positive number of seconds")?;
+        Ok(shoal_controllers::Config {
+            node_monitor_grace_period: grace,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -297,7 +321,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn run_apiserver(args: ServerArgs, kubelet: Option<node::KubeletArgs>) -> anyhow::Result<()> {
+async fn run_apiserver(
+    args: ServerArgs,
+    kubelet: Option<(node::KubeletArgs, shoal_controllers::Config)>,
+) -> anyhow::Result<()> {
     let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -329,14 +356,18 @@ async fn run_apiserver(args: ServerArgs, kubelet: Option<node::KubeletArgs>) -> 
         token.clone(),
     ));
     let node = match kubelet {
-        Some(args) => {
+        Some((args, controllers)) => {
             let client = node::client_from(&kubeconfig).await?;
             let scheduler = shoal_scheduler::Scheduler::new(
                 client.clone(),
                 shoal_scheduler::plugins::defaults(),
             );
             tokio::spawn(scheduler.run(token.clone()));
-            tokio::spawn(shoal_controllers::run(client.clone(), token.clone()));
+            tokio::spawn(shoal_controllers::run(
+                client.clone(),
+                controllers,
+                token.clone(),
+            ));
             Some(
                 node::start_kubelet(client, Some(pki.token.clone()), &args, &dir, token.clone())
                     .await?,
@@ -380,7 +411,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { server, kubelet } => run_apiserver(server, Some(kubelet)).await,
+        Command::Up {
+            server,
+            kubelet,
+            controllers,
+        } => run_apiserver(server, Some((kubelet, controllers.config()?))).await,
         Command::Apiserver { server } => run_apiserver(server, None).await,
         Command::Kubelet {
             kubeconfig,
@@ -397,12 +432,16 @@ async fn main() -> anyhow::Result<()> {
                 .await;
             Ok(())
         }
-        Command::ControllerManager { kubeconfig } => {
+        Command::ControllerManager {
+            kubeconfig,
+            controllers,
+        } => {
+            let config = controllers.config()?;
             let client = node::client_from(&kubeconfig).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));
             println!("Shoal controller-manager running");
-            shoal_controllers::run(client, shutdown).await;
+            shoal_controllers::run(client, config, shutdown).await;
             Ok(())
         }
         Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,
