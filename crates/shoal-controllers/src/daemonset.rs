@@ -105,13 +105,7 @@ pub fn eligible(template: &PodTemplateSpec, node: &Node) -> bool {
         spec: template.spec.clone(),
         status: None,
     };
-    let info = sched::NodeInfo {
-        node: node.clone(),
-        requested_cpu_millis: 0,
-        requested_memory: 0,
-        pods: 0,
-        host_ports: HashSet::new(),
-    };
+    let info = sched::NodeInfo::new(node.clone());
     node.metadata.deletion_timestamp.is_none()
         && sched::NodeAffinity.filter(&pod, &info).is_ok()
         && sched::TaintToleration.filter(&pod, &info).is_ok()

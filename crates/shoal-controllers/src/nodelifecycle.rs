@@ -276,7 +276,7 @@ async fn check_pod(
         return Ok(());
     }
     if eviction_time(pod, node).is_some_and(|t| t <= now) {
-        tracing::info!(pod = %name, node = %node_name, "evicting: untolerated NoExecute taint");
+        tracing::info!(pod = %name, node = %node_name, "evicting: NoExecute taint not tolerated (any longer)");
         return gone(api.delete(name, &DeleteParams::default()).await);
     }
     Ok(())

@@ -113,6 +113,13 @@ async fn write_status(k: &Kubelet) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Now as a MicroTime: exactly six fractional digits, which kubectl insists on.
+fn micro_time() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
 fn lease(k: &Kubelet, node_uid: Option<String>) -> anyhow::Result<Lease> {
     let c = &k.config;
     let mut owner = vec![];
@@ -125,7 +132,7 @@ fn lease(k: &Kubelet, node_uid: Option<String>) -> anyhow::Result<Lease> {
         "spec": {
             "holderIdentity": c.node_name,
             "leaseDurationSeconds": c.lease_duration.as_secs(),
-            "renewTime": jiff::Timestamp::now().to_string(),
+            "renewTime": micro_time(),
         },
     }))?)
 }
@@ -134,7 +141,7 @@ async fn renew(k: &Kubelet) -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(k.client.clone(), "kube-node-lease");
     let patch = json!({"spec": {
         "holderIdentity": k.config.node_name,
-        "renewTime": jiff::Timestamp::now().to_string(),
+        "renewTime": micro_time(),
     }});
     match leases
         .patch(

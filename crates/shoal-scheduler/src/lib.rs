@@ -177,13 +177,7 @@ impl Scheduler {
             .map(|(name, n)| {
                 (
                     name.as_str(),
-                    NodeInfo {
-                        node: n.clone(),
-                        requested_cpu_millis: 0,
-                        requested_memory: 0,
-                        pods: 0,
-                        host_ports: Default::default(),
-                    },
+                    NodeInfo::new(n.clone()),
                 )
             })
             .collect();
@@ -367,13 +361,7 @@ mod tests {
         if let Some(spec) = extra.get("spec") {
             n["spec"] = spec.clone();
         }
-        NodeInfo {
-            node: serde_json::from_value(n).unwrap(),
-            requested_cpu_millis: 0,
-            requested_memory: 0,
-            pods: 0,
-            host_ports: Default::default(),
-        }
+        NodeInfo::new(serde_json::from_value(n).unwrap())
     }
 
     fn pod(spec: serde_json::Value) -> Pod {

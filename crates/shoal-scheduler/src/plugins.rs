@@ -11,11 +11,28 @@ pub struct NodeInfo {
     pub requested_cpu_millis: u64,
     pub requested_memory: u64,
     pub pods: u64,
+    /// Requests as scoring counts them: a container without a cpu or memory request counts
+    /// as 100m / 200Mi (Kubernetes' non-zero defaults), so empty pods still spread.
+    pub nonzero_cpu_millis: u64,
+    pub nonzero_memory: u64,
     /// `(protocol, hostPort)` in use.
     pub host_ports: HashSet<(String, i32)>,
 }
 
 impl NodeInfo {
+    /// A node with nothing on it yet.
+    pub fn new(node: Node) -> Self {
+        Self {
+            node,
+            requested_cpu_millis: 0,
+            requested_memory: 0,
+            pods: 0,
+            nonzero_cpu_millis: 0,
+            nonzero_memory: 0,
+            host_ports: HashSet::new(),
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
@@ -53,6 +70,9 @@ impl NodeInfo {
         let r = requests(pod);
         self.requested_cpu_millis += r.cpu_millis;
         self.requested_memory += r.memory;
+        let nz = nonzero_requests(pod);
+        self.nonzero_cpu_millis += nz.cpu_millis;
+        self.nonzero_memory += nz.memory;
         self.pods += 1;
         self.host_ports.extend(host_ports(pod));
     }
@@ -68,6 +88,18 @@ pub struct Requests {
 /// The pod's effective requests: the sum over its containers, or the largest init container's
 /// if that is more (requests default to limits, as Kubernetes defaults them).
 pub fn requests(pod: &Pod) -> Requests {
+    sum_requests(pod, false)
+}
+
+/// Requests for scoring: each container asks at least 100m cpu and 200Mi memory.
+pub fn nonzero_requests(pod: &Pod) -> Requests {
+    sum_requests(pod, true)
+}
+
+const NONZERO_CPU_MILLIS: u64 = 100;
+const NONZERO_MEMORY: u64 = 200 * 1024 * 1024;
+
+fn sum_requests(pod: &Pod, nonzero: bool) -> Requests {
     let Some(spec) = &pod.spec else {
         return Requests::default();
     };
@@ -78,13 +110,22 @@ pub fn requests(pod: &Pod) -> Requests {
                 .or_else(|| res.and_then(|r| r.limits.as_ref().and_then(|m| m.get(key))))
                 .map(|q| q.0.clone())
         };
-        Requests {
-            cpu_millis: get("cpu")
-                .and_then(|q| shoal_api::quantity::millis(&q).ok())
-                .unwrap_or(0),
-            memory: get("memory")
-                .and_then(|q| shoal_api::quantity::bytes(&q).ok())
-                .unwrap_or(0),
+        let cpu = get("cpu")
+            .and_then(|q| shoal_api::quantity::millis(&q).ok())
+            .unwrap_or(0);
+        let memory = get("memory")
+            .and_then(|q| shoal_api::quantity::bytes(&q).ok())
+            .unwrap_or(0);
+        if nonzero {
+            Requests {
+                cpu_millis: if cpu == 0 { NONZERO_CPU_MILLIS } else { cpu },
+                memory: if memory == 0 { NONZERO_MEMORY } else { memory },
+            }
+        } else {
+            Requests {
+                cpu_millis: cpu,
+                memory,
+            }
         }
     };
     let mut sum = Requests::default();
@@ -324,7 +365,7 @@ impl Plugin for NodeResourcesFit {
     }
     /// Least allocated: the more room a node keeps, the higher it scores.
     fn score(&self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let r = requests(pod);
+        let r = nonzero_requests(pod);
         let frac = |used: u64, cap: u64| {
             if cap == 0 {
                 0.0
@@ -333,10 +374,10 @@ impl Plugin for NodeResourcesFit {
             }
         };
         let cpu = frac(
-            node.requested_cpu_millis + r.cpu_millis,
+            node.nonzero_cpu_millis + r.cpu_millis,
             node.allocatable_cpu_millis(),
         );
-        let mem = frac(node.requested_memory + r.memory, node.allocatable_memory());
+        let mem = frac(node.nonzero_memory + r.memory, node.allocatable_memory());
         Some(((cpu + mem) / 2.0 * 100.0) as i64)
     }
 }
@@ -348,7 +389,7 @@ impl Plugin for BalancedAllocation {
         "NodeResourcesBalancedAllocation"
     }
     fn score(&self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let r = requests(pod);
+        let r = nonzero_requests(pod);
         let frac = |used: u64, cap: u64| {
             if cap == 0 {
                 1.0
@@ -357,10 +398,10 @@ impl Plugin for BalancedAllocation {
             }
         };
         let cpu = frac(
-            node.requested_cpu_millis + r.cpu_millis,
+            node.nonzero_cpu_millis + r.cpu_millis,
             node.allocatable_cpu_millis(),
         );
-        let mem = frac(node.requested_memory + r.memory, node.allocatable_memory());
+        let mem = frac(node.nonzero_memory + r.memory, node.allocatable_memory());
         Some(((1.0 - (cpu - mem).abs()) * 100.0) as i64)
     }
 }

@@ -117,7 +117,8 @@ impl Cluster {
             // own (clusters run side by side), and a short crash-loop back-off.
             guest("hello");
             cmd.args(["--node-name", NODE, "--kubelet-port", "0"])
-                .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"]);
+                .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
+                .args(NODE_TIMING);
         }
         let mut child = cmd
             .env("RUST_LOG", "warn")
@@ -311,6 +312,15 @@ pub fn guest(name: &str) -> PathBuf {
     p
 }
 
+/// Node heartbeats every second and a node NotReady after 8 s without one, so tests of a
+/// node going away do not wait Kubernetes' 40 s.
+const NODE_TIMING: [&str; 4] = [
+    "--node-lease-duration-seconds",
+    "4",
+    "--node-monitor-grace-period",
+    "8",
+];
+
 /// A second node: `shoal kubelet` joining a cluster through its kubeconfig.
 pub struct Node {
     child: Child,
@@ -336,6 +346,7 @@ impl Node {
             .arg(dir.path())
             .args(["--node-name", name, "--kubelet-port", "0"])
             .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
+            .args(&NODE_TIMING[..2])
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

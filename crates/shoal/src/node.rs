@@ -23,6 +23,9 @@ pub struct KubeletArgs {
     /// First crash-loop back-off delay in seconds (Kubernetes: 10), doubled up to 300.
     #[arg(long, default_value_t = 10.0)]
     pub restart_backoff: f64,
+    /// Lifetime of the node's Lease in seconds; it is renewed every quarter of it.
+    #[arg(long, default_value_t = 40)]
+    pub node_lease_duration_seconds: u64,
     /// How many pods the node runs at once (`status.capacity.pods`); more are rejected.
     #[arg(long, default_value_t = 1100)]
     pub max_pods: u32,
@@ -100,6 +103,11 @@ pub async fn start_kubelet(
         "--restart-backoff must be a positive number of seconds"
     );
     config.backoff_initial = Duration::from_secs_f64(args.restart_backoff);
+    anyhow::ensure!(
+        args.node_lease_duration_seconds > 0,
+        "--node-lease-duration-seconds must be positive"
+    );
+    config.lease_duration = Duration::from_secs(args.node_lease_duration_seconds);
     config.backoff_max = Duration::from_secs(300).max(config.backoff_initial);
     let listener = tokio::net::TcpListener::bind((config.address, args.kubelet_port))
         .await
