@@ -7,3 +7,4 @@ mod kubectl;
 mod kubelet;
 mod scheduler;
 mod store_tools;
+mod workloads;

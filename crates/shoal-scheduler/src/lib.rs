@@ -174,12 +174,7 @@ impl Scheduler {
         let mut infos: BTreeMap<&str, NodeInfo> = s
             .nodes
             .iter()
-            .map(|(name, n)| {
-                (
-                    name.as_str(),
-                    NodeInfo::new(n.clone()),
-                )
-            })
+            .map(|(name, n)| (name.as_str(), NodeInfo::new(n.clone())))
             .collect();
         let now = Instant::now();
         let mut pending = Vec::new();
