@@ -19,7 +19,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
-use shoal_scheduler::plugins::{self as sched, Plugin};
+use shoal_scheduler::plugins as sched;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,10 +105,9 @@ pub fn eligible(template: &PodTemplateSpec, node: &Node) -> bool {
         spec: template.spec.clone(),
         status: None,
     };
-    let info = sched::NodeInfo::new(node.clone());
     node.metadata.deletion_timestamp.is_none()
-        && sched::NodeAffinity.filter(&pod, &info).is_ok()
-        && sched::TaintToleration.filter(&pod, &info).is_ok()
+        && sched::node_affinity_matches(&pod, node)
+        && sched::untolerated_taint(&pod, node).is_none()
 }
 
 /// Pins a pod to `node` with a required `metadata.name` node-affinity term (replacing any

@@ -4,13 +4,16 @@
 //! `0/N nodes are available: ...`). Unschedulable pods are retried with back-off, and at once
 //! when a node changes.
 
+pub mod framework;
+pub mod interpod;
 pub mod plugins;
+pub mod spread;
 
+use framework::{Framework, NodeInfo, Plugin};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use plugins::{NodeInfo, Plugin};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,12 +27,17 @@ pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
 
 const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Bindings in flight at once (each is one API request).
+const PARALLEL_BINDS: usize = 64;
 
 #[derive(Default)]
 struct State {
     nodes: BTreeMap<String, Node>,
     /// Every pod by `namespace/name`.
-    pods: HashMap<String, Pod>,
+    pods: HashMap<String, Arc<Pod>>,
+    /// Pods assumed bound (to the node named) while their binding is in flight; the watch
+    /// does not undo that until it shows them bound.
+    assumed: HashMap<String, String>,
     /// Unschedulable pods: when to try again, and the current back-off.
     backoff: HashMap<String, (Instant, Duration)>,
 }
@@ -69,18 +77,20 @@ fn bound_and_active(pod: &Pod) -> Option<&str> {
 /// A running scheduler.
 pub struct Scheduler {
     client: kube::Client,
-    plugins: Vec<Box<dyn Plugin>>,
+    framework: Framework,
     state: Mutex<State>,
     wake: Notify,
+    binds: Arc<tokio::sync::Semaphore>,
 }
 
 impl Scheduler {
     pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>) -> Arc<Self> {
         Arc::new(Self {
             client,
-            plugins,
+            framework: Framework::new(plugins),
             state: Mutex::default(),
             wake: Notify::new(),
+            binds: Arc::new(tokio::sync::Semaphore::new(PARALLEL_BINDS)),
         })
     }
 
@@ -139,13 +149,24 @@ impl Scheduler {
         while let Some(e) = stream.next().await {
             let mut s = self.lock();
             let wake = match e {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                Ok(watcher::Event::Apply(mut p) | watcher::Event::InitApply(mut p)) => {
+                    let k = key(&p);
+                    if let Some(node) = s.assumed.get(&k) {
+                        if bound_and_active(&p).is_some() || p.metadata.deletion_timestamp.is_some()
+                        {
+                            s.assumed.remove(&k);
+                        } else if let Some(spec) = p.spec.as_mut() {
+                            // Still assumed: keep it on its node until the binding shows.
+                            spec.node_name = Some(node.clone());
+                        }
+                    }
                     let pending = pending_for_us(&p);
-                    s.pods.insert(key(&p), p);
+                    s.pods.insert(k, Arc::new(p));
                     pending
                 }
                 Ok(watcher::Event::Delete(p)) => {
                     s.pods.remove(&key(&p));
+                    s.assumed.remove(&key(&p));
                     s.backoff.remove(&key(&p));
                     // Freed room may let a waiting pod fit.
                     s.backoff.clear();
@@ -169,7 +190,7 @@ impl Scheduler {
     }
 
     /// Node infos with every active pod bound to each node accounted for.
-    fn snapshot(&self) -> (Vec<NodeInfo>, Vec<Pod>) {
+    fn snapshot(&self) -> (Vec<NodeInfo>, Vec<Arc<Pod>>) {
         let s = self.lock();
         let mut infos: BTreeMap<&str, NodeInfo> = s
             .nodes
@@ -181,7 +202,7 @@ impl Scheduler {
         for (k, p) in &s.pods {
             if let Some(node) = bound_and_active(p) {
                 if let Some(info) = infos.get_mut(node) {
-                    info.add(p);
+                    info.add(p.clone());
                 }
             } else if pending_for_us(p) && s.backoff.get(k).is_none_or(|(t, _)| now >= *t) {
                 pending.push(p.clone());
@@ -191,36 +212,65 @@ impl Scheduler {
         (infos.into_values().collect(), pending)
     }
 
-    async fn schedule_pending(&self) {
+    async fn schedule_pending(self: &Arc<Self>) {
         let (mut nodes, pending) = self.snapshot();
         for pod in pending {
-            match decide(&self.plugins, &pod, &nodes) {
-                Ok(i) => {
+            let k = key(&pod);
+            match self.framework.schedule(&pod, &nodes) {
+                Ok(decision) => {
+                    let i = decision.node;
                     let node = nodes[i].name().to_owned();
-                    match self.bind(&pod, &node).await {
-                        Ok(()) => {
-                            nodes[i].add(&pod);
-                            // Assume the binding until the watch shows it.
-                            let mut bound = pod.clone();
-                            if let Some(spec) = bound.spec.as_mut() {
-                                spec.node_name = Some(node);
-                            }
-                            let mut s = self.lock();
-                            s.backoff.remove(&key(&pod));
-                            s.pods.insert(key(&pod), bound);
-                        }
-                        Err(e) => {
-                            tracing::warn!(pod = %key(&pod), error = %e, "binding failed");
-                            self.back_off(&pod);
-                        }
+                    if let Err(why) = self.framework.reserve(&decision.state, &pod, &node) {
+                        self.back_off(&pod);
+                        self.report_unschedulable(&pod, why);
+                        continue;
                     }
+                    // Assume the binding: the pod counts on its node from now on.
+                    let mut bound = (*pod).clone();
+                    if let Some(spec) = bound.spec.as_mut() {
+                        spec.node_name = Some(node.clone());
+                    }
+                    let bound = Arc::new(bound);
+                    nodes[i].add(bound.clone());
+                    {
+                        let mut s = self.lock();
+                        s.backoff.remove(&k);
+                        s.assumed.insert(k.clone(), node.clone());
+                        s.pods.insert(k.clone(), bound);
+                    }
+                    let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let result = this.bind(&pod, &node).await;
+                        drop(permit);
+                        if let Err(e) = result {
+                            tracing::warn!(pod = %k, error = %e, "binding failed");
+                            this.framework.unreserve(&decision.state, &pod, &node);
+                            {
+                                let mut s = this.lock();
+                                if s.assumed.remove(&k).is_some() {
+                                    s.pods.insert(k.clone(), pod.clone());
+                                }
+                            }
+                            this.back_off(&pod);
+                            this.wake.notify_one();
+                        }
+                    });
                 }
                 Err(message) => {
                     self.back_off(&pod);
-                    self.unschedulable(&pod, &message).await;
+                    self.report_unschedulable(&pod, message);
                 }
             }
         }
+    }
+
+    fn report_unschedulable(self: &Arc<Self>, pod: &Arc<Pod>, message: String) {
+        let this = self.clone();
+        let pod = pod.clone();
+        tokio::spawn(async move { this.unschedulable(&pod, &message).await });
     }
 
     fn back_off(&self, pod: &Pod) {
@@ -309,41 +359,14 @@ impl Scheduler {
     }
 }
 
-/// Runs the filters and scores: the index of the chosen node, or the message saying why no
-/// node fits (`0/3 nodes are available: 1 Insufficient memory, 2 node(s) had ...`).
-pub fn decide(plugins: &[Box<dyn Plugin>], pod: &Pod, nodes: &[NodeInfo]) -> Result<usize, String> {
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut best: Option<(i64, usize)> = None;
-    for (i, n) in nodes.iter().enumerate() {
-        let failed = plugins.iter().find_map(|p| p.filter(pod, n).err());
-        match failed {
-            Some(why) => {
-                for r in why.split(", ") {
-                    *reasons.entry(r.to_owned()).or_default() += 1;
-                }
-            }
-            None => {
-                let score: i64 = plugins.iter().filter_map(|p| p.score(pod, n)).sum();
-                if best.is_none_or(|(s, _)| score > s) {
-                    best = Some((score, i));
-                }
-            }
-        }
-    }
-    if let Some((_, i)) = best {
-        return Ok(i);
-    }
-    let n = nodes.len();
-    let detail: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
-    let mut message = format!("0/{n} nodes are available");
-    if !detail.is_empty() {
-        message.push_str(": ");
-        message.push_str(&detail.join(", "));
-    }
-    message.push_str(&format!(
-        ". preemption: 0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
-    ));
-    Err(message)
+/// Runs one scheduling cycle of `plugins` for `pod`: the index of the chosen node, or the
+/// message saying why no node fits (`0/3 nodes are available: 1 Insufficient memory, ...`).
+pub fn decide(
+    plugins: Vec<Box<dyn Plugin>>,
+    pod: &Pod,
+    nodes: &[NodeInfo],
+) -> Result<usize, String> {
+    Framework::new(plugins).schedule(pod, nodes).map(|d| d.node)
 }
 
 #[cfg(test)]
@@ -356,7 +379,7 @@ mod tests {
         if let Some(spec) = extra.get("spec") {
             n["spec"] = spec.clone();
         }
-        NodeInfo::new(serde_json::from_value(n).unwrap())
+        NodeInfo::new(serde_json::from_value::<Node>(n).unwrap())
     }
 
     fn pod(spec: serde_json::Value) -> Pod {
@@ -384,13 +407,13 @@ mod tests {
         let big = pod(
             json!({"containers": [{"name": "a", "resources": {"requests": {"memory": "2Gi"}}}]}),
         );
-        let msg = decide(&plugins::defaults(), &big, &nodes).unwrap_err();
+        let msg = decide(plugins::defaults(), &big, &nodes).unwrap_err();
         assert_eq!(
             msg,
             "0/3 nodes are available: 1 Insufficient memory, 2 node(s) had untolerated taint {dedicated: gpu}. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
         );
         let small = pod(json!({"containers": [{"name": "a"}]}));
-        assert_eq!(decide(&plugins::defaults(), &small, &nodes), Ok(0));
+        assert_eq!(decide(plugins::defaults(), &small, &nodes), Ok(0));
     }
 
     #[test]
@@ -403,20 +426,19 @@ mod tests {
                 json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
             ),
         ];
-        let p = plugins::defaults();
         let sel = pod(
             json!({"containers": [{"name": "a"}], "nodeSelector": {"zone": "y"},
             "tolerations": [{"key": "k", "operator": "Exists"}]}),
         );
-        assert_eq!(decide(&p, &sel, &nodes), Ok(1));
+        assert_eq!(decide(plugins::defaults(), &sel, &nodes), Ok(1));
         let aff = pod(
             json!({"containers": [{"name": "a"}], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["y"]}]}]}}}}),
         );
-        assert_eq!(decide(&p, &aff, &nodes), Ok(0));
+        assert_eq!(decide(plugins::defaults(), &aff, &nodes), Ok(0));
         let none = pod(json!({"containers": [{"name": "a"}], "nodeSelector": {"zone": "z"}}));
-        let msg = decide(&p, &none, &nodes).unwrap_err();
+        let msg = decide(plugins::defaults(), &none, &nodes).unwrap_err();
         assert!(msg.starts_with("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {k: }."), "{msg}");
     }
 
@@ -429,9 +451,9 @@ mod tests {
         let p = pod(
             json!({"containers": [{"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "100Mi"}}}]}),
         );
-        let first = decide(&plugins::defaults(), &p, &nodes).unwrap();
-        nodes[first].add(&p);
-        let second = decide(&plugins::defaults(), &p, &nodes).unwrap();
+        let first = decide(plugins::defaults(), &p, &nodes).unwrap();
+        nodes[first].add(p.clone());
+        let second = decide(plugins::defaults(), &p, &nodes).unwrap();
         assert_ne!(first, second);
     }
 }

@@ -1,177 +1,22 @@
-//! The plugin interface (a trait object, so a Wasm plugin can implement it later) and the
-//! built-in filters and scores.
+//! The built-in plugins: NodeUnschedulable, NodeName, TaintToleration, NodeAffinity,
+//! NodePorts, NodeResourcesFit (least-allocated), NodeResourcesBalancedAllocation, and the
+//! ones that look at other pods, PodTopologySpread and InterPodAffinity ([`crate::spread`],
+//! [`crate::interpod`]).
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint};
-use std::collections::HashSet;
-
-/// A node as the scheduler sees it: the object plus what the pods bound to it ask for.
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    pub node: Node,
-    pub requested_cpu_millis: u64,
-    pub requested_memory: u64,
-    pub pods: u64,
-    /// Requests as scoring counts them: a container without a cpu or memory request counts
-    /// as 100m / 200Mi (Kubernetes' non-zero defaults), so empty pods still spread.
-    pub nonzero_cpu_millis: u64,
-    pub nonzero_memory: u64,
-    /// `(protocol, hostPort)` in use.
-    pub host_ports: HashSet<(String, i32)>,
-}
-
-impl NodeInfo {
-    /// A node with nothing on it yet.
-    pub fn new(node: Node) -> Self {
-        Self {
-            node,
-            requested_cpu_millis: 0,
-            requested_memory: 0,
-            pods: 0,
-            nonzero_cpu_millis: 0,
-            nonzero_memory: 0,
-            host_ports: HashSet::new(),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        self.node.metadata.name.as_deref().unwrap_or("")
-    }
-
-    fn allocatable(&self, key: &str) -> Option<&str> {
-        let status = self.node.status.as_ref()?;
-        status
-            .allocatable
-            .as_ref()
-            .or(status.capacity.as_ref())?
-            .get(key)
-            .map(|q| q.0.as_str())
-    }
-
-    pub fn allocatable_cpu_millis(&self) -> u64 {
-        self.allocatable("cpu")
-            .and_then(|q| shoal_api::quantity::millis(q).ok())
-            .unwrap_or(0)
-    }
-
-    pub fn allocatable_memory(&self) -> u64 {
-        self.allocatable("memory")
-            .and_then(|q| shoal_api::quantity::bytes(q).ok())
-            .unwrap_or(0)
-    }
-
-    pub fn allocatable_pods(&self) -> u64 {
-        self.allocatable("pods")
-            .and_then(|q| q.parse().ok())
-            .unwrap_or(110)
-    }
-
-    /// Adds `pod`'s requests to the node.
-    pub fn add(&mut self, pod: &Pod) {
-        let r = requests(pod);
-        self.requested_cpu_millis += r.cpu_millis;
-        self.requested_memory += r.memory;
-        let nz = nonzero_requests(pod);
-        self.nonzero_cpu_millis += nz.cpu_millis;
-        self.nonzero_memory += nz.memory;
-        self.pods += 1;
-        self.host_ports.extend(host_ports(pod));
-    }
-}
-
-/// What a pod asks of a node.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Requests {
-    pub cpu_millis: u64,
-    pub memory: u64,
-}
-
-/// The pod's effective requests: the sum over its containers, or the largest init container's
-/// if that is more (requests default to limits, as Kubernetes defaults them).
-pub fn requests(pod: &Pod) -> Requests {
-    sum_requests(pod, false)
-}
-
-/// Requests for scoring: each container asks at least 100m cpu and 200Mi memory.
-pub fn nonzero_requests(pod: &Pod) -> Requests {
-    sum_requests(pod, true)
-}
-
-const NONZERO_CPU_MILLIS: u64 = 100;
-const NONZERO_MEMORY: u64 = 200 * 1024 * 1024;
-
-fn sum_requests(pod: &Pod, nonzero: bool) -> Requests {
-    let Some(spec) = &pod.spec else {
-        return Requests::default();
-    };
-    let of = |c: &k8s_openapi::api::core::v1::Container| {
-        let res = c.resources.as_ref();
-        let get = |key: &str| {
-            res.and_then(|r| r.requests.as_ref().and_then(|m| m.get(key)))
-                .or_else(|| res.and_then(|r| r.limits.as_ref().and_then(|m| m.get(key))))
-                .map(|q| q.0.clone())
-        };
-        let cpu = get("cpu")
-            .and_then(|q| shoal_api::quantity::millis(&q).ok())
-            .unwrap_or(0);
-        let memory = get("memory")
-            .and_then(|q| shoal_api::quantity::bytes(&q).ok())
-            .unwrap_or(0);
-        if nonzero {
-            Requests {
-                cpu_millis: if cpu == 0 { NONZERO_CPU_MILLIS } else { cpu },
-                memory: if memory == 0 { NONZERO_MEMORY } else { memory },
-            }
-        } else {
-            Requests {
-                cpu_millis: cpu,
-                memory,
-            }
-        }
-    };
-    let mut sum = Requests::default();
-    for c in &spec.containers {
-        let r = of(c);
-        sum.cpu_millis += r.cpu_millis;
-        sum.memory += r.memory;
-    }
-    for c in spec.init_containers.iter().flatten() {
-        let r = of(c);
-        sum.cpu_millis = sum.cpu_millis.max(r.cpu_millis);
-        sum.memory = sum.memory.max(r.memory);
-    }
-    sum
-}
-
-fn host_ports(pod: &Pod) -> Vec<(String, i32)> {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let hp = p.host_port.filter(|h| *h > 0)?;
-            Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), hp))
-        })
-        .collect()
-}
-
-/// A scheduling plugin. `filter` says why a node does not fit (the reason is counted into the
-/// `0/N nodes are available: ...` message); `score` ranks the nodes that fit, 0–100.
-pub trait Plugin: Send + Sync {
-    fn name(&self) -> &str;
-    fn filter(&self, _pod: &Pod, _node: &NodeInfo) -> Result<(), String> {
-        Ok(())
-    }
-    fn score(&self, _pod: &Pod, _node: &NodeInfo) -> Option<i64> {
-        None
-    }
-}
+pub use crate::framework::{
+    CycleState, NodeInfo, Plugin, Requests, nonzero_requests, normalize_scores, requests,
+};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+};
+use std::collections::BTreeMap;
 
 pub struct NodeName;
 impl Plugin for NodeName {
     fn name(&self) -> &str {
         "NodeName"
     }
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+    fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
         match pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
             Some(n) if !n.is_empty() && n != node.name() => {
                 Err("node(s) didn't match the requested node name".into())
@@ -186,33 +31,38 @@ impl Plugin for NodeUnschedulable {
     fn name(&self) -> &str {
         "NodeUnschedulable"
     }
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+    fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
         let cordoned = node
             .node
             .spec
             .as_ref()
             .and_then(|s| s.unschedulable)
             .unwrap_or(false);
+        if !cordoned {
+            return Ok(());
+        }
         let tolerated = tolerations(pod).iter().any(|t| {
             t.key.as_deref() == Some("node.kubernetes.io/unschedulable")
                 && t.effect.as_deref().is_none_or(|e| e == "NoSchedule")
         });
-        if cordoned && !tolerated {
-            Err("node(s) were unschedulable".into())
-        } else {
+        if tolerated {
             Ok(())
+        } else {
+            Err("node(s) were unschedulable".into())
         }
     }
 }
 
-pub fn tolerations(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::Toleration> {
+/// The pod's tolerations.
+pub fn tolerations(pod: &Pod) -> &[Toleration] {
     pod.spec
         .as_ref()
-        .and_then(|s| s.tolerations.clone())
-        .unwrap_or_default()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or(&[])
 }
 
-pub fn tolerates(t: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) -> bool {
+/// Whether toleration `t` tolerates `taint`.
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     if t.effect
         .as_deref()
         .is_some_and(|e| !e.is_empty() && e != taint.effect)
@@ -231,49 +81,45 @@ pub fn tolerates(t: &k8s_openapi::api::core::v1::Toleration, taint: &Taint) -> b
     }
 }
 
+/// The first NoSchedule or NoExecute taint of `node` the pod does not tolerate.
+pub fn untolerated_taint<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
+    let tols = tolerations(pod);
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+        .find(|taint| !tols.iter().any(|t| tolerates(t, taint)))
+}
+
 pub struct TaintToleration;
 impl Plugin for TaintToleration {
     fn name(&self) -> &str {
         "TaintToleration"
     }
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        let tols = tolerations(pod);
-        let taints = node
-            .node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.clone())
-            .unwrap_or_default();
-        for taint in taints
-            .iter()
-            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        {
-            if !tols.iter().any(|t| tolerates(t, taint)) {
-                return Err(format!(
-                    "node(s) had untolerated taint {{{}: {}}}",
-                    taint.key,
-                    taint.value.as_deref().unwrap_or("")
-                ));
-            }
+    fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        match untolerated_taint(pod, &node.node) {
+            None => Ok(()),
+            Some(taint) => Err(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or("")
+            )),
         }
-        Ok(())
     }
 }
 
-fn requirement_matches(
-    r: &NodeSelectorRequirement,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> bool {
-    let v = labels.get(&r.key);
-    let values = r.values.clone().unwrap_or_default();
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.as_deref().unwrap_or(&[]);
     match r.operator.as_str() {
-        "In" => v.is_some_and(|v| values.contains(v)),
-        "NotIn" => v.is_none_or(|v| !values.contains(v)),
-        "Exists" => v.is_some(),
-        "DoesNotExist" => v.is_none(),
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
             let (Some(v), Some(bound)) = (
-                v.and_then(|v| v.parse::<i64>().ok()),
+                value.and_then(|v| v.parse::<i64>().ok()),
                 values.first().and_then(|b| b.parse::<i64>().ok()),
             ) else {
                 return false;
@@ -289,20 +135,47 @@ fn requirement_matches(
 }
 
 fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let exprs = term.match_expressions.iter().flatten();
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let fields = term.match_fields.iter().flatten().all(|f| {
-        let mut m = std::collections::BTreeMap::new();
-        m.insert("metadata.name".to_owned(), name.clone());
-        requirement_matches(f, &m)
-    });
+    let labels = node.metadata.labels.as_ref();
+    let name = node.metadata.name.as_deref();
+    let fields = term
+        .match_fields
+        .iter()
+        .flatten()
+        .all(|f| requirement_matches(f, if f.key == "metadata.name" { name } else { None }));
+    let exprs =
+        term.match_expressions.iter().flatten().all(|r| {
+            requirement_matches(r, labels.and_then(|l| l.get(&r.key)).map(String::as_str))
+        });
     let any = term
         .match_expressions
         .as_ref()
         .is_some_and(|e| !e.is_empty())
         || term.match_fields.as_ref().is_some_and(|f| !f.is_empty());
-    any && fields && exprs.into_iter().all(|r| requirement_matches(r, &labels))
+    any && fields && exprs
+}
+
+/// Whether `node` satisfies the pod's nodeSelector and required node affinity.
+pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    let labels = node.metadata.labels.as_ref();
+    let selector_ok = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+    if !selector_ok {
+        return false;
+    }
+    spec.affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
 }
 
 pub struct NodeAffinity;
@@ -310,32 +183,39 @@ impl Plugin for NodeAffinity {
     fn name(&self) -> &str {
         "NodeAffinity"
     }
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let labels = node.node.metadata.labels.clone().unwrap_or_default();
-        let selector_ok = spec
-            .node_selector
-            .iter()
-            .flatten()
-            .all(|(k, v)| labels.get(k) == Some(v));
-        let required = spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        let affinity_ok = required.is_none_or(|r| {
-            r.node_selector_terms
-                .iter()
-                .any(|t| term_matches(t, &node.node))
-        });
-        if selector_ok && affinity_ok {
+    fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        if node_affinity_matches(pod, &node.node) {
             Ok(())
         } else {
             Err("node(s) didn't match Pod's node affinity/selector".into())
         }
+    }
+    /// Preferred node affinity: the weights of the matching terms, normalized.
+    fn score(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Option<i64> {
+        let preferred = pod
+            .spec
+            .as_ref()?
+            .affinity
+            .as_ref()?
+            .node_affinity
+            .as_ref()?
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref()?;
+        Some(
+            preferred
+                .iter()
+                .filter(|t| term_matches(&t.preference, &node.node))
+                .map(|t| i64::from(t.weight))
+                .sum(),
+        )
+    }
+    fn normalize(&self, _s: &CycleState, _pod: &Pod, scores: &mut [i64]) {
+        if scores.iter().any(|s| *s != 0) {
+            normalize_scores(scores, false);
+        }
+    }
+    fn weight(&self) -> i64 {
+        2
     }
 }
 
@@ -344,28 +224,29 @@ impl Plugin for NodeResourcesFit {
     fn name(&self) -> &str {
         "NodeResourcesFit"
     }
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        let r = requests(pod);
+    fn filter(&self, s: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        let r = s.requests;
         let mut why = Vec::new();
-        if node.pods + 1 > node.allocatable_pods() {
+        if node.pods + 1 > node.allocatable_pods {
             why.push("Too many pods");
         }
         if r.cpu_millis > 0
-            && node.requested_cpu_millis + r.cpu_millis > node.allocatable_cpu_millis()
+            && node.requested_cpu_millis + r.cpu_millis > node.allocatable_cpu_millis
         {
             why.push("Insufficient cpu");
         }
-        if r.memory > 0 && node.requested_memory + r.memory > node.allocatable_memory() {
+        if r.memory > 0 && node.requested_memory + r.memory > node.allocatable_memory {
             why.push("Insufficient memory");
         }
-        match why.first() {
-            None => Ok(()),
-            Some(_) => Err(why.join(", ")),
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join(", "))
         }
     }
     /// Least allocated: the more room a node keeps, the higher it scores.
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let r = nonzero_requests(pod);
+    fn score(&self, s: &CycleState, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
+        let r = s.nonzero;
         let frac = |used: u64, cap: u64| {
             if cap == 0 {
                 0.0
@@ -375,9 +256,9 @@ impl Plugin for NodeResourcesFit {
         };
         let cpu = frac(
             node.nonzero_cpu_millis + r.cpu_millis,
-            node.allocatable_cpu_millis(),
+            node.allocatable_cpu_millis,
         );
-        let mem = frac(node.nonzero_memory + r.memory, node.allocatable_memory());
+        let mem = frac(node.nonzero_memory + r.memory, node.allocatable_memory);
         Some(((cpu + mem) / 2.0 * 100.0) as i64)
     }
 }
@@ -388,8 +269,8 @@ impl Plugin for BalancedAllocation {
     fn name(&self) -> &str {
         "NodeResourcesBalancedAllocation"
     }
-    fn score(&self, pod: &Pod, node: &NodeInfo) -> Option<i64> {
-        let r = nonzero_requests(pod);
+    fn score(&self, s: &CycleState, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
+        let r = s.nonzero;
         let frac = |used: u64, cap: u64| {
             if cap == 0 {
                 1.0
@@ -399,9 +280,9 @@ impl Plugin for BalancedAllocation {
         };
         let cpu = frac(
             node.nonzero_cpu_millis + r.cpu_millis,
-            node.allocatable_cpu_millis(),
+            node.allocatable_cpu_millis,
         );
-        let mem = frac(node.nonzero_memory + r.memory, node.allocatable_memory());
+        let mem = frac(node.nonzero_memory + r.memory, node.allocatable_memory);
         Some(((1.0 - (cpu - mem).abs()) * 100.0) as i64)
     }
 }
@@ -411,13 +292,37 @@ impl Plugin for NodePorts {
     fn name(&self) -> &str {
         "NodePorts"
     }
-    fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        if host_ports(pod).iter().any(|p| node.host_ports.contains(p)) {
+    fn filter(&self, s: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        if s.host_ports.iter().any(|p| node.host_ports.contains(p)) {
             Err("node(s) didn't have free ports for the requested pod ports".into())
         } else {
             Ok(())
         }
     }
+}
+
+/// Whether a label selector selects `labels` (a missing selector selects nothing, an empty
+/// one everything).
+pub fn selector_matches(
+    sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let Some(sel) = sel else { return false };
+    let get = |k: &str| labels.and_then(|l| l.get(k));
+    sel.match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| get(k) == Some(v))
+        && sel.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or(&[]);
+            match e.operator.as_str() {
+                "In" => get(&e.key).is_some_and(|v| values.contains(v)),
+                "NotIn" => get(&e.key).is_none_or(|v| !values.contains(v)),
+                "Exists" => get(&e.key).is_some(),
+                "DoesNotExist" => get(&e.key).is_none(),
+                _ => false,
+            }
+        })
 }
 
 /// The default profile, in Kubernetes' order.
@@ -429,6 +334,8 @@ pub fn defaults() -> Vec<Box<dyn Plugin>> {
         Box::new(NodeAffinity),
         Box::new(NodePorts),
         Box::new(NodeResourcesFit),
+        Box::new(crate::spread::PodTopologySpread),
+        Box::new(crate::interpod::InterPodAffinity),
         Box::new(BalancedAllocation),
     ]
 }
