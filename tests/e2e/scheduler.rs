@@ -139,3 +139,79 @@ fn a_replicaset_keeps_its_pods_running_and_scales() {
         1
     );
 }
+
+#[test]
+fn simulated_nodes_take_pods_and_replicas_spread_over_them() {
+    use std::io::{BufRead, BufReader};
+    let c = Cluster::start().unwrap();
+    // Killed when the test ends, however it ends.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut sim = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args([
+            "simulate-nodes",
+            "--count",
+            "20",
+            "--node-lease-duration-seconds",
+            "4",
+        ])
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = sim.stdout.take().unwrap();
+    let _sim = Reap(sim);
+    let mut lines = BufReader::new(stdout).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("simulating 20 nodes"))),
+        "simulate-nodes did not start"
+    );
+    std::thread::spawn(move || for _ in lines {});
+    let ready = c.ok(&["get", "nodes", "-l", "shoal.dev/simulated=true"]);
+    assert_eq!(ready.matches(" Ready ").count(), 20, "{ready}");
+
+    // Required anti-affinity: one replica per simulated node; Running without executing.
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: fleet}\nspec:\n  replicas: 10\n  selector: {matchLabels: {app: fleet}}\n  template:\n    metadata: {labels: {app: fleet}}\n    spec:\n      nodeSelector: {shoal.dev/simulated: 'true'}\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - {labelSelector: {matchLabels: {app: fleet}}, topologyKey: kubernetes.io/hostname}\n      containers: [{name: c, image: shoal.local/http-echo:latest}]\n",
+    );
+    c.ok(&["rollout", "status", "deployment/fleet", "--timeout=60s"]);
+    let nodes = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=fleet",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    let mut nodes: Vec<&str> = nodes.split(' ').collect();
+    assert_eq!(nodes.len(), 10);
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 10, "two replicas share a node: {nodes:?}");
+    assert!(nodes.iter().all(|n| n.starts_with("sim-")), "{nodes:?}");
+
+    // More replicas than nodes: the rest wait with the anti-affinity reason.
+    c.ok(&["scale", "deployment/fleet", "--replicas=21"]);
+    eventually("a replica is unschedulable", || {
+        let out = c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=fleet",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ]);
+        anyhow::ensure!(
+            out.contains("0/21 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 20 node(s) didn't satisfy existing pods anti-affinity rules."),
+            "{out}"
+        );
+        Ok(())
+    });
+}

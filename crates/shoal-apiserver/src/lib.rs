@@ -117,6 +117,21 @@ async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: 
     next.run(req).await
 }
 
+/// Starts an API server on `store` at a free loopback port, plain HTTP and no token (for
+/// benchmarks and in-process tests); it serves until the returned token is cancelled.
+pub async fn serve_loopback(
+    store: Arc<dyn Store>,
+) -> std::io::Result<(std::net::SocketAddr, tokio_util::sync::CancellationToken)> {
+    let server = ApiServer::start(store, None)
+        .await
+        .map_err(std::io::Error::other)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(tls::serve(listener, router(server), None, stop.clone()));
+    Ok((addr, stop))
+}
+
 /// The API as an axum router.
 pub fn router(server: Arc<ApiServer>) -> Router {
     Router::new()

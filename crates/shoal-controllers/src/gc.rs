@@ -36,9 +36,12 @@ pub async fn run(client: kube::Client) {
         let writer = reflector::store::Writer::new(ar.clone());
         let store = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let stream = reflector(writer, watcher(api, watcher::Config::default()))
-            .applied_objects()
-            .for_each(|_| async {});
+        let stream = reflector(
+            writer,
+            watcher(api, watcher::Config::default()).default_backoff(),
+        )
+        .applied_objects()
+        .for_each(|_| async {});
         tokio::spawn(stream);
         stores.push((ar, store));
     }

@@ -34,9 +34,12 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store::<K>();
-    let stream = reflector(writer, watcher(api, watcher::Config::default()))
-        .applied_objects()
-        .for_each(|_| async {});
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
     tokio::spawn(stream);
     store
 }

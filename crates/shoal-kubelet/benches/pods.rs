@@ -17,13 +17,11 @@ use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
-use shoal_apiserver::{ApiServer, router};
 use shoal_kubelet::{Config, Kubelet};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, oneshot};
-use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -110,16 +108,7 @@ async fn main() -> anyhow::Result<()> {
     // First, while the process is small, so freed memory does not hide what pods take.
     runtime_density(tmp.path(), burst).await?;
     let store = Arc::new(shoal_store::memory::MemoryStore::new());
-    let server = ApiServer::start(store, None).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    tokio::spawn(shoal_apiserver::tls::serve(
-        listener,
-        router(server),
-        None,
-        stop.clone(),
-    ));
+    let (addr, stop) = shoal_apiserver::serve_loopback(store).await?;
     let client = kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse()?))?;
 
     let runtime =

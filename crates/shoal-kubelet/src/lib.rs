@@ -10,6 +10,7 @@ mod node;
 mod probe;
 mod resolve;
 pub mod server;
+pub mod sim;
 mod status;
 mod worker;
 

@@ -5,7 +5,7 @@ use crate::worker;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(k.client.clone());
     let selector = format!("spec.nodeName={}", k.config.node_name);
-    let mut stream = watcher(pods, watcher::Config::default().fields(&selector)).boxed();
+    let mut stream = watcher(pods, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut listing: Option<HashSet<String>> = None;
     let mut since_prune = 0usize;

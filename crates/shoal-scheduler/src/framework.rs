@@ -28,6 +28,9 @@ pub struct NodeInfo {
     pub pods: u64,
     /// The pods bound to the node.
     pub assigned: Vec<Arc<Pod>>,
+    /// Those of them with required pod anti-affinity (which every incoming pod is checked
+    /// against).
+    pub with_anti_affinity: Vec<Arc<Pod>>,
     /// `(protocol, hostPort)` in use.
     pub host_ports: HashSet<(String, i32)>,
     pub allocatable_cpu_millis: u64,
@@ -65,6 +68,7 @@ impl NodeInfo {
             nonzero_memory: 0,
             pods: 0,
             assigned: Vec::new(),
+            with_anti_affinity: Vec::new(),
             host_ports: HashSet::new(),
             allocatable_cpu_millis,
             allocatable_memory,
@@ -84,15 +88,42 @@ impl NodeInfo {
     /// Adds `pod` (bound to this node) to the node's accounts.
     pub fn add(&mut self, pod: impl Into<Arc<Pod>>) {
         let pod: Arc<Pod> = pod.into();
-        let r = requests(&pod);
-        self.requested_cpu_millis += r.cpu_millis;
-        self.requested_memory += r.memory;
-        let nz = nonzero_requests(&pod);
-        self.nonzero_cpu_millis += nz.cpu_millis;
-        self.nonzero_memory += nz.memory;
+        let account = PodAccount::of(&pod);
+        self.add_accounted(pod, &account);
+    }
+
+    /// As [`NodeInfo::add`], with the pod's account already worked out.
+    pub fn add_accounted(&mut self, pod: Arc<Pod>, account: &PodAccount) {
+        self.requested_cpu_millis += account.requests.cpu_millis;
+        self.requested_memory += account.requests.memory;
+        self.nonzero_cpu_millis += account.nonzero.cpu_millis;
+        self.nonzero_memory += account.nonzero.memory;
         self.pods += 1;
-        self.host_ports.extend(host_ports(&pod));
+        self.host_ports.extend(account.host_ports.iter().cloned());
+        if account.anti_affinity {
+            self.with_anti_affinity.push(pod.clone());
+        }
         self.assigned.push(pod);
+    }
+}
+
+/// What a pod takes from its node, worked out once per pod version.
+#[derive(Debug, Clone, Default)]
+pub struct PodAccount {
+    pub requests: Requests,
+    pub nonzero: Requests,
+    pub host_ports: Vec<(String, i32)>,
+    pub anti_affinity: bool,
+}
+
+impl PodAccount {
+    pub fn of(pod: &Pod) -> Self {
+        Self {
+            requests: requests(pod),
+            nonzero: nonzero_requests(pod),
+            host_ports: host_ports(pod),
+            anti_affinity: !crate::interpod::required_anti(pod).is_empty(),
+        }
     }
 }
 

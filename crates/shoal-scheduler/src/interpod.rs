@@ -43,7 +43,8 @@ fn required_affinity(pod: &Pod) -> &[PodAffinityTerm] {
         .unwrap_or(&[])
 }
 
-fn required_anti(pod: &Pod) -> &[PodAffinityTerm] {
+/// The pod's required anti-affinity terms.
+pub fn required_anti(pod: &Pod) -> &[PodAffinityTerm] {
     pod.spec
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
@@ -86,7 +87,7 @@ fn preferred(pod: &Pod) -> Vec<(&PodAffinityTerm, i64)> {
 #[derive(Debug, Default)]
 struct State {
     /// Domains `(key, value)` where a placed pod's required anti-affinity rejects this pod.
-    existing_anti: HashSet<(String, String)>,
+    existing_anti: HashMap<String, HashSet<String>>,
     /// Per required anti-affinity term of this pod: the values of its key holding a match.
     anti: Vec<(String, HashSet<String>)>,
     /// Per required affinity term: its key, the values holding a match, and whether the pod
@@ -126,6 +127,23 @@ impl Plugin for InterPodAffinity {
         for n in nodes {
             let labels = n.labels();
             let value = |key: &str| labels.and_then(|l| l.get(key)).cloned();
+            // Placed pods whose anti-affinity rejects this one (symmetry).
+            for p in &n.with_anti_affinity {
+                relevant = true;
+                for t in required_anti(p) {
+                    if term_selects(t, p.metadata.namespace.as_deref(), pod)
+                        && let Some(v) = value(&t.topology_key)
+                    {
+                        s.existing_anti
+                            .entry(t.topology_key.clone())
+                            .or_default()
+                            .insert(v);
+                    }
+                }
+            }
+            if aff.is_empty() && anti.is_empty() {
+                continue;
+            }
             for p in &n.assigned {
                 for (k, t) in anti.iter().enumerate() {
                     if term_selects(t, ns, p)
@@ -139,17 +157,6 @@ impl Plugin for InterPodAffinity {
                         any_match[k] = true;
                         if let Some(v) = value(&t.topology_key) {
                             s.affinity[k].1.insert(v);
-                        }
-                    }
-                }
-                let theirs = required_anti(p);
-                if !theirs.is_empty() {
-                    relevant = true;
-                    for t in theirs {
-                        if term_selects(t, p.metadata.namespace.as_deref(), pod)
-                            && let Some(v) = value(&t.topology_key)
-                        {
-                            s.existing_anti.insert((t.topology_key.clone(), v));
                         }
                     }
                 }
@@ -170,7 +177,10 @@ impl Plugin for InterPodAffinity {
         };
         let labels = node.labels();
         let value = |key: &str| labels.and_then(|l| l.get(key));
-        if s.existing_anti.iter().any(|(k, v)| value(k) == Some(v)) {
+        if s.existing_anti
+            .iter()
+            .any(|(k, values)| value(k).is_some_and(|v| values.contains(v)))
+        {
             return Err("node(s) didn't satisfy existing pods anti-affinity rules".into());
         }
         if s.anti

@@ -9,11 +9,11 @@ pub mod interpod;
 pub mod plugins;
 pub mod spread;
 
-use framework::{Framework, NodeInfo, Plugin};
+use framework::{Framework, NodeInfo, Plugin, PodAccount};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -32,9 +32,12 @@ const PARALLEL_BINDS: usize = 64;
 
 #[derive(Default)]
 struct State {
-    nodes: BTreeMap<String, Node>,
+    /// Every node, as an empty node info (allocatable parsed once per node version).
+    nodes: BTreeMap<String, NodeInfo>,
     /// Every pod by `namespace/name`.
     pods: HashMap<String, Arc<Pod>>,
+    /// What each bound pod takes from its node.
+    accounts: HashMap<String, Arc<PodAccount>>,
     /// Pods assumed bound (to the node named) while their binding is in flight; the watch
     /// does not undo that until it shows them bound.
     assumed: HashMap<String, String>,
@@ -110,7 +113,14 @@ impl Scheduler {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(BACKOFF_INITIAL) => {}
             }
-            self.schedule_pending().await;
+            let snapshot_took = self.schedule_pending().await;
+            // Building the snapshot costs the same however many pods a pass schedules: under
+            // a stream of new pods, wait as long again so each pass takes a batch, rather
+            // than spending the CPU the API server needs on snapshots of one pod each.
+            let pause = (snapshot_took * 2).min(Duration::from_millis(50));
+            if pause >= Duration::from_millis(1) {
+                tokio::time::sleep(pause).await;
+            }
         }
         nodes.abort();
         pods.abort();
@@ -118,13 +128,17 @@ impl Scheduler {
 
     async fn watch_nodes(self: Arc<Self>) {
         let api: Api<Node> = Api::all(self.client.clone());
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(e) = stream.next().await {
             let mut s = self.lock();
             match e {
                 Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
-                    s.nodes
-                        .insert(n.metadata.name.clone().unwrap_or_default(), n);
+                    s.nodes.insert(
+                        n.metadata.name.clone().unwrap_or_default(),
+                        NodeInfo::new(n),
+                    );
                 }
                 Ok(watcher::Event::Delete(n)) => {
                     s.nodes.remove(n.metadata.name.as_deref().unwrap_or(""));
@@ -145,7 +159,9 @@ impl Scheduler {
 
     async fn watch_pods(self: Arc<Self>) {
         let api: Api<Pod> = Api::all(self.client.clone());
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(e) = stream.next().await {
             let mut s = self.lock();
             let wake = match e {
@@ -161,11 +177,13 @@ impl Scheduler {
                         }
                     }
                     let pending = pending_for_us(&p);
+                    s.accounts.insert(k.clone(), Arc::new(PodAccount::of(&p)));
                     s.pods.insert(k, Arc::new(p));
                     pending
                 }
                 Ok(watcher::Event::Delete(p)) => {
                     s.pods.remove(&key(&p));
+                    s.accounts.remove(&key(&p));
                     s.assumed.remove(&key(&p));
                     s.backoff.remove(&key(&p));
                     // Freed room may let a waiting pod fit.
@@ -195,14 +213,17 @@ impl Scheduler {
         let mut infos: BTreeMap<&str, NodeInfo> = s
             .nodes
             .iter()
-            .map(|(name, n)| (name.as_str(), NodeInfo::new(n.clone())))
+            .map(|(name, n)| (name.as_str(), n.clone()))
             .collect();
         let now = Instant::now();
         let mut pending = Vec::new();
         for (k, p) in &s.pods {
             if let Some(node) = bound_and_active(p) {
                 if let Some(info) = infos.get_mut(node) {
-                    info.add(p.clone());
+                    match s.accounts.get(k) {
+                        Some(a) => info.add_accounted(p.clone(), a),
+                        None => info.add(p.clone()),
+                    }
                 }
             } else if pending_for_us(p) && s.backoff.get(k).is_none_or(|(t, _)| now >= *t) {
                 pending.push(p.clone());
@@ -212,8 +233,11 @@ impl Scheduler {
         (infos.into_values().collect(), pending)
     }
 
-    async fn schedule_pending(self: &Arc<Self>) {
+    /// Schedules every pending pod once; returns how long the snapshot took.
+    async fn schedule_pending(self: &Arc<Self>) -> Duration {
+        let started = Instant::now();
         let (mut nodes, pending) = self.snapshot();
+        let snapshot_took = started.elapsed();
         for pod in pending {
             let k = key(&pod);
             match self.framework.schedule(&pod, &nodes) {
@@ -239,7 +263,7 @@ impl Scheduler {
                         s.pods.insert(k.clone(), bound);
                     }
                     let Ok(permit) = self.binds.clone().acquire_owned().await else {
-                        return;
+                        return snapshot_took;
                     };
                     let this = self.clone();
                     tokio::spawn(async move {
@@ -265,6 +289,7 @@ impl Scheduler {
                 }
             }
         }
+        snapshot_took
     }
 
     fn report_unschedulable(self: &Arc<Self>, pod: &Arc<Pod>, message: String) {

@@ -105,6 +105,33 @@ enum Command {
         #[command(flatten)]
         controllers: ControllerArgs,
     },
+    /// Register N simulated nodes (kwok-like) with the cluster of KUBECONFIG: their leases are
+    /// renewed and pods bound to them are marked Running without executing anything.
+    SimulateNodes {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// How many nodes.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Node names are PREFIX0, PREFIX1, ...
+        #[arg(long, default_value = "sim-")]
+        prefix: String,
+        /// Each node's cpu capacity.
+        #[arg(long, default_value = "32")]
+        cpu: String,
+        /// Each node's memory capacity.
+        #[arg(long, default_value = "256Gi")]
+        memory: String,
+        /// Each node's pod capacity.
+        #[arg(long, default_value_t = 110)]
+        max_pods: u32,
+        /// Leave bound pods as they are instead of marking them Running.
+        #[arg(long)]
+        no_run_pods: bool,
+        /// Lifetime of each node's Lease in seconds; renewed every quarter of it.
+        #[arg(long, default_value_t = 40)]
+        node_lease_duration_seconds: u64,
+    },
     /// Manage the node's Wasm images.
     #[command(subcommand)]
     Image(node::ImageCommand),
@@ -442,6 +469,38 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(shutdown_signal(shutdown.clone()));
             println!("Shoal controller-manager running");
             shoal_controllers::run(client, config, shutdown).await;
+            Ok(())
+        }
+        Command::SimulateNodes {
+            kubeconfig,
+            count,
+            prefix,
+            cpu,
+            memory,
+            max_pods,
+            no_run_pods,
+            node_lease_duration_seconds,
+        } => {
+            anyhow::ensure!(
+                node_lease_duration_seconds > 0,
+                "--node-lease-duration-seconds must be positive"
+            );
+            let client = node::client_from(&kubeconfig).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(shutdown_signal(shutdown.clone()));
+            let config = shoal_kubelet::sim::SimConfig {
+                prefix,
+                count,
+                cpu,
+                memory,
+                max_pods,
+                run_pods: !no_run_pods,
+                lease_duration: std::time::Duration::from_secs(node_lease_duration_seconds),
+                ..Default::default()
+            };
+            shoal_kubelet::sim::register(&client, &config).await?;
+            println!("Shoal simulating {count} nodes");
+            shoal_kubelet::sim::serve(client, config, shutdown).await;
             Ok(())
         }
         Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,

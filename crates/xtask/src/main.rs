@@ -150,7 +150,14 @@ fn main() -> anyhow::Result<()> {
             ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             guests(&cargo)?;
             run(Command::new(&cargo).args(["bench", "-p", "shoal-apiserver", "--bench", "api"]))?;
-            run(Command::new(&cargo).args(["bench", "-p", "shoal-kubelet", "--bench", "pods"]))
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-kubelet", "--bench", "pods"]))?;
+            run(Command::new(&cargo).args([
+                "bench",
+                "-p",
+                "shoal-scheduler",
+                "--bench",
+                "scheduling",
+            ]))
         }
         "guests" => guests(&cargo),
         _ => bail!(
