@@ -450,13 +450,37 @@ fn delete_by_file_name_label_and_all(c: Cluster) {
         "{out}"
     );
     c.ok(&["apply", "-f", &f]);
+    // The Deployment's ReplicaSet exists before it is deleted as an orphan, and stays.
+    eventually("the deployment has a replicaset", || {
+        let rs = c.ok(&["get", "rs", "-l", "app=web", "-o", "name"]);
+        anyhow::ensure!(!rs.is_empty(), "no replicaset yet");
+        Ok(())
+    });
     c.ok(&["delete", "deploy", "web", "--cascade=orphan"]);
+    eventually("the replicaset is orphaned", || {
+        let owners = c.ok(&[
+            "get",
+            "rs",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.ownerReferences}",
+        ]);
+        anyhow::ensure!(owners.is_empty(), "{owners}");
+        Ok(())
+    });
+    assert!(c.ok(&["get", "deploy", "-o", "name"]).is_empty());
     c.ok(&["delete", "svc", "web", "--cascade=background"]);
     c.ok(&["label", "cm", "cfg", "x=y"]);
     c.ok(&["delete", "cm", "-l", "x=y"]);
     assert_eq!(c.ok(&["get", "cm", "-o", "name"]), "");
     c.ok(&["delete", "secrets", "--all"]);
-    assert_eq!(c.ok(&["get", "all", "-o", "name"]).trim(), "");
+    c.ok(&["delete", "rs", "--all"]);
+    eventually("everything is gone", || {
+        let left = c.ok(&["get", "all", "-o", "name"]);
+        anyhow::ensure!(left.trim().is_empty(), "{left}");
+        Ok(())
+    });
 }
 
 fn errors_read_like_kubernetes(c: Cluster) {
