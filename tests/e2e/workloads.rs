@@ -201,6 +201,18 @@ fn a_deployment_scales_rolls_out_within_max_unavailable_undoes_and_deletes() {
         3
     );
 
+    // kubectl describe shows the controllers' events.
+    let described = c.ok(&["describe", "deployment", "echo"]);
+    assert!(
+        described.contains("ScalingReplicaSet")
+            && described.contains("Scaled up replica set echo-"),
+        "{described}"
+    );
+    let rs = c.ok(&["get", "rs", "-l", "app=echo", "-o", "name"]);
+    let first = rs.lines().next().unwrap();
+    let described = c.ok(&["describe", first]);
+    assert!(described.contains("Created pod: echo-"), "{described}");
+
     // Deleting the Deployment deletes its ReplicaSets and their pods.
     c.ok(&["delete", "deployment/echo"]);
     eventually("ReplicaSets and pods gone", || {
@@ -229,6 +241,14 @@ fn jobs_complete_and_cronjobs_create_jobs() {
     assert!(jobs.contains("3/3"), "{jobs}");
     let pods = c.ok(&["get", "pods", "-l", "job-name=three", "-o", "name"]);
     assert_eq!(pods.lines().count(), 3, "{pods}");
+    eventually("the job's events", || {
+        let described = c.ok(&["describe", "job", "three"]);
+        anyhow::ensure!(
+            described.contains("SuccessfulCreate") && described.contains("Job completed"),
+            "{described}"
+        );
+        Ok(())
+    });
 
     // A Job whose pod always fails stops after backoffLimit.
     c.apply(

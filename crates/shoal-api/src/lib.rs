@@ -7,6 +7,7 @@
 //!
 //! Start at [`resources::RESOURCES`].
 
+pub mod events;
 pub mod printers;
 pub mod quantity;
 pub mod resources;

@@ -198,6 +198,15 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         };
         match jobs.create(&PostParams::default(), &job).await {
             Ok(created) => {
+                let job_name = created.metadata.name.clone().unwrap_or_default();
+                crate::record(
+                    &ctx.client,
+                    "cronjob-controller",
+                    cj.as_ref(),
+                    "Normal",
+                    "SuccessfulCreate",
+                    format!("Created job {job_name}"),
+                );
                 if let Some(a) = st["active"].as_array_mut() {
                     a.push(job_ref(&created.metadata));
                 }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodTemplateSpec, Toleration,
 };
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -286,6 +286,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .collect();
     for n in &doomed_names {
         delete_quietly(&pods, n).await?;
+        crate::record(
+            &ctx.client,
+            "daemonset-controller",
+            ds.as_ref(),
+            "Normal",
+            "SuccessfulDelete",
+            format!("Deleted pod: {n}"),
+        );
     }
 
     // Nodes without a pod get one.
@@ -305,7 +313,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             ],
         );
         pin(&mut pod, node);
-        pods.create(&PostParams::default(), &pod).await?;
+        crate::create_pod(&ctx.client, "daemonset-controller", ds.as_ref(), &pod).await?;
     }
 
     let current: Vec<&Pod> = by_node

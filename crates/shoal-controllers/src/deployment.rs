@@ -448,6 +448,19 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             let updated = sets
                 .patch(rs_name(r), &PatchParams::default(), &Patch::Merge(patch))
                 .await?;
+            let from = spec_replicas(r);
+            let direction = if want > from { "up" } else { "down" };
+            crate::record(
+                &ctx.client,
+                "deployment-controller",
+                d.as_ref(),
+                "Normal",
+                "ScalingReplicaSet",
+                format!(
+                    "Scaled {direction} replica set {} from {from} to {want}",
+                    rs_name(r)
+                ),
+            );
             current.push(updated);
         } else {
             current.push(r.clone());

@@ -10,7 +10,7 @@ use crate::{
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -232,7 +232,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             let prefix = format!("{name}-");
             let pod = pod_from_template(&template, ns, PodName::Generate(&prefix), &owner, &[]);
             for _ in running..want {
-                pods.create(&PostParams::default(), &pod).await?;
+                crate::create_pod(&ctx.client, "job-controller", job.as_ref(), &pod).await?;
                 created += 1;
             }
         } else {
@@ -296,7 +296,28 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         &Patch::Merge(json!({"status": st})),
     )
     .await?;
-    if outcome.is_some() {
+    if let Some(c) = &outcome {
+        if complete {
+            crate::record(
+                &ctx.client,
+                "job-controller",
+                job.as_ref(),
+                "Normal",
+                "Completed",
+                "Job completed".into(),
+            );
+        } else {
+            let reason = c["reason"].as_str().unwrap_or("Failed");
+            let message = c["message"].as_str().unwrap_or("").to_owned();
+            crate::record(
+                &ctx.client,
+                "job-controller",
+                job.as_ref(),
+                "Warning",
+                reason,
+                message,
+            );
+        }
         return Ok(Action::requeue(Duration::from_millis(10)));
     }
     Ok(Action::requeue(again))

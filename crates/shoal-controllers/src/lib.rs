@@ -61,6 +61,82 @@ pub async fn run(client: kube::Client, config: Config, shutdown: CancellationTok
     }
 }
 
+/// Records a core/v1 Event about `obj` from `component` (`deployment-controller`, ...), in the
+/// background; a failure is logged, never fatal.
+pub fn record<K>(
+    client: &kube::Client,
+    component: &str,
+    obj: &K,
+    type_: &str,
+    reason: &str,
+    message: String,
+) where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let m = obj.meta();
+    let ns = m.namespace.clone().unwrap_or_else(|| "default".into());
+    let about = shoal_api::events::Involved {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        namespace: ns.clone(),
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone(),
+        resource_version: m.resource_version.clone(),
+        field_path: None,
+    };
+    let source = shoal_api::events::Source {
+        component: component.into(),
+        host: None,
+    };
+    let now = jiff::Timestamp::now();
+    let value = shoal_api::events::core_event(
+        &about,
+        &source,
+        type_,
+        reason,
+        &message,
+        &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
+        now.as_nanosecond(),
+    );
+    let client = client.clone();
+    tokio::spawn(async move {
+        let Ok(event) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(value) else {
+            return;
+        };
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
+        if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "cannot record event");
+        }
+    });
+}
+
+/// Creates `pod` for `owner` and records `SuccessfulCreate` (`Created pod: NAME`) on the
+/// owner, as Kubernetes' controllers do.
+pub async fn create_pod<K>(
+    client: &kube::Client,
+    component: &str,
+    owner: &K,
+    pod: &Pod,
+) -> Result<Pod, Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let made = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), pod)
+        .await?;
+    let name = made.metadata.name.as_deref().unwrap_or("");
+    record(
+        client,
+        component,
+        owner,
+        "Normal",
+        "SuccessfulCreate",
+        format!("Created pod: {name}"),
+    );
+    Ok(made)
+}
+
 /// A label selector in the query syntax (`a=b,c in (d,e),!f`); `None` if it selects nothing.
 pub fn selector_string(sel: &LabelSelector) -> Result<String, Error> {
     let mut parts: Vec<String> = sel

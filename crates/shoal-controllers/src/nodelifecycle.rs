@@ -280,6 +280,14 @@ async fn check_pod(
     }
     if eviction_time(pod, node).is_some_and(|t| t <= now) {
         tracing::info!(pod = %name, node = %node_name, "evicting: NoExecute taint not tolerated (any longer)");
+        crate::record(
+            client,
+            "taint-eviction-controller",
+            pod,
+            "Normal",
+            "TaintManagerEviction",
+            format!("Marking for deletion Pod {ns}/{name}"),
+        );
         return gone(api.delete(name, &DeleteParams::default()).await);
     }
     Ok(())

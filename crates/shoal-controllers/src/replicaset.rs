@@ -8,7 +8,7 @@ use crate::{
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -86,14 +86,22 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         let prefix = format!("{name}-");
         let pod = pod_from_template(&template, ns, PodName::Generate(&prefix), &owner, &[]);
         for _ in live.len()..want {
-            pods.create(&PostParams::default(), &pod).await?;
+            crate::create_pod(&ctx.client, "replicaset-controller", rs.as_ref(), &pod).await?;
         }
     } else if live.len() > want {
         live.sort_by_key(|p| deletion_rank(p));
         for p in &live[..live.len() - want] {
             let pname = p.metadata.name.as_deref().unwrap_or("");
             match pods.delete(pname, &DeleteParams::default()).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Ok(_) => crate::record(
+                    &ctx.client,
+                    "replicaset-controller",
+                    rs.as_ref(),
+                    "Normal",
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {pname}"),
+                ),
+                Err(kube::Error::Api(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -214,13 +214,30 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                     }
                 }
                 match pods.create(&PostParams::default(), &pod).await {
-                    Ok(_) => {}
+                    Ok(_) => crate::record(
+                        &ctx.client,
+                        "statefulset-controller",
+                        sts.as_ref(),
+                        "Normal",
+                        "SuccessfulCreate",
+                        format!("create Pod {pod_name} in StatefulSet {name} successful"),
+                    ),
                     // The old pod of that name is still being deleted: the next pass makes it.
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            Step::Delete(i) => delete_quietly(&pods, &format!("{name}-{i}")).await?,
+            Step::Delete(i) => {
+                delete_quietly(&pods, &format!("{name}-{i}")).await?;
+                crate::record(
+                    &ctx.client,
+                    "statefulset-controller",
+                    sts.as_ref(),
+                    "Normal",
+                    "SuccessfulDelete",
+                    format!("delete Pod {name}-{i} in StatefulSet {name} successful"),
+                );
+            }
         }
     }
 

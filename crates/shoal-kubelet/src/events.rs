@@ -2,7 +2,6 @@
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, PostParams};
-use serde_json::json;
 
 /// `Normal` or `Warning`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,24 +49,33 @@ impl Recorder {
                 format!("spec.containers{{{c}}}")
             }
         });
-        let value = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns},
-            "involvedObject": {
-                "apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
-                "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version,
-                "fieldPath": field_path,
-            },
-            "reason": reason,
-            "message": message,
-            "type": match kind { Kind::Normal => "Normal", Kind::Warning => "Warning" },
-            "source": {"component": "kubelet", "host": self.node},
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.node,
-            "firstTimestamp": now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
-            "lastTimestamp": now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
-            "count": 1,
-        });
+        let about = shoal_api::events::Involved {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            field_path,
+        };
+        let source = shoal_api::events::Source {
+            component: "kubelet".into(),
+            host: Some(self.node.clone()),
+        };
+        let kind = match kind {
+            Kind::Normal => "Normal",
+            Kind::Warning => "Warning",
+        };
+        let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+        let value = shoal_api::events::core_event(
+            &about,
+            &source,
+            kind,
+            reason,
+            &message,
+            &time,
+            now.as_nanosecond(),
+        );
         let client = self.client.clone();
         tokio::spawn(async move {
             let event: Event = match serde_json::from_value(value) {

@@ -360,19 +360,28 @@ impl Scheduler {
 
     fn event(&self, pod: &Pod, kind: &str, reason: &str, message: String) {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
         let now = jiff::Timestamp::now();
-        let t = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
-        let value = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns, "name": name,
-                               "uid": pod.metadata.uid},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": DEFAULT_SCHEDULER},
-            "reportingComponent": DEFAULT_SCHEDULER,
-            "firstTimestamp": t, "lastTimestamp": t, "count": 1,
-        });
+        let about = shoal_api::events::Involved {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            namespace: ns.clone(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        };
+        let source = shoal_api::events::Source {
+            component: DEFAULT_SCHEDULER.into(),
+            host: None,
+        };
+        let value = shoal_api::events::core_event(
+            &about,
+            &source,
+            kind,
+            reason,
+            &message,
+            &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
+            now.as_nanosecond(),
+        );
         let client = self.client.clone();
         tokio::spawn(async move {
             if let Ok(ev) = serde_json::from_value::<Event>(value) {
