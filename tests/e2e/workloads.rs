@@ -328,26 +328,19 @@ fn daemonsets_statefulsets_and_a_lost_node() {
 
     // web-0 first, web-1 once web-0 is ready.
     c.apply(
-        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  replicas: 2\n  serviceName: web\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: echo\n        image: shoal.local/http-echo:latest\n        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}\n",
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  replicas: 2\n  serviceName: web\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: echo\n        image: shoal.local/http-echo:latest\n        readinessProbe: {httpGet: {path: /, port: 8080}, initialDelaySeconds: 2, periodSeconds: 1}\n",
     );
     c.ok(&["rollout", "status", "statefulset/web", "--timeout=60s"]);
-    let ready0: jiff::Timestamp = c
-        .pod_field(
-            "web-0",
-            "{.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
-    let created1: jiff::Timestamp = c
-        .pod_field("web-1", "{.metadata.creationTimestamp}")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        created1 >= ready0,
-        "web-1 created {created1}, web-0 ready {ready0}"
-    );
+    // Each pod is ready 2 s after it starts at the earliest, so web-1, made only once web-0
+    // is ready, is created at least 2 s after web-0.
+    let created = |pod: &str| -> jiff::Timestamp {
+        c.pod_field(pod, "{.metadata.creationTimestamp}")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let gap = created("web-1").duration_since(created("web-0"));
+    assert!(gap.as_secs() >= 2, "web-1 created {gap:?} after web-0");
     assert_eq!(c.pod_field("web-1", "{.spec.hostname}").unwrap(), "web-1");
 
     // A Deployment over both nodes, tolerating an unreachable node for 2 s only.
