@@ -274,40 +274,58 @@ pub fn guests_dir() -> PathBuf {
     workspace_root().join("target/guests/wasm32-wasip2/release")
 }
 
-/// The command that builds the sample workloads into [`guests_dir`] (`cargo xtask guests` runs
-/// it too).
-pub fn build_guests(cargo: &str) -> Command {
+/// The commands that build the sample workloads (`wasm-workloads/`) and the sample plugins
+/// (`policies/`) into [`guests_dir`] (`cargo xtask guests` runs them too).
+pub fn build_guests(cargo: &str) -> Vec<Command> {
     let root = workspace_root();
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
-        .arg("--manifest-path")
-        .arg(root.join("wasm-workloads/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(root.join("target/guests"))
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR");
-    cmd
+    ["wasm-workloads", "policies/admission", "policies/scheduler"]
+        .iter()
+        .map(|dir| {
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "--quiet", "--release", "--target", "wasm32-wasip2"])
+                .arg("--manifest-path")
+                .arg(root.join(dir).join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(root.join("target/guests"))
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_TARGET_DIR");
+            cmd
+        })
+        .collect()
+}
+
+fn ensure_guests_built() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        for mut cmd in build_guests(&cargo) {
+            let out = cmd.output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = built {
+        panic!(
+            "building the sample workloads and plugins failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{e}"
+        );
+    }
 }
 
 /// The sample workload `name` (`hello`, `http-echo`, `exerciser`), built for `wasm32-wasip2` on
 /// first use in this process (cargo makes the rebuild a no-op when nothing changed).
 pub fn guest(name: &str) -> PathBuf {
-    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = build_guests(&cargo).output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = built {
-        panic!(
-            "building the sample workloads failed (is the wasm32-wasip2 target installed? `rustup target add wasm32-wasip2`):\n{e}"
-        );
-    }
+    ensure_guests_built();
     let p = guests_dir().join(format!("{name}.wasm"));
+    assert!(p.exists(), "{} was not built", p.display());
+    p
+}
+
+/// The sample plugin `name` from `policies/` (`deny-privileged`, `avoid-nodes`, `hostile`, ...).
+pub fn policy(name: &str) -> PathBuf {
+    ensure_guests_built();
+    let p = guests_dir().join(format!("{}.wasm", name.replace('-', "_")));
     assert!(p.exists(), "{} was not built", p.display());
     p
 }

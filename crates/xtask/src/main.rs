@@ -122,8 +122,10 @@ fn guests(cargo: &str) -> anyhow::Result<()> {
             "rustup is not installed; assuming the toolchain has the wasm32-wasip2 target (the build says so if not)"
         ),
     }
-    run(&mut shoal_testkit::build_guests(cargo))
-        .context("cannot build the sample workloads in wasm-workloads/")
+    for mut cmd in shoal_testkit::build_guests(cargo) {
+        run(&mut cmd).context("cannot build the sample workloads (wasm-workloads/) and plugins (policies/)")?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

@@ -1,0 +1,290 @@
+//! The `scheduler` world: one fresh instance per scheduling cycle; the pod and each node are
+//! lent to the guest as handles it reads through getters.
+
+use crate::{CallState, Host, PluginError, classify, guard};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::Resource;
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "scheduler",
+        path: "wit",
+        with: {
+            "shoal:plugin/scheduling.node": super::NodeView,
+            "shoal:plugin/scheduling.pod": super::PodView,
+        },
+    });
+}
+
+use bindings::shoal::plugin::scheduling::{self as wit, Resources, Taint};
+
+/// Requests, allocatable or requested amounts as the guest sees them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub pods: u64,
+}
+
+impl From<Amounts> for Resources {
+    fn from(a: Amounts) -> Self {
+        Resources {
+            cpu_millis: a.cpu_millis,
+            memory_bytes: a.memory_bytes,
+            pods: a.pods,
+        }
+    }
+}
+
+/// The node a call is about (cheap to make: the node itself is shared).
+pub struct NodeView {
+    pub node: Arc<Node>,
+    pub allocatable: Amounts,
+    pub requested: Amounts,
+}
+
+/// The pod being scheduled.
+pub struct PodView {
+    pub pod: Arc<Pod>,
+    pub requests: Amounts,
+}
+
+/// Which extension points a plugin takes part in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Points {
+    pub pre_filter: bool,
+    pub filter: bool,
+    pub score: bool,
+}
+
+/// A compiled, linked scheduler plugin.
+#[derive(Clone)]
+pub struct SchedulerModule {
+    host: Host,
+    pre: bindings::SchedulerPre<CallState>,
+    pub digest: String,
+}
+
+impl SchedulerModule {
+    /// Compiles and links `bytes` and has the plugin accept `settings` once.
+    pub fn load(
+        host: &Host,
+        bytes: &[u8],
+        expected_digest: Option<&str>,
+        settings: &str,
+    ) -> Result<Self, PluginError> {
+        let loaded = host.compile(bytes, expected_digest)?;
+        let mut linker = wasmtime::component::Linker::<CallState>::new(host.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        bindings::Scheduler::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&loaded.component).map_err(|e| {
+            PluginError::Invalid(format!("does not implement shoal:plugin/scheduler: {e:#}"))
+        })?;
+        let pre = bindings::SchedulerPre::new(pre).map_err(|e| {
+            PluginError::Invalid(format!("does not implement shoal:plugin/scheduler: {e:#}"))
+        })?;
+        let module = SchedulerModule {
+            host: host.clone(),
+            pre,
+            digest: loaded.digest,
+        };
+        module.cycle(settings, Duration::from_secs(2))?;
+        Ok(module)
+    }
+
+    /// A fresh instance for one scheduling cycle, initialised with `settings`; every call
+    /// on it gets `timeout`.
+    pub fn cycle(&self, settings: &str, timeout: Duration) -> Result<Cycle, PluginError> {
+        let mut store = wasmtime::Store::new(self.host.engine(), self.host.state(timeout));
+        guard(&mut store, false);
+        let inst = match self.pre.instantiate(&mut store) {
+            Ok(i) => i,
+            Err(e) => return Err(classify(&store, e)),
+        };
+        let mut cycle = Cycle { store, inst };
+        match cycle.call(|inst, store| inst.call_init(store, settings))? {
+            Ok(()) => Ok(cycle),
+            Err(msg) => Err(PluginError::Settings(msg)),
+        }
+    }
+}
+
+/// One plugin instance serving one pod's scheduling cycle.
+pub struct Cycle {
+    store: wasmtime::Store<CallState>,
+    inst: bindings::Scheduler,
+}
+
+/// The handle every call passes: the state holds one pod and one node at a time.
+const REP: u32 = 0;
+
+impl Cycle {
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&bindings::Scheduler, &mut wasmtime::Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let timeout = self.store.data().timeout;
+        self.store.data_mut().deadline = Instant::now() + timeout;
+        self.store.set_epoch_deadline(1);
+        f(&self.inst, &mut self.store).map_err(|e| classify(&self.store, e))
+    }
+
+    /// Lends `pod` to the instance for the rest of the cycle.
+    pub fn set_pod(&mut self, pod: PodView) {
+        self.store.data_mut().pod = Some(pod);
+    }
+
+    pub fn pre_filter(&mut self) -> Result<Result<(), String>, PluginError> {
+        self.call(|inst, store| inst.call_pre_filter(store, Resource::new_borrow(REP)))
+    }
+
+    pub fn filter(&mut self, node: NodeView) -> Result<Result<(), String>, PluginError> {
+        self.store.data_mut().node = Some(node);
+        self.call(|inst, store| {
+            inst.call_filter(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
+        })
+    }
+
+    pub fn score(&mut self, node: NodeView) -> Result<i64, PluginError> {
+        self.store.data_mut().node = Some(node);
+        self.call(|inst, store| {
+            inst.call_score(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
+        })
+    }
+
+    /// The plugin's rescaled scores, or `None` to let the host rescale.
+    pub fn normalize(&mut self, scores: &[i64]) -> Result<Option<Vec<i64>>, PluginError> {
+        let out = self.call(|inst, store| inst.call_normalize(store, scores))?;
+        if let Some(v) = &out
+            && v.len() != scores.len()
+        {
+            return Err(PluginError::Answer(format!(
+                "normalize returned {} scores for {} nodes",
+                v.len(),
+                scores.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+fn labels(m: &Option<std::collections::BTreeMap<String, String>>) -> Vec<(String, String)> {
+    m.iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn get(m: &Option<std::collections::BTreeMap<String, String>>, key: &str) -> Option<String> {
+    m.as_ref()?.get(key).cloned()
+}
+
+impl CallState {
+    fn node_view(&self) -> wasmtime::Result<&NodeView> {
+        self.node
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("no node is lent to this call"))
+    }
+    fn pod_view(&self) -> wasmtime::Result<&PodView> {
+        self.pod
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("no pod is lent to this cycle"))
+    }
+}
+
+impl wit::Host for CallState {}
+
+impl wit::HostNode for CallState {
+    fn name(&mut self, _n: Resource<NodeView>) -> String {
+        self.node
+            .as_ref()
+            .and_then(|n| n.node.metadata.name.clone())
+            .unwrap_or_default()
+    }
+    fn label(&mut self, _n: Resource<NodeView>, key: String) -> Option<String> {
+        get(&self.node.as_ref()?.node.metadata.labels, &key)
+    }
+    fn labels(&mut self, _n: Resource<NodeView>) -> Vec<(String, String)> {
+        self.node_view()
+            .map(|n| labels(&n.node.metadata.labels))
+            .unwrap_or_default()
+    }
+    fn annotation(&mut self, _n: Resource<NodeView>, key: String) -> Option<String> {
+        get(&self.node.as_ref()?.node.metadata.annotations, &key)
+    }
+    fn taints(&mut self, _n: Resource<NodeView>) -> Vec<Taint> {
+        let Ok(n) = self.node_view() else {
+            return Vec::new();
+        };
+        n.node
+            .spec
+            .iter()
+            .flat_map(|s| s.taints.iter().flatten())
+            .map(|t| Taint {
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
+                effect: t.effect.clone(),
+            })
+            .collect()
+    }
+    fn allocatable(&mut self, _n: Resource<NodeView>) -> Resources {
+        self.node_view()
+            .map(|n| n.allocatable.into())
+            .unwrap_or_else(|_| Amounts::default().into())
+    }
+    fn requested(&mut self, _n: Resource<NodeView>) -> Resources {
+        self.node_view()
+            .map(|n| n.requested.into())
+            .unwrap_or_else(|_| Amounts::default().into())
+    }
+    fn drop(&mut self, _n: Resource<NodeView>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl wit::HostPod for CallState {
+    fn name(&mut self, _p: Resource<PodView>) -> String {
+        self.pod
+            .as_ref()
+            .and_then(|p| p.pod.metadata.name.clone())
+            .unwrap_or_default()
+    }
+    fn namespace(&mut self, _p: Resource<PodView>) -> String {
+        self.pod
+            .as_ref()
+            .and_then(|p| p.pod.metadata.namespace.clone())
+            .unwrap_or_default()
+    }
+    fn label(&mut self, _p: Resource<PodView>, key: String) -> Option<String> {
+        get(&self.pod.as_ref()?.pod.metadata.labels, &key)
+    }
+    fn labels(&mut self, _p: Resource<PodView>) -> Vec<(String, String)> {
+        self.pod_view()
+            .map(|p| labels(&p.pod.metadata.labels))
+            .unwrap_or_default()
+    }
+    fn annotation(&mut self, _p: Resource<PodView>, key: String) -> Option<String> {
+        get(&self.pod.as_ref()?.pod.metadata.annotations, &key)
+    }
+    fn requests(&mut self, _p: Resource<PodView>) -> Resources {
+        self.pod_view()
+            .map(|p| p.requests.into())
+            .unwrap_or_else(|_| Amounts::default().into())
+    }
+    fn to_json(&mut self, _p: Resource<PodView>) -> String {
+        self.pod_view()
+            .ok()
+            .and_then(|p| serde_json::to_string(&*p.pod).ok())
+            .unwrap_or_else(|| "{}".into())
+    }
+    fn drop(&mut self, _p: Resource<PodView>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
