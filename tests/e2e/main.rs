@@ -5,6 +5,7 @@ mod etcd_cluster;
 mod kube_client;
 mod kubectl;
 mod kubelet;
+mod policies;
 mod scheduler;
 mod store_tools;
 mod workloads;

@@ -472,6 +472,21 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             AGE,
         ],
         ("node.k8s.io", "RuntimeClass") => vec![NAME, ("Handler", "string", 0), AGE],
+        ("policy.shoal.dev", "ClusterAdmissionPolicy" | "AdmissionPolicy") => vec![
+            NAME,
+            ("Mode", "string", 0),
+            ("Mutating", "boolean", 0),
+            ("Status", "string", 0),
+            ("Message", "string", 1),
+            AGE,
+        ],
+        ("policy.shoal.dev", "SchedulerPlugin") => vec![
+            NAME,
+            ("Extension Points", "string", 0),
+            ("Status", "string", 0),
+            ("Message", "string", 1),
+            AGE,
+        ],
         _ => vec![NAME, AGE],
     }
 }
@@ -724,6 +739,38 @@ pub fn cells(group: &str, kind: &str, o: &Value, now: i64) -> Vec<Value> {
             ]
         }
         ("node.k8s.io", "RuntimeClass") => vec![name, json!(s(o, "/handler")), created],
+        ("policy.shoal.dev", "ClusterAdmissionPolicy" | "AdmissionPolicy") => vec![
+            name,
+            json!(match s(o, "/spec/mode") {
+                "" => "protect",
+                m => m,
+            }),
+            json!(
+                o.pointer("/spec/mutating")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            ),
+            json!(s(o, "/status/phase")),
+            json!(s(o, "/status/message")),
+            created,
+        ],
+        ("policy.shoal.dev", "SchedulerPlugin") => {
+            let points: Vec<&str> = arr(o, "/spec/extensionPoints")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                name,
+                json!(if points.is_empty() {
+                    "PreFilter,Filter,Score".to_owned()
+                } else {
+                    points.join(",")
+                }),
+                json!(s(o, "/status/phase")),
+                json!(s(o, "/status/message")),
+                created,
+            ]
+        }
         _ => vec![name, created],
     }
 }

@@ -196,6 +196,9 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("node.k8s.io", "RuntimeClass", "runtimeclasses", "runtimeclass", ns: false, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("events.k8s.io", "Event", "events", "event", ns: true, short: ["ev"], cat: [], sub: [],
         fields: ["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "reportingController", "type"], spec: false),
+    res!("policy.shoal.dev", "ClusterAdmissionPolicy", "clusteradmissionpolicies", "clusteradmissionpolicy", ns: false, short: ["cap"], cat: ["policies"], sub: [S::Status], fields: [], spec: true),
+    res!("policy.shoal.dev", "AdmissionPolicy", "admissionpolicies", "admissionpolicy", ns: true, short: ["ap"], cat: ["policies"], sub: [S::Status], fields: [], spec: true),
+    res!("policy.shoal.dev", "SchedulerPlugin", "schedulerplugins", "schedulerplugin", ns: false, short: ["sp"], cat: ["policies"], sub: [S::Status], fields: [], spec: true),
 ];
 
 /// Looks a resource up by group, version and plural.

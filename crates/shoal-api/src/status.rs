@@ -179,6 +179,28 @@ impl StatusError {
         d["causes"] = serde_json::to_value(&causes).unwrap_or_default();
         Self::new(422, "Invalid", message).with_details(d)
     }
+    /// An error with a code someone else chose (an admission policy's denial); the reason
+    /// follows the code as Kubernetes maps them.
+    pub fn with_code(code: u16, message: impl Into<String>) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            409 => "Conflict",
+            410 => "Gone",
+            413 => "RequestEntityTooLarge",
+            415 => "UnsupportedMediaType",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            500..=599 => "InternalError",
+            _ => "BadRequest",
+        };
+        StatusError::new(code, reason, message)
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

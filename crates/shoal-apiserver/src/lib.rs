@@ -7,6 +7,7 @@
 //!
 //! Start at [`ApiServer::start`] and [`router`]; requests enter at [`handlers::dispatch`].
 
+mod admission;
 mod apply;
 mod body;
 pub mod cache;
@@ -64,6 +65,7 @@ impl ApiServer {
             token,
         });
         server.bootstrap().await?;
+        tokio::spawn(admission::run(server.clone()));
         Ok(server)
     }
 

@@ -72,6 +72,8 @@ impl DeleteOptions {
 pub struct Registry {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
+    /// The Wasm admission policies in force.
+    pub admission: crate::admission::Admission,
 }
 
 /// An object read from the store with its revision.
@@ -209,6 +211,9 @@ fn initial_status(info: &ResourceInfo, o: &mut Value) {
         ("", "Service") => {
             root.insert("status".into(), json!({"loadBalancer": {}}));
         }
+        ("policy.shoal.dev", _) => {
+            root.insert("status".into(), json!({"phase": "Pending"}));
+        }
         _ if info.has(Subresource::Status) => {
             root.insert("status".into(), json!({}));
         }
@@ -218,7 +223,11 @@ fn initial_status(info: &ResourceInfo, o: &mut Value) {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, cache: Arc<WatchCache>) -> Self {
-        Registry { store, cache }
+        Registry {
+            store,
+            cache,
+            admission: crate::admission::Admission::default(),
+        }
     }
 
     async fn read(&self, key: &str) -> ApiResult<Option<Current>> {
@@ -269,25 +278,47 @@ impl Registry {
         }
     }
 
-    /// Defaults, validates and type-checks an object about to be written.
-    fn admit(
+    /// The admission chain for an object about to be written: built-in mutation
+    /// (defaulting), Wasm mutating policies, validation and type checks, Wasm validating
+    /// policies.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit(
         &self,
         info: &ResourceInfo,
+        sub: Option<Subresource>,
         o: &mut Value,
         old: Option<&Value>,
-        validation: FieldValidation,
+        opts: &WriteOptions,
         warnings: &mut Vec<String>,
     ) -> ApiResult<()> {
         if info.group.is_empty() && info.kind == "Secret" {
             fold_string_data(o);
         }
         defaults::apply(info.group, info.kind, o);
+        let name = meta::name(o).to_owned();
+        let namespace = o
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let attrs = crate::admission::Attributes {
+            info,
+            sub,
+            operation: if old.is_some() { "UPDATE" } else { "CREATE" },
+            namespace: namespace.as_deref(),
+            name: &name,
+            dry_run: opts.dry_run,
+        };
+        self.admission
+            .mutate(&self.cache, &attrs, o, old, warnings)
+            .await?;
         let causes = validate::validate(info, o, old);
         if !causes.is_empty() {
-            let name = meta::name(o).to_owned();
             return Err(StatusError::invalid(info.kind, info.group, &name, causes).into());
         }
-        check_typed(info, o, validation, warnings)
+        check_typed(info, o, opts.validation, warnings)?;
+        self.admission
+            .validate(&self.cache, &attrs, Some(o), old, warnings)
+            .await
     }
 
     /// Allocates a ClusterIP and node ports for a new Service.
@@ -435,7 +466,8 @@ impl Registry {
         if info.namespaced {
             self.check_namespace(ns.unwrap_or("default")).await?;
         }
-        self.admit(info, &mut o, None, opts.validation, &mut warnings)?;
+        self.admit(info, None, &mut o, None, opts, &mut warnings)
+            .await?;
         if info.kind == "Service" && info.group.is_empty() {
             self.allocate_service(info, &mut o)?;
         }
@@ -605,11 +637,13 @@ impl Registry {
         }
         self.admit(
             info,
+            sub,
             &mut new,
             Some(&current.value),
-            opts.validation,
+            opts,
             &mut warnings,
-        )?;
+        )
+        .await?;
         if record && !opts.manager.is_empty() {
             let sub_name = sub.map(|s| s.name()).unwrap_or("");
             apply::record_update(

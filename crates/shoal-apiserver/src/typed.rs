@@ -62,6 +62,9 @@ kinds! {
     "node.k8s.io", "RuntimeClass" => node::v1::RuntimeClass;
     "events.k8s.io", "Event" => events::v1::Event;
     "autoscaling", "Scale" => k8s_openapi::api::autoscaling::v1::Scale;
+    "policy.shoal.dev", "ClusterAdmissionPolicy" => shoal_api::policy::ClusterAdmissionPolicy;
+    "policy.shoal.dev", "AdmissionPolicy" => shoal_api::policy::AdmissionPolicy;
+    "policy.shoal.dev", "SchedulerPlugin" => shoal_api::policy::SchedulerPlugin;
 }
 
 /// Paths (`spec.foo`, `spec.containers[0].bar`) present in `sent` but dropped by the round

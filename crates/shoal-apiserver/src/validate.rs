@@ -368,12 +368,122 @@ pub fn validate(info: &ResourceInfo, o: &Value, old: Option<&Value>) -> Vec<Caus
                 &mut out,
             );
         }
+        ("policy.shoal.dev", "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
+            plugin_common(o, &mut out);
+            admission_policy(o, &mut out);
+        }
+        ("policy.shoal.dev", "SchedulerPlugin") => {
+            plugin_common(o, &mut out);
+            scheduler_plugin(o, &mut out);
+        }
         _ => {}
     }
     if let Some(old) = old {
         immutable(info, o, old, &mut out);
     }
     out
+}
+
+/// `spec.module`, `spec.moduleDigest`, `spec.failurePolicy` of a plugin object.
+fn plugin_common(o: &Value, out: &mut Vec<Cause>) {
+    match o.pointer("/spec/module").and_then(Value::as_str) {
+        None | Some("") => out.push(Cause::required("spec.module")),
+        Some(m) => {
+            if let Err(why) = shoal_plugin_host::source::Source::parse(m) {
+                out.push(Cause::invalid("spec.module", m, &why));
+            }
+        }
+    }
+    if let Some(d) = o.pointer("/spec/moduleDigest").and_then(Value::as_str) {
+        let hex = d.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            out.push(Cause::invalid(
+                "spec.moduleDigest",
+                d,
+                "must be sha256: followed by 64 hexadecimal digits",
+            ));
+        }
+    }
+    one_of(o, "failurePolicy", shoal_api::policy::FAILURE_POLICIES, out);
+}
+
+fn one_of(o: &Value, field: &str, allowed: &[&str], out: &mut Vec<Cause>) {
+    if let Some(v) = o.pointer(&format!("/spec/{field}")).and_then(Value::as_str)
+        && !allowed.contains(&v)
+    {
+        out.push(Cause::not_supported(format!("spec.{field}"), v, allowed));
+    }
+}
+
+fn admission_policy(o: &Value, out: &mut Vec<Cause>) {
+    one_of(o, "mode", shoal_api::policy::MODES, out);
+    let rules = items(o.get("spec").unwrap_or(&Value::Null), "rules");
+    if rules.is_empty() {
+        out.push(
+            Cause::required("spec.rules")
+                .with_message("spec.rules: Required value: at least one rule is required"),
+        );
+    }
+    for (i, r) in rules.iter().enumerate() {
+        for f in ["operations", "apiGroups", "resources"] {
+            if items(r, f).is_empty() {
+                out.push(Cause::required(format!("spec.rules[{i}].{f}")));
+            }
+        }
+        for (j, op) in items(r, "operations").iter().enumerate() {
+            let op = op.as_str().unwrap_or("");
+            if !shoal_api::policy::OPERATIONS.contains(&op) {
+                out.push(Cause::not_supported(
+                    format!("spec.rules[{i}].operations[{j}]"),
+                    op,
+                    shoal_api::policy::OPERATIONS,
+                ));
+            }
+        }
+    }
+    if let Some(t) = o.pointer("/spec/timeoutSeconds").and_then(Value::as_i64)
+        && !(1..=30).contains(&t)
+    {
+        out.push(Cause::invalid(
+            "spec.timeoutSeconds",
+            t,
+            "must be between 1 and 30, inclusive",
+        ));
+    }
+}
+
+fn scheduler_plugin(o: &Value, out: &mut Vec<Cause>) {
+    let points = items(o.get("spec").unwrap_or(&Value::Null), "extensionPoints");
+    for (i, p) in points.iter().enumerate() {
+        let p = p.as_str().unwrap_or("");
+        if !shoal_api::policy::EXTENSION_POINTS.contains(&p) {
+            out.push(Cause::not_supported(
+                format!("spec.extensionPoints[{i}]"),
+                p,
+                shoal_api::policy::EXTENSION_POINTS,
+            ));
+        }
+    }
+    if let Some(w) = o.pointer("/spec/weight").and_then(Value::as_i64)
+        && !(1..=100).contains(&w)
+    {
+        out.push(Cause::invalid(
+            "spec.weight",
+            w,
+            "must be between 1 and 100, inclusive",
+        ));
+    }
+    if let Some(t) = o
+        .pointer("/spec/timeoutMilliseconds")
+        .and_then(Value::as_i64)
+        && !(1..=10_000).contains(&t)
+    {
+        out.push(Cause::invalid(
+            "spec.timeoutMilliseconds",
+            t,
+            "must be between 1 and 10000, inclusive",
+        ));
+    }
 }
 
 fn immutable(info: &ResourceInfo, o: &Value, old: &Value, out: &mut Vec<Cause>) {

@@ -124,8 +124,7 @@ fn verdict(r: AdmissionResponse, mutating: bool) -> Result<Verdict, PluginError>
         None => None,
         Some(_) if !mutating => {
             return Err(PluginError::Answer(
-                "a validating policy returned a patch; set mutating: true to allow mutation"
-                    .into(),
+                "a validating policy returned a patch; set mutating: true to allow mutation".into(),
             ));
         }
         Some(p) => {

@@ -89,7 +89,9 @@ impl Source {
             message,
         };
         let bytes = match self {
-            Source::File(path) => tokio::fs::read(path).await.map_err(|e| fail(e.to_string()))?,
+            Source::File(path) => tokio::fs::read(path)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
             Source::Registry(image) => shoal_runtime_wasm::registry::pull(image)
                 .await
                 .map_err(|e| fail(e.to_string()))?,

@@ -47,17 +47,33 @@ const T: Duration = Duration::from_secs(2);
 #[tokio::test]
 async fn deny_privileged_denies_with_its_message_and_allows_the_rest() {
     let m = module("deny-privileged", "{}").await.unwrap();
-    let v = m.review(&pod_request(pod(true), "{}"), false, T).await.unwrap();
+    let v = m
+        .review(&pod_request(pod(true), "{}"), false, T)
+        .await
+        .unwrap();
     assert!(!v.allowed);
     assert_eq!(v.code, 403);
-    assert!(v.message.contains("container c is privileged"), "{}", v.message);
-    let v = m.review(&pod_request(pod(false), "{}"), false, T).await.unwrap();
+    assert!(
+        v.message.contains("container c is privileged"),
+        "{}",
+        v.message
+    );
+    let v = m
+        .review(&pod_request(pod(false), "{}"), false, T)
+        .await
+        .unwrap();
     assert!(v.allowed, "{v:?}");
     // hostPath is denied too, unless the settings allow it.
     let mut p = pod(false);
     p["spec"]["volumes"] = json!([{"name": "root", "hostPath": {"path": "/"}}]);
-    let v = m.review(&pod_request(p.clone(), "{}"), false, T).await.unwrap();
-    assert!(v.message.contains("volume root is a hostPath volume"), "{v:?}");
+    let v = m
+        .review(&pod_request(p.clone(), "{}"), false, T)
+        .await
+        .unwrap();
+    assert!(
+        v.message.contains("volume root is a hostPath volume"),
+        "{v:?}"
+    );
     let s = r#"{"allowHostPath": true}"#;
     let v = m.review(&pod_request(p, s), false, T).await.unwrap();
     assert!(v.allowed);
@@ -69,13 +85,16 @@ async fn settings_are_checked_when_loading() {
         Err(PluginError::Settings(m)) => assert!(m.contains("settings.labels"), "{m}"),
         other => panic!("expected a settings error, got {:?}", other.err()),
     }
-    match module("deny-privileged", r#"{"allowHostPaths": 1}"#).await {
+    match module("require-labels", r#"{"labels": ["a"], "lables": 1}"#).await {
         Err(PluginError::Settings(m)) => assert!(m.contains("unknown field"), "{m}"),
         other => panic!("expected a settings error, got {:?}", other.err()),
     }
     let s = r#"{"labels": ["team"]}"#;
     let m = module("require-labels", s).await.unwrap();
-    let v = m.review(&pod_request(pod(false), s), false, T).await.unwrap();
+    let v = m
+        .review(&pod_request(pod(false), s), false, T)
+        .await
+        .unwrap();
     assert_eq!(v.message, "Pod p is missing required label(s): team");
 }
 
@@ -83,12 +102,21 @@ async fn settings_are_checked_when_loading() {
 async fn allowed_registries_reads_docker_hub_names() {
     let s = r#"{"registries": ["127.0.0.1:5000"]}"#;
     let m = module("allowed-registries", s).await.unwrap();
-    assert!(m.review(&pod_request(pod(false), s), false, T).await.unwrap().allowed);
+    assert!(
+        m.review(&pod_request(pod(false), s), false, T)
+            .await
+            .unwrap()
+            .allowed
+    );
     let mut p = pod(false);
     p["spec"]["containers"][0]["image"] = json!("nginx");
     let v = m.review(&pod_request(p, s), false, T).await.unwrap();
     assert!(!v.allowed);
-    assert!(v.message.contains("image nginx is not from an allowed registry"), "{v:?}");
+    assert!(
+        v.message
+            .contains("image nginx is not from an allowed registry"),
+        "{v:?}"
+    );
 }
 
 #[tokio::test]
@@ -99,7 +127,10 @@ async fn default_limits_patches_containers_without_limits() {
     p["spec"]["containers"][0]["resources"] = json!({"limits": {"cpu": "1"}});
     let v = m.review(&pod_request(p.clone(), s), true, T).await.unwrap();
     assert!(v.allowed);
-    assert_eq!(v.warnings, ["default resource limits added (c: limits.memory=64Mi)"]);
+    assert_eq!(
+        v.warnings,
+        ["default resource limits added (c: limits.memory=64Mi)"]
+    );
     let patch: json_patch::Patch = serde_json::from_value(v.patch.unwrap()).unwrap();
     json_patch::patch(&mut p, &patch).unwrap();
     assert_eq!(
@@ -122,7 +153,10 @@ async fn hostile_plugins_hit_their_limits_as_typed_errors() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    match m.review(&req("allocate"), false, Duration::from_secs(10)).await {
+    match m
+        .review(&req("allocate"), false, Duration::from_secs(10))
+        .await
+    {
         Err(PluginError::Memory(limit)) => assert_eq!(limit, DEFAULT_MEMORY_LIMIT),
         other => panic!("expected the memory cap, got {other:?}"),
     }
@@ -145,10 +179,19 @@ async fn a_looping_plugin_does_not_stall_other_requests() {
         hostile.review(&r, false, Duration::from_secs(3)).await
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let v = good.review(&pod_request(pod(true), "{}"), false, T).await.unwrap();
+    let v = good
+        .review(&pod_request(pod(true), "{}"), false, T)
+        .await
+        .unwrap();
     assert!(!v.allowed);
-    assert!(!looping.is_finished(), "the other request waited for the loop");
-    assert!(matches!(looping.await.unwrap(), Err(PluginError::Timeout(_))));
+    assert!(
+        !looping.is_finished(),
+        "the other request waited for the loop"
+    );
+    assert!(matches!(
+        looping.await.unwrap(),
+        Err(PluginError::Timeout(_))
+    ));
 }
 
 #[tokio::test]
@@ -181,9 +224,10 @@ fn node(name: &str, labels: serde_json::Value) -> NodeView {
 }
 
 fn sched_pod(labels: serde_json::Value) -> PodView {
-    let p: k8s_openapi::api::core::v1::Pod =
-        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "default", "labels": labels}}))
-            .unwrap();
+    let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p", "namespace": "default", "labels": labels}}),
+    )
+    .unwrap();
     PodView {
         pod: Arc::new(p),
         requests: Amounts::default(),
@@ -205,7 +249,10 @@ fn scheduler_plugins_read_nodes_through_handles() {
     );
     let mut c = m.cycle(s, T).unwrap();
     c.set_pod(sched_pod(json!({"maintenance-tolerated": "true"})));
-    assert_eq!(c.filter(node("b", json!({"maintenance": "yes"}))).unwrap(), Ok(()));
+    assert_eq!(
+        c.filter(node("b", json!({"maintenance": "yes"}))).unwrap(),
+        Ok(())
+    );
 
     let bytes = std::fs::read(shoal_testkit::policy("prefer-nodes")).unwrap();
     let s = r#"{"label": "tier"}"#;

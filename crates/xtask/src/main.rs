@@ -123,7 +123,9 @@ fn guests(cargo: &str) -> anyhow::Result<()> {
         ),
     }
     for mut cmd in shoal_testkit::build_guests(cargo) {
-        run(&mut cmd).context("cannot build the sample workloads (wasm-workloads/) and plugins (policies/)")?;
+        run(&mut cmd).context(
+            "cannot build the sample workloads (wasm-workloads/) and plugins (policies/)",
+        )?;
     }
     Ok(())
 }

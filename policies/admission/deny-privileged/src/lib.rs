@@ -5,7 +5,7 @@ use serde::Deserialize;
 use shoal_plugin_sdk::admission::{Policy, Request, Response};
 
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default)]
 struct Settings {
     allow_host_path: bool,
 }

@@ -1,0 +1,699 @@
+//! Wasm admission: `ClusterAdmissionPolicy` and `AdmissionPolicy` objects, loaded into the
+//! plugin host and run on every write they match.
+//!
+//! The chain for a write is: built-in mutation (defaulting), Wasm mutating policies,
+//! validation, Wasm validating policies ([`crate::registry::Registry`] calls
+//! [`Admission::mutate`] and [`Admission::validate`] around its own steps).
+//!
+//! A loader task ([`run`]) watches the policies in the watch cache, fetches and compiles
+//! modules, swaps the set of active policies atomically, and writes each policy's status
+//! (`Pending`, `Active`, `Failed`). A module that fails to load leaves the last good one
+//! serving.
+
+use crate::ApiServer;
+use crate::cache::WatchCache;
+use crate::error::ApiResult;
+use crate::registry::WriteOptions;
+use serde_json::{Value, json};
+use shoal_api::policy::{AdmissionPolicySpec, PluginStatus};
+use shoal_api::selector::{LabelSelector, labels_of};
+use shoal_api::{ResourceInfo, StatusError, Subresource};
+use shoal_plugin_host::admission::{
+    AdmissionModule, AdmissionRequest, GroupVersionKind, GroupVersionResource, UserInfo,
+};
+use shoal_plugin_host::source::Source;
+use shoal_plugin_host::{DEFAULT_MEMORY_LIMIT, Host, PluginError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often the loader looks for changed policies and modules.
+const RESYNC: Duration = Duration::from_millis(500);
+/// How long a failed remote fetch waits before it is tried again.
+const REFETCH: Duration = Duration::from_secs(10);
+
+/// One policy as it serves requests.
+struct Active {
+    /// `ClusterAdmissionPolicy/name` or `AdmissionPolicy/namespace/name`.
+    key: String,
+    /// How denials name it: `name` or `namespace/name`.
+    display: String,
+    /// Set for an `AdmissionPolicy`: it sees only its own namespace.
+    namespace: Option<String>,
+    spec: AdmissionPolicySpec,
+    settings: String,
+    namespace_selector: Option<LabelSelector>,
+    object_selector: Option<LabelSelector>,
+    /// `None` until a module loads: calls then fail by the failure policy.
+    module: Option<AdmissionModule>,
+    load_error: Option<String>,
+    failures: Arc<AtomicI64>,
+}
+
+impl Active {
+    fn monitor(&self) -> bool {
+        self.spec.mode.as_deref() == Some("monitor")
+    }
+    fn ignore_failures(&self) -> bool {
+        self.spec.failure_policy.as_deref() == Some("Ignore")
+    }
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.spec.timeout_seconds.unwrap_or(2).clamp(1, 30) as u64)
+    }
+}
+
+/// The policies in force.
+#[derive(Default)]
+pub struct Admission {
+    host: OnceLock<Result<Host, String>>,
+    active: RwLock<Arc<Vec<Arc<Active>>>>,
+}
+
+/// What a write is, for matching and for the request the policy sees.
+pub struct Attributes<'a> {
+    pub info: &'a ResourceInfo,
+    pub sub: Option<Subresource>,
+    pub operation: &'static str,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub dry_run: bool,
+}
+
+impl Admission {
+    fn host(&self) -> Result<Host, String> {
+        self.host
+            .get_or_init(|| Host::new(DEFAULT_MEMORY_LIMIT).map_err(|e| e.to_string()))
+            .clone()
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Active>>> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, set: Vec<Arc<Active>>) {
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+    }
+
+    /// Runs the mutating policies that match, in name order, each seeing the previous one's
+    /// result.
+    pub async fn mutate(
+        &self,
+        cache: &WatchCache,
+        attrs: &Attributes<'_>,
+        object: &mut Value,
+        old: Option<&Value>,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<()> {
+        // Policies do not apply to policies (as webhooks do not to webhook configurations):
+        // a broken policy can always be fixed or removed.
+        if attrs.info.group == shoal_api::policy::GROUP {
+            return Ok(());
+        }
+        let set = self.snapshot();
+        if set.is_empty() {
+            return Ok(());
+        }
+        for p in set.iter().filter(|p| p.spec.mutating) {
+            if !matches(cache, p, attrs, Some(object), old) {
+                continue;
+            }
+            let req = request(p, attrs, Some(object), old);
+            let Some(verdict) = call(p, &req, true, warnings).await? else {
+                continue;
+            };
+            if p.monitor() {
+                if !verdict.allowed {
+                    warnings.push(format!(
+                        "policy {} (monitor mode) would deny the request: {}",
+                        p.display, verdict.message
+                    ));
+                } else if verdict.patch.is_some() {
+                    warnings.push(format!(
+                        "policy {} (monitor mode) would change the object",
+                        p.display
+                    ));
+                }
+                warnings.extend(verdict.warnings);
+                continue;
+            }
+            warnings.extend(verdict.warnings);
+            if !verdict.allowed {
+                return Err(denied(p, verdict.code, &verdict.message));
+            }
+            if let Some(patch) = verdict.patch
+                && let Err(why) = apply_patch(object, patch)
+            {
+                fail(p, &format!("its patch cannot be applied: {why}"), warnings)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the validating policies that match (all of them, in parallel order of names);
+    /// the first denial in name order wins.
+    pub async fn validate(
+        &self,
+        cache: &WatchCache,
+        attrs: &Attributes<'_>,
+        object: Option<&Value>,
+        old: Option<&Value>,
+        warnings: &mut Vec<String>,
+    ) -> ApiResult<()> {
+        // Policies do not apply to policies (as webhooks do not to webhook configurations):
+        // a broken policy can always be fixed or removed.
+        if attrs.info.group == shoal_api::policy::GROUP {
+            return Ok(());
+        }
+        let set = self.snapshot();
+        if set.is_empty() {
+            return Ok(());
+        }
+        for p in set.iter().filter(|p| !p.spec.mutating) {
+            if !matches(cache, p, attrs, object, old) {
+                continue;
+            }
+            let req = request(p, attrs, object, old);
+            let Some(verdict) = call(p, &req, false, warnings).await? else {
+                continue;
+            };
+            warnings.extend(verdict.warnings);
+            if !verdict.allowed {
+                if p.monitor() {
+                    warnings.push(format!(
+                        "policy {} (monitor mode) would deny the request: {}",
+                        p.display, verdict.message
+                    ));
+                    tracing::info!(policy = %p.display, message = %verdict.message, "monitor-mode policy would deny");
+                    continue;
+                }
+                return Err(denied(p, verdict.code, &verdict.message));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn denied(p: &Active, code: u16, message: &str) -> crate::ApiError {
+    StatusError::with_code(
+        code,
+        format!(
+            "admission policy \"{}\" denied the request: {message}",
+            p.display
+        ),
+    )
+    .into()
+}
+
+/// A failed call: counted; denies under `Fail` (unless in monitor mode), passes under `Ignore`.
+fn fail(p: &Active, why: &str, warnings: &mut Vec<String>) -> ApiResult<()> {
+    p.failures.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(policy = %p.display, error = %why, "admission policy failed");
+    if p.monitor() {
+        warnings.push(format!("policy {} (monitor mode) failed: {why}", p.display));
+        return Ok(());
+    }
+    if p.ignore_failures() {
+        return Ok(());
+    }
+    Err(StatusError::internal(format!(
+        "failed calling admission policy \"{}\": {why}",
+        p.display
+    ))
+    .into())
+}
+
+async fn call(
+    p: &Active,
+    req: &AdmissionRequest,
+    mutating: bool,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Option<shoal_plugin_host::admission::Verdict>> {
+    let Some(module) = &p.module else {
+        let why = format!(
+            "its module is not loaded: {}",
+            p.load_error.as_deref().unwrap_or("loading")
+        );
+        fail(p, &why, warnings)?;
+        return Ok(None);
+    };
+    match module.review(req, mutating, p.timeout()).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            fail(p, &e.to_string(), warnings)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Applies a policy's JSON patch; the object's identity must not change.
+fn apply_patch(object: &mut Value, patch: Value) -> Result<(), String> {
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| e.to_string())?;
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &patch).map_err(|e| e.to_string())?;
+    for field in ["apiVersion", "kind"] {
+        if patched.get(field) != object.get(field) {
+            return Err(format!("it changed {field}"));
+        }
+    }
+    for field in ["name", "namespace", "uid", "generateName"] {
+        if patched.pointer(&format!("/metadata/{field}"))
+            != object.pointer(&format!("/metadata/{field}"))
+        {
+            return Err(format!("it changed metadata.{field}"));
+        }
+    }
+    *object = patched;
+    Ok(())
+}
+
+/// Whether `rule` lists `value`, with `*` for anything.
+fn lists(values: &[String], value: &str) -> bool {
+    values.iter().any(|v| v == "*" || v == value)
+}
+
+fn resource_matches(patterns: &[String], resource: &str, sub: Option<&str>) -> bool {
+    patterns.iter().any(|pat| {
+        let (pr, ps) = pat.split_once('/').unwrap_or((pat, ""));
+        let res_ok = pr == "*" || pr == resource;
+        let sub_ok = match sub {
+            None => ps.is_empty(),
+            Some(s) => ps == "*" || ps == s,
+        };
+        res_ok && sub_ok
+    })
+}
+
+fn matches(
+    cache: &WatchCache,
+    p: &Active,
+    attrs: &Attributes<'_>,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> bool {
+    if let Some(ns) = &p.namespace
+        && attrs.namespace != Some(ns.as_str())
+    {
+        return false;
+    }
+    let sub = attrs.sub.map(|s| s.name());
+    let rule_ok = p.spec.rules.iter().any(|r| {
+        lists(&r.operations, attrs.operation)
+            && lists(&r.api_groups, attrs.info.group)
+            && resource_matches(&r.resources, attrs.info.plural, sub)
+    });
+    if !rule_ok {
+        return false;
+    }
+    if let Some(sel) = &p.object_selector {
+        let hit = |o: Option<&Value>| o.is_some_and(|o| sel.matches(&labels_of(o)));
+        if !hit(object) && !hit(old) {
+            return false;
+        }
+    }
+    if let Some(sel) = &p.namespace_selector {
+        // As for webhooks: a Namespace is matched on its own labels, other cluster-scoped
+        // objects are never skipped.
+        let labels = if attrs.info.group.is_empty() && attrs.info.kind == "Namespace" {
+            object.or(old).map(labels_of)
+        } else if let Some(ns) = attrs.namespace.filter(|_| attrs.info.namespaced) {
+            let nsinfo = shoal_api::resources::find("", "v1", "namespaces")
+                .expect("namespaces are in the resource table");
+            let obj = cache.resource(nsinfo).get(&nsinfo.storage_key(None, ns));
+            Some(obj.map(|o| labels_of(o.value())).unwrap_or_default())
+        } else {
+            None
+        };
+        if let Some(l) = labels
+            && !sel.matches(&l)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+fn request(
+    p: &Active,
+    attrs: &Attributes<'_>,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> AdmissionRequest {
+    AdmissionRequest {
+        uid: uuid::Uuid::new_v4().to_string(),
+        operation: attrs.operation.to_owned(),
+        kind: GroupVersionKind {
+            group: attrs.info.group.to_owned(),
+            version: attrs.info.version.to_owned(),
+            kind: attrs.info.kind.to_owned(),
+        },
+        resource: GroupVersionResource {
+            group: attrs.info.group.to_owned(),
+            version: attrs.info.version.to_owned(),
+            resource: attrs.info.plural.to_owned(),
+        },
+        sub_resource: attrs.sub.map(|s| s.name().to_owned()).unwrap_or_default(),
+        namespace: attrs.namespace.unwrap_or("").to_owned(),
+        name: attrs.name.to_owned(),
+        object: object.map(Value::to_string),
+        old_object: old.map(Value::to_string),
+        // One credential, the cluster admin's (see `authenticate`).
+        user_info: UserInfo {
+            username: "shoal-admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        },
+        dry_run: attrs.dry_run,
+        settings: p.settings.clone(),
+    }
+}
+
+/// What the loader knows about one policy object.
+struct Loaded {
+    uid: String,
+    generation: i64,
+    /// Digest of the module bytes last tried (loaded or not).
+    tried: Option<String>,
+    /// When a remote fetch failed last.
+    fetch_failed: Option<Instant>,
+    active: Arc<Active>,
+    /// The status last written.
+    status: PluginStatus,
+}
+
+/// Watches the policies and keeps [`Admission`] in step, until the process ends.
+pub async fn run(server: Arc<ApiServer>) {
+    let mut loaded: HashMap<String, Loaded> = HashMap::new();
+    let mut tick = server.cache.subscribe_revision();
+    loop {
+        sync(&server, &mut loaded).await;
+        // Wake on any write or after RESYNC (ConfigMap and file modules can change without
+        // the policy changing).
+        let _ = tokio::time::timeout(RESYNC, tick.changed()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn policy_infos() -> [&'static ResourceInfo; 2] {
+    [
+        shoal_api::resources::find_kind(shoal_api::policy::GROUP, "ClusterAdmissionPolicy")
+            .expect("policies are in the resource table"),
+        shoal_api::resources::find_kind(shoal_api::policy::GROUP, "AdmissionPolicy")
+            .expect("policies are in the resource table"),
+    ]
+}
+
+async fn sync(server: &Arc<ApiServer>, loaded: &mut HashMap<String, Loaded>) {
+    let mut seen = Vec::new();
+    let mut changed = false;
+    for info in policy_infos() {
+        let objects = server
+            .cache
+            .resource(info)
+            .list(&info.storage_prefix(), None);
+        for o in objects {
+            let o = o.value().clone();
+            let ns = o
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let name = crate::meta::name(&o).to_owned();
+            let key = match &ns {
+                Some(ns) => format!("{}/{ns}/{name}", info.kind),
+                None => format!("{}/{name}", info.kind),
+            };
+            seen.push(key.clone());
+            if crate::meta::is_deleting(&o) {
+                continue;
+            }
+            changed |= reconcile(server, info, &key, ns.as_deref(), &name, &o, loaded).await;
+        }
+    }
+    let before = loaded.len();
+    loaded.retain(|k, _| seen.contains(k));
+    changed |= loaded.len() != before;
+    if changed {
+        let mut set: Vec<Arc<Active>> = loaded.values().map(|l| l.active.clone()).collect();
+        set.sort_by(|a, b| a.key.cmp(&b.key));
+        server.registry.admission.replace(set);
+    }
+    // Failure counts reach the status at most once per resync.
+    for (key, l) in loaded.iter_mut() {
+        let failures = l.active.failures.load(Ordering::Relaxed);
+        if l.status.failures.unwrap_or(0) != failures {
+            let mut st = l.status.clone();
+            st.failures = Some(failures);
+            write_status(server, key, &mut l.status, st).await;
+        }
+    }
+}
+
+/// Fetches the module bytes `spec.module` names.
+async fn fetch(server: &ApiServer, src: &Source, own_ns: Option<&str>) -> Result<Vec<u8>, String> {
+    match src {
+        Source::ConfigMap {
+            namespace,
+            name,
+            key,
+        } => {
+            let ns = namespace.as_deref().or(own_ns).unwrap_or("default");
+            let info = shoal_api::resources::find("", "v1", "configmaps")
+                .expect("configmaps are in the resource table");
+            let cm = server
+                .cache
+                .resource(info)
+                .get(&info.storage_key(Some(ns), name))
+                .ok_or_else(|| format!("configmap {ns}/{name} not found"))?;
+            let v = cm.value();
+            if let Some(b) = v.pointer("/binaryData").and_then(|d| d.get(key.as_str())) {
+                use base64::Engine as _;
+                return base64::engine::general_purpose::STANDARD
+                    .decode(b.as_str().unwrap_or(""))
+                    .map_err(|e| format!("configmap {ns}/{name} binaryData.{key}: {e}"));
+            }
+            if let Some(s) = v.pointer("/data").and_then(|d| d.get(key.as_str())) {
+                return Ok(s.as_str().unwrap_or("").as_bytes().to_vec());
+            }
+            Err(format!("configmap {ns}/{name} has no key {key}"))
+        }
+        other => other.fetch().await.map_err(|e| e.to_string()),
+    }
+}
+
+/// Brings one policy up to date; whether the active set changed.
+async fn reconcile(
+    server: &Arc<ApiServer>,
+    info: &'static ResourceInfo,
+    key: &str,
+    ns: Option<&str>,
+    name: &str,
+    o: &Value,
+    loaded: &mut HashMap<String, Loaded>,
+) -> bool {
+    let uid = crate::meta::str_field(o, "uid").to_owned();
+    let generation = o
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let spec: AdmissionPolicySpec =
+        match serde_json::from_value(o.get("spec").cloned().unwrap_or(Value::Null)) {
+            Ok(s) => s,
+            Err(_) => return false, // validation keeps this from happening
+        };
+    let prev = loaded.get(key).filter(|l| l.uid == uid);
+    let same_spec = prev.is_some_and(|l| l.generation == generation);
+    let src = match Source::parse(&spec.module) {
+        Ok(s) => s,
+        Err(_) => return false,
+    };
+    let local = matches!(src, Source::ConfigMap { .. } | Source::File(_));
+    // Remote modules are fetched when the spec changes (or to retry a failed fetch).
+    if same_spec
+        && !local
+        && prev.is_some_and(|l| l.fetch_failed.is_none_or(|t| t.elapsed() < REFETCH))
+    {
+        return false;
+    }
+    let status_before = prev.map(|l| l.status.clone()).unwrap_or_default();
+    let bytes = fetch(server, &src, ns).await;
+    let digest = bytes.as_ref().ok().map(|b| shoal_plugin_host::digest(b));
+    if same_spec
+        && let (Some(l), Some(d)) = (prev, &digest)
+        && l.tried.as_deref() == Some(d.as_str())
+    {
+        return false;
+    }
+    let settings = spec
+        .settings
+        .as_ref()
+        .map(Value::to_string)
+        .unwrap_or_else(|| "{}".into());
+    let selector = |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+        s.as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| LabelSelector::from_object(&v).ok())
+    };
+    let last_good = prev.and_then(|l| l.active.module.clone());
+    let result = match bytes {
+        Err(e) => Err(e),
+        Ok(bytes) => match server.registry.admission.host() {
+            Err(e) => Err(format!("the plugin engine failed to start: {e}")),
+            Ok(host) => {
+                AdmissionModule::load(&host, &bytes, spec.module_digest.as_deref(), &settings)
+                    .await
+                    .map_err(|e: PluginError| e.to_string())
+            }
+        },
+    };
+    let fetch_failed = match (&result, &digest) {
+        (Err(_), None) => Some(Instant::now()),
+        _ => None,
+    };
+    let (module, load_error, status) = match result {
+        Ok(m) => {
+            let status = PluginStatus {
+                phase: Some("Active".into()),
+                message: Some(format!("module {} loaded", m.digest)),
+                digest: Some(m.digest.clone()),
+                observed_generation: Some(generation),
+                failures: Some(0),
+            };
+            (Some(m), None, status)
+        }
+        Err(e) => {
+            let message = match &last_good {
+                Some(m) => format!("{e}; the last good module {} keeps serving", m.digest),
+                None => e.clone(),
+            };
+            let status = PluginStatus {
+                phase: Some("Failed".into()),
+                message: Some(message),
+                digest: last_good.as_ref().map(|m| m.digest.clone()),
+                observed_generation: Some(generation),
+                failures: status_before.failures,
+            };
+            (last_good, Some(e), status)
+        }
+    };
+    let failures = match (&module, prev) {
+        (Some(m), Some(l)) if l.active.module.as_ref().map(|x| &x.digest) == Some(&m.digest) => {
+            l.active.failures.clone()
+        }
+        _ => Arc::new(AtomicI64::new(0)),
+    };
+    // A policy whose new spec failed keeps serving with the spec that went with its module.
+    let (spec, settings) = match (&load_error, prev) {
+        (Some(_), Some(l)) if l.active.module.is_some() => {
+            (l.active.spec.clone(), l.active.settings.clone())
+        }
+        _ => (spec, settings),
+    };
+    let active = Arc::new(Active {
+        key: key.to_owned(),
+        display: match ns {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name.to_owned(),
+        },
+        namespace: ns.map(str::to_owned),
+        namespace_selector: selector(&spec.namespace_selector),
+        object_selector: selector(&spec.object_selector),
+        spec,
+        settings,
+        module,
+        load_error,
+        failures,
+    });
+    let mut entry = Loaded {
+        uid,
+        generation,
+        tried: digest,
+        fetch_failed,
+        active,
+        status: status_before,
+    };
+    let _ = info;
+    write_status(server, key, &mut entry.status, status).await;
+    loaded.insert(key.to_owned(), entry);
+    true
+}
+
+/// Writes a policy's status if it changed.
+async fn write_status(
+    server: &ApiServer,
+    key: &str,
+    current: &mut PluginStatus,
+    new: PluginStatus,
+) {
+    if *current == new {
+        return;
+    }
+    let mut parts = key.split('/');
+    let kind = parts.next().unwrap_or("");
+    let rest: Vec<&str> = parts.collect();
+    let (ns, name) = match rest.as_slice() {
+        [ns, name] => (Some(*ns), *name),
+        [name] => (None, *name),
+        _ => return,
+    };
+    let Some(info) = shoal_api::resources::find_kind(shoal_api::policy::GROUP, kind) else {
+        return;
+    };
+    let opts = WriteOptions {
+        dry_run: false,
+        manager: "shoal-apiserver".into(),
+        validation: crate::request::FieldValidation::Ignore,
+    };
+    let body = json!({"apiVersion": info.api_version(), "kind": info.kind,
+        "metadata": {"name": name}, "status": new});
+    match server
+        .registry
+        .update(info, ns, name, Some(Subresource::Status), body, &opts)
+        .await
+    {
+        Ok(_) => *current = new,
+        Err(e) => tracing::debug!(policy = key, error = %e.0.message, "cannot write policy status"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_patterns_follow_webhook_rules() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(resource_matches(&p(&["pods"]), "pods", None));
+        assert!(!resource_matches(&p(&["pods"]), "pods", Some("status")));
+        assert!(resource_matches(
+            &p(&["pods/status"]),
+            "pods",
+            Some("status")
+        ));
+        assert!(resource_matches(&p(&["*"]), "deployments", None));
+        assert!(!resource_matches(&p(&["*"]), "deployments", Some("scale")));
+        assert!(resource_matches(
+            &p(&["*/scale"]),
+            "deployments",
+            Some("scale")
+        ));
+        assert!(resource_matches(&p(&["*/*"]), "pods", Some("status")));
+    }
+
+    #[test]
+    fn patches_may_not_rename_objects() {
+        let mut o =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}, "spec": {}});
+        let rename = json!([{"op": "replace", "path": "/metadata/name", "value": "b"}]);
+        assert!(
+            apply_patch(&mut o, rename)
+                .unwrap_err()
+                .contains("metadata.name")
+        );
+        let label = json!([{"op": "add", "path": "/metadata/labels", "value": {"x": "y"}}]);
+        apply_patch(&mut o, label).unwrap();
+        assert_eq!(o["metadata"]["labels"]["x"], "y");
+    }
+}

@@ -1,0 +1,250 @@
+//! Wasm admission policies and scheduler plugins configured with kubectl against `shoal up`:
+//! denial, mutation, monitor mode, hot reload, a broken module, hostile modules, and a
+//! scheduler plugin steering pods.
+
+use shoal_testkit::{Cluster, eventually, policy};
+use std::time::Duration;
+
+fn policy_field(c: &Cluster, kind: &str, name: &str, expr: &str) -> String {
+    let jp = format!("jsonpath={expr}");
+    let out = c.kubectl(&["get", kind, name, "-o", &jp]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_phase(c: &Cluster, kind: &str, name: &str, phase: &str) {
+    eventually(&format!("{kind} {name} {phase}"), || {
+        let got = policy_field(c, kind, name, "{.status.phase} {.status.message}");
+        anyhow::ensure!(got.starts_with(phase), "is {got:?}");
+        Ok(())
+    });
+}
+
+/// `kubectl apply -f -`: (success, stdout + stderr).
+fn apply(c: &Cluster, yaml: &str) -> (bool, String) {
+    let out = c.kubectl_with(&["apply", "-f", "-"], Some(yaml), &[]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn pod(name: &str, privileged: bool) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: shoal.local/hello:latest\n    securityContext: {{privileged: {privileged}}}\n"
+    )
+}
+
+/// Puts `file` into the ConfigMap kube-system/modules under `policy.wasm`.
+fn set_module(c: &Cluster, file: &std::path::Path) {
+    let from = format!("--from-file=policy.wasm={}", file.display());
+    let out = c.ok(&[
+        "create",
+        "configmap",
+        "modules",
+        "-n",
+        "kube-system",
+        &from,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let (ok, msg) = apply(c, &out);
+    assert!(ok, "{msg}");
+}
+
+#[test]
+fn admission_policies_deny_mutate_warn_and_reload_without_a_restart() {
+    let c = Cluster::start().unwrap();
+
+    // A module from a ConfigMap, allowing everything at first.
+    set_module(&c, &policy("hostile"));
+    c.apply(
+        "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {name: pods-policy}\nspec:\n  module: configmap://kube-system/modules/policy.wasm\n  settings: {behaviour: allow}\n  rules: [{operations: [CREATE, UPDATE], apiGroups: [\"\"], resources: [pods]}]\n",
+    );
+    wait_phase(&c, "clusteradmissionpolicy", "pods-policy", "Active");
+    let (ok, msg) = apply(&c, &pod("p1", true));
+    assert!(ok, "{msg}");
+
+    // A new module in the ConfigMap changes behaviour within seconds, without a restart.
+    set_module(&c, &policy("deny-privileged"));
+    eventually("the new module denies privileged pods", || {
+        let (ok, msg) = apply(&c, &pod("p2", true));
+        anyhow::ensure!(!ok, "allowed: {msg}");
+        Ok(msg)
+    });
+    let (_, msg) = apply(&c, &pod("p2", true));
+    assert!(
+        msg.contains("Error from server (Forbidden)")
+            && msg.contains("admission policy \"pods-policy\" denied the request: privileged pods are not allowed: container c is privileged"),
+        "{msg}"
+    );
+    // Fixed, the same pod goes in.
+    let (ok, msg) = apply(&c, &pod("p2", false));
+    assert!(ok, "{msg}");
+
+    // A broken module: the status says so and the last good one keeps serving.
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(garbage.path(), b"\0asm but not really").unwrap();
+    set_module(&c, garbage.path());
+    wait_phase(&c, "cap", "pods-policy", "Failed");
+    let message = policy_field(&c, "cap", "pods-policy", "{.status.message}");
+    assert!(
+        message.contains("not a valid plugin component") && message.contains("keeps serving"),
+        "{message}"
+    );
+    let (ok, msg) = apply(&c, &pod("p3", true));
+    assert!(
+        !ok && msg.contains("privileged pods are not allowed"),
+        "{msg}"
+    );
+    let table = c.ok(&["get", "clusteradmissionpolicies"]);
+    assert!(
+        table.contains("pods-policy") && table.contains("Failed"),
+        "{table}"
+    );
+
+    // A mutating policy: its change is in the stored object, with its warning.
+    let limits = policy("default-limits");
+    c.apply(&format!(
+        "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: limits}}\nspec:\n  module: file://{}\n  mutating: true\n  settings: {{cpu: 250m, memory: 64Mi}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [pods]}}]\n",
+        limits.display()
+    ));
+    wait_phase(&c, "cap", "limits", "Active");
+    let (ok, msg) = apply(&c, &pod("p4", false));
+    assert!(ok, "{msg}");
+    assert!(
+        msg.contains(
+            "Warning: default resource limits added (c: limits.cpu=250m, c: limits.memory=64Mi)"
+        ),
+        "{msg}"
+    );
+    assert_eq!(
+        c.pod_field("p4", "{.spec.containers[0].resources.limits.memory}")
+            .unwrap(),
+        "64Mi"
+    );
+
+    // Monitor mode lets the object in with a warning; protect mode then denies it.
+    let labels = policy("require-labels");
+    let monitor = |mode: &str| {
+        format!(
+            "apiVersion: policy.shoal.dev/v1\nkind: AdmissionPolicy\nmetadata: {{name: needs-team, namespace: default}}\nspec:\n  module: {}\n  mode: {mode}\n  settings: {{labels: [team]}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [configmaps]}}]\n",
+            labels.display()
+        )
+    };
+    c.apply(&monitor("monitor"));
+    wait_phase(&c, "admissionpolicy", "needs-team", "Active");
+    let out = c.kubectl(&["create", "configmap", "c1", "--from-literal=a=b"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: policy default/needs-team (monitor mode) would deny the request: ConfigMap c1 is missing required label(s): team"),
+        "{stderr}"
+    );
+    c.apply(&monitor("protect"));
+    eventually("protect mode denies", || {
+        let out = c.kubectl(&["create", "configmap", "c2", "--from-literal=a=b"]);
+        anyhow::ensure!(!out.status.success(), "still allowed");
+        Ok(())
+    });
+    // Other namespaces are not the namespaced policy's business.
+    c.ok(&[
+        "create",
+        "configmap",
+        "c3",
+        "-n",
+        "kube-public",
+        "--from-literal=a=b",
+    ]);
+
+    // Bad policy objects get field errors.
+    let (ok, msg) = apply(
+        &c,
+        "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {name: bad}\nspec:\n  module: ftp://x/y.wasm\n  mode: audit\n  rules: []\n",
+    );
+    assert!(!ok);
+    assert!(
+        msg.contains("spec.module: Invalid value")
+            && msg.contains("spec.mode: Unsupported value: \"audit\"")
+            && msg.contains("spec.rules: Required value"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn hostile_policies_fail_within_their_deadline_and_the_api_keeps_serving() {
+    let c = Cluster::start().unwrap();
+    let hostile = policy("hostile");
+    let cap = |name: &str, behaviour: &str, resource: &str, failure: &str| {
+        format!(
+            "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: {name}}}\nspec:\n  module: {}\n  timeoutSeconds: 3\n  failurePolicy: {failure}\n  settings: {{behaviour: {behaviour}}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [{resource}]}}]\n",
+            hostile.display()
+        )
+    };
+    c.apply(&cap("loops", "loop", "services", "Fail"));
+    c.apply(&cap("hoards", "allocate", "serviceaccounts", "Fail"));
+    c.apply(&cap("traps", "trap", "endpoints", "Ignore"));
+    for n in ["loops", "hoards", "traps"] {
+        wait_phase(&c, "cap", n, "Active");
+    }
+
+    // While a request is stuck in the looping policy, other requests are served.
+    let kubeconfig = c.kubeconfig();
+    let looping = std::thread::spawn(move || {
+        std::process::Command::new("kubectl")
+            .args(["create", "service", "clusterip", "s1", "--tcp=80:80"])
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        c.ok(&["get", "namespace", "default"]);
+    }
+    assert!(
+        !looping.is_finished(),
+        "reads waited for the looping policy"
+    );
+    let out = looping.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "Internal error occurred: failed calling admission policy \"loops\": plugin timed out after 3s"
+        ),
+        "{stderr}"
+    );
+
+    let msg = c.fails(&["create", "serviceaccount", "sa1"]);
+    assert!(
+        msg.contains(
+            "failed calling admission policy \"hoards\": plugin exceeded its memory limit"
+        ),
+        "{msg}"
+    );
+    // failurePolicy: Ignore lets the write through a trapping policy.
+    c.apply("apiVersion: v1\nkind: Endpoints\nmetadata: {name: e1}\n");
+    // Failures are counted in the status.
+    for n in ["loops", "hoards", "traps"] {
+        eventually(&format!("{n} counts its failure"), || {
+            let got = policy_field(&c, "cap", n, "{.status.failures}");
+            anyhow::ensure!(got == "1", "is {got:?}");
+            Ok(())
+        });
+    }
+    // Deleting the policy lifts it.
+    c.ok(&["delete", "cap", "loops"]);
+    eventually("services can be created again", || {
+        let out = c.kubectl(&["create", "service", "clusterip", "s2", "--tcp=80:80"]);
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    });
+}
