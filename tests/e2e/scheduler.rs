@@ -142,38 +142,8 @@ fn a_replicaset_keeps_its_pods_running_and_scales() {
 
 #[test]
 fn simulated_nodes_take_pods_and_replicas_spread_over_them() {
-    use std::io::{BufRead, BufReader};
     let c = Cluster::start().unwrap();
-    // Killed when the test ends, however it ends.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut sim = std::process::Command::new(shoal_testkit::shoal_bin())
-        .args([
-            "simulate-nodes",
-            "--count",
-            "20",
-            "--node-lease-duration-seconds",
-            "4",
-        ])
-        .arg("--kubeconfig")
-        .arg(c.kubeconfig())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = sim.stdout.take().unwrap();
-    let _sim = Reap(sim);
-    let mut lines = BufReader::new(stdout).lines();
-    assert!(
-        lines.any(|l| l.is_ok_and(|l| l.contains("simulating 20 nodes"))),
-        "simulate-nodes did not start"
-    );
-    std::thread::spawn(move || for _ in lines {});
+    let _sim = shoal_testkit::SimulatedNodes::start(&c, 20).unwrap();
     let ready = c.ok(&["get", "nodes", "-l", "shoal.dev/simulated=true"]);
     assert_eq!(ready.matches(" Ready ").count(), 20, "{ready}");
 

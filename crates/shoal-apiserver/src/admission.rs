@@ -21,17 +21,16 @@ use shoal_api::{ResourceInfo, StatusError, Subresource};
 use shoal_plugin_host::admission::{
     AdmissionModule, AdmissionRequest, GroupVersionKind, GroupVersionResource, UserInfo,
 };
+use shoal_plugin_host::reload::{self, Attempt};
 use shoal_plugin_host::source::Source;
 use shoal_plugin_host::{DEFAULT_MEMORY_LIMIT, Host, PluginError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often the loader looks for changed policies and modules.
 const RESYNC: Duration = Duration::from_millis(500);
-/// How long a failed remote fetch waits before it is tried again.
-const REFETCH: Duration = Duration::from_secs(10);
 
 /// One policy as it serves requests.
 struct Active {
@@ -94,6 +93,15 @@ impl Admission {
             .clone()
     }
 
+    /// The policies that may apply to a write. Policies do not apply to policies (as
+    /// webhooks do not to webhook configurations): a broken policy can always be fixed.
+    fn candidates(&self, attrs: &Attributes<'_>) -> Arc<Vec<Arc<Active>>> {
+        if attrs.info.group == shoal_api::policy::GROUP {
+            return Arc::default();
+        }
+        self.snapshot()
+    }
+
     fn replace(&self, set: Vec<Arc<Active>>) {
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
     }
@@ -108,15 +116,7 @@ impl Admission {
         old: Option<&Value>,
         warnings: &mut Vec<String>,
     ) -> ApiResult<()> {
-        // Policies do not apply to policies (as webhooks do not to webhook configurations):
-        // a broken policy can always be fixed or removed.
-        if attrs.info.group == shoal_api::policy::GROUP {
-            return Ok(());
-        }
-        let set = self.snapshot();
-        if set.is_empty() {
-            return Ok(());
-        }
+        let set = self.candidates(attrs);
         for p in set.iter().filter(|p| p.spec.mutating) {
             if !matches(cache, p, attrs, Some(object), old) {
                 continue;
@@ -163,15 +163,7 @@ impl Admission {
         old: Option<&Value>,
         warnings: &mut Vec<String>,
     ) -> ApiResult<()> {
-        // Policies do not apply to policies (as webhooks do not to webhook configurations):
-        // a broken policy can always be fixed or removed.
-        if attrs.info.group == shoal_api::policy::GROUP {
-            return Ok(());
-        }
-        let set = self.snapshot();
-        if set.is_empty() {
-            return Ok(());
-        }
+        let set = self.candidates(attrs);
         for p in set.iter().filter(|p| !p.spec.mutating) {
             if !matches(cache, p, attrs, object, old) {
                 continue;
@@ -373,12 +365,7 @@ fn request(
 
 /// What the loader knows about one policy object.
 struct Loaded {
-    uid: String,
-    generation: i64,
-    /// Digest of the module bytes last tried (loaded or not).
-    tried: Option<String>,
-    /// When a remote fetch failed last.
-    fetch_failed: Option<Instant>,
+    attempt: Attempt,
     active: Arc<Active>,
     /// The status last written.
     status: PluginStatus,
@@ -429,7 +416,7 @@ async fn sync(server: &Arc<ApiServer>, loaded: &mut HashMap<String, Loaded>) {
             if crate::meta::is_deleting(&o) {
                 continue;
             }
-            changed |= reconcile(server, info, &key, ns.as_deref(), &name, &o, loaded).await;
+            changed |= reconcile(server, &key, ns.as_deref(), &name, &o, loaded).await;
         }
     }
     let before = loaded.len();
@@ -486,7 +473,6 @@ async fn fetch(server: &ApiServer, src: &Source, own_ns: Option<&str>) -> Result
 /// Brings one policy up to date; whether the active set changed.
 async fn reconcile(
     server: &Arc<ApiServer>,
-    info: &'static ResourceInfo,
     key: &str,
     ns: Option<&str>,
     name: &str,
@@ -498,32 +484,27 @@ async fn reconcile(
         .pointer("/metadata/generation")
         .and_then(Value::as_i64)
         .unwrap_or(1);
-    let spec: AdmissionPolicySpec =
-        match serde_json::from_value(o.get("spec").cloned().unwrap_or(Value::Null)) {
-            Ok(s) => s,
-            Err(_) => return false, // validation keeps this from happening
-        };
-    let prev = loaded.get(key).filter(|l| l.uid == uid);
-    let same_spec = prev.is_some_and(|l| l.generation == generation);
-    let src = match Source::parse(&spec.module) {
-        Ok(s) => s,
-        Err(_) => return false,
+    // Validation keeps malformed specs and module references out of the store.
+    let Ok(spec) = serde_json::from_value::<AdmissionPolicySpec>(
+        o.get("spec").cloned().unwrap_or(Value::Null),
+    ) else {
+        return false;
     };
-    let local = matches!(src, Source::ConfigMap { .. } | Source::File(_));
-    // Remote modules are fetched when the spec changes (or to retry a failed fetch).
-    if same_spec
-        && !local
-        && prev.is_some_and(|l| l.fetch_failed.is_none_or(|t| t.elapsed() < REFETCH))
-    {
+    let Ok(src) = Source::parse(&spec.module) else {
+        return false;
+    };
+    let prev = loaded.get(key).filter(|l| l.attempt.uid == uid);
+    if !Attempt::should_fetch(prev.map(|l| &l.attempt), &uid, generation, &src) {
         return false;
     }
-    let status_before = prev.map(|l| l.status.clone()).unwrap_or_default();
     let bytes = fetch(server, &src, ns).await;
     let digest = bytes.as_ref().ok().map(|b| shoal_plugin_host::digest(b));
-    if same_spec
-        && let (Some(l), Some(d)) = (prev, &digest)
-        && l.tried.as_deref() == Some(d.as_str())
-    {
+    if !Attempt::should_load(
+        prev.map(|l| &l.attempt),
+        &uid,
+        generation,
+        digest.as_deref(),
+    ) {
         return false;
     }
     let settings = spec
@@ -531,12 +512,6 @@ async fn reconcile(
         .as_ref()
         .map(Value::to_string)
         .unwrap_or_else(|| "{}".into());
-    let selector = |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
-        s.as_ref()
-            .and_then(|s| serde_json::to_value(s).ok())
-            .and_then(|v| LabelSelector::from_object(&v).ok())
-    };
-    let last_good = prev.and_then(|l| l.active.module.clone());
     let result = match bytes {
         Err(e) => Err(e),
         Ok(bytes) => match server.registry.admission.host() {
@@ -548,50 +523,51 @@ async fn reconcile(
             }
         },
     };
-    let fetch_failed = match (&result, &digest) {
-        (Err(_), None) => Some(Instant::now()),
-        _ => None,
+    let status_before = prev.map(|l| l.status.clone()).unwrap_or_default();
+    let last = prev.map(|l| l.active.clone());
+    let last_good = last.as_ref().and_then(|a| a.module.clone());
+    let status = reload::status(
+        result
+            .as_ref()
+            .map(|m| m.digest.as_str())
+            .map_err(String::as_str),
+        last_good.as_ref().map(|m| m.digest.as_str()),
+        generation,
+        status_before.failures,
+    );
+    let active = match result {
+        Ok(module) => active(key, ns, name, spec, settings, Some(module), None),
+        // The last good module keeps serving, with the spec that went with it.
+        Err(e) => match last.filter(|a| a.module.is_some()) {
+            Some(a) => a,
+            None => active(key, ns, name, spec, settings, None, Some(e)),
+        },
     };
-    let (module, load_error, status) = match result {
-        Ok(m) => {
-            let status = PluginStatus {
-                phase: Some("Active".into()),
-                message: Some(format!("module {} loaded", m.digest)),
-                digest: Some(m.digest.clone()),
-                observed_generation: Some(generation),
-                failures: Some(0),
-            };
-            (Some(m), None, status)
-        }
-        Err(e) => {
-            let message = match &last_good {
-                Some(m) => format!("{e}; the last good module {} keeps serving", m.digest),
-                None => e.clone(),
-            };
-            let status = PluginStatus {
-                phase: Some("Failed".into()),
-                message: Some(message),
-                digest: last_good.as_ref().map(|m| m.digest.clone()),
-                observed_generation: Some(generation),
-                failures: status_before.failures,
-            };
-            (last_good, Some(e), status)
-        }
+    let mut entry = Loaded {
+        attempt: Attempt::new(&uid, generation, digest),
+        active,
+        status: status_before,
     };
-    let failures = match (&module, prev) {
-        (Some(m), Some(l)) if l.active.module.as_ref().map(|x| &x.digest) == Some(&m.digest) => {
-            l.active.failures.clone()
-        }
-        _ => Arc::new(AtomicI64::new(0)),
+    write_status(server, key, &mut entry.status, status).await;
+    loaded.insert(key.to_owned(), entry);
+    true
+}
+
+fn active(
+    key: &str,
+    ns: Option<&str>,
+    name: &str,
+    spec: AdmissionPolicySpec,
+    settings: String,
+    module: Option<AdmissionModule>,
+    load_error: Option<String>,
+) -> Arc<Active> {
+    let selector = |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+        s.as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| LabelSelector::from_object(&v).ok())
     };
-    // A policy whose new spec failed keeps serving with the spec that went with its module.
-    let (spec, settings) = match (&load_error, prev) {
-        (Some(_), Some(l)) if l.active.module.is_some() => {
-            (l.active.spec.clone(), l.active.settings.clone())
-        }
-        _ => (spec, settings),
-    };
-    let active = Arc::new(Active {
+    Arc::new(Active {
         key: key.to_owned(),
         display: match ns {
             Some(ns) => format!("{ns}/{name}"),
@@ -604,20 +580,8 @@ async fn reconcile(
         settings,
         module,
         load_error,
-        failures,
-    });
-    let mut entry = Loaded {
-        uid,
-        generation,
-        tried: digest,
-        fetch_failed,
-        active,
-        status: status_before,
-    };
-    let _ = info;
-    write_status(server, key, &mut entry.status, status).await;
-    loaded.insert(key.to_owned(), entry);
-    true
+        failures: Arc::new(AtomicI64::new(0)),
+    })
 }
 
 /// Writes a policy's status if it changed.

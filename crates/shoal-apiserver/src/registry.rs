@@ -877,6 +877,24 @@ impl Registry {
                 ))
                 .into());
             }
+            let attrs = crate::admission::Attributes {
+                info,
+                sub: None,
+                operation: "DELETE",
+                namespace: ns.filter(|_| info.namespaced),
+                name,
+                dry_run: opts.dry_run,
+            };
+            // Deletions answer with the object, not warnings: a warning here is dropped.
+            self.admission
+                .validate(
+                    &self.cache,
+                    &attrs,
+                    None,
+                    Some(&current.value),
+                    &mut Vec::new(),
+                )
+                .await?;
             let mut finalizers = meta::finalizers(&current.value);
             // Foreground and orphan deletion wait for the garbage collector only when there
             // are dependents to delete or orphan; without any, it would finish at once.

@@ -16,6 +16,7 @@
 //! [`scheduler::SchedulerModule`].
 
 pub mod admission;
+pub mod reload;
 pub mod scheduler;
 pub mod source;
 

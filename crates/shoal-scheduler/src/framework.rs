@@ -309,7 +309,7 @@ pub fn nodes_to_find(total: usize) -> usize {
 
 /// A scheduling profile: plugins in order.
 pub struct Framework {
-    plugins: Vec<Box<dyn Plugin>>,
+    plugins: Vec<Arc<dyn Plugin>>,
     /// Where the next cycle starts looking, so sampling goes round the nodes.
     next_start: AtomicUsize,
 }
@@ -322,13 +322,18 @@ pub struct Decision {
 
 impl Framework {
     pub fn new(plugins: Vec<Box<dyn Plugin>>) -> Self {
+        Self::shared(plugins.into_iter().map(Arc::from).collect())
+    }
+
+    /// A profile of plugins shared with other profiles.
+    pub fn shared(plugins: Vec<Arc<dyn Plugin>>) -> Self {
         Self {
             plugins,
             next_start: AtomicUsize::new(0),
         }
     }
 
-    pub fn plugins(&self) -> &[Box<dyn Plugin>] {
+    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
         &self.plugins
     }
 

@@ -8,6 +8,7 @@ pub mod framework;
 pub mod interpod;
 pub mod plugins;
 pub mod spread;
+pub mod wasm;
 
 use framework::{Framework, NodeInfo, Plugin, PodAccount};
 use futures::StreamExt;
@@ -80,7 +81,11 @@ fn bound_and_active(pod: &Pod) -> Option<&str> {
 /// A running scheduler.
 pub struct Scheduler {
     client: kube::Client,
-    framework: Framework,
+    /// The built-in plugins, then the Wasm plugins in force (rebuilt when they change).
+    framework: std::sync::RwLock<Arc<Framework>>,
+    builtin: Vec<Arc<dyn Plugin>>,
+    wasm: Arc<wasm::WasmPlugins>,
+    wasm_seen: std::sync::atomic::AtomicI64,
     state: Mutex<State>,
     wake: Notify,
     binds: Arc<tokio::sync::Semaphore>,
@@ -88,13 +93,39 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>) -> Arc<Self> {
+        let builtin: Vec<Arc<dyn Plugin>> = plugins.into_iter().map(Arc::from).collect();
         Arc::new(Self {
             client,
-            framework: Framework::new(plugins),
+            framework: std::sync::RwLock::new(Arc::new(Framework::shared(builtin.clone()))),
+            builtin,
+            wasm: Arc::default(),
+            wasm_seen: std::sync::atomic::AtomicI64::new(0),
             state: Mutex::default(),
             wake: Notify::new(),
             binds: Arc::new(tokio::sync::Semaphore::new(PARALLEL_BINDS)),
         })
+    }
+
+    /// The profile for this pass: the built-ins plus the Wasm plugins loaded now.
+    fn framework(&self) -> Arc<Framework> {
+        use std::sync::atomic::Ordering;
+        let generation = self.wasm.generation.load(Ordering::Acquire);
+        if self.wasm_seen.swap(generation, Ordering::AcqRel) != generation {
+            let wasm = self
+                .wasm
+                .plugins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mut plugins = self.builtin.clone();
+            plugins.extend(wasm.into_iter().map(|p| p as Arc<dyn Plugin>));
+            *self.framework.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(Framework::shared(plugins));
+        }
+        self.framework
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -107,6 +138,7 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let nodes = tokio::spawn(self.clone().watch_nodes());
         let pods = tokio::spawn(self.clone().watch_pods());
+        let plugins = tokio::spawn(wasm::run_loader(self.client.clone(), self.wasm.clone()));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -124,6 +156,7 @@ impl Scheduler {
         }
         nodes.abort();
         pods.abort();
+        plugins.abort();
     }
 
     async fn watch_nodes(self: Arc<Self>) {
@@ -238,13 +271,14 @@ impl Scheduler {
         let started = Instant::now();
         let (mut nodes, pending) = self.snapshot();
         let snapshot_took = started.elapsed();
+        let framework = self.framework();
         for pod in pending {
             let k = key(&pod);
-            match self.framework.schedule(&pod, &nodes) {
+            match framework.schedule(&pod, &nodes) {
                 Ok(decision) => {
                     let i = decision.node;
                     let node = nodes[i].name().to_owned();
-                    if let Err(why) = self.framework.reserve(&decision.state, &pod, &node) {
+                    if let Err(why) = framework.reserve(&decision.state, &pod, &node) {
                         self.back_off(&pod);
                         self.report_unschedulable(&pod, why);
                         continue;
@@ -266,12 +300,13 @@ impl Scheduler {
                         return snapshot_took;
                     };
                     let this = self.clone();
+                    let framework = framework.clone();
                     tokio::spawn(async move {
                         let result = this.bind(&pod, &node).await;
                         drop(permit);
                         if let Err(e) = result {
                             tracing::warn!(pod = %k, error = %e, "binding failed");
-                            this.framework.unreserve(&decision.state, &pod, &node);
+                            framework.unreserve(&decision.state, &pod, &node);
                             {
                                 let mut s = this.lock();
                                 if s.assumed.remove(&k).is_some() {

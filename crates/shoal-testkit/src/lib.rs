@@ -339,6 +339,41 @@ const NODE_TIMING: [&str; 4] = [
     "8",
 ];
 
+/// `shoal simulate-nodes` against a cluster; killed when dropped.
+pub struct SimulatedNodes(Child);
+
+impl SimulatedNodes {
+    /// Starts `count` simulated nodes and waits until they are registered.
+    pub fn start(cluster: &Cluster, count: usize) -> anyhow::Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let mut sim = Command::new(shoal_bin())
+            .args(["simulate-nodes", "--count", &count.to_string()])
+            .args(["--node-lease-duration-seconds", "4"])
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = sim.stdout.take().expect("stdout is piped");
+        let sim = SimulatedNodes(sim);
+        let mut lines = BufReader::new(stdout).lines();
+        let want = format!("simulating {count} nodes");
+        anyhow::ensure!(
+            lines.any(|l| l.is_ok_and(|l| l.contains(&want))),
+            "simulate-nodes did not start"
+        );
+        std::thread::spawn(move || for _ in lines {});
+        Ok(sim)
+    }
+}
+
+impl Drop for SimulatedNodes {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A second node: `shoal kubelet` joining a cluster through its kubeconfig.
 pub struct Node {
     child: Child,
