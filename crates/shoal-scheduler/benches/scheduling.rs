@@ -9,7 +9,10 @@
 //!   the first create to the last binding seen on a watch;
 //! - drain: the scheduler started on pods already created (the scheduling and binding rate
 //!   alone, what scheduler_perf samples);
-//! - the same with required pod anti-affinity (hostname), algorithm only and end to end.
+//! - the same with required pod anti-affinity (hostname), algorithm only and end to end;
+//! - Wasm plugins: a filter (`policies/scheduler/avoid-nodes`) and a scorer
+//!   (`prefer-nodes`) against the same logic built in, algorithm only (alternating runs,
+//!   medians, ratio), then the drain with both loaded through SchedulerPlugin objects.
 //!
 //! Run with `cargo xtask bench` or `cargo bench -p shoal-scheduler --bench scheduling`. Sizes:
 //! SHOAL_BENCH_NODES (5000), SHOAL_BENCH_PODS (10000), SHOAL_BENCH_ANTI_PODS (1000);
@@ -21,7 +24,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use shoal_kubelet::sim::{self, SimConfig};
 use shoal_scheduler::Scheduler;
-use shoal_scheduler::framework::{Framework, NodeInfo};
+use shoal_scheduler::framework::{CycleState, Framework, NodeInfo, Plugin};
 use shoal_scheduler::plugins;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,7 +141,12 @@ fn node_infos(nodes: &[Node]) -> Vec<NodeInfo> {
 
 /// Schedules `n` pods over `nodes` with the default plugins, in process.
 fn algorithm_only(nodes: &[Node], n: usize, anti: bool) -> f64 {
-    let fw = Framework::new(plugins::defaults());
+    algorithm_with(nodes, n, anti, plugins::defaults())
+}
+
+/// Schedules `n` pods over `nodes` with `plugins`, in process.
+fn algorithm_with(nodes: &[Node], n: usize, anti: bool, plugins: Vec<Box<dyn Plugin>>) -> f64 {
+    let fw = Framework::new(plugins);
     let mut infos = node_infos(nodes);
     let t = Instant::now();
     for i in 0..n {
@@ -188,6 +196,13 @@ async fn main() -> anyhow::Result<()> {
     let anti_rate = algorithm_only(&nodes, anti_count, true);
     println!(
         "algorithm only, required pod anti-affinity: {anti_count} pods: {anti_rate:.0} pods/s"
+    );
+
+    let wasm_pods = env("SHOAL_BENCH_WASM_PODS", 2000);
+    let (native, wasm) = wasm_versus_native(&nodes, wasm_pods);
+    println!(
+        "algorithm only, filter+score plugin: {wasm_pods} pods: built in {native:.0} pods/s, Wasm {wasm:.0} pods/s (median of 3): Wasm at {:.2}x the built-in time (target within 2x)",
+        native / wasm
     );
 
     if std::env::var_os("SHOAL_BENCH_ALGORITHM_ONLY").is_some() {
@@ -244,7 +259,204 @@ async fn main() -> anyhow::Result<()> {
         "end to end, required pod anti-affinity: {anti_count} pods bound in {:.2}s: {anti_e2e:.0} pods/s",
         t.elapsed().as_secs_f64()
     );
+    delete_all(&pods, &bound).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bound.count.store(0, Ordering::SeqCst);
+
+    // End to end again, with the Wasm filter and scorer loaded through SchedulerPlugins
+    // into the running scheduler.
+    label_nodes(&client, node_count).await;
+    install_wasm_plugins(&client).await?;
+    // The scheduler picks the plugins up on its next pass.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = Instant::now();
+    create_all(&pods, "wasm", pod_count, false).await;
+    wait_bound(&bound, pod_count).await;
+    let e2e_wasm = pod_count as f64 / t.elapsed().as_secs_f64();
+    let on_avoided = pods
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.as_deref())
+        .filter_map(|n| n.strip_prefix("sim-")?.parse::<usize>().ok())
+        .filter(|i| i % 10 == 3)
+        .count();
+    assert_eq!(on_avoided, 0, "the Wasm filter was not in force");
+    println!(
+        "end to end with the Wasm filter+score plugins: {pod_count} pods bound in {:.2}s: {e2e_wasm:.0} pods/s ({:.2}x the time without them; none on avoided nodes)",
+        t.elapsed().as_secs_f64(),
+        e2e / e2e_wasm
+    );
     sched_stop.cancel();
     stop.cancel();
     Ok(())
+}
+
+/// The label the avoid filter reads, and the one the scorer reads.
+const AVOID: &str = "shoal.dev/avoid";
+const PREFER: &str = "shoal.dev/preference";
+
+/// Every 10th node avoided, preferences 0-9.
+fn label(i: usize) -> [(&'static str, String); 2] {
+    [
+        (AVOID, if i % 10 == 3 { "true" } else { "" }.to_owned()),
+        (PREFER, ((i * 7) % 10).to_string()),
+    ]
+}
+
+/// The avoid-nodes plugin's logic, built in.
+struct NativeAvoid;
+impl Plugin for NativeAvoid {
+    fn name(&self) -> &str {
+        "native-avoid"
+    }
+    fn filter(&self, _: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        let labels = node.node.metadata.labels.as_ref();
+        if labels.and_then(|l| l.get(AVOID)).is_none() {
+            return Ok(());
+        }
+        let tolerated = pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(&format!("{AVOID}-tolerated")))
+            .is_some_and(|v| v == "true");
+        if tolerated {
+            Ok(())
+        } else {
+            Err(format!("node(s) had label {AVOID}"))
+        }
+    }
+}
+
+/// The prefer-nodes plugin's logic, built in.
+struct NativePrefer;
+impl Plugin for NativePrefer {
+    fn name(&self) -> &str {
+        "native-prefer"
+    }
+    fn score(&self, _: &CycleState, _: &Pod, node: &NodeInfo) -> Option<i64> {
+        let v = node.node.metadata.labels.as_ref()?.get(PREFER)?;
+        Some(v.parse::<i64>().unwrap_or(0).max(0))
+    }
+    fn normalize(&self, _: &CycleState, _: &Pod, scores: &mut [i64]) {
+        shoal_scheduler::framework::normalize_scores(scores, false);
+    }
+}
+
+fn wasm_spec(settings: serde_json::Value, point: &str) -> shoal_api::policy::SchedulerPluginSpec {
+    shoal_api::policy::SchedulerPluginSpec {
+        module: String::new(),
+        settings: Some(settings),
+        extension_points: vec![point.to_owned()],
+        ..Default::default()
+    }
+}
+
+fn wasm_plugins(host: &shoal_plugin_host::Host) -> Vec<Box<dyn Plugin>> {
+    let load = |name: &str, settings: serde_json::Value, point: &str| -> Box<dyn Plugin> {
+        let bytes = std::fs::read(shoal_testkit::policy(name)).expect("plugin built");
+        let spec = wasm_spec(settings, point);
+        let settings = spec.settings.as_ref().map(|v| v.to_string()).unwrap_or_default();
+        let module = shoal_plugin_host::scheduler::SchedulerModule::load(host, &bytes, None, &settings)
+            .expect("plugin loads");
+        Box::new(shoal_scheduler::wasm::WasmPlugin::new(name, &spec, module))
+    };
+    vec![
+        load("avoid-nodes", serde_json::json!({"label": AVOID}), "Filter"),
+        load("prefer-nodes", serde_json::json!({"label": PREFER}), "Score"),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Wasm filter+score against the same logic built in, in process: alternating runs, medians.
+fn wasm_versus_native(nodes: &[Node], n: usize) -> (f64, f64) {
+    let mut labelled = nodes.to_vec();
+    for (i, node) in labelled.iter_mut().enumerate() {
+        let labels = node.metadata.labels.get_or_insert_default();
+        for (k, v) in label(i) {
+            if !v.is_empty() {
+                labels.insert(k.to_owned(), v);
+            }
+        }
+    }
+    let host = shoal_plugin_host::Host::new(shoal_plugin_host::DEFAULT_MEMORY_LIMIT)
+        .expect("plugin engine");
+    let (mut native, mut wasm) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let mut with_native = plugins::defaults();
+        with_native.push(Box::new(NativeAvoid));
+        with_native.push(Box::new(NativePrefer));
+        native.push(algorithm_with(&labelled, n, false, with_native));
+        let mut with_wasm = plugins::defaults();
+        with_wasm.extend(wasm_plugins(&host));
+        wasm.push(algorithm_with(&labelled, n, false, with_wasm));
+    }
+    (median(native), median(wasm))
+}
+
+/// Labels the registered nodes as [`label`] does, through the API.
+async fn label_nodes(client: &kube::Client, count: usize) {
+    let api: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(0..count)
+        .for_each_concurrent(64, |i| {
+            let api = api.clone();
+            async move {
+                let mut labels = serde_json::Map::new();
+                for (k, v) in label(i) {
+                    if !v.is_empty() {
+                        labels.insert(k.into(), v.into());
+                    }
+                }
+                let patch = serde_json::json!({"metadata": {"labels": labels}});
+                api.patch(
+                    &format!("sim-{i}"),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .expect("node labelled");
+            }
+        })
+        .await;
+}
+
+/// Creates the two SchedulerPlugins and waits until both are Active.
+async fn install_wasm_plugins(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<shoal_api::policy::SchedulerPlugin> = Api::all(client.clone());
+    for (name, settings, point) in [
+        ("avoid-nodes", serde_json::json!({"label": AVOID}), "Filter"),
+        ("prefer-nodes", serde_json::json!({"label": PREFER}), "Score"),
+    ] {
+        let mut spec = wasm_spec(settings, point);
+        spec.module = format!("file://{}", shoal_testkit::policy(name).display());
+        let obj = shoal_api::policy::SchedulerPlugin {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec,
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &obj).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = api.list(&ListParams::default()).await?;
+        let active = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Active"))
+            .count();
+        if active == 2 {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "SchedulerPlugins never became Active");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

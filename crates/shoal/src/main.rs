@@ -3,6 +3,7 @@
 
 mod kubeconfig;
 mod node;
+mod policy;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -138,6 +139,9 @@ enum Command {
     /// Back up, restore or migrate the embedded store (Shoal must be stopped).
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Run an admission policy offline: `test` prints its verdict, `bench` its latency.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(clap::Args, Clone)]
@@ -505,5 +509,6 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,
         Command::Store(cmd) => run_store(cmd).await,
+        Command::Policy(cmd) => policy::run(cmd).await,
     }
 }

@@ -24,7 +24,7 @@ impl Policy for DenyPrivileged {
             {
                 let name = c.get("name").and_then(|n| n.as_str()).unwrap_or("?");
                 problems.push(format!(
-                    "container {name} is privileged ({}/securityContext/privileged)",
+                    "container {name} is privileged ({}.securityContext.privileged)",
                     path.trim_start_matches('/').replace('/', ".")
                 ));
             }
