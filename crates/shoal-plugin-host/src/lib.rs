@@ -189,7 +189,7 @@ impl Host {
             },
             deadline: Instant::now() + timeout,
             timeout,
-            node: None,
+            nodes: Vec::new(),
             pod: None,
         }
     }
@@ -276,7 +276,8 @@ pub struct CallState {
     deadline: Instant,
     timeout: Duration,
     /// What a scheduler plugin's getters read (see `scheduler`).
-    node: Option<scheduler::NodeView>,
+    /// The nodes lent to the current call; a node handle is an index.
+    nodes: Vec<scheduler::NodeView>,
     pod: Option<scheduler::PodView>,
 }
 

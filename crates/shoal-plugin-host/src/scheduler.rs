@@ -12,7 +12,7 @@ mod bindings {
         world: "scheduler",
         path: "wit",
         with: {
-            "shoal:plugin/scheduling.node": super::NodeView,
+            "shoal:plugin/scheduling.nodes": super::Batch,
             "shoal:plugin/scheduling.pod": super::PodView,
         },
     });
@@ -44,6 +44,9 @@ pub struct NodeView {
     pub allocatable: Amounts,
     pub requested: Amounts,
 }
+
+/// The batch of nodes lent to a call (the state holds the nodes themselves).
+pub struct Batch;
 
 /// The pod being scheduled.
 pub struct PodView {
@@ -145,18 +148,48 @@ impl Cycle {
         self.call(|inst, store| inst.call_pre_filter(store, Resource::new_borrow(REP)))
     }
 
-    pub fn filter(&mut self, node: NodeView) -> Result<Result<(), String>, PluginError> {
-        self.store.data_mut().node = Some(node);
-        self.call(|inst, store| {
-            inst.call_filter(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
-        })
+    /// Lends `nodes` for one call; returns how many.
+    fn lend(&mut self, nodes: impl Iterator<Item = NodeView>) -> usize {
+        let lent = &mut self.store.data_mut().nodes;
+        lent.clear();
+        lent.extend(nodes);
+        lent.len()
     }
 
-    pub fn score(&mut self, node: NodeView) -> Result<i64, PluginError> {
-        self.store.data_mut().node = Some(node);
-        self.call(|inst, store| {
+    fn check_len(got: usize, want: usize, what: &str) -> Result<(), PluginError> {
+        if got == want {
+            Ok(())
+        } else {
+            Err(PluginError::Answer(format!(
+                "{what} returned {got} answers for {want} nodes"
+            )))
+        }
+    }
+
+    /// One verdict per node: `None` fits, `Some(reason)` does not.
+    pub fn filter(
+        &mut self,
+        nodes: impl Iterator<Item = NodeView>,
+    ) -> Result<Vec<Option<String>>, PluginError> {
+        let n = self.lend(nodes);
+        let out = self.call(|inst, store| {
+            inst.call_filter(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
+        })?;
+        Self::check_len(out.len(), n, "filter")?;
+        Ok(out)
+    }
+
+    /// One score per node.
+    pub fn score(
+        &mut self,
+        nodes: impl Iterator<Item = NodeView>,
+    ) -> Result<Vec<i64>, PluginError> {
+        let n = self.lend(nodes);
+        let out = self.call(|inst, store| {
             inst.call_score(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
-        })
+        })?;
+        Self::check_len(out.len(), n, "score")?;
+        Ok(out)
     }
 
     /// The plugin's rescaled scores, or `None` to let the host rescale.
@@ -187,10 +220,8 @@ fn get(m: &Option<std::collections::BTreeMap<String, String>>, key: &str) -> Opt
 }
 
 impl CallState {
-    fn node_view(&self) -> wasmtime::Result<&NodeView> {
-        self.node
-            .as_ref()
-            .ok_or_else(|| wasmtime::format_err!("no node is lent to this call"))
+    fn node(&self, i: u32) -> Option<&NodeView> {
+        self.nodes.get(i as usize)
     }
     fn pod_view(&self) -> wasmtime::Result<&PodView> {
         self.pod
@@ -201,26 +232,46 @@ impl CallState {
 
 impl wit::Host for CallState {}
 
-impl wit::HostNode for CallState {
-    fn name(&mut self, _n: Resource<NodeView>) -> String {
-        self.node
-            .as_ref()
+impl wit::HostNodes for CallState {
+    fn len(&mut self, _b: Resource<Batch>) -> u32 {
+        self.nodes.len() as u32
+    }
+    fn name(&mut self, _b: Resource<Batch>, n: u32) -> String {
+        self.node(n)
             .and_then(|n| n.node.metadata.name.clone())
             .unwrap_or_default()
     }
-    fn label(&mut self, _n: Resource<NodeView>, key: String) -> Option<String> {
-        get(&self.node.as_ref()?.node.metadata.labels, &key)
+    fn label(&mut self, _b: Resource<Batch>, n: u32, key: String) -> Option<String> {
+        get(&self.node(n)?.node.metadata.labels, &key)
     }
-    fn labels(&mut self, _n: Resource<NodeView>) -> Vec<(String, String)> {
-        self.node_view()
+    fn label_values(&mut self, _b: Resource<Batch>, key: String) -> (Vec<String>, Vec<i32>) {
+        let mut distinct: Vec<String> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, i32> = std::collections::HashMap::new();
+        let index = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let Some(v) = n.node.metadata.labels.as_ref().and_then(|l| l.get(&key)) else {
+                    return -1;
+                };
+                *seen.entry(v.as_str()).or_insert_with(|| {
+                    distinct.push(v.clone());
+                    distinct.len() as i32 - 1
+                })
+            })
+            .collect();
+        (distinct, index)
+    }
+    fn labels(&mut self, _b: Resource<Batch>, n: u32) -> Vec<(String, String)> {
+        self.node(n)
             .map(|n| labels(&n.node.metadata.labels))
             .unwrap_or_default()
     }
-    fn annotation(&mut self, _n: Resource<NodeView>, key: String) -> Option<String> {
-        get(&self.node.as_ref()?.node.metadata.annotations, &key)
+    fn annotation(&mut self, _b: Resource<Batch>, n: u32, key: String) -> Option<String> {
+        get(&self.node(n)?.node.metadata.annotations, &key)
     }
-    fn taints(&mut self, _n: Resource<NodeView>) -> Vec<Taint> {
-        let Ok(n) = self.node_view() else {
+    fn taints(&mut self, _b: Resource<Batch>, n: u32) -> Vec<Taint> {
+        let Some(n) = self.node(n) else {
             return Vec::new();
         };
         n.node
@@ -234,17 +285,16 @@ impl wit::HostNode for CallState {
             })
             .collect()
     }
-    fn allocatable(&mut self, _n: Resource<NodeView>) -> Resources {
-        self.node_view()
-            .map(|n| n.allocatable.into())
-            .unwrap_or_else(|_| Amounts::default().into())
+    fn allocatable(&mut self, _b: Resource<Batch>, n: u32) -> Resources {
+        self.node(n)
+            .map(|n| n.allocatable)
+            .unwrap_or_default()
+            .into()
     }
-    fn requested(&mut self, _n: Resource<NodeView>) -> Resources {
-        self.node_view()
-            .map(|n| n.requested.into())
-            .unwrap_or_else(|_| Amounts::default().into())
+    fn requested(&mut self, _b: Resource<Batch>, n: u32) -> Resources {
+        self.node(n).map(|n| n.requested).unwrap_or_default().into()
     }
-    fn drop(&mut self, _n: Resource<NodeView>) -> wasmtime::Result<()> {
+    fn drop(&mut self, _b: Resource<Batch>) -> wasmtime::Result<()> {
         Ok(())
     }
 }

@@ -242,25 +242,31 @@ fn scheduler_plugins_read_nodes_through_handles() {
     let mut c = m.cycle(s, T).unwrap();
     c.set_pod(sched_pod(json!({})));
     assert_eq!(c.pre_filter().unwrap(), Ok(()));
-    assert_eq!(c.filter(node("a", json!({}))).unwrap(), Ok(()));
+    let nodes = || {
+        [
+            node("a", json!({})),
+            node("b", json!({"maintenance": "yes"})),
+        ]
+        .into_iter()
+    };
     assert_eq!(
-        c.filter(node("b", json!({"maintenance": "yes"}))).unwrap(),
-        Err("node(s) had label maintenance".into())
+        c.filter(nodes()).unwrap(),
+        [None, Some("node(s) had label maintenance".to_owned())]
     );
     let mut c = m.cycle(s, T).unwrap();
     c.set_pod(sched_pod(json!({"maintenance-tolerated": "true"})));
-    assert_eq!(
-        c.filter(node("b", json!({"maintenance": "yes"}))).unwrap(),
-        Ok(())
-    );
+    assert_eq!(c.filter(nodes()).unwrap(), [None, None]);
 
     let bytes = std::fs::read(shoal_testkit::policy("prefer-nodes")).unwrap();
     let s = r#"{"label": "tier"}"#;
     let m = SchedulerModule::load(&host(), &bytes, None, s).unwrap();
     let mut c = m.cycle(s, T).unwrap();
     c.set_pod(sched_pod(json!({})));
-    assert_eq!(c.score(node("a", json!({"tier": "7"}))).unwrap(), 7);
-    assert_eq!(c.score(node("b", json!({"tier": "x"}))).unwrap(), 0);
+    let tiers = [
+        node("a", json!({"tier": "7"})),
+        node("b", json!({"tier": "x"})),
+    ];
+    assert_eq!(c.score(tiers.into_iter()).unwrap(), [7, 0]);
     assert_eq!(c.normalize(&[7, 0]).unwrap(), None);
     assert!(matches!(
         SchedulerModule::load(&host(), &bytes, None, r#"{"lable": 1}"#),

@@ -258,6 +258,21 @@ pub trait Plugin: Send + Sync {
     fn filter(&self, _state: &CycleState, _pod: &Pod, _node: &NodeInfo) -> Result<(), String> {
         Ok(())
     }
+    /// Whether the plugin filters in batches ([`Plugin::filter_many`]): plugins with a cost
+    /// per call (Wasm). Batched plugins filter after the others.
+    fn batched(&self) -> bool {
+        false
+    }
+    /// `filter` over a batch of nodes, one verdict per node in order (called for plugins
+    /// that are [`Plugin::batched`]).
+    fn filter_many(
+        &self,
+        state: &CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+    ) -> Vec<Result<(), String>> {
+        nodes.iter().map(|n| self.filter(state, pod, n)).collect()
+    }
     fn post_filter(
         &self,
         _state: &CycleState,
@@ -270,6 +285,10 @@ pub trait Plugin: Send + Sync {
     fn pre_score(&self, _state: &mut CycleState, _pod: &Pod, _feasible: &[&NodeInfo]) {}
     fn score(&self, _state: &CycleState, _pod: &Pod, _node: &NodeInfo) -> Option<i64> {
         None
+    }
+    /// `score` over a batch of nodes, one entry per node in order.
+    fn score_many(&self, state: &CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Vec<Option<i64>> {
+        nodes.iter().map(|n| self.score(state, pod, n)).collect()
     }
     fn normalize(&self, _state: &CycleState, _pod: &Pod, _scores: &mut [i64]) {}
     fn weight(&self) -> i64 {
@@ -295,6 +314,9 @@ pub fn normalize_scores(scores: &mut [i64], reverse: bool) {
         };
     }
 }
+
+/// How many nodes batched plugins filter at once.
+const FILTER_BATCH: usize = 64;
 
 /// How many feasible nodes to find before scoring, as kube-scheduler's adaptive
 /// `percentageOfNodesToScore`: all of a small cluster, 50% less 1% per 125 nodes (at least
@@ -357,25 +379,53 @@ impl Framework {
         };
         let mut feasible: Vec<usize> = Vec::with_capacity(want.min(n));
         let mut looked = 0;
-        for k in 0..n {
-            if feasible.len() >= want {
-                break;
+        // Plugins that take nodes in batches (Wasm) see, after the others, batches of the
+        // nodes the others let through (like kube-scheduler's parallel filtering, the last
+        // batch may look at a few more nodes than needed).
+        let (single, batched): (Vec<&Arc<dyn Plugin>>, Vec<&Arc<dyn Plugin>>) =
+            self.plugins.iter().partition(|p| !p.batched());
+        let mut pending: Vec<usize> = Vec::new();
+        let count = |why: String, reasons: &mut BTreeMap<String, usize>| {
+            for r in why.split(", ") {
+                *reasons.entry(r.to_owned()).or_default() += 1;
             }
-            let i = (start + k) % n;
+        };
+        while looked < n && feasible.len() < want {
+            let i = (start + looked) % n;
             looked += 1;
-            match self
-                .plugins
+            match single
                 .iter()
                 .find_map(|p| p.filter(&state, pod, &nodes[i]).err())
             {
-                None => feasible.push(i),
-                Some(why) => {
-                    for r in why.split(", ") {
-                        *reasons.entry(r.to_owned()).or_default() += 1;
+                Some(why) => count(why, &mut reasons),
+                None if batched.is_empty() => feasible.push(i),
+                None => pending.push(i),
+            }
+            if !pending.is_empty()
+                && (pending.len() >= FILTER_BATCH.min(want - feasible.len()) || looked == n)
+            {
+                for p in &batched {
+                    if pending.is_empty() {
+                        break;
                     }
+                    let refs: Vec<&NodeInfo> = pending.iter().map(|i| &nodes[*i]).collect();
+                    let verdicts = p.filter_many(&state, pod, &refs);
+                    let mut kept = 0;
+                    for (k, verdict) in verdicts.into_iter().enumerate().take(pending.len()) {
+                        match verdict {
+                            Ok(()) => {
+                                pending[kept] = pending[k];
+                                kept += 1;
+                            }
+                            Err(why) => count(why, &mut reasons),
+                        }
+                    }
+                    pending.truncate(kept);
                 }
+                feasible.append(&mut pending);
             }
         }
+        feasible.truncate(want);
         if n > 0 {
             self.next_start
                 .store((start + looked) % n, Ordering::Relaxed);
@@ -402,8 +452,11 @@ impl Framework {
         let mut scores = vec![0i64; feasible.len()];
         for p in &self.plugins {
             let mut any = false;
-            for (s, node) in scores.iter_mut().zip(&candidates) {
-                match p.score(&state, pod, node) {
+            for (s, got) in scores
+                .iter_mut()
+                .zip(p.score_many(&state, pod, &candidates))
+            {
+                match got {
                     Some(v) => {
                         *s = v;
                         any = true;

@@ -160,24 +160,52 @@ impl Plugin for WasmPlugin {
         }
     }
 
-    fn filter(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+    fn filter(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        self.filter_many(state, pod, &[node])
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn filter_many(
+        &self,
+        state: &CycleState,
+        _pod: &Pod,
+        nodes: &[&NodeInfo],
+    ) -> Vec<Result<(), String>> {
         if !self.points.filter {
-            return Ok(());
+            return vec![Ok(()); nodes.len()];
         }
-        match self.with_cycle(state, |c| c.filter(view(node))) {
-            None => Ok(()),
-            Some(Ok(verdict)) => verdict,
-            Some(Err(_)) if self.ignore_failures => Ok(()),
-            Some(Err(why)) => Err(why),
+        match self.with_cycle(state, |c| c.filter(nodes.iter().map(|n| view(n)))) {
+            None => vec![Ok(()); nodes.len()],
+            Some(Ok(verdicts)) => verdicts
+                .into_iter()
+                .map(|v| match v {
+                    None => Ok(()),
+                    Some(why) => Err(why),
+                })
+                .collect(),
+            Some(Err(_)) if self.ignore_failures => vec![Ok(()); nodes.len()],
+            Some(Err(why)) => vec![Err(why); nodes.len()],
         }
     }
 
-    fn score(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Option<i64> {
+    fn score(&self, state: &CycleState, pod: &Pod, node: &NodeInfo) -> Option<i64> {
+        self.score_many(state, pod, &[node]).pop().flatten()
+    }
+
+    fn score_many(&self, state: &CycleState, _pod: &Pod, nodes: &[&NodeInfo]) -> Vec<Option<i64>> {
         if !self.points.score {
-            return None;
+            return vec![None; nodes.len()];
         }
         // A failing scorer scores nothing (the framework cannot fail a cycle from scoring).
-        self.with_cycle(state, |c| c.score(view(node)))?.ok()
+        match self.with_cycle(state, |c| c.score(nodes.iter().map(|n| view(n)))) {
+            Some(Ok(scores)) => scores.into_iter().map(Some).collect(),
+            _ => vec![None; nodes.len()],
+        }
     }
 
     fn normalize(&self, state: &CycleState, _pod: &Pod, scores: &mut [i64]) {

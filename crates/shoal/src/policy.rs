@@ -93,7 +93,10 @@ fn request(input: &Input, settings: &str) -> anyhow::Result<AdmissionRequest> {
         req.sub_resource = s(&r, "/subResource");
         req.namespace = s(&r, "/namespace");
         req.name = s(&r, "/name");
-        req.object = r.get("object").filter(|o| !o.is_null()).map(Value::to_string);
+        req.object = r
+            .get("object")
+            .filter(|o| !o.is_null())
+            .map(Value::to_string);
         req.old_object = r
             .get("oldObject")
             .filter(|o| !o.is_null())
@@ -102,7 +105,10 @@ fn request(input: &Input, settings: &str) -> anyhow::Result<AdmissionRequest> {
         req.dry_run = r.get("dryRun").and_then(Value::as_bool).unwrap_or(false);
         return Ok(req);
     }
-    let path = input.object.as_ref().context("--request or --object is required")?;
+    let path = input
+        .object
+        .as_ref()
+        .context("--request or --object is required")?;
     let o = read_doc(path)?;
     let api_version = s(&o, "/apiVersion");
     let (group, version) = api_version

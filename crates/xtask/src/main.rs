@@ -158,6 +158,20 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(&cargo).args([
                 "bench",
                 "-p",
+                "shoal-plugin-host",
+                "--bench",
+                "calls",
+            ]))?;
+            run(Command::new(&cargo).args([
+                "bench",
+                "-p",
+                "shoal-apiserver",
+                "--bench",
+                "admission",
+            ]))?;
+            run(Command::new(&cargo).args([
+                "bench",
+                "-p",
                 "shoal-scheduler",
                 "--bench",
                 "scheduling",

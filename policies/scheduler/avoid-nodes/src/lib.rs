@@ -26,7 +26,7 @@ struct AvoidNodes;
 impl Plugin for AvoidNodes {
     type Settings = Settings;
 
-    fn filter(pod: &Pod, node: &Node, s: &Settings) -> Result<(), String> {
+    fn filter(pod: &Pod, node: &Node<'_>, s: &Settings) -> Result<(), String> {
         let Some(v) = node.label(&s.label) else {
             return Ok(());
         };

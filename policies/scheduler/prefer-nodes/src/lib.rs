@@ -23,7 +23,7 @@ struct PreferNodes;
 impl Plugin for PreferNodes {
     type Settings = Settings;
 
-    fn score(_pod: &Pod, node: &Node, s: &Settings) -> i64 {
+    fn score(_pod: &Pod, node: &Node<'_>, s: &Settings) -> i64 {
         node.label(&s.label)
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0)
