@@ -66,13 +66,29 @@ async fn main() -> anyhow::Result<()> {
     let s = r#"{"label": "shoal.dev/avoid"}"#;
     let bytes = std::fs::read(shoal_testkit::policy("avoid-nodes"))?;
     let avoid = SchedulerModule::load(&host, &bytes, None, s)?;
-    let node: Arc<k8s_openapi::api::core::v1::Node> = Arc::new(serde_json::from_value(
-        json!({"metadata": {"name": "n", "labels": {"shoal.dev/preference": "7", "zone": "a"}}}),
-    )?);
+    // 5,000 distinct nodes with the labels simulated nodes carry, read round-robin as the
+    // scheduler does (so the host's reads are not all cache hits).
+    let nodes: Vec<Arc<k8s_openapi::api::core::v1::Node>> = (0..5000)
+        .map(|i| {
+            Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": format!("sim-{i}"), "labels": {
+                    "kubernetes.io/hostname": format!("sim-{i}"), "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "wasm32", "shoal.dev/simulated": "true",
+                    "topology.kubernetes.io/zone": format!("zone-{}", i % 3),
+                    "shoal.dev/preference": "7"}}}))
+                .expect("node"),
+            )
+        })
+        .collect();
+    let next = std::cell::Cell::new(0usize);
     let pod: Arc<k8s_openapi::api::core::v1::Pod> =
         Arc::new(serde_json::from_value(json!({"metadata": {"name": "p"}}))?);
     let view = || NodeView {
-        node: node.clone(),
+        node: {
+            let i = next.get();
+            next.set((i + 1) % nodes.len());
+            nodes[i].clone()
+        },
         allocatable: Amounts::default(),
         requested: Amounts::default(),
     };

@@ -382,8 +382,8 @@ impl Framework {
         // Plugins that take nodes in batches (Wasm) see, after the others, batches of the
         // nodes the others let through (like kube-scheduler's parallel filtering, the last
         // batch may look at a few more nodes than needed).
-        let (single, batched): (Vec<&Arc<dyn Plugin>>, Vec<&Arc<dyn Plugin>>) =
-            self.plugins.iter().partition(|p| !p.batched());
+        let single: Vec<&Arc<dyn Plugin>> = self.plugins.iter().filter(|p| !p.batched()).collect();
+        let batched: Vec<&Arc<dyn Plugin>> = self.plugins.iter().filter(|p| p.batched()).collect();
         let mut pending: Vec<usize> = Vec::new();
         let count = |why: String, reasons: &mut BTreeMap<String, usize>| {
             for r in why.split(", ") {
@@ -392,6 +392,7 @@ impl Framework {
         };
         while looked < n && feasible.len() < want {
             let i = (start + looked) % n;
+            debug_assert!(pending.len() < FILTER_BATCH);
             looked += 1;
             match single
                 .iter()
@@ -401,9 +402,9 @@ impl Framework {
                 None if batched.is_empty() => feasible.push(i),
                 None => pending.push(i),
             }
-            if !pending.is_empty()
-                && (pending.len() >= FILTER_BATCH.min(want - feasible.len()) || looked == n)
-            {
+            // Full batches only (the last one may overshoot `want`; the rest is dropped):
+            // a call per node near the end would cost more than filtering a few extra nodes.
+            if !pending.is_empty() && (pending.len() >= FILTER_BATCH || looked == n) {
                 for p in &batched {
                     if pending.is_empty() {
                         break;
@@ -543,5 +544,80 @@ mod tests {
         let mut s = vec![3, 3];
         normalize_scores(&mut s, true);
         assert_eq!(s, vec![100, 100]);
+    }
+
+    /// A batched plugin that rejects odd-numbered nodes and prefers higher numbers.
+    struct Odd;
+
+    /// How many times `Odd` filtered.
+    static ODD_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn number(n: &NodeInfo) -> i64 {
+        n.name().trim_start_matches('n').parse().unwrap_or(0)
+    }
+
+    impl Plugin for Odd {
+        fn name(&self) -> &str {
+            "odd"
+        }
+        fn batched(&self) -> bool {
+            true
+        }
+        fn filter_many(
+            &self,
+            _: &CycleState,
+            _: &Pod,
+            nodes: &[&NodeInfo],
+        ) -> Vec<Result<(), String>> {
+            ODD_CALLS.fetch_add(1, Ordering::Relaxed);
+            nodes
+                .iter()
+                .map(|n| match number(n) % 2 {
+                    0 => Ok(()),
+                    _ => Err("node(s) were odd".to_owned()),
+                })
+                .collect()
+        }
+        fn score_many(&self, _: &CycleState, _: &Pod, nodes: &[&NodeInfo]) -> Vec<Option<i64>> {
+            nodes.iter().map(|n| Some(number(n))).collect()
+        }
+    }
+
+    fn nodes(n: usize) -> Vec<NodeInfo> {
+        (0..n)
+            .map(|i| {
+                let node: Node = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("n{i}")},
+                    "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+                .unwrap();
+                NodeInfo::new(node)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batched_plugins_filter_and_score_in_batches() {
+        let fw = Framework::new(vec![Box::new(Odd)]);
+        let pod = Pod::default();
+        // 200 nodes, 100 to find: batches of 64 nodes (32 even ones each) and the last 8,
+        // not a call per node; the best score among those found wins.
+        let all = nodes(200);
+        let Ok(d) = fw.schedule(&pod, &all) else {
+            panic!("an even node fits")
+        };
+        assert_eq!(ODD_CALLS.load(Ordering::Relaxed), 4);
+        assert_eq!(all[d.node].name(), "n198");
+        // Nothing fits: every node is looked at and counted once.
+        let odd: Vec<NodeInfo> = nodes(9)
+            .into_iter()
+            .filter(|n| number(n) % 2 == 1)
+            .collect();
+        let Err(err) = fw.schedule(&pod, &odd) else {
+            panic!("no odd node fits")
+        };
+        assert!(
+            err.starts_with("0/4 nodes are available: 4 node(s) were odd."),
+            "{err}"
+        );
     }
 }
