@@ -145,6 +145,16 @@ fn admission_policies_deny_mutate_warn_and_reload_without_a_restart() {
         stderr.contains("Warning: policy default/needs-team (monitor mode) would deny the request: ConfigMap c1 is missing required label(s): team"),
         "{stderr}"
     );
+    // ... and records it as an Event on the policy.
+    eventually("the monitor-mode verdict is an event on the policy", || {
+        let d = c.ok(&["describe", "admissionpolicy", "needs-team"]);
+        anyhow::ensure!(
+            d.contains("PolicyViolation")
+                && d.contains("would deny CREATE of configmaps default/c1: ConfigMap c1 is missing required label(s): team"),
+            "{d}"
+        );
+        Ok(())
+    });
     c.apply(&monitor("protect"));
     eventually("protect mode denies", || {
         let out = c.kubectl(&["create", "configmap", "c2", "--from-literal=a=b"]);
@@ -228,7 +238,12 @@ fn hostile_policies_fail_within_their_deadline_and_the_api_keeps_serving() {
     );
     // failurePolicy: Ignore lets the write through a trapping policy.
     c.apply("apiVersion: v1\nkind: Endpoints\nmetadata: {name: e1}\n");
-    // Failures are counted in the status.
+    // Failures are counted in the status, and recorded as events.
+    let d = c.ok(&["describe", "cap", "loops"]);
+    assert!(
+        d.contains("PolicyFailed") && d.contains("plugin timed out after 3s"),
+        "{d}"
+    );
     for n in ["loops", "hoards", "traps"] {
         eventually(&format!("{n} counts its failure"), || {
             let got = policy_field(&c, "cap", n, "{.status.failures}");
@@ -325,4 +340,57 @@ fn scheduler_plugins_steer_pods_by_node_labels() {
     // Removing the filter lets it in.
     c.ok(&["delete", "schedulerplugin", "avoid"]);
     c.wait_pod("stuck", "{.spec.nodeName}", avoided);
+}
+
+#[test]
+fn policies_are_pulled_from_an_oci_registry_and_checked_by_digest() {
+    let registry = shoal_testkit::registry::Registry::start().unwrap();
+    let module = policy("deny-privileged");
+    let image = format!("{}/policies/deny-privileged:v1", registry.host);
+    let out = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args(["image", "push"])
+        .arg(&module)
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&module)
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let c = Cluster::start().unwrap();
+    let cap = |name: &str, digest: &str| {
+        format!(
+            "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: {name}}}\nspec:\n  module: registry://{image}\n  moduleDigest: sha256:{digest}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [pods]}}]\n"
+        )
+    };
+    c.apply(&cap("pulled", &hex));
+    wait_phase(&c, "cap", "pulled", "Active");
+    assert_eq!(
+        policy_field(&c, "cap", "pulled", "{.status.digest}"),
+        format!("sha256:{hex}")
+    );
+    let (ok, msg) = apply(&c, &pod("p1", true));
+    assert!(
+        !ok && msg.contains("privileged pods are not allowed"),
+        "{msg}"
+    );
+
+    // A module whose digest is not the one the policy names never serves.
+    let zeros = "0".repeat(64);
+    c.apply(&cap("wrong", &zeros));
+    wait_phase(&c, "cap", "wrong", "Failed");
+    let message = policy_field(&c, "cap", "wrong", "{.status.message}");
+    assert!(
+        message.contains(&format!(
+            "module digest is sha256:{hex}, expected sha256:{zeros}"
+        )),
+        "{message}"
+    );
 }

@@ -67,7 +67,21 @@ impl Active {
 pub struct Admission {
     host: OnceLock<Result<Host, String>>,
     active: RwLock<Arc<Vec<Arc<Active>>>>,
+    /// Where monitor-mode verdicts and failures go to become Events on the policy.
+    notices: OnceLock<tokio::sync::mpsc::Sender<Notice>>,
 }
+
+/// Something an Event on a policy should say.
+struct Notice {
+    /// The policy's key (`Kind/[namespace/]name`).
+    key: String,
+    type_: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+/// Notices waiting to become Events; more are dropped (they are also logged).
+const NOTICES: usize = 1024;
 
 /// What a write is, for matching and for the request the policy sees.
 pub struct Attributes<'a> {
@@ -91,6 +105,17 @@ impl Admission {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn notify(&self, p: &Active, type_: &'static str, reason: &'static str, message: String) {
+        if let Some(tx) = self.notices.get() {
+            let _ = tx.try_send(Notice {
+                key: p.key.clone(),
+                type_,
+                reason,
+                message,
+            });
+        }
     }
 
     /// The policies that may apply to a write. Policies do not apply to policies (as
@@ -122,7 +147,7 @@ impl Admission {
                 continue;
             }
             let req = request(p, attrs, Some(object), old);
-            let Some(verdict) = call(p, &req, true, warnings).await? else {
+            let Some(verdict) = call(self, p, &req, true, warnings).await? else {
                 continue;
             };
             if p.monitor() {
@@ -131,6 +156,12 @@ impl Admission {
                         "policy {} (monitor mode) would deny the request: {}",
                         p.display, verdict.message
                     ));
+                    self.notify(
+                        p,
+                        "Warning",
+                        "PolicyViolation",
+                        would_deny(attrs, &verdict.message),
+                    );
                 } else if verdict.patch.is_some() {
                     warnings.push(format!(
                         "policy {} (monitor mode) would change the object",
@@ -147,7 +178,12 @@ impl Admission {
             if let Some(patch) = verdict.patch
                 && let Err(why) = apply_patch(object, patch)
             {
-                fail(p, &format!("its patch cannot be applied: {why}"), warnings)?;
+                fail(
+                    self,
+                    p,
+                    &format!("its patch cannot be applied: {why}"),
+                    warnings,
+                )?;
             }
         }
         Ok(())
@@ -169,7 +205,7 @@ impl Admission {
                 continue;
             }
             let req = request(p, attrs, object, old);
-            let Some(verdict) = call(p, &req, false, warnings).await? else {
+            let Some(verdict) = call(self, p, &req, false, warnings).await? else {
                 continue;
             };
             warnings.extend(verdict.warnings);
@@ -180,6 +216,12 @@ impl Admission {
                         p.display, verdict.message
                     ));
                     tracing::info!(policy = %p.display, message = %verdict.message, "monitor-mode policy would deny");
+                    self.notify(
+                        p,
+                        "Warning",
+                        "PolicyViolation",
+                        would_deny(attrs, &verdict.message),
+                    );
                     continue;
                 }
                 return Err(denied(p, verdict.code, &verdict.message));
@@ -187,6 +229,22 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// `would deny CREATE of configmaps default/c1: ...`
+fn would_deny(attrs: &Attributes<'_>, message: &str) -> String {
+    let what = match attrs.namespace {
+        Some(ns) => format!("{ns}/{}", attrs.name),
+        None => attrs.name.to_owned(),
+    };
+    let resource = match attrs.sub {
+        Some(s) => format!("{}/{}", attrs.info.qualified(), s.name()),
+        None => attrs.info.qualified(),
+    };
+    format!(
+        "would deny {} of {resource} {what}: {message}",
+        attrs.operation
+    )
 }
 
 fn denied(p: &Active, code: u16, message: &str) -> crate::ApiError {
@@ -201,9 +259,10 @@ fn denied(p: &Active, code: u16, message: &str) -> crate::ApiError {
 }
 
 /// A failed call: counted; denies under `Fail` (unless in monitor mode), passes under `Ignore`.
-fn fail(p: &Active, why: &str, warnings: &mut Vec<String>) -> ApiResult<()> {
+fn fail(adm: &Admission, p: &Active, why: &str, warnings: &mut Vec<String>) -> ApiResult<()> {
     p.failures.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(policy = %p.display, error = %why, "admission policy failed");
+    adm.notify(p, "Warning", "PolicyFailed", why.to_owned());
     if p.monitor() {
         warnings.push(format!("policy {} (monitor mode) failed: {why}", p.display));
         return Ok(());
@@ -219,6 +278,7 @@ fn fail(p: &Active, why: &str, warnings: &mut Vec<String>) -> ApiResult<()> {
 }
 
 async fn call(
+    adm: &Admission,
     p: &Active,
     req: &AdmissionRequest,
     mutating: bool,
@@ -229,13 +289,13 @@ async fn call(
             "its module is not loaded: {}",
             p.load_error.as_deref().unwrap_or("loading")
         );
-        fail(p, &why, warnings)?;
+        fail(adm, p, &why, warnings)?;
         return Ok(None);
     };
     match module.review(req, mutating, p.timeout()).await {
         Ok(v) => Ok(Some(v)),
         Err(e) => {
-            fail(p, &e.to_string(), warnings)?;
+            fail(adm, p, &e.to_string(), warnings)?;
             Ok(None)
         }
     }
@@ -373,6 +433,10 @@ struct Loaded {
 
 /// Watches the policies and keeps [`Admission`] in step, until the process ends.
 pub async fn run(server: Arc<ApiServer>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(NOTICES);
+    if server.registry.admission.notices.set(tx).is_ok() {
+        tokio::spawn(record_events(server.clone(), rx));
+    }
     let mut loaded: HashMap<String, Loaded> = HashMap::new();
     let mut tick = server.cache.subscribe_revision();
     loop {
@@ -434,6 +498,63 @@ async fn sync(server: &Arc<ApiServer>, loaded: &mut HashMap<String, Loaded>) {
             let mut st = l.status.clone();
             st.failures = Some(failures);
             write_status(server, key, &mut l.status, st).await;
+        }
+    }
+}
+
+/// Turns notices into core/v1 Events on the policy objects (`kubectl describe cap NAME`).
+async fn record_events(server: Arc<ApiServer>, mut rx: tokio::sync::mpsc::Receiver<Notice>) {
+    let events =
+        shoal_api::resources::find("", "v1", "events").expect("events are in the resource table");
+    let opts = WriteOptions {
+        dry_run: false,
+        manager: "shoal-apiserver".into(),
+        validation: crate::request::FieldValidation::Ignore,
+    };
+    while let Some(n) = rx.recv().await {
+        let mut parts = n.key.splitn(3, '/');
+        let kind = parts.next().unwrap_or("").to_owned();
+        let (ns, name) = match (parts.next(), parts.next()) {
+            (Some(ns), Some(name)) => (Some(ns.to_owned()), name.to_owned()),
+            (Some(name), None) => (None, name.to_owned()),
+            _ => continue,
+        };
+        let Some(info) = shoal_api::resources::find_kind(shoal_api::policy::GROUP, &kind) else {
+            continue;
+        };
+        let uid = server
+            .cache
+            .resource(info)
+            .get(&info.storage_key(ns.as_deref(), &name))
+            .map(|o| crate::meta::str_field(o.value(), "uid").to_owned());
+        let about = shoal_api::events::Involved {
+            api_version: info.api_version(),
+            kind,
+            namespace: ns.clone().unwrap_or_default(),
+            name,
+            uid,
+            ..Default::default()
+        };
+        let source = shoal_api::events::Source {
+            component: "shoal-apiserver".into(),
+            host: None,
+        };
+        let now = crate::meta::now();
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or_default();
+        let mut event = shoal_api::events::core_event(
+            &about, &source, n.type_, n.reason, &n.message, &now, unique,
+        );
+        let event_ns = ns.unwrap_or_else(|| "default".into());
+        event["metadata"]["namespace"] = json!(event_ns);
+        if let Err(e) = server
+            .registry
+            .create(events, Some(&event_ns), event, &opts)
+            .await
+        {
+            tracing::debug!(error = %e.0.message, "cannot record a policy event");
         }
     }
 }
