@@ -71,8 +71,11 @@ fn admission_policies_deny_mutate_warn_and_reload_without_a_restart() {
 
     // A new module in the ConfigMap changes behaviour within seconds, without a restart.
     set_module(&c, &policy("deny-privileged"));
+    // A new name each try: a pod the old module let in would make a retry a no-op.
+    let mut attempt = 0;
     eventually("the new module denies privileged pods", || {
-        let (ok, msg) = apply(&c, &pod("p2", true));
+        attempt += 1;
+        let (ok, msg) = apply(&c, &pod(&format!("probe-{attempt}"), true));
         anyhow::ensure!(!ok, "allowed: {msg}");
         Ok(msg)
     });
@@ -156,9 +159,16 @@ fn admission_policies_deny_mutate_warn_and_reload_without_a_restart() {
         Ok(())
     });
     c.apply(&monitor("protect"));
+    let mut attempt = 0;
     eventually("protect mode denies", || {
-        let out = c.kubectl(&["create", "configmap", "c2", "--from-literal=a=b"]);
-        anyhow::ensure!(!out.status.success(), "still allowed");
+        attempt += 1;
+        let name = format!("c2-{attempt}");
+        let out = c.kubectl(&["create", "configmap", &name, "--from-literal=a=b"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            !out.status.success() && stderr.contains("is missing required label(s): team"),
+            "still allowed: {stderr}"
+        );
         Ok(())
     });
     // Other namespaces are not the namespaced policy's business.

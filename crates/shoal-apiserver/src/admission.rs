@@ -429,6 +429,8 @@ struct Loaded {
     active: Arc<Active>,
     /// The status last written.
     status: PluginStatus,
+    /// The status to write once the active set includes this load.
+    next: Option<PluginStatus>,
 }
 
 /// Watches the policies and keeps [`Admission`] in step, until the process ends.
@@ -491,14 +493,12 @@ async fn sync(server: &Arc<ApiServer>, loaded: &mut HashMap<String, Loaded>) {
         set.sort_by(|a, b| a.key.cmp(&b.key));
         server.registry.admission.replace(set);
     }
-    // Failure counts reach the status at most once per resync.
+    // Statuses are written once the set they describe is in force (a policy reported Active
+    // already applies); failure counts reach them at most once per resync.
     for (key, l) in loaded.iter_mut() {
-        let failures = l.active.failures.load(Ordering::Relaxed);
-        if l.status.failures.unwrap_or(0) != failures {
-            let mut st = l.status.clone();
-            st.failures = Some(failures);
-            write_status(server, key, &mut l.status, st).await;
-        }
+        let mut want = l.next.take().unwrap_or_else(|| l.status.clone());
+        want.failures = Some(l.active.failures.load(Ordering::Relaxed));
+        write_status(server, key, &mut l.status, want).await;
     }
 }
 
@@ -664,12 +664,12 @@ async fn reconcile(
             None => active(key, ns, name, spec, settings, None, Some(e)),
         },
     };
-    let mut entry = Loaded {
+    let entry = Loaded {
         attempt: Attempt::new(&uid, generation, digest),
         active,
         status: status_before,
+        next: Some(status),
     };
-    write_status(server, key, &mut entry.status, status).await;
     loaded.insert(key.to_owned(), entry);
     true
 }

@@ -236,6 +236,8 @@ struct Loaded {
     attempt: Attempt,
     plugin: Option<Arc<WasmPlugin>>,
     status: PluginStatus,
+    /// The status to write once the scheduler has the plugin set this load belongs to.
+    next: Option<PluginStatus>,
 }
 
 /// The Wasm plugins in force, shared with the scheduler (which rebuilds its framework when
@@ -273,6 +275,12 @@ pub async fn run_loader(client: kube::Client, out: Arc<WasmPlugins>) {
                     *out.plugins.lock().unwrap_or_else(|p| p.into_inner()) =
                         set.into_iter().map(|(_, p)| p).collect();
                     out.generation.fetch_add(1, Ordering::Release);
+                }
+                // Reported once the scheduler can see the plugins (its next pass uses them).
+                for (name, l) in loaded.iter_mut() {
+                    if let Some(st) = l.next.take() {
+                        write_status(&api, name, &mut l.status, st).await;
+                    }
                 }
             }
             Err(e) => tracing::debug!(error = %e, "cannot list SchedulerPlugins"),
@@ -370,12 +378,12 @@ async fn sync(
             Ok(m) => Some(Arc::new(WasmPlugin::new(&name, &p.spec, m))),
             Err(_) => last_good,
         };
-        let mut entry = Loaded {
+        let entry = Loaded {
             attempt: Attempt::new(&uid, generation, digest),
             plugin,
             status: status_before,
+            next: Some(status),
         };
-        write_status(api, &name, &mut entry.status, status).await;
         loaded.insert(name, entry);
         changed = true;
     }
