@@ -392,6 +392,32 @@ fn policies_are_pulled_from_an_oci_registry_and_checked_by_digest() {
         "{msg}"
     );
 
+    // Selectors: a policy for Secrets labelled checked=yes in namespaces labelled policy=on.
+    let labels = policy("require-labels");
+    c.apply(&format!(
+        "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: scoped}}\nspec:\n  module: {}\n  settings: {{labels: [team]}}\n  namespaceSelector: {{matchLabels: {{policy: 'on'}}}}\n  objectSelector: {{matchLabels: {{checked: 'yes'}}}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [secrets]}}]\n",
+        labels.display()
+    ));
+    wait_phase(&c, "cap", "scoped", "Active");
+    c.ok(&["create", "namespace", "strict"]);
+    c.ok(&["label", "namespace", "strict", "policy=on"]);
+    let secret = |ns: &str, name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nstringData: {{a: b}}\n"
+        )
+    };
+    let (ok, msg) = apply(&c, &secret("strict", "s1", "checked: 'yes'"));
+    assert!(
+        !ok && msg.contains("Secret s1 is missing required label(s): team"),
+        "{msg}"
+    );
+    let (ok, msg) = apply(&c, &secret("strict", "s2", "checked: 'yes', team: a"));
+    assert!(ok, "{msg}");
+    let (ok, msg) = apply(&c, &secret("strict", "s3", "other: x"));
+    assert!(ok, "object selector: {msg}");
+    let (ok, msg) = apply(&c, &secret("default", "s4", "checked: 'yes'"));
+    assert!(ok, "namespace selector: {msg}");
+
     // A module whose digest is not the one the policy names never serves.
     let zeros = "0".repeat(64);
     c.apply(&cap("wrong", &zeros));
@@ -402,5 +428,83 @@ fn policies_are_pulled_from_an_oci_registry_and_checked_by_digest() {
             "module digest is sha256:{hex}, expected sha256:{zeros}"
         )),
         "{message}"
+    );
+}
+
+/// `shoal policy test|bench` run a policy offline against YAML files.
+#[test]
+fn policies_are_tested_and_benchmarked_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod_file = dir.path().join("pod.yaml");
+    std::fs::write(&pod_file, pod("p", true)).unwrap();
+    let review = dir.path().join("review.yaml");
+    std::fs::write(
+        &review,
+        format!(
+            "apiVersion: admission.k8s.io/v1\nkind: AdmissionReview\nrequest:\n  uid: u1\n  operation: CREATE\n  kind: {{group: '', version: v1, kind: Pod}}\n  resource: {{group: '', version: v1, resource: pods}}\n  namespace: default\n  name: p\n  object:\n{}",
+            pod("p", false)
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    let shoal = |args: &[&str]| {
+        std::process::Command::new(shoal_testkit::shoal_bin())
+            .args(["policy"])
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let deny = policy("deny-privileged");
+    let deny = deny.to_str().unwrap();
+    let obj = pod_file.to_str().unwrap();
+
+    let out = shoal(&["test", deny, "--object", obj]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stdout.contains("allowed: false")
+            && stdout.contains("code: 403")
+            && stdout.contains("container c is privileged"),
+        "{stdout}"
+    );
+    let out = shoal(&["test", deny, "--request", review.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("allowed: true"));
+
+    // A mutation prints its patch and the patched object.
+    let limits = policy("default-limits");
+    let out = shoal(&[
+        "test",
+        limits.to_str().unwrap(),
+        "--mutating",
+        "--settings",
+        "{memory: 32Mi}",
+        "--object",
+        obj,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("patchedObject:") && stdout.contains("memory: 32Mi"),
+        "{stdout}"
+    );
+    // Settings the policy rejects are an error naming them.
+    let labels = policy("require-labels");
+    let out = shoal(&["test", labels.to_str().unwrap(), "--object", obj]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("settings.labels: at least one label is required")
+    );
+
+    let out = shoal(&["bench", deny, "--object", obj, "--iterations", "50"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("50 reviews (fresh instance each)") && stdout.contains("latency µs: p50"),
+        "{stdout}"
     );
 }

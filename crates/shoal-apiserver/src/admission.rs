@@ -575,17 +575,7 @@ async fn fetch(server: &ApiServer, src: &Source, own_ns: Option<&str>) -> Result
                 .resource(info)
                 .get(&info.storage_key(Some(ns), name))
                 .ok_or_else(|| format!("configmap {ns}/{name} not found"))?;
-            let v = cm.value();
-            if let Some(b) = v.pointer("/binaryData").and_then(|d| d.get(key.as_str())) {
-                use base64::Engine as _;
-                return base64::engine::general_purpose::STANDARD
-                    .decode(b.as_str().unwrap_or(""))
-                    .map_err(|e| format!("configmap {ns}/{name} binaryData.{key}: {e}"));
-            }
-            if let Some(s) = v.pointer("/data").and_then(|d| d.get(key.as_str())) {
-                return Ok(s.as_str().unwrap_or("").as_bytes().to_vec());
-            }
-            Err(format!("configmap {ns}/{name} has no key {key}"))
+            shoal_plugin_host::source::configmap_module(cm.value(), key)
         }
         other => other.fetch().await.map_err(|e| e.to_string()),
     }

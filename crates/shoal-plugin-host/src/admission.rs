@@ -47,12 +47,8 @@ impl AdmissionModule {
         expected_digest: Option<&str>,
         settings: &str,
     ) -> Result<Self, PluginError> {
-        let loaded = host.compile(bytes, expected_digest)?;
-        let mut linker = wasmtime::component::Linker::<CallState>::new(host.engine());
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&loaded.component).map_err(|e| {
-            PluginError::Invalid(format!("does not implement shoal:plugin/admission: {e:#}"))
+        let (pre, digest) = host.prepare(bytes, expected_digest, "admission", |l| {
+            wasmtime_wasi::p2::add_to_linker_async(l)
         })?;
         let pre = bindings::AdmissionPre::new(pre).map_err(|e| {
             PluginError::Invalid(format!("does not implement shoal:plugin/admission: {e:#}"))
@@ -60,7 +56,7 @@ impl AdmissionModule {
         let module = AdmissionModule {
             host: host.clone(),
             pre,
-            digest: loaded.digest,
+            digest,
         };
         module.check_settings(settings).await?;
         Ok(module)

@@ -24,7 +24,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Trap,
 };
@@ -116,7 +116,7 @@ impl Host {
             .memory_reservation(memory_limit as u64)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        start_ticker(&engine);
+        shoal_runtime_wasm::engine::start_ticker_every(&engine, TICK);
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
@@ -163,6 +163,24 @@ impl Host {
         Ok(Loaded { component, digest })
     }
 
+    /// Compiles `bytes` and pre-instantiates it with a linker that `add` fills (WASI plus
+    /// the world's imports); an error names `world` when the component does not fit it.
+    fn prepare(
+        &self,
+        bytes: &[u8],
+        expected_digest: Option<&str>,
+        world: &str,
+        add: impl FnOnce(&mut Linker<CallState>) -> wasmtime::Result<()>,
+    ) -> Result<(InstancePre<CallState>, String), PluginError> {
+        let loaded = self.compile(bytes, expected_digest)?;
+        let mut linker = Linker::<CallState>::new(self.engine());
+        add(&mut linker).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&loaded.component).map_err(|e| {
+            PluginError::Invalid(format!("does not implement shoal:plugin/{world}: {e:#}"))
+        })?;
+        Ok((pre, loaded.digest))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
         self.inner
             .compiled
@@ -200,21 +218,6 @@ impl Host {
 pub struct Loaded {
     pub component: Component,
     pub digest: String,
-}
-
-/// Advances the epoch every [`TICK`] on its own thread until the engine is dropped.
-fn start_ticker(engine: &Engine) {
-    let engine = engine.weak();
-    std::thread::Builder::new()
-        .name("shoal-plugin-epoch".into())
-        .spawn(move || {
-            while let Some(e) = engine.upgrade() {
-                e.increment_epoch();
-                drop(e);
-                std::thread::sleep(TICK);
-            }
-        })
-        .expect("spawning the plugin epoch thread");
 }
 
 /// Clocks that always read zero: the worlds grant no clock.

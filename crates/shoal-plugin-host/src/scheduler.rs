@@ -78,25 +78,21 @@ impl SchedulerModule {
         expected_digest: Option<&str>,
         settings: &str,
     ) -> Result<Self, PluginError> {
-        let loaded = host.compile(bytes, expected_digest)?;
-        let mut linker = wasmtime::component::Linker::<CallState>::new(host.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        bindings::Scheduler::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&loaded.component).map_err(|e| {
-            PluginError::Invalid(format!("does not implement shoal:plugin/scheduler: {e:#}"))
-        })?;
+        let (pre, digest) =
+            host.prepare(bytes, expected_digest, "scheduler", |l| {
+                wasmtime_wasi::p2::add_to_linker_sync(l)?;
+                bindings::Scheduler::add_to_linker::<
+                    CallState,
+                    wasmtime::component::HasSelf<CallState>,
+                >(l, |s| s)
+            })?;
         let pre = bindings::SchedulerPre::new(pre).map_err(|e| {
             PluginError::Invalid(format!("does not implement shoal:plugin/scheduler: {e:#}"))
         })?;
         let module = SchedulerModule {
             host: host.clone(),
             pre,
-            digest: loaded.digest,
+            digest,
         };
         module.cycle(settings, Duration::from_secs(2))?;
         Ok(module)

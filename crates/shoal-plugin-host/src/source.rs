@@ -141,6 +141,28 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// The module a ConfigMap (as JSON) holds under `key`: `binaryData` (base64) or `data`.
+pub fn configmap_module(cm: &serde_json::Value, key: &str) -> Result<Vec<u8>, String> {
+    let ns = cm
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let name = cm
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if let Some(b) = cm.pointer("/binaryData").and_then(|d| d.get(key)) {
+        use base64::Engine as _;
+        return base64::engine::general_purpose::STANDARD
+            .decode(b.as_str().unwrap_or(""))
+            .map_err(|e| format!("configmap {ns}/{name} binaryData.{key}: {e}"));
+    }
+    if let Some(s) = cm.pointer("/data").and_then(|d| d.get(key)) {
+        return Ok(s.as_str().unwrap_or("").as_bytes().to_vec());
+    }
+    Err(format!("configmap {ns}/{name} has no key {key}"))
+}
+
 fn absolute(path: &str) -> Result<Source, String> {
     if !path.starts_with('/') {
         return Err(format!("{path}: a file module needs an absolute path"));

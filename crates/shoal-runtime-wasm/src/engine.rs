@@ -53,6 +53,11 @@ pub fn engine() -> wasmtime::Result<Engine> {
 /// A thread rather than a tokio task: a runtime busy with guests must not delay the tick that
 /// makes those guests yield.
 pub fn start_ticker(engine: &Engine) {
+    start_ticker_every(engine, TICK);
+}
+
+/// Advances `engine`'s epoch every `tick` on its own thread until the engine is dropped.
+pub fn start_ticker_every(engine: &Engine, tick: Duration) {
     let engine = engine.weak();
     std::thread::Builder::new()
         .name("shoal-epoch".into())
@@ -60,7 +65,7 @@ pub fn start_ticker(engine: &Engine) {
             while let Some(e) = engine.upgrade() {
                 e.increment_epoch();
                 drop(e);
-                std::thread::sleep(TICK);
+                std::thread::sleep(tick);
             }
         })
         .expect("spawning the epoch thread");

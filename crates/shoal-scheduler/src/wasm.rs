@@ -301,13 +301,8 @@ async fn fetch(client: &kube::Client, src: &Source) -> Result<Vec<u8>, String> {
                 .get(name)
                 .await
                 .map_err(|e| format!("configmap {ns}/{name}: {e}"))?;
-            if let Some(b) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
-                return Ok(b.0.clone());
-            }
-            if let Some(s) = cm.data.as_ref().and_then(|d| d.get(key)) {
-                return Ok(s.as_bytes().to_vec());
-            }
-            Err(format!("configmap {ns}/{name} has no key {key}"))
+            let cm = serde_json::to_value(&cm).map_err(|e| e.to_string())?;
+            shoal_plugin_host::source::configmap_module(&cm, key)
         }
         other => other.fetch().await.map_err(|e| e.to_string()),
     }
