@@ -45,7 +45,17 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
     let store = std::sync::Arc::new(shoal_store::memory::MemoryStore::new());
-    let (addr, stop) = shoal_apiserver::serve_loopback(store).await?;
+    let options = shoal_apiserver::Options {
+        plugins: Some(shoal_apiserver::PluginOptions {
+            host: shoal_plugin_host::Host::new(shoal_plugin_host::DEFAULT_MEMORY_LIMIT)?,
+            sources: shoal_plugin_host::source::SourcePolicy {
+                plugin_dirs: vec![shoal_testkit::guests_dir()],
+                allow_loopback: false,
+            },
+        }),
+        ..Default::default()
+    };
+    let (addr, stop) = shoal_apiserver::serve_loopback(store, options).await?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     let base = format!("http://{addr}");
 

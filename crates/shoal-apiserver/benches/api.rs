@@ -241,7 +241,7 @@ async fn fan_out(client: &HttpClient, base: &str, watchers: usize) {
 
 /// Serves an API server on `store` over plain HTTP on a loopback port; returns its base URL.
 async fn serve(store: Arc<dyn shoal_store::Store>, stop: &CancellationToken) -> String {
-    let server = ApiServer::start(store, None)
+    let server = ApiServer::start(store, Default::default())
         .await
         .expect("API server starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

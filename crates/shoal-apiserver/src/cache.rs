@@ -319,8 +319,13 @@ pub struct WatchCache {
 }
 
 impl WatchCache {
-    /// Loads every resource from the store and starts following its changes.
-    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+    /// Loads every resource from the store and starts following its changes (a task of
+    /// `supervisor`'s, which reloads everything if it has to restart it).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        supervisor: &shoal_supervisor::Supervisor,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Self>, StoreError> {
         let caches = RESOURCES
             .iter()
             .map(|info| {
@@ -341,7 +346,34 @@ impl WatchCache {
         });
         let rev = cache.load().await?;
         let c = cache.clone();
-        tokio::spawn(async move { c.follow(rev).await });
+        let mut first = Some(rev);
+        // It ends only when the store is closed.
+        supervisor.spawn(
+            "apiserver/watch-cache",
+            shoal_supervisor::Restart::OnPanic,
+            stop,
+            move || {
+                let c = c.clone();
+                let start = first.take();
+                async move {
+                    // After a failure the cache may have applied part of a batch: start over
+                    // from a fresh load rather than guess where it stopped.
+                    let rev = match start {
+                        Some(rev) => rev,
+                        None => loop {
+                            match c.load().await {
+                                Ok(rev) => break rev,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "watch cache cannot reload; retrying");
+                                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                                }
+                            }
+                        },
+                    };
+                    c.follow(rev).await
+                }
+            },
+        );
         Ok(cache)
     }
 
@@ -539,7 +571,9 @@ mod tests {
     #[tokio::test]
     async fn consistent_reads_follow_writes_outside_the_registry() {
         let store: Arc<dyn Store> = Arc::new(shoal_store::memory::MemoryStore::new());
-        let cache = WatchCache::start(store.clone()).await.unwrap();
+        let cache = WatchCache::start(store.clone(), &Default::default(), Default::default())
+            .await
+            .unwrap();
         // Another client of a shared store writes where the cache does not watch: only a
         // progress report from the store's watch can tell the cache it is up to date.
         let r = store

@@ -107,7 +107,18 @@ async fn route(
             );
             Ok(r)
         }
-        ["healthz" | "livez" | "readyz", ..] => Ok((StatusCode::OK, "ok").into_response()),
+        ["healthz" | "livez", ..] => Ok((StatusCode::OK, "ok").into_response()),
+        // Ready while every supervised task of the process runs (a task that panicked is
+        // reported until it has run again for a while).
+        ["readyz", ..] => {
+            let (ok, body) = s.supervisor.readyz(q.get("verbose").is_some());
+            let code = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            Ok((code, body).into_response())
+        }
         ["api"] if agg => Ok(aggregated(discovery::aggregated(true))),
         ["apis"] if agg => Ok(aggregated(discovery::aggregated(false))),
         ["api"] => Ok(value_response(StatusCode::OK, &discovery::api_versions())),

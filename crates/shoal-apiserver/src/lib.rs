@@ -30,13 +30,29 @@ mod validate;
 
 pub use error::{ApiError, ApiResult};
 
+pub use admission::policies::PluginOptions;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+
 use shoal_api::StatusError;
 use shoal_store::{Store, StoreError};
+use shoal_supervisor::{Restart, Supervisor};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// How an API server runs, besides its store.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Bearer token every request must carry; `None` disables authentication (tests only).
+    pub token: Option<String>,
+    /// The plugin engine and module rules for admission policies; `None`: policy objects are
+    /// stored but never loaded, so they stay `Pending` and apply to nothing.
+    pub plugins: Option<PluginOptions>,
+    /// Runs the server's background tasks and answers `/readyz` from their health.
+    pub supervisor: Supervisor,
+}
 
 /// The API server's shared state.
 pub struct ApiServer {
@@ -45,27 +61,53 @@ pub struct ApiServer {
     openapi: openapi::OpenApi,
     /// Bearer token every request must carry; `None` disables authentication (tests only).
     token: Option<String>,
+    supervisor: Supervisor,
+    /// Stops the background tasks when the server is dropped.
+    stop: CancellationToken,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// Namespaces every cluster starts with.
 const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 impl ApiServer {
-    /// Loads the watch cache from `store` and creates the system namespaces if missing.
-    pub async fn start(
-        store: Arc<dyn Store>,
-        token: Option<String>,
-    ) -> Result<Arc<Self>, StoreError> {
-        let cache = cache::WatchCache::start(store.clone()).await?;
-        tokio::spawn(compactor::run(store.clone(), compactor::INTERVAL));
+    /// Loads the watch cache from `store`, creates the system namespaces if missing, and
+    /// starts the background tasks (compaction, the admission policy loader) under the
+    /// supervisor.
+    pub async fn start(store: Arc<dyn Store>, options: Options) -> Result<Arc<Self>, StoreError> {
+        let stop = CancellationToken::new();
+        let sup = options.supervisor.clone();
+        let cache = cache::WatchCache::start(store.clone(), &sup, stop.clone()).await?;
+        let compacted = store.clone();
+        sup.spawn(
+            "apiserver/compactor",
+            Restart::Always,
+            stop.clone(),
+            move || compactor::run(compacted.clone(), compactor::INTERVAL),
+        );
         let server = Arc::new(ApiServer {
             registry: registry::Registry::new(store, cache.clone()),
             cache,
             openapi: openapi::OpenApi::build(),
-            token,
+            token: options.token,
+            supervisor: sup.clone(),
+            stop: stop.clone(),
         });
         server.bootstrap().await?;
-        tokio::spawn(admission::run(server.clone()));
+        if let Some(plugins) = options.plugins {
+            let weak = Arc::downgrade(&server);
+            sup.spawn(
+                "apiserver/admission-policies",
+                Restart::Always,
+                stop,
+                move || admission::policies::run(weak.clone(), plugins.clone()),
+            );
+        }
         Ok(server)
     }
 
@@ -119,12 +161,14 @@ async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: 
     next.run(req).await
 }
 
-/// Starts an API server on `store` at a free loopback port, plain HTTP and no token (for
-/// benchmarks and in-process tests); it serves until the returned token is cancelled.
+/// Starts an API server on `store` at a free loopback port, plain HTTP (for benchmarks and
+/// in-process tests; `options.token` is normally `None`); it serves until the returned token
+/// is cancelled.
 pub async fn serve_loopback(
     store: Arc<dyn Store>,
+    options: Options,
 ) -> std::io::Result<(std::net::SocketAddr, tokio_util::sync::CancellationToken)> {
-    let server = ApiServer::start(store, None)
+    let server = ApiServer::start(store, options)
         .await
         .map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -384,12 +384,18 @@ pub fn validate(info: &ResourceInfo, o: &Value, old: Option<&Value>) -> Vec<Caus
     out
 }
 
-/// `spec.module`, `spec.moduleDigest`, `spec.failurePolicy` of a plugin object.
+/// `spec.module`, `spec.moduleDigest`, `spec.failurePolicy` of a plugin object. A namespaced
+/// policy's module must come from a registry, `https://` or a ConfigMap of its namespace.
 fn plugin_common(o: &Value, out: &mut Vec<Cause>) {
+    use shoal_plugin_host::source::{Scope, Source};
+    let scope = match o.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) if !ns.is_empty() => Scope::Namespace(ns),
+        _ => Scope::Cluster,
+    };
     match o.pointer("/spec/module").and_then(Value::as_str) {
         None | Some("") => out.push(Cause::required("spec.module")),
         Some(m) => {
-            if let Err(why) = shoal_plugin_host::source::Source::parse(m) {
+            if let Err(why) = Source::parse(m).and_then(|s| s.check_scope(scope)) {
                 out.push(Cause::invalid("spec.module", m, &why));
             }
         }

@@ -31,6 +31,8 @@ const KINDS: [(&str, &str, &str); 7] = [
 /// Runs the collector (forever).
 pub async fn run(client: kube::Client) {
     let mut stores: Vec<(ApiResource, Store<DynamicObject>)> = Vec::new();
+    // The watches end with this run (a restarted collector starts its own).
+    let mut feeds = Vec::new();
     for (group, version, kind) in KINDS {
         let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
         let writer = reflector::store::Writer::new(ar.clone());
@@ -42,7 +44,7 @@ pub async fn run(client: kube::Client) {
         )
         .applied_objects()
         .for_each(|_| async {});
-        tokio::spawn(stream);
+        feeds.push(shoal_supervisor::AbortOnDrop(tokio::spawn(stream)));
         stores.push((ar, store));
     }
     for (_, store) in &stores {

@@ -45,19 +45,43 @@ impl Default for Config {
     }
 }
 
-/// Runs every controller until `shutdown`.
-pub async fn run(client: kube::Client, config: Config, shutdown: CancellationToken) {
-    tokio::select! {
-        _ = replicaset::run(client.clone()) => {}
-        _ = deployment::run(client.clone()) => {}
-        _ = job::run(client.clone()) => {}
-        _ = cronjob::run(client.clone()) => {}
-        _ = daemonset::run(client.clone()) => {}
-        _ = statefulset::run(client.clone()) => {}
-        _ = namespace::run(client.clone()) => {}
-        _ = nodelifecycle::run(client.clone(), config.node_monitor_grace_period) => {}
-        _ = gc::run(client) => {}
-        _ = shutdown.cancelled() => {}
+/// A controller's run, as the supervisor starts it.
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs every controller until `shutdown`, each a task of `supervisor`: one that panics or
+/// ends is logged, reported and restarted on its own while the others go on.
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    supervisor: &shoal_supervisor::Supervisor,
+    shutdown: CancellationToken,
+) {
+    let spawn = |name: &str, run: fn(kube::Client, Duration) -> BoxFuture| {
+        let client = client.clone();
+        let grace = config.node_monitor_grace_period;
+        supervisor.spawn(
+            format!("controller/{name}"),
+            shoal_supervisor::Restart::Always,
+            shutdown.clone(),
+            move || run(client.clone(), grace),
+        )
+    };
+    let tasks = [
+        spawn("replicaset", |c, _| Box::pin(replicaset::run(c))),
+        spawn("deployment", |c, _| Box::pin(deployment::run(c))),
+        spawn("job", |c, _| Box::pin(job::run(c))),
+        spawn("cronjob", |c, _| Box::pin(cronjob::run(c))),
+        spawn("daemonset", |c, _| Box::pin(daemonset::run(c))),
+        spawn("statefulset", |c, _| Box::pin(statefulset::run(c))),
+        spawn("namespace", |c, _| Box::pin(namespace::run(c))),
+        spawn("nodelifecycle", |c, grace| {
+            Box::pin(nodelifecycle::run(c, grace))
+        }),
+        spawn("garbage-collector", |c, _| Box::pin(gc::run(c))),
+    ];
+    shutdown.cancelled().await;
+    for t in tasks {
+        t.abort();
     }
 }
 

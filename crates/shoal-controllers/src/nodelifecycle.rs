@@ -23,7 +23,8 @@ pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 /// How often nodes and pods are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-fn watch<K>(api: Api<K>) -> Store<K>
+/// A reflector store of `api`, fed by a task that ends when the returned guard drops.
+fn watch<K>(api: Api<K>) -> (Store<K>, shoal_supervisor::AbortOnDrop)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -40,16 +41,15 @@ where
     )
     .applied_objects()
     .for_each(|_| async {});
-    tokio::spawn(stream);
-    store
+    (store, shoal_supervisor::AbortOnDrop(tokio::spawn(stream)))
 }
 
 /// Runs the node lifecycle controller (forever). `grace` is how long a node may go without
 /// renewing its lease (Kubernetes' node-monitor-grace-period, 40 s by default).
 pub async fn run(client: kube::Client, grace: Duration) {
-    let nodes = watch(Api::<Node>::all(client.clone()));
-    let leases = watch(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let pods = watch(Api::<Pod>::all(client.clone()));
+    let (nodes, _nodes) = watch(Api::<Node>::all(client.clone()));
+    let (leases, _leases) = watch(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
+    let (pods, _pods) = watch(Api::<Pod>::all(client.clone()));
     for ready in [
         nodes.wait_until_ready().await,
         leases.wait_until_ready().await,

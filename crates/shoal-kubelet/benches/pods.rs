@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     // First, while the process is small, so freed memory does not hide what pods take.
     runtime_density(tmp.path(), burst).await?;
     let store = Arc::new(shoal_store::memory::MemoryStore::new());
-    let (addr, stop) = shoal_apiserver::serve_loopback(store).await?;
+    let (addr, stop) = shoal_apiserver::serve_loopback(store, Default::default()).await?;
     let client = kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse()?))?;
 
     let runtime =
@@ -122,7 +122,12 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::new(NODE, &tmp.path().join("kubelet"));
     config.pod_cidr = "127.96.0.0/16".into();
     config.max_pods = (sequential + burst + 10) as u32;
-    let kubelet = Kubelet::new(config, client.clone(), Arc::new(runtime));
+    let kubelet = Kubelet::new(
+        config,
+        client.clone(),
+        Arc::new(runtime),
+        Default::default(),
+    );
     tokio::spawn(kubelet.clone().run(stop.clone()));
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -15,6 +15,7 @@ mod status;
 mod worker;
 
 use shoal_runtime::PodRuntime;
+use shoal_supervisor::{Restart, Supervisor};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -124,16 +125,24 @@ pub struct Kubelet {
     pub index: Arc<PodIndex>,
     /// When this kubelet started: the node conditions' transition time.
     started: jiff::Timestamp,
+    /// Runs the lease, the pod manager and every pod's worker.
+    pub supervisor: Supervisor,
 }
 
 impl Kubelet {
-    pub fn new(config: Config, client: kube::Client, runtime: Arc<dyn PodRuntime>) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        client: kube::Client,
+        runtime: Arc<dyn PodRuntime>,
+        supervisor: Supervisor,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             client,
             runtime,
             index: Arc::default(),
             started: jiff::Timestamp::now(),
+            supervisor,
         })
     }
 
@@ -149,9 +158,32 @@ impl Kubelet {
             }
             delay = (delay * 2).min(Duration::from_secs(10));
         }
-        let lease = tokio::spawn(node::heartbeat(self.clone(), shutdown.clone()));
-        let pods = manager::run(self.clone(), shutdown.clone()).await;
+        let sup = self.supervisor.clone();
+        let (this, stop) = (self.clone(), shutdown.clone());
+        let lease = sup.spawn(
+            "kubelet/lease",
+            Restart::Always,
+            shutdown.clone(),
+            move || node::heartbeat(this.clone(), stop.clone()),
+        );
+        // A restarted manager starts every pod's worker again (the old workers see their
+        // pods gone and stop theirs), as a restarted kubelet does.
+        let (this, stop) = (self.clone(), shutdown.clone());
+        let pods = sup.spawn(
+            "kubelet/pods",
+            Restart::Always,
+            shutdown.clone(),
+            move || {
+                let (k, stop) = (this.clone(), stop.clone());
+                async move {
+                    if let Err(e) = manager::run(k, stop).await {
+                        tracing::error!(error = %e, "the pod manager stopped");
+                    }
+                }
+            },
+        );
+        let _ = pods.await;
         lease.abort();
-        pods
+        Ok(())
     }
 }

@@ -61,8 +61,20 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result
                             .count();
                         let pod = admit(&k, pod, used).await;
                         terminal.insert(uid.clone(), is_terminal(&pod));
+                        let name = format!(
+                            "kubelet/pod/{}/{}",
+                            pod.metadata.namespace.as_deref().unwrap_or("default"),
+                            pod.metadata.name.as_deref().unwrap_or("")
+                        );
                         let (tx, rx) = watch::channel(Some(pod));
-                        tokio::spawn(worker::run(k.clone(), rx));
+                        let worker_k = k.clone();
+                        // A worker that panics starts again on the pod's latest version.
+                        k.supervisor.spawn(
+                            name,
+                            shoal_supervisor::Restart::OnPanic,
+                            shutdown.clone(),
+                            move || worker::run(worker_k.clone(), rx.clone()),
+                        );
                         workers.insert(uid, tx);
                     }
                 }

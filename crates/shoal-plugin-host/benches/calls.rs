@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
 
     let s = r#"{"label": "shoal.dev/avoid"}"#;
     let bytes = std::fs::read(shoal_testkit::policy("avoid-nodes"))?;
-    let avoid = SchedulerModule::load(&host, &bytes, None, s)?;
+    let avoid = SchedulerModule::load(&host, &bytes, None, s).await?;
     // 5,000 distinct nodes with the labels simulated nodes carry, read round-robin as the
     // scheduler does (so the host's reads are not all cache hits).
     let nodes: Vec<Arc<k8s_openapi::api::core::v1::Node>> = (0..5000)
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     }) / BATCH as f64;
     let s2 = r#"{"label": "shoal.dev/preference"}"#;
     let bytes = std::fs::read(shoal_testkit::policy("prefer-nodes"))?;
-    let prefer = SchedulerModule::load(&host, &bytes, None, s2)?;
+    let prefer = SchedulerModule::load(&host, &bytes, None, s2).await?;
     let mut c = prefer.cycle(s2, timeout)?;
     c.set_pod(PodView {
         pod: pod.clone(),

@@ -1,6 +1,8 @@
 //! The `admission` world: a policy validates (or mutates) one request per fresh instance.
 
-use crate::{CallState, Host, PluginError, classify, guard};
+use crate::health::Health;
+use crate::{CallState, Host, PluginError, PluginKey, classify, guard};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod bindings {
@@ -35,31 +37,54 @@ pub struct Verdict {
 pub struct AdmissionModule {
     host: Host,
     pre: bindings::AdmissionPre<CallState>,
+    health: Arc<Health>,
     pub digest: String,
 }
 
 impl AdmissionModule {
     /// Compiles `bytes` (checking `expected_digest` if given), links it against the admission
-    /// world, and has it check `settings`: any failure means the module must not serve.
+    /// world, and has it check `settings`: any failure means the module must not serve. Its
+    /// calls are accounted to a health of its own (see [`AdmissionModule::load_as`]).
     pub async fn load(
         host: &Host,
         bytes: &[u8],
         expected_digest: Option<&str>,
         settings: &str,
     ) -> Result<Self, PluginError> {
-        let (pre, digest) = host.prepare(bytes, expected_digest, "admission", |l| {
-            wasmtime_wasi::p2::add_to_linker_async(l)
-        })?;
+        let key = PluginKey::cluster("ClusterAdmissionPolicy", "offline");
+        let health = Health::new(key, "admission policy".into(), "PolicyFailed", None);
+        Self::load_as(host, health, bytes, expected_digest, settings).await
+    }
+
+    /// As [`AdmissionModule::load`], with calls (the settings check included) accounted to
+    /// `health`: its breaker, failure count, logs and notices.
+    pub async fn load_as(
+        host: &Host,
+        health: Arc<Health>,
+        bytes: &[u8],
+        expected_digest: Option<&str>,
+        settings: &str,
+    ) -> Result<Self, PluginError> {
+        let (pre, digest) = host
+            .prepare(bytes, expected_digest, "admission", |l| {
+                wasmtime_wasi::p2::add_to_linker_async(l)
+            })
+            .await?;
         let pre = bindings::AdmissionPre::new(pre).map_err(|e| {
             PluginError::Invalid(format!("does not implement shoal:plugin/admission: {e:#}"))
         })?;
         let module = AdmissionModule {
             host: host.clone(),
             pre,
+            health,
             digest,
         };
         module.check_settings(settings).await?;
         Ok(module)
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     async fn check_settings(&self, settings: &str) -> Result<(), PluginError> {
@@ -70,6 +95,7 @@ impl AdmissionModule {
             inst.call_validate_settings(&mut store, settings).await
         }
         .await;
+        self.health.log_output(&store.data().output);
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(msg)) => Err(PluginError::Settings(msg)),
@@ -77,8 +103,24 @@ impl AdmissionModule {
         }
     }
 
-    /// Runs `validate` (or `mutate`) in a fresh instance with `timeout`.
+    /// Runs `validate` (or `mutate`) in a fresh instance with `timeout`, through the
+    /// policy's health: refused at once while it is benched, its output logged, its outcome
+    /// recorded.
     pub async fn review(
+        &self,
+        request: &AdmissionRequest,
+        mutating: bool,
+        timeout: Duration,
+    ) -> Result<Verdict, PluginError> {
+        let call = self.health.begin()?;
+        let result = self.review_once(request, mutating, timeout).await;
+        if let Err(e) = &result {
+            call.fail(e);
+        }
+        result
+    }
+
+    async fn review_once(
         &self,
         request: &AdmissionRequest,
         mutating: bool,
@@ -98,9 +140,17 @@ impl AdmissionModule {
         // the host (it has nothing to block on today, but the bound is the contract).
         let r = match tokio::time::timeout(timeout + Duration::from_millis(100), r).await {
             Ok(r) => r,
-            Err(_) => return Err(PluginError::Timeout(timeout)),
+            Err(_) => {
+                return Err(PluginError::Timeout {
+                    after: timeout,
+                    written: crate::Written(store.data().output.last_lines()),
+                });
+            }
         };
-        let resp = r.map_err(|e| classify(&store, e))?;
+        // Classified first: the error carries the last lines before the log takes them.
+        let resp = r.map_err(|e| classify(&store, e));
+        self.health.log_output(&store.data().output);
+        let resp = resp?;
         verdict(resp, mutating)
     }
 }

@@ -10,15 +10,27 @@
 //! - every call has a wall-clock deadline enforced with epochs and a memory cap enforced by a
 //!   resource limiter; a trap, a timeout or a blown cap is a typed [`PluginError`] the caller
 //!   turns into the plugin's failure policy;
-//! - guests get no ambient capabilities: no files, no network, no environment, frozen clocks.
+//! - guests get no ambient capabilities: no files, no network, no environment, frozen clocks;
+//!   what they write to stdout and stderr is captured per call ([`output`]), never reaching
+//!   the host's own streams;
+//! - every call goes through the plugin's [`health::Health`]: failures counted and logged
+//!   with the plugin's name, a circuit breaker that benches a plugin failing again and again;
+//! - modules come only from where the operator allows ([`source::SourcePolicy`]);
+//! - [`loader::Loader`] keeps a consumer's set of plugins in step with the API objects that
+//!   configure them (fetch, compile, check settings, swap, status, events).
 //!
 //! Start at [`Host::new`], then [`admission::AdmissionModule`] or
-//! [`scheduler::SchedulerModule`].
+//! [`scheduler::SchedulerModule`], and [`loader::Loader`].
 
 pub mod admission;
+pub mod health;
+pub mod loader;
+pub mod output;
 pub mod reload;
 pub mod scheduler;
 pub mod source;
+
+use output::{Capture, Written};
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -44,20 +56,26 @@ const POOL_INSTANCES: u32 = 256;
 pub enum PluginError {
     #[error("cannot fetch module {reference}: {message}")]
     Fetch { reference: String, message: String },
+    /// The module reference breaks a rule of where modules may come from; `rule` names it.
+    #[error("module {reference} is not allowed: {rule}")]
+    Refused { reference: String, rule: String },
     #[error("module digest is {actual}, expected {expected}")]
     Digest { expected: String, actual: String },
     #[error("not a valid plugin component: {0}")]
     Invalid(String),
     #[error("the plugin rejected its settings: {0}")]
     Settings(String),
-    #[error("plugin timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("plugin exceeded its memory limit of {0} bytes")]
-    Memory(usize),
-    #[error("plugin trapped: {0}")]
-    Trap(String),
+    #[error("plugin timed out after {after:?}{written}")]
+    Timeout { after: Duration, written: Written },
+    #[error("plugin exceeded its memory limit of {limit} bytes{written}")]
+    Memory { limit: usize, written: Written },
+    #[error("plugin trapped: {message}{written}")]
+    Trap { message: String, written: Written },
     #[error("plugin returned an invalid answer: {0}")]
     Answer(String),
+    /// The circuit breaker refused the call without running it (see [`health`]).
+    #[error("plugin is {0}")]
+    Benched(String),
 }
 
 impl PluginError {
@@ -65,14 +83,48 @@ impl PluginError {
     pub fn reason(&self) -> &'static str {
         match self {
             PluginError::Fetch { .. } => "FetchFailed",
+            PluginError::Refused { .. } => "SourceRefused",
             PluginError::Digest { .. } => "DigestMismatch",
             PluginError::Invalid(_) => "InvalidModule",
             PluginError::Settings(_) => "InvalidSettings",
-            PluginError::Timeout(_) => "Timeout",
-            PluginError::Memory(_) => "MemoryLimit",
-            PluginError::Trap(_) => "Trap",
+            PluginError::Timeout { .. } => "Timeout",
+            PluginError::Memory { .. } => "MemoryLimit",
+            PluginError::Trap { .. } => "Trap",
             PluginError::Answer(_) => "InvalidAnswer",
+            PluginError::Benched(_) => "Benched",
         }
+    }
+}
+
+/// Names a plugin object: its kind, namespace (namespaced kinds only) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginKey {
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl PluginKey {
+    pub fn cluster(kind: &'static str, name: &str) -> Self {
+        PluginKey {
+            kind,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// `name` or `namespace/name`, as users name the object.
+    pub fn display_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.display_name())
     }
 }
 
@@ -135,7 +187,11 @@ impl Host {
     }
 
     /// Compiles `bytes` (cached by digest); checks the digest when `expected` is given.
+    /// Bytes that are not a WebAssembly component are refused before anything else, with a
+    /// message that says so without quoting them (a module reference must not become a way
+    /// to read the host's files).
     pub fn compile(&self, bytes: &[u8], expected: Option<&str>) -> Result<Loaded, PluginError> {
+        check_header(bytes)?;
         let digest = digest(bytes);
         if let Some(expected) = expected.filter(|e| !e.is_empty())
             && expected != digest
@@ -163,16 +219,32 @@ impl Host {
         Ok(Loaded { component, digest })
     }
 
-    /// Compiles `bytes` and pre-instantiates it with a linker that `add` fills (WASI plus
-    /// the world's imports); an error names `world` when the component does not fit it.
-    fn prepare(
+    /// [`Host::compile`] on a blocking thread: compiling takes milliseconds to seconds of
+    /// CPU, which must not stall an async runtime's workers.
+    pub async fn compile_blocking(
+        &self,
+        bytes: std::sync::Arc<[u8]>,
+        expected: Option<String>,
+    ) -> Result<Loaded, PluginError> {
+        let host = self.clone();
+        tokio::task::spawn_blocking(move || host.compile(&bytes, expected.as_deref()))
+            .await
+            .map_err(|e| PluginError::Invalid(format!("compiling failed: {e}")))?
+    }
+
+    /// Compiles `bytes` (off the async threads) and pre-instantiates it with a linker that
+    /// `add` fills (WASI plus the world's imports); an error names `world` when the component
+    /// does not fit it.
+    async fn prepare(
         &self,
         bytes: &[u8],
         expected_digest: Option<&str>,
         world: &str,
         add: impl FnOnce(&mut Linker<CallState>) -> wasmtime::Result<()>,
     ) -> Result<(InstancePre<CallState>, String), PluginError> {
-        let loaded = self.compile(bytes, expected_digest)?;
+        let loaded = self
+            .compile_blocking(bytes.into(), expected_digest.map(str::to_owned))
+            .await?;
         let mut linker = Linker::<CallState>::new(self.engine());
         add(&mut linker).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&loaded.component).map_err(|e| {
@@ -189,9 +261,13 @@ impl Host {
     }
 
     /// The per-call state of a fresh instance: an empty WASI context (no files, network or
-    /// environment; frozen clocks), the memory limiter and the deadline.
+    /// environment; frozen clocks; stdout and stderr captured), the memory limiter and the
+    /// deadline.
     fn state(&self, timeout: Duration) -> CallState {
+        let output = Capture::new();
         let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
             .wall_clock(Frozen)
             .monotonic_clock(Frozen)
             .allow_ip_name_lookup(false)
@@ -200,6 +276,7 @@ impl Host {
             .build();
         CallState {
             wasi,
+            output,
             table: ResourceTable::new(),
             limiter: Limiter {
                 limit: self.inner.memory_limit,
@@ -274,6 +351,8 @@ impl ResourceLimiter for Limiter {
 /// What a plugin instance's store holds.
 pub struct CallState {
     wasi: WasiCtx,
+    /// What the instance wrote to stdout and stderr.
+    output: Capture,
     table: ResourceTable,
     limiter: Limiter,
     deadline: Instant,
@@ -310,14 +389,52 @@ fn guard(store: &mut wasmtime::Store<CallState>, yielding: bool) {
     });
 }
 
-/// Turns what a call returned into a typed error: a timeout, the memory cap, or a trap.
+/// Turns what a call returned into a typed error — a timeout, the memory cap, or a trap —
+/// carrying the last lines the instance wrote (a panic's message, say). Never by error text:
+/// the limiter remembers that it refused growth, and traps are downcast.
 fn classify(store: &wasmtime::Store<CallState>, e: wasmtime::Error) -> PluginError {
     let data = store.data();
+    let written = Written(data.output.last_lines());
     if data.limiter.hit {
-        return PluginError::Memory(data.limiter.limit);
+        return PluginError::Memory {
+            limit: data.limiter.limit,
+            written,
+        };
     }
-    if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-        return PluginError::Timeout(data.timeout);
+    let message = match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => {
+            return PluginError::Timeout {
+                after: data.timeout,
+                written,
+            };
+        }
+        Some(trap) => trap.to_string(),
+        // A host function's error, or an exit: its root cause, on one line.
+        None => e.root_cause().to_string().replace('\n', " "),
+    };
+    PluginError::Trap { message, written }
+}
+
+/// The header a component starts with: `\0asm`, version 0x0d, layer 1.
+const COMPONENT_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x0d, 0x00, 0x01, 0x00];
+
+/// Refuses bytes that are not a WebAssembly component, without quoting them.
+fn check_header(bytes: &[u8]) -> Result<(), PluginError> {
+    if bytes.len() < 8 || bytes[..4] != COMPONENT_HEADER[..4] {
+        return Err(PluginError::Invalid(
+            "the module is not WebAssembly (it does not start with the \\0asm header)".into(),
+        ));
     }
-    PluginError::Trap(format!("{e:#}"))
+    if bytes[4..8] == [0x01, 0x00, 0x00, 0x00] {
+        return Err(PluginError::Invalid(
+            "the module is a core WebAssembly module, not a component (build it for wasm32-wasip2)"
+                .into(),
+        ));
+    }
+    if bytes[..8] != COMPONENT_HEADER {
+        return Err(PluginError::Invalid(
+            "the module is not a WebAssembly component (unknown version or layer)".into(),
+        ));
+    }
+    Ok(())
 }

@@ -1,7 +1,12 @@
 //! The `scheduler` world: one fresh instance per scheduling cycle; the pod and each node are
 //! lent to the guest as handles it reads through getters.
+//!
+//! Calls are synchronous and must be made where blocking is allowed (a plain thread or
+//! `spawn_blocking`, never an async task): a guest's WASI calls, such as flushing stderr, run
+//! host futures to completion, which tokio forbids on its worker threads.
 
-use crate::{CallState, Host, PluginError, classify, guard};
+use crate::health::{CallGuard, Health};
+use crate::{CallState, Host, PluginError, PluginKey, classify, guard};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,47 +72,101 @@ pub struct Points {
 pub struct SchedulerModule {
     host: Host,
     pre: bindings::SchedulerPre<CallState>,
+    health: Arc<Health>,
     pub digest: String,
 }
 
+/// How long loading may spend in `init`.
+const INIT_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl SchedulerModule {
-    /// Compiles and links `bytes` and has the plugin accept `settings` once.
-    pub fn load(
+    /// Compiles and links `bytes` and has the plugin accept `settings` once; its cycles are
+    /// accounted to a health of its own (see [`SchedulerModule::load_as`]).
+    pub async fn load(
         host: &Host,
         bytes: &[u8],
         expected_digest: Option<&str>,
         settings: &str,
     ) -> Result<Self, PluginError> {
-        let (pre, digest) =
-            host.prepare(bytes, expected_digest, "scheduler", |l| {
+        let key = PluginKey::cluster("SchedulerPlugin", "offline");
+        let health = Health::new(key, "scheduler plugin".into(), "PluginFailed", None);
+        Self::load_as(host, health, bytes, expected_digest, settings).await
+    }
+
+    /// As [`SchedulerModule::load`], with every cycle accounted to `health`. Compiling and
+    /// the `init` check run on a blocking thread.
+    pub async fn load_as(
+        host: &Host,
+        health: Arc<Health>,
+        bytes: &[u8],
+        expected_digest: Option<&str>,
+        settings: &str,
+    ) -> Result<Self, PluginError> {
+        let (pre, digest) = host
+            .prepare(bytes, expected_digest, "scheduler", |l| {
                 wasmtime_wasi::p2::add_to_linker_sync(l)?;
                 bindings::Scheduler::add_to_linker::<
                     CallState,
                     wasmtime::component::HasSelf<CallState>,
                 >(l, |s| s)
-            })?;
+            })
+            .await?;
         let pre = bindings::SchedulerPre::new(pre).map_err(|e| {
             PluginError::Invalid(format!("does not implement shoal:plugin/scheduler: {e:#}"))
         })?;
         let module = SchedulerModule {
             host: host.clone(),
             pre,
+            health,
             digest,
         };
-        module.cycle(settings, Duration::from_secs(2))?;
+        let checked = module.clone();
+        let settings = settings.to_owned();
+        tokio::task::spawn_blocking(move || checked.instance(&settings, INIT_TIMEOUT).map(drop))
+            .await
+            .map_err(|e| PluginError::Trap {
+                message: format!("the settings check did not finish: {e}"),
+                written: Default::default(),
+            })??;
         Ok(module)
     }
 
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
     /// A fresh instance for one scheduling cycle, initialised with `settings`; every call
-    /// on it gets `timeout`.
+    /// on it gets `timeout`. The cycle counts as one call of the plugin's health: refused at
+    /// once while the plugin is benched, failed by its first failing call, a success if it
+    /// ends without one.
     pub fn cycle(&self, settings: &str, timeout: Duration) -> Result<Cycle, PluginError> {
+        let call = self.health.begin()?;
+        match self.instance(settings, timeout) {
+            Ok(mut cycle) => {
+                cycle.call = Some(call);
+                Ok(cycle)
+            }
+            Err(e) => {
+                call.fail(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// A fresh instance with `init(settings)` done, outside the health's accounting.
+    fn instance(&self, settings: &str, timeout: Duration) -> Result<Cycle, PluginError> {
         let mut store = wasmtime::Store::new(self.host.engine(), self.host.state(timeout));
         guard(&mut store, false);
         let inst = match self.pre.instantiate(&mut store) {
             Ok(i) => i,
             Err(e) => return Err(classify(&store, e)),
         };
-        let mut cycle = Cycle { store, inst };
+        let mut cycle = Cycle {
+            store,
+            inst,
+            health: self.health.clone(),
+            call: None,
+        };
         match cycle.call(|inst, store| inst.call_init(store, settings))? {
             Ok(()) => Ok(cycle),
             Err(msg) => Err(PluginError::Settings(msg)),
@@ -119,6 +178,9 @@ impl SchedulerModule {
 pub struct Cycle {
     store: wasmtime::Store<CallState>,
     inst: bindings::Scheduler,
+    health: Arc<Health>,
+    /// The cycle's call on the health; taken by the first failure.
+    call: Option<CallGuard>,
 }
 
 /// The handle every call passes: the state holds one pod and one node at a time.
@@ -132,7 +194,24 @@ impl Cycle {
         let timeout = self.store.data().timeout;
         self.store.data_mut().deadline = Instant::now() + timeout;
         self.store.set_epoch_deadline(1);
-        f(&self.inst, &mut self.store).map_err(|e| classify(&self.store, e))
+        let result = f(&self.inst, &mut self.store).map_err(|e| classify(&self.store, e));
+        self.log_output();
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
+    }
+
+    /// Logs what the instance wrote since the last call.
+    fn log_output(&mut self) {
+        self.health.log_output(&self.store.data().output);
+    }
+
+    /// Records the cycle as failed with `e` (once).
+    fn failed(&mut self, e: &PluginError) {
+        if let Some(call) = self.call.take() {
+            call.fail(e);
+        }
     }
 
     /// Lends `pod` to the instance for the rest of the cycle.
@@ -150,6 +229,14 @@ impl Cycle {
         lent.clear();
         lent.extend(nodes);
         lent.len()
+    }
+
+    /// A malformed answer fails the cycle like a trap does.
+    fn checked(&mut self, r: Result<(), PluginError>) -> Result<(), PluginError> {
+        if let Err(e) = &r {
+            self.failed(e);
+        }
+        r
     }
 
     fn check_len(got: usize, want: usize, what: &str) -> Result<(), PluginError> {
@@ -171,7 +258,7 @@ impl Cycle {
         let out = self.call(|inst, store| {
             inst.call_filter(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
         })?;
-        Self::check_len(out.len(), n, "filter")?;
+        self.checked(Self::check_len(out.len(), n, "filter"))?;
         Ok(out)
     }
 
@@ -184,21 +271,15 @@ impl Cycle {
         let out = self.call(|inst, store| {
             inst.call_score(store, Resource::new_borrow(REP), Resource::new_borrow(REP))
         })?;
-        Self::check_len(out.len(), n, "score")?;
+        self.checked(Self::check_len(out.len(), n, "score"))?;
         Ok(out)
     }
 
     /// The plugin's rescaled scores, or `None` to let the host rescale.
     pub fn normalize(&mut self, scores: &[i64]) -> Result<Option<Vec<i64>>, PluginError> {
         let out = self.call(|inst, store| inst.call_normalize(store, scores))?;
-        if let Some(v) = &out
-            && v.len() != scores.len()
-        {
-            return Err(PluginError::Answer(format!(
-                "normalize returned {} scores for {} nodes",
-                v.len(),
-                scores.len()
-            )));
+        if let Some(v) = &out {
+            self.checked(Self::check_len(v.len(), scores.len(), "normalize"))?;
         }
         Ok(out)
     }

@@ -149,7 +149,7 @@ async fn hostile_plugins_hit_their_limits_as_typed_errors() {
     let started = Instant::now();
     let timeout = Duration::from_millis(300);
     match m.review(&req("loop"), false, timeout).await {
-        Err(PluginError::Timeout(t)) => assert_eq!(t, timeout),
+        Err(PluginError::Timeout { after, .. }) => assert_eq!(after, timeout),
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -157,11 +157,19 @@ async fn hostile_plugins_hit_their_limits_as_typed_errors() {
         .review(&req("allocate"), false, Duration::from_secs(10))
         .await
     {
-        Err(PluginError::Memory(limit)) => assert_eq!(limit, DEFAULT_MEMORY_LIMIT),
+        Err(PluginError::Memory { limit, .. }) => assert_eq!(limit, DEFAULT_MEMORY_LIMIT),
         other => panic!("expected the memory cap, got {other:?}"),
     }
+    // The panic message the guest wrote to stderr comes with the trap, not on the host's
+    // stderr.
     match m.review(&req("trap"), false, T).await {
-        Err(PluginError::Trap(msg)) => assert!(msg.contains("wasm"), "{msg}"),
+        Err(e @ PluginError::Trap { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("unreachable") && msg.contains("hostile fixture traps on purpose"),
+                "{msg}"
+            );
+        }
         other => panic!("expected a trap, got {other:?}"),
     }
     // The host is fine afterwards.
@@ -190,7 +198,7 @@ async fn a_looping_plugin_does_not_stall_other_requests() {
     );
     assert!(matches!(
         looping.await.unwrap(),
-        Err(PluginError::Timeout(_))
+        Err(PluginError::Timeout { .. })
     ));
 }
 
@@ -207,10 +215,23 @@ async fn a_module_with_the_wrong_digest_or_world_is_refused() {
         Err(PluginError::Invalid(m)) => assert!(m.contains("shoal:plugin/admission"), "{m}"),
         other => panic!("expected an invalid module, got {:?}", other.err()),
     }
-    assert!(matches!(
-        AdmissionModule::load(&host(), b"not wasm", None, "{}").await,
-        Err(PluginError::Invalid(_))
-    ));
+    // Bytes that are not a component are refused without being quoted, digest or not.
+    for (bytes, why) in [
+        (&b"root:x:0:0:root:/root:/bin/bash"[..], "not WebAssembly"),
+        (
+            &b"\0asm\x01\0\0\0"[..],
+            "a core WebAssembly module, not a component",
+        ),
+        (&b"\0asm but not really"[..], "not a WebAssembly component"),
+    ] {
+        match AdmissionModule::load(&host(), bytes, Some("sha256:00"), "{}").await {
+            Err(PluginError::Invalid(m)) => {
+                assert!(m.contains(why), "{m}");
+                assert!(!m.contains("0x") && !m.contains("root"), "{m}");
+            }
+            other => panic!("expected an invalid module, got {:?}", other.err()),
+        }
+    }
 }
 
 fn node(name: &str, labels: serde_json::Value) -> NodeView {
@@ -234,42 +255,152 @@ fn sched_pod(labels: serde_json::Value) -> PodView {
     }
 }
 
-#[test]
-fn scheduler_plugins_read_nodes_through_handles() {
-    let bytes = std::fs::read(shoal_testkit::policy("avoid-nodes")).unwrap();
-    let s = r#"{"label": "maintenance"}"#;
-    let m = SchedulerModule::load(&host(), &bytes, None, s).unwrap();
-    let mut c = m.cycle(s, T).unwrap();
-    c.set_pod(sched_pod(json!({})));
-    assert_eq!(c.pre_filter().unwrap(), Ok(()));
-    let nodes = || {
-        [
-            node("a", json!({})),
-            node("b", json!({"maintenance": "yes"})),
-        ]
-        .into_iter()
-    };
-    assert_eq!(
-        c.filter(nodes()).unwrap(),
-        [None, Some("node(s) had label maintenance".to_owned())]
-    );
-    let mut c = m.cycle(s, T).unwrap();
-    c.set_pod(sched_pod(json!({"maintenance-tolerated": "true"})));
-    assert_eq!(c.filter(nodes()).unwrap(), [None, None]);
+/// Scheduler-world calls are synchronous: made on a blocking thread, as the scheduler does.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
 
-    let bytes = std::fs::read(shoal_testkit::policy("prefer-nodes")).unwrap();
+async fn sched_module(name: &str, settings: &str) -> Result<SchedulerModule, PluginError> {
+    let bytes = std::fs::read(shoal_testkit::policy(name)).unwrap();
+    SchedulerModule::load(&host(), &bytes, None, settings).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduler_plugins_read_nodes_through_handles() {
+    let s = r#"{"label": "maintenance"}"#;
+    let m = sched_module("avoid-nodes", s).await.unwrap();
+    blocking(move || {
+        let mut c = m.cycle(s, T).unwrap();
+        c.set_pod(sched_pod(json!({})));
+        assert_eq!(c.pre_filter().unwrap(), Ok(()));
+        let nodes = || {
+            [
+                node("a", json!({})),
+                node("b", json!({"maintenance": "yes"})),
+            ]
+            .into_iter()
+        };
+        assert_eq!(
+            c.filter(nodes()).unwrap(),
+            [None, Some("node(s) had label maintenance".to_owned())]
+        );
+        let mut c = m.cycle(s, T).unwrap();
+        c.set_pod(sched_pod(json!({"maintenance-tolerated": "true"})));
+        assert_eq!(c.filter(nodes()).unwrap(), [None, None]);
+    })
+    .await;
+
     let s = r#"{"label": "tier"}"#;
-    let m = SchedulerModule::load(&host(), &bytes, None, s).unwrap();
-    let mut c = m.cycle(s, T).unwrap();
-    c.set_pod(sched_pod(json!({})));
-    let tiers = [
-        node("a", json!({"tier": "7"})),
-        node("b", json!({"tier": "x"})),
-    ];
-    assert_eq!(c.score(tiers.into_iter()).unwrap(), [7, 0]);
-    assert_eq!(c.normalize(&[7, 0]).unwrap(), None);
+    let m = sched_module("prefer-nodes", s).await.unwrap();
+    blocking(move || {
+        let mut c = m.cycle(s, T).unwrap();
+        c.set_pod(sched_pod(json!({})));
+        let tiers = [
+            node("a", json!({"tier": "7"})),
+            node("b", json!({"tier": "x"})),
+        ];
+        assert_eq!(c.score(tiers.into_iter()).unwrap(), [7, 0]);
+        assert_eq!(c.normalize(&[7, 0]).unwrap(), None);
+    })
+    .await;
     assert!(matches!(
-        SchedulerModule::load(&host(), &bytes, None, r#"{"lable": 1}"#),
+        sched_module("prefer-nodes", r#"{"lable": 1}"#).await,
         Err(PluginError::Settings(_))
     ));
+}
+
+/// Runs one filter of the hostile scheduler plugin with `behaviour` on a blocking thread of
+/// a multi-threaded runtime (where the scheduler calls plugins).
+async fn hostile_filter(behaviour: &str, timeout: Duration) -> Result<usize, PluginError> {
+    let s = json!({ "behaviour": behaviour, "iterations": 1000 }).to_string();
+    let m = sched_module("hostile-scheduler", &s).await.unwrap();
+    blocking(move || {
+        let mut c = m.cycle(&s, timeout)?;
+        c.set_pod(sched_pod(json!({})));
+        c.filter([node("a", json!({})), node("b", json!({}))].into_iter())
+            .map(|v| v.len())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_scheduler_plugins_fail_as_typed_errors_with_what_they_wrote() {
+    let t = Duration::from_millis(200);
+    assert_eq!(hostile_filter("allow", t).await.unwrap(), 2);
+    // A benign plugin that prints is fine (its line goes to the log, not the host's stderr).
+    assert_eq!(hostile_filter("print", t).await.unwrap(), 2);
+    assert_eq!(
+        hostile_filter("flood", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(hostile_filter("slow", t).await.unwrap(), 2);
+    match hostile_filter("panic", t).await {
+        Err(e @ PluginError::Trap { .. }) => assert!(
+            e.to_string()
+                .contains("hostile scheduler plugin panics on purpose"),
+            "{e}"
+        ),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    match hostile_filter("trap", t).await {
+        Err(PluginError::Trap { message, .. }) => {
+            assert!(message.contains("unreachable"), "{message}")
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    // Rust's stack lives in linear memory: overflowing it is an out-of-bounds access (or,
+    // for deep enough native frames, wasm's call stack exhausted).
+    match hostile_filter("stack", t).await {
+        Err(PluginError::Trap { message, .. }) => assert!(
+            message.contains("out of bounds") || message.contains("stack"),
+            "{message}"
+        ),
+        other => panic!("expected a stack overflow, got {other:?}"),
+    }
+    assert!(matches!(
+        hostile_filter("loop", t).await,
+        Err(PluginError::Timeout { .. })
+    ));
+    assert!(matches!(
+        hostile_filter("allocate", Duration::from_secs(10)).await,
+        Err(PluginError::Memory { .. })
+    ));
+    match hostile_filter("malformed", t).await {
+        Err(PluginError::Answer(m)) => assert_eq!(m, "filter returned 3 answers for 2 nodes"),
+        other => panic!("expected an invalid answer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_failing_cycle_after_cycle_is_benched_without_paying_its_timeout() {
+    let s = r#"{"behaviour": "loop"}"#;
+    let m = sched_module("hostile-scheduler", s).await.unwrap();
+    let health = m.health().clone();
+    let t = Duration::from_millis(50);
+    blocking(move || {
+        for _ in 0..shoal_plugin_host::health::THRESHOLD {
+            let mut c = m.cycle(s, t).unwrap();
+            c.set_pod(sched_pod(json!({})));
+            assert!(matches!(
+                c.filter([node("a", json!({}))].into_iter()),
+                Err(PluginError::Timeout { .. })
+            ));
+        }
+        let started = Instant::now();
+        match m.cycle(s, t) {
+            Err(PluginError::Benched(why)) => {
+                assert!(
+                    why.starts_with("benched for 30s after 5 failures in a row"),
+                    "{why}"
+                )
+            }
+            other => panic!("expected the plugin benched, got {:?}", other.err()),
+        }
+        assert!(started.elapsed() < t, "a benched plugin costs nothing");
+    })
+    .await;
+    assert_eq!(health.failures(), 5);
+    assert!(health.benched().is_some());
 }

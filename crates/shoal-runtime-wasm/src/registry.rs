@@ -30,6 +30,24 @@ pub enum RegistryError {
     Layers(usize),
     #[error("layer digest mismatch: the manifest says {expected}, the content is {actual}")]
     Digest { expected: String, actual: String },
+    #[error("the Wasm layer is {size} bytes, more than the {max} allowed")]
+    TooLarge { size: u64, max: u64 },
+}
+
+/// The largest component a pod image may be.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// A registry failure in words. A server's error body is not repeated: it is whatever the
+/// server at that address chose to send, and a module reference must not become a way to
+/// read it.
+fn registry_error(e: oci_client::errors::OciDistributionError) -> RegistryError {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::ServerError { code, url, .. } => {
+            RegistryError::Registry(format!("{url} answered HTTP {code}"))
+        }
+        e => RegistryError::Registry(format!("{:#}", anyhow::Error::new(e))),
+    }
 }
 
 fn parse(image: &str) -> Result<Reference, RegistryError> {
@@ -68,36 +86,60 @@ fn client_for(reference: &Reference) -> Client {
 
 /// Pulls the component `image` names; returns its bytes, checked against the manifest.
 pub async fn pull(image: &str) -> Result<Vec<u8>, RegistryError> {
+    pull_limited(image, MAX_IMAGE_BYTES).await
+}
+
+/// As [`pull`], refusing a layer of more than `max_bytes` (by its manifest, and while it
+/// downloads, whatever the manifest said).
+pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, RegistryError> {
+    use futures::StreamExt;
     let reference = parse(image)?;
     let client = client_for(&reference);
-    let data = client
-        .pull(
-            &reference,
-            &RegistryAuth::Anonymous,
-            WASM_LAYER_TYPES.to_vec(),
-        )
+    let (manifest, _) = client
+        .pull_image_manifest(&reference, &RegistryAuth::Anonymous)
         .await
-        .map_err(|e| RegistryError::Registry(format!("{:#}", anyhow::Error::new(e))))?;
-    let layers = data.layers;
-    if layers.len() != 1 {
-        return Err(RegistryError::Layers(layers.len()));
+        .map_err(registry_error)?;
+    let wasm: Vec<_> = manifest
+        .layers
+        .iter()
+        .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
+        .collect();
+    let [layer] = wasm[..] else {
+        return Err(RegistryError::Layers(wasm.len()));
+    };
+    if manifest.layers.len() != 1 {
+        return Err(RegistryError::Layers(manifest.layers.len()));
     }
-    let layer = layers.into_iter().next().expect("one layer");
-    let actual = crate::images::sha256_digest(&layer.data);
-    let expected = data
-        .manifest
-        .as_ref()
-        .and_then(|m| {
-            m.layers
-                .iter()
-                .find(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
-        })
-        .map(|l| l.digest.clone())
-        .unwrap_or_default();
-    if expected != actual {
-        return Err(RegistryError::Digest { expected, actual });
+    let size = u64::try_from(layer.size).unwrap_or(u64::MAX);
+    if size > max_bytes {
+        return Err(RegistryError::TooLarge {
+            size,
+            max: max_bytes,
+        });
     }
-    Ok(layer.data.to_vec())
+    let mut stream = client
+        .pull_blob_stream(&reference, layer)
+        .await
+        .map_err(registry_error)?;
+    let mut data = Vec::with_capacity(size as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::Registry(e.to_string()))?;
+        if (data.len() + chunk.len()) as u64 > max_bytes {
+            return Err(RegistryError::TooLarge {
+                size: (data.len() + chunk.len()) as u64,
+                max: max_bytes,
+            });
+        }
+        data.extend_from_slice(&chunk);
+    }
+    let actual = crate::images::sha256_digest(&data);
+    if layer.digest != actual {
+        return Err(RegistryError::Digest {
+            expected: layer.digest.clone(),
+            actual,
+        });
+    }
+    Ok(data)
 }
 
 /// Pushes `bytes` as a wasm OCI artifact named `image`; returns the manifest URL.

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use shoal_supervisor::{Restart, Supervisor};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,9 +79,18 @@ fn bound_and_active(pod: &Pod) -> Option<&str> {
     (!node.is_empty() && !finished).then_some(node)
 }
 
+/// How a scheduler runs: its Wasm plugins (none without a plugin engine) and the supervisor
+/// of its tasks.
+#[derive(Clone, Default)]
+pub struct Config {
+    pub plugins: Option<wasm::PluginConfig>,
+    pub supervisor: Supervisor,
+}
+
 /// A running scheduler.
 pub struct Scheduler {
     client: kube::Client,
+    config: Config,
     /// The built-in plugins, then the Wasm plugins in force (rebuilt when they change).
     framework: std::sync::RwLock<Arc<Framework>>,
     builtin: Vec<Arc<dyn Plugin>>,
@@ -92,10 +102,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>) -> Arc<Self> {
+    pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>, config: Config) -> Arc<Self> {
         let builtin: Vec<Arc<dyn Plugin>> = plugins.into_iter().map(Arc::from).collect();
         Arc::new(Self {
             client,
+            config,
             framework: std::sync::RwLock::new(Arc::new(Framework::shared(builtin.clone()))),
             builtin,
             wasm: Arc::default(),
@@ -134,18 +145,67 @@ impl Scheduler {
             .expect("scheduler state lock is never poisoned")
     }
 
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`: the node and pod watches, the plugin loader and the scheduling
+    /// loop, each a supervised task (a panic is logged, reported and the task restarted).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let nodes = tokio::spawn(self.clone().watch_nodes());
-        let pods = tokio::spawn(self.clone().watch_pods());
-        let plugins = tokio::spawn(wasm::run_loader(self.client.clone(), self.wasm.clone()));
+        let sup = self.config.supervisor.clone();
+        let this = self.clone();
+        let nodes = sup.spawn(
+            "scheduler/node-watch",
+            Restart::Always,
+            shutdown.clone(),
+            move || this.clone().watch_nodes(),
+        );
+        let this = self.clone();
+        let pods = sup.spawn(
+            "scheduler/pod-watch",
+            Restart::Always,
+            shutdown.clone(),
+            move || this.clone().watch_pods(),
+        );
+        let plugins = self.config.plugins.clone().map(|config| {
+            let client = self.client.clone();
+            let out = self.wasm.clone();
+            sup.spawn(
+                "scheduler/plugin-loader",
+                Restart::Always,
+                shutdown.clone(),
+                move || wasm::run_loader(client.clone(), config.clone(), out.clone()),
+            )
+        });
+        let this = self.clone();
+        let stop = shutdown.clone();
+        let scheduling = sup.spawn(
+            "scheduler/scheduling",
+            Restart::Always,
+            shutdown.clone(),
+            move || this.clone().schedule_loop(stop.clone()),
+        );
+        shutdown.cancelled().await;
+        for task in [Some(nodes), Some(pods), plugins].into_iter().flatten() {
+            task.abort();
+        }
+        let _ = scheduling.await;
+    }
+
+    /// Schedules what is pending whenever something changes (or every second).
+    async fn schedule_loop(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(BACKOFF_INITIAL) => {}
             }
-            let snapshot_took = self.schedule_pending().await;
+            // A pass is CPU work (and Wasm plugins block while they run), so it runs on a
+            // blocking thread, never on the runtime's workers that serve everything else.
+            let this = self.clone();
+            let snapshot_took =
+                match tokio::task::spawn_blocking(move || this.schedule_pending()).await {
+                    Ok(took) => took,
+                    // The supervisor reports and restarts the loop.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => break,
+                };
             // Building the snapshot costs the same however many pods a pass schedules: under
             // a stream of new pods, wait as long again so each pass takes a batch, rather
             // than spending the CPU the API server needs on snapshots of one pod each.
@@ -154,9 +214,6 @@ impl Scheduler {
                 tokio::time::sleep(pause).await;
             }
         }
-        nodes.abort();
-        pods.abort();
-        plugins.abort();
     }
 
     async fn watch_nodes(self: Arc<Self>) {
@@ -266,8 +323,10 @@ impl Scheduler {
         (infos.into_values().collect(), pending)
     }
 
-    /// Schedules every pending pod once; returns how long the snapshot took.
-    async fn schedule_pending(self: &Arc<Self>) -> Duration {
+    /// Schedules every pending pod once; returns how long the snapshot took. Runs on a
+    /// blocking thread (see [`Scheduler::schedule_loop`]).
+    fn schedule_pending(self: &Arc<Self>) -> Duration {
+        let runtime = tokio::runtime::Handle::current();
         let started = Instant::now();
         let (mut nodes, pending) = self.snapshot();
         let snapshot_took = started.elapsed();
@@ -296,12 +355,12 @@ impl Scheduler {
                         s.assumed.insert(k.clone(), node.clone());
                         s.pods.insert(k.clone(), bound);
                     }
-                    let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    let Ok(permit) = runtime.block_on(self.binds.clone().acquire_owned()) else {
                         return snapshot_took;
                     };
                     let this = self.clone();
                     let framework = framework.clone();
-                    tokio::spawn(async move {
+                    runtime.spawn(async move {
                         let result = this.bind(&pod, &node).await;
                         drop(permit);
                         if let Err(e) = result {

@@ -1,17 +1,26 @@
 //! Scheduler plugins as Wasm components: [`WasmPlugin`] adapts a loaded module to the
 //! framework's [`Plugin`] trait, and [`run_loader`] keeps the scheduler's set of plugins in
-//! step with the `SchedulerPlugin` objects (hot reload, last good module kept, status).
+//! step with the `SchedulerPlugin` objects it watches (through the plugin host's
+//! [`Loader`]: hot reload, last good module kept, status, events).
+//!
+//! Plugin calls are synchronous and run where the scheduler runs its cycles, on a blocking
+//! thread. A plugin's failure is its own: a trap, a timeout, a blown memory cap or a malformed
+//! answer fails the plugin's part of the cycle (`Ignore` skips it, `Fail` rejects the nodes it
+//! was asked about, naming the plugin and the cause), and the plugin's circuit breaker benches
+//! a plugin that keeps failing so cycles stop paying its timeout.
 
 use crate::framework::{self, CycleState, NodeInfo, Plugin};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use shoal_api::policy::{PluginStatus, SchedulerPlugin, SchedulerPluginSpec};
-use shoal_plugin_host::reload::{self, Attempt};
+use shoal_plugin_host::health::{Health, Notice};
+use shoal_plugin_host::loader::{Backend, Loader, PluginObject};
 use shoal_plugin_host::scheduler::{Amounts, Cycle, NodeView, PodView, Points, SchedulerModule};
-use shoal_plugin_host::source::Source;
-use shoal_plugin_host::{Host, PluginError};
-use std::collections::HashMap;
+use shoal_plugin_host::source::SourcePolicy;
+use shoal_plugin_host::{Host, PluginError, PluginKey};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +34,6 @@ pub struct WasmPlugin {
     weight: i64,
     ignore_failures: bool,
     timeout: Duration,
-    failures: Arc<AtomicI64>,
 }
 
 /// The plugin's instance for one cycle, or why it has none.
@@ -59,7 +67,7 @@ impl WasmPlugin {
         WasmPlugin {
             name: format!("wasm/{name}"),
             module,
-            settings: settings_of(spec),
+            settings: shoal_plugin_host::loader::PluginSpec::settings(spec),
             points: Points {
                 pre_filter: has("PreFilter"),
                 filter: has("Filter"),
@@ -70,19 +78,24 @@ impl WasmPlugin {
             timeout: Duration::from_millis(
                 spec.timeout_milliseconds.unwrap_or(100).clamp(1, 10_000) as u64,
             ),
-            failures: Arc::new(AtomicI64::new(0)),
         }
     }
 
     /// Calls that failed (trap, timeout, memory) since the module was loaded.
     pub fn failures(&self) -> i64 {
-        self.failures.load(Ordering::Relaxed)
+        self.module.health().failures()
     }
 
+    /// The plugin's health (breaker, failures).
+    pub fn health(&self) -> &Arc<Health> {
+        self.module.health()
+    }
+
+    /// The reason a failure counts as in a pod's `0/N nodes are available: ...` message (the
+    /// health has logged and counted it). Reasons are listed comma-separated there, so the
+    /// error's own commas become semicolons.
     fn failed(&self, e: &PluginError) -> String {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(plugin = %self.name, error = %e, "scheduler plugin failed");
-        format!("plugin {} failed: {e}", self.name)
+        format!("plugin {} failed: {e}", self.name).replace(", ", "; ")
     }
 
     /// Runs `f` on the cycle's instance; a failure retires the instance for the cycle.
@@ -224,22 +237,6 @@ impl Plugin for WasmPlugin {
     }
 }
 
-fn settings_of(spec: &SchedulerPluginSpec) -> String {
-    spec.settings
-        .as_ref()
-        .map(|v| v.to_string())
-        .unwrap_or_else(|| "{}".into())
-}
-
-/// What the loader knows about one SchedulerPlugin.
-struct Loaded {
-    attempt: Attempt,
-    plugin: Option<Arc<WasmPlugin>>,
-    status: PluginStatus,
-    /// The status to write once the scheduler has the plugin set this load belongs to.
-    next: Option<PluginStatus>,
-}
-
 /// The Wasm plugins in force, shared with the scheduler (which rebuilds its framework when
 /// the generation moves).
 #[derive(Default)]
@@ -248,178 +245,176 @@ pub struct WasmPlugins {
     pub plugins: Mutex<Vec<Arc<WasmPlugin>>>,
 }
 
-/// How often SchedulerPlugins and their local modules are looked at again.
-const RESYNC: Duration = Duration::from_millis(500);
-
-/// Keeps `out` in step with the SchedulerPlugin objects until the task is dropped.
-pub async fn run_loader(client: kube::Client, out: Arc<WasmPlugins>) {
-    let host = match Host::new(shoal_plugin_host::DEFAULT_MEMORY_LIMIT) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "the plugin engine failed to start: no Wasm scheduler plugins");
-            return;
-        }
-    };
-    let api: Api<SchedulerPlugin> = Api::all(client.clone());
-    let mut loaded: HashMap<String, Loaded> = HashMap::new();
-    loop {
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                let changed = sync(&client, &api, &host, list.items, &mut loaded).await;
-                if changed {
-                    let mut set: Vec<(String, Arc<WasmPlugin>)> = loaded
-                        .iter()
-                        .filter_map(|(k, l)| Some((k.clone(), l.plugin.clone()?)))
-                        .collect();
-                    set.sort_by(|a, b| a.0.cmp(&b.0));
-                    *out.plugins.lock().unwrap_or_else(|p| p.into_inner()) =
-                        set.into_iter().map(|(_, p)| p).collect();
-                    out.generation.fetch_add(1, Ordering::Release);
-                }
-                // Reported once the scheduler can see the plugins (its next pass uses them).
-                for (name, l) in loaded.iter_mut() {
-                    if let Some(st) = l.next.take() {
-                        write_status(&api, name, &mut l.status, st).await;
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot list SchedulerPlugins"),
-        }
-        tokio::time::sleep(RESYNC).await;
+impl WasmPlugins {
+    fn publish(&self, set: Vec<Arc<WasmPlugin>>) {
+        *self.plugins.lock().unwrap_or_else(|p| p.into_inner()) = set;
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
-async fn fetch(client: &kube::Client, src: &Source) -> Result<Vec<u8>, String> {
-    match src {
-        Source::ConfigMap {
-            namespace,
-            name,
-            key,
-        } => {
-            let ns = namespace.as_deref().unwrap_or("default");
-            let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
-                .get(name)
-                .await
-                .map_err(|e| format!("configmap {ns}/{name}: {e}"))?;
-            let cm = serde_json::to_value(&cm).map_err(|e| e.to_string())?;
-            shoal_plugin_host::source::configmap_module(&cm, key)
-        }
-        other => other.fetch().await.map_err(|e| e.to_string()),
-    }
+/// Where the scheduler's plugins come from: the process's plugin engine and the operator's
+/// rules for module sources.
+#[derive(Clone)]
+pub struct PluginConfig {
+    pub host: Host,
+    pub sources: SourcePolicy,
 }
 
-async fn sync(
-    client: &kube::Client,
-    api: &Api<SchedulerPlugin>,
-    host: &Host,
-    items: Vec<SchedulerPlugin>,
-    loaded: &mut HashMap<String, Loaded>,
-) -> bool {
-    let mut changed = false;
-    let names: Vec<String> = items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    let before = loaded.len();
-    loaded.retain(|k, _| names.contains(k));
-    changed |= before != loaded.len();
-    for p in items {
-        let (Some(name), Some(uid)) = (p.metadata.name.clone(), p.metadata.uid.clone()) else {
-            continue;
-        };
-        if p.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let generation = p.metadata.generation.unwrap_or(1);
-        let Ok(src) = Source::parse(&p.spec.module) else {
-            continue;
-        };
-        let prev = loaded.get(&name).filter(|l| l.attempt.uid == uid);
-        let status_before = prev.map(|l| l.status.clone()).unwrap_or_default();
-        if prev.is_some()
-            && !Attempt::should_fetch(prev.map(|l| &l.attempt), &uid, generation, &src)
-        {
-            refresh_failures(api, &name, loaded).await;
-            continue;
-        }
-        let bytes = fetch(client, &src).await;
-        let digest = bytes.as_ref().ok().map(|b| shoal_plugin_host::digest(b));
-        if !Attempt::should_load(
-            prev.map(|l| &l.attempt),
-            &uid,
-            generation,
-            digest.as_deref(),
-        ) {
-            refresh_failures(api, &name, loaded).await;
-            continue;
-        }
-        let settings = settings_of(&p.spec);
-        let result = bytes.and_then(|b| {
-            SchedulerModule::load(host, &b, p.spec.module_digest.as_deref(), &settings)
-                .map_err(|e| e.to_string())
-        });
-        let last_good = prev.and_then(|l| l.plugin.clone());
-        let status = reload::status(
-            result
-                .as_ref()
-                .map(|m| m.digest.as_str())
-                .map_err(String::as_str),
-            last_good.as_ref().map(|p| p.module.digest.as_str()),
-            generation,
-            status_before.failures,
-        );
-        let plugin = match result {
-            Ok(m) => Some(Arc::new(WasmPlugin::new(&name, &p.spec, m))),
-            Err(_) => last_good,
-        };
-        let entry = Loaded {
-            attempt: Attempt::new(&uid, generation, digest),
-            plugin,
-            status: status_before,
-            next: Some(status),
-        };
-        loaded.insert(name, entry);
-        changed = true;
-    }
-    changed
+/// The scheduler's side of the plugin loader: SchedulerPlugin objects through the API.
+struct SchedulerPlugins {
+    client: kube::Client,
 }
 
-/// Brings the failure count in the status up to date.
-async fn refresh_failures(
-    api: &Api<SchedulerPlugin>,
-    name: &str,
-    loaded: &mut HashMap<String, Loaded>,
-) {
-    let Some(l) = loaded.get_mut(name) else {
-        return;
-    };
-    let Some(p) = &l.plugin else {
-        return;
-    };
-    let failures = p.failures();
-    if l.status.failures.unwrap_or(0) != failures {
-        let mut st = l.status.clone();
-        st.failures = Some(failures);
-        write_status(api, name, &mut l.status, st).await;
-    }
-}
+#[async_trait::async_trait]
+impl Backend for SchedulerPlugins {
+    type Spec = SchedulerPluginSpec;
+    type Module = SchedulerModule;
+    type Plugin = WasmPlugin;
 
-async fn write_status(
-    api: &Api<SchedulerPlugin>,
-    name: &str,
-    current: &mut PluginStatus,
-    new: PluginStatus,
-) {
-    if *current == new {
-        return;
+    fn label(&self, key: &PluginKey) -> String {
+        format!("scheduler plugin {}", key.name)
     }
-    let patch = serde_json::json!({"status": new});
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+
+    fn failed_reason(&self) -> &'static str {
+        "PluginFailed"
+    }
+
+    async fn configmap(&self, namespace: &str, name: &str) -> Result<serde_json::Value, String> {
+        let cm = Api::<ConfigMap>::namespaced(self.client.clone(), namespace)
+            .get(name)
+            .await
+            .map_err(|e| format!("configmap {namespace}/{name}: {e}"))?;
+        serde_json::to_value(&cm).map_err(|e| e.to_string())
+    }
+
+    async fn load(
+        &self,
+        host: &Host,
+        health: Arc<Health>,
+        bytes: Vec<u8>,
+        spec: &SchedulerPluginSpec,
+    ) -> Result<SchedulerModule, PluginError> {
+        let settings = shoal_plugin_host::loader::PluginSpec::settings(spec);
+        SchedulerModule::load_as(
+            host,
+            health,
+            &bytes,
+            spec.module_digest.as_deref(),
+            &settings,
+        )
         .await
-    {
-        Ok(_) => *current = new,
-        Err(e) => tracing::debug!(plugin = name, error = %e, "cannot write SchedulerPlugin status"),
+    }
+
+    fn digest(module: &SchedulerModule) -> &str {
+        &module.digest
+    }
+
+    fn build(
+        &self,
+        object: &PluginObject<SchedulerPluginSpec>,
+        module: Option<&SchedulerModule>,
+        _error: Option<&str>,
+        _health: &Arc<Health>,
+    ) -> Option<Arc<WasmPlugin>> {
+        // A plugin whose module never loaded takes no part in scheduling.
+        let module = module?.clone();
+        Some(Arc::new(WasmPlugin::new(
+            &object.key.name,
+            &object.spec,
+            module,
+        )))
+    }
+
+    async fn write_status(&self, key: &PluginKey, status: &PluginStatus) -> Result<(), String> {
+        let patch = serde_json::json!({ "status": status });
+        Api::<SchedulerPlugin>::all(self.client.clone())
+            .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn record(&self, key: &PluginKey, uid: Option<&str>, notice: &Notice) {
+        let about = shoal_api::events::Involved {
+            api_version: format!(
+                "{}/{}",
+                shoal_api::policy::GROUP,
+                shoal_api::policy::VERSION
+            ),
+            kind: key.kind.into(),
+            namespace: "default".into(),
+            name: key.name.clone(),
+            uid: uid.map(str::to_owned),
+            ..Default::default()
+        };
+        let source = shoal_api::events::Source {
+            component: crate::DEFAULT_SCHEDULER.into(),
+            host: None,
+        };
+        let now = jiff::Timestamp::now();
+        let value = shoal_api::events::core_event(
+            &about,
+            &source,
+            notice.type_,
+            notice.reason,
+            &notice.message,
+            &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
+            now.as_nanosecond(),
+        );
+        let Ok(event) = serde_json::from_value::<Event>(value) else {
+            return;
+        };
+        if let Err(e) = Api::<Event>::namespaced(self.client.clone(), "default")
+            .create(&PostParams::default(), &event)
+            .await
+        {
+            tracing::debug!(plugin = %key, error = %e, "cannot record a plugin event");
+        }
+    }
+}
+
+/// Keeps `out` in step with the SchedulerPlugin objects (followed with a watch, and looked
+/// at again every half second for local modules that changed) until the task is dropped.
+pub async fn run_loader(client: kube::Client, config: PluginConfig, out: Arc<WasmPlugins>) {
+    let api: Api<SchedulerPlugin> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let notify = changed.clone();
+    let follow = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .for_each(move |_| {
+            notify.notify_one();
+            std::future::ready(())
+        });
+    let loader = Loader::new(
+        SchedulerPlugins {
+            client: client.clone(),
+        },
+        config.host,
+        config.sources,
+    );
+    let objects = move || {
+        let objects = reader
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| {
+                Some(PluginObject {
+                    key: PluginKey::cluster("SchedulerPlugin", p.metadata.name.as_deref()?),
+                    uid: p.metadata.uid.clone()?,
+                    generation: p.metadata.generation.unwrap_or(1),
+                    spec: p.spec.clone(),
+                })
+            })
+            .collect();
+        Some(objects)
+    };
+    let wait = move || {
+        let changed = changed.clone();
+        async move { changed.notified().await }
+    };
+    tokio::select! {
+        _ = follow => tracing::warn!("the SchedulerPlugin watch ended"),
+        _ = loader.run(objects, wait, |set| out.publish(set)) => {}
     }
 }

@@ -66,6 +66,35 @@ struct ServerArgs {
     etcd_keyfile: Option<PathBuf>,
 }
 
+/// Where plugin modules (admission policies, scheduler plugins) may come from.
+#[derive(clap::Args, Clone)]
+struct PluginArgs {
+    /// A directory `file://` plugin modules may be read from (with everything below it);
+    /// repeatable. Without one, file modules are refused.
+    #[arg(long = "plugin-dir")]
+    plugin_dirs: Vec<PathBuf>,
+    /// Allow plugin modules from `http://` URLs and from URLs and registries on loopback
+    /// addresses (development registries, tests). Off by default: a module reference must
+    /// not reach services on this machine.
+    #[arg(long)]
+    allow_loopback_plugin_sources: bool,
+}
+
+impl PluginArgs {
+    fn sources(&self) -> shoal_plugin_host::source::SourcePolicy {
+        shoal_plugin_host::source::SourcePolicy {
+            plugin_dirs: self.plugin_dirs.clone(),
+            allow_loopback: self.allow_loopback_plugin_sources,
+        }
+    }
+
+    /// The process's plugin engine (one per process, shared by admission and scheduling).
+    fn host(&self) -> anyhow::Result<shoal_plugin_host::Host> {
+        shoal_plugin_host::Host::new(shoal_plugin_host::DEFAULT_MEMORY_LIMIT)
+            .context("cannot start the plugin engine")
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start a single-node cluster: API server, scheduler, controllers and a kubelet (on the embedded store
@@ -73,6 +102,8 @@ enum Command {
     Up {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        plugins: PluginArgs,
         #[command(flatten)]
         kubelet: node::KubeletArgs,
         #[command(flatten)]
@@ -82,6 +113,8 @@ enum Command {
     Apiserver {
         #[command(flatten)]
         server: ServerArgs,
+        #[command(flatten)]
+        plugins: PluginArgs,
     },
     /// Run a kubelet that joins the cluster of KUBECONFIG as a node.
     Kubelet {
@@ -98,6 +131,8 @@ enum Command {
     Scheduler {
         #[arg(long)]
         kubeconfig: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
     },
     /// Run the controllers alone against the cluster of KUBECONFIG.
     ControllerManager {
@@ -354,15 +389,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 async fn run_apiserver(
     args: ServerArgs,
+    plugins: PluginArgs,
     kubelet: Option<(node::KubeletArgs, shoal_controllers::Config)>,
 ) -> anyhow::Result<()> {
+    // Every long-running task of the process, and `/readyz` reporting on them.
+    let supervisor = shoal_supervisor::Supervisor::new();
+    let host = plugins.host()?;
     let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let store = open_store(&args, &dir).await?;
     let pki = Pki::load_or_create(&dir.join("pki"), &[])
         .context("cannot set up the cluster's certificates")?;
-    let server = ApiServer::start(store, Some(pki.token.clone()))
+    let options = shoal_apiserver::Options {
+        token: Some(pki.token.clone()),
+        plugins: Some(shoal_apiserver::PluginOptions {
+            host: host.clone(),
+            sources: plugins.sources(),
+        }),
+        supervisor: supervisor.clone(),
+    };
+    let server = ApiServer::start(store, options)
         .await
         .context("cannot start the API server")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -392,16 +439,27 @@ async fn run_apiserver(
             let scheduler = shoal_scheduler::Scheduler::new(
                 client.clone(),
                 shoal_scheduler::plugins::defaults(),
+                shoal_scheduler::Config {
+                    plugins: Some(shoal_scheduler::wasm::PluginConfig {
+                        host,
+                        sources: plugins.sources(),
+                    }),
+                    supervisor: supervisor.clone(),
+                },
             );
             tokio::spawn(scheduler.run(token.clone()));
-            tokio::spawn(shoal_controllers::run(
-                client.clone(),
-                controllers,
-                token.clone(),
-            ));
+            let (c, sup, stop) = (client.clone(), supervisor.clone(), token.clone());
+            tokio::spawn(async move { shoal_controllers::run(c, controllers, &sup, stop).await });
             Some(
-                node::start_kubelet(client, Some(pki.token.clone()), &args, &dir, token.clone())
-                    .await?,
+                node::start_kubelet(
+                    client,
+                    Some(pki.token.clone()),
+                    &args,
+                    &dir,
+                    supervisor,
+                    token.clone(),
+                )
+                .await?,
             )
         }
         None => None,
@@ -426,7 +484,8 @@ async fn run_kubelet(
     let token = node::kubeconfig_token(kubeconfig)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
-    let kubelet = node::start_kubelet(client, token, &args, &dir, shutdown).await?;
+    let supervisor = shoal_supervisor::Supervisor::new();
+    let kubelet = node::start_kubelet(client, token, &args, &dir, supervisor, shutdown).await?;
     let _ = kubelet.await;
     println!("Shoal kubelet stopped");
     Ok(())
@@ -444,21 +503,32 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up {
             server,
+            plugins,
             kubelet,
             controllers,
-        } => run_apiserver(server, Some((kubelet, controllers.config()?))).await,
-        Command::Apiserver { server } => run_apiserver(server, None).await,
+        } => run_apiserver(server, plugins, Some((kubelet, controllers.config()?))).await,
+        Command::Apiserver { server, plugins } => run_apiserver(server, plugins, None).await,
         Command::Kubelet {
             kubeconfig,
             data_dir,
             kubelet,
         } => run_kubelet(&kubeconfig, data_dir, kubelet).await,
-        Command::Scheduler { kubeconfig } => {
+        Command::Scheduler {
+            kubeconfig,
+            plugins,
+        } => {
             let client = node::client_from(&kubeconfig).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));
             println!("Shoal scheduler running");
-            shoal_scheduler::Scheduler::new(client, shoal_scheduler::plugins::defaults())
+            let config = shoal_scheduler::Config {
+                plugins: Some(shoal_scheduler::wasm::PluginConfig {
+                    host: plugins.host()?,
+                    sources: plugins.sources(),
+                }),
+                supervisor: shoal_supervisor::Supervisor::new(),
+            };
+            shoal_scheduler::Scheduler::new(client, shoal_scheduler::plugins::defaults(), config)
                 .run(shutdown)
                 .await;
             Ok(())
@@ -472,7 +542,8 @@ async fn main() -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));
             println!("Shoal controller-manager running");
-            shoal_controllers::run(client, config, shutdown).await;
+            let supervisor = shoal_supervisor::Supervisor::new();
+            shoal_controllers::run(client, config, &supervisor, shutdown).await;
             Ok(())
         }
         Command::SimulateNodes {

@@ -80,6 +80,7 @@ pub async fn start_kubelet(
     token: Option<String>,
     args: &KubeletArgs,
     data_dir: &Path,
+    supervisor: shoal_supervisor::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let dir = data_dir.join("kubelet");
@@ -120,7 +121,7 @@ pub async fn start_kubelet(
     config.port = listener.local_addr()?.port();
     let tls =
         shoal_kubelet::server::self_signed_tls(&[config.address.to_string(), node_name.clone()])?;
-    let kubelet = Kubelet::new(config, client, Arc::new(runtime));
+    let kubelet = Kubelet::new(config, client, Arc::new(runtime), supervisor);
     let app = shoal_kubelet::server::router(kubelet.clone(), token);
     tokio::spawn(shoal_apiserver::tls::serve(
         listener,
