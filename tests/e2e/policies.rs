@@ -40,13 +40,18 @@ fn pod(name: &str, privileged: bool) -> String {
 
 /// Puts `file` into the ConfigMap kube-system/modules under `policy.wasm`.
 fn set_module(c: &Cluster, file: &std::path::Path) {
+    put_module(c, "kube-system", "modules", file);
+}
+
+/// Puts `file` into the ConfigMap `ns/name` under `policy.wasm`.
+fn put_module(c: &Cluster, ns: &str, name: &str, file: &std::path::Path) {
     let from = format!("--from-file=policy.wasm={}", file.display());
     let out = c.ok(&[
         "create",
         "configmap",
-        "modules",
+        name,
         "-n",
-        "kube-system",
+        ns,
         &from,
         "--dry-run=client",
         "-o",
@@ -132,11 +137,11 @@ fn admission_policies_deny_mutate_warn_and_reload_without_a_restart() {
     );
 
     // Monitor mode lets the object in with a warning; protect mode then denies it.
-    let labels = policy("require-labels");
+    // A namespaced policy takes its module from a ConfigMap of its own namespace.
+    put_module(&c, "default", "team-modules", &policy("require-labels"));
     let monitor = |mode: &str| {
         format!(
-            "apiVersion: policy.shoal.dev/v1\nkind: AdmissionPolicy\nmetadata: {{name: needs-team, namespace: default}}\nspec:\n  module: {}\n  mode: {mode}\n  settings: {{labels: [team]}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [configmaps]}}]\n",
-            labels.display()
+            "apiVersion: policy.shoal.dev/v1\nkind: AdmissionPolicy\nmetadata: {{name: needs-team, namespace: default}}\nspec:\n  module: configmap://team-modules/policy.wasm\n  mode: {mode}\n  settings: {{labels: [team]}}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [configmaps]}}]\n"
         )
     };
     c.apply(&monitor("monitor"));
@@ -374,7 +379,8 @@ fn policies_are_pulled_from_an_oci_registry_and_checked_by_digest() {
         .unwrap()
         .to_owned();
 
-    let c = Cluster::start().unwrap();
+    // The registry listens on loopback, which module sources may use only when allowed.
+    let c = Cluster::start_with(&["--allow-loopback-plugin-sources"]).unwrap();
     let cap = |name: &str, digest: &str| {
         format!(
             "apiVersion: policy.shoal.dev/v1\nkind: ClusterAdmissionPolicy\nmetadata: {{name: {name}}}\nspec:\n  module: registry://{image}\n  moduleDigest: sha256:{digest}\n  rules: [{{operations: [CREATE], apiGroups: [\"\"], resources: [pods]}}]\n"

@@ -33,8 +33,20 @@ pub fn router(kubelet: Arc<Kubelet>, token: Option<String>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/healthz", axum::routing::get(healthz))
         .with_state(AppState { kubelet, token })
+}
+
+/// Healthy while every supervised task of the kubelet (lease, pod manager, pod workers)
+/// runs; otherwise 500 naming the failing tasks.
+async fn healthz(State(s): State<AppState>) -> (StatusCode, String) {
+    let (ok, body) = s.kubelet.supervisor.readyz(false);
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    (code, body)
 }
 
 /// A self-signed certificate for `names` (IPs or DNS names), as a kubelet without a serving

@@ -297,9 +297,14 @@ impl<B: Backend> Loader<B> {
         }
     }
 
-    /// Writes the statuses that changed (call it once the consumer has the set [`Loader::sync`]
-    /// returned) and records pending notices as Events.
+    /// Records pending notices as Events, then writes the statuses that changed (call it once
+    /// the consumer has the set [`Loader::sync`] returned). Events first: a status that shows
+    /// a failure or a bench has its Event already.
     pub async fn report(&mut self) {
+        while let Ok(notice) = self.received.try_recv() {
+            let uid = self.loaded.get(&notice.key).map(|e| e.uid.as_str());
+            self.backend.record(&notice.key, uid, &notice).await;
+        }
         for (key, entry) in self.loaded.iter_mut() {
             let want = status(entry);
             if want == entry.written {
@@ -309,10 +314,6 @@ impl<B: Backend> Loader<B> {
                 Ok(()) => entry.written = want,
                 Err(e) => tracing::debug!(plugin = %key, error = %e, "cannot write plugin status"),
             }
-        }
-        while let Ok(notice) = self.received.try_recv() {
-            let uid = self.loaded.get(&notice.key).map(|e| e.uid.as_str());
-            self.backend.record(&notice.key, uid, &notice).await;
         }
     }
 

@@ -342,7 +342,8 @@ impl Backend for SchedulerPlugins {
                 shoal_api::policy::VERSION
             ),
             kind: key.kind.into(),
-            namespace: "default".into(),
+            // Cluster-scoped: no namespace on the object, the Event lives in `default`.
+            namespace: String::new(),
             name: key.name.clone(),
             uid: uid.map(str::to_owned),
             ..Default::default()
@@ -352,7 +353,7 @@ impl Backend for SchedulerPlugins {
             host: None,
         };
         let now = jiff::Timestamp::now();
-        let value = shoal_api::events::core_event(
+        let mut value = shoal_api::events::core_event(
             &about,
             &source,
             notice.type_,
@@ -361,6 +362,7 @@ impl Backend for SchedulerPlugins {
             &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
             now.as_nanosecond(),
         );
+        value["metadata"]["namespace"] = serde_json::json!("default");
         let Ok(event) = serde_json::from_value::<Event>(value) else {
             return;
         };

@@ -75,6 +75,8 @@ pub struct Cluster {
     child: Option<Child>,
     pub data_dir: PathBuf,
     pub server: String,
+    /// Everything the process wrote to stderr (its log), also echoed to the test's stderr.
+    log: std::sync::Arc<std::sync::Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
     kube_cache: tempfile::TempDir,
     /// The etcd the cluster stores into, if any; stopped after the cluster.
@@ -84,9 +86,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `shoal up` on a fresh data directory.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts `shoal up ARGS` on a fresh data directory.
+    pub fn start_with(args: &[&str]) -> anyhow::Result<Self> {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().to_path_buf();
-        let mut c = Self::start_in(&dir, &["up"])?;
+        let mut c = Self::start_in(&dir, &[&["up"], args].concat())?;
         c._tmp = Some(tmp);
         Ok(c)
     }
@@ -118,14 +125,29 @@ impl Cluster {
             guest("hello");
             cmd.args(["--node-name", NODE, "--kubelet-port", "0"])
                 .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
-                .args(NODE_TIMING);
+                .args(NODE_TIMING)
+                // The sample plugins may be loaded from where they are built.
+                .arg("--plugin-dir")
+                .arg(guests_dir());
         }
         let mut child = cmd
-            .env("RUST_LOG", "warn")
+            // Plugins' output is logged at info.
+            .env("RUST_LOG", "warn,shoal_plugin_host=info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("spawning shoal")?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().context("shoal stderr")?;
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut log = kept.lock().unwrap_or_else(|p| p.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
         let stdout = child.stdout.take().context("shoal stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let server = loop {
@@ -147,6 +169,7 @@ impl Cluster {
             child: Some(child),
             data_dir: dir.to_owned(),
             server,
+            log,
             _tmp: None,
             kube_cache: tempfile::tempdir()?,
             etcd: None,
@@ -155,6 +178,11 @@ impl Cluster {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig")
+    }
+
+    /// What the process has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Runs kubectl with this cluster's kubeconfig and a private discovery cache.
