@@ -4,6 +4,7 @@
 use crate::engine::TICK;
 use shoal_runtime::ContainerConfig;
 use shoal_runtime::logs::{LogFile, Stream};
+use shoal_runtime::memory::{ContainerMemory, Exhausted};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -70,14 +71,52 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyEgress {
     }
 }
 
-/// `resources.limits.memory`: the sum of the instance's linear memories may not pass `limit`.
-/// Passing it traps the guest and marks the store, so the exit is reported as OOMKilled without
-/// matching error text.
-#[derive(Default)]
+/// What an instance costs the host before its memories and tables: the store, its WASI
+/// context and resource table, stacks' bookkeeping. Charged (never refused) when the instance is
+/// made, so thousands of idle instances cannot hide from the budget.
+pub const INSTANCE_BYTES: u64 = 32 << 10;
+/// Bytes a table element costs the host (a function reference).
+const TABLE_ELEMENT_BYTES: u64 = 8;
+/// Handles (streams, sockets, pollables, ...) one instance may hold at once: bounds the host
+/// state a guest can make, sockets included.
+pub const MAX_HANDLES: usize = 16_384;
+
+/// Charges an instance's linear memories and tables to its container (`resources.limits.memory`,
+/// across all the container's instances) and to the node's budget. A growth either refuses traps
+/// the guest and marks the store, so the exit is reported as OOMKilled without matching error
+/// text; everything is given back when the instance is dropped.
 pub struct MemoryCap {
-    limit: Option<usize>,
-    used: usize,
-    pub exceeded: bool,
+    memory: Arc<ContainerMemory>,
+    /// What this instance has charged.
+    used: u64,
+    /// Why a growth was refused, if one was.
+    pub exhausted: Option<Exhausted>,
+}
+
+impl MemoryCap {
+    pub fn new(memory: Arc<ContainerMemory>) -> Self {
+        memory.charge(INSTANCE_BYTES);
+        MemoryCap {
+            memory,
+            used: INSTANCE_BYTES,
+            exhausted: None,
+        }
+    }
+
+    fn grow(&mut self, bytes: u64) -> wasmtime::Result<bool> {
+        if let Err(why) = self.memory.grow(bytes) {
+            self.exhausted = Some(why);
+            wasmtime::bail!("{}: {bytes} more bytes wanted", why.message());
+        }
+        self.used += bytes;
+        Ok(true)
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        self.memory.release(self.used);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
@@ -90,22 +129,19 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         if maximum.is_some_and(|m| desired > m) {
             return Ok(false);
         }
-        let after = self.used - current.min(self.used) + desired;
-        if self.limit.is_some_and(|l| after > l) {
-            self.exceeded = true;
-            wasmtime::bail!("memory limit exceeded: {desired} bytes wanted");
-        }
-        self.used = after;
-        Ok(true)
+        self.grow(desired.saturating_sub(current) as u64)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(maximum.is_none_or(|m| desired <= m) && desired <= 1_000_000)
+        if maximum.is_some_and(|m| desired > m) || desired > 1_000_000 {
+            return Ok(false);
+        }
+        self.grow(desired.saturating_sub(current) as u64 * TABLE_ELEMENT_BYTES)
     }
 }
 
@@ -147,6 +183,13 @@ impl CpuBudget {
     }
 }
 
+/// What every instance of a container shares: its memory account and CPU share.
+#[derive(Clone)]
+pub struct Shares {
+    pub memory: Arc<ContainerMemory>,
+    pub cpu: Option<Arc<CpuBudget>>,
+}
+
 /// Builds the store for one instance of `cfg` running in a pod at `ip`.
 pub fn new_store(
     engine: &wasmtime::Engine,
@@ -155,7 +198,7 @@ pub fn new_store(
     args: &[String],
     ip: IpAddr,
     (stdout, stderr): (AsyncStdoutStream, AsyncStdoutStream),
-    cpu: Option<Arc<CpuBudget>>,
+    shares: Shares,
 ) -> Result<Store<Guest>, std::io::Error> {
     let mut b = WasiCtxBuilder::new();
     b.arg(argv0)
@@ -181,16 +224,15 @@ pub fn new_store(
             addr.ip() == ip && matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind);
         Box::pin(async move { ok })
     });
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES);
     let guest = Guest {
         wasi: b.build(),
-        table: ResourceTable::new(),
+        table,
         http: WasiHttpCtx::new(),
         hooks: DenyEgress,
-        memory: MemoryCap {
-            limit: cfg.memory_limit.map(|l| l as usize),
-            ..Default::default()
-        },
-        cpu,
+        memory: MemoryCap::new(shares.memory),
+        cpu: shares.cpu,
         resumed_at: Instant::now(),
     };
     let mut store = Store::new(engine, guest);
@@ -290,16 +332,24 @@ mod tests {
     }
 
     #[test]
-    fn memory_cap_counts_every_memory_and_marks_the_store() {
+    fn memory_cap_counts_every_memory_and_table_and_gives_it_back() {
+        use shoal_runtime::memory::MemoryBudget;
         use wasmtime::ResourceLimiter;
-        let mut cap = MemoryCap {
-            limit: Some(100),
-            ..Default::default()
-        };
+        let node = MemoryBudget::new(None);
+        let container = ContainerMemory::new(Some(INSTANCE_BYTES + 110), node.clone());
+        let mut cap = MemoryCap::new(container.clone());
         assert!(cap.memory_growing(0, 60, None).unwrap());
         assert!(cap.memory_growing(0, 30, None).unwrap());
         assert!(cap.memory_growing(60, 70, None).unwrap());
+        assert!(cap.table_growing(0, 1, None).unwrap());
         assert!(cap.memory_growing(70, 80, None).is_err());
-        assert!(cap.exceeded);
+        assert_eq!(cap.exhausted, Some(Exhausted::Limit));
+        assert_eq!(node.used(), INSTANCE_BYTES + 108);
+        // A second instance of the same container shares its limit.
+        let mut other = MemoryCap::new(container.clone());
+        assert!(other.memory_growing(0, 1, None).is_err());
+        drop(cap);
+        drop(other);
+        assert_eq!((container.used(), node.used()), (0, 0));
     }
 }

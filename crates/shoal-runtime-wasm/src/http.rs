@@ -18,6 +18,12 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 /// Builds the store for one request.
 pub type StoreFactory = Arc<dyn Fn() -> std::io::Result<Store<Guest>> + Send + Sync>;
 
+/// Connections one container serves at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Instances (requests in progress) one container has at once; more requests wait for one to
+/// finish. With the memory budget, this bounds the host state a burst of requests can make.
+pub const MAX_INSTANCES: usize = 256;
+
 /// Serves until `stop` fires, then lets requests in flight finish for up to `grace()`.
 pub async fn serve(
     listener: TcpListener,
@@ -27,18 +33,20 @@ pub async fn serve(
     grace: impl Fn() -> Duration,
 ) {
     let mut conns = JoinSet::new();
+    let instances = Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            accepted = listener.accept() => {
+            accepted = listener.accept(), if conns.len() < MAX_CONNECTIONS => {
                 let Ok((sock, _)) = accepted else { continue };
                 // Without it a guest's chunked body waits ~40 ms on Nagle and delayed ACKs.
                 let _ = sock.set_nodelay(true);
                 let pre = pre.clone();
                 let new_store = new_store.clone();
+                let instances = instances.clone();
                 conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        handle(pre.clone(), new_store.clone(), req)
+                        handle(pre.clone(), new_store.clone(), instances.clone(), req)
                     });
                     let _ = http1::Builder::new()
                         .keep_alive(true)
@@ -60,9 +68,12 @@ pub async fn serve(
 async fn handle(
     pre: ProxyPre<Guest>,
     new_store: StoreFactory,
+    instances: Arc<tokio::sync::Semaphore>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
     use http_body_util::BodyExt;
+    // Held until the response head is ready; the semaphore is never closed.
+    let _permit = instances.acquire_owned().await;
     Ok(match instance(pre, new_store, req).await {
         Ok(resp) => resp,
         Err(e) => {

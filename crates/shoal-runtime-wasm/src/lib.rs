@@ -14,9 +14,10 @@ pub mod images;
 pub mod registry;
 
 use engine::{Compiled, ComponentCache, Kind};
-use guest::{Capture, CpuBudget, Guest, LogWriter};
+use guest::{Capture, CpuBudget, Guest, LogWriter, Shares};
 use images::ImageStore;
 use shoal_runtime::logs::{LogFile, Stream};
+use shoal_runtime::memory::{ContainerMemory, MemoryBudget};
 use shoal_runtime::*;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -52,7 +53,7 @@ struct Container {
     config: Arc<ContainerConfig>,
     argv0: String,
     pre: Pre,
-    cpu: Option<Arc<CpuBudget>>,
+    shares: Shares,
     status: StatusCell,
     stop: CancellationToken,
     grace: Arc<Mutex<Duration>>,
@@ -61,7 +62,8 @@ struct Container {
 
 #[derive(Default)]
 struct State {
-    sandboxes: HashMap<SandboxId, Sandbox>,
+    /// Sandboxes and the uid of their pod.
+    sandboxes: HashMap<SandboxId, (Sandbox, String)>,
     containers: HashMap<ContainerId, Container>,
     next: u64,
 }
@@ -72,6 +74,7 @@ pub struct WasmRuntime {
     cache: ComponentCache,
     linker: Linker<Guest>,
     pool: IpPool,
+    budget: Arc<MemoryBudget>,
     guests: Option<tokio::runtime::Runtime>,
     state: Mutex<State>,
 }
@@ -118,6 +121,7 @@ impl WasmRuntime {
             cache: ComponentCache::new(&engine, &data_dir.join("compiled"))?,
             linker,
             pool: IpPool::new(pod_cidr)?,
+            budget: MemoryBudget::new(None),
             guests: Some(guests),
             state: Mutex::new(State::default()),
         })
@@ -125,6 +129,12 @@ impl WasmRuntime {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// The node's memory for pods: every instance's memories, tables and host-side state are
+    /// charged to it (the kubelet sets its limit from the node's reservations).
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -197,12 +207,8 @@ async fn run_command(
                     reason::ERROR
                 };
                 (code, why, String::new())
-            } else if store.data().memory.exceeded {
-                (
-                    OOM_EXIT,
-                    reason::OOM_KILLED,
-                    "the container reached its memory limit".into(),
-                )
+            } else if let Some(why) = store.data().memory.exhausted {
+                (OOM_EXIT, reason::OOM_KILLED, why.message().into())
             } else {
                 let msg = match e.downcast_ref::<wasmtime::Trap>() {
                     Some(trap) => format!("wasm trap: {trap}"),
@@ -269,7 +275,7 @@ impl PodRuntime for WasmRuntime {
         s.next += 1;
         let id = SandboxId(format!("{}-{}", config.uid, s.next));
         let sb = Sandbox { id: id.clone(), ip };
-        s.sandboxes.insert(id, sb.clone());
+        s.sandboxes.insert(id, (sb.clone(), config.uid.clone()));
         Ok(sb)
     }
 
@@ -291,7 +297,7 @@ impl PodRuntime for WasmRuntime {
         self.stop_pod_sandbox(id).await?;
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
-        if let Some(sb) = s.sandboxes.remove(id) {
+        if let Some((sb, _)) = s.sandboxes.remove(id) {
             self.pool.release(sb.ip);
         }
         Ok(())
@@ -306,7 +312,7 @@ impl PodRuntime for WasmRuntime {
             .lock()
             .sandboxes
             .get(sandbox)
-            .map(|s| s.ip)
+            .map(|(s, _)| s.ip)
             .ok_or_else(|| RuntimeError::SandboxNotFound(sandbox.clone()))?;
         let image = self
             .resolve(&config.image)?
@@ -359,7 +365,10 @@ impl PodRuntime for WasmRuntime {
             Container {
                 sandbox: sandbox.clone(),
                 ip,
-                cpu: config.cpu_limit_millis.map(CpuBudget::new),
+                shares: Shares {
+                    memory: ContainerMemory::new(config.memory_limit, self.budget.clone()),
+                    cpu: config.cpu_limit_millis.map(CpuBudget::new),
+                },
                 config: Arc::new(config),
                 argv0,
                 pre,
@@ -373,7 +382,7 @@ impl PodRuntime for WasmRuntime {
     }
 
     async fn start_container(&self, id: &ContainerId) -> Result<()> {
-        let (cfg, argv0, ip, pre, cpu, status, stop, grace) = {
+        let (cfg, argv0, ip, pre, shares, status, stop, grace) = {
             let s = self.lock();
             let c = s
                 .containers
@@ -385,7 +394,7 @@ impl PodRuntime for WasmRuntime {
                 c.argv0.clone(),
                 c.ip,
                 c.pre.clone(),
-                c.cpu.clone(),
+                c.shares.clone(),
                 c.status.clone(),
                 c.stop.clone(),
                 c.grace.clone(),
@@ -395,12 +404,19 @@ impl PodRuntime for WasmRuntime {
         let engine = self.cache.engine().clone();
         let task = match pre {
             Pre::Command(pre) => {
-                let store =
-                    guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, log_streams(&log), cpu)
-                        .map_err(|e| RuntimeError::CreateContainer {
-                            name: cfg.name.clone(),
-                            reason: e.to_string(),
-                        })?;
+                let store = guest::new_store(
+                    &engine,
+                    &cfg,
+                    &argv0,
+                    &cfg.args,
+                    ip,
+                    log_streams(&log),
+                    shares,
+                )
+                .map_err(|e| RuntimeError::CreateContainer {
+                    name: cfg.name.clone(),
+                    reason: e.to_string(),
+                })?;
                 let status = status.clone();
                 // Running before the guest can finish, so its exit is never overwritten.
                 status.mark_running();
@@ -434,7 +450,7 @@ impl PodRuntime for WasmRuntime {
                             &cfg.args,
                             ip,
                             log_streams(&log),
-                            cpu.clone(),
+                            shares.clone(),
                         )
                     })
                 };
@@ -517,7 +533,7 @@ impl PodRuntime for WasmRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult> {
-        let (cfg, argv0, ip, pre, cpu) = {
+        let (cfg, argv0, ip, pre, shares) = {
             let s = self.lock();
             let c = s
                 .containers
@@ -528,7 +544,7 @@ impl PodRuntime for WasmRuntime {
                 c.argv0.clone(),
                 c.ip,
                 c.pre.clone(),
-                c.cpu.clone(),
+                c.shares.clone(),
             )
         };
         let Pre::Command(pre) = pre else {
@@ -549,7 +565,7 @@ impl PodRuntime for WasmRuntime {
                 AsyncStdoutStream::new(STDIO_BUDGET, out.clone()),
                 AsyncStdoutStream::new(STDIO_BUDGET, err.clone()),
             ),
-            cpu,
+            shares,
         )?;
         let task = self.spawn(run_command(pre, store));
         let abort = task.abort_handle();
@@ -572,5 +588,25 @@ impl PodRuntime for WasmRuntime {
             stdout: take(out),
             stderr,
         })
+    }
+
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
+        let s = self.lock();
+        Ok(s.sandboxes
+            .iter()
+            .map(|(id, (_, uid))| {
+                shoal_runtime::memory::sandbox_stats(
+                    id,
+                    uid,
+                    s.containers.values().map(|c| {
+                        (c.sandbox == *id).then(|| (c.config.name.clone(), c.shares.memory.used()))
+                    }),
+                )
+            })
+            .collect())
+    }
+
+    fn node_memory(&self) -> Option<NodeMemory> {
+        Some(self.budget.stats())
     }
 }

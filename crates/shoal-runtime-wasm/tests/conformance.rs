@@ -12,6 +12,7 @@ async fn harness() -> Harness {
         .import("shoal.local/exerciser:latest", &bytes)
         .unwrap();
     Harness {
+        budget: rt.memory_budget().clone(),
         runtime: Arc::new(rt),
         exerciser: "shoal.local/exerciser:latest".into(),
         dir: tmp.path().join("pods"),

@@ -16,6 +16,8 @@ pub struct Harness {
     pub exerciser: String,
     /// Where the case may put logs and volumes; removed by the caller.
     pub dir: std::path::PathBuf,
+    /// The runtime's node memory budget (cases set and reset its limit).
+    pub budget: Arc<crate::memory::MemoryBudget>,
     /// Keeps the harness's temporary state alive.
     pub guard: Box<dyn std::any::Any + Send>,
 }
@@ -32,6 +34,7 @@ macro_rules! runtime_conformance {
             environment_is_what_the_spec_grants,
             mounts_are_visible_to_the_container,
             memory_limit_is_a_hard_cap,
+            the_node_memory_budget_is_a_hard_cap_and_memory_is_given_back,
             a_crash_is_an_error_not_a_runtime_failure,
             stop_ends_a_running_container,
             exec_runs_in_the_sandbox,
@@ -193,6 +196,61 @@ pub async fn memory_limit_is_a_hard_cap(h: &Harness) {
     cfg.memory_limit = Some(32 << 20);
     let (st, _) = run_to_exit(h, "fits", cfg).await;
     assert_eq!(st.reason, reason::COMPLETED, "{st:?}");
+}
+
+/// Polls `f` every 50 ms for up to 10 s.
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within 10 s");
+}
+
+const MIB: u64 = 1 << 20;
+
+/// Every container's memory is charged to the node's budget while it runs (and reported per
+/// sandbox); a growth past the budget is `OOMKilled`, and an ended container gives its memory
+/// back.
+pub async fn the_node_memory_budget_is_a_hard_cap_and_memory_is_given_back(h: &Harness) {
+    let rt = &h.runtime;
+    rt.pull_image(&h.exerciser).await.expect("pull_image");
+    let sb = sandbox(h, "hog").await;
+    let id = rt
+        .create_container(&sb.id, config(h, "hog", &["alloc", "64", "sleep", "60"]))
+        .await
+        .expect("create_container");
+    rt.start_container(&id).await.expect("start_container");
+    let held = eventually("the hog's memory is charged", async || {
+        let stats = rt.list_pod_sandbox_stats().await.ok()?;
+        let s = stats.into_iter().find(|s| s.id == sb.id)?;
+        (s.memory_bytes >= 64 * MIB).then_some(s)
+    })
+    .await;
+    assert_eq!(held.uid, "uid-hog");
+    assert_eq!(held.containers.len(), 1);
+    assert_eq!(held.containers[0].0, "hog");
+    let node = rt.node_memory().expect("the runtime keeps a node budget");
+    assert!(node.used_bytes >= 64 * MIB, "{node:?}");
+
+    // 32 MiB left for pods: a container wanting 64 more is killed for it.
+    h.budget.set_limit(Some(node.used_bytes + 32 * MIB));
+    let (st, _) = run_to_exit(h, "greedy", config(h, "greedy", &["alloc", "64"])).await;
+    h.budget.set_limit(None);
+    assert_eq!(st.reason, reason::OOM_KILLED, "{st:?}");
+    assert_eq!(st.exit_code, 137);
+    assert!(st.message.contains("node"), "{st:?}");
+
+    rt.stop_container(&id, Duration::ZERO)
+        .await
+        .expect("stop_container");
+    eventually("the hog's memory is given back", async || {
+        let used = rt.node_memory()?.used_bytes;
+        (used + 60 * MIB <= node.used_bytes).then_some(())
+    })
+    .await;
 }
 
 pub async fn a_crash_is_an_error_not_a_runtime_failure(h: &Harness) {

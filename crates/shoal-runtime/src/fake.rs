@@ -3,9 +3,10 @@
 //! conformance suite, so the kubelet's lifecycle logic can be tested without wasmtime.
 
 use crate::logs::{LogFile, Stream};
+use crate::memory::{ContainerMemory, MemoryBudget};
 use crate::*;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -13,12 +14,14 @@ struct FakeContainer {
     sandbox: SandboxId,
     config: ContainerConfig,
     status: StatusCell,
+    memory: Arc<ContainerMemory>,
     task: Option<tokio::task::AbortHandle>,
 }
 
 #[derive(Default)]
 struct State {
-    sandboxes: HashMap<SandboxId, Sandbox>,
+    /// Sandboxes and the uid of their pod.
+    sandboxes: HashMap<SandboxId, (Sandbox, String)>,
     containers: HashMap<ContainerId, FakeContainer>,
     next: u64,
 }
@@ -27,7 +30,21 @@ struct State {
 pub struct FakeRuntime {
     images: Vec<ImageRef>,
     pool: IpPool,
+    budget: Arc<MemoryBudget>,
     state: Mutex<State>,
+}
+
+/// Memory an interpreted container holds (its `alloc` steps), given back when it ends,
+/// however it ends.
+struct Held {
+    memory: Arc<ContainerMemory>,
+    bytes: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.memory.release(self.bytes);
+    }
 }
 
 impl FakeRuntime {
@@ -45,8 +62,14 @@ impl FakeRuntime {
         Ok(FakeRuntime {
             images,
             pool: IpPool::new(cidr)?,
+            budget: MemoryBudget::new(None),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// The node's memory for pods, which `alloc` steps are charged to.
+    pub fn memory_budget(&self) -> &Arc<MemoryBudget> {
+        &self.budget
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -71,14 +94,27 @@ impl FakeRuntime {
     }
 }
 
-/// Runs the step language against a fake "guest"; returns (exit code, reason).
+/// Runs the step language against a fake "guest"; returns (exit code, reason, message).
 async fn interpret(
     cfg: &ContainerConfig,
     args: &[String],
     out: &mut (dyn FnMut(Stream, String) + Send),
-) -> (i32, &'static str) {
+    held: &mut Held,
+) -> (i32, &'static str, String) {
+    let (code, why) = steps(cfg, args, out, held).await;
+    match why {
+        Err(exhausted) => (code, reason::OOM_KILLED, exhausted.message().to_owned()),
+        Ok(why) => (code, why, String::new()),
+    }
+}
+
+async fn steps(
+    cfg: &ContainerConfig,
+    args: &[String],
+    out: &mut (dyn FnMut(Stream, String) + Send),
+    held: &mut Held,
+) -> (i32, Result<&'static str, crate::memory::Exhausted>) {
     let mut it = args.iter();
-    let mut allocated: u64 = 0;
     if args.is_empty() {
         std::future::pending::<()>().await;
     }
@@ -103,39 +139,40 @@ async fn interpret(
                     Some(Ok(body)) => out(Stream::Stdout, body.trim_end_matches('\n').to_owned()),
                     _ => {
                         out(Stream::Stderr, format!("read {path}: not found"));
-                        return (2, reason::ERROR);
+                        return (2, Ok(reason::ERROR));
                     }
                 }
             }
             "alloc" => {
-                allocated += arg().parse::<f64>().unwrap_or(0.0) as u64 * (1 << 20);
-                if cfg.memory_limit.is_some_and(|l| allocated > l) {
-                    return (137, reason::OOM_KILLED);
+                let bytes = (arg().parse::<f64>().unwrap_or(0.0) * f64::from(1 << 20)) as u64;
+                if let Err(e) = held.memory.grow(bytes) {
+                    return (137, Err(e));
                 }
+                held.bytes += bytes;
             }
             "sleep" | "spin" => {
                 let secs = arg().parse::<f64>().unwrap_or(0.0);
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             }
-            "crash" => return (134, reason::ERROR),
+            "crash" => return (134, Ok(reason::ERROR)),
             "exit" => {
                 let code = arg().parse().unwrap_or(1);
                 return (
                     code,
-                    if code == 0 {
+                    Ok(if code == 0 {
                         reason::COMPLETED
                     } else {
                         reason::ERROR
-                    },
+                    }),
                 );
             }
             other => {
                 out(Stream::Stderr, format!("unknown step {other:?}"));
-                return (2, reason::ERROR);
+                return (2, Ok(reason::ERROR));
             }
         }
     }
-    (0, reason::COMPLETED)
+    (0, Ok(reason::COMPLETED))
 }
 
 #[async_trait]
@@ -169,7 +206,7 @@ impl PodRuntime for FakeRuntime {
         s.next += 1;
         let id = SandboxId(format!("fake-sandbox-{}-{}", config.name, s.next));
         let sb = Sandbox { id: id.clone(), ip };
-        s.sandboxes.insert(id, sb.clone());
+        s.sandboxes.insert(id, (sb.clone(), config.uid.clone()));
         Ok(sb)
     }
 
@@ -185,7 +222,7 @@ impl PodRuntime for FakeRuntime {
         for c in ids {
             self.stop_container(&c, Duration::ZERO).await?;
         }
-        if let Some(sb) = self.lock().sandboxes.get(id) {
+        if let Some((sb, _)) = self.lock().sandboxes.get(id) {
             self.pool.release(sb.ip);
         }
         Ok(())
@@ -194,7 +231,7 @@ impl PodRuntime for FakeRuntime {
     async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
-        if let Some(sb) = s.sandboxes.remove(id) {
+        if let Some((sb, _)) = s.sandboxes.remove(id) {
             self.pool.release(sb.ip);
         }
         Ok(())
@@ -217,12 +254,14 @@ impl PodRuntime for FakeRuntime {
         s.next += 1;
         let id = ContainerId(format!("fake-{}-{}", config.name, s.next));
         let status = StatusCell::created(&id, &config.name, image.digest);
+        let memory = ContainerMemory::new(config.memory_limit, self.budget.clone());
         s.containers.insert(
             id.clone(),
             FakeContainer {
                 sandbox: sandbox.clone(),
                 config,
                 status,
+                memory,
                 task: None,
             },
         );
@@ -239,15 +278,18 @@ impl PodRuntime for FakeRuntime {
         c.status.mark_running();
         let cfg = c.config.clone();
         let status = c.status.clone();
+        let memory = c.memory.clone();
         let log = LogFile::create(&cfg.log_path)?;
         c.task = Some(
             tokio::spawn(async move {
                 let mut out = |stream, line: String| {
                     let _ = log.write(stream, format!("{line}\n").as_bytes());
                 };
-                let (code, why) = interpret(&cfg, &cfg.args, &mut out).await;
+                let mut held = Held { memory, bytes: 0 };
+                let (code, why, msg) = interpret(&cfg, &cfg.args, &mut out, &mut held).await;
+                drop(held);
                 let _ = log.flush();
-                status.finish(code, why, String::new());
+                status.finish(code, why, msg);
             })
             .abort_handle(),
         );
@@ -288,13 +330,13 @@ impl PodRuntime for FakeRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult> {
-        let cfg = {
+        let (cfg, memory) = {
             let s = self.lock();
             let c = s
                 .containers
                 .get(id)
                 .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
-            c.config.clone()
+            (c.config.clone(), c.memory.clone())
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut out = |stream, line: String| {
@@ -306,7 +348,8 @@ impl PodRuntime for FakeRuntime {
             buf.extend_from_slice(line.as_bytes());
             buf.push(b'\n');
         };
-        let (code, _) = tokio::time::timeout(timeout, interpret(&cfg, cmd, &mut out))
+        let mut held = Held { memory, bytes: 0 };
+        let (code, _, _) = tokio::time::timeout(timeout, interpret(&cfg, cmd, &mut out, &mut held))
             .await
             .map_err(|_| RuntimeError::ExecTimeout(timeout))?;
         Ok(ExecResult {
@@ -314,6 +357,26 @@ impl PodRuntime for FakeRuntime {
             stdout,
             stderr,
         })
+    }
+
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
+        let s = self.lock();
+        Ok(s.sandboxes
+            .iter()
+            .map(|(id, (_, uid))| {
+                crate::memory::sandbox_stats(
+                    id,
+                    uid,
+                    s.containers.values().map(|c| {
+                        (c.sandbox == *id).then(|| (c.config.name.clone(), c.memory.used()))
+                    }),
+                )
+            })
+            .collect())
+    }
+
+    fn node_memory(&self) -> Option<NodeMemory> {
+        Some(self.budget.stats())
     }
 }
 
@@ -330,10 +393,10 @@ mod tests {
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let runtime = FakeRuntime::new("127.64.0.0/24", &["shoal.local/exerciser:latest"]).unwrap();
         Harness {
-            runtime: Arc::new(
-                FakeRuntime::new("127.64.0.0/24", &["shoal.local/exerciser:latest"]).unwrap(),
-            ),
+            budget: runtime.memory_budget().clone(),
+            runtime: Arc::new(runtime),
             exerciser: "shoal.local/exerciser:latest".into(),
             guard: Box::new(Cleanup(dir.clone())),
             dir,

@@ -12,6 +12,7 @@ pub mod conformance;
 pub mod fake;
 mod ip;
 pub mod logs;
+pub mod memory;
 mod status;
 mod types;
 
@@ -100,4 +101,12 @@ pub trait PodRuntime: Send + Sync + 'static {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult>;
+
+    /// What every live sandbox uses now (CRI's `ListPodSandboxStats`).
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>>;
+    /// The node-wide memory budget the runtime enforces for all pods together, if it has one
+    /// (the kubelet's memory eviction signal is read from it).
+    fn node_memory(&self) -> Option<NodeMemory> {
+        None
+    }
 }

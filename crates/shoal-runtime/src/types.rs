@@ -145,3 +145,24 @@ pub mod reason {
 pub fn now_nanos() -> i64 {
     jiff::Timestamp::now().as_nanosecond() as i64
 }
+
+/// What one sandbox's containers use now, as the runtime measures it (CRI's
+/// `PodSandboxStats`, memory only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxStats {
+    pub id: SandboxId,
+    /// The pod's uid (from its [`SandboxConfig`]).
+    pub uid: String,
+    /// Memory of all the sandbox's containers, in bytes.
+    pub memory_bytes: u64,
+    /// Per container (by name, the latest run of each): memory in bytes.
+    pub containers: Vec<(String, u64)>,
+}
+
+/// The memory a runtime lets all pods of the node use together, and how much they use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeMemory {
+    /// The budget: growth past it fails in the guest.
+    pub limit_bytes: u64,
+    pub used_bytes: u64,
+}

@@ -8,7 +8,7 @@
 //! - `loop`: never returns;
 //! - `allocate`: allocates until the memory cap stops it;
 //! - `stack`: recurses until its stack (in linear memory) overflows;
-//! - `flood`: writes 100,000 lines to stderr, then allows;
+//! - `flood`: writes 10,000 lines to stderr, then allows;
 //! - `malformed`: answers for one node more than it was given;
 //! - `slow`: spins for `iterations` rounds (to finish just under a deadline), then allows.
 
@@ -65,7 +65,7 @@ fn misbehave(n: u32) -> usize {
             std::hint::black_box(recurse(0));
         }
         "flood" => {
-            for i in 0..100_000 {
+            for i in 0..10_000 {
                 eprintln!("hostile plugin flood line {i}");
             }
         }

@@ -1,0 +1,222 @@
+//! The node's memory for pods, charged as it is used.
+//!
+//! A runtime that sees every byte its guests take (the Wasm runtime sees every linear-memory
+//! and table growth) charges each container's growth to the container's own limit
+//! (`resources.limits.memory`, across all its instances) and to one [`MemoryBudget`] for the
+//! whole node: `capacity - kube-reserved - system-reserved`. A growth that would pass either
+//! fails in the guest, which the runtime reports as `OOMKilled`, so a pod without a limit may
+//! use what is free but never what is reserved for the control plane and the system. The
+//! kubelet reads [`MemoryBudget::stats`] as its `memory.available` eviction signal.
+//!
+//! Charging is a compare-and-swap on two counters; releasing, two subtractions.
+
+use crate::NodeMemory;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// All pods' memory on a node; cheap to share.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    /// `u64::MAX`: no budget.
+    limit: AtomicU64,
+    used: AtomicU64,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        MemoryBudget {
+            limit: AtomicU64::new(u64::MAX),
+            used: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MemoryBudget {
+    pub fn new(limit: Option<u64>) -> Arc<Self> {
+        let b = Arc::new(MemoryBudget::default());
+        b.set_limit(limit);
+        b
+    }
+
+    /// Sets the budget (`None`: unlimited); memory already used stays charged.
+    pub fn set_limit(&self, limit: Option<u64>) {
+        self.limit
+            .store(limit.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        Some(self.limit.load(Ordering::Relaxed)).filter(|l| *l != u64::MAX)
+    }
+
+    /// Charges `bytes` if they fit under the budget.
+    pub fn try_charge(&self, bytes: u64) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|after| *after <= limit)
+            })
+            .is_ok()
+    }
+
+    /// Charges `bytes` whatever the budget says (host-side state an instance needs to exist;
+    /// its growth is what the budget refuses).
+    pub fn charge(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    pub fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The budget and what is used of it (the budget reads as the machine's memory when
+    /// there is none).
+    pub fn stats(&self) -> NodeMemory {
+        NodeMemory {
+            limit_bytes: self
+                .limit()
+                .unwrap_or_else(|| total_memory().unwrap_or(u64::MAX)),
+            used_bytes: self.used(),
+        }
+    }
+}
+
+/// Why a growth was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// The container's `resources.limits.memory`.
+    Limit,
+    /// The node's memory for pods.
+    Node,
+}
+
+impl Exhausted {
+    /// The message of the `OOMKilled` termination.
+    pub fn message(self) -> &'static str {
+        match self {
+            Exhausted::Limit => "the container reached its memory limit",
+            Exhausted::Node => {
+                "the node's memory for pods is exhausted (capacity less kube-reserved and system-reserved)"
+            }
+        }
+    }
+}
+
+/// One container's memory: its limit and what all its instances use together.
+#[derive(Debug)]
+pub struct ContainerMemory {
+    limit: Option<u64>,
+    used: AtomicU64,
+    budget: Arc<MemoryBudget>,
+}
+
+impl ContainerMemory {
+    pub fn new(limit: Option<u64>, budget: Arc<MemoryBudget>) -> Arc<Self> {
+        Arc::new(ContainerMemory {
+            limit,
+            used: AtomicU64::new(0),
+            budget,
+        })
+    }
+
+    /// Charges a growth of `bytes` to the container and the node, or refuses it.
+    pub fn grow(&self, bytes: u64) -> Result<(), Exhausted> {
+        let limit = self.limit.unwrap_or(u64::MAX);
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|after| *after <= limit)
+            })
+            .map_err(|_| Exhausted::Limit)?;
+        if !self.budget.try_charge(bytes) {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Exhausted::Node);
+        }
+        Ok(())
+    }
+
+    /// Charges `bytes` the container needs to exist at all (never refused).
+    pub fn charge(&self, bytes: u64) {
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+        self.budget.charge(bytes);
+    }
+
+    /// Gives `bytes` back (an instance ended).
+    pub fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+        self.budget.release(bytes);
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// A sandbox's stats from its containers' `(name, bytes)` (`None`: another sandbox's); a
+/// container restarted keeps one entry, its largest run.
+pub fn sandbox_stats(
+    id: &crate::SandboxId,
+    uid: &str,
+    containers: impl Iterator<Item = Option<(String, u64)>>,
+) -> crate::SandboxStats {
+    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    for (name, bytes) in containers.flatten() {
+        let e = by_name.entry(name).or_default();
+        *e = (*e).max(bytes);
+    }
+    crate::SandboxStats {
+        id: id.clone(),
+        uid: uid.to_owned(),
+        memory_bytes: by_name.values().sum(),
+        containers: by_name.into_iter().collect(),
+    }
+}
+
+/// Total memory of the machine, from `/proc/meminfo`.
+pub fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_refused_past_the_container_limit_or_the_node_budget() {
+        let node = MemoryBudget::new(Some(100));
+        let a = ContainerMemory::new(Some(60), node.clone());
+        let b = ContainerMemory::new(None, node.clone());
+        assert_eq!(a.grow(50), Ok(()));
+        assert_eq!(a.grow(20), Err(Exhausted::Limit));
+        assert_eq!(b.grow(40), Ok(()));
+        assert_eq!(b.grow(20), Err(Exhausted::Node), "50 + 40 + 20 > 100");
+        assert_eq!(node.used(), 90);
+        a.release(50);
+        assert_eq!(b.grow(20), Ok(()));
+        assert_eq!((a.used(), b.used(), node.used()), (0, 60, 60));
+        // Overhead is charged even past the budget; growth then waits for room.
+        b.charge(50);
+        assert_eq!(node.used(), 110);
+        assert_eq!(b.grow(1), Err(Exhausted::Node));
+        assert_eq!(
+            node.stats(),
+            NodeMemory {
+                limit_bytes: 100,
+                used_bytes: 110
+            }
+        );
+    }
+}
