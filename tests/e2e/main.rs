@@ -5,6 +5,7 @@ mod etcd_cluster;
 mod kube_client;
 mod kubectl;
 mod kubelet;
+mod memory;
 mod plugin_safety;
 mod policies;
 mod scheduler;

@@ -20,6 +20,14 @@ use std::time::Duration;
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 
+/// Node conditions that taint the node while they are True (Kubernetes' TaintNodesByCondition),
+/// with their NoSchedule taint.
+pub const PRESSURE_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
+
 /// How often nodes and pods are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
@@ -145,6 +153,31 @@ pub fn wanted_taints(current: &[Taint], ready: Option<&str>, now: &str) -> Vec<T
     out
 }
 
+/// `current` with a NoSchedule taint for each pressure condition that is True among
+/// `conditions` (type, status), and without those of conditions that are not.
+pub fn pressure_taints(current: &[Taint], conditions: &[(String, String)]) -> Vec<Taint> {
+    let on = |ty: &str| conditions.iter().any(|(t, s)| t == ty && s == "True");
+    let mut out: Vec<Taint> = current
+        .iter()
+        .filter(|t| {
+            PRESSURE_TAINTS
+                .iter()
+                .all(|(ty, key)| t.key != *key || on(ty))
+        })
+        .cloned()
+        .collect();
+    for (ty, key) in PRESSURE_TAINTS {
+        if on(ty) && !out.iter().any(|t| t.key == key && t.effect == "NoSchedule") {
+            out.push(Taint {
+                key: key.to_owned(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
 async fn check_node(
     client: &kube::Client,
     node: &Node,
@@ -189,7 +222,16 @@ async fn check_node(
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
-    let wanted = wanted_taints(&current, ready.as_deref(), &stamp);
+    let conditions: Vec<(String, String)> = node
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .map(|c| (c.type_.clone(), c.status.clone()))
+        .collect();
+    let wanted = pressure_taints(
+        &wanted_taints(&current, ready.as_deref(), &stamp),
+        &conditions,
+    );
     if wanted != current {
         api.patch(
             name,
@@ -316,6 +358,17 @@ mod tests {
         let nr = wanted_taints(&t, Some("False"), "x");
         assert!(nr.iter().all(|t| t.key != UNREACHABLE));
         assert!(nr.iter().any(|t| t.key == NOT_READY));
+    }
+
+    #[test]
+    fn pressure_conditions_taint_the_node_while_they_are_true() {
+        let cond = |ty: &str, st: &str| (ty.to_owned(), st.to_owned());
+        let t = pressure_taints(&[], &[cond("MemoryPressure", "True"), cond("Ready", "True")]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].key, "node.kubernetes.io/memory-pressure");
+        assert_eq!(t[0].effect, "NoSchedule");
+        let cleared = pressure_taints(&t, &[cond("MemoryPressure", "False")]);
+        assert!(cleared.is_empty());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!   after another (p50/p99);
 //! - a burst of pods created at once, until all are Running on the watch;
 //! - density: resident memory the process gains per idle HTTP pod with all of them running;
-//! - requests/s through one pod's HTTP front end (fresh instance per request).
+//! - requests/s through one pod's HTTP front end (fresh instance per request);
+//! - the node memory budget's bookkeeping: per growth and per instance (ns), and a command
+//!   pod's start-to-exit through the runtime with the budget enforced against none set,
+//!   alternating rounds in the same run.
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p shoal-kubelet --bench pods`). Sizes:
 //! SHOAL_BENCH_SEQUENTIAL (100), SHOAL_BENCH_BURST (1000), SHOAL_BENCH_HTTP_SECS (3).
@@ -107,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     // First, while the process is small, so freed memory does not hide what pods take.
     runtime_density(tmp.path(), burst).await?;
+    budget_costs(tmp.path()).await?;
     let store = Arc::new(shoal_store::memory::MemoryStore::new());
     let (addr, stop) = shoal_apiserver::serve_loopback(store, Default::default()).await?;
     let client = kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse()?))?;
@@ -254,6 +258,87 @@ async fn runtime_density(dir: &std::path::Path, n: usize) -> anyhow::Result<()> 
     println!(
         "runtime density: {n} more idle HTTP pods through PodRuntime alone: {} KiB per pod",
         after.saturating_sub(before) / n.max(1) as u64
+    );
+    Ok(())
+}
+
+/// What the node memory budget costs: the accounting per `memory.grow` and per instance, in
+/// process; and a command pod's start to exit through the runtime with a budget enforced and
+/// with none (alternating rounds).
+async fn budget_costs(dir: &std::path::Path) -> anyhow::Result<()> {
+    use shoal_runtime::memory::{ContainerMemory, MemoryBudget};
+    use shoal_runtime::{ContainerConfig, PodRuntime, SandboxConfig};
+    const N: u64 = 2_000_000;
+    let node = MemoryBudget::new(Some(1 << 40));
+    let container = ContainerMemory::new(None, node.clone());
+    let t = Instant::now();
+    for _ in 0..N {
+        container.grow(std::hint::black_box(64 << 10)).expect("fits");
+        container.release(std::hint::black_box(64 << 10));
+    }
+    let grow_ns = t.elapsed().as_nanos() as f64 / N as f64;
+    let t = Instant::now();
+    for _ in 0..N {
+        container.charge(std::hint::black_box(32 << 10));
+        container.release(std::hint::black_box(32 << 10));
+    }
+    let instance_ns = t.elapsed().as_nanos() as f64 / N as f64;
+    println!(
+        "memory budget bookkeeping: {grow_ns:.1} ns per memory.grow (charged and later released, to the container and the node), {instance_ns:.1} ns per instance made and dropped"
+    );
+
+    let rt = shoal_runtime_wasm::WasmRuntime::new(&dir.join("budget"), "127.98.0.0/16")?;
+    let bytes = std::fs::read(shoal_testkit::guest("hello"))?;
+    rt.images().import("shoal.local/hello:latest", &bytes)?;
+    let run = |i: usize| {
+        let rt = &rt;
+        async move {
+            let pod_dir = dir.join(format!("budget/pods/b-{i}"));
+            let t = Instant::now();
+            let sb = rt
+                .run_pod_sandbox(&SandboxConfig {
+                    name: format!("b-{i}"),
+                    namespace: "default".into(),
+                    uid: format!("b-{i}"),
+                    log_directory: pod_dir.clone(),
+                })
+                .await?;
+            let id = rt
+                .create_container(
+                    &sb.id,
+                    ContainerConfig {
+                        name: "hello".into(),
+                        image: "shoal.local/hello:latest".into(),
+                        log_path: pod_dir.join("hello/0.log"),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            rt.start_container(&id).await?;
+            rt.wait_container(&id).await?;
+            let took = t.elapsed();
+            rt.remove_pod_sandbox(&sb.id).await?;
+            anyhow::Ok(took)
+        }
+    };
+    run(0).await?; // compiles the component once
+    let (mut enforced, mut unset) = (Vec::new(), Vec::new());
+    for round in 0..10 {
+        for (limit, out) in [(Some(16u64 << 30), &mut enforced), (None, &mut unset)] {
+            rt.memory_budget().set_limit(limit);
+            for i in 0..50 {
+                out.push(run(1 + round * 100 + i + if limit.is_some() { 0 } else { 50 }).await?);
+            }
+        }
+    }
+    enforced.sort();
+    unset.sort();
+    println!(
+        "command pod start to exit through the runtime (hello, 500 each, alternating): budget enforced p50 {:?} p99 {:?}; no budget p50 {:?} p99 {:?}",
+        percentile(&enforced, 0.5),
+        percentile(&enforced, 0.99),
+        percentile(&unset, 0.5),
+        percentile(&unset, 0.99)
     );
     Ok(())
 }

@@ -5,12 +5,15 @@
 //! kubelet talks to a Kubernetes API server.
 
 mod events;
+pub mod eviction;
 mod manager;
 mod node;
+mod pods;
 mod probe;
 mod resolve;
 pub mod server;
 pub mod sim;
+mod stats;
 mod status;
 mod worker;
 
@@ -44,6 +47,17 @@ pub struct Config {
     pub max_pods: u32,
     /// Lease duration; the lease is renewed every quarter of it.
     pub lease_duration: Duration,
+    /// Kept from pods for the control plane and the system (`--kube-reserved`,
+    /// `--system-reserved`): allocatable is capacity less both and the eviction thresholds.
+    pub kube_reserved: eviction::Reserved,
+    pub system_reserved: eviction::Reserved,
+    /// `--eviction-hard`.
+    pub eviction_hard: eviction::Thresholds,
+    /// How often the eviction manager reads its signals.
+    pub eviction_interval: Duration,
+    /// How long a pressure condition stays on after its signal last crossed
+    /// (`--eviction-pressure-transition-period`).
+    pub pressure_transition: Duration,
 }
 
 impl Config {
@@ -61,7 +75,27 @@ impl Config {
             memory_bytes: host_memory().unwrap_or(4 << 30),
             max_pods: 1100,
             lease_duration: Duration::from_secs(40),
+            kube_reserved: eviction::Reserved::default(),
+            system_reserved: eviction::Reserved::default(),
+            eviction_hard: eviction::Thresholds {
+                memory_available: Some(eviction::Quantity::Bytes(100 << 20)),
+                nodefs_available: None,
+            },
+            eviction_interval: Duration::from_secs(1),
+            pressure_transition: Duration::from_secs(30),
         }
+    }
+
+    /// What the control plane and the system keep: kube-reserved and system-reserved.
+    pub fn reserved(&self) -> eviction::Reserved {
+        self.kube_reserved + self.system_reserved
+    }
+
+    /// The memory pods may use together before growth fails: capacity less the reservations
+    /// (the runtime's budget; allocatable is this less the eviction threshold).
+    pub fn pod_memory_budget(&self) -> u64 {
+        self.memory_bytes
+            .saturating_sub(self.reserved().memory_bytes)
     }
 
     /// Where the pod `ns/name` with `uid` keeps its logs and volumes.
@@ -72,12 +106,8 @@ impl Config {
     }
 }
 
-/// Total memory of the machine, from `/proc/meminfo`.
 fn host_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    shoal_runtime::memory::total_memory()
 }
 
 /// What the logs server needs to know about the pods this kubelet runs.
@@ -127,6 +157,10 @@ pub struct Kubelet {
     started: jiff::Timestamp,
     /// Runs the lease, the pod manager and every pod's worker.
     pub supervisor: Supervisor,
+    /// The pods with a worker (for eviction and stats).
+    pub(crate) active: pods::ActivePods,
+    /// The node's pressure conditions, kept by the eviction manager.
+    pub(crate) pressure: Mutex<eviction::Pressure>,
 }
 
 impl Kubelet {
@@ -143,7 +177,17 @@ impl Kubelet {
             index: Arc::default(),
             started: jiff::Timestamp::now(),
             supervisor,
+            active: Default::default(),
+            pressure: Default::default(),
         })
+    }
+
+    /// The node's pressure conditions now.
+    pub fn pressure(&self) -> eviction::Pressure {
+        self.pressure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Registers the node, then runs the lease and the pods until `shutdown`.
@@ -166,6 +210,10 @@ impl Kubelet {
             shutdown.clone(),
             move || node::heartbeat(this.clone(), stop.clone()),
         );
+        let this = self.clone();
+        let evictions = sup.spawn("kubelet/eviction", Restart::Always, shutdown.clone(), move || {
+            eviction::run(this.clone())
+        });
         // A restarted manager starts every pod's worker again (the old workers see their
         // pods gone and stop theirs), as a restarted kubelet does.
         let (this, stop) = (self.clone(), shutdown.clone());
@@ -184,6 +232,7 @@ impl Kubelet {
         );
         let _ = pods.await;
         lease.abort();
+        evictions.abort();
         Ok(())
     }
 }

@@ -114,17 +114,34 @@ fn is_terminal(pod: &Pod) -> bool {
 /// (`Failed`, reason `OutOfpods`); its worker then only waits for its deletion.
 async fn admit(k: &Kubelet, pod: Pod, used: usize) -> Pod {
     let capacity = k.config.max_pods as usize;
-    if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() || used < capacity {
+    if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() {
         return pod;
     }
-    let message = format!(
-        "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
-    );
+    // Node pressure turns away pods that have not started yet (a pod already running when the
+    // kubelet restarted is the eviction manager's business).
+    let pending = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_none_or(|p| p == "Pending");
+    let (reason, message) = if used >= capacity {
+        (
+            "OutOfpods",
+            format!(
+                "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: {used}, capacity: {capacity}"
+            ),
+        )
+    } else {
+        match crate::eviction::admit(k, &pod) {
+            Err(why) if pending => ("Evicted", why),
+            _ => return pod,
+        }
+    };
     crate::events::Recorder::new(k.client.clone(), &k.config.node_name).record(
         &pod,
         None,
         crate::events::Kind::Warning,
-        "OutOfpods",
+        reason,
         message.clone(),
     );
     let api: Api<Pod> = Api::namespaced(
@@ -133,7 +150,7 @@ async fn admit(k: &Kubelet, pod: Pod, used: usize) -> Pod {
     );
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = serde_json::json!({"status": {
-        "phase": "Failed", "reason": "OutOfpods", "message": message,
+        "phase": "Failed", "reason": reason, "message": message,
     }});
     match api
         .patch_status(

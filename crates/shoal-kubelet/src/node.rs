@@ -24,11 +24,33 @@ fn now() -> String {
 fn status(k: &Kubelet, images: Value) -> Value {
     let c = &k.config;
     let version = k.runtime.version();
-    let resources = json!({
+    let reserved = c.reserved();
+    let storage = crate::eviction::storage::filesystem(&c.data_dir)
+        .map(|(capacity, _)| capacity)
+        .unwrap_or(0);
+    let evict = |t: Option<crate::eviction::Quantity>, capacity: u64| t.map_or(0, |t| t.of(capacity));
+    let capacity = json!({
         "cpu": format!("{}m", c.cpu_millis),
         "memory": format!("{}Ki", c.memory_bytes / 1024),
+        "ephemeral-storage": format!("{}Ki", storage / 1024),
         "pods": c.max_pods.to_string(),
     });
+    // Kubernetes' node allocatable: capacity less kube-reserved, system-reserved and the hard
+    // eviction threshold.
+    let memory = c
+        .memory_bytes
+        .saturating_sub(reserved.memory_bytes)
+        .saturating_sub(evict(c.eviction_hard.memory_available, c.memory_bytes));
+    let storage_allocatable = storage
+        .saturating_sub(reserved.ephemeral_storage_bytes)
+        .saturating_sub(evict(c.eviction_hard.nodefs_available, storage));
+    let allocatable = json!({
+        "cpu": format!("{}m", c.cpu_millis.saturating_sub(reserved.cpu_millis)),
+        "memory": format!("{}Ki", memory / 1024),
+        "ephemeral-storage": format!("{}Ki", storage_allocatable / 1024),
+        "pods": c.max_pods.to_string(),
+    });
+    let pressure = k.pressure();
     let t = now();
     let since = k
         .started
@@ -39,9 +61,16 @@ fn status(k: &Kubelet, images: Value) -> Value {
         json!({"type": ty, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": t, "lastTransitionTime": since})
     };
+    let pressure_condition = |ty: &str, p: &crate::eviction::PressureCondition, on: (&str, &str), off: (&str, &str)| {
+        let (status, (reason, message)) = if p.on { ("True", on) } else { ("False", off) };
+        let at = p.since.max(k.started);
+        json!({"type": ty, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": t,
+               "lastTransitionTime": at.round(jiff::Unit::Second).unwrap_or(at).to_string()})
+    };
     json!({
-        "capacity": resources,
-        "allocatable": resources,
+        "capacity": capacity,
+        "allocatable": allocatable,
         "addresses": [
             {"type": "InternalIP", "address": c.address.to_string()},
             {"type": "Hostname", "address": c.node_name},
@@ -58,8 +87,12 @@ fn status(k: &Kubelet, images: Value) -> Value {
             "architecture": "wasm32",
         },
         "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            pressure_condition("MemoryPressure", &pressure.memory,
+                ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+                ("KubeletHasSufficientMemory", "kubelet has sufficient memory available")),
+            pressure_condition("DiskPressure", &pressure.disk,
+                ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+                ("KubeletHasNoDiskPressure", "kubelet has no disk pressure")),
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
             condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
@@ -100,7 +133,7 @@ pub async fn register(k: &Kubelet) -> anyhow::Result<()> {
     write_status(k).await
 }
 
-async fn write_status(k: &Kubelet) -> anyhow::Result<()> {
+pub(crate) async fn write_status(k: &Kubelet) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(k.client.clone());
     let status = status(k, images(k).await);
     nodes

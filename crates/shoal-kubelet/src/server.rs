@@ -34,7 +34,50 @@ pub fn router(kubelet: Arc<Kubelet>, token: Option<String>) -> Router {
             axum::routing::get(container_logs),
         )
         .route("/healthz", axum::routing::get(healthz))
+        .route("/stats/summary", axum::routing::get(stats_summary))
+        .route("/metrics/resource", axum::routing::get(metrics_resource))
         .with_state(AppState { kubelet, token })
+}
+
+/// `None` if the request carries the kubelet's token (or none is required), else the 401.
+fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let token = s.token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (given != Some(token.as_str())).then(|| {
+        status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized".into(),
+        )
+    })
+}
+
+/// The Summary API (`stats/v1alpha1`): node and per-pod memory as the runtime measures it.
+async fn stats_summary(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&s, &headers) {
+        return denied;
+    }
+    let body = crate::stats::summary(&s.kubelet).await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Resource metrics in Prometheus' text format, as metrics-server reads them.
+async fn metrics_resource(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&s, &headers) {
+        return denied;
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::stats::resource_metrics(&s.kubelet).await,
+    )
+        .into_response()
 }
 
 /// Healthy while every supervised task of the kubelet (lease, pod manager, pod workers)
@@ -199,18 +242,8 @@ async fn container_logs(
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(token) = &s.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return status(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized",
-                "Unauthorized".into(),
-            );
-        }
+    if let Some(denied) = unauthorized(&s, &headers) {
+        return denied;
     }
     let k = s.kubelet.clone();
     let Some(dir) = pod_dir(&k, &ns, &pod) else {

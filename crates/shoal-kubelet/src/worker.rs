@@ -47,7 +47,11 @@ impl NotStarted {
     }
 }
 
-enum Msg {
+pub(crate) enum Msg {
+    /// The eviction manager's verdict: stop everything now and fail the pod as `Evicted`.
+    Evict {
+        message: String,
+    },
     Exited {
         idx: usize,
         run: u64,
@@ -82,6 +86,8 @@ struct Worker {
     setup_retry: Option<Instant>,
     history: HashMap<&'static str, (bool, Timestamp)>,
     written: Value,
+    /// When the kubelet evicted the pod (its `DisruptionTarget` condition).
+    evicted_at: Option<Timestamp>,
 }
 
 /// Runs the pod `rx` holds until it is deleted (from the API or by its grace period ending).
@@ -106,6 +112,7 @@ pub async fn run(k: Arc<Kubelet>, mut rx: watch::Receiver<Option<Pod>>) {
                 let current = rx.borrow_and_update().clone();
                 match (changed, current) {
                     (Ok(()), Some(pod)) => {
+                        w.k.active.update(&w.uid, &pod);
                         w.pod = pod;
                         w.images_changed();
                     }
@@ -206,7 +213,9 @@ impl Worker {
             setup_retry: None,
             history: HashMap::new(),
             written: Value::Null,
+            evicted_at: None,
         };
+        w.k.active.insert(&w.uid, &w.pod, w.tx.clone(), &w.dir);
         if terminal {
             // Finished before this kubelet started: nothing runs again.
             for c in &mut w.ctrs {
@@ -644,6 +653,7 @@ impl Worker {
 
     async fn handle(&mut self, m: Msg) {
         match m {
+            Msg::Evict { message } => self.evict(message).await,
             Msg::Exited { idx, run, status } => {
                 if self.ctrs.get(idx).is_some_and(|c| c.run == run) {
                     self.exited(idx, &status).await;
@@ -829,6 +839,24 @@ impl Worker {
         }
     }
 
+    /// Node-pressure eviction: every container stopped at once (hard eviction has no grace
+    /// period), the pod `Failed` with reason `Evicted`, an event, and a `DisruptionTarget`
+    /// condition, as the kubelet's eviction manager does.
+    async fn evict(&mut self, message: String) {
+        if self.all_done() || self.failed.is_some() {
+            return;
+        }
+        tracing::warn!(pod = %format!("{}/{}", self.ns, self.name), %message, "evicting pod");
+        self.record(None, EventKind::Warning, "Evicted", message.clone());
+        self.failed = Some(("Evicted".into(), message));
+        self.evicted_at = Some(Timestamp::now());
+        self.kill_all(Duration::ZERO).await;
+        for c in &mut self.ctrs {
+            c.done = true;
+            c.retry_at = None;
+        }
+    }
+
     /// Graceful deletion: stop every container within the grace period, report the end.
     async fn terminate(&mut self) {
         for c in &self.ctrs {
@@ -879,6 +907,7 @@ impl Worker {
             let _ = self.k.runtime.remove_pod_sandbox(&sb.id).await;
         }
         self.k.index.remove(&self.ns, &self.name, &self.uid);
+        self.k.active.remove(&self.uid);
         let _ = tokio::fs::remove_dir_all(&self.dir).await;
     }
 
@@ -909,7 +938,18 @@ impl Worker {
             .creation_timestamp
             .as_ref()
             .map_or(self.start_time, |t| t.0);
-        let conditions = status::conditions(&self.ctrs, phase, scheduled, &mut self.history);
+        let mut conditions =
+            status::conditions(&self.ctrs, phase, scheduled, &mut self.history);
+        if let (Some(at), Some((_, message)), Some(list)) = (
+            self.evicted_at,
+            &self.failed,
+            conditions.as_array_mut(),
+        ) {
+            list.push(json!({"type": "DisruptionTarget", "status": "True",
+                "reason": "TerminationByKubelet", "message": message,
+                "lastProbeTime": null,
+                "lastTransitionTime": at.round(jiff::Unit::Second).unwrap_or(at).to_string()}));
+        }
         let (init, main): (Vec<&Ctr>, Vec<&Ctr>) = self.ctrs.iter().partition(|c| c.init);
         let host = self.k.config.address.to_string();
         let mut st = json!({

@@ -571,6 +571,25 @@ mod tests {
     }
 
     #[test]
+    fn only_best_effort_pods_stay_off_a_node_under_memory_pressure() {
+        let nodes = vec![node(
+            "a",
+            json!({}),
+            json!({"spec": {"taints": [{"key": "node.kubernetes.io/memory-pressure", "effect": "NoSchedule"}]}}),
+        )];
+        let best_effort = pod(json!({"containers": [{"name": "a"}]}));
+        let msg = decide(plugins::defaults(), &best_effort, &nodes).unwrap_err();
+        assert!(
+            msg.starts_with("0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/memory-pressure: }."),
+            "{msg}"
+        );
+        let burstable = pod(
+            json!({"containers": [{"name": "a", "resources": {"requests": {"memory": "16Mi"}}}]}),
+        );
+        assert_eq!(decide(plugins::defaults(), &burstable, &nodes), Ok(0));
+    }
+
+    #[test]
     fn least_allocated_spreads_pods() {
         let mut nodes = vec![
             node("a", json!({}), json!({})),

@@ -93,13 +93,31 @@ pub fn untolerated_taint<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
         .find(|taint| !tols.iter().any(|t| tolerates(t, taint)))
 }
 
+/// The taint of a node under memory pressure.
+pub const MEMORY_PRESSURE: &str = "node.kubernetes.io/memory-pressure";
+
 pub struct TaintToleration;
 impl Plugin for TaintToleration {
     fn name(&self) -> &str {
         "TaintToleration"
     }
     fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        match untolerated_taint(pod, &node.node) {
+        let tols = tolerations(pod);
+        // Guaranteed and Burstable pods tolerate memory pressure (Kubernetes' admission gives
+        // them the toleration): only BestEffort pods stay off a node short of memory.
+        let best_effort =
+            || shoal_api::pod::pod_qos(pod) == shoal_api::pod::QosClass::BestEffort;
+        let untolerated = node
+            .node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .filter(|t| t.key != MEMORY_PRESSURE || best_effort())
+            .find(|taint| !tols.iter().any(|t| tolerates(t, taint)));
+        match untolerated {
             None => Ok(()),
             Some(taint) => Err(format!(
                 "node(s) had untolerated taint {{{}: {}}}",

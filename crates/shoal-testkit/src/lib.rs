@@ -129,6 +129,10 @@ impl Cluster {
                 // The sample plugins may be loaded from where they are built.
                 .arg("--plugin-dir")
                 .arg(guests_dir());
+            if !args.contains(&"--eviction-hard") {
+                // No disk signal: a test machine's disk may be fuller than a node's should be.
+                cmd.args(["--eviction-hard", "memory.available<100Mi"]);
+            }
         }
         let mut child = cmd
             // Plugins' output is logged at info.
@@ -178,6 +182,11 @@ impl Cluster {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig")
+    }
+
+    /// The `shoal` process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// What the process has logged so far (its stderr).
@@ -429,6 +438,11 @@ impl Node {
             .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
             .args(&NODE_TIMING[..2])
             .args(extra)
+            .args(if extra.contains(&"--eviction-hard") {
+                &[][..]
+            } else {
+                &["--eviction-hard", "memory.available<100Mi"][..]
+            })
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -456,6 +456,7 @@ async fn run_apiserver(
                     Some(pki.token.clone()),
                     &args,
                     &dir,
+                    true,
                     supervisor,
                     token.clone(),
                 )
@@ -485,7 +486,8 @@ async fn run_kubelet(
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let supervisor = shoal_supervisor::Supervisor::new();
-    let kubelet = node::start_kubelet(client, token, &args, &dir, supervisor, shutdown).await?;
+    let kubelet =
+        node::start_kubelet(client, token, &args, &dir, false, supervisor, shutdown).await?;
     let _ = kubelet.await;
     println!("Shoal kubelet stopped");
     Ok(())

@@ -1,6 +1,7 @@
 //! The node side of the binary: the kubelet (inside `shoal up` or alone) and `shoal image`.
 
 use anyhow::Context;
+use shoal_kubelet::eviction::{Reserved, Thresholds};
 use shoal_kubelet::{Config, Kubelet};
 use shoal_runtime_wasm::WasmRuntime;
 use shoal_runtime_wasm::images::ImageStore;
@@ -33,6 +34,34 @@ pub struct KubeletArgs {
     /// (default: the build's `target/guests/wasm32-wasip2/release`, if present).
     #[arg(long)]
     pub samples: Option<PathBuf>,
+    /// Kept from pods for Shoal itself, as `cpu=500m,memory=1Gi,ephemeral-storage=1Gi`
+    /// (default: memory=1Gi under `shoal up`, where the control plane shares the process;
+    /// memory=256Mi for `shoal kubelet`).
+    #[arg(long)]
+    pub kube_reserved: Option<Reserved>,
+    /// Kept from pods for the rest of the machine.
+    #[arg(long, default_value = "memory=512Mi")]
+    pub system_reserved: Reserved,
+    /// Hard eviction thresholds: below them the node reports pressure and evicts pods.
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<5%")]
+    pub eviction_hard: Thresholds,
+    /// Seconds a pressure condition stays on after its signal last crossed its threshold.
+    #[arg(long, default_value_t = 30.0)]
+    pub eviction_pressure_transition_period: f64,
+    /// The node's memory capacity (default: the machine's).
+    #[arg(long)]
+    pub memory_capacity: Option<Quantity>,
+}
+
+/// A `--memory-capacity` value: a Kubernetes quantity of bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Quantity(pub u64);
+
+impl std::str::FromStr for Quantity {
+    type Err = shoal_api::quantity::QuantityError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        shoal_api::quantity::bytes(s).map(Quantity)
+    }
 }
 
 /// The machine's host name, lower-cased as a Node name must be.
@@ -80,6 +109,7 @@ pub async fn start_kubelet(
     token: Option<String>,
     args: &KubeletArgs,
     data_dir: &Path,
+    control_plane_here: bool,
     supervisor: shoal_supervisor::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -110,6 +140,31 @@ pub async fn start_kubelet(
     );
     config.lease_duration = Duration::from_secs(args.node_lease_duration_seconds);
     config.backoff_max = Duration::from_secs(300).max(config.backoff_initial);
+    if let Some(m) = args.memory_capacity {
+        config.memory_bytes = m.0;
+    }
+    config.kube_reserved = args.kube_reserved.unwrap_or(Reserved {
+        memory_bytes: if control_plane_here { 1 << 30 } else { 256 << 20 },
+        ..Default::default()
+    });
+    config.system_reserved = args.system_reserved;
+    config.eviction_hard = args.eviction_hard.clone();
+    config.pressure_transition =
+        Duration::try_from_secs_f64(args.eviction_pressure_transition_period)
+            .ok()
+            .context("--eviction-pressure-transition-period must be a number of seconds")?;
+    let budget = config.pod_memory_budget();
+    anyhow::ensure!(
+        budget > 0,
+        "--kube-reserved and --system-reserved keep all of the node's {} bytes of memory from pods",
+        config.memory_bytes
+    );
+    // Pods may use together what is not reserved; growth past it fails in the guest.
+    runtime.memory_budget().set_limit(Some(budget));
+    tracing::info!(
+        budget = %shoal_kubelet::eviction::quantity(budget),
+        "pods' memory budget (capacity less kube-reserved and system-reserved)"
+    );
     let listener = tokio::net::TcpListener::bind((config.address, args.kubelet_port))
         .await
         .with_context(|| {
