@@ -33,8 +33,14 @@ fn rss(pid: u32) -> u64 {
         * 1024
 }
 
-fn node_field(c: &Cluster, expr: &str) -> String {
-    c.ok(&["get", "node", NODE, "-o", &format!("jsonpath={expr}")])
+fn node_field(c: &Cluster, expr: &str) -> anyhow::Result<String> {
+    let out = c.kubectl(&["get", "node", NODE, "-o", &format!("jsonpath={expr}")]);
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn exerciser(name: &str, args: &str, resources: &str) -> String {
@@ -58,13 +64,13 @@ fn pods_without_limits_share_a_budget_and_are_evicted_before_guaranteed_ones() {
     ])
     .unwrap();
     eventually("the node is Ready", || {
-        let s = node_field(&c, "{.status.conditions[?(@.type==\"Ready\")].status}");
+        let s = node_field(&c, "{.status.conditions[?(@.type==\"Ready\")].status}")?;
         anyhow::ensure!(s == "True", "{s}");
         Ok(())
     });
     // Allocatable is capacity less the reservations and the eviction threshold.
     assert_eq!(
-        node_field(&c, "{.status.allocatable.memory}"),
+        node_field(&c, "{.status.allocatable.memory}").unwrap(),
         format!("{}Ki", (BUDGET - THRESHOLD) / 1024)
     );
 
@@ -99,8 +105,11 @@ fn pods_without_limits_share_a_budget_and_are_evicted_before_guaranteed_ones() {
     // fails in the guest (OOMKilled), and one that starts after an eviction may take the
     // room it freed.
     eventually("the node reports memory pressure and is tainted", || {
-        let p = node_field(&c, "{.status.conditions[?(@.type==\"MemoryPressure\")].status}");
-        let taints = node_field(&c, "{.spec.taints[*].key}");
+        let p = node_field(
+            &c,
+            "{.status.conditions[?(@.type==\"MemoryPressure\")].status}",
+        )?;
+        let taints = node_field(&c, "{.spec.taints[*].key}")?;
         anyhow::ensure!(
             p == "True" && taints.contains("node.kubernetes.io/memory-pressure"),
             "MemoryPressure={p} taints={taints}"
@@ -156,8 +165,9 @@ fn pods_without_limits_share_a_budget_and_are_evicted_before_guaranteed_ones() {
     );
     let message = c.pod_field(&evicted[0], "{.status.message}").unwrap();
     assert!(
-        message.starts_with("The node was low on resource: memory. Threshold quantity: 600Mi, available: ")
-            && message.contains("Container hog was using"),
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 600Mi, available: "
+        ) && message.contains("Container hog was using"),
         "{message}"
     );
     let condition = c
@@ -173,8 +183,11 @@ fn pods_without_limits_share_a_budget_and_are_evicted_before_guaranteed_ones() {
 
     // Pressure clears once the transition period has passed, and the taint goes.
     eventually("the pressure clears", || {
-        let p = node_field(&c, "{.status.conditions[?(@.type==\"MemoryPressure\")].status}");
-        let taints = node_field(&c, "{.spec.taints[*].key}");
+        let p = node_field(
+            &c,
+            "{.status.conditions[?(@.type==\"MemoryPressure\")].status}",
+        )?;
+        let taints = node_field(&c, "{.spec.taints[*].key}")?;
         anyhow::ensure!(
             p == "False" && !taints.contains("memory-pressure"),
             "MemoryPressure={p} taints={taints}"
@@ -183,7 +196,7 @@ fn pods_without_limits_share_a_budget_and_are_evicted_before_guaranteed_ones() {
     });
     c.wait_pod("late", "{.spec.nodeName}", NODE);
     assert_eq!(
-        node_field(&c, "{.status.conditions[?(@.type==\"Ready\")].status}"),
+        node_field(&c, "{.status.conditions[?(@.type==\"Ready\")].status}").unwrap(),
         "True",
         "the node's lease was renewed throughout"
     );
@@ -216,8 +229,8 @@ fn pods_without_limits_share_a_budget_and_are_evicted_before_guaranteed_ones() {
 
 /// GETs `path` from the node's kubelet (HTTPS, self-signed, with the cluster token).
 fn kubelet_get(c: &Cluster, path: &str) -> String {
-    let port = node_field(c, "{.status.daemonEndpoints.kubeletEndpoint.Port}");
-    let address = node_field(c, "{.status.addresses[?(@.type==\"InternalIP\")].address}");
+    let port = node_field(c, "{.status.daemonEndpoints.kubeletEndpoint.Port}").unwrap();
+    let address = node_field(c, "{.status.addresses[?(@.type==\"InternalIP\")].address}").unwrap();
     let token = std::fs::read_to_string(c.kubeconfig())
         .unwrap()
         .lines()

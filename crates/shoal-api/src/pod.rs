@@ -28,7 +28,11 @@ impl QosClass {
 pub fn qos_class(spec: &PodSpec) -> QosClass {
     let mut any = false;
     let mut guaranteed = !spec.containers.is_empty();
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         let res = c.resources.as_ref();
         let req = res.and_then(|r| r.requests.as_ref());
         let lim = res.and_then(|r| r.limits.as_ref());
@@ -56,10 +60,7 @@ pub fn pod_qos(pod: &Pod) -> QosClass {
         Some("BestEffort") => QosClass::BestEffort,
         Some("Guaranteed") => QosClass::Guaranteed,
         Some("Burstable") => QosClass::Burstable,
-        _ => pod
-            .spec
-            .as_ref()
-            .map_or(QosClass::BestEffort, qos_class),
+        _ => pod.spec.as_ref().map_or(QosClass::BestEffort, qos_class),
     }
 }
 
@@ -120,7 +121,10 @@ mod tests {
 
     #[test]
     fn qos_classes_follow_kubernetes() {
-        assert_eq!(qos_class(&spec(serde_json::json!([{"name": "a"}]))), QosClass::BestEffort);
+        assert_eq!(
+            qos_class(&spec(serde_json::json!([{"name": "a"}]))),
+            QosClass::BestEffort
+        );
         let g = spec(serde_json::json!([{"name": "a", "resources": {
             "limits": {"cpu": "1", "memory": "1Gi"}}}]));
         assert_eq!(qos_class(&g), QosClass::Guaranteed);

@@ -363,7 +363,10 @@ mod tests {
     #[test]
     fn pressure_conditions_taint_the_node_while_they_are_true() {
         let cond = |ty: &str, st: &str| (ty.to_owned(), st.to_owned());
-        let t = pressure_taints(&[], &[cond("MemoryPressure", "True"), cond("Ready", "True")]);
+        let t = pressure_taints(
+            &[],
+            &[cond("MemoryPressure", "True"), cond("Ready", "True")],
+        );
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].key, "node.kubernetes.io/memory-pressure");
         assert_eq!(t[0].effect, "NoSchedule");

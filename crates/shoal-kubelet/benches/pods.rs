@@ -273,7 +273,9 @@ async fn budget_costs(dir: &std::path::Path) -> anyhow::Result<()> {
     let container = ContainerMemory::new(None, node.clone());
     let t = Instant::now();
     for _ in 0..N {
-        container.grow(std::hint::black_box(64 << 10)).expect("fits");
+        container
+            .grow(std::hint::black_box(64 << 10))
+            .expect("fits");
         container.release(std::hint::black_box(64 << 10));
     }
     let grow_ns = t.elapsed().as_nanos() as f64 / N as f64;

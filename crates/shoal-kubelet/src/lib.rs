@@ -211,9 +211,12 @@ impl Kubelet {
             move || node::heartbeat(this.clone(), stop.clone()),
         );
         let this = self.clone();
-        let evictions = sup.spawn("kubelet/eviction", Restart::Always, shutdown.clone(), move || {
-            eviction::run(this.clone())
-        });
+        let evictions = sup.spawn(
+            "kubelet/eviction",
+            Restart::Always,
+            shutdown.clone(),
+            move || eviction::run(this.clone()),
+        );
         // A restarted manager starts every pod's worker again (the old workers see their
         // pods gone and stop theirs), as a restarted kubelet does.
         let (this, stop) = (self.clone(), shutdown.clone());

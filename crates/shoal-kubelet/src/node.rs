@@ -28,7 +28,8 @@ fn status(k: &Kubelet, images: Value) -> Value {
     let storage = crate::eviction::storage::filesystem(&c.data_dir)
         .map(|(capacity, _)| capacity)
         .unwrap_or(0);
-    let evict = |t: Option<crate::eviction::Quantity>, capacity: u64| t.map_or(0, |t| t.of(capacity));
+    let evict =
+        |t: Option<crate::eviction::Quantity>, capacity: u64| t.map_or(0, |t| t.of(capacity));
     let capacity = json!({
         "cpu": format!("{}m", c.cpu_millis),
         "memory": format!("{}Ki", c.memory_bytes / 1024),
@@ -61,13 +62,14 @@ fn status(k: &Kubelet, images: Value) -> Value {
         json!({"type": ty, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": t, "lastTransitionTime": since})
     };
-    let pressure_condition = |ty: &str, p: &crate::eviction::PressureCondition, on: (&str, &str), off: (&str, &str)| {
-        let (status, (reason, message)) = if p.on { ("True", on) } else { ("False", off) };
-        let at = p.since.max(k.started);
-        json!({"type": ty, "status": status, "reason": reason, "message": message,
+    let pressure_condition =
+        |ty: &str, p: &crate::eviction::PressureCondition, on: (&str, &str), off: (&str, &str)| {
+            let (status, (reason, message)) = if p.on { ("True", on) } else { ("False", off) };
+            let at = p.since.max(k.started);
+            json!({"type": ty, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": t,
                "lastTransitionTime": at.round(jiff::Unit::Second).unwrap_or(at).to_string()})
-    };
+        };
     json!({
         "capacity": capacity,
         "allocatable": allocatable,

@@ -50,7 +50,8 @@ async fn pods(k: &Kubelet) -> Vec<PodMemory> {
 }
 
 fn memory(now: &str, bytes: u64, available: Option<u64>) -> Value {
-    let mut m = json!({"time": now, "usageBytes": bytes, "workingSetBytes": bytes, "rssBytes": bytes});
+    let mut m =
+        json!({"time": now, "usageBytes": bytes, "workingSetBytes": bytes, "rssBytes": bytes});
     if let Some(a) = available {
         m["availableBytes"] = json!(a);
     }

@@ -49,9 +49,7 @@ impl NotStarted {
 
 pub(crate) enum Msg {
     /// The eviction manager's verdict: stop everything now and fail the pod as `Evicted`.
-    Evict {
-        message: String,
-    },
+    Evict { message: String },
     Exited {
         idx: usize,
         run: u64,
@@ -938,13 +936,10 @@ impl Worker {
             .creation_timestamp
             .as_ref()
             .map_or(self.start_time, |t| t.0);
-        let mut conditions =
-            status::conditions(&self.ctrs, phase, scheduled, &mut self.history);
-        if let (Some(at), Some((_, message)), Some(list)) = (
-            self.evicted_at,
-            &self.failed,
-            conditions.as_array_mut(),
-        ) {
+        let mut conditions = status::conditions(&self.ctrs, phase, scheduled, &mut self.history);
+        if let (Some(at), Some((_, message)), Some(list)) =
+            (self.evicted_at, &self.failed, conditions.as_array_mut())
+        {
             list.push(json!({"type": "DisruptionTarget", "status": "True",
                 "reason": "TerminationByKubelet", "message": message,
                 "lastProbeTime": null,

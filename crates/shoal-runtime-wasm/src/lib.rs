@@ -17,7 +17,7 @@ use engine::{Compiled, ComponentCache, Kind};
 use guest::{Capture, CpuBudget, Guest, LogWriter, Shares};
 use images::ImageStore;
 use shoal_runtime::logs::{LogFile, Stream};
-use shoal_runtime::memory::{ContainerMemory, MemoryBudget};
+use shoal_runtime::memory::{Accounts, ContainerMemory, MemoryBudget, Owner};
 use shoal_runtime::*;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +75,7 @@ pub struct WasmRuntime {
     linker: Linker<Guest>,
     pool: IpPool,
     budget: Arc<MemoryBudget>,
+    accounts: Accounts,
     guests: Option<tokio::runtime::Runtime>,
     state: Mutex<State>,
 }
@@ -122,6 +123,7 @@ impl WasmRuntime {
             linker,
             pool: IpPool::new(pod_cidr)?,
             budget: MemoryBudget::new(None),
+            accounts: Accounts::default(),
             guests: Some(guests),
             state: Mutex::new(State::default()),
         })
@@ -297,6 +299,7 @@ impl PodRuntime for WasmRuntime {
         self.stop_pod_sandbox(id).await?;
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
+        self.accounts.close_sandbox(id);
         if let Some((sb, _)) = s.sandboxes.remove(id) {
             self.pool.release(sb.ip);
         }
@@ -308,11 +311,11 @@ impl PodRuntime for WasmRuntime {
         sandbox: &SandboxId,
         config: ContainerConfig,
     ) -> Result<ContainerId> {
-        let ip = self
+        let (ip, uid) = self
             .lock()
             .sandboxes
             .get(sandbox)
-            .map(|(s, _)| s.ip)
+            .map(|(s, uid)| (s.ip, uid.clone()))
             .ok_or_else(|| RuntimeError::SandboxNotFound(sandbox.clone()))?;
         let image = self
             .resolve(&config.image)?
@@ -356,6 +359,15 @@ impl PodRuntime for WasmRuntime {
             .and_then(|n| n.split([':', '@']).next())
             .unwrap_or("main")
             .to_owned();
+        let memory = ContainerMemory::new(config.memory_limit, self.budget.clone());
+        self.accounts.open(
+            Owner {
+                sandbox: sandbox.clone(),
+                uid,
+                container: config.name.clone(),
+            },
+            memory.clone(),
+        );
         let mut s = self.lock();
         s.next += 1;
         let id = ContainerId(format!("{}-{}-{}", sandbox, config.name, s.next));
@@ -366,7 +378,7 @@ impl PodRuntime for WasmRuntime {
                 sandbox: sandbox.clone(),
                 ip,
                 shares: Shares {
-                    memory: ContainerMemory::new(config.memory_limit, self.budget.clone()),
+                    memory,
                     cpu: config.cpu_limit_millis.map(CpuBudget::new),
                 },
                 config: Arc::new(config),
@@ -511,10 +523,11 @@ impl PodRuntime for WasmRuntime {
     }
 
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
-        if let Some(c) = self.lock().containers.remove(id)
-            && let Some(t) = c.task
-        {
-            t.abort();
+        if let Some(c) = self.lock().containers.remove(id) {
+            self.accounts.close(&c.shares.memory);
+            if let Some(t) = c.task {
+                t.abort();
+            }
         }
         Ok(())
     }
@@ -591,19 +604,7 @@ impl PodRuntime for WasmRuntime {
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
-        let s = self.lock();
-        Ok(s.sandboxes
-            .iter()
-            .map(|(id, (_, uid))| {
-                shoal_runtime::memory::sandbox_stats(
-                    id,
-                    uid,
-                    s.containers.values().map(|c| {
-                        (c.sandbox == *id).then(|| (c.config.name.clone(), c.shares.memory.used()))
-                    }),
-                )
-            })
-            .collect())
+        Ok(self.accounts.stats())
     }
 
     fn node_memory(&self) -> Option<NodeMemory> {

@@ -3,7 +3,7 @@
 //! conformance suite, so the kubelet's lifecycle logic can be tested without wasmtime.
 
 use crate::logs::{LogFile, Stream};
-use crate::memory::{ContainerMemory, MemoryBudget};
+use crate::memory::{Accounts, ContainerMemory, MemoryBudget, Owner};
 use crate::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,7 @@ pub struct FakeRuntime {
     images: Vec<ImageRef>,
     pool: IpPool,
     budget: Arc<MemoryBudget>,
+    accounts: Accounts,
     state: Mutex<State>,
 }
 
@@ -63,6 +64,7 @@ impl FakeRuntime {
             images,
             pool: IpPool::new(cidr)?,
             budget: MemoryBudget::new(None),
+            accounts: Accounts::default(),
             state: Mutex::new(State::default()),
         })
     }
@@ -231,6 +233,7 @@ impl PodRuntime for FakeRuntime {
     async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
+        self.accounts.close_sandbox(id);
         if let Some((sb, _)) = s.sandboxes.remove(id) {
             self.pool.release(sb.ip);
         }
@@ -248,13 +251,19 @@ impl PodRuntime for FakeRuntime {
                     image: config.image.clone(),
                 })?;
         let mut s = self.lock();
-        if !s.sandboxes.contains_key(sandbox) {
+        let Some((_, uid)) = s.sandboxes.get(sandbox) else {
             return Err(RuntimeError::SandboxNotFound(sandbox.clone()));
-        }
+        };
+        let owner = Owner {
+            sandbox: sandbox.clone(),
+            uid: uid.clone(),
+            container: config.name.clone(),
+        };
         s.next += 1;
         let id = ContainerId(format!("fake-{}-{}", config.name, s.next));
         let status = StatusCell::created(&id, &config.name, image.digest);
         let memory = ContainerMemory::new(config.memory_limit, self.budget.clone());
+        self.accounts.open(owner, memory.clone());
         s.containers.insert(
             id.clone(),
             FakeContainer {
@@ -308,10 +317,11 @@ impl PodRuntime for FakeRuntime {
     }
 
     async fn remove_container(&self, id: &ContainerId) -> Result<()> {
-        if let Some(c) = self.lock().containers.remove(id)
-            && let Some(t) = c.task
-        {
-            t.abort();
+        if let Some(c) = self.lock().containers.remove(id) {
+            self.accounts.close(&c.memory);
+            if let Some(t) = c.task {
+                t.abort();
+            }
         }
         Ok(())
     }
@@ -360,19 +370,7 @@ impl PodRuntime for FakeRuntime {
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
-        let s = self.lock();
-        Ok(s.sandboxes
-            .iter()
-            .map(|(id, (_, uid))| {
-                crate::memory::sandbox_stats(
-                    id,
-                    uid,
-                    s.containers.values().map(|c| {
-                        (c.sandbox == *id).then(|| (c.config.name.clone(), c.memory.used()))
-                    }),
-                )
-            })
-            .collect())
+        Ok(self.accounts.stats())
     }
 
     fn node_memory(&self) -> Option<NodeMemory> {

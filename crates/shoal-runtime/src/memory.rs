@@ -162,23 +162,90 @@ impl ContainerMemory {
     }
 }
 
-/// A sandbox's stats from its containers' `(name, bytes)` (`None`: another sandbox's); a
-/// container restarted keeps one entry, its largest run.
-pub fn sandbox_stats(
-    id: &crate::SandboxId,
-    uid: &str,
-    containers: impl Iterator<Item = Option<(String, u64)>>,
-) -> crate::SandboxStats {
-    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
-    for (name, bytes) in containers.flatten() {
-        let e = by_name.entry(name).or_default();
-        *e = (*e).max(bytes);
+/// Whose memory an account is: a container of a sandbox of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub sandbox: crate::SandboxId,
+    /// The pod's uid.
+    pub uid: String,
+    pub container: String,
+}
+
+struct Account {
+    owner: Owner,
+    memory: Arc<ContainerMemory>,
+    removed: bool,
+}
+
+/// Every container's memory account, from its creation until it has given its memory back:
+/// a removed container whose instances are still being torn down keeps counting for its pod,
+/// so what the stats report matches what the budget holds (an eviction waits for it).
+#[derive(Default)]
+pub struct Accounts {
+    accounts: std::sync::Mutex<Vec<Account>>,
+}
+
+impl Accounts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Account>> {
+        // Only list updates run under the lock.
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
-    crate::SandboxStats {
-        id: id.clone(),
-        uid: uid.to_owned(),
-        memory_bytes: by_name.values().sum(),
-        containers: by_name.into_iter().collect(),
+
+    /// Starts counting `memory` for `owner`.
+    pub fn open(&self, owner: Owner, memory: Arc<ContainerMemory>) {
+        self.lock().push(Account {
+            owner,
+            memory,
+            removed: false,
+        });
+    }
+
+    /// The container is removed; its account goes once its memory is back.
+    pub fn close(&self, memory: &Arc<ContainerMemory>) {
+        for a in self.lock().iter_mut() {
+            if Arc::ptr_eq(&a.memory, memory) {
+                a.removed = true;
+            }
+        }
+    }
+
+    /// Every container of the sandbox is removed.
+    pub fn close_sandbox(&self, sandbox: &crate::SandboxId) {
+        for a in self.lock().iter_mut() {
+            if a.owner.sandbox == *sandbox {
+                a.removed = true;
+            }
+        }
+    }
+
+    /// Per sandbox: its pod and what its containers hold (a container restarted counts once,
+    /// its largest run).
+    pub fn stats(&self) -> Vec<crate::SandboxStats> {
+        let mut accounts = self.lock();
+        accounts.retain(|a| !a.removed || a.memory.used() > 0);
+        let mut by_sandbox: std::collections::BTreeMap<
+            &crate::SandboxId,
+            (&str, std::collections::BTreeMap<&str, u64>),
+        > = Default::default();
+        for a in accounts.iter() {
+            let (_, containers) = by_sandbox
+                .entry(&a.owner.sandbox)
+                .or_insert((a.owner.uid.as_str(), Default::default()));
+            let e = containers.entry(a.owner.container.as_str()).or_default();
+            *e = (*e).max(a.memory.used());
+        }
+        by_sandbox
+            .into_iter()
+            .map(|(id, (uid, containers))| crate::SandboxStats {
+                id: id.clone(),
+                uid: uid.to_owned(),
+                memory_bytes: containers.values().sum(),
+                containers: containers
+                    .into_iter()
+                    .map(|(n, b)| (n.to_owned(), b))
+                    .collect(),
+            })
+            .collect()
     }
 }
 
@@ -218,5 +285,35 @@ mod tests {
                 used_bytes: 110
             }
         );
+    }
+
+    #[test]
+    fn a_removed_container_counts_until_its_memory_is_back() {
+        let node = MemoryBudget::new(None);
+        let accounts = Accounts::default();
+        let owner = |c: &str| Owner {
+            sandbox: crate::SandboxId("sb".into()),
+            uid: "uid".into(),
+            container: c.into(),
+        };
+        let a = ContainerMemory::new(None, node.clone());
+        let b = ContainerMemory::new(None, node.clone());
+        accounts.open(owner("a"), a.clone());
+        accounts.open(owner("b"), b.clone());
+        a.grow(10).unwrap();
+        b.grow(5).unwrap();
+        let s = &accounts.stats()[0];
+        assert_eq!((s.uid.as_str(), s.memory_bytes), ("uid", 15));
+        accounts.close(&a);
+        assert_eq!(
+            accounts.stats()[0].memory_bytes,
+            15,
+            "still being torn down"
+        );
+        a.release(10);
+        assert_eq!(accounts.stats()[0].containers, vec![("b".to_owned(), 5)]);
+        accounts.close_sandbox(&crate::SandboxId("sb".into()));
+        b.release(5);
+        assert!(accounts.stats().is_empty());
     }
 }

@@ -105,8 +105,7 @@ impl Plugin for TaintToleration {
         let tols = tolerations(pod);
         // Guaranteed and Burstable pods tolerate memory pressure (Kubernetes' admission gives
         // them the toleration): only BestEffort pods stay off a node short of memory.
-        let best_effort =
-            || shoal_api::pod::pod_qos(pod) == shoal_api::pod::QosClass::BestEffort;
+        let best_effort = || shoal_api::pod::pod_qos(pod) == shoal_api::pod::QosClass::BestEffort;
         let untolerated = node
             .node
             .spec

@@ -144,7 +144,11 @@ pub async fn start_kubelet(
         config.memory_bytes = m.0;
     }
     config.kube_reserved = args.kube_reserved.unwrap_or(Reserved {
-        memory_bytes: if control_plane_here { 1 << 30 } else { 256 << 20 },
+        memory_bytes: if control_plane_here {
+            1 << 30
+        } else {
+            256 << 20
+        },
         ..Default::default()
     });
     config.system_reserved = args.system_reserved;

@@ -168,7 +168,11 @@ pub async fn run(k: Arc<Kubelet>) {
             let m = p.memory.observe(crossed(&memory), now, hold);
             let d = p.disk.observe(crossed(&disk), now, hold);
             if m || d {
-                tracing::warn!(memory_pressure = p.memory.on, disk_pressure = p.disk.on, "node pressure changed");
+                tracing::warn!(
+                    memory_pressure = p.memory.on,
+                    disk_pressure = p.disk.on,
+                    "node pressure changed"
+                );
             }
             m || d
         };

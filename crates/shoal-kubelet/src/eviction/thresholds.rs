@@ -36,9 +36,8 @@ impl FromStr for Reserved {
             let (name, value) = item
                 .split_once('=')
                 .ok_or_else(|| FlagError(format!("{item:?}: expected RESOURCE=QUANTITY")))?;
-            let bad = |e: shoal_api::quantity::QuantityError| {
-                FlagError(format!("{name}={value}: {e}"))
-            };
+            let bad =
+                |e: shoal_api::quantity::QuantityError| FlagError(format!("{name}={value}: {e}"));
             match name {
                 "cpu" => r.cpu_millis = shoal_api::quantity::millis(value).map_err(bad)?,
                 "memory" => r.memory_bytes = shoal_api::quantity::bytes(value).map_err(bad)?,
