@@ -32,9 +32,8 @@ pub mod source;
 
 use output::{Capture, Written};
 
-use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use shoal_wasm::cache::{CompileError, ComponentCache};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
@@ -128,10 +127,7 @@ impl std::fmt::Display for PluginKey {
     }
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use shoal_wasm::digest;
 
 /// The plugin engine: one per process, shared by admission and scheduling.
 #[derive(Clone)]
@@ -140,11 +136,14 @@ pub struct Host {
 }
 
 struct HostInner {
-    engine: Engine,
     memory_limit: usize,
     /// Compiled components by digest: a policy reloaded with the same module compiles nothing.
-    compiled: Mutex<HashMap<String, Component>>,
+    /// A handful of versions per plugin at most; a host that sees many drops them wholesale.
+    compiled: Arc<ComponentCache>,
 }
+
+/// Components kept compiled in memory.
+const COMPILED: usize = 64;
 
 impl Host {
     /// An engine with the pooling allocator, epochs and `memory_limit` per instance; starts
@@ -168,18 +167,19 @@ impl Host {
             .memory_reservation(memory_limit as u64)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        shoal_runtime_wasm::engine::start_ticker_every(&engine, TICK);
+        shoal_wasm::ticker::start(&engine, TICK);
+        let compiled = ComponentCache::new(&engine, None, COMPILED)
+            .map_err(|e| PluginError::Invalid(e.to_string()))?;
         Ok(Host {
             inner: Arc::new(HostInner {
-                engine,
                 memory_limit,
-                compiled: Mutex::new(HashMap::new()),
+                compiled: Arc::new(compiled),
             }),
         })
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.inner.engine
+        self.inner.compiled.engine()
     }
 
     pub fn memory_limit(&self) -> usize {
@@ -201,21 +201,14 @@ impl Host {
                 actual: digest,
             });
         }
-        if let Some(c) = self.lock().get(&digest) {
-            return Ok(Loaded {
-                component: c.clone(),
-                digest,
-            });
-        }
-        let component = Component::new(&self.inner.engine, bytes)
-            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let mut cache = self.lock();
-        // A handful of versions per plugin at most; a host that sees many drops the oldest
-        // wholesale rather than growing without bound.
-        if cache.len() >= 64 {
-            cache.clear();
-        }
-        cache.insert(digest.clone(), component.clone());
+        let component = self
+            .inner
+            .compiled
+            .get(&digest, || Ok(bytes.to_vec()))
+            .map_err(|e| match e {
+                CompileError::Invalid(e) => PluginError::Invalid(format!("{e:#}")),
+                other => PluginError::Invalid(other.to_string()),
+            })?;
         Ok(Loaded { component, digest })
     }
 
@@ -251,13 +244,6 @@ impl Host {
             PluginError::Invalid(format!("does not implement shoal:plugin/{world}: {e:#}"))
         })?;
         Ok((pre, loaded.digest))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Component>> {
-        self.inner
-            .compiled
-            .lock()
-            .expect("compiled-plugin cache lock is never poisoned")
     }
 
     /// The per-call state of a fresh instance: an empty WASI context (no files, network or

@@ -262,7 +262,7 @@ impl SourcePolicy {
                     .map_err(|e| e.kind().to_string())
             }
             Source::Registry(image) => {
-                shoal_runtime_wasm::registry::pull_limited(image, MAX_MODULE_BYTES as u64)
+                shoal_wasm::oci::pull_limited(image, MAX_MODULE_BYTES as u64)
                     .await
                     .map_err(|e| e.to_string())
             }

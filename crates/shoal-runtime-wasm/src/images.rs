@@ -4,7 +4,6 @@
 //! Layout: `<dir>/blobs/sha256/<hex>` and `<dir>/index.json` (`{"name:tag": "sha256:<hex>"}`),
 //! replaced atomically on every change.
 
-use sha2::{Digest, Sha256};
 use shoal_runtime::ImageRef;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,8 +61,9 @@ pub fn check_wasm(bytes: &[u8]) -> Result<(), ImageError> {
     }
 }
 
+/// `sha256:<hex>` of `bytes` (see [`shoal_wasm::digest`]).
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    shoal_wasm::digest(bytes)
 }
 
 /// See the module documentation.

@@ -1,7 +1,7 @@
 //! The wasmtime [`PodRuntime`] backend.
 //!
 //! One `Engine` per node with epoch interruption; components compiled once per digest and cached
-//! on disk ([`engine::ComponentCache`]); images from the node-local [`images::ImageStore`]. A
+//! on disk (`shoal_wasm::cache::ComponentCache`); images from the node-local [`images::ImageStore`]. A
 //! container is a component: a `wasi:cli` command runs `run` and exits with its code, a
 //! `wasi:http` component is served on the pod IP with a fresh instance per request. Guests run on
 //! their own tokio runtime, yield at every epoch tick, and can reach only what the spec grants:
@@ -11,14 +11,15 @@ pub mod engine;
 mod guest;
 mod http;
 pub mod images;
-pub mod registry;
 
-use engine::{Compiled, ComponentCache, Kind};
+use engine::{Compiled, Kind};
 use guest::{Capture, CpuBudget, Guest, LogWriter, Shares};
 use images::ImageStore;
 use shoal_runtime::logs::{LogFile, Stream};
 use shoal_runtime::memory::{Accounts, ContainerMemory, MemoryBudget, Owner};
 use shoal_runtime::*;
+use shoal_wasm::cache::ComponentCache;
+use shoal_wasm::oci as registry;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -119,7 +120,7 @@ impl WasmRuntime {
             .build()?;
         Ok(WasmRuntime {
             images: ImageStore::open(&data_dir.join("images"))?,
-            cache: ComponentCache::new(&engine, &data_dir.join("compiled"))?,
+            cache: ComponentCache::new(&engine, Some(&data_dir.join("compiled")), usize::MAX)?,
             linker,
             pool: IpPool::new(pod_cidr)?,
             budget: MemoryBudget::new(None),
@@ -330,9 +331,11 @@ impl PodRuntime for WasmRuntime {
         let cache = &self.cache;
         let digest = image.digest.clone();
         // Compiling takes tens of milliseconds of CPU: keep it off the async threads.
-        let Compiled { component, kind } =
-            tokio::task::block_in_place(|| cache.get(&digest, &blob))
-                .map_err(|e| create_err(e.to_string()))?;
+        let Compiled { component, kind } = tokio::task::block_in_place(|| {
+            let component = cache.get(&digest, || std::fs::read(&blob))?;
+            engine::compiled(cache.engine(), component)
+        })
+        .map_err(|e| create_err(e.to_string()))?;
         let pre = self
             .linker
             .instantiate_pre(&component)

@@ -169,7 +169,7 @@ mod wasm_only {
                 &[ImageLayer::new(bytes, layer_type.to_owned(), None)],
                 Config::new(
                     b"{}".to_vec(),
-                    shoal_runtime_wasm::registry::WASM_CONFIG_TYPE.to_owned(),
+                    shoal_wasm::oci::WASM_CONFIG_TYPE.to_owned(),
                     None,
                 ),
                 &oci_client::secrets::RegistryAuth::Anonymous,
@@ -188,9 +188,7 @@ mod wasm_only {
         let digest = shoal_runtime_wasm::images::sha256_digest(&hello);
 
         let pushed = format!("{}/samples/hello:v1", registry.host);
-        shoal_runtime_wasm::registry::push(&pushed, hello.clone())
-            .await
-            .unwrap();
+        shoal_wasm::oci::push(&pushed, hello.clone()).await.unwrap();
         let img = rt.pull_image(&pushed).await.unwrap();
         assert_eq!(img.digest, digest);
         assert_eq!(
@@ -198,10 +196,7 @@ mod wasm_only {
             digest
         );
 
-        for (i, layer) in shoal_runtime_wasm::registry::WASM_LAYER_TYPES
-            .iter()
-            .enumerate()
-        {
+        for (i, layer) in shoal_wasm::oci::WASM_LAYER_TYPES.iter().enumerate() {
             let name = format!("{}/samples/layout{i}:v1", registry.host);
             push_as(&name, hello.clone(), layer).await;
             assert_eq!(

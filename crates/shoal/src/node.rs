@@ -277,7 +277,7 @@ pub async fn run_image(cmd: ImageCommand, default_dir: PathBuf) -> anyhow::Resul
                 std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             shoal_runtime_wasm::images::check_wasm(&bytes)
                 .with_context(|| format!("{} is not Wasm", file.display()))?;
-            let url = shoal_runtime_wasm::registry::push(&image, bytes)
+            let url = shoal_wasm::oci::push(&image, bytes)
                 .await
                 .with_context(|| format!("cannot push {image}"))?;
             println!("pushed {image} ({url})");

@@ -34,6 +34,18 @@ pub enum RegistryError {
     TooLarge { size: u64, max: u64 },
 }
 
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// The largest component a pod image may be.
 pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
 
@@ -46,7 +58,7 @@ fn registry_error(e: oci_client::errors::OciDistributionError) -> RegistryError 
         E::ServerError { code, url, .. } => {
             RegistryError::Registry(format!("{url} answered HTTP {code}"))
         }
-        e => RegistryError::Registry(format!("{:#}", anyhow::Error::new(e))),
+        e => RegistryError::Registry(chain(&e)),
     }
 }
 
@@ -132,7 +144,7 @@ pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, Regist
         }
         data.extend_from_slice(&chunk);
     }
-    let actual = crate::images::sha256_digest(&data);
+    let actual = crate::digest(&data);
     if layer.digest != actual {
         return Err(RegistryError::Digest {
             expected: layer.digest.clone(),
@@ -155,6 +167,6 @@ pub async fn push(image: &str, bytes: Vec<u8>) -> Result<String, RegistryError> 
     let resp = client
         .push(&reference, &[layer], config, &RegistryAuth::Anonymous, None)
         .await
-        .map_err(|e| RegistryError::Registry(format!("{:#}", anyhow::Error::new(e))))?;
+        .map_err(registry_error)?;
     Ok(resp.manifest_url)
 }
