@@ -10,6 +10,7 @@
 pub mod events;
 pub mod pod;
 pub mod policy;
+pub mod predicates;
 pub mod printers;
 pub mod quantity;
 pub mod resources;

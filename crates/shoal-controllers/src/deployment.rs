@@ -420,10 +420,7 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     .iter()
                     .any(|p| {
                         crate::controller_uid(&p.metadata).is_some_and(|u| old_uids.contains(&u))
-                            && !matches!(
-                                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                                Some("Succeeded" | "Failed")
-                            )
+                            && !shoal_api::pod::is_terminal(p)
                             && (pod_active(p) || p.metadata.deletion_timestamp.is_some())
                     })
             };

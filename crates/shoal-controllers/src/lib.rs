@@ -281,11 +281,7 @@ pub enum PodName<'a> {
 
 /// Whether a pod still counts: not being deleted, not finished.
 pub fn pod_active(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none()
-        && !matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
+    p.metadata.deletion_timestamp.is_none() && !shoal_api::pod::is_terminal(p)
 }
 
 /// Whether a pod's Ready condition is True.

@@ -13,7 +13,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
-use shoal_scheduler::plugins::{tolerates, tolerations};
+use shoal_api::predicates::{tolerates, tolerations};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -313,10 +313,7 @@ async fn check_pod(
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let finished = matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
+    let finished = shoal_api::pod::is_terminal(pod);
     if finished {
         return Ok(());
     }

@@ -104,10 +104,7 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result
 }
 
 fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    shoal_api::pod::is_terminal(pod)
 }
 
 /// Kubelet admission: a pod beyond the node's `pods` capacity is rejected as Kubernetes does

@@ -187,10 +187,7 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map_or_else(Timestamp::now, |t| t.0);
-        let terminal = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
+        let terminal = shoal_api::pod::is_terminal(&pod);
         let events = Recorder::new(k.client.clone(), &k.config.node_name);
         let mut w = Self {
             k,

@@ -63,19 +63,13 @@ fn pending_for_us(pod: &Pod) -> bool {
     let ours = spec
         .and_then(|s| s.scheduler_name.as_deref())
         .is_none_or(|n| n == DEFAULT_SCHEDULER);
-    let finished = matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
+    let finished = shoal_api::pod::is_terminal(pod);
     unbound && ours && !finished && pod.metadata.deletion_timestamp.is_none()
 }
 
 fn bound_and_active(pod: &Pod) -> Option<&str> {
     let node = pod.spec.as_ref()?.node_name.as_deref()?;
-    let finished = matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
+    let finished = shoal_api::pod::is_terminal(pod);
     (!node.is_empty() && !finished).then_some(node)
 }
 
