@@ -1,16 +1,12 @@
-//! The cluster CA, the serving certificate, the admin token, and serving HTTPS.
+//! The cluster CA, the serving certificate and the admin token (serving HTTPS is
+//! [`shoal_net::serve`], re-exported here).
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -163,55 +159,4 @@ impl Pki {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is given.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: CancellationToken,
-) {
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Without it, small streamed responses wait for delayed ACKs (40 ms per watch event).
-        let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match acceptor {
-                Some(acc) => match acc.accept(stream).await {
-                    Ok(tls) => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                        tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
+pub use shoal_net::serve;

@@ -4,6 +4,7 @@
 //! Everything it knows about the cluster it learns and writes through kube-rs, exactly as a
 //! kubelet talks to a Kubernetes API server.
 
+mod error;
 mod events;
 pub mod eviction;
 mod manager;
@@ -17,6 +18,7 @@ mod stats;
 mod status;
 mod worker;
 
+pub use error::{Error, Result};
 use shoal_runtime::PodRuntime;
 use shoal_supervisor::{Restart, Supervisor};
 use std::collections::HashMap;
@@ -191,7 +193,7 @@ impl Kubelet {
     }
 
     /// Registers the node, then runs the lease and the pods until `shutdown`.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
         // As a kubelet does, keep trying until the API server takes the registration.
         let mut delay = Duration::from_millis(200);
         while let Err(e) = node::register(&self).await {

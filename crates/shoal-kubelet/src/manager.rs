@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`: one worker per pod uid, fed every version of its pod (`None` once the
 /// pod is gone from the API).
-pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> crate::Result<()> {
     let pods: Api<Pod> = Api::all(k.client.clone());
     let selector = format!("spec.nodeName={}", k.config.node_name);
     let mut stream = watcher(pods, watcher::Config::default().fields(&selector))

@@ -112,7 +112,7 @@ async fn images(k: &Kubelet) -> Value {
 }
 
 /// Creates the Node (or adopts an existing one of the same name) and writes its status.
-pub async fn register(k: &Kubelet) -> anyhow::Result<()> {
+pub async fn register(k: &Kubelet) -> crate::Result<()> {
     let c = &k.config;
     let nodes: Api<Node> = Api::all(k.client.clone());
     let node: Node = serde_json::from_value(json!({
@@ -130,12 +130,17 @@ pub async fn register(k: &Kubelet) -> anyhow::Result<()> {
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::info!(node = %c.node_name, "node already registered; taking it over")
         }
-        Err(e) => return Err(anyhow::anyhow!("cannot register node {}: {e}", c.node_name)),
+        Err(source) => {
+            return Err(crate::Error::Register {
+                node: c.node_name.clone(),
+                source,
+            });
+        }
     }
     write_status(k).await
 }
 
-pub(crate) async fn write_status(k: &Kubelet) -> anyhow::Result<()> {
+pub(crate) async fn write_status(k: &Kubelet) -> crate::Result<()> {
     let nodes: Api<Node> = Api::all(k.client.clone());
     let status = status(k, images(k).await);
     nodes
@@ -155,7 +160,7 @@ fn micro_time() -> String {
         .to_string()
 }
 
-fn lease(k: &Kubelet, node_uid: Option<String>) -> anyhow::Result<Lease> {
+fn lease(k: &Kubelet, node_uid: Option<String>) -> crate::Result<Lease> {
     let c = &k.config;
     let mut owner = vec![];
     if let Some(uid) = node_uid {
@@ -172,7 +177,7 @@ fn lease(k: &Kubelet, node_uid: Option<String>) -> anyhow::Result<Lease> {
     }))?)
 }
 
-async fn renew(k: &Kubelet) -> anyhow::Result<()> {
+async fn renew(k: &Kubelet) -> crate::Result<()> {
     let leases: Api<Lease> = Api::namespaced(k.client.clone(), "kube-node-lease");
     let patch = json!({"spec": {
         "holderIdentity": k.config.node_name,

@@ -94,7 +94,7 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, String) {
 
 /// A self-signed certificate for `names` (IPs or DNS names), as a kubelet without a serving
 /// certificate makes one.
-pub fn self_signed_tls(names: &[String]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn self_signed_tls(names: &[String]) -> crate::Result<Arc<rustls::ServerConfig>> {
     let cert = rcgen::generate_simple_self_signed(names.to_vec())?;
     let der = CertificateDer::from(cert.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));

@@ -99,7 +99,7 @@ where
 }
 
 /// Registers the nodes (taking over existing ones) and returns when all exist.
-pub async fn register(client: &kube::Client, c: &SimConfig) -> anyhow::Result<()> {
+pub async fn register(client: &kube::Client, c: &SimConfig) -> crate::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let failed = std::sync::atomic::AtomicUsize::new(0);
     for_each_parallel(c.count, c.parallel, |i| {
@@ -133,10 +133,9 @@ pub async fn register(client: &kube::Client, c: &SimConfig) -> anyhow::Result<()
     })
     .await;
     let failed = failed.into_inner();
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} simulated nodes could not be registered"
-    );
+    if failed > 0 {
+        return Err(crate::Error::SimulatedNodes { count: failed });
+    }
     Ok(())
 }
 
@@ -284,7 +283,7 @@ pub async fn run(
     client: kube::Client,
     c: SimConfig,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     register(&client, &c).await?;
     serve(client, c, shutdown).await;
     Ok(())

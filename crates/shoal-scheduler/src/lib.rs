@@ -395,7 +395,7 @@ impl Scheduler {
         s.backoff.insert(key(pod), (Instant::now() + next, next));
     }
 
-    async fn bind(&self, pod: &Pod, node: &str) -> anyhow::Result<()> {
+    async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);

@@ -427,7 +427,7 @@ async fn run_apiserver(
     );
     let token = CancellationToken::new();
     tokio::spawn(shutdown_signal(token.clone()));
-    let serving = tokio::spawn(shoal_apiserver::tls::serve(
+    let serving = tokio::spawn(shoal_net::serve(
         listener,
         router(server),
         Some(pki.server_config),

@@ -182,12 +182,7 @@ pub async fn start_kubelet(
         shoal_kubelet::server::self_signed_tls(&[config.address.to_string(), node_name.clone()])?;
     let kubelet = Kubelet::new(config, client, Arc::new(runtime), supervisor);
     let app = shoal_kubelet::server::router(kubelet.clone(), token);
-    tokio::spawn(shoal_apiserver::tls::serve(
-        listener,
-        app,
-        Some(tls),
-        shutdown.clone(),
-    ));
+    tokio::spawn(shoal_net::serve(listener, app, Some(tls), shutdown.clone()));
     println!("Shoal kubelet running node {node_name}");
     Ok(tokio::spawn(async move {
         if let Err(e) = kubelet.run(shutdown).await {
