@@ -6,7 +6,7 @@ use crate::cache::{CacheEvent, CachedObject, Subscription, WatchType, watch_line
 use crate::discovery;
 use crate::error::{ApiError, ApiResult, status_response};
 use crate::patch::PatchType;
-use crate::registry::{DeleteOptions, WriteOptions, Written};
+use crate::registry::{DeleteOptions, ObjectRef, ScaleChange, WriteOptions, Written};
 use crate::request::{FieldValidation, Query, Target, parse_target};
 use crate::table::{self, IncludeObject};
 use axum::body::Body;
@@ -274,19 +274,20 @@ async fn resource(
             let obj = crate::body::decode_object(content_type(headers), &body)?;
             let sub = t.subresource.filter(|s| *s == Subresource::Status);
             Ok(written(
-                reg.update(info, ns, n, sub, obj, &write_options(q, headers)?)
-                    .await?,
+                reg.update(
+                    ObjectRef::new(info, ns, n).subresource(sub),
+                    obj,
+                    &write_options(q, headers)?,
+                )
+                .await?,
             ))
         }
         (Method::PUT, Some(n), Some(Subresource::Scale)) => {
+            let scale = crate::body::decode_object(content_type(headers), &body)?;
             let out = reg
                 .update_scale(
-                    info,
-                    ns,
-                    n,
-                    None,
-                    &body,
-                    content_type(headers),
+                    ObjectRef::new(info, ns, n),
+                    ScaleChange::Replace(scale),
                     &write_options(q, headers)?,
                 )
                 .await?;
@@ -306,7 +307,11 @@ async fn resource(
             let opts = write_options(q, headers)?;
             if sub == Some(Subresource::Scale) {
                 let out = reg
-                    .update_scale(info, ns, n, Some(kind), &body, ct, &opts)
+                    .update_scale(
+                        ObjectRef::new(info, ns, n),
+                        ScaleChange::Patch(kind, &body),
+                        &opts,
+                    )
                     .await?;
                 return Ok(value_response(StatusCode::OK, &out));
             }
@@ -316,10 +321,13 @@ async fn resource(
                     StatusError::bad_request("force may only be set for apply patches").into(),
                 );
             }
-            Ok(written(
-                reg.patch(info, ns, n, sub, kind, &body, force, &opts)
-                    .await?,
-            ))
+            let r = ObjectRef::new(info, ns, n).subresource(sub);
+            if kind == PatchType::Apply {
+                let applied = crate::body::from_yaml(&body)
+                    .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")))?;
+                return Ok(written(reg.apply(r, applied, force, &opts).await?));
+            }
+            Ok(written(reg.patch(r, kind, &body, &opts).await?))
         }
         (Method::DELETE, Some(n), None) => {
             let opts = delete_options(q, headers, &body)?;

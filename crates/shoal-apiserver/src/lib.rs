@@ -12,10 +12,10 @@ mod apply;
 mod body;
 pub mod cache;
 mod compactor;
-mod defaults;
 mod discovery;
 mod error;
 pub mod handlers;
+mod kinds;
 mod kubelet_proxy;
 mod meta;
 mod openapi;
@@ -26,7 +26,6 @@ mod request;
 mod table;
 pub mod tls;
 mod typed;
-mod validate;
 
 pub use error::{ApiError, ApiResult};
 

@@ -4,7 +4,7 @@
 
 use super::Active;
 use crate::ApiServer;
-use crate::registry::WriteOptions;
+use crate::registry::{ObjectRef, WriteOptions};
 use serde_json::{Value, json};
 use shoal_api::policy::{AdmissionPolicySpec, PluginStatus};
 use shoal_api::{ResourceInfo, Subresource};
@@ -126,10 +126,8 @@ impl Backend for Policies {
         server
             .registry
             .update(
-                info,
-                key.namespace.as_deref(),
-                &key.name,
-                Some(Subresource::Status),
+                ObjectRef::new(info, key.namespace.as_deref(), &key.name)
+                    .subresource(Some(Subresource::Status)),
                 body,
                 &options(),
             )

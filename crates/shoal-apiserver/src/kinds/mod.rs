@@ -1,0 +1,190 @@
+//! What happens to each kind on its way to the store, one [`Strategy`] per kind or kind family
+//! (the shape of Kubernetes' `rest.RESTCreateStrategy` and friends): defaulting, preparation
+//! of a new object, its initial status, validation on create and update, allocation (Service
+//! IPs and node ports), and what deleting it involves. The registry's pipeline is the same for
+//! every kind and asks [`strategy`] for the differences; a new kind's rules are a new file here
+//! and a line in [`strategy`].
+
+mod config;
+pub(crate) mod defaulting;
+mod job;
+mod namespace;
+mod pod;
+mod policy;
+mod service;
+pub(crate) mod validation;
+mod workloads;
+
+use crate::cache::ResourceCache;
+use crate::error::ApiResult;
+use serde_json::{Value, json};
+use shoal_api::{Cause, ResourceInfo, Subresource};
+
+/// How a kind's names are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A DNS-1123 subdomain (most kinds).
+    Subdomain,
+    /// A DNS-1123 label (Namespaces).
+    Label,
+    /// A DNS-1035 label (Services).
+    Dns1035,
+}
+
+/// A kind's rules. Every method has the behaviour of a kind with no rules of its own.
+pub trait Strategy: Sync {
+    fn name_rule(&self) -> NameRule {
+        NameRule::Subdomain
+    }
+
+    /// Rewrites what a client may send but is never stored as sent (a Secret's
+    /// `stringData`), on every write.
+    fn normalize(&self, _o: &mut Value) {}
+
+    /// Kubernetes' defaults, on every write.
+    fn default(&self, _o: &mut Value) {}
+
+    /// Fills in what a new object gets from the server (a Job's selector from its uid).
+    fn prepare_create(&self, _o: &mut Value) {}
+
+    /// The status a new object starts with: an empty one if the kind has a status
+    /// subresource.
+    fn initial_status(&self, info: &ResourceInfo, _o: &Value) -> Option<Value> {
+        info.has(Subresource::Status).then(|| json!({}))
+    }
+
+    /// Field errors of `o`, new or updated (metadata is checked for every kind).
+    fn validate(&self, _o: &Value, _out: &mut Vec<Cause>) {}
+
+    /// Field errors of an update that changes what may not change.
+    fn validate_update(&self, _o: &Value, _old: &Value, _out: &mut Vec<Cause>) {}
+
+    /// Allocates what a new object takes from a shared range (a Service's ClusterIP and node
+    /// ports), given the cache of the kind's objects.
+    fn allocate(
+        &self,
+        _info: &ResourceInfo,
+        _cache: &ResourceCache,
+        _o: &mut Value,
+    ) -> ApiResult<()> {
+        Ok(())
+    }
+
+    /// Seconds a delete waits before the object goes (a pod's grace period); `requested` is
+    /// what the delete asked for.
+    fn delete_grace(&self, _o: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+
+    /// Whether something besides `metadata.finalizers` keeps a deleted object (a Namespace's
+    /// `spec.finalizers`).
+    fn holds_deletion(&self, _o: &Value) -> bool {
+        false
+    }
+
+    /// What a deletion that has to wait marks on the object (a Namespace's `Terminating`).
+    fn begin_deletion(&self, _o: &mut Value) {}
+}
+
+/// A kind without rules of its own.
+struct Generic;
+impl Strategy for Generic {}
+static GENERIC: Generic = Generic;
+
+/// Nodes: their status is the kubelet's to write, from nothing.
+struct NodeStrategy;
+impl Strategy for NodeStrategy {
+    fn initial_status(&self, _info: &ResourceInfo, _o: &Value) -> Option<Value> {
+        None
+    }
+}
+static NODE: NodeStrategy = NodeStrategy;
+
+/// The rules of `info`'s kind.
+pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
+    match (info.group, info.kind) {
+        ("", "Pod") => &pod::POD,
+        ("", "Service") => &service::SERVICE,
+        ("", "Namespace") => &namespace::NAMESPACE,
+        ("", "Node") => &NODE,
+        ("", "ConfigMap") => &config::CONFIG_MAP,
+        ("", "Secret") => &config::SECRET,
+        ("apps", "Deployment") => &workloads::DEPLOYMENT,
+        ("apps", "ReplicaSet") => &workloads::REPLICA_SET,
+        ("apps", "StatefulSet") => &workloads::STATEFUL_SET,
+        ("apps", "DaemonSet") => &workloads::DAEMON_SET,
+        ("batch", "Job") => &job::JOB,
+        ("batch", "CronJob") => &job::CRON_JOB,
+        (shoal_api::policy::GROUP, "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
+            &policy::ADMISSION_POLICY
+        }
+        (shoal_api::policy::GROUP, "SchedulerPlugin") => &policy::SCHEDULER_PLUGIN,
+        _ => &GENERIC,
+    }
+}
+
+/// Every field error of `o` as a new (`old` is `None`) or updated object of `info`.
+pub fn validate(info: &ResourceInfo, o: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let s = strategy(info);
+    let mut out = Vec::new();
+    validation::metadata(s.name_rule(), o, &mut out);
+    s.validate(o, &mut out);
+    if let Some(old) = old {
+        s.validate_update(o, old, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn info(group: &str, kind: &str) -> &'static ResourceInfo {
+        shoal_api::resources::find_kind(group, kind).unwrap()
+    }
+
+    #[test]
+    fn pod_without_image_names_the_field() {
+        let pod = json!({"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c"}]}});
+        let causes = validate(info("", "Pod"), &pod, None);
+        assert_eq!(causes, vec![Cause::required("spec.containers[0].image")]);
+    }
+
+    #[test]
+    fn deployment_selector_must_match_template() {
+        let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let causes = validate(info("apps", "Deployment"), &d, None);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+    }
+
+    #[test]
+    fn invalid_names_and_labels_are_reported() {
+        let cm = json!({"metadata": {"name": "Bad_Name", "labels": {"ok": "not ok"}}});
+        let causes = validate(info("", "ConfigMap"), &cm, None);
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["metadata.name", "metadata.labels"]);
+    }
+
+    #[test]
+    fn deployment_gets_strategy_and_template_defaults() {
+        let mut d = json!({"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x:1", "ports": [{"containerPort": 80}]}]}}}});
+        strategy(info("apps", "Deployment")).default(&mut d);
+        assert_eq!(d["spec"]["replicas"], 1);
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+
+    #[test]
+    fn latest_or_untagged_images_pull_always() {
+        let mut p = json!({"spec": {"containers": [{"name": "a", "image": "reg:5000/x"}, {"name": "b", "image": "x:latest"}]}});
+        strategy(info("", "Pod")).default(&mut p);
+        assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(p["spec"]["containers"][1]["imagePullPolicy"], "Always");
+    }
+}

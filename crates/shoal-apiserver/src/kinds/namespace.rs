@@ -1,0 +1,40 @@
+//! Namespaces: a DNS-1123 label for a name, the `kubernetes` finalizer, `Active` on create and
+//! `Terminating` while their content is deleted.
+
+use super::Strategy;
+use super::defaulting::{child, obj, set_default};
+use serde_json::{Value, json};
+use shoal_api::ResourceInfo;
+
+pub(super) struct NamespaceStrategy;
+pub(super) static NAMESPACE: NamespaceStrategy = NamespaceStrategy;
+
+impl Strategy for NamespaceStrategy {
+    fn name_rule(&self) -> super::NameRule {
+        super::NameRule::Label
+    }
+
+    fn default(&self, o: &mut Value) {
+        let Some(root) = obj(o) else { return };
+        let spec = child(root, "spec");
+        if let Some(s) = obj(spec) {
+            set_default(s, "finalizers", json!(["kubernetes"]));
+        }
+    }
+
+    fn initial_status(&self, _info: &ResourceInfo, _o: &Value) -> Option<Value> {
+        Some(json!({"phase": "Active"}))
+    }
+
+    /// `spec.finalizers` (the namespace controller's `kubernetes`) keep a deleted namespace
+    /// until its content is gone.
+    fn holds_deletion(&self, o: &Value) -> bool {
+        o.pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    }
+
+    fn begin_deletion(&self, o: &mut Value) {
+        o["status"] = json!({"phase": "Terminating"});
+    }
+}

@@ -1,0 +1,176 @@
+//! Subresources with write semantics of their own: `scale` (the autoscaling/v1 view of
+//! `spec.replicas`) and `pods/binding` (assigning a pod to a node, once).
+
+use super::{ObjectRef, Registry, WriteOptions};
+use crate::error::ApiResult;
+use crate::meta::{self, meta_mut};
+use crate::patch::{self, PatchType};
+use serde_json::{Value, json};
+use shoal_api::{ResourceInfo, StatusError, Subresource};
+
+/// How a Scale is written: replaced (PUT, the decoded body) or patched.
+pub enum ScaleChange<'a> {
+    Replace(Value),
+    Patch(PatchType, &'a [u8]),
+}
+
+impl Registry {
+    /// The autoscaling/v1 Scale of a scalable object.
+    pub async fn get_scale(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> ApiResult<Value> {
+        let current = self.read_existing(&ObjectRef::new(info, ns, name)).await?;
+        Ok(scale_of(&current.value))
+    }
+
+    /// Sets replicas from a Scale written by PUT or PATCH.
+    pub async fn update_scale(
+        &self,
+        r: ObjectRef<'_>,
+        change: ScaleChange<'_>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let r = r.subresource(Some(Subresource::Scale));
+        let change = &change;
+        self.guaranteed_update(r, move |current| {
+            Box::pin(async move {
+                let mut scale = scale_of(&current.value);
+                match change {
+                    ScaleChange::Replace(v) => scale = v.clone(),
+                    ScaleChange::Patch(PatchType::Json, body) => {
+                        patch::json_patch(&mut scale, body)?
+                    }
+                    ScaleChange::Patch(PatchType::Merge, body) => {
+                        patch::merge_patch(&mut scale, body)?
+                    }
+                    ScaleChange::Patch(_, body) => patch::strategic_merge_patch(&mut scale, body)?,
+                }
+                let wanted_rv = meta::resource_version(&scale);
+                if wanted_rv.is_some_and(|rv| rv != current.revision.0) {
+                    return Err(r.stale());
+                }
+                let replicas = match scale.pointer("/spec/replicas") {
+                    Some(Value::Number(n)) if n.as_i64().is_some_and(|x| x >= 0) => {
+                        n.as_i64().unwrap_or(0)
+                    }
+                    Some(v) => {
+                        return Err(StatusError::invalid(
+                            "Scale",
+                            "autoscaling",
+                            r.name,
+                            vec![shoal_api::Cause::invalid(
+                                "spec.replicas",
+                                v,
+                                "must be greater than or equal to 0",
+                            )],
+                        )
+                        .into());
+                    }
+                    None => 0,
+                };
+                let mut new = current.value.clone();
+                new["spec"]["replicas"] = json!(replicas);
+                match self.write_over(&r, &current, new, opts, true).await? {
+                    Some(w) => Ok(Some(scale_of(&w.object))),
+                    None if wanted_rv.is_some() => Err(r.stale()),
+                    None => Ok(None),
+                }
+            })
+        })
+        .await
+    }
+
+    /// `pods/binding`: assigns a pod to a node, once.
+    pub async fn bind(
+        &self,
+        info: &'static ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Value,
+    ) -> ApiResult<()> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if node.is_empty() {
+            return Err(StatusError::invalid(
+                "Binding",
+                "",
+                name,
+                vec![shoal_api::Cause::required("target.name")],
+            )
+            .into());
+        }
+        let r = ObjectRef::new(info, ns, name);
+        let node = node.to_owned();
+        let node = node.as_str();
+        self.guaranteed_update(r, move |current| Box::pin(async move {
+            if meta::is_deleting(&current.value) {
+                return Err(StatusError::conflict(
+                    info.plural,
+                    info.group,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                )
+                .into());
+            }
+            let existing = current
+                .value
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !existing.is_empty() {
+                return Err(StatusError::conflict(
+                    info.plural,
+                    info.group,
+                    name,
+                    &format!("pod {name} is already assigned to node \"{existing}\""),
+                )
+                .into());
+            }
+            let mut new = current.value.clone();
+            new["spec"]["nodeName"] = json!(node);
+            let mut conds: Vec<Value> = new["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c.get("type") != Some(&json!("PodScheduled")))
+                .collect();
+            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}));
+            new["status"]["conditions"] = json!(conds);
+            meta_mut(&mut new).remove("resourceVersion");
+            Ok(self.commit(&r, &current, new, false).await?.map(drop))
+        }))
+        .await
+    }
+}
+
+/// The Scale view of an object with `spec.replicas`.
+pub fn scale_of(o: &Value) -> Value {
+    let m = meta::meta(o);
+    let selector = o
+        .pointer("/spec/selector")
+        .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "uid": m.get("uid"),
+            "resourceVersion": m.get("resourceVersion"),
+            "creationTimestamp": m.get("creationTimestamp"),
+        },
+        "spec": {"replicas": o.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": o.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}

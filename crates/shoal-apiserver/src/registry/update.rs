@@ -1,0 +1,172 @@
+//! Replacing (PUT), patching (JSON, merge and strategic merge patches) and server-side apply,
+//! each a [`Registry::guaranteed_update`]: a write without a `resourceVersion` is re-applied to
+//! the fresh object when another write lands in between; one with a `resourceVersion` that is
+//! no longer current is a 409.
+
+use super::{ObjectRef, Registry, WriteOptions, Written, type_meta::check_type_meta};
+use crate::apply;
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{self, meta_mut};
+use crate::patch::{self, PatchType};
+use serde_json::{Value, json};
+use shoal_api::StatusError;
+
+/// A body's name must be the URL's (or empty).
+fn check_name(r: &ObjectRef<'_>, o: &Value) -> ApiResult<()> {
+    let body_name = meta::name(o);
+    if !body_name.is_empty() && body_name != r.name {
+        return Err(StatusError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({})",
+            r.name
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// Replaces an object (PUT), on the main resource or the status subresource.
+    pub async fn update(
+        &self,
+        r: ObjectRef<'_>,
+        mut o: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        check_type_meta(r.info, &mut o)?;
+        check_name(&r, &o)?;
+        let wanted_rv = meta::resource_version(&o);
+        let wanted_uid = meta::str_field(&o, "uid").to_owned();
+        let (o, wanted_uid) = (&o, wanted_uid.as_str());
+        self.guaranteed_update(r, move |current| Box::pin(async move {
+            if wanted_rv.is_some_and(|rv| rv != current.revision.0) {
+                return Err(r.stale());
+            }
+            let uid = meta::str_field(&current.value, "uid");
+            if !wanted_uid.is_empty() && wanted_uid != uid {
+                return Err(StatusError::conflict(
+                    r.info.plural,
+                    r.info.group,
+                    r.name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {wanted_uid}, UID in object meta: {uid}"
+                    ),
+                )
+                .into());
+            }
+            match self.write_over(&r, &current, o.clone(), opts, true).await? {
+                None if wanted_rv.is_some() => Err(r.stale()),
+                written => Ok(written),
+            }
+        }))
+        .await
+    }
+
+    /// Patches an object (PATCH) with a JSON, merge or strategic merge patch (server-side
+    /// apply is [`Registry::apply`]).
+    pub async fn patch(
+        &self,
+        r: ObjectRef<'_>,
+        kind: PatchType,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        self.guaranteed_update(r, move |current| {
+            Box::pin(async move {
+                let mut target = current.value.clone();
+                match kind {
+                    PatchType::Json => patch::json_patch(&mut target, body)?,
+                    PatchType::Merge => patch::merge_patch(&mut target, body)?,
+                    _ => patch::strategic_merge_patch(&mut target, body)?,
+                }
+                // A resourceVersion in the patch is a precondition.
+                let wanted_rv = meta::resource_version(&target);
+                if wanted_rv.is_some_and(|rv| rv != current.revision.0) {
+                    return Err(r.stale());
+                }
+                check_type_meta(r.info, &mut target)?;
+                match self.write_over(&r, &current, target, opts, true).await? {
+                    None if wanted_rv.is_some() => Err(r.stale()),
+                    written => Ok(written),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Server-side apply of `applied` (the decoded configuration): creates the object if
+    /// missing, else merges the manager's intent.
+    pub async fn apply(
+        &self,
+        r: ObjectRef<'_>,
+        mut applied: Value,
+        force: bool,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        if opts.manager.is_empty() {
+            return Err(StatusError::bad_request(
+                "PATCH requests with the apply patch type require a fieldManager query parameter",
+            )
+            .into());
+        }
+        if !applied.is_object() {
+            return Err(
+                StatusError::bad_request("the applied configuration must be an object").into(),
+            );
+        }
+        let av = applied
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let kd = applied.get("kind").and_then(Value::as_str).unwrap_or("");
+        if av.is_empty() || kd.is_empty() {
+            return Err(StatusError::bad_request(
+                "apiVersion and kind must be set in an applied configuration",
+            )
+            .into());
+        }
+        check_type_meta(r.info, &mut applied)?;
+        check_name(&r, &applied)?;
+        let api_version = r.info.api_version();
+        for _ in 0..super::RETRIES {
+            let Some(current) = self.read(&r.key()).await? else {
+                let mut fresh = json!({"metadata": {"name": r.name}});
+                let created = apply::apply(
+                    &fresh,
+                    &applied,
+                    &opts.manager,
+                    force,
+                    &api_version,
+                    &meta::now(),
+                )?;
+                let mf = created.pointer("/metadata/managedFields").cloned();
+                fresh = created;
+                if let Some(m) = fresh.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("managedFields");
+                }
+                if let Some(mf) = mf {
+                    meta_mut(&mut fresh).insert("managedFields".into(), mf);
+                }
+                match self.create(r.info, r.ns, fresh, opts).await {
+                    // Created by someone else meanwhile: apply over it.
+                    Err(ApiError(e)) if e.reason == "AlreadyExists" => continue,
+                    other => return other,
+                }
+            };
+            if meta::resource_version(&applied).is_some_and(|rv| rv != current.revision.0) {
+                return Err(r.stale());
+            }
+            let merged = apply::apply(
+                &current.value,
+                &applied,
+                &opts.manager,
+                force,
+                &api_version,
+                &meta::now(),
+            )?;
+            if let Some(w) = self.write_over(&r, &current, merged, opts, false).await? {
+                return Ok(w);
+            }
+        }
+        Err(r.stale())
+    }
+}
