@@ -412,6 +412,11 @@ pub fn field_value(o: &Value, field: &str) -> String {
 }
 
 impl Filter {
+    /// Whether no label or field selector narrows the list.
+    fn selects_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     fn new(info: &ResourceInfo, ns: Option<&str>, q: &Query) -> ApiResult<Self> {
         let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
             .map_err(|e| StatusError::bad_request(e.to_string()))?;
@@ -503,6 +508,9 @@ async fn list(
 ) -> ApiResult<Response> {
     let filter = Filter::new(info, ns, q)?;
     let limit = q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    // Objects after this page, before filtering (what kube-apiserver reports as
+    // `remainingItemCount` when a list without selectors is cut short).
+    let mut remaining = None;
     let (objects, rv, next): (Vec<Arc<CachedObject>>, i64, Option<String>) =
         if let Some(token) = q.get("continue").filter(|t| !t.is_empty()) {
             // Later pages are read from the store at the first page's revision.
@@ -517,13 +525,15 @@ async fn list(
             })?;
             let mut out = Vec::new();
             let mut next = None;
-            for kv in r.kvs {
+            let total = r.kvs.len();
+            for (i, kv) in r.kvs.into_iter().enumerate() {
                 let obj = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision.get())?;
                 if filter.matches_obj(&obj) {
                     if limit.is_some_and(|l| out.len() >= l) {
                         next = out
                             .last()
                             .map(|o: &Arc<CachedObject>| encode_continue(c.rv, &o.key));
+                        remaining = Some(total - i);
                         break;
                     }
                     out.push(Arc::new(obj));
@@ -535,12 +545,15 @@ async fn list(
             let cache = s.cache.resource(info);
             let mut out = Vec::new();
             let mut next = None;
-            for o in cache.list(&filter.prefix, None) {
+            let all = cache.list(&filter.prefix, None);
+            let total = all.len();
+            for (i, o) in all.into_iter().enumerate() {
                 if filter.matches_obj(&o) {
                     if limit.is_some_and(|l| out.len() >= l) {
                         next = out
                             .last()
                             .map(|o: &Arc<CachedObject>| encode_continue(rv, &o.key));
+                        remaining = Some(total - i);
                         break;
                     }
                     out.push(o);
@@ -551,6 +564,9 @@ async fn list(
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
     if let Some(n) = &next {
         list_meta["continue"] = json!(n);
+        if let Some(r) = remaining.filter(|_| filter.selects_everything()) {
+            list_meta["remainingItemCount"] = json!(r);
+        }
     }
     if wants_table(headers) {
         let values: Vec<&Value> = objects.iter().map(|o| o.value()).collect();
