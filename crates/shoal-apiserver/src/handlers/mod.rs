@@ -1,0 +1,156 @@
+//! Request dispatch: paths are parsed as the Kubernetes API server's RequestInfo does, then
+//! served by verb (this file: the routes). Reads come from the watch cache (`list.rs`,
+//! `watch.rs`); writes go through the [`crate::registry::Registry`] (`write.rs`); `response.rs`
+//! shapes what is sent back.
+
+mod list;
+mod response;
+mod watch;
+mod write;
+
+use list::*;
+use response::*;
+use watch::*;
+use write::*;
+
+use crate::ApiServer;
+use crate::cache::{CacheEvent, CachedObject, Subscription, WatchType, watch_line};
+use crate::discovery;
+use crate::error::{ApiError, ApiResult, status_response};
+use crate::patch::PatchType;
+use crate::registry::{DeleteOptions, ObjectRef, ScaleChange, WriteOptions, Written};
+use crate::request::{FieldValidation, Query, Target, parse_target};
+use crate::table::{self, IncludeObject};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use serde_json::{Value, json};
+use shoal_api::selector::{FieldSelector, LabelSelector};
+use shoal_api::{ResourceInfo, StatusError, Subresource};
+use shoal_store::{RangeRequest, Revision};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// The single entry point for every request.
+pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = Query::parse(req.uri().query());
+    let headers = req.headers().clone();
+    let span = tracing::debug_span!("request", verb = %method, path = %path);
+    let _enter = span.enter();
+    let body = match axum::body::to_bytes(req.into_body(), crate::body::MAX_BODY + 1).await {
+        Ok(b) => b,
+        Err(_) => {
+            return status_response(&StatusError::too_large(
+                "the request body is larger than 3 MiB",
+            ));
+        }
+    };
+    match route(&server, &method, &path, &query, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(
+    s: &Arc<ApiServer>,
+    method: &Method,
+    path: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let agg = discovery::wants_aggregated(&accept(headers));
+    match parts.as_slice() {
+        ["version"] => {
+            let mut r = value_response(StatusCode::OK, &discovery::version());
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, private"),
+            );
+            Ok(r)
+        }
+        ["healthz" | "livez", ..] => Ok((StatusCode::OK, "ok").into_response()),
+        // Ready while every supervised task of the process runs (a task that panicked is
+        // reported until it has run again for a while).
+        ["readyz", ..] => {
+            let (ok, body) = s.supervisor.readyz(q.get("verbose").is_some());
+            let code = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            Ok((code, body).into_response())
+        }
+        ["api"] if agg => Ok(aggregated(discovery::aggregated(true))),
+        ["apis"] if agg => Ok(aggregated(discovery::aggregated(false))),
+        ["api"] => Ok(value_response(StatusCode::OK, &discovery::api_versions())),
+        ["apis"] => Ok(value_response(StatusCode::OK, &discovery::api_group_list())),
+        ["api", "v1"] => Ok(value_response(
+            StatusCode::OK,
+            &discovery::resource_list("", "v1").unwrap_or_default(),
+        )),
+        ["apis", g] => discovery::group(g)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(|| StatusError::path_not_found().into()),
+        [
+            "apis",
+            "authorization.k8s.io",
+            "v1",
+            "selfsubjectaccessreviews",
+        ] if method == Method::POST => {
+            let mut review = crate::body::decode_object(content_type(headers), &body)
+                .unwrap_or_else(|_| json!({}));
+            review["apiVersion"] = json!("authorization.k8s.io/v1");
+            review["kind"] = json!("SelfSubjectAccessReview");
+            review["status"] =
+                json!({"allowed": true, "reason": "the admin token may do everything"});
+            Ok(value_response(StatusCode::CREATED, &review))
+        }
+        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if method == Method::POST => {
+            Ok(value_response(
+                StatusCode::CREATED,
+                &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null},
+                "status": {"userInfo": {"username": "shoal-admin", "groups": ["system:masters", "system:authenticated"]}}}),
+            ))
+        }
+        ["apis", g, v] => discovery::resource_list(g, v)
+            .map(|v| value_response(StatusCode::OK, &v))
+            .ok_or_else(|| StatusError::path_not_found().into()),
+        ["openapi", "v3"] => Ok(value_response(StatusCode::OK, &s.openapi.root())),
+        ["openapi", "v3", rest @ ..] => {
+            let gv = rest.join("/");
+            s.openapi
+                .doc(&gv)
+                .map(|b| json_response(StatusCode::OK, b))
+                .ok_or_else(|| StatusError::path_not_found().into())
+        }
+        ["api", "v1", rest @ ..] => {
+            resource(s, method, parse_target("", "v1", rest)?, q, headers, body).await
+        }
+        ["apis", g, v, rest @ ..] => {
+            resource(s, method, parse_target(g, v, rest)?, q, headers, body).await
+        }
+        _ => Err(StatusError::path_not_found().into()),
+    }
+}
+
+fn aggregated(v: Value) -> Response {
+    let mut r = value_response(StatusCode::OK, &v);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED),
+    );
+    r
+}
