@@ -4,10 +4,10 @@
 //! finished Jobs.
 
 use crate::job::{finished, has_condition};
+use crate::runner::Ctx;
 use crate::{Error, controller_ref, controller_uid, delete_quietly};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -17,28 +17,13 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the CronJob controller (forever).
 pub async fn run(client: kube::Client) {
     let cronjobs: Api<CronJob> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
-    Controller::new(cronjobs, watcher::Config::default())
-        .owns(jobs, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cronjob reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_c: Arc<CronJob>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "cronjob reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+    let controller = Controller::new(cronjobs, watcher::Config::default())
+        .owns(jobs, watcher::Config::default());
+    crate::runner::run("cronjob", client, controller, reconcile).await;
 }
 
 /// Parses a schedule as Kubernetes does: five fields or a `@hourly`-style descriptor.

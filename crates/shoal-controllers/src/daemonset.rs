@@ -4,11 +4,11 @@
 //! carry the daemon tolerations. RollingUpdate replaces pods of an older template at most
 //! `maxUnavailable` at a time; OnDelete waits for pods to be deleted by hand.
 
+use crate::runner::Ctx;
 use crate::{
     Error, PodName, claim, controller_ref, delete_quietly, pod_available, pod_from_template,
     pod_ready, scaled_value, selector_string,
 };
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -27,10 +27,6 @@ use std::time::Duration;
 /// The label holding the hash of the template a pod was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the DaemonSet controller (forever).
 pub async fn run(client: kube::Client) {
     let sets: Api<DaemonSet> = Api::all(client.clone());
@@ -38,7 +34,7 @@ pub async fn run(client: kube::Client) {
     let nodes: Api<Node> = Api::all(client.clone());
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
-    controller
+    let controller = controller
         .owns(pods, watcher::Config::default())
         // A node appearing, going or changing labels or taints concerns every DaemonSet.
         .watches(nodes, watcher::Config::default(), move |_node| {
@@ -47,19 +43,8 @@ pub async fn run(client: kube::Client) {
                 .iter()
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect::<Vec<_>>()
-        })
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "daemonset reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_d: Arc<DaemonSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "daemonset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
+        });
+    crate::runner::run("daemonset", client, controller, reconcile).await;
 }
 
 /// A short, stable hash of a template (FNV-1a in the safe alphabet).

@@ -3,11 +3,11 @@
 //! with Kubernetes' 10 s doubling back-off) or past `activeDeadlineSeconds`, suspends, and
 //! deletes a finished Job after `ttlSecondsAfterFinished`.
 
+use crate::runner::Ctx;
 use crate::{
     Error, PodName, claim, controller_ref, delete_quietly, pod_active, pod_from_template,
     pod_ready, selector_string,
 };
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -17,28 +17,13 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the Job controller (forever).
 pub async fn run(client: kube::Client) {
     let jobs: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_j: Arc<Job>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "job reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
+    let controller =
+        Controller::new(jobs, watcher::Config::default()).owns(pods, watcher::Config::default());
+    crate::runner::run("job", client, controller, reconcile).await;
 }
 
 const BACKOFF_BASE: Duration = Duration::from_secs(10);

@@ -10,6 +10,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+mod runner;
 pub mod statefulset;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
@@ -97,41 +98,13 @@ pub fn record<K>(
 ) where
     K: kube::Resource<DynamicType = ()>,
 {
-    let m = obj.meta();
-    let ns = m.namespace.clone().unwrap_or_else(|| "default".into());
-    let about = shoal_api::events::Involved {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        namespace: ns.clone(),
-        name: m.name.clone().unwrap_or_default(),
-        uid: m.uid.clone(),
-        resource_version: m.resource_version.clone(),
-        field_path: None,
+    let type_ = if type_ == "Warning" {
+        shoal_client::EventType::Warning
+    } else {
+        shoal_client::EventType::Normal
     };
-    let source = shoal_api::events::Source {
-        component: component.into(),
-        host: None,
-    };
-    let now = jiff::Timestamp::now();
-    let value = shoal_api::events::core_event(
-        &about,
-        &source,
-        type_,
-        reason,
-        &message,
-        &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
-        now.as_nanosecond(),
-    );
-    let client = client.clone();
-    tokio::spawn(async move {
-        let Ok(event) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(value) else {
-            return;
-        };
-        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
-        if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
-            tracing::debug!(error = %e, "cannot record event");
-        }
-    });
+    shoal_client::Recorder::new(client.clone(), component, None)
+        .record(obj, None, type_, reason, message);
 }
 
 /// Creates `pod` for `owner` and records `SuccessfulCreate` (`Created pod: NAME`) on the

@@ -3,7 +3,7 @@
 //! finalizer is removed through `namespaces/{name}/finalize`, which lets it go.
 
 use crate::Error;
-use futures::StreamExt;
+use crate::runner::Ctx;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{Discovery, Scope, verbs};
@@ -13,26 +13,11 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the namespace controller (forever).
 pub async fn run(client: kube::Client) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    Controller::new(namespaces, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "namespace reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_n: Arc<Namespace>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "namespace reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
+    let controller = Controller::new(namespaces, watcher::Config::default());
+    crate::runner::run("namespace", client, controller, reconcile).await;
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {

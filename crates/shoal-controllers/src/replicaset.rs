@@ -1,11 +1,11 @@
 //! ReplicaSet: adopt matching orphans, create or delete pods until `spec.replicas` are active,
 //! and report the counts in status.
 
+use crate::runner::Ctx;
 use crate::{
     Error, PodName, claim, controller_ref, pod_active, pod_available, pod_from_template, pod_ready,
     selector_string,
 };
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -15,28 +15,13 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the ReplicaSet controller (forever).
 pub async fn run(client: kube::Client) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    Controller::new(sets, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "replicaset reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_rs: Arc<ReplicaSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "replicaset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(2))
+    let controller =
+        Controller::new(sets, watcher::Config::default()).owns(pods, watcher::Config::default());
+    crate::runner::run("replicaset", client, controller, reconcile).await;
 }
 
 /// Which pods go first when scaling down, as Kubernetes ranks them: unscheduled, then pending,

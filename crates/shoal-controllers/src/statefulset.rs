@@ -5,11 +5,11 @@
 //! `partition`, one at a time; OnDelete waits for pods to be deleted by hand.
 
 use crate::daemonset::{REVISION_LABEL, revision_hash};
+use crate::runner::Ctx;
 use crate::{
     Error, PodName, claim, controller_ref, delete_quietly, pod_available, pod_from_template,
     pod_ready, selector_string,
 };
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -20,28 +20,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the StatefulSet controller (forever).
 pub async fn run(client: kube::Client) {
     let sets: Api<StatefulSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    Controller::new(sets, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "statefulset reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_s: Arc<StatefulSet>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "statefulset reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
+    let controller =
+        Controller::new(sets, watcher::Config::default()).owns(pods, watcher::Config::default());
+    crate::runner::run("statefulset", client, controller, reconcile).await;
 }
 
 /// The ordinal of a pod named `<set>-<n>`.

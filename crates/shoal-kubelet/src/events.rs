@@ -1,28 +1,16 @@
-//! core/v1 Events about pods, as `kubectl describe pod` and `kubectl events` show them.
+//! core/v1 Events about pods, as `kubectl describe pod` and `kubectl events` show them,
+//! written through the shared [`shoal_client::Recorder`] as the `kubelet` of this node.
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+pub use shoal_client::EventType as Kind;
 
-/// `Normal` or `Warning`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Normal,
-    Warning,
-}
-
-/// Writes events about one pod; failures are logged, never fatal.
+/// Writes events about the pods of one node; failures are logged, never fatal.
 #[derive(Clone)]
-pub struct Recorder {
-    client: kube::Client,
-    node: String,
-}
+pub struct Recorder(shoal_client::Recorder);
 
 impl Recorder {
     pub fn new(client: kube::Client, node: &str) -> Self {
-        Self {
-            client,
-            node: node.to_owned(),
-        }
+        Self(shoal_client::Recorder::new(client, "kubelet", Some(node)))
     }
 
     /// Records `reason: message` about `pod` (and its container `container`, if any).
@@ -34,9 +22,6 @@ impl Recorder {
         reason: &str,
         message: String,
     ) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let now = jiff::Timestamp::now();
         let field_path = container.map(|c| {
             let init = pod
                 .spec
@@ -49,43 +34,6 @@ impl Recorder {
                 format!("spec.containers{{{c}}}")
             }
         });
-        let about = shoal_api::events::Involved {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            namespace: ns.clone(),
-            name: name.clone(),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            field_path,
-        };
-        let source = shoal_api::events::Source {
-            component: "kubelet".into(),
-            host: Some(self.node.clone()),
-        };
-        let kind = match kind {
-            Kind::Normal => "Normal",
-            Kind::Warning => "Warning",
-        };
-        let time = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
-        let value = shoal_api::events::core_event(
-            &about,
-            &source,
-            kind,
-            reason,
-            &message,
-            &time,
-            now.as_nanosecond(),
-        );
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let event: Event = match serde_json::from_value(value) {
-                Ok(e) => e,
-                Err(e) => return tracing::warn!(error = %e, "malformed event"),
-            };
-            let api: Api<Event> = Api::namespaced(client, &ns);
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
-                tracing::debug!(error = %e, "cannot record event");
-            }
-        });
+        self.0.record(pod, field_path, kind, reason, message);
     }
 }

@@ -66,6 +66,12 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> crate::Result<
                             pod.metadata.namespace.as_deref().unwrap_or("default"),
                             pod.metadata.name.as_deref().unwrap_or("")
                         );
+                        let span = tracing::info_span!(
+                            "pod",
+                            ns = pod.metadata.namespace.as_deref().unwrap_or("default"),
+                            name = pod.metadata.name.as_deref().unwrap_or(""),
+                            uid = %uid,
+                        );
                         let (tx, rx) = watch::channel(Some(pod));
                         let worker_k = k.clone();
                         // A worker that panics starts again on the pod's latest version.
@@ -73,7 +79,10 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> crate::Result<
                             name,
                             shoal_supervisor::Restart::OnPanic,
                             shutdown.clone(),
-                            move || worker::run(worker_k.clone(), rx.clone()),
+                            move || {
+                                use tracing::Instrument;
+                                worker::run(worker_k.clone(), rx.clone()).instrument(span.clone())
+                            },
                         );
                         workers.insert(uid, tx);
                     }

@@ -12,7 +12,7 @@ pub mod wasm;
 
 use framework::{Framework, NodeInfo, Plugin, PodAccount};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
@@ -93,11 +93,13 @@ pub struct Scheduler {
     state: Mutex<State>,
     wake: Notify,
     binds: Arc<tokio::sync::Semaphore>,
+    events: shoal_client::Recorder,
 }
 
 impl Scheduler {
     pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>, config: Config) -> Arc<Self> {
         let builtin: Vec<Arc<dyn Plugin>> = plugins.into_iter().map(Arc::from).collect();
+        let events = shoal_client::Recorder::new(client.clone(), DEFAULT_SCHEDULER, None);
         Arc::new(Self {
             client,
             config,
@@ -108,6 +110,7 @@ impl Scheduler {
             state: Mutex::default(),
             wake: Notify::new(),
             binds: Arc::new(tokio::sync::Semaphore::new(PARALLEL_BINDS)),
+            events,
         })
     }
 
@@ -327,6 +330,7 @@ impl Scheduler {
         let framework = self.framework();
         for pod in pending {
             let k = key(&pod);
+            let _span = tracing::info_span!("schedule", pod = %k).entered();
             match framework.schedule(&pod, &nodes) {
                 Ok(decision) => {
                     let i = decision.node;
@@ -447,37 +451,12 @@ impl Scheduler {
     }
 
     fn event(&self, pod: &Pod, kind: &str, reason: &str, message: String) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let now = jiff::Timestamp::now();
-        let about = shoal_api::events::Involved {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            namespace: ns.clone(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
+        let kind = if kind == "Warning" {
+            shoal_client::EventType::Warning
+        } else {
+            shoal_client::EventType::Normal
         };
-        let source = shoal_api::events::Source {
-            component: DEFAULT_SCHEDULER.into(),
-            host: None,
-        };
-        let value = shoal_api::events::core_event(
-            &about,
-            &source,
-            kind,
-            reason,
-            &message,
-            &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
-            now.as_nanosecond(),
-        );
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            if let Ok(ev) = serde_json::from_value::<Event>(value) {
-                let _ = Api::<Event>::namespaced(client, &ns)
-                    .create(&PostParams::default(), &ev)
-                    .await;
-            }
-        });
+        self.events.record(pod, None, kind, reason, message);
     }
 }
 

@@ -11,9 +11,9 @@
 
 use crate::framework::{self, CycleState, NodeInfo, Plugin};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use shoal_api::policy::{PluginStatus, SchedulerPlugin, SchedulerPluginSpec};
 use shoal_plugin_host::health::{Health, Notice};
@@ -263,6 +263,7 @@ pub struct PluginConfig {
 /// The scheduler's side of the plugin loader: SchedulerPlugin objects through the API.
 struct SchedulerPlugins {
     client: kube::Client,
+    events: shoal_client::Recorder,
 }
 
 #[async_trait::async_trait]
@@ -335,43 +336,24 @@ impl Backend for SchedulerPlugins {
     }
 
     async fn record(&self, key: &PluginKey, uid: Option<&str>, notice: &Notice) {
-        let about = shoal_api::events::Involved {
+        let about = shoal_client::Involved {
             api_version: format!(
                 "{}/{}",
                 shoal_api::policy::GROUP,
                 shoal_api::policy::VERSION
             ),
             kind: key.kind.into(),
-            // Cluster-scoped: no namespace on the object, the Event lives in `default`.
-            namespace: String::new(),
             name: key.name.clone(),
             uid: uid.map(str::to_owned),
             ..Default::default()
         };
-        let source = shoal_api::events::Source {
-            component: crate::DEFAULT_SCHEDULER.into(),
-            host: None,
+        let type_ = if notice.type_ == "Warning" {
+            shoal_client::EventType::Warning
+        } else {
+            shoal_client::EventType::Normal
         };
-        let now = jiff::Timestamp::now();
-        let mut value = shoal_api::events::core_event(
-            &about,
-            &source,
-            notice.type_,
-            notice.reason,
-            &notice.message,
-            &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
-            now.as_nanosecond(),
-        );
-        value["metadata"]["namespace"] = serde_json::json!("default");
-        let Ok(event) = serde_json::from_value::<Event>(value) else {
-            return;
-        };
-        if let Err(e) = Api::<Event>::namespaced(self.client.clone(), "default")
-            .create(&PostParams::default(), &event)
-            .await
-        {
-            tracing::debug!(plugin = %key, error = %e, "cannot record a plugin event");
-        }
+        self.events
+            .record_about(about, type_, notice.reason, notice.message.clone());
     }
 }
 
@@ -391,6 +373,7 @@ pub async fn run_loader(client: kube::Client, config: PluginConfig, out: Arc<Was
     let loader = Loader::new(
         SchedulerPlugins {
             client: client.clone(),
+            events: shoal_client::Recorder::new(client.clone(), crate::DEFAULT_SCHEDULER, None),
         },
         config.host,
         config.sources,

@@ -263,7 +263,15 @@ async fn call(
     warnings: &mut Vec<String>,
 ) -> ApiResult<Option<shoal_plugin_host::admission::Verdict>> {
     let result = match &p.module {
-        Some(module) => module.review(req, mutating, p.timeout()).await,
+        Some(module) => {
+            use tracing::Instrument;
+            let span =
+                tracing::info_span!("admission", policy = %p.key.display_name(), uid = %req.uid);
+            module
+                .review(req, mutating, p.timeout())
+                .instrument(span)
+                .await
+        }
         // Counted as the policy's failure too (and benched like one).
         None => {
             let e = PluginError::Invalid(format!(

@@ -36,26 +36,33 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
-/// The single entry point for every request.
+/// The single entry point for every request, in a `request{verb, resource, ns, name}` span
+/// (the resource fields are filled in once the path is understood).
 pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Response {
+    use tracing::Instrument;
+    use tracing::field::Empty;
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = Query::parse(req.uri().query());
-    let headers = req.headers().clone();
-    let span = tracing::debug_span!("request", verb = %method, path = %path);
-    let _enter = span.enter();
-    let body = match axum::body::to_bytes(req.into_body(), crate::body::MAX_BODY + 1).await {
-        Ok(b) => b,
-        Err(_) => {
-            return status_response(&StatusError::too_large(
-                "the request body is larger than 3 MiB",
-            ));
+    let span =
+        tracing::info_span!("request", verb = %method, resource = Empty, ns = Empty, name = Empty);
+    async move {
+        let path = req.uri().path().to_owned();
+        let query = Query::parse(req.uri().query());
+        let headers = req.headers().clone();
+        let body = match axum::body::to_bytes(req.into_body(), crate::body::MAX_BODY + 1).await {
+            Ok(b) => b,
+            Err(_) => {
+                return status_response(&StatusError::too_large(
+                    "the request body is larger than 3 MiB",
+                ));
+            }
+        };
+        match route(&server, &method, &path, &query, &headers, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
         }
-    };
-    match route(&server, &method, &path, &query, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
     }
+    .instrument(span)
+    .await
 }
 
 async fn route(
@@ -137,13 +144,42 @@ async fn route(
                 .ok_or_else(|| StatusError::path_not_found().into())
         }
         ["api", "v1", rest @ ..] => {
-            resource(s, method, parse_target("", "v1", rest)?, q, headers, body).await
+            resource(
+                s,
+                method,
+                described(parse_target("", "v1", rest)?),
+                q,
+                headers,
+                body,
+            )
+            .await
         }
         ["apis", g, v, rest @ ..] => {
-            resource(s, method, parse_target(g, v, rest)?, q, headers, body).await
+            resource(
+                s,
+                method,
+                described(parse_target(g, v, rest)?),
+                q,
+                headers,
+                body,
+            )
+            .await
         }
         _ => Err(StatusError::path_not_found().into()),
     }
+}
+
+/// Records what a request is about on its span.
+fn described(t: Target) -> Target {
+    let span = tracing::Span::current();
+    span.record("resource", t.info.plural);
+    if let Some(ns) = &t.namespace {
+        span.record("ns", ns.as_str());
+    }
+    if let Some(name) = &t.name {
+        span.record("name", name.as_str());
+    }
+    t
 }
 
 fn aggregated(v: Value) -> Response {

@@ -12,8 +12,8 @@ mod progress;
 mod rollout;
 mod sync;
 
+use crate::runner::Ctx;
 use crate::{Error, scaled_value, selector_string};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -38,28 +38,13 @@ const NOT_COPIED: [&str; 4] = [
     MAX_REPLICAS,
 ];
 
-struct Ctx {
-    client: kube::Client,
-}
-
 /// Runs the Deployment controller (forever).
 pub async fn run(client: kube::Client) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let sets: Api<ReplicaSet> = Api::all(client.clone());
-    Controller::new(deployments, watcher::Config::default())
-        .owns(sets, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client }))
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment reconcile");
-            }
-        })
-        .await;
-}
-
-fn error_policy(_d: Arc<Deployment>, e: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %e, "deployment reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(1))
+    let controller = Controller::new(deployments, watcher::Config::default())
+        .owns(sets, watcher::Config::default());
+    crate::runner::run("deployment", client, controller, reconcile).await;
 }
 
 /// Kubernetes' alphabet for names derived from hashes (no vowels, no look-alikes).
