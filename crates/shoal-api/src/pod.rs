@@ -1,8 +1,10 @@
-//! Pure predicates on Pods that several components need: QoS class, requests and limits,
-//! priority, whether a pod has finished.
+//! Pure predicates on Pods that several components need ([`PodExt`]): QoS class, requests
+//! and limits, priority, whether a pod has finished, whether it may run on a node.
 
+use crate::node::NodeExt;
+use crate::predicates::{term_matches, tolerates};
 use crate::quantity;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, Taint, Toleration};
 
 /// Kubernetes' QoS classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,16 +56,6 @@ pub fn qos_class(spec: &PodSpec) -> QosClass {
     }
 }
 
-/// A pod's QoS class: the one its status records, else computed from its spec.
-pub fn pod_qos(pod: &Pod) -> QosClass {
-    match pod.status.as_ref().and_then(|s| s.qos_class.as_deref()) {
-        Some("BestEffort") => QosClass::BestEffort,
-        Some("Guaranteed") => QosClass::Guaranteed,
-        Some("Burstable") => QosClass::Burstable,
-        _ => pod.spec.as_ref().map_or(QosClass::BestEffort, qos_class),
-    }
-}
-
 fn quantity_of(c: &Container, kind: &str, resource: &str) -> Option<u64> {
     let res = c.resources.as_ref()?;
     let list = if kind == "limits" {
@@ -89,26 +81,90 @@ pub fn container_limit(c: &Container, resource: &str) -> Option<u64> {
     quantity_of(c, "limits", resource)
 }
 
-/// What a pod's containers request of `resource` together (init containers not counted).
-pub fn pod_request(pod: &Pod, resource: &str) -> u64 {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .filter_map(|c| container_request(c, resource))
-        .sum()
+/// What every component asks of a Pod.
+pub trait PodExt {
+    /// Its QoS class: the one its status records, else computed from its spec.
+    fn qos(&self) -> QosClass;
+    /// What its containers request of `resource` together (init containers not counted).
+    fn request(&self, resource: &str) -> u64;
+    /// `spec.priority` (0 when unset).
+    fn priority(&self) -> i32;
+    /// Whether it has finished (`Succeeded` or `Failed`).
+    fn is_terminal(&self) -> bool;
+    /// Its tolerations.
+    fn tolerations(&self) -> &[Toleration];
+    /// The first NoSchedule or NoExecute taint of `node` it does not tolerate.
+    fn untolerated_taint<'a>(&self, node: &'a Node) -> Option<&'a Taint>;
+    /// Whether `node` satisfies its nodeSelector and required node affinity.
+    fn fits_node_affinity(&self, node: &Node) -> bool;
 }
 
-/// `spec.priority` (0 when unset).
-pub fn priority(pod: &Pod) -> i32 {
-    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
-}
+impl PodExt for Pod {
+    fn qos(&self) -> QosClass {
+        match self.status.as_ref().and_then(|s| s.qos_class.as_deref()) {
+            Some("BestEffort") => QosClass::BestEffort,
+            Some("Guaranteed") => QosClass::Guaranteed,
+            Some("Burstable") => QosClass::Burstable,
+            _ => self.spec.as_ref().map_or(QosClass::BestEffort, qos_class),
+        }
+    }
 
-/// Whether the pod has finished (`Succeeded` or `Failed`).
-pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    fn request(&self, resource: &str) -> u64 {
+        self.spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter_map(|c| container_request(c, resource))
+            .sum()
+    }
+
+    fn priority(&self) -> i32 {
+        self.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(
+            self.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+    }
+
+    fn tolerations(&self) -> &[Toleration] {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or(&[])
+    }
+
+    fn untolerated_taint<'a>(&self, node: &'a Node) -> Option<&'a Taint> {
+        let tols = self.tolerations();
+        node.taints()
+            .iter()
+            .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+            .find(|taint| !tols.iter().any(|t| tolerates(t, taint)))
+    }
+
+    fn fits_node_affinity(&self, node: &Node) -> bool {
+        let Some(spec) = self.spec.as_ref() else {
+            return true;
+        };
+        let labels = node.metadata.labels.as_ref();
+        let selector_ok = spec
+            .node_selector
+            .iter()
+            .flatten()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        if !selector_ok {
+            return false;
+        }
+        spec.affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
+    }
 }
 
 #[cfg(test)]
@@ -142,7 +198,7 @@ mod tests {
             {"name": "a", "resources": {"limits": {"memory": "64Mi"}}},
             {"name": "b", "resources": {"requests": {"memory": "1Mi"}}}]}}))
         .unwrap();
-        assert_eq!(pod_request(&pod, "memory"), 65 << 20);
-        assert_eq!(priority(&pod), 0);
+        assert_eq!(pod.request("memory"), 65 << 20);
+        assert_eq!(pod.priority(), 0);
     }
 }

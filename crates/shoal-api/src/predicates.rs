@@ -1,19 +1,11 @@
 //! Pure Kubernetes predicates several components need (the scheduler, the DaemonSet and node
-//! lifecycle controllers): taints and tolerations, node affinity and nodeSelector, label
-//! selectors on typed objects.
+//! lifecycle controllers): tolerations against taints and node selector terms against nodes.
+//! What a pod asks of a node is on [`crate::pod::PodExt`]; typed label selectors are
+//! interpreted by [`crate::selector::LabelSelectorExt`].
 
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration,
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
 };
-use std::collections::BTreeMap;
-
-/// The pod's tolerations.
-pub fn tolerations(pod: &Pod) -> &[Toleration] {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.tolerations.as_deref())
-        .unwrap_or(&[])
-}
 
 /// Whether toleration `t` tolerates `taint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
@@ -33,18 +25,6 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
                 && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }
     }
-}
-
-/// The first NoSchedule or NoExecute taint of `node` the pod does not tolerate.
-pub fn untolerated_taint<'a>(pod: &Pod, node: &'a Node) -> Option<&'a Taint> {
-    let tols = tolerations(pod);
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .find(|taint| !tols.iter().any(|t| tolerates(t, taint)))
 }
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
@@ -90,52 +70,4 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         .is_some_and(|e| !e.is_empty())
         || term.match_fields.as_ref().is_some_and(|f| !f.is_empty());
     any && fields && exprs
-}
-
-/// Whether `node` satisfies the pod's nodeSelector and required node affinity.
-pub fn node_affinity_matches(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
-    let labels = node.metadata.labels.as_ref();
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
-    if !selector_ok {
-        return false;
-    }
-    spec.affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)))
-}
-
-/// Whether a label selector selects `labels` (a missing selector selects nothing, an empty
-/// one everything).
-pub fn selector_matches(
-    sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    let Some(sel) = sel else { return false };
-    let get = |k: &str| labels.and_then(|l| l.get(k));
-    sel.match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| get(k) == Some(v))
-        && sel.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or(&[]);
-            match e.operator.as_str() {
-                "In" => get(&e.key).is_some_and(|v| values.contains(v)),
-                "NotIn" => get(&e.key).is_none_or(|v| !values.contains(v)),
-                "Exists" => get(&e.key).is_some(),
-                "DoesNotExist" => get(&e.key).is_none(),
-                _ => false,
-            }
-        })
 }

@@ -1,6 +1,7 @@
 //! Label selectors (equality and set-based) and field selectors, as the API server parses them
 //! from `labelSelector` and `fieldSelector` query parameters.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1 as metav1;
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,10 +36,10 @@ impl Requirement {
         match &self.op {
             LabelOp::Eq(x) => v == Some(x),
             LabelOp::NotEq(x) => v != Some(x),
-            LabelOp::In(xs) => v.is_some_and(|v| xs.contains(v)),
-            LabelOp::NotIn(xs) => v.is_none_or(|v| !xs.contains(v)),
-            LabelOp::Exists => v.is_some(),
-            LabelOp::NotExists => v.is_none(),
+            LabelOp::In(xs) => set_matches("In", xs, v) == Some(true),
+            LabelOp::NotIn(xs) => set_matches("NotIn", xs, v) == Some(true),
+            LabelOp::Exists => set_matches("Exists", &[], v) == Some(true),
+            LabelOp::NotExists => set_matches("DoesNotExist", &[], v) == Some(true),
             LabelOp::Gt(n) => v
                 .and_then(|v| v.parse::<i64>().ok())
                 .is_some_and(|v| v > *n),
@@ -182,12 +183,8 @@ impl LabelSelector {
         }
         if let Some(exprs) = sel.get("matchExpressions").and_then(|m| m.as_array()) {
             for e in exprs {
-                let key = e
-                    .get("key")
-                    .and_then(|k| k.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                let values: Vec<String> = e
+                let str_of = |f: &str| e.get(f).and_then(|k| k.as_str()).unwrap_or_default();
+                let values = e
                     .get("values")
                     .and_then(|v| v.as_array())
                     .map(|a| {
@@ -196,18 +193,7 @@ impl LabelSelector {
                             .collect()
                     })
                     .unwrap_or_default();
-                let op = match e
-                    .get("operator")
-                    .and_then(|o| o.as_str())
-                    .unwrap_or_default()
-                {
-                    "In" => LabelOp::In(values),
-                    "NotIn" => LabelOp::NotIn(values),
-                    "Exists" => LabelOp::Exists,
-                    "DoesNotExist" => LabelOp::NotExists,
-                    other => return Err(SelectorError::Label(format!("{key} {other}"))),
-                };
-                requirements.push(Requirement { key, op });
+                requirements.push(expression(str_of("key"), str_of("operator"), values)?);
             }
         }
         Ok(LabelSelector { requirements })
@@ -247,6 +233,88 @@ impl std::fmt::Display for LabelSelector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let parts: Vec<String> = self.requirements.iter().map(ToString::to_string).collect();
         f.write_str(&parts.join(","))
+    }
+}
+
+/// One `matchExpressions` entry as a requirement.
+fn expression(
+    key: &str,
+    operator: &str,
+    values: Vec<String>,
+) -> Result<Requirement, SelectorError> {
+    let op = match operator {
+        "In" => LabelOp::In(values),
+        "NotIn" => LabelOp::NotIn(values),
+        "Exists" => LabelOp::Exists,
+        "DoesNotExist" => LabelOp::NotExists,
+        other => return Err(SelectorError::Label(format!("{key} {other}"))),
+    };
+    Ok(Requirement {
+        key: key.to_owned(),
+        op,
+    })
+}
+
+impl TryFrom<&metav1::LabelSelector> for LabelSelector {
+    type Error = SelectorError;
+
+    fn try_from(sel: &metav1::LabelSelector) -> Result<Self, SelectorError> {
+        let mut requirements: Vec<Requirement> = sel
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement {
+                key: k.clone(),
+                op: LabelOp::Eq(v.clone()),
+            })
+            .collect();
+        for e in sel.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            requirements.push(expression(&e.key, &e.operator, values)?);
+        }
+        Ok(LabelSelector { requirements })
+    }
+}
+
+/// What typed `metav1.LabelSelector`s (in workload specs, affinity terms, spread constraints)
+/// are asked; every component interprets them through [`LabelSelector`].
+pub trait LabelSelectorExt {
+    /// Whether the selector selects `labels` (an unknown operator selects nothing).
+    fn selects(&self, labels: Option<&BTreeMap<String, String>>) -> bool;
+
+    /// The selector in query syntax (`a=b,c in (d,e),!f`), for a `labelSelector` parameter.
+    fn to_query(&self) -> Result<String, SelectorError>;
+}
+
+/// Whether a label with value `v` (`None`: absent) satisfies a set-based requirement with
+/// `operator` (`In`, `NotIn`, `Exists`, `DoesNotExist`); `None` for an unknown operator.
+fn set_matches(operator: &str, values: &[String], v: Option<&String>) -> Option<bool> {
+    Some(match operator {
+        "In" => v.is_some_and(|v| values.contains(v)),
+        "NotIn" => v.is_none_or(|v| !values.contains(v)),
+        "Exists" => v.is_some(),
+        "DoesNotExist" => v.is_none(),
+        _ => return None,
+    })
+}
+
+impl LabelSelectorExt for metav1::LabelSelector {
+    /// Evaluated in place (the scheduler asks this per pod per node), with the semantics of
+    /// [`LabelSelector::matches`].
+    fn selects(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k));
+        self.match_labels
+            .iter()
+            .flatten()
+            .all(|(k, v)| get(k) == Some(v))
+            && self.match_expressions.iter().flatten().all(|e| {
+                let values = e.values.as_deref().unwrap_or(&[]);
+                set_matches(&e.operator, values, get(&e.key)) == Some(true)
+            })
+    }
+
+    fn to_query(&self) -> Result<String, SelectorError> {
+        LabelSelector::try_from(self).map(|s| s.to_string())
     }
 }
 
@@ -327,6 +395,25 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn typed_selectors_match_and_print_like_query_selectors() {
+        let sel: metav1::LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                 {"key": "canary", "operator": "DoesNotExist"}]}))
+        .unwrap();
+        assert_eq!(sel.to_query().unwrap(), "app=web,tier in (a,b),!canary");
+        assert!(sel.selects(Some(&labels(&[("app", "web"), ("tier", "b")]))));
+        assert!(!sel.selects(Some(&labels(&[("app", "web"), ("tier", "c")]))));
+        assert!(!sel.selects(None));
+        assert!(metav1::LabelSelector::default().selects(None));
+        let bad: metav1::LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "x", "operator": "Near"}]}))
+        .unwrap();
+        assert!(!bad.selects(Some(&labels(&[("x", "1")]))));
+        assert!(bad.to_query().is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use serde_json::json;
-use shoal_api::predicates as sched;
+use shoal_api::pod::PodExt;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,8 +91,8 @@ pub fn eligible(template: &PodTemplateSpec, node: &Node) -> bool {
         status: None,
     };
     node.metadata.deletion_timestamp.is_none()
-        && sched::node_affinity_matches(&pod, node)
-        && sched::untolerated_taint(&pod, node).is_none()
+        && pod.fits_node_affinity(node)
+        && pod.untolerated_taint(node).is_none()
 }
 
 /// Pins a pod to `node` with a required `metadata.name` node-affinity term (replacing any

@@ -18,6 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
+use shoal_api::pod::PodExt;
+use shoal_api::selector::LabelSelectorExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -134,29 +136,9 @@ where
     Ok(made)
 }
 
-/// A label selector in the query syntax (`a=b,c in (d,e),!f`); `None` if it selects nothing.
+/// A label selector in the query syntax (`a=b,c in (d,e),!f`), for listing what it selects.
 pub fn selector_string(sel: &LabelSelector) -> Result<String, Error> {
-    let mut parts: Vec<String> = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in sel.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            "DoesNotExist" => format!("!{}", e.key),
-            other => {
-                return Err(Error::Invalid(format!(
-                    "unknown selector operator {other:?}"
-                )));
-            }
-        });
-    }
-    Ok(parts.join(","))
+    sel.to_query().map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// The controller ownerReference to `owner` (a `kind` of `api_version`).
@@ -254,7 +236,7 @@ pub enum PodName<'a> {
 
 /// Whether a pod still counts: not being deleted, not finished.
 pub fn pod_active(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_none() && !shoal_api::pod::is_terminal(p)
+    p.metadata.deletion_timestamp.is_none() && !p.is_terminal()
 }
 
 /// Whether a pod's Ready condition is True.
@@ -334,24 +316,5 @@ pub fn scaled_value(
             };
             Ok(r as i32)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn selectors_render_as_queries() {
-        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
-            "matchLabels": {"app": "web"},
-            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
-                                 {"key": "legacy", "operator": "DoesNotExist"}]
-        }))
-        .unwrap();
-        assert_eq!(
-            selector_string(&sel).unwrap(),
-            "app=web,tier in (a,b),!legacy"
-        );
     }
 }

@@ -13,7 +13,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
-use shoal_api::predicates::{tolerates, tolerations};
+use shoal_api::node::NodeExt;
+use shoal_api::pod::PodExt;
+use shoal_api::predicates::tolerates;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -101,25 +103,14 @@ pub async fn run(client: kube::Client, grace: Duration) {
 }
 
 fn ready_status(node: &Node) -> Option<&str> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status.as_str())
+    node.condition("Ready").map(|c| c.status.as_str())
 }
 
 /// The last sign of life: lease renewal, else the Ready heartbeat, else creation.
 fn last_seen(node: &Node, leases: &HashMap<String, jiff::Timestamp>) -> Option<jiff::Timestamp> {
     let name = node.metadata.name.as_deref()?;
     leases.get(name).copied().or_else(|| {
-        node.status
-            .as_ref()?
-            .conditions
-            .as_ref()?
-            .iter()
-            .find(|c| c.type_ == "Ready")?
+        node.condition("Ready")?
             .last_heartbeat_time
             .as_ref()
             .map(|t| t.0)
@@ -245,16 +236,9 @@ async fn check_node(
 
 /// When a pod on `node` must go: now, at a time, or never (`None`).
 pub fn eviction_time(pod: &Pod, node: &Node) -> Option<jiff::Timestamp> {
-    let tols = tolerations(pod);
+    let tols = pod.tolerations();
     let mut at: Option<jiff::Timestamp> = None;
-    for taint in node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|t| t.effect == "NoExecute")
-    {
+    for taint in node.taints().iter().filter(|t| t.effect == "NoExecute") {
         let added = taint
             .time_added
             .as_ref()
@@ -313,7 +297,7 @@ async fn check_pod(
     if pod.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let finished = shoal_api::pod::is_terminal(pod);
+    let finished = pod.is_terminal();
     if finished {
         return Ok(());
     }

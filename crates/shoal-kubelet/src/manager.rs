@@ -6,6 +6,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+use shoal_api::pod::PodExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -49,7 +50,7 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> crate::Result<
                 if let Some(seen) = &mut listing {
                     seen.insert(uid.clone());
                 }
-                terminal.insert(uid.clone(), is_terminal(&pod));
+                terminal.insert(uid.clone(), pod.is_terminal());
                 match workers.get(&uid) {
                     Some(tx) if !tx.is_closed() => {
                         let _ = tx.send(Some(pod));
@@ -60,7 +61,7 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> crate::Result<
                             .filter(|(u, tx)| !tx.is_closed() && terminal.get(*u) == Some(&false))
                             .count();
                         let pod = admit(&k, pod, used).await;
-                        terminal.insert(uid.clone(), is_terminal(&pod));
+                        terminal.insert(uid.clone(), pod.is_terminal());
                         let name = format!(
                             "kubelet/pod/{}/{}",
                             pod.metadata.namespace.as_deref().unwrap_or("default"),
@@ -112,15 +113,11 @@ pub async fn run(k: Arc<Kubelet>, shutdown: CancellationToken) -> crate::Result<
     }
 }
 
-fn is_terminal(pod: &Pod) -> bool {
-    shoal_api::pod::is_terminal(pod)
-}
-
 /// Kubelet admission: a pod beyond the node's `pods` capacity is rejected as Kubernetes does
 /// (`Failed`, reason `OutOfpods`); its worker then only waits for its deletion.
 async fn admit(k: &Kubelet, pod: Pod, used: usize) -> Pod {
     let capacity = k.config.max_pods as usize;
-    if is_terminal(&pod) || pod.metadata.deletion_timestamp.is_some() {
+    if pod.is_terminal() || pod.metadata.deletion_timestamp.is_some() {
         return pod;
     }
     // Node pressure turns away pods that have not started yet (a pod already running when the

@@ -5,6 +5,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use shoal_api::node::NodeExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -221,10 +222,7 @@ pub async fn heartbeat(k: std::sync::Arc<Kubelet>, shutdown: CancellationToken) 
             .get_opt(&k.config.node_name)
             .await
         {
-            Ok(Some(n)) => n
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status != "True")),
+            Ok(Some(n)) => n.condition("Ready").is_some_and(|c| c.status != "True"),
             _ => false,
         };
         if marked || last_status.elapsed() >= STATUS_EVERY {

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use shoal_api::node::NodeExt;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,11 +175,7 @@ async fn ready_again(client: &kube::Client, c: &SimConfig) {
         return;
     };
     for n in list.items {
-        let ready = n
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready = n.is_ready();
         let Some(name) = n.metadata.name.as_deref() else {
             continue;
         };

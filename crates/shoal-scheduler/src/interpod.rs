@@ -8,8 +8,8 @@
 //! Namespaces) and counts as the listed or own namespaces only.
 
 use crate::framework::{CycleState, NodeInfo, Plugin, normalize_scores};
-use crate::plugins::selector_matches;
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
+use shoal_api::selector::LabelSelectorExt;
 use std::collections::{HashMap, HashSet};
 
 const NAME: &str = "InterPodAffinity";
@@ -28,7 +28,10 @@ fn term_selects(term: &PodAffinityTerm, owner_ns: Option<&str>, pod: &Pod) -> bo
         };
     in_ns
         && pod.metadata.deletion_timestamp.is_none()
-        && selector_matches(term.label_selector.as_ref(), pod.metadata.labels.as_ref())
+        && term
+            .label_selector
+            .as_ref()
+            .is_some_and(|s| s.selects(pod.metadata.labels.as_ref()))
 }
 
 fn required_affinity(pod: &Pod) -> &[PodAffinityTerm] {

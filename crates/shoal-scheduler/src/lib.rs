@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
+use shoal_api::pod::PodExt;
 use shoal_supervisor::{Restart, Supervisor};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,13 +64,13 @@ fn pending_for_us(pod: &Pod) -> bool {
     let ours = spec
         .and_then(|s| s.scheduler_name.as_deref())
         .is_none_or(|n| n == DEFAULT_SCHEDULER);
-    let finished = shoal_api::pod::is_terminal(pod);
+    let finished = pod.is_terminal();
     unbound && ours && !finished && pod.metadata.deletion_timestamp.is_none()
 }
 
 fn bound_and_active(pod: &Pod) -> Option<&str> {
     let node = pod.spec.as_ref()?.node_name.as_deref()?;
-    let finished = shoal_api::pod::is_terminal(pod);
+    let finished = pod.is_terminal();
     (!node.is_empty() && !finished).then_some(node)
 }
 

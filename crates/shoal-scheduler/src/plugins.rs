@@ -7,10 +7,9 @@ pub use crate::framework::{
     CycleState, NodeInfo, Plugin, Requests, nonzero_requests, normalize_scores, requests,
 };
 use k8s_openapi::api::core::v1::Pod;
-pub use shoal_api::predicates::{
-    node_affinity_matches, selector_matches, term_matches, tolerates, tolerations,
-    untolerated_taint,
-};
+use shoal_api::node::NodeExt;
+use shoal_api::pod::{PodExt, QosClass};
+use shoal_api::predicates::{term_matches, tolerates};
 
 pub struct NodeName;
 impl Plugin for NodeName {
@@ -42,7 +41,7 @@ impl Plugin for NodeUnschedulable {
         if !cordoned {
             return Ok(());
         }
-        let tolerated = tolerations(pod).iter().any(|t| {
+        let tolerated = pod.tolerations().iter().any(|t| {
             t.key.as_deref() == Some("node.kubernetes.io/unschedulable")
                 && t.effect.as_deref().is_none_or(|e| e == "NoSchedule")
         });
@@ -63,17 +62,14 @@ impl Plugin for TaintToleration {
         "TaintToleration"
     }
     fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        let tols = tolerations(pod);
+        let tols = pod.tolerations();
         // Guaranteed and Burstable pods tolerate memory pressure (Kubernetes' admission gives
         // them the toleration): only BestEffort pods stay off a node short of memory.
-        let best_effort = || shoal_api::pod::pod_qos(pod) == shoal_api::pod::QosClass::BestEffort;
+        let best_effort = || pod.qos() == QosClass::BestEffort;
         let untolerated = node
             .node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .into_iter()
-            .flatten()
+            .taints()
+            .iter()
             .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
             .filter(|t| t.key != MEMORY_PRESSURE || best_effort())
             .find(|taint| !tols.iter().any(|t| tolerates(t, taint)));
@@ -94,7 +90,7 @@ impl Plugin for NodeAffinity {
         "NodeAffinity"
     }
     fn filter(&self, _s: &CycleState, pod: &Pod, node: &NodeInfo) -> Result<(), String> {
-        if node_affinity_matches(pod, &node.node) {
+        if pod.fits_node_affinity(&node.node) {
             Ok(())
         } else {
             Err("node(s) didn't match Pod's node affinity/selector".into())

@@ -5,9 +5,10 @@
 //! over the pods with its labels.
 
 use crate::framework::{CycleState, NodeInfo, Plugin, normalize_scores};
-use crate::plugins::{node_affinity_matches, selector_matches};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use shoal_api::pod::PodExt;
+use shoal_api::selector::LabelSelectorExt;
 use std::collections::HashMap;
 
 const NAME: &str = "PodTopologySpread";
@@ -89,7 +90,7 @@ fn count(c: &Constraint, pod: &Pod, nodes: &[&NodeInfo]) -> Counts {
         let Some(value) = n.labels().and_then(|l| l.get(&c.key)) else {
             continue;
         };
-        if !node_affinity_matches(pod, &n.node) {
+        if !pod.fits_node_affinity(&n.node) {
             continue;
         }
         let matching = n
@@ -98,7 +99,7 @@ fn count(c: &Constraint, pod: &Pod, nodes: &[&NodeInfo]) -> Counts {
             .filter(|p| {
                 p.metadata.deletion_timestamp.is_none()
                     && p.metadata.namespace.as_deref() == ns
-                    && selector_matches(Some(&c.selector), p.metadata.labels.as_ref())
+                    && c.selector.selects(p.metadata.labels.as_ref())
             })
             .count() as i64;
         *per_domain.entry(value.clone()).or_default() += matching;
@@ -109,10 +110,7 @@ fn count(c: &Constraint, pod: &Pod, nodes: &[&NodeInfo]) -> Counts {
     {
         min = 0;
     }
-    let own = i64::from(selector_matches(
-        Some(&c.selector),
-        pod.metadata.labels.as_ref(),
-    ));
+    let own = i64::from(c.selector.selects(pod.metadata.labels.as_ref()));
     Counts {
         c: c.clone(),
         per_domain,

@@ -45,12 +45,9 @@ impl Active {
         load_error: Option<String>,
         health: Arc<Health>,
     ) -> Self {
-        let selector =
-            |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
-                s.as_ref()
-                    .and_then(|s| serde_json::to_value(s).ok())
-                    .and_then(|v| LabelSelector::from_object(&v).ok())
-            };
+        let selector = |s: &Option<
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+        >| { s.as_ref().and_then(|s| LabelSelector::try_from(s).ok()) };
         Active {
             key,
             namespace_selector: selector(&spec.namespace_selector),

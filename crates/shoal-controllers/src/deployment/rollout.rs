@@ -6,6 +6,7 @@ use crate::{Error, pod_active};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use shoal_api::pod::PodExt;
 use std::collections::BTreeMap;
 
 /// What the rollout wants: new ReplicaSet size and old ones' sizes (by name).
@@ -137,7 +138,7 @@ pub(super) async fn plan(
                     .iter()
                     .any(|p| {
                         crate::controller_uid(&p.metadata).is_some_and(|u| old_uids.contains(&u))
-                            && !shoal_api::pod::is_terminal(p)
+                            && !p.is_terminal()
                             && (pod_active(p) || p.metadata.deletion_timestamp.is_some())
                     })
             };

@@ -22,7 +22,7 @@ use crate::Kubelet;
 use crate::pods::ActivePod;
 use k8s_openapi::api::core::v1::Pod;
 use rank::Candidate;
-use shoal_api::pod::{container_limit, container_request, pod_request, priority};
+use shoal_api::pod::{PodExt, container_limit, container_request};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +143,7 @@ pub fn admit(k: &Kubelet, pod: &Pod) -> Result<(), String> {
     if p.disk.on {
         return Err("The node had condition: [DiskPressure]. ".into());
     }
-    if p.memory.on && shoal_api::pod::pod_qos(pod) == shoal_api::pod::QosClass::BestEffort {
+    if p.memory.on && pod.qos() == shoal_api::pod::QosClass::BestEffort {
         return Err("The node had condition: [MemoryPressure]. ".into());
     }
     Ok(())
@@ -210,9 +210,7 @@ fn candidates(k: &Kubelet, evicting: &HashMap<String, Instant>) -> Vec<(String, 
     k.active
         .all()
         .into_iter()
-        .filter(|p| {
-            !shoal_api::pod::is_terminal(&p.pod) && p.pod.metadata.deletion_timestamp.is_none()
-        })
+        .filter(|p| !p.pod.is_terminal() && p.pod.metadata.deletion_timestamp.is_none())
         .filter_map(|p| Some((p.pod.metadata.uid.clone()?, p)))
         .filter(|(uid, _)| !evicting.contains_key(uid))
         .collect()
@@ -251,9 +249,9 @@ async fn evict_for_memory(k: &Kubelet, signal: &Signal, evicting: &mut HashMap<S
         pods.iter()
             .map(|(uid, p)| Candidate {
                 uid: uid.clone(),
-                priority: priority(&p.pod),
+                priority: p.pod.priority(),
                 usage: usage.get(uid.as_str()).map_or(0, |s| s.memory_bytes),
-                request: pod_request(&p.pod, "memory"),
+                request: p.pod.request("memory"),
             })
             .collect(),
     );
@@ -310,9 +308,9 @@ async fn evict_for_disk(k: &Kubelet, signal: &Signal, evicting: &mut HashMap<Str
         pods.iter()
             .map(|(uid, p)| Candidate {
                 uid: uid.clone(),
-                priority: priority(&p.pod),
+                priority: p.pod.priority(),
                 usage: usage.get(uid).copied().unwrap_or(0),
-                request: pod_request(&p.pod, "ephemeral-storage"),
+                request: p.pod.request("ephemeral-storage"),
             })
             .collect(),
     );

@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
+use shoal_api::pod::PodExt;
 use shoal_runtime::{ContainerId, ContainerStatus, Sandbox, SandboxConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -195,7 +196,7 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map_or_else(Timestamp::now, |t| t.0);
-        let terminal = shoal_api::pod::is_terminal(&pod);
+        let terminal = pod.is_terminal();
         let events = Recorder::new(k.client.clone(), &k.config.node_name);
         let mut w = Self {
             k,

@@ -1,0 +1,116 @@
+//! Cluster plumbing and Shoal's own kinds: leases, endpoint slices, runtime classes, and
+//! the admission and scheduler plugins.
+
+use super::{AGE, NAME, Printer, arr, created, i, name, or_none, s};
+use serde_json::{Value, json};
+
+pub(super) static PRINTERS: &[Printer] = &[
+    Printer {
+        group: "coordination.k8s.io",
+        kinds: &["Lease"],
+        columns: &[NAME, ("Holder", "string", 0), AGE],
+        cells: |o, now| {
+            vec![
+                name(o),
+                json!(s(o, "/spec/holderIdentity")),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
+        group: "discovery.k8s.io",
+        kinds: &["EndpointSlice"],
+        columns: &[
+            NAME,
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let ports: Vec<String> = arr(o, "/ports")
+                .iter()
+                .map(|p| i(p, "/port").to_string())
+                .collect();
+            let eps: Vec<String> = arr(o, "/endpoints")
+                .iter()
+                .flat_map(|e| {
+                    arr(e, "/addresses")
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect();
+            vec![
+                name(o),
+                json!(s(o, "/addressType")),
+                json!(or_none(ports.join(","))),
+                json!(or_none(eps.join(","))),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
+        group: "node.k8s.io",
+        kinds: &["RuntimeClass"],
+        columns: &[NAME, ("Handler", "string", 0), AGE],
+        cells: |o, now| vec![name(o), json!(s(o, "/handler")), created(o, now)],
+    },
+    Printer {
+        group: crate::policy::GROUP,
+        kinds: &["ClusterAdmissionPolicy", "AdmissionPolicy"],
+        columns: &[
+            NAME,
+            ("Mode", "string", 0),
+            ("Mutating", "boolean", 0),
+            ("Status", "string", 0),
+            ("Message", "string", 1),
+            AGE,
+        ],
+        cells: |o, now| {
+            vec![
+                name(o),
+                json!(match s(o, "/spec/mode") {
+                    "" => "protect",
+                    m => m,
+                }),
+                json!(
+                    o.pointer("/spec/mutating")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                json!(s(o, "/status/phase")),
+                json!(s(o, "/status/message")),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
+        group: crate::policy::GROUP,
+        kinds: &["SchedulerPlugin"],
+        columns: &[
+            NAME,
+            ("Extension Points", "string", 0),
+            ("Status", "string", 0),
+            ("Message", "string", 1),
+            AGE,
+        ],
+        cells: |o, now| {
+            let points: Vec<&str> = arr(o, "/spec/extensionPoints")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                name(o),
+                json!(if points.is_empty() {
+                    "PreFilter,Filter,Score".to_owned()
+                } else {
+                    points.join(",")
+                }),
+                json!(s(o, "/status/phase")),
+                json!(s(o, "/status/message")),
+                created(o, now),
+            ]
+        },
+    },
+];

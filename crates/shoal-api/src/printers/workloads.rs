@@ -1,0 +1,251 @@
+//! The workload kinds (`apps`, `batch`): their replica counts, and with `-o wide` the
+//! containers, images and selector of their pod template.
+
+use super::{
+    AGE, NAME, Printer, age, arr, containers_images, created, human_duration, i, jiff_ts,
+    map_selector, name, or_none, s, selector_string,
+};
+use serde_json::{Value, json};
+
+/// The wide columns every workload ends with.
+macro_rules! wide {
+    ($($c:expr),* $(,)?) => {
+        &[$($c,)* ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)]
+    };
+}
+
+pub(super) static PRINTERS: &[Printer] = &[
+    Printer {
+        group: "apps",
+        kinds: &["Deployment"],
+        columns: wide![
+            NAME,
+            ("Ready", "string", 0),
+            ("Up-to-date", "string", 0),
+            ("Available", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            with_template(
+                o,
+                vec![
+                    name(o),
+                    json!(format!("{}/{}", i(o, "/status/readyReplicas"), replicas(o))),
+                    json!(i(o, "/status/updatedReplicas")),
+                    json!(i(o, "/status/availableReplicas")),
+                    created(o, now),
+                ],
+            )
+        },
+    },
+    Printer {
+        group: "apps",
+        kinds: &["ReplicaSet"],
+        columns: wide![
+            NAME,
+            ("Desired", "string", 0),
+            ("Current", "string", 0),
+            ("Ready", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            with_template(
+                o,
+                vec![
+                    name(o),
+                    json!(replicas(o)),
+                    json!(i(o, "/status/replicas")),
+                    json!(i(o, "/status/readyReplicas")),
+                    created(o, now),
+                ],
+            )
+        },
+    },
+    Printer {
+        group: "apps",
+        kinds: &["StatefulSet"],
+        columns: &[
+            NAME,
+            ("Ready", "string", 0),
+            AGE,
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+        ],
+        cells: |o, now| {
+            let mut row = with_template(
+                o,
+                vec![
+                    name(o),
+                    json!(format!("{}/{}", i(o, "/status/readyReplicas"), replicas(o))),
+                    created(o, now),
+                ],
+            );
+            row.pop();
+            row
+        },
+    },
+    Printer {
+        group: "apps",
+        kinds: &["DaemonSet"],
+        columns: wide![
+            NAME,
+            ("Desired", "string", 0),
+            ("Current", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "string", 0),
+            ("Available", "string", 0),
+            ("Node Selector", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            with_template(
+                o,
+                vec![
+                    name(o),
+                    json!(i(o, "/status/desiredNumberScheduled")),
+                    json!(i(o, "/status/currentNumberScheduled")),
+                    json!(i(o, "/status/numberReady")),
+                    json!(i(o, "/status/updatedNumberScheduled")),
+                    json!(i(o, "/status/numberAvailable")),
+                    json!(map_selector(o.pointer("/spec/template/spec/nodeSelector"))),
+                    created(o, now),
+                ],
+            )
+        },
+    },
+    Printer {
+        group: "batch",
+        kinds: &["Job"],
+        columns: wide![
+            NAME,
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            AGE,
+        ],
+        cells: job_cells,
+    },
+    Printer {
+        group: "batch",
+        kinds: &["CronJob"],
+        columns: wide![
+            NAME,
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "string", 0),
+            ("Active", "string", 0),
+            ("Last Schedule", "string", 0),
+            AGE,
+        ],
+        cells: cron_job_cells,
+    },
+];
+
+/// `spec.replicas`, 1 when unset.
+fn replicas(o: &Value) -> i64 {
+    o.pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
+}
+
+/// `row` followed by the pod template's containers and images and the workload's selector.
+fn with_template(o: &Value, mut row: Vec<Value>) -> Vec<Value> {
+    let tmpl = o.pointer("/spec/template/spec").unwrap_or(&Value::Null);
+    let (cs, imgs) = containers_images(tmpl);
+    row.extend([
+        json!(cs),
+        json!(imgs),
+        json!(selector_string(o.pointer("/spec/selector"))),
+    ]);
+    row
+}
+
+fn job_cells(o: &Value, now: i64) -> Vec<Value> {
+    let completions = o.pointer("/spec/completions").and_then(Value::as_i64);
+    let comp = match completions {
+        Some(c) => format!("{}/{c}", i(o, "/status/succeeded")),
+        None => format!(
+            "{}/1 of {}",
+            i(o, "/status/succeeded"),
+            o.pointer("/spec/parallelism")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        ),
+    };
+    let start = s(o, "/status/startTime");
+    let dur = if start.is_empty() {
+        String::new()
+    } else {
+        let end = s(o, "/status/completionTime");
+        let st = start
+            .parse::<jiff_ts::Timestamp>()
+            .map(|t| t.as_second())
+            .unwrap_or(now);
+        let en = if end.is_empty() {
+            now
+        } else {
+            end.parse::<jiff_ts::Timestamp>()
+                .map(|t| t.as_second())
+                .unwrap_or(now)
+        };
+        human_duration(en - st)
+    };
+    with_template(
+        o,
+        vec![
+            name(o),
+            json!(job_status(o)),
+            json!(comp),
+            json!(dur),
+            created(o, now),
+        ],
+    )
+}
+
+fn cron_job_cells(o: &Value, now: i64) -> Vec<Value> {
+    let jt = o
+        .pointer("/spec/jobTemplate/spec/template/spec")
+        .unwrap_or(&Value::Null);
+    let (cs, imgs) = containers_images(jt);
+    let last = s(o, "/status/lastScheduleTime");
+    let suspend = o
+        .pointer("/spec/suspend")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    vec![
+        name(o),
+        json!(s(o, "/spec/schedule")),
+        json!(or_none(s(o, "/spec/timeZone").to_owned())),
+        json!(if suspend { "True" } else { "False" }),
+        json!(arr(o, "/status/active").len()),
+        json!(if last.is_empty() {
+            "<none>".to_owned()
+        } else {
+            age(last, now)
+        }),
+        created(o, now),
+        json!(cs),
+        json!(imgs),
+        json!(selector_string(
+            o.pointer("/spec/jobTemplate/spec/selector")
+        )),
+    ]
+}
+
+fn job_status(o: &Value) -> String {
+    for c in arr(o, "/status/conditions") {
+        if s(c, "/status") == "True" {
+            match s(c, "/type") {
+                "Complete" => return "Complete".into(),
+                "Failed" => return "Failed".into(),
+                "Suspended" => return "Suspended".into(),
+                _ => {}
+            }
+        }
+    }
+    if o.pointer("/metadata/deletionTimestamp").is_some() {
+        "Terminating".into()
+    } else {
+        "Running".into()
+    }
+}
