@@ -8,6 +8,7 @@
 //! Start at [`resources::RESOURCES`].
 
 pub mod events;
+pub mod net;
 pub mod node;
 pub mod pod;
 pub mod policy;

@@ -10,6 +10,7 @@
 mod admission;
 mod apply;
 mod body;
+mod bootstrap;
 pub mod cache;
 mod compactor;
 mod discovery;
@@ -34,6 +35,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+pub use kinds::ServiceNetwork;
 
 use shoal_api::StatusError;
 use shoal_store::{Store, StoreError};
@@ -51,6 +53,8 @@ pub struct Options {
     pub plugins: Option<PluginOptions>,
     /// Runs the server's background tasks and answers `/readyz` from their health.
     pub supervisor: Supervisor,
+    /// The ranges Services take addresses and node ports from (`--service-cluster-ip-range`).
+    pub services: kinds::ServiceNetwork,
 }
 
 /// The API server's shared state.
@@ -71,9 +75,6 @@ impl Drop for ApiServer {
     }
 }
 
-/// Namespaces every cluster starts with.
-const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
-
 impl ApiServer {
     /// Loads the watch cache from `store`, creates the system namespaces if missing, and
     /// starts the background tasks (compaction, the admission policy loader) under the
@@ -90,7 +91,10 @@ impl ApiServer {
             move || compactor::run(compacted.clone(), compactor::INTERVAL),
         );
         let server = Arc::new(ApiServer {
-            registry: registry::Registry::new(store, cache.clone()),
+            registry: registry::Registry {
+                network: options.services,
+                ..registry::Registry::new(store, cache.clone())
+            },
             cache,
             openapi: openapi::OpenApi::build(),
             token: options.token,
@@ -108,25 +112,6 @@ impl ApiServer {
             );
         }
         Ok(server)
-    }
-
-    async fn bootstrap(&self) -> Result<(), StoreError> {
-        let info = shoal_api::resources::find("", "v1", "namespaces")
-            .expect("namespaces are in the resource table");
-        let opts = registry::WriteOptions {
-            dry_run: false,
-            manager: "shoal-apiserver".into(),
-            validation: request::FieldValidation::Strict,
-        };
-        for ns in SYSTEM_NAMESPACES {
-            let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match self.registry.create(info, None, obj, &opts).await {
-                Ok(_) => {}
-                Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
-                Err(ApiError(e)) => return Err(StoreError::Backend(e.message.into())),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -173,6 +158,10 @@ pub async fn serve_loopback(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = tokio_util::sync::CancellationToken::new();
+    server
+        .publish_endpoint(addr)
+        .await
+        .map_err(std::io::Error::other)?;
     tokio::spawn(tls::serve(listener, router(server), None, stop.clone()));
     Ok((addr, stop))
 }

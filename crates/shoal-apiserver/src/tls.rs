@@ -79,7 +79,9 @@ fn random_token() -> String {
 
 impl Pki {
     /// Loads the CA, serving certificate and token from `dir`, creating what is missing.
-    /// The serving certificate names localhost, every loopback address and `extra_names`.
+    /// The serving certificate names localhost, every loopback address and `extra_names`
+    /// (DNS names or IP addresses, such as the `kubernetes` Service's ClusterIP); it is
+    /// issued again when they change.
     pub fn load_or_create(dir: &Path, extra_names: &[String]) -> Result<Self, TlsError> {
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
             path: dir.to_owned(),
@@ -98,8 +100,11 @@ impl Pki {
             }
         };
         let (srv_crt, srv_key) = (dir.join("apiserver.crt"), dir.join("apiserver.key"));
+        let sans_file = dir.join("apiserver.sans");
+        let sans = extra_names.join("\n");
+        let same_sans = read(&sans_file)?.is_some_and(|s| s == sans);
         let (cert_pem, key_pem) = match (read(&srv_crt)?, read(&srv_key)?) {
-            (Some(c), Some(k)) => (c, k),
+            (Some(c), Some(k)) if same_sans => (c, k),
             _ => {
                 let ca_key = KeyPair::from_pem(&ca_key_pem)?;
                 // The CA's parameters are fixed, so rebuilding them with its key gives the same
@@ -111,12 +116,19 @@ impl Pki {
                     "kubernetes.default".to_owned(),
                     "kubernetes.default.svc".to_owned(),
                 ];
-                names.extend(extra_names.iter().cloned());
+                let (ips, dns): (Vec<&String>, Vec<&String>) = extra_names
+                    .iter()
+                    .partition(|n| n.parse::<IpAddr>().is_ok());
+                names.extend(dns.into_iter().cloned());
                 let mut params = CertificateParams::new(names)?;
                 params
                     .distinguished_name
                     .push(DnType::CommonName, "shoal-apiserver");
-                for ip in ["127.0.0.1", "::1", "10.96.0.1"] {
+                for ip in ["127.0.0.1", "::1"]
+                    .iter()
+                    .copied()
+                    .chain(ips.iter().map(|s| s.as_str()))
+                {
                     if let Ok(ip) = ip.parse::<IpAddr>() {
                         params.subject_alt_names.push(SanType::IpAddress(ip));
                     }
@@ -125,6 +137,7 @@ impl Pki {
                 let cert = params.signed_by(&key, &issuer)?;
                 write(&srv_crt, &cert.pem())?;
                 write(&srv_key, &key.serialize_pem())?;
+                write(&sans_file, &sans)?;
                 (cert.pem(), key.serialize_pem())
             }
         };

@@ -1,10 +1,12 @@
 //! The controller-manager: one controller per file, each on kube-rs' controller runtime.
 //! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
-//! garbage collector [`gc`], [`namespace`] deletion and [`nodelifecycle`].
+//! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`] and the endpoints of
+//! Services ([`endpointslice`]).
 
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpointslice;
 pub mod gc;
 pub mod job;
 pub mod namespace;
@@ -77,6 +79,7 @@ pub async fn run(
         spawn("daemonset", |c, _| Box::pin(daemonset::run(c))),
         spawn("statefulset", |c, _| Box::pin(statefulset::run(c))),
         spawn("namespace", |c, _| Box::pin(namespace::run(c))),
+        spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
         spawn("nodelifecycle", |c, grace| {
             Box::pin(nodelifecycle::run(c, grace))
         }),

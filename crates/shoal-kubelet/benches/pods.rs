@@ -230,6 +230,7 @@ async fn runtime_density(dir: &std::path::Path, n: usize) -> anyhow::Result<()> 
                     namespace: "default".into(),
                     uid: format!("d-{i}"),
                     log_directory: pod_dir.clone(),
+                    ..Default::default()
                 })
                 .await?;
             let id = rt
@@ -303,6 +304,7 @@ async fn budget_costs(dir: &std::path::Path) -> anyhow::Result<()> {
                     namespace: "default".into(),
                     uid: format!("b-{i}"),
                     log_directory: pod_dir.clone(),
+                    ..Default::default()
                 })
                 .await?;
             let id = rt

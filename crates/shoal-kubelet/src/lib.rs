@@ -8,6 +8,7 @@ mod error;
 mod events;
 pub mod eviction;
 mod manager;
+pub mod network;
 mod node;
 mod pods;
 mod probe;
@@ -38,6 +39,10 @@ pub struct Config {
     pub pod_cidr: String,
     /// The node's InternalIP, where the API server reaches the kubelet.
     pub address: IpAddr,
+    /// The cluster's DNS domain (`--cluster-domain`).
+    pub cluster_domain: String,
+    /// The cluster DNS Service's address (`--cluster-dns`).
+    pub cluster_dns: Option<IpAddr>,
     /// The port the kubelet's HTTPS server listens on.
     pub port: u16,
     /// Crash-loop back-off: the first delay, doubled per restart up to `backoff_max`.
@@ -70,6 +75,8 @@ impl Config {
             data_dir: data_dir.to_owned(),
             pod_cidr: "127.64.0.0/16".into(),
             address: IpAddr::from([127, 0, 0, 1]),
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: Some(IpAddr::from([127, 96, 0, 10])),
             port: 10250,
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),

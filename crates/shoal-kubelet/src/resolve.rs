@@ -446,16 +446,18 @@ pub fn expand(s: &str, env: &HashMap<String, String>) -> String {
     out
 }
 
-/// The environment of container `c`, in Kubernetes' order: `envFrom` sources, then `env`.
+/// The environment of container `c`, in Kubernetes' order: `base` (the Service variables),
+/// `envFrom` sources, then `env`.
 pub async fn environment(
     client: &kube::Client,
     pod: &Pod,
     c: &Container,
+    base: Vec<(String, String)>,
     ip: IpAddr,
     host_ip: IpAddr,
 ) -> Result<Vec<(String, String)>, ResolveError> {
     let ns = ns_of(pod);
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<(String, String)> = base;
     let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars
         .iter_mut()
         .find(|(n, _)| *n == k)

@@ -2,6 +2,7 @@
 //! else, its memory cap and its CPU share.
 
 use crate::engine::TICK;
+use crate::net::PodNet;
 use shoal_runtime::ContainerConfig;
 use shoal_runtime::logs::{LogFile, Stream};
 use shoal_runtime::memory::{ContainerMemory, Exhausted};
@@ -13,16 +14,16 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::cli::AsyncStdoutStream;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Host state of one instance.
 pub struct Guest {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
-    hooks: DenyEgress,
+    hooks: Egress,
+    pub(crate) net: Arc<PodNet>,
     pub memory: MemoryCap,
     cpu: Option<Arc<CpuBudget>>,
     resumed_at: Instant,
@@ -47,14 +48,14 @@ impl WasiHttpView for Guest {
     }
 }
 
-/// Outgoing HTTP is not granted to pods (no egress policy exists yet): every request is denied.
-struct DenyEgress;
+/// Outgoing HTTP, through the pod's network (see [`PodNet::send_request`]).
+struct Egress(Arc<PodNet>);
 
-impl wasmtime_wasi_http::WasiHttpHooks for DenyEgress {
+impl wasmtime_wasi_http::WasiHttpHooks for Egress {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
     ) -> Box<
         dyn Future<
@@ -67,7 +68,7 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyEgress {
                 >,
             > + Send,
     > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        Box::new(self.0.clone().send_request(request, options))
     }
 }
 
@@ -183,11 +184,12 @@ impl CpuBudget {
     }
 }
 
-/// What every instance of a container shares: its memory account and CPU share.
+/// What every instance of a container shares: its memory account, CPU share and network.
 #[derive(Clone)]
 pub struct Shares {
     pub memory: Arc<ContainerMemory>,
     pub cpu: Option<Arc<CpuBudget>>,
+    pub net: Arc<PodNet>,
 }
 
 /// Builds the store for one instance of `cfg` running in a pod at `ip`.
@@ -218,19 +220,22 @@ pub fn new_store(
         b.preopened_dir(&m.host_path, &m.container_path, perms)
             .map_err(|e| std::io::Error::other(format!("mount {}: {e}", m.container_path)))?;
     }
-    // The only network a pod has: binding its own address.
+    // Binding its own address; connecting and sending where the node's network routes.
+    let net = shares.net.clone();
+    debug_assert_eq!(net.ip, ip);
     b.socket_addr_check(move |addr, usage| {
-        let ok =
-            addr.ip() == ip && matches!(usage, SocketAddrUse::TcpBind | SocketAddrUse::UdpBind);
+        let ok = net.allows(addr, usage);
         Box::pin(async move { ok })
     });
+    b.allow_ip_name_lookup(true);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_HANDLES);
     let guest = Guest {
         wasi: b.build(),
         table,
         http: WasiHttpCtx::new(),
-        hooks: DenyEgress,
+        hooks: Egress(shares.net.clone()),
+        net: shares.net,
         memory: MemoryCap::new(shares.memory),
         cpu: shares.cpu,
         resumed_at: Instant::now(),

@@ -11,6 +11,7 @@ pub mod engine;
 mod guest;
 mod http;
 pub mod images;
+pub mod net;
 
 use engine::{Compiled, Kind};
 use guest::{Capture, CpuBudget, Guest, LogWriter, Shares};
@@ -63,8 +64,8 @@ struct Container {
 
 #[derive(Default)]
 struct State {
-    /// Sandboxes and the uid of their pod.
-    sandboxes: HashMap<SandboxId, (Sandbox, String)>,
+    /// Sandboxes, the uid of their pod and its network.
+    sandboxes: HashMap<SandboxId, (Sandbox, String, Arc<net::PodNet>)>,
     containers: HashMap<ContainerId, Container>,
     next: u64,
 }
@@ -77,6 +78,9 @@ pub struct WasmRuntime {
     pool: IpPool,
     budget: Arc<MemoryBudget>,
     accounts: Accounts,
+    /// The node's pod network (Services, names, policies); without it pods reach nothing.
+    network: std::sync::RwLock<Option<Arc<dyn network::PodNetwork>>>,
+    net_counters: Arc<net::Counters>,
     guests: Option<tokio::runtime::Runtime>,
     state: Mutex<State>,
 }
@@ -114,6 +118,7 @@ impl WasmRuntime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SetupError::Wasmtime)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(SetupError::Wasmtime)?;
+        net::add_to_linker(&mut linker).map_err(SetupError::Wasmtime)?;
         let guests = tokio::runtime::Builder::new_multi_thread()
             .thread_name("shoal-guest")
             .enable_all()
@@ -125,6 +130,8 @@ impl WasmRuntime {
             pool: IpPool::new(pod_cidr)?,
             budget: MemoryBudget::new(None),
             accounts: Accounts::default(),
+            network: std::sync::RwLock::new(None),
+            net_counters: Arc::default(),
             guests: Some(guests),
             state: Mutex::new(State::default()),
         })
@@ -132,6 +139,16 @@ impl WasmRuntime {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// Connects pods started from now on to the node's pod network.
+    pub fn set_network(&self, network: Arc<dyn network::PodNetwork>) {
+        *self.network.write().unwrap_or_else(|p| p.into_inner()) = Some(network);
+    }
+
+    /// Connections refused (by reason) and routed to an endpoint in the runtime.
+    pub fn net_counters(&self) -> &Arc<net::Counters> {
+        &self.net_counters
     }
 
     /// The node's memory for pods: every instance's memories, tables and host-side state are
@@ -278,7 +295,18 @@ impl PodRuntime for WasmRuntime {
         s.next += 1;
         let id = SandboxId(format!("{}-{}", config.uid, s.next));
         let sb = Sandbox { id: id.clone(), ip };
-        s.sandboxes.insert(id, (sb.clone(), config.uid.clone()));
+        let pod_net = Arc::new(net::PodNet {
+            ip,
+            dns: config.dns.clone(),
+            network: self
+                .network
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            counters: self.net_counters.clone(),
+        });
+        s.sandboxes
+            .insert(id, (sb.clone(), config.uid.clone(), pod_net));
         Ok(sb)
     }
 
@@ -301,7 +329,7 @@ impl PodRuntime for WasmRuntime {
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
         self.accounts.close_sandbox(id);
-        if let Some((sb, _)) = s.sandboxes.remove(id) {
+        if let Some((sb, _, _)) = s.sandboxes.remove(id) {
             self.pool.release(sb.ip);
         }
         Ok(())
@@ -312,11 +340,11 @@ impl PodRuntime for WasmRuntime {
         sandbox: &SandboxId,
         config: ContainerConfig,
     ) -> Result<ContainerId> {
-        let (ip, uid) = self
+        let (ip, uid, pod_net) = self
             .lock()
             .sandboxes
             .get(sandbox)
-            .map(|(s, uid)| (s.ip, uid.clone()))
+            .map(|(s, uid, net)| (s.ip, uid.clone(), net.clone()))
             .ok_or_else(|| RuntimeError::SandboxNotFound(sandbox.clone()))?;
         let image = self
             .resolve(&config.image)?
@@ -383,6 +411,7 @@ impl PodRuntime for WasmRuntime {
                 shares: Shares {
                     memory,
                     cpu: config.cpu_limit_millis.map(CpuBudget::new),
+                    net: pod_net,
                 },
                 config: Arc::new(config),
                 argv0,

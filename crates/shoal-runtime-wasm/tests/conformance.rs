@@ -45,6 +45,7 @@ mod wasm_only {
             namespace: "default".into(),
             uid: name.into(),
             log_directory: tmp.path().join(name),
+            ..Default::default()
         }
     }
 

@@ -61,6 +61,7 @@ async fn sandbox(h: &Harness, name: &str) -> Sandbox {
             namespace: "default".into(),
             uid: format!("uid-{name}"),
             log_directory: h.dir.join(name),
+            ..Default::default()
         })
         .await
         .expect("run_pod_sandbox")

@@ -13,6 +13,7 @@ pub mod fake;
 mod ip;
 pub mod logs;
 pub mod memory;
+pub mod network;
 mod status;
 mod types;
 

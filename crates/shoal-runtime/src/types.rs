@@ -51,13 +51,15 @@ pub struct ImageRef {
 }
 
 /// What a sandbox is created from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SandboxConfig {
     pub name: String,
     pub namespace: String,
     pub uid: String,
     /// Where the pod's container logs go (`<dir>/<container>/<restart>.log`).
     pub log_directory: PathBuf,
+    /// How the pod resolves names.
+    pub dns: crate::network::PodDns,
 }
 
 /// A running sandbox.

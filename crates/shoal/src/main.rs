@@ -64,6 +64,34 @@ struct ServerArgs {
     /// Client key (PEM) for etcd.
     #[arg(long, requires = "etcd_certfile")]
     etcd_keyfile: Option<PathBuf>,
+    /// The range Services take ClusterIPs from; the `kubernetes` Service gets its first
+    /// address. On loopback by default, so ClusterIPs are reachable from the node without
+    /// root and no Service traffic leaves the machine.
+    #[arg(long, default_value = shoal_api::net::DEFAULT_SERVICE_CIDR)]
+    service_cluster_ip_range: shoal_api::net::Cidr,
+    /// The range NodePort and LoadBalancer Services take node ports from.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not a port range such as 30000-32767"))?;
+    let (lo, hi): (u16, u16) = (
+        lo.trim()
+            .parse()
+            .map_err(|_| format!("{lo:?} is not a port"))?,
+        hi.trim()
+            .parse()
+            .map_err(|_| format!("{hi:?} is not a port"))?,
+    );
+    if lo == 0 || lo > hi {
+        return Err(format!(
+            "{s:?}: the range must run from 1 upwards, low to high"
+        ));
+    }
+    Ok(lo..=hi)
 }
 
 /// Where plugin modules (admission policies, scheduler plugins) may come from.
@@ -399,7 +427,8 @@ async fn run_apiserver(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let store = open_store(&args, &dir).await?;
-    let pki = Pki::load_or_create(&dir.join("pki"), &[])
+    let service_ip = args.service_cluster_ip_range.first_host().to_string();
+    let pki = Pki::load_or_create(&dir.join("pki"), &[service_ip])
         .context("cannot set up the cluster's certificates")?;
     let options = shoal_apiserver::Options {
         token: Some(pki.token.clone()),
@@ -408,6 +437,10 @@ async fn run_apiserver(
             sources: plugins.sources(),
         }),
         supervisor: supervisor.clone(),
+        services: shoal_apiserver::ServiceNetwork {
+            cidr: args.service_cluster_ip_range,
+            node_ports: args.service_node_port_range.clone(),
+        },
     };
     let server = ApiServer::start(store, options)
         .await
@@ -416,6 +449,10 @@ async fn run_apiserver(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    server
+        .publish_endpoint(addr)
+        .await
+        .context("cannot publish the `kubernetes` Service")?;
     let kubeconfig = dir.join("kubeconfig");
     kubeconfig::write(&kubeconfig, addr, &pki.ca_pem, &pki.token)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;

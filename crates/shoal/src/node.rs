@@ -18,6 +18,11 @@ pub struct KubeletArgs {
     /// The node's pod network; pods get loopback addresses from it, so no root is needed.
     #[arg(long, default_value = "127.64.0.0/16")]
     pub pod_cidr: String,
+    /// The node's address (its InternalIP): the kubelet API, node ports and load balancers
+    /// listen on it. A loopback address keeps everything on this machine; give each node of
+    /// a machine its own (127.0.0.2, ...).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: std::net::IpAddr,
     /// Port of the kubelet's HTTPS API (logs); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
@@ -128,6 +133,7 @@ pub async fn start_kubelet(
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let mut config = Config::new(&node_name, &dir);
     config.pod_cidr = args.pod_cidr.clone();
+    config.address = args.node_ip;
     config.max_pods = args.max_pods;
     anyhow::ensure!(
         args.restart_backoff.is_finite() && args.restart_backoff > 0.0,
@@ -180,6 +186,20 @@ pub async fn start_kubelet(
     config.port = listener.local_addr()?.port();
     let tls =
         shoal_kubelet::server::self_signed_tls(&[config.address.to_string(), node_name.clone()])?;
+    let proxy_node = shoal_proxy::table::Node {
+        name: node_name.clone(),
+        ip: args.node_ip,
+    };
+    let (proxy_client, proxy_stop) = (client.clone(), shutdown.clone());
+    supervisor.spawn(
+        "proxy",
+        shoal_supervisor::Restart::Always,
+        shutdown.clone(),
+        move || {
+            shoal_proxy::Proxy::new(proxy_client.clone(), proxy_node.clone())
+                .run(proxy_stop.clone())
+        },
+    );
     let kubelet = Kubelet::new(config, client, Arc::new(runtime), supervisor);
     let app = shoal_kubelet::server::router(kubelet.clone(), token);
     tokio::spawn(shoal_net::serve(listener, app, Some(tls), shutdown.clone()));

@@ -20,6 +20,61 @@ use crate::error::ApiResult;
 use serde_json::{Value, json};
 use shoal_api::{Cause, ResourceInfo, Subresource};
 
+/// What allocation sees: the kind's cached objects, the ranges to allocate from, and what an
+/// earlier attempt found taken.
+pub struct AllocContext<'a> {
+    pub info: &'static ResourceInfo,
+    pub cache: &'a ResourceCache,
+    pub network: &'a ServiceNetwork,
+    pub taken: &'a std::collections::HashSet<String>,
+}
+
+/// A value taken from a shared range, held by a store key of its own (the role of Kubernetes'
+/// `IPAddress` objects and allocation bitmaps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// `/registry/shoal.dev/serviceips/127.96.0.12`.
+    pub key: String,
+    /// The value itself (`127.96.0.12`, `30080`).
+    pub value: String,
+    /// The field it fills, for the error when a requested value is taken.
+    pub field: String,
+    /// Whether the client asked for exactly this value (then a clash is the client's error).
+    pub requested: bool,
+}
+
+impl Claim {
+    /// What a client that asked for this value is told when another object holds it.
+    pub fn clash_message(&self) -> String {
+        if self.field.ends_with("nodePort") {
+            "provided port is already allocated".to_owned()
+        } else {
+            format!(
+                "failed to allocate IP {}: provided IP is already allocated",
+                self.value
+            )
+        }
+    }
+}
+
+/// The ranges Services take addresses and node ports from.
+#[derive(Debug, Clone)]
+pub struct ServiceNetwork {
+    pub cidr: shoal_api::net::Cidr,
+    pub node_ports: std::ops::RangeInclusive<u16>,
+}
+
+impl Default for ServiceNetwork {
+    fn default() -> Self {
+        ServiceNetwork {
+            cidr: shoal_api::net::DEFAULT_SERVICE_CIDR
+                .parse()
+                .expect("the default Service range parses"),
+            node_ports: shoal_api::net::NODE_PORTS,
+        }
+    }
+}
+
 /// How a kind's names are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameRule {
@@ -60,14 +115,16 @@ pub trait Strategy: Sync {
     fn validate_update(&self, _o: &Value, _old: &Value, _out: &mut Vec<Cause>) {}
 
     /// Allocates what a new object takes from a shared range (a Service's ClusterIP and node
-    /// ports), given the cache of the kind's objects.
-    fn allocate(
-        &self,
-        _info: &ResourceInfo,
-        _cache: &ResourceCache,
-        _o: &mut Value,
-    ) -> ApiResult<()> {
-        Ok(())
+    /// ports): fills them in and returns the [`Claim`]s the create must make in the same store
+    /// transaction, so two API servers never hand out one value twice. `taken` holds values
+    /// an earlier attempt found claimed by a live object.
+    fn allocate(&self, _ctx: &AllocContext<'_>, _o: &mut Value) -> ApiResult<Vec<Claim>> {
+        Ok(Vec::new())
+    }
+
+    /// The store keys of the claims `o` holds, released when it is deleted.
+    fn claims(&self, _o: &Value) -> Vec<String> {
+        Vec::new()
     }
 
     /// Seconds a delete waits before the object goes (a pod's grace period); `requested` is

@@ -1,13 +1,13 @@
 //! Services: defaults, validation, the ClusterIP that may not change, and the allocation of a
 //! ClusterIP and node ports on create.
 
-use super::Strategy;
 use super::defaulting::{child, each, obj, set_default};
 use super::validation::{items, port_ok, s};
-use crate::cache::ResourceCache;
+use super::{AllocContext, Claim, Strategy};
 use crate::error::ApiResult;
 use serde_json::{Value, json};
 use shoal_api::{Cause, ResourceInfo, StatusError};
+use std::collections::HashSet;
 
 pub(super) struct ServiceStrategy;
 pub(super) static SERVICE: ServiceStrategy = ServiceStrategy;
@@ -125,71 +125,166 @@ impl Strategy for ServiceStrategy {
     }
 
     /// A ClusterIP (unless headless or ExternalName) and node ports for NodePort and
-    /// LoadBalancer services, avoiding those in use.
-    fn allocate(&self, info: &ResourceInfo, cache: &ResourceCache, o: &mut Value) -> ApiResult<()> {
-        let ty = o
-            .pointer("/spec/type")
-            .and_then(Value::as_str)
-            .unwrap_or("ClusterIP")
-            .to_owned();
-        let existing = cache.list(&info.storage_prefix(), None);
-        let used_ips: std::collections::HashSet<String> = existing
-            .iter()
-            .filter_map(|s| {
-                s.value()
-                    .pointer("/spec/clusterIP")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
-            .collect();
-        let used_ports: std::collections::HashSet<i64> = existing
-            .iter()
-            .flat_map(|s| {
-                s.value()
-                    .pointer("/spec/ports")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
-            .collect();
-        let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) else {
-            return Ok(());
-        };
-        if ty != "ExternalName"
-            && spec
-                .get("clusterIP")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-        {
-            // 10.96.0.0/16, skipping .0.0 and .0.1 (the `kubernetes` service's address).
-            let seed = uuid::Uuid::new_v4().as_u128() as u32;
-            let ip = (0..65534u32)
-                .map(|i| (seed.wrapping_add(i) % 65534) + 2)
-                .map(|n| format!("10.96.{}.{}", n >> 8, n & 0xff))
-                .find(|ip| !used_ips.contains(ip))
+    /// LoadBalancer services, each claimed in the store.
+    fn allocate(&self, ctx: &AllocContext<'_>, o: &mut Value) -> ApiResult<Vec<Claim>> {
+        allocate_service(ctx, o)
+    }
+
+    fn claims(&self, o: &Value) -> Vec<String> {
+        let mut keys: Vec<String> = cluster_ips(o).map(|ip| ip_claim_key(&ip)).collect();
+        keys.extend(node_ports(o).map(port_claim_key));
+        keys
+    }
+}
+
+/// Where the claim of each Service address and node port lives.
+const IP_CLAIMS: &str = "/registry/shoal.dev/serviceips/";
+const PORT_CLAIMS: &str = "/registry/shoal.dev/servicenodeports/";
+
+fn ip_claim_key(ip: &str) -> String {
+    format!("{IP_CLAIMS}{ip}")
+}
+
+fn port_claim_key(port: i64) -> String {
+    format!("{PORT_CLAIMS}{port}")
+}
+
+fn cluster_ips(o: &Value) -> impl Iterator<Item = String> + '_ {
+    o.pointer("/spec/clusterIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(o.pointer("/spec/clusterIP"))
+        .filter_map(Value::as_str)
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .map(str::to_owned)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+}
+
+fn node_ports(o: &Value) -> impl Iterator<Item = i64> + '_ {
+    o.pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+}
+
+fn allocate_service(ctx: &AllocContext<'_>, o: &mut Value) -> ApiResult<Vec<Claim>> {
+    let ty = o
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    let existing = ctx.cache.list(&ctx.info.storage_prefix(), None);
+    let mut used: HashSet<String> = ctx.taken.clone();
+    for svc in &existing {
+        used.extend(cluster_ips(svc.value()).map(|ip| ip_claim_key(&ip)));
+        used.extend(node_ports(svc.value()).map(port_claim_key));
+    }
+    let net = ctx.network;
+    let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) else {
+        return Ok(Vec::new());
+    };
+    let mut claims = Vec::new();
+    let requested_ip = spec
+        .get("clusterIP")
+        .and_then(Value::as_str)
+        .filter(|ip| !ip.is_empty())
+        .map(str::to_owned);
+    match requested_ip.as_deref() {
+        _ if ty == "ExternalName" => {}
+        Some("None") => {}
+        Some(ip) => {
+            let parsed: Option<std::net::Ipv4Addr> = ip.parse().ok();
+            if !parsed.is_some_and(|a| net.cidr.is_host(a)) {
+                return Err(StatusError::invalid(
+                    "Service",
+                    "",
+                    "",
+                    vec![Cause::invalid(
+                        "spec.clusterIPs",
+                        ip,
+                        &format!(
+                            "failed to allocate IP {ip}: provided IP is not in the valid range. The range of valid IPs is {}",
+                            net.cidr
+                        ),
+                    )],
+                )
+                .into());
+            }
+            claims.push(Claim {
+                key: ip_claim_key(ip),
+                value: ip.to_owned(),
+                field: "spec.clusterIPs".into(),
+                requested: true,
+            });
+            spec.insert("clusterIPs".into(), json!([ip]));
+        }
+        None => {
+            // Random start, then the next free host address (the first is `kubernetes`').
+            let hosts = net.cidr.size() - 3;
+            let seed = (uuid::Uuid::new_v4().as_u128() as u32) % hosts;
+            let ip = (0..hosts)
+                .map(|i| net.cidr.nth((seed + i) % hosts + 2).to_string())
+                .find(|ip| !used.contains(&ip_claim_key(ip)))
                 .ok_or_else(|| {
-                    StatusError::internal("failed to allocate a serviceIP: range is full")
+                    StatusError::internal(format!(
+                        "failed to allocate a serviceIP: range {} is full",
+                        net.cidr
+                    ))
                 })?;
+            claims.push(Claim {
+                key: ip_claim_key(&ip),
+                value: ip.clone(),
+                field: "spec.clusterIPs".into(),
+                requested: false,
+            });
             spec.insert("clusterIP".into(), json!(ip));
             spec.insert("clusterIPs".into(), json!([ip]));
         }
-        if matches!(ty.as_str(), "NodePort" | "LoadBalancer")
-            && let Some(Value::Array(ports)) = spec.get_mut("ports")
-        {
-            let mut next = 30000 + (uuid::Uuid::new_v4().as_u128() % 2768) as i64;
-            for p in ports {
-                if p.get("nodePort").is_none_or(Value::is_null) {
-                    let mut tries = 0;
-                    while used_ports.contains(&next) && tries < 2768 {
-                        next = if next >= 32767 { 30000 } else { next + 1 };
-                        tries += 1;
-                    }
-                    p["nodePort"] = json!(next);
-                    next = if next >= 32767 { 30000 } else { next + 1 };
-                }
-            }
-        }
-        Ok(())
     }
+    if matches!(ty.as_str(), "NodePort" | "LoadBalancer")
+        && let Some(Value::Array(ports)) = spec.get_mut("ports")
+    {
+        let (lo, hi) = (
+            i64::from(*net.node_ports.start()),
+            i64::from(*net.node_ports.end()),
+        );
+        let span = hi - lo + 1;
+        let mut next = lo + (uuid::Uuid::new_v4().as_u128() % span as u128) as i64;
+        for (i, p) in ports.iter_mut().enumerate() {
+            let field = format!("spec.ports[{i}].nodePort");
+            if let Some(port) = p.get("nodePort").and_then(Value::as_i64) {
+                claims.push(Claim {
+                    key: port_claim_key(port),
+                    value: port.to_string(),
+                    field,
+                    requested: true,
+                });
+                used.insert(port_claim_key(port));
+                continue;
+            }
+            let mut tries = 0;
+            while used.contains(&port_claim_key(next)) {
+                tries += 1;
+                if tries > span {
+                    return Err(StatusError::internal(format!(
+                        "failed to allocate a nodePort: range {lo}-{hi} is full"
+                    ))
+                    .into());
+                }
+                next = if next >= hi { lo } else { next + 1 };
+            }
+            p["nodePort"] = json!(next);
+            used.insert(port_claim_key(next));
+            claims.push(Claim {
+                key: port_claim_key(next),
+                value: next.to_string(),
+                field,
+                requested: false,
+            });
+        }
+    }
+    Ok(claims)
 }

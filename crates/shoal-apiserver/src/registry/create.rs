@@ -95,37 +95,122 @@ impl Registry {
         let name = meta::name(&o).to_owned();
         let r = ObjectRef::new(info, ns, &name);
         self.admit(&r, &mut o, None, opts, &mut warnings).await?;
-        strategy.allocate(info, self.cache.resource(info), &mut o)?;
         if !opts.manager.is_empty() && o.pointer("/metadata/managedFields").is_none() {
             apply::record_update(None, &mut o, &opts.manager, &info.api_version(), &now, "");
         }
         let key = r.key();
-        if opts.dry_run {
-            if self.read(&key).await?.is_some() {
+        let owner = json!({
+            "namespace": ns,
+            "name": name,
+            "uid": meta::str_field(&o, "uid"),
+            "resource": info.plural,
+        })
+        .to_string();
+        let mut taken = std::collections::HashSet::new();
+        // Each attempt claims what it allocates in the create's own transaction; a claim found
+        // taken (another API server was quicker) is allocated again, at most a few times.
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            let mut attempt = o.clone();
+            let ctx = kinds::AllocContext {
+                info,
+                cache: self.cache.resource(info),
+                network: &self.network,
+                taken: &taken,
+            };
+            let claims = strategy.allocate(&ctx, &mut attempt)?;
+            if opts.dry_run {
+                if self.read(&key).await?.is_some() {
+                    return Err(StatusError::already_exists(info.plural, info.group, &name).into());
+                }
+                return Ok(Written {
+                    object: attempt,
+                    created: true,
+                    warnings,
+                });
+            }
+            let mut txn = Txn::new().when(Compare::absent(&key));
+            for c in &claims {
+                txn = txn.when(Compare::absent(&c.key));
+            }
+            txn = txn.put(&key, encode_stored(&attempt));
+            for c in &claims {
+                txn = txn.put(&c.key, owner.clone().into_bytes());
+            }
+            let res = self.store.txn(txn.or_get(&key)).await?;
+            if res.succeeded {
+                return Ok(Written {
+                    object: with_rv(attempt, res.revision),
+                    created: true,
+                    warnings,
+                });
+            }
+            if res.current.iter().any(Option::is_some) || claims.is_empty() {
                 return Err(StatusError::already_exists(info.plural, info.group, &name).into());
             }
-            return Ok(Written {
-                object: o,
-                created: true,
-                warnings,
-            });
+            for c in &claims {
+                if self.claim_is_live(&c.key).await? {
+                    if c.requested {
+                        return Err(StatusError::invalid(
+                            info.kind,
+                            info.group,
+                            &name,
+                            vec![shoal_api::Cause::invalid(
+                                &c.field,
+                                &c.value,
+                                &c.clash_message(),
+                            )],
+                        )
+                        .into());
+                    }
+                    taken.insert(c.key.clone());
+                }
+            }
         }
-        let res = self
+        Err(StatusError::internal(format!(
+            "failed to allocate for {} {name}: the ranges changed under {ALLOCATION_ATTEMPTS} attempts",
+            info.kind
+        ))
+        .into())
+    }
+
+    /// Whether the claim at `key` belongs to an object that still exists; a claim whose owner
+    /// is gone is released on the way (a deletion that left it, or a create that failed after
+    /// claiming).
+    async fn claim_is_live(&self, key: &str) -> ApiResult<bool> {
+        let r = self
             .store
-            .txn(
-                Txn::new()
-                    .when(Compare::absent(&key))
-                    .put(&key, encode_stored(&o))
-                    .or_get(&key),
-            )
+            .range(shoal_store::RangeRequest::key(key))
             .await?;
-        if !res.succeeded {
-            return Err(StatusError::already_exists(info.plural, info.group, &name).into());
+        let Some(kv) = r.kvs.into_iter().next() else {
+            return Ok(false);
+        };
+        let owner: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        let field = |f: &str| owner.get(f).and_then(Value::as_str).unwrap_or("");
+        let live = match shoal_api::resources::RESOURCES
+            .iter()
+            .find(|i| i.plural == field("resource") && i.group.is_empty())
+        {
+            Some(info) => {
+                let ns = owner.get("namespace").and_then(Value::as_str);
+                let r = ObjectRef::new(info, ns, field("name"));
+                self.read(&r.key())
+                    .await?
+                    .is_some_and(|c| meta::str_field(&c.value, "uid") == field("uid"))
+            }
+            None => true,
+        };
+        if !live {
+            self.store
+                .txn(
+                    Txn::new()
+                        .when(Compare::mod_revision(key, kv.mod_revision))
+                        .delete(key),
+                )
+                .await?;
         }
-        Ok(Written {
-            object: with_rv(o, res.revision),
-            created: true,
-            warnings,
-        })
+        Ok(live)
     }
 }
+
+/// How often a create allocates again when a claim it made was taken meanwhile.
+const ALLOCATION_ATTEMPTS: usize = 8;

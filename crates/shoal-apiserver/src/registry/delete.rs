@@ -96,14 +96,13 @@ impl Registry {
                 return Ok(Some((current.value, true)));
             }
             let key = r.key();
-            let res = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when(Compare::mod_revision(&key, current.revision))
-                        .delete(&key),
-                )
-                .await?;
+            let mut txn = Txn::new()
+                .when(Compare::mod_revision(&key, current.revision))
+                .delete(&key);
+            for claim in strategy.claims(&current.value) {
+                txn = txn.delete(claim);
+            }
+            let res = self.store.txn(txn).await?;
             Ok(res
                 .succeeded
                 .then(|| (with_rv(current.value, res.revision), true)))

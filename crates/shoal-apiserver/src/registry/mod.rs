@@ -125,6 +125,8 @@ pub struct Registry {
     pub cache: Arc<WatchCache>,
     /// The Wasm admission policies in force.
     pub admission: crate::admission::Admission,
+    /// The ranges Services take addresses and node ports from.
+    pub network: crate::kinds::ServiceNetwork,
 }
 
 /// An object read from the store with its revision.
@@ -149,6 +151,7 @@ impl Registry {
             store,
             cache,
             admission: crate::admission::Admission::default(),
+            network: crate::kinds::ServiceNetwork::default(),
         }
     }
 

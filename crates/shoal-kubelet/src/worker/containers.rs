@@ -105,11 +105,19 @@ impl Worker {
                 retry: c.backoff,
             }
         })?;
+        let services = crate::network::services_for(&self.k.client, &self.pod)
+            .await
+            .map_err(|e| {
+                NotStarted::config(resolve::ResolveError(format!(
+                    "cannot list the Services for the environment: {e}"
+                )))
+            })?;
         let spec = &self.ctrs[idx].spec;
         let env = resolve::environment(
             &self.k.client,
             &self.pod,
             spec,
+            crate::network::service_env(&services),
             sb.ip,
             self.k.config.address,
         )

@@ -329,6 +329,11 @@ impl Worker {
                 namespace: self.ns.clone(),
                 uid: self.uid.clone(),
                 log_directory: self.dir.join("logs"),
+                dns: crate::network::pod_dns(
+                    &self.pod,
+                    &self.k.config.cluster_domain,
+                    self.k.config.cluster_dns,
+                ),
             };
             match self.k.runtime.run_pod_sandbox(&cfg).await {
                 Ok(sb) => {

@@ -1,0 +1,116 @@
+//! Address ranges: a node's pod CIDR, the cluster's Service range.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// The default Service range: on loopback, so ClusterIPs are reachable from the node itself
+/// without root, as kube-proxy makes them on Kubernetes, and no packet leaves the machine.
+pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
+
+/// The default range of node ports, as on Kubernetes.
+pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// An IPv4 CIDR such as `127.96.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    base: u32,
+    bits: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an IPv4 CIDR such as 127.96.0.0/16 (prefix 8 to 30)")]
+pub struct BadCidr(pub String);
+
+impl FromStr for Cidr {
+    type Err = BadCidr;
+
+    fn from_str(s: &str) -> Result<Self, BadCidr> {
+        let bad = || BadCidr(s.to_owned());
+        let (addr, bits) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let bits: u8 = bits.parse().map_err(|_| bad())?;
+        if !(8..=30).contains(&bits) {
+            return Err(bad());
+        }
+        let size = 1u32 << (32 - bits);
+        Ok(Cidr {
+            base: u32::from(addr) & !(size - 1),
+            bits,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.bits)
+    }
+}
+
+impl Cidr {
+    /// How many addresses the range spans, network and broadcast included.
+    pub fn size(&self) -> u32 {
+        1u32 << (32 - self.bits)
+    }
+
+    /// The address at `offset` from the network address.
+    pub fn nth(&self, offset: u32) -> Ipv4Addr {
+        Ipv4Addr::from(self.base.wrapping_add(offset % self.size()))
+    }
+
+    /// The offset of `ip` in the range, if it is in it.
+    pub fn offset(&self, ip: Ipv4Addr) -> Option<u32> {
+        let o = u32::from(ip).wrapping_sub(self.base);
+        (o < self.size()).then_some(o)
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(v4) => self.offset(v4).is_some(),
+            std::net::IpAddr::V6(_) => false,
+        }
+    }
+
+    /// Whether `ip` may be handed out: in the range, neither its network nor its broadcast
+    /// address.
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.offset(ip)
+            .is_some_and(|o| o != 0 && o != self.size() - 1)
+    }
+
+    /// The first host address: the `kubernetes` Service's in a Service range.
+    pub fn first_host(&self) -> Ipv4Addr {
+        self.nth(1)
+    }
+
+    /// The tenth: the `kube-dns` Service's, as kubeadm picks it.
+    pub fn dns_host(&self) -> Ipv4Addr {
+        self.nth(10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_masks_and_names_the_well_known_addresses() {
+        let c: Cidr = "127.96.3.7/16".parse().unwrap();
+        assert_eq!(c.to_string(), "127.96.0.0/16");
+        assert_eq!(c.first_host().to_string(), "127.96.0.1");
+        assert_eq!(c.dns_host().to_string(), "127.96.0.10");
+        assert!(c.is_host("127.96.255.254".parse().unwrap()));
+        assert!(!c.is_host("127.96.255.255".parse().unwrap()));
+        assert!(!c.is_host("127.96.0.0".parse().unwrap()));
+        assert!(!c.contains("127.97.0.1".parse().unwrap()));
+        for bad in [
+            "127.96.0.0",
+            "x/16",
+            "127.96.0.0/31",
+            "::1/64",
+            "127.96.0.0/7",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+}

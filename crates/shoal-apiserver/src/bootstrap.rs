@@ -1,0 +1,103 @@
+//! What the API server keeps in the store for itself: the system namespaces and the
+//! `kubernetes` Service in `default`, with the endpoints through which pods reach the API.
+
+use crate::error::ApiError;
+use crate::registry::{ObjectRef, WriteOptions};
+use crate::{ApiServer, request};
+use serde_json::{Value, json};
+use shoal_store::StoreError;
+use std::net::SocketAddr;
+
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+fn options() -> WriteOptions {
+    WriteOptions {
+        dry_run: false,
+        manager: "shoal-apiserver".into(),
+        validation: request::FieldValidation::Strict,
+    }
+}
+
+fn backend(e: ApiError) -> StoreError {
+    StoreError::Backend(e.0.message.into())
+}
+
+impl ApiServer {
+    /// Creates the system namespaces if missing.
+    pub(crate) async fn bootstrap(&self) -> Result<(), StoreError> {
+        let info = shoal_api::resources::find("", "v1", "namespaces")
+            .expect("namespaces are in the resource table");
+        for ns in SYSTEM_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match self.registry.create(info, None, obj, &options()).await {
+                Ok(_) => {}
+                Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `addr`, where this API server serves, as the `kubernetes` Service's endpoint:
+    /// the Service at the first address of the Service range (port 443 → `addr`'s port), its
+    /// EndpointSlice and its Endpoints, created or brought up to date. Kubernetes' API servers
+    /// do the same on start (the "bootstrap controller").
+    pub async fn publish_endpoint(&self, addr: SocketAddr) -> Result<(), StoreError> {
+        let cluster_ip = self.registry.network.cidr.first_host().to_string();
+        let ip = match addr.ip() {
+            a if a.is_unspecified() => "127.0.0.1".to_owned(),
+            a => a.to_string(),
+        };
+        let port = addr.port();
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "clusterIPs": [cluster_ip],
+                "sessionAffinity": "None",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        });
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "shoal-apiserver"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        });
+        let endpoints = json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+        });
+        for (group, plural, obj) in [
+            ("", "services", service),
+            ("discovery.k8s.io", "endpointslices", slice),
+            ("", "endpoints", endpoints),
+        ] {
+            self.ensure(group, plural, obj).await?;
+        }
+        Ok(())
+    }
+
+    /// Server-side applies `obj` as the API server's own field manager.
+    async fn ensure(&self, group: &str, plural: &str, obj: Value) -> Result<(), StoreError> {
+        let info = shoal_api::resources::RESOURCES
+            .iter()
+            .find(|i| i.group == group && i.plural == plural)
+            .expect("bootstrap kinds are in the resource table");
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let ns = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        let r = ObjectRef::new(info, ns.as_deref(), &name);
+        self.registry
+            .apply(r, obj, true, &options())
+            .await
+            .map(drop)
+            .map_err(backend)
+    }
+}
