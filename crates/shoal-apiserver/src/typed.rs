@@ -2,7 +2,7 @@
 //! (naming the field) and, by comparing what survives a round trip with what was sent, finds
 //! unknown fields for `fieldValidation`.
 
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, node};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, networking, node};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -59,6 +59,7 @@ kinds! {
     "batch", "CronJob" => batch::v1::CronJob;
     "coordination.k8s.io", "Lease" => coordination::v1::Lease;
     "discovery.k8s.io", "EndpointSlice" => discovery::v1::EndpointSlice;
+    "networking.k8s.io", "NetworkPolicy" => networking::v1::NetworkPolicy;
     "node.k8s.io", "RuntimeClass" => node::v1::RuntimeClass;
     "events.k8s.io", "Event" => events::v1::Event;
     "autoscaling", "Scale" => k8s_openapi::api::autoscaling::v1::Scale;

@@ -9,20 +9,27 @@
 //! Start at [`Proxy::run`]; the rules are [`table::build`].
 
 pub mod forward;
+pub mod names;
+pub mod network;
+pub mod policy;
 pub mod table;
 
 use forward::Forwarder;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use names::Zone;
+use network::{NodeNetwork, Snapshot};
+use policy::Policies;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use table::{Frontend, Node, Protocol, Route};
+use table::{Frontend, Node, Protocol};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +38,6 @@ const RETRY_BIND: Duration = Duration::from_secs(5);
 
 /// A listening frontend.
 struct Listener {
-    fwd: Arc<Forwarder>,
     stop: CancellationToken,
 }
 
@@ -55,139 +61,152 @@ impl Drop for AbortOnDrop {
 pub struct Proxy {
     client: kube::Client,
     node: Node,
+    domain: String,
+    /// Every frontend with endpoints, listened on or not (the runtime routes to them too).
+    forwarders: HashMap<Frontend, Arc<Forwarder>>,
     listeners: HashMap<Frontend, Listener>,
     /// Frontends that could not be bound, with the error (reported once).
     failed: BTreeMap<Frontend, String>,
-    /// What the last sync saw, to publish per-frontend counters.
-    table: Arc<std::sync::RwLock<table::Table>>,
+    network: NodeNetwork,
 }
 
-/// A read-only view of the proxy's current rules and counters (for tests, benchmarks and
-/// the runtime).
-#[derive(Clone, Default)]
-pub struct View {
-    table: Arc<std::sync::RwLock<table::Table>>,
-}
-
-impl View {
-    /// The endpoints of `frontend`, if it is being proxied.
-    pub fn route(&self, frontend: &Frontend) -> Option<Route> {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(frontend)
-            .cloned()
-    }
-
-    /// How many frontends are proxied.
-    pub fn len(&self) -> usize {
-        self.table.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// Watches `api` into a reflector store, poking `changed` on every event, until dropped.
+fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, AbortOnDrop)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .boxed();
+    let task = tokio::spawn(async move {
+        while stream.next().await.is_some() {
+            changed.notify_one();
+        }
+    });
+    (store, AbortOnDrop(task))
 }
 
 impl Proxy {
-    pub fn new(client: kube::Client, node: Node) -> Self {
+    /// A proxy for `node` in a cluster whose DNS domain is `domain`, keeping `network` (the
+    /// runtime's view) up to date.
+    pub fn new(client: kube::Client, node: Node, domain: &str, network: NodeNetwork) -> Self {
         Proxy {
             client,
             node,
+            domain: domain.to_owned(),
+            forwarders: HashMap::new(),
             listeners: HashMap::new(),
             failed: BTreeMap::new(),
-            table: Arc::default(),
+            network,
         }
     }
 
-    pub fn view(&self) -> View {
-        View {
-            table: self.table.clone(),
-        }
-    }
-
-    /// Watches Services and EndpointSlices and keeps the listeners in step until `stop`.
+    /// Watches Services, EndpointSlices, pods, namespaces and NetworkPolicies and keeps the
+    /// listeners and the network in step until `stop`.
     pub async fn run(mut self, stop: CancellationToken) {
-        let (services, svc_writer) = reflector::store::<Service>();
-        let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-        let changed = Arc::new(Notify::new());
-        let watch = |stream: futures::stream::BoxStream<'static, ()>| {
-            let changed = changed.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let mut stream = stream;
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        next = stream.next() => match next {
-                            Some(()) => changed.notify_one(),
-                            None => break,
-                        },
-                    }
-                }
-            })
-        };
-        let svc_api: Api<Service> = Api::all(self.client.clone());
-        let slice_api: Api<EndpointSlice> = Api::all(self.client.clone());
-        let _w1 = AbortOnDrop(watch(
-            watcher(svc_api, watcher::Config::default())
-                .default_backoff()
-                .reflect(svc_writer)
-                .map(|_| ())
-                .boxed(),
-        ));
-        let _w2 = AbortOnDrop(watch(
-            watcher(slice_api, watcher::Config::default())
-                .default_backoff()
-                .reflect(slice_writer)
-                .map(|_| ())
-                .boxed(),
-        ));
+        let routes = Arc::new(Notify::new());
+        let policy = Arc::new(Notify::new());
+        let c = &self.client;
+        let (services, _w1) = reflect(Api::<Service>::all(c.clone()), routes.clone());
+        let (slices, _w2) = reflect(Api::<EndpointSlice>::all(c.clone()), routes.clone());
+        let (pods, _w3) = reflect(Api::<Pod>::all(c.clone()), policy.clone());
+        let (namespaces, _w4) = reflect(Api::<Namespace>::all(c.clone()), policy.clone());
+        let (policies, _w5) = reflect(Api::<NetworkPolicy>::all(c.clone()), policy.clone());
         tracing::info!(node = %self.node.name, address = %self.node.ip, "service proxy running");
+        let mut routes_dirty = true;
+        let mut policy_dirty = true;
         loop {
-            self.sync(&services, &slices).await;
+            if policy_dirty {
+                let (p, n, np) = (pods.state(), namespaces.state(), policies.state());
+                let built = Policies::build(
+                    &p.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                    &n.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                    &np.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+                );
+                tracing::debug!(
+                    pods = p.len(),
+                    namespaces = n.len(),
+                    policies = np.len(),
+                    "network policy view rebuilt"
+                );
+                self.network.replace_policies(Arc::new(built));
+            }
+            if routes_dirty {
+                self.sync(&services, &slices).await;
+            }
             let retry = if self.failed.is_empty() {
                 Duration::from_secs(3600)
             } else {
                 RETRY_BIND
             };
-            tokio::select! {
+            (routes_dirty, policy_dirty) = tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = changed.notified() => {}
-                _ = tokio::time::sleep(retry) => {}
-            }
+                _ = routes.notified() => (true, false),
+                _ = policy.notified() => (false, true),
+                _ = tokio::time::sleep(retry) => (true, false),
+            };
         }
     }
 
-    /// Brings the listeners in line with the current Services and EndpointSlices.
+    /// Brings the forwarders, listeners and names in line with the current Services and
+    /// EndpointSlices.
     async fn sync(&mut self, services: &Store<Service>, slices: &Store<EndpointSlice>) {
         let svcs = services.state();
         let sls = slices.state();
         let svc_refs: Vec<&Service> = svcs.iter().map(AsRef::as_ref).collect();
         let slice_refs: Vec<&EndpointSlice> = sls.iter().map(AsRef::as_ref).collect();
         let table = table::build(&self.node, &svc_refs, &slice_refs);
+        self.forwarders.retain(|f, _| table.contains_key(f));
         self.listeners.retain(|f, _| table.contains_key(f));
         self.failed.retain(|f, _| table.contains_key(f));
         for (f, route) in &table {
-            if let Some(l) = self.listeners.get(f) {
-                if *l.fwd.route() != *route {
-                    l.fwd.set_route(route.clone());
+            let fwd = match self.forwarders.get(f) {
+                Some(fwd) => {
+                    if *fwd.route() != *route {
+                        fwd.set_route(route.clone());
+                    }
+                    fwd.clone()
                 }
+                None => {
+                    let fwd = Forwarder::new(route.clone());
+                    self.forwarders.insert(*f, fwd.clone());
+                    fwd
+                }
+            };
+            if self.listeners.contains_key(f) {
                 continue;
             }
-            match listen(*f, route.clone()).await {
+            match listen(*f, fwd).await {
                 Ok(l) => {
                     self.failed.remove(f);
                     self.listeners.insert(*f, l);
                 }
                 Err(e) => {
                     if self.failed.insert(*f, e.clone()).is_none() {
-                        tracing::warn!(frontend = %f.addr, service = %route.service, error = %e, "cannot listen for a Service; retrying");
+                        tracing::warn!(frontend = %f.addr, service = %route.service, error = %e, "cannot listen for a Service (pods still reach it); retrying");
                     }
                 }
             }
         }
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        let service_ips = svc_refs
+            .iter()
+            .filter_map(|s| s.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok())
+            .collect();
+        let old = self.network.snapshot();
+        self.network.replace(Snapshot {
+            frontends: self.forwarders.clone(),
+            service_ips,
+            zone: Zone::build(&self.domain, &svc_refs, &slice_refs),
+            policies: old.policies.clone(),
+        });
         self.publish_load_balancers(&svc_refs).await;
     }
 
@@ -223,22 +242,21 @@ impl Proxy {
     }
 }
 
-async fn listen(f: Frontend, route: Route) -> Result<Listener, String> {
-    let fwd = Forwarder::new(route);
+async fn listen(f: Frontend, fwd: Arc<Forwarder>) -> Result<Listener, String> {
     let stop = CancellationToken::new();
     match f.protocol {
         Protocol::Tcp => {
             let l = bind_tcp(f.addr).map_err(|e| e.to_string())?;
-            tokio::spawn(forward::serve_tcp(l, fwd.clone(), stop.clone()));
+            tokio::spawn(forward::serve_tcp(l, fwd, stop.clone()));
         }
         Protocol::Udp => {
             let s = tokio::net::UdpSocket::bind(f.addr)
                 .await
                 .map_err(|e| e.to_string())?;
-            tokio::spawn(forward::serve_udp(s, fwd.clone(), stop.clone()));
+            tokio::spawn(forward::serve_udp(s, fwd, stop.clone()));
         }
     }
-    Ok(Listener { fwd, stop })
+    Ok(Listener { stop })
 }
 
 /// A listener with `SO_REUSEADDR`, so a frontend given up and taken again binds at once.

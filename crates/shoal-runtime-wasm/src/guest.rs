@@ -227,7 +227,7 @@ pub fn new_store(
         let ok = net.allows(addr, usage);
         Box::pin(async move { ok })
     });
-    b.allow_ip_name_lookup(true);
+    b.allow_ip_name_lookup(true).allow_tcp(true).allow_udp(true);
     let mut table = ResourceTable::new();
     table.set_max_capacity(MAX_HANDLES);
     let guest = Guest {

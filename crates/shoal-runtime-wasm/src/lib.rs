@@ -304,6 +304,7 @@ impl PodRuntime for WasmRuntime {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             counters: self.net_counters.clone(),
+            routed: Default::default(),
         });
         s.sandboxes
             .insert(id, (sb.clone(), config.uid.clone(), pod_net));

@@ -22,6 +22,7 @@ use wasmtime_wasi::p2::bindings::sockets::network::{
     ErrorCode, Host as NetworkHost, IpAddress, IpSocketAddress, Network,
 };
 use wasmtime_wasi::p2::bindings::sockets::tcp::{HostTcpSocket, TcpSocket};
+use wasmtime_wasi::p2::bindings::sockets::udp::{HostUdpSocket, UdpSocket};
 use wasmtime_wasi::p2::{DynPollable, Pollable};
 use wasmtime_wasi::sockets::{SocketAddrUse, WasiSocketsView};
 
@@ -55,6 +56,10 @@ pub struct PodNet {
     pub dns: PodDns,
     pub network: Option<Arc<dyn PodNetwork>>,
     pub counters: Arc<Counters>,
+    /// Destinations `start-connect` routed to and WASI's check has not seen yet (an
+    /// endpoint behind a Service may be an address a pod could not name itself, such as the
+    /// API server's behind `kubernetes`).
+    pub routed: std::sync::Mutex<Vec<SocketAddr>>,
 }
 
 impl PodNet {
@@ -82,20 +87,53 @@ impl PodNet {
         }
     }
 
+    /// `addr` with the wildcard address replaced by the pod's.
+    fn own(&self, addr: SocketAddr) -> SocketAddr {
+        if addr.ip().is_unspecified() && addr.is_ipv4() == self.ip.is_ipv4() {
+            SocketAddr::new(self.ip, addr.port())
+        } else {
+            addr
+        }
+    }
+
+    /// Remembers that the guest's next connect goes to `addr` (see [`PodNet::routed`]).
+    fn expect_connect(&self, addr: SocketAddr) {
+        let mut routed = self.routed.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a guest whose connects fail before the check cannot grow it.
+        if routed.len() >= 64 {
+            routed.remove(0);
+        }
+        routed.push(addr);
+    }
+
     /// WASI's address check: binding only the pod's own address; connecting and sending
     /// where the node's network routes.
     pub fn allows(&self, addr: SocketAddr, usage: SocketAddrUse) -> bool {
+        let ok = self.check(addr, usage);
+        if !ok {
+            tracing::debug!(pod = %self.ip, address = %addr, ?usage, "socket use refused");
+        }
+        ok
+    }
+
+    fn check(&self, addr: SocketAddr, usage: SocketAddrUse) -> bool {
         match usage {
             SocketAddrUse::TcpBind | SocketAddrUse::UdpBind | SocketAddrUse::TcpListen => {
                 addr.ip() == self.ip
             }
             // Callers were checked on their side (their egress and this pod's ingress).
             SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
-            SocketAddrUse::TcpConnect => match &self.network {
-                // `start-connect` already routed: the address is an endpoint or a pod.
-                Some(net) => net.route(self.ip, addr, Protocol::Tcp) == Ok(addr),
-                None => false,
-            },
+            // `start-connect` routed it (the only way a guest connects).
+            SocketAddrUse::TcpConnect => {
+                let mut routed = self.routed.lock().unwrap_or_else(|p| p.into_inner());
+                match routed.iter().position(|a| *a == addr) {
+                    Some(i) => {
+                        routed.remove(i);
+                        true
+                    }
+                    None => false,
+                }
+            }
             SocketAddrUse::UdpSend => {
                 match &self.network {
                     // A Service address is forwarded by the node's proxy.
@@ -154,6 +192,7 @@ pub fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
                     Ok(to) => to,
                     Err(e) => return Ok((Err(e),)),
                 };
+                net.expect_connect(to);
                 let mut view = store.data_mut().sockets();
                 let borrow = || Resource::<TcpSocket>::new_borrow(this.rep());
                 let network_borrow = || Resource::<Network>::new_borrow(network.rep());
@@ -171,6 +210,37 @@ pub fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
                     }
                 }
                 match HostTcpSocket::start_connect(&mut view, this, network, to.into()) {
+                    Ok(()) => Ok((Ok(()),)),
+                    Err(e) => Ok((Err(code(&mut view, e)?),)),
+                }
+            })
+        },
+    )?;
+    // Binding "any address" binds the pod's own: a pod has no other, and a socket bound to
+    // the wildcard would show the node's address to its peers.
+    tcp.func_wrap_async(
+        "[method]tcp-socket.start-bind",
+        |mut store: StoreContextMut<'_, Guest>,
+         (this, network, local): (Resource<TcpSocket>, Resource<Network>, IpSocketAddress)| {
+            Box::new(async move {
+                let local = store.data().net.own(local.into());
+                let mut view = store.data_mut().sockets();
+                match HostTcpSocket::start_bind(&mut view, this, network, local.into()).await {
+                    Ok(()) => Ok((Ok(()),)),
+                    Err(e) => Ok((Err(code(&mut view, e)?),)),
+                }
+            })
+        },
+    )?;
+    let mut udp = linker.instance(&format!("wasi:sockets/udp@{WASI_SOCKETS}"))?;
+    udp.func_wrap_async(
+        "[method]udp-socket.start-bind",
+        |mut store: StoreContextMut<'_, Guest>,
+         (this, network, local): (Resource<UdpSocket>, Resource<Network>, IpSocketAddress)| {
+            Box::new(async move {
+                let local = store.data().net.own(local.into());
+                let mut view = store.data_mut().sockets();
+                match HostUdpSocket::start_bind(&mut view, this, network, local.into()).await {
                     Ok(()) => Ok((Ok(()),)),
                     Err(e) => Ok((Err(code(&mut view, e)?),)),
                 }

@@ -23,6 +23,13 @@ pub struct KubeletArgs {
     /// a machine its own (127.0.0.2, ...).
     #[arg(long, default_value = "127.0.0.1")]
     pub node_ip: std::net::IpAddr,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The cluster DNS Service's address pods resolve through (default: the tenth address
+    /// of the default Service range, where `shoal up` puts `kube-dns`).
+    #[arg(long)]
+    pub cluster_dns: Option<std::net::IpAddr>,
     /// Port of the kubelet's HTTPS API (logs); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
@@ -134,6 +141,13 @@ pub async fn start_kubelet(
     let mut config = Config::new(&node_name, &dir);
     config.pod_cidr = args.pod_cidr.clone();
     config.address = args.node_ip;
+    config.cluster_domain = args.cluster_domain.clone();
+    config.cluster_dns = Some(args.cluster_dns.unwrap_or_else(|| {
+        let range: shoal_api::net::Cidr = shoal_api::net::DEFAULT_SERVICE_CIDR
+            .parse()
+            .expect("the default Service range parses");
+        range.dns_host().into()
+    }));
     config.max_pods = args.max_pods;
     anyhow::ensure!(
         args.restart_backoff.is_finite() && args.restart_backoff > 0.0,
@@ -190,14 +204,27 @@ pub async fn start_kubelet(
         name: node_name.clone(),
         ip: args.node_ip,
     };
-    let (proxy_client, proxy_stop) = (client.clone(), shutdown.clone());
+    // The service proxy runs beside the kubelet, as kube-proxy does on every node; pods
+    // route, resolve and are policed through its view of the network.
+    let network = shoal_proxy::network::NodeNetwork::default();
+    runtime.set_network(Arc::new(network.clone()));
+    let (proxy_client, proxy_stop, domain) = (
+        client.clone(),
+        shutdown.clone(),
+        args.cluster_domain.clone(),
+    );
     supervisor.spawn(
         "proxy",
         shoal_supervisor::Restart::Always,
         shutdown.clone(),
         move || {
-            shoal_proxy::Proxy::new(proxy_client.clone(), proxy_node.clone())
-                .run(proxy_stop.clone())
+            shoal_proxy::Proxy::new(
+                proxy_client.clone(),
+                proxy_node.clone(),
+                &domain,
+                network.clone(),
+            )
+            .run(proxy_stop.clone())
         },
     );
     let kubelet = Kubelet::new(config, client, Arc::new(runtime), supervisor);

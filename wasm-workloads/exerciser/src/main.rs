@@ -1,9 +1,14 @@
 //! `exerciser`: a scriptable workload for tests. Its arguments are steps, run in order:
 //!
 //! `print TEXT`, `env NAME`, `read PATH`, `write PATH TEXT`, `alloc MIB`, `spin SECONDS`,
-//! `sleep SECONDS`, `crash`, `exit CODE`. With no steps it sleeps forever.
+//! `sleep SECONDS`, `crash`, `exit CODE`, and the network steps `resolve NAME` (each address
+//! on its own line), `connect HOST:PORT TEXT` (TCP: sends TEXT, prints the first reply) and
+//! `fetch URL` (a `wasi:http` GET: the status code on one line, then the body). A network
+//! step that fails ends the run with exit code 2. With no steps it sleeps forever.
 
-use std::io::Write;
+mod fetch;
+
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -74,6 +79,38 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
                 // std reports every failure as 1; wasi:cli/exit@0.2.12 carries the code.
                 wasip2::cli::exit::exit_with_code(code as u8);
                 return Ok(ExitCode::from(code as u8));
+            }
+            "resolve" => {
+                use std::net::ToSocketAddrs;
+                let name = text("resolve", args.next())?;
+                let addrs = (name.as_str(), 0)
+                    .to_socket_addrs()
+                    .map_err(|e| format!("resolve {name}: {e}"))?;
+                for a in addrs {
+                    println!("{}", a.ip());
+                }
+            }
+            "connect" => {
+                let target = text("connect", args.next())?;
+                let body = text("connect", args.next())?;
+                let mut conn = std::net::TcpStream::connect(target.as_str())
+                    .map_err(|e| format!("connect {target}: {e}"))?;
+                conn.write_all(body.as_bytes())
+                    .map_err(|e| format!("connect {target}: send: {e}"))?;
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = conn
+                    .read(&mut buf)
+                    .map_err(|e| format!("connect {target}: receive: {e}"))?;
+                println!("{}", String::from_utf8_lossy(&buf[..n]).trim_end());
+            }
+            "fetch" => {
+                let url = text("fetch", args.next())?;
+                let (status, body) = fetch::get(&url).map_err(|e| format!("fetch {url}: {e}"))?;
+                println!("{status}");
+                print!("{body}");
+                if !body.ends_with('\n') {
+                    println!();
+                }
             }
             other => return Err(format!("unknown step {other:?}")),
         }

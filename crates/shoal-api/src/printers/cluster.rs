@@ -6,6 +6,26 @@ use serde_json::{Value, json};
 
 pub(super) static PRINTERS: &[Printer] = &[
     Printer {
+        group: "networking.k8s.io",
+        kinds: &["NetworkPolicy"],
+        columns: &[NAME, ("Pod-Selector", "string", 0), AGE],
+        cells: |o, now| {
+            let sel = o
+                .pointer("/spec/podSelector/matchLabels")
+                .and_then(Value::as_object)
+                .map(|m| {
+                    let mut pairs: Vec<String> = m
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect();
+                    pairs.sort();
+                    pairs.join(",")
+                })
+                .unwrap_or_default();
+            vec![name(o), json!(or_none(sel)), created(o, now)]
+        },
+    },
+    Printer {
         group: "coordination.k8s.io",
         kinds: &["Lease"],
         columns: &[NAME, ("Holder", "string", 0), AGE],

@@ -1,0 +1,104 @@
+//! The node's pod network for the runtime ([`shoal_runtime::network::PodNetwork`]): the
+//! proxy's frontends (shared with its listeners, so round-robin and session affinity are one),
+//! the cluster's names and the NetworkPolicies, swapped as a whole on every change.
+
+use crate::forward::Forwarder;
+use crate::names::Zone;
+use crate::policy::Policies;
+use crate::table::{Frontend, Protocol as FrontProtocol};
+use shoal_runtime::network::{Lookup, PodNetwork, Protocol, Refusal};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+/// Everything a routing decision reads, replaced whole.
+#[derive(Default)]
+pub struct Snapshot {
+    pub frontends: HashMap<Frontend, Arc<Forwarder>>,
+    /// Every ClusterIP, with or without endpoints.
+    pub service_ips: HashSet<IpAddr>,
+    pub zone: Zone,
+    pub policies: Arc<Policies>,
+}
+
+/// See the module documentation.
+#[derive(Clone, Default)]
+pub struct NodeNetwork {
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+}
+
+fn front_protocol(p: Protocol) -> FrontProtocol {
+    match p {
+        Protocol::Tcp => FrontProtocol::Tcp,
+        Protocol::Udp => FrontProtocol::Udp,
+    }
+}
+
+impl NodeNetwork {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn replace(&self, s: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+    }
+
+    /// Replaces the policy part only (pods, namespaces or policies changed).
+    pub fn replace_policies(&self, policies: Arc<Policies>) {
+        let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        let old = guard.clone();
+        *guard = Arc::new(Snapshot {
+            frontends: old.frontends.clone(),
+            service_ips: old.service_ips.clone(),
+            zone: old.zone.clone(),
+            policies,
+        });
+    }
+}
+
+impl PodNetwork for NodeNetwork {
+    fn route(
+        &self,
+        from: IpAddr,
+        to: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<SocketAddr, Refusal> {
+        let snap = self.snapshot();
+        let frontend = Frontend {
+            addr: to,
+            protocol: front_protocol(protocol),
+        };
+        if let Some(fwd) = snap.frontends.get(&frontend) {
+            let allowed = fwd
+                .candidates(from)
+                .into_iter()
+                .find(|e| snap.policies.allows(from, *e, protocol));
+            return match (allowed, protocol) {
+                // UDP is forwarded by the proxy listening on the Service address.
+                (Some(_), Protocol::Udp) => Ok(to),
+                (Some(endpoint), Protocol::Tcp) => Ok(endpoint),
+                (None, _) if fwd.route().backends.is_empty() => Err(Refusal::NoEndpoints),
+                (None, _) => Err(Refusal::Denied),
+            };
+        }
+        if snap.service_ips.contains(&to.ip()) {
+            return Err(Refusal::NoEndpoints);
+        }
+        let is_pod = snap.policies.pod(to.ip()).is_some();
+        if !is_pod && (to.ip().is_loopback() || to.ip().is_unspecified()) {
+            return Err(Refusal::Host);
+        }
+        if snap.policies.allows(from, to, protocol) {
+            Ok(to)
+        } else {
+            Err(Refusal::Denied)
+        }
+    }
+
+    fn lookup(&self, fqdn: &str) -> Lookup {
+        self.snapshot().zone.lookup(fqdn)
+    }
+}
