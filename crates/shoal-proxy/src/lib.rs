@@ -8,6 +8,7 @@
 //!
 //! Start at [`Proxy::run`]; the rules are [`table::build`].
 
+pub mod dns;
 pub mod forward;
 pub mod names;
 pub mod network;

@@ -30,6 +30,11 @@ pub struct KubeletArgs {
     /// of the default Service range, where `shoal up` puts `kube-dns`).
     #[arg(long)]
     pub cluster_dns: Option<std::net::IpAddr>,
+    /// Port the cluster DNS server listens on, UDP and TCP, on the node's address (with
+    /// `shoal up`; 0 picks a free one). Pods and the node reach it as the `kube-dns`
+    /// Service, port 53 of `--cluster-dns`.
+    #[arg(long, default_value_t = 0)]
+    pub cluster_dns_port: u16,
     /// Port of the kubelet's HTTPS API (logs); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
@@ -208,6 +213,29 @@ pub async fn start_kubelet(
     // route, resolve and are policed through its view of the network.
     let network = shoal_proxy::network::NodeNetwork::default();
     runtime.set_network(Arc::new(network.clone()));
+    let dns_ip = config.cluster_dns.expect("set above");
+    if control_plane_here {
+        // The cluster's DNS add-on, as kube-dns runs in kube-system on Kubernetes.
+        let (udp, tcp) = shoal_proxy::dns::bind(args.node_ip, args.cluster_dns_port)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for cluster DNS on {}:{} (choose another --cluster-dns-port)",
+                    args.node_ip, args.cluster_dns_port
+                )
+            })?;
+        let at = tcp.local_addr()?;
+        shoal_proxy::dns::publish(&client, dns_ip, at)
+            .await
+            .context("cannot publish the kube-dns Service")?;
+        tokio::spawn(shoal_proxy::dns::serve(
+            network.clone(),
+            udp,
+            tcp,
+            shutdown.clone(),
+        ));
+        println!("Cluster DNS at {dns_ip}:53 (served on {at})");
+    }
     let (proxy_client, proxy_stop, domain) = (
         client.clone(),
         shutdown.clone(),
