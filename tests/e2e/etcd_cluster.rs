@@ -8,11 +8,20 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-fn apiserver(dir: &std::path::Path, etcd: &Etcd) -> Cluster {
+/// An API server on `etcd` with the Service range every API server of the test shares.
+fn apiserver(dir: &std::path::Path, etcd: &Etcd, range: &str) -> Cluster {
     let eps = etcd.endpoints_arg();
     Cluster::start_in(
         dir,
-        &["apiserver", "--store", "etcd", "--etcd-endpoints", &eps],
+        &[
+            "apiserver",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &eps,
+            "--service-cluster-ip-range",
+            range,
+        ],
     )
     .unwrap()
 }
@@ -34,8 +43,9 @@ fn create_many(c: &Cluster, prefix: &str, n: usize) -> Vec<String> {
 fn two_api_servers_on_one_etcd_cluster_act_as_one_and_survive_failures() {
     let mut etcd = Etcd::start_cluster(3).unwrap();
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = apiserver(da.path(), &etcd);
-    let b = apiserver(db.path(), &etcd);
+    let range = shoal_testkit::service_cidr();
+    let mut a = apiserver(da.path(), &etcd, &range);
+    let b = apiserver(db.path(), &etcd, &range);
 
     // A write through one is read through the other.
     a.ok(&["create", "configmap", "one", "--from-literal=k=v"]);
@@ -115,4 +125,65 @@ fn two_api_servers_on_one_etcd_cluster_act_as_one_and_survive_failures() {
         );
     }
     assert!(names.contains("configmap/after-a-9"));
+}
+
+#[test]
+fn two_api_servers_never_hand_out_one_cluster_ip_twice() {
+    let etcd = Etcd::start().unwrap();
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // A /27: 29 addresses for Services besides `kubernetes`, so clashes are likely.
+    let range = shoal_testkit::service_cidr().replace(".0/24", ".0/27");
+    let a = apiserver(da.path(), &etcd, &range);
+    let b = apiserver(db.path(), &etcd, &range);
+    let create = |c: &Cluster, prefix: &str, n: usize| {
+        let mut made = 0;
+        for i in 0..n {
+            let name = format!("{prefix}-{i}");
+            if c.kubectl(&["create", "service", "clusterip", &name, "--tcp=80"])
+                .status
+                .success()
+            {
+                made += 1;
+            }
+        }
+        made
+    };
+    let (made_a, made_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| create(&a, "a", 15));
+        let tb = s.spawn(|| create(&b, "b", 14));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert_eq!((made_a, made_b), (15, 14));
+    let ips = a.ok(&[
+        "get",
+        "services",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.clusterIP}{\"\\n\"}{end}",
+    ]);
+    let mut ips: Vec<&str> = ips.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(ips.len(), 30, "kubernetes and 29 others: {ips:?}");
+    ips.sort();
+    let before = ips.len();
+    ips.dedup();
+    assert_eq!(ips.len(), before, "a ClusterIP was handed out twice");
+    // The range is now full: one more is refused with Kubernetes' words, through either.
+    let full = b.fails(&["create", "service", "clusterip", "one-more", "--tcp=80"]);
+    assert!(full.contains("failed to allocate a serviceIP"), "{full}");
+    // A requested address another Service holds is refused as Kubernetes refuses it.
+    let taken = ips[5];
+    let clash = a.fails(&[
+        "create",
+        "service",
+        "clusterip",
+        "clash",
+        "--tcp=80",
+        &format!("--clusterip={taken}"),
+    ]);
+    assert!(
+        clash.contains("provided IP is already allocated"),
+        "{clash}"
+    );
+    // Deleting a Service gives its address back.
+    a.ok(&["delete", "service", "a-0"]);
+    b.ok(&["create", "service", "clusterip", "again", "--tcp=80"]);
 }

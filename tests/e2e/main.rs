@@ -9,5 +9,6 @@ mod memory;
 mod plugin_safety;
 mod policies;
 mod scheduler;
+mod services;
 mod store_tools;
 mod workloads;

@@ -4,7 +4,7 @@
 
 use crate::forward::Forwarder;
 use crate::names::Zone;
-use crate::policy::Policies;
+use crate::policy::{PodInfo, Policies};
 use crate::table::{Frontend, Protocol as FrontProtocol};
 use shoal_runtime::network::{Lookup, PodNetwork, Protocol, Refusal};
 use std::collections::{HashMap, HashSet};
@@ -25,6 +25,9 @@ pub struct Snapshot {
 #[derive(Clone, Default)]
 pub struct NodeNetwork {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    /// This node's pods as the runtime started them (their identity is known here before
+    /// their address reaches the API server and comes back through the watch).
+    local: Arc<RwLock<HashMap<IpAddr, Arc<PodInfo>>>>,
 }
 
 fn front_protocol(p: Protocol) -> FrontProtocol {
@@ -59,7 +62,51 @@ impl NodeNetwork {
     }
 }
 
+impl NodeNetwork {
+    /// The pod at `ip`: as the cluster reports it, else as this node started it.
+    fn pod(&self, snap: &Snapshot, ip: IpAddr) -> Option<Arc<PodInfo>> {
+        snap.policies.pod(ip).cloned().or_else(|| {
+            self.local
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&ip)
+                .cloned()
+        })
+    }
+
+    fn allows(&self, snap: &Snapshot, from: IpAddr, to: SocketAddr, protocol: Protocol) -> bool {
+        let src = self.pod(snap, from);
+        let dst = self.pod(snap, to.ip());
+        snap.policies
+            .allows_pods(from, src.as_ref(), to, dst.as_ref(), protocol)
+    }
+}
+
 impl PodNetwork for NodeNetwork {
+    fn attach(
+        &self,
+        ip: IpAddr,
+        namespace: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) {
+        let info = PodInfo {
+            namespace: namespace.to_owned(),
+            labels: labels.clone(),
+            ports: HashMap::new(),
+        };
+        self.local
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ip, Arc::new(info));
+    }
+
+    fn detach(&self, ip: IpAddr) {
+        self.local
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip);
+    }
+
     fn route(
         &self,
         from: IpAddr,
@@ -75,7 +122,7 @@ impl PodNetwork for NodeNetwork {
             let allowed = fwd
                 .candidates(from)
                 .into_iter()
-                .find(|e| snap.policies.allows(from, *e, protocol));
+                .find(|e| self.allows(&snap, from, *e, protocol));
             return match (allowed, protocol) {
                 // UDP is forwarded by the proxy listening on the Service address.
                 (Some(_), Protocol::Udp) => Ok(to),
@@ -87,11 +134,11 @@ impl PodNetwork for NodeNetwork {
         if snap.service_ips.contains(&to.ip()) {
             return Err(Refusal::NoEndpoints);
         }
-        let is_pod = snap.policies.pod(to.ip()).is_some();
+        let is_pod = self.pod(&snap, to.ip()).is_some();
         if !is_pod && (to.ip().is_loopback() || to.ip().is_unspecified()) {
             return Err(Refusal::Host);
         }
-        if snap.policies.allows(from, to, protocol) {
+        if self.allows(&snap, from, to, protocol) {
             Ok(to)
         } else {
             Err(Refusal::Denied)

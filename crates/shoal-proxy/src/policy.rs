@@ -133,8 +133,25 @@ impl Policies {
     /// Whether a connection from `from` to `to` is allowed: `from`'s egress (if it is a pod)
     /// and `to`'s ingress (if it is a pod).
     pub fn allows(&self, from: IpAddr, to: SocketAddr, proto: Protocol) -> bool {
-        let src = self.pods.get(&from);
-        let dst = self.pods.get(&to.ip());
+        self.allows_pods(
+            from,
+            self.pods.get(&from),
+            to,
+            self.pods.get(&to.ip()),
+            proto,
+        )
+    }
+
+    /// As [`Policies::allows`], with the pods at either end given (the node may know a pod
+    /// before the API server has told it the pod's address).
+    pub fn allows_pods(
+        &self,
+        from: IpAddr,
+        src: Option<&Arc<PodInfo>>,
+        to: SocketAddr,
+        dst: Option<&Arc<PodInfo>>,
+        proto: Protocol,
+    ) -> bool {
         if let Some(src) = src
             && !self.direction_allows(Direction::Egress, src, to.ip(), dst, to.port(), proto)
         {

@@ -295,14 +295,18 @@ impl PodRuntime for WasmRuntime {
         s.next += 1;
         let id = SandboxId(format!("{}-{}", config.uid, s.next));
         let sb = Sandbox { id: id.clone(), ip };
+        let network = self
+            .network
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(n) = &network {
+            n.attach(ip, &config.namespace, &config.labels);
+        }
         let pod_net = Arc::new(net::PodNet {
             ip,
             dns: config.dns.clone(),
-            network: self
-                .network
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            network,
             counters: self.net_counters.clone(),
             routed: Default::default(),
         });
@@ -330,7 +334,10 @@ impl PodRuntime for WasmRuntime {
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
         self.accounts.close_sandbox(id);
-        if let Some((sb, _, _)) = s.sandboxes.remove(id) {
+        if let Some((sb, _, pod_net)) = s.sandboxes.remove(id) {
+            if let Some(n) = &pod_net.network {
+                n.detach(sb.ip);
+            }
             self.pool.release(sb.ip);
         }
         Ok(())

@@ -54,6 +54,19 @@ pub trait PodNetwork: Send + Sync + 'static {
 
     /// The cluster's records of `fqdn` (lower case, no trailing dot).
     fn lookup(&self, fqdn: &str) -> Lookup;
+
+    /// A pod of this node got `ip`: its identity counts for policies at once, before the
+    /// API server has told the node of its address.
+    fn attach(
+        &self,
+        _ip: IpAddr,
+        _namespace: &str,
+        _labels: &std::collections::BTreeMap<String, String>,
+    ) {
+    }
+
+    /// The pod at `ip` is gone.
+    fn detach(&self, _ip: IpAddr) {}
 }
 
 /// `dnsPolicy`, as it applies to a Wasm pod.

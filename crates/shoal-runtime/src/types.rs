@@ -60,6 +60,8 @@ pub struct SandboxConfig {
     pub log_directory: PathBuf,
     /// How the pod resolves names.
     pub dns: crate::network::PodDns,
+    /// The pod's labels (its identity for NetworkPolicy).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A running sandbox.

@@ -60,14 +60,58 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> anyhow::Result<T>) -> T 
 /// The node name of the kubelet in a test cluster's `shoal up`.
 pub const NODE: &str = "node-1";
 
-/// A /24 of the loopback range no other cluster of this machine is likely to use.
-pub fn pod_cidr() -> String {
+/// A slot of the loopback range no other cluster or node of this machine is likely to use.
+fn net_slot() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = std::process::id()
+    std::process::id()
         .wrapping_mul(2654435761)
-        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 97);
-    format!("127.{}.{}.0/24", 64 + (n >> 8) % 64, n % 256)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 97)
+}
+
+/// A node's loopback network: its pod CIDR (a /24 in 127.64.0.0/10) and its address (the
+/// CIDR's first host, which pods never get), so nodes and clusters run side by side.
+#[derive(Debug, Clone)]
+pub struct NodeNet {
+    pub pod_cidr: String,
+    pub node_ip: String,
+}
+
+impl NodeNet {
+    pub fn new() -> Self {
+        let n = net_slot();
+        let (a, b) = (64 + (n >> 8) % 64, n % 256);
+        NodeNet {
+            pod_cidr: format!("127.{a}.{b}.0/24"),
+            node_ip: format!("127.{a}.{b}.1"),
+        }
+    }
+}
+
+impl Default for NodeNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A pod CIDR of its own for a test node.
+pub fn pod_cidr() -> String {
+    NodeNet::new().pod_cidr
+}
+
+/// A Service range of its own for a test cluster (a /24 in 127.128.0.0/10), so each
+/// cluster's ClusterIPs, `kubernetes` and `kube-dns` addresses are its own.
+pub fn service_cidr() -> String {
+    let n = net_slot();
+    format!("127.{}.{}.0/24", 128 + (n >> 8) % 64, n % 256)
+}
+
+/// The `kube-dns` address of a Service range `cidr` (its tenth address).
+pub fn dns_ip(cidr: &str) -> String {
+    let base = cidr.split('/').next().unwrap_or_default();
+    let mut parts: Vec<&str> = base.split('.').collect();
+    parts.pop();
+    format!("{}.10", parts.join("."))
 }
 
 /// A running `shoal up` on a temporary data directory.
@@ -81,6 +125,9 @@ pub struct Cluster {
     kube_cache: tempfile::TempDir,
     /// The etcd the cluster stores into, if any; stopped after the cluster.
     etcd: Option<etcd::Etcd>,
+    /// The cluster's Service range and its node's network.
+    pub service_cidr: String,
+    pub node: NodeNet,
 }
 
 impl Cluster {
@@ -119,12 +166,22 @@ impl Cluster {
             .arg("--data-dir")
             .arg(dir)
             .args(["--listen", "127.0.0.1:0"]);
+        let service_cidr = args
+            .windows(2)
+            .find(|w| w[0] == "--service-cluster-ip-range")
+            .map(|w| w[1].to_owned())
+            .unwrap_or_else(service_cidr);
+        if !args.contains(&"--service-cluster-ip-range") {
+            cmd.args(["--service-cluster-ip-range", &service_cidr]);
+        }
+        let node = NodeNet::new();
         if args.first() == Some(&"up") {
             // The node: a name tests can rely on, a free kubelet port, a pod network of its
             // own (clusters run side by side), and a short crash-loop back-off.
             guest("hello");
             cmd.args(["--node-name", NODE, "--kubelet-port", "0"])
-                .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
+                .args(["--pod-cidr", &node.pod_cidr, "--node-ip", &node.node_ip])
+                .args(["--restart-backoff", "1"])
                 .args(NODE_TIMING)
                 // The sample plugins may be loaded from where they are built.
                 .arg("--plugin-dir")
@@ -177,6 +234,8 @@ impl Cluster {
             _tmp: None,
             kube_cache: tempfile::tempdir()?,
             etcd: None,
+            service_cidr,
+            node,
         })
     }
 
@@ -415,6 +474,7 @@ impl Drop for SimulatedNodes {
 pub struct Node {
     child: Child,
     pub name: String,
+    pub net: NodeNet,
     _dir: tempfile::TempDir,
 }
 
@@ -428,6 +488,7 @@ impl Node {
     pub fn join_with(cluster: &Cluster, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
         guest("hello");
         let dir = tempfile::tempdir()?;
+        let net = NodeNet::new();
         let mut child = Command::new(shoal_bin())
             .arg("kubelet")
             .arg("--kubeconfig")
@@ -435,7 +496,9 @@ impl Node {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--node-name", name, "--kubelet-port", "0"])
-            .args(["--pod-cidr", &pod_cidr(), "--restart-backoff", "1"])
+            .args(["--pod-cidr", &net.pod_cidr, "--node-ip", &net.node_ip])
+            .args(["--cluster-dns", &dns_ip(&cluster.service_cidr)])
+            .args(["--restart-backoff", "1"])
             .args(&NODE_TIMING[..2])
             .args(extra)
             .args(if extra.contains(&"--eviction-hard") {
@@ -464,6 +527,7 @@ impl Node {
         Ok(Node {
             child,
             name: name.to_owned(),
+            net,
             _dir: dir,
         })
     }

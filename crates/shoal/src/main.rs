@@ -428,6 +428,7 @@ async fn run_apiserver(
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let store = open_store(&args, &dir).await?;
     let service_ip = args.service_cluster_ip_range.first_host().to_string();
+    let service_range = args.service_cluster_ip_range;
     let pki = Pki::load_or_create(&dir.join("pki"), &[service_ip])
         .context("cannot set up the cluster's certificates")?;
     let options = shoal_apiserver::Options {
@@ -449,10 +450,10 @@ async fn run_apiserver(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    server
-        .publish_endpoint(addr)
-        .await
-        .context("cannot publish the `kubernetes` Service")?;
+    if let Err(e) = server.publish_endpoint(addr).await {
+        // Another API server may run with another range; this one still serves.
+        tracing::error!(error = %e, "cannot publish the `kubernetes` Service");
+    }
     let kubeconfig = dir.join("kubeconfig");
     kubeconfig::write(&kubeconfig, addr, &pki.ca_pem, &pki.token)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
@@ -471,7 +472,10 @@ async fn run_apiserver(
         token.clone(),
     ));
     let node = match kubelet {
-        Some((args, controllers)) => {
+        Some((mut args, controllers)) => {
+            // Pods resolve through the kube-dns address of this cluster's Service range.
+            args.cluster_dns
+                .get_or_insert_with(|| service_range.dns_host().into());
             let client = node::client_from(&kubeconfig).await?;
             let scheduler = shoal_scheduler::Scheduler::new(
                 client.clone(),

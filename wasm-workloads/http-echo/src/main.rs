@@ -1,6 +1,23 @@
-//! `http-echo`: a `wasi:http` server that answers every request with its request line and headers.
+//! `http-echo`: a `wasi:http` server that answers every request with its request line and
+//! headers, preceded by `pod: NAME` when `POD_NAME` is set (so callers see which replica
+//! answered). `GET /ready` answers 200, or 503 once the Unix time in `READY_UNTIL` has passed
+//! (a readiness probe that fails on cue).
 
 use wstd::http::{Body, Request, Response, StatusCode};
+
+fn ready() -> bool {
+    let Some(until) = std::env::var("READY_UNTIL")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    now < until
+}
 
 #[wstd::http_server]
 async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
@@ -9,7 +26,19 @@ async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let mut out = format!("{} {} {:?}\n", req.method(), target, req.version());
+    if target == "/ready" {
+        let (status, text) = if ready() {
+            (StatusCode::OK, "ready\n")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        };
+        return Ok(Response::builder().status(status).body(Body::from(text))?);
+    }
+    let mut out = String::new();
+    if let Ok(pod) = std::env::var("POD_NAME") {
+        out.push_str(&format!("pod: {pod}\n"));
+    }
+    out.push_str(&format!("{} {} {:?}\n", req.method(), target, req.version()));
     if let Some(host) = req.uri().authority() {
         out.push_str(&format!("host: {host}\n"));
     }

@@ -222,18 +222,30 @@ fn allocate_service(ctx: &AllocContext<'_>, o: &mut Value) -> ApiResult<Vec<Clai
             spec.insert("clusterIPs".into(), json!([ip]));
         }
         None => {
-            // Random start, then the next free host address (the first is `kubernetes`').
-            let hosts = net.cidr.size() - 3;
-            let seed = (uuid::Uuid::new_v4().as_u128() as u32) % hosts;
-            let ip = (0..hosts)
-                .map(|i| net.cidr.nth((seed + i) % hosts + 2).to_string())
-                .find(|ip| !used.contains(&ip_claim_key(ip)))
-                .ok_or_else(|| {
-                    StatusError::internal(format!(
-                        "failed to allocate a serviceIP: range {} is full",
-                        net.cidr
-                    ))
-                })?;
+            // As Kubernetes does: the lower band of the range is kept for addresses asked
+            // for by name (`kubernetes` at the first, `kube-dns` at the tenth) and used
+            // only when the upper band is full; within a band, a random start, then the
+            // next free address.
+            let size = net.cidr.size();
+            let reserved = (size / 16).clamp(16, 256).min(size - 2);
+            let bands = [(reserved, size - 1), (2, reserved)];
+            let free = |(lo, hi): (u32, u32)| {
+                let span = hi.saturating_sub(lo);
+                let seed = if span == 0 {
+                    0
+                } else {
+                    (uuid::Uuid::new_v4().as_u128() as u32) % span
+                };
+                (0..span)
+                    .map(|i| net.cidr.nth(lo + (seed + i) % span).to_string())
+                    .find(|ip| !used.contains(&ip_claim_key(ip)))
+            };
+            let ip = bands.into_iter().find_map(free).ok_or_else(|| {
+                StatusError::internal(format!(
+                    "failed to allocate a serviceIP: range {} is full",
+                    net.cidr
+                ))
+            })?;
             claims.push(Claim {
                 key: ip_claim_key(&ip),
                 value: ip.clone(),

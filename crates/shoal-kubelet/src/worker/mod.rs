@@ -334,6 +334,7 @@ impl Worker {
                     &self.k.config.cluster_domain,
                     self.k.config.cluster_dns,
                 ),
+                labels: self.pod.metadata.labels.clone().unwrap_or_default(),
             };
             match self.k.runtime.run_pod_sandbox(&cfg).await {
                 Ok(sb) => {
