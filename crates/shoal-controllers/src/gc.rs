@@ -1,5 +1,5 @@
 //! Garbage collector for the workload kinds (Pods, ReplicaSets, Deployments, Jobs, CronJobs,
-//! DaemonSets, StatefulSets): dependents whose owners are all gone are deleted (background
+//! DaemonSets, StatefulSets) and Services with their EndpointSlices and Endpoints: dependents whose owners are all gone are deleted (background
 //! propagation); an owner deleted with `propagationPolicy: Orphan` has its dependents'
 //! ownerReferences removed, one deleted with `Foreground` waits until its dependents are gone;
 //! then the `orphan` or `foregroundDeletion` finalizer is removed.
@@ -18,8 +18,11 @@ use std::time::Duration;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// The kinds the collector watches, as owners and as dependents.
-const KINDS: [(&str, &str, &str); 7] = [
+const KINDS: [(&str, &str, &str); 10] = [
     ("", "v1", "Pod"),
+    ("", "v1", "Service"),
+    ("", "v1", "Endpoints"),
+    ("discovery.k8s.io", "v1", "EndpointSlice"),
     ("apps", "v1", "ReplicaSet"),
     ("apps", "v1", "Deployment"),
     ("apps", "v1", "DaemonSet"),

@@ -28,6 +28,9 @@ pub struct NodeNetwork {
     /// This node's pods as the runtime started them (their identity is known here before
     /// their address reaches the API server and comes back through the watch).
     local: Arc<RwLock<HashMap<IpAddr, Arc<PodInfo>>>>,
+    /// Leave Service addresses to the proxy's listeners instead of picking the endpoint in
+    /// the runtime (to compare the two paths).
+    via_proxy: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn front_protocol(p: Protocol) -> FrontProtocol {
@@ -43,6 +46,13 @@ impl NodeNetwork {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Sends pods' connections to Service addresses through the proxy's listeners (`true`)
+    /// or straight to an endpoint chosen in the runtime (`false`, the default).
+    pub fn route_via_proxy(&self, yes: bool) {
+        self.via_proxy
+            .store(yes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn replace(&self, s: Snapshot) {
@@ -126,6 +136,11 @@ impl PodNetwork for NodeNetwork {
             return match (allowed, protocol) {
                 // UDP is forwarded by the proxy listening on the Service address.
                 (Some(_), Protocol::Udp) => Ok(to),
+                (Some(_), Protocol::Tcp)
+                    if self.via_proxy.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    Ok(to)
+                }
                 (Some(endpoint), Protocol::Tcp) => Ok(endpoint),
                 (None, _) if fwd.route().backends.is_empty() => Err(Refusal::NoEndpoints),
                 (None, _) => Err(Refusal::Denied),

@@ -4,7 +4,9 @@
 //! `sleep SECONDS`, `crash`, `exit CODE`, and the network steps `resolve NAME` (each address
 //! on its own line), `connect HOST:PORT TEXT` (TCP: sends TEXT, prints the first reply) and
 //! `fetch URL` (a `wasi:http` GET: the status code on one line, then the body). A network
-//! step that fails ends the run with exit code 2. With no steps it sleeps forever.
+//! step that fails ends the run with exit code 2. Benchmarks: `bench-http HOST:PORT N` (N
+//! requests, a connection each; prints `ops= rps= p50_us= p99_us=`) and `bench-resolve NAME N`
+//! (prints `lookups= per_s=`). With no steps it sleeps forever.
 
 mod fetch;
 
@@ -111,6 +113,47 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
                 if !body.ends_with('\n') {
                     println!();
                 }
+            }
+            "bench-http" => {
+                let target = text("bench-http", args.next())?;
+                let n = number("bench-http", args.next())? as usize;
+                let mut times = Vec::with_capacity(n);
+                let started = Instant::now();
+                for _ in 0..n {
+                    let t = Instant::now();
+                    let mut conn = std::net::TcpStream::connect(target.as_str())
+                        .map_err(|e| format!("bench-http {target}: {e}"))?;
+                    conn.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                        .map_err(|e| format!("bench-http {target}: {e}"))?;
+                    let mut sink = Vec::new();
+                    conn.read_to_end(&mut sink)
+                        .map_err(|e| format!("bench-http {target}: {e}"))?;
+                    times.push(t.elapsed());
+                }
+                let total = started.elapsed();
+                times.sort();
+                let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize].as_micros();
+                println!(
+                    "ops={n} rps={:.0} p50_us={} p99_us={}",
+                    n as f64 / total.as_secs_f64(),
+                    pct(0.5),
+                    pct(0.99)
+                );
+            }
+            "bench-resolve" => {
+                use std::net::ToSocketAddrs;
+                let name = text("bench-resolve", args.next())?;
+                let n = number("bench-resolve", args.next())? as usize;
+                let started = Instant::now();
+                for _ in 0..n {
+                    (name.as_str(), 0)
+                        .to_socket_addrs()
+                        .map_err(|e| format!("bench-resolve {name}: {e}"))?;
+                }
+                println!(
+                    "lookups={n} per_s={:.0}",
+                    n as f64 / started.elapsed().as_secs_f64()
+                );
             }
             other => return Err(format!("unknown step {other:?}")),
         }
