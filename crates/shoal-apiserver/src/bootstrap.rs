@@ -72,12 +72,43 @@ impl ApiServer {
                 "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
         });
+        self.replace_if_moved(&cluster_ip).await?;
         for (group, plural, obj) in [
             ("", "services", service),
             ("discovery.k8s.io", "endpointslices", slice),
             ("", "endpoints", endpoints),
         ] {
             self.ensure(group, plural, obj).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the `kubernetes` Service if it holds another address than `cluster_ip` (the
+    /// range changed across a restart); it is created again at the right one.
+    async fn replace_if_moved(&self, cluster_ip: &str) -> Result<(), StoreError> {
+        let info = shoal_api::resources::find("", "v1", "services")
+            .expect("services are in the resource table");
+        let current = self
+            .cache
+            .resource(info)
+            .get(&info.storage_key(Some("default"), "kubernetes"));
+        let moved = current.is_some_and(|c| {
+            c.value().pointer("/spec/clusterIP").and_then(Value::as_str) != Some(cluster_ip)
+        });
+        if moved {
+            tracing::warn!(
+                cluster_ip,
+                "the Service range changed: re-creating the kubernetes Service"
+            );
+            match self
+                .registry
+                .delete(info, Some("default"), "kubernetes", &Default::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(ApiError(e)) if e.reason == "NotFound" => {}
+                Err(e) => return Err(backend(e)),
+            }
         }
         Ok(())
     }

@@ -63,6 +63,11 @@ const TEST: &[Need] = &[
         package: "docker-registry",
         why: "the kubelet pulls Wasm components from a real OCI registry in its tests",
     },
+    Need {
+        file: "/usr/bin/dig",
+        package: "bind9-dnsutils",
+        why: "the Services tests query the cluster DNS server with dig",
+    },
 ];
 
 /// Installs missing packages with apt-get when running as root, or says exactly what to do.
@@ -175,7 +180,8 @@ fn main() -> anyhow::Result<()> {
                 "shoal-scheduler",
                 "--bench",
                 "scheduling",
-            ]))
+            ]))?;
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-proxy", "--bench", "services"]))
         }
         "guests" => guests(&cargo),
         _ => bail!(

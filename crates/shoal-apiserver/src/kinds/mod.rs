@@ -127,6 +127,11 @@ pub trait Strategy: Sync {
         Vec::new()
     }
 
+    /// The key prefixes under which the kind's claims live.
+    fn claim_prefixes(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Seconds a delete waits before the object goes (a pod's grace period); `requested` is
     /// what the delete asked for.
     fn delete_grace(&self, _o: &Value, _requested: Option<i64>) -> i64 {

@@ -130,6 +130,10 @@ impl Strategy for ServiceStrategy {
         allocate_service(ctx, o)
     }
 
+    fn claim_prefixes(&self) -> &'static [&'static str] {
+        &[IP_CLAIMS, PORT_CLAIMS]
+    }
+
     fn claims(&self, o: &Value) -> Vec<String> {
         let mut keys: Vec<String> = cluster_ips(o).map(|ip| ip_claim_key(&ip)).collect();
         keys.extend(node_ports(o).map(port_claim_key));

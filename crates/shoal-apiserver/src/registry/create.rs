@@ -147,6 +147,8 @@ impl Registry {
             if res.current.iter().any(Option::is_some) || claims.is_empty() {
                 return Err(StatusError::already_exists(info.plural, info.group, &name).into());
             }
+            // Another server (or a write this server's cache has not seen yet) holds a claim:
+            // learn every claim of the kind from the store, releasing those whose owner is gone.
             for c in &claims {
                 if self.claim_is_live(&c.key).await? {
                     if c.requested {
@@ -164,6 +166,13 @@ impl Registry {
                     }
                     taken.insert(c.key.clone());
                 }
+            }
+            for prefix in strategy.claim_prefixes() {
+                let held = self
+                    .store
+                    .range(shoal_store::RangeRequest::prefix(prefix))
+                    .await?;
+                taken.extend(held.kvs.into_iter().map(|kv| kv.key));
             }
         }
         Err(StatusError::internal(format!(

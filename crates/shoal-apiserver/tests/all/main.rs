@@ -5,6 +5,7 @@
 //! to end in `tests/`.)
 
 mod paging_and_watch;
+mod services;
 mod writes;
 
 use axum::Router;
