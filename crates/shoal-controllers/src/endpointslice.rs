@@ -10,17 +10,18 @@
 
 use crate::runner::Ctx;
 use crate::{Error, controller_ref};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, ObjectReference, Pod,
-    Service, ServicePort,
+    EndpointAddress, EndpointPort as CorePort, EndpointSubset, Endpoints, Node, ObjectReference,
+    Pod, Service, ServicePort,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,18 +33,155 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
+/// What reconciles read instead of asking the API server: pods, slices, Endpoints and nodes,
+/// each kept by a reflector whose stream also triggers the reconciles (so a reconcile never
+/// reads a store older than the event that caused it).
+#[derive(Clone)]
+struct Stores {
+    /// Whether the slices' and the Endpoints' stores hold their first list.
+    ready: [Arc<std::sync::atomic::AtomicBool>; 2],
+    pods: Store<Pod>,
+    index: Arc<std::sync::RwLock<PodIndex>>,
+    slices: Store<EndpointSlice>,
+    endpoints: Store<Endpoints>,
+    nodes: Store<Node>,
+}
+
+/// Pods by namespace and label, so a Service's pods are found without scanning every pod
+/// (the role of an informer index).
+#[derive(Default)]
+struct PodIndex {
+    /// `(namespace, key, value)` → names of the pods with that label.
+    by_label: HashMap<(String, String, String), std::collections::HashSet<String>>,
+    /// `(namespace, name)` → the labels indexed for that pod.
+    labels: HashMap<(String, String), BTreeMap<String, String>>,
+    /// Whether a complete list has been indexed.
+    ready: bool,
+}
+
+impl PodIndex {
+    fn remove(&mut self, ns: &str, name: &str) {
+        if let Some(old) = self.labels.remove(&(ns.to_owned(), name.to_owned())) {
+            for (k, v) in old {
+                let key = (ns.to_owned(), k, v);
+                if let Some(set) = self.by_label.get_mut(&key) {
+                    set.remove(name);
+                    if set.is_empty() {
+                        self.by_label.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, pod: &Pod) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.remove(&ns, &name);
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        for (k, v) in &labels {
+            self.by_label
+                .entry((ns.clone(), k.clone(), v.clone()))
+                .or_default()
+                .insert(name.clone());
+        }
+        self.labels.insert((ns, name), labels);
+    }
+
+    /// Names of the pods of `ns` whose labels include all of `sel`.
+    fn select(&self, ns: &str, sel: &BTreeMap<String, String>) -> Vec<String> {
+        let sets: Option<Vec<&std::collections::HashSet<String>>> = sel
+            .iter()
+            .map(|(k, v)| self.by_label.get(&(ns.to_owned(), k.clone(), v.clone())))
+            .collect();
+        let Some(mut sets) = sets else {
+            return Vec::new();
+        };
+        sets.sort_by_key(|s| s.len());
+        let Some((first, rest)) = sets.split_first() else {
+            return Vec::new();
+        };
+        first
+            .iter()
+            .filter(|n| rest.iter().all(|s| s.contains(*n)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A reflected watch of every `K`, as a trigger stream, and a flag raised once its first
+/// list is in the store.
+fn reflected<K>(
+    client: &kube::Client,
+) -> (
+    Store<K>,
+    Arc<std::sync::atomic::AtomicBool>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store::<K>();
+    let ready: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let raised = ready.clone();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |e| {
+            if matches!(e, Ok(watcher::Event::InitDone)) {
+                raised.store(true, std::sync::atomic::Ordering::Release);
+            }
+        })
+        .touched_objects();
+    (store, ready, stream)
+}
+
 /// Runs the endpoints controller (forever): reconciles a Service when it changes, when one of
-/// its slices changes, and when a pod it selects changes.
+/// its slices or its Endpoints change, and when a pod it selects changes.
 pub async fn run(client: kube::Client) {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let slices: Api<EndpointSlice> = Api::all(client.clone());
+    let index: Arc<std::sync::RwLock<PodIndex>> = Arc::default();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let indexed = index.clone();
+    let pod_store = pods.clone();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(pod_writer)
+        .inspect(move |e| {
+            let mut idx = indexed.write().unwrap_or_else(|p| p.into_inner());
+            match e {
+                Ok(watcher::Event::Apply(p)) => idx.insert(p),
+                Ok(watcher::Event::Delete(p)) => idx.remove(
+                    p.metadata.namespace.as_deref().unwrap_or_default(),
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                // A (re)list is complete: index exactly what the store now holds.
+                Ok(watcher::Event::InitDone) => {
+                    *idx = PodIndex::default();
+                    for p in pod_store.state() {
+                        idx.insert(&p);
+                    }
+                    idx.ready = true;
+                }
+                _ => {}
+            }
+        })
+        .touched_objects();
+    let (slices, slices_ready, slice_events) = reflected::<EndpointSlice>(&client);
+    let (endpoints, endpoints_ready, endpoint_events) = reflected::<Endpoints>(&client);
+    let (nodes, _, node_events) = reflected::<Node>(&client);
     let controller = Controller::new(services, watcher::Config::default());
     let known = controller.store();
-    let controller = controller.owns(slices, watcher::Config::default()).watches(
-        pods,
-        watcher::Config::default(),
-        move |pod: Pod| {
+    let controller = controller
+        .owns_stream(slice_events)
+        .owns_stream(endpoint_events)
+        .watches_stream(pod_events, move |pod: Pod| {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             known
@@ -53,9 +191,22 @@ pub async fn run(client: kube::Client) {
                 .filter(|s| selects(s, &labels))
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
-        },
-    );
-    crate::runner::run("endpointslice", client, controller, reconcile).await;
+        });
+    // Nodes only feed zones; they trigger nothing.
+    let nodes_fed = tokio::spawn(node_events.for_each(|_| async {}));
+    let stores = Stores {
+        ready: [slices_ready, endpoints_ready],
+        pods,
+        index,
+        slices,
+        endpoints,
+        nodes,
+    };
+    crate::runner::run("endpointslice", client, controller, move |svc, ctx| {
+        reconcile(svc, ctx, stores.clone())
+    })
+    .await;
+    nodes_fed.abort();
 }
 
 fn selector(svc: &Service) -> Option<&BTreeMap<String, String>> {
@@ -277,31 +428,37 @@ fn desired_endpoints(svc: &Service, owner: &OwnerReference, slices: &[EndpointSl
 }
 
 /// Node zones (`topology.kubernetes.io/zone`) of the nodes `pods` run on.
-async fn zones(client: &kube::Client, pods: &[Pod]) -> HashMap<String, String> {
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+fn zones(nodes: &Store<Node>, pods: &[Arc<Pod>]) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
     for p in pods {
         let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
             continue;
         };
-        if !seen.insert(n.to_owned()) {
+        if out.contains_key(n) {
             continue;
         }
-        if let Ok(Some(node)) = nodes.get_opt(n).await
-            && let Some(z) = node
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("topology.kubernetes.io/zone"))
+        if let Some(z) = nodes
+            .get(&ObjectRef::new(n))
+            .and_then(|node| node.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned())
         {
-            out.insert(n.to_owned(), z.clone());
+            out.insert(n.to_owned(), z);
         }
     }
     out
 }
 
-async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>, stores: Stores) -> Result<Action, Error> {
+    // Never judge from a store that has not listed yet (it would empty every Service's
+    // endpoints for a moment when the controller starts); look again shortly.
+    let listed = stores
+        .ready
+        .iter()
+        .all(|r| r.load(std::sync::atomic::Ordering::Acquire));
+    if !listed {
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
     let Some(sel) = selector(&svc) else {
         return Ok(Action::await_change());
     };
@@ -312,17 +469,18 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
     let name = svc.metadata.name.as_deref().unwrap_or("");
-    let labels = sel
+    let names = {
+        let idx = stores.index.read().unwrap_or_else(|p| p.into_inner());
+        if !idx.ready {
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
+        idx.select(ns, sel)
+    };
+    let selected: Vec<Arc<Pod>> = names
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selected = pods
-        .list(&ListParams::default().labels(&labels))
-        .await?
-        .items;
-    let zones = zones(&ctx.client, &selected).await;
+        .filter_map(|n| stores.pods.get(&ObjectRef::new(n).within(ns)))
+        .collect();
+    let zones = zones(&stores.nodes, &selected);
     let eps: Vec<PodEndpoint> = selected
         .iter()
         .filter_map(|p| pod_endpoint(&svc, p, &zones))
@@ -333,12 +491,19 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     };
     let want = desired_slices(&svc, &owner, eps);
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
-    let have = slices
-        .list(&ListParams::default().labels(&format!(
-            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
-        )))
-        .await?
-        .items;
+    let have: Vec<Arc<EndpointSlice>> = stores
+        .slices
+        .state()
+        .into_iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .filter(|s| {
+            let l = s.metadata.labels.as_ref();
+            l.and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(name)
+                && l.and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str) == Some(MANAGED_BY)
+        })
+        .collect();
     for s in &want {
         let sname = s.metadata.name.as_deref().unwrap_or("");
         match have
@@ -369,7 +534,11 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     let endpoints: Api<Endpoints> = Api::namespaced(ctx.client.clone(), ns);
     let ep = desired_endpoints(&svc, &owner, &want);
-    match endpoints.get_opt(name).await? {
+    match stores
+        .endpoints
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|e| e.as_ref().clone())
+    {
         None => match endpoints.create(&PostParams::default(), &ep).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -486,6 +655,31 @@ mod tests {
             (c.ready, c.serving, c.terminating),
             (Some(false), Some(true), Some(true))
         );
+    }
+
+    #[test]
+    fn the_pod_index_follows_label_changes_and_deletions() {
+        let mut idx = PodIndex::default();
+        let mut a = pod("a", "127.64.0.2", true, "http", 80);
+        let b = pod("b", "127.64.0.3", true, "http", 80);
+        idx.insert(&a);
+        idx.insert(&b);
+        let web: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+        let mut got = idx.select("default", &web);
+        got.sort();
+        assert_eq!(got, ["a", "b"]);
+        assert!(idx.select("other", &web).is_empty());
+        a.metadata.labels = Some([("app".to_owned(), "db".to_owned())].into());
+        idx.insert(&a);
+        assert_eq!(idx.select("default", &web), ["b"]);
+        idx.remove("default", "b");
+        assert!(idx.select("default", &web).is_empty());
+        let both: BTreeMap<String, String> = [
+            ("app".to_owned(), "db".to_owned()),
+            ("tier".to_owned(), "x".to_owned()),
+        ]
+        .into();
+        assert!(idx.select("default", &both).is_empty());
     }
 
     #[test]
