@@ -241,7 +241,9 @@ async fn data_path(dir: &std::path::Path) -> anyhow::Result<()> {
     rt.images().import("shoal.local/exerciser:latest", &bytes)?;
     let bench = |to: String| vec!["bench-http".to_owned(), to, n.to_string()];
     guest(&rt, dir, 0, &bench(backend_addr.to_string())).await?; // compiles once
-    let mut rows: Vec<(&str, Vec<f64>, Vec<f64>, Vec<f64>)> = vec![
+    // Per path: its name, then requests/s, p50 and p99 (µs) of each round.
+    type Row = (&'static str, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut rows: Vec<Row> = vec![
         ("Wasm pod → pod IP (direct)", vec![], vec![], vec![]),
         (
             "Wasm pod → Service, endpoint picked in the runtime",
