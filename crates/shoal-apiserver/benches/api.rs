@@ -10,6 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shoal_apiserver::{ApiServer, router};
+use shoal_testkit::bench::percentile;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -41,13 +42,6 @@ fn pod(i: usize) -> Vec<u8> {
             "resources": {"limits": {"memory": "64Mi", "cpu": "100m"}}}]}
     }))
     .expect("static JSON")
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn request(client: &HttpClient, method: &str, url: &str, body: Vec<u8>) -> (u16, Bytes) {

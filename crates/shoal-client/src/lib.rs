@@ -1,5 +1,6 @@
 //! What the components that talk to the API server through kube-rs (kubelet, scheduler,
-//! controllers, the scheduler's plugin loader) share. Start at [`Recorder`].
+//! controllers, the scheduler's plugin loader, the service proxy) share. Start at
+//! [`Recorder`]; [`watch_store`] keeps a reflector store of a resource.
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
@@ -102,4 +103,37 @@ impl Recorder {
             }
         });
     }
+}
+
+/// A reflector store of `api`, fed by a task that calls `on_change` after every event it
+/// applies and ends when the returned guard drops.
+pub fn watch_store<K>(
+    api: Api<K>,
+    on_change: impl Fn() + Send + 'static,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    shoal_supervisor::AbortOnDrop,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store::<K>();
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .boxed();
+    let task = tokio::spawn(async move {
+        while stream.next().await.is_some() {
+            on_change();
+        }
+    });
+    (store, shoal_supervisor::AbortOnDrop(task))
 }

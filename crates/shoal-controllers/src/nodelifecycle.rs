@@ -6,12 +6,9 @@
 //! `tolerationSeconds`; their controllers replace them elsewhere. Pods bound to a node that no
 //! longer exists are deleted outright.
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::Store;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
 use shoal_api::node::NodeExt;
 use shoal_api::pod::PodExt;
@@ -33,33 +30,15 @@ pub const PRESSURE_TAINTS: [(&str, &str); 3] = [
 /// How often nodes and pods are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 
-/// A reflector store of `api`, fed by a task that ends when the returned guard drops.
-fn watch<K>(api: Api<K>) -> (Store<K>, shoal_supervisor::AbortOnDrop)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store::<K>();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    )
-    .applied_objects()
-    .for_each(|_| async {});
-    (store, shoal_supervisor::AbortOnDrop(tokio::spawn(stream)))
-}
-
 /// Runs the node lifecycle controller (forever). `grace` is how long a node may go without
 /// renewing its lease (Kubernetes' node-monitor-grace-period, 40 s by default).
 pub async fn run(client: kube::Client, grace: Duration) {
-    let (nodes, _nodes) = watch(Api::<Node>::all(client.clone()));
-    let (leases, _leases) = watch(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let (pods, _pods) = watch(Api::<Pod>::all(client.clone()));
+    let (nodes, _nodes) = shoal_client::watch_store(Api::<Node>::all(client.clone()), || {});
+    let (leases, _leases) = shoal_client::watch_store(
+        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
+        || {},
+    );
+    let (pods, _pods) = shoal_client::watch_store(Api::<Pod>::all(client.clone()), || {});
     for ready in [
         nodes.wait_until_ready().await,
         leases.wait_until_ready().await,

@@ -23,6 +23,7 @@ use shoal_proxy::network::{NodeNetwork, Snapshot};
 use shoal_proxy::table::{Backend, Frontend, Node, Protocol, Route};
 use shoal_runtime::network::PodNetwork;
 use shoal_runtime::{ContainerConfig, PodRuntime, SandboxConfig};
+use shoal_testkit::bench::{percentile, rss_kib};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,24 +66,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -135,7 +118,7 @@ async fn host_requests(to: SocketAddr, n: usize) -> anyhow::Result<(f64, Duratio
     }
     let rps = n as f64 / start.elapsed().as_secs_f64();
     times.sort();
-    Ok((rps, pct(&times, 0.5), pct(&times, 0.99)))
+    Ok((rps, percentile(&times, 0.5), percentile(&times, 0.99)))
 }
 
 /// Runs the exerciser with `args` in a fresh pod; its output.
@@ -519,8 +502,8 @@ async fn at_scale() -> anyhow::Result<()> {
     took.sort();
     println!(
         "  pod Ready → routed through its Service ({rounds} pods): p50 {:.1} ms, p99 {:.1} ms (target p99 ≤ 100 ms)",
-        pct(&took, 0.5).as_secs_f64() * 1e3,
-        pct(&took, 0.99).as_secs_f64() * 1e3
+        percentile(&took, 0.5).as_secs_f64() * 1e3,
+        percentile(&took, 0.99).as_secs_f64() * 1e3
     );
     stop.cancel();
     controllers.abort();

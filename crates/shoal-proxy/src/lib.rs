@@ -16,13 +16,11 @@ pub mod policy;
 pub mod table;
 
 use forward::Forwarder;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::Store;
 use names::Zone;
 use network::{NodeNetwork, Snapshot};
 use policy::Policies;
@@ -49,15 +47,6 @@ impl Drop for Listener {
     }
 }
 
-/// Aborts a watch task when the proxy's run ends, however it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The proxy of one node.
 pub struct Proxy {
     client: kube::Client,
@@ -71,8 +60,8 @@ pub struct Proxy {
     network: NodeNetwork,
 }
 
-/// Watches `api` into a reflector store, poking `changed` on every event, until dropped.
-fn reflect<K>(api: Api<K>, changed: Arc<Notify>) -> (Store<K>, AbortOnDrop)
+/// A store of `api` whose every event pokes `changed`, until the guard drops.
+fn reflect<K>(api: Api<K>, changed: &Arc<Notify>) -> (Store<K>, shoal_supervisor::AbortOnDrop)
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -82,17 +71,8 @@ where
         + Sync
         + 'static,
 {
-    let (store, writer) = reflector::store::<K>();
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .boxed();
-    let task = tokio::spawn(async move {
-        while stream.next().await.is_some() {
-            changed.notify_one();
-        }
-    });
-    (store, AbortOnDrop(task))
+    let changed = changed.clone();
+    shoal_client::watch_store(api, move || changed.notify_one())
 }
 
 impl Proxy {
@@ -116,11 +96,11 @@ impl Proxy {
         let routes = Arc::new(Notify::new());
         let policy = Arc::new(Notify::new());
         let c = &self.client;
-        let (services, _w1) = reflect(Api::<Service>::all(c.clone()), routes.clone());
-        let (slices, _w2) = reflect(Api::<EndpointSlice>::all(c.clone()), routes.clone());
-        let (pods, _w3) = reflect(Api::<Pod>::all(c.clone()), policy.clone());
-        let (namespaces, _w4) = reflect(Api::<Namespace>::all(c.clone()), policy.clone());
-        let (policies, _w5) = reflect(Api::<NetworkPolicy>::all(c.clone()), policy.clone());
+        let (services, _w1) = reflect(Api::<Service>::all(c.clone()), &routes);
+        let (slices, _w2) = reflect(Api::<EndpointSlice>::all(c.clone()), &routes);
+        let (pods, _w3) = reflect(Api::<Pod>::all(c.clone()), &policy);
+        let (namespaces, _w4) = reflect(Api::<Namespace>::all(c.clone()), &policy);
+        let (policies, _w5) = reflect(Api::<NetworkPolicy>::all(c.clone()), &policy);
         tracing::info!(node = %self.node.name, address = %self.node.ip, "service proxy running");
         let mut routes_dirty = true;
         let mut policy_dirty = true;

@@ -539,3 +539,28 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// What the benchmarks share.
+pub mod bench {
+    use std::time::Duration;
+
+    /// The `p` quantile (0..=1) of sorted samples, zero if there are none.
+    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+    }
+
+    /// This process's resident memory in KiB (`VmRSS`), zero if it cannot be read.
+    pub fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}

@@ -96,7 +96,7 @@ async fn asked_for_addresses_and_ports_are_checked() {
         &app,
         Method::POST,
         SERVICES,
-        service("out", json!({"clusterIP": "10.96.0.5"})),
+        service("out", json!({"clusterIP": "127.96.8.5"})),
     )
     .await;
     assert_status(&out, 422, "Invalid");
