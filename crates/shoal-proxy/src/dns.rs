@@ -238,12 +238,31 @@ pub async fn publish(
             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": port},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": port}]},
     });
-    put(
-        &Api::<Service>::namespaced(client.clone(), ns),
-        "kube-dns",
-        service,
-    )
-    .await?;
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    // A ClusterIP cannot change: if the range moved across a restart, make the Service again
+    // (created directly: a read may still show the deleted one for a moment).
+    let moved = services
+        .get_opt("kube-dns")
+        .await?
+        .is_some_and(|old| old.spec.and_then(|s| s.cluster_ip) != Some(cluster_ip.to_string()));
+    if moved {
+        services
+            .delete("kube-dns", &kube::api::DeleteParams::default())
+            .await?;
+        let fresh: Service = serde_json::from_value(service).map_err(kube::Error::SerdeError)?;
+        let mut tries = 0;
+        loop {
+            match services.create(&Default::default(), &fresh).await {
+                Err(kube::Error::Api(e)) if e.code == 409 && tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => break other.map(drop)?,
+            }
+        }
+    } else {
+        put(&services, "kube-dns", service).await?;
+    }
     let slice = serde_json::json!({
         "metadata": {"name": "kube-dns", "namespace": ns, "labels": {
             "kubernetes.io/service-name": "kube-dns",
