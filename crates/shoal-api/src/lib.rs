@@ -15,10 +15,11 @@ pub mod policy;
 pub mod predicates;
 pub mod printers;
 pub mod quantity;
+pub mod query;
 pub mod resources;
 pub mod selector;
 pub mod status;
 
 pub use k8s_openapi as k8s;
 pub use resources::{ResourceInfo, Subresource};
-pub use status::{Cause, StatusError};
+pub use status::{Cause, Details, StatusError};

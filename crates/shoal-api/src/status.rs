@@ -1,13 +1,17 @@
 //! `metav1.Status` errors: the code, reason, message and details kubectl prints.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 
-/// One cause of an `Invalid` (or other) error, naming the field.
+/// One cause of an `Invalid` (or other) error, naming the field (`metav1.StatusCause`, its
+/// fields in Kubernetes' order, empty ones omitted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cause {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub field: String,
 }
 
@@ -76,13 +80,88 @@ fn quote_value(v: &str) -> String {
     }
 }
 
+/// `metav1.StatusDetails`: fields in Kubernetes' order, empty ones omitted (`"group": ""`
+/// never appears).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Details {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retry_after_seconds: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+impl Details {
+    /// The object an error (or a deletion) is about.
+    pub fn object(name: &str, group: &str, kind: &str) -> Self {
+        Details {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            ..Details::default()
+        }
+    }
+}
+
+/// A `metav1.Status` body, serialised as kube-apiserver writes it: `kind, apiVersion,
+/// metadata, status, message, reason, details, code`, empty fields omitted.
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: Map<String, Value>,
+    status: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    message: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Details>,
+    #[serde(skip_serializing_if = "is_zero_u16")]
+    code: u16,
+}
+
+fn is_zero_u16(n: &u16) -> bool {
+    *n == 0
+}
+
+/// The `Status` a successful deletion answers with (`status: Success`, the deleted object
+/// named in `details`).
+pub fn success(details: &Details) -> Value {
+    serde_json::to_value(StatusBody {
+        kind: "Status",
+        api_version: "v1",
+        metadata: Map::new(),
+        status: "Success",
+        message: "",
+        reason: "",
+        details: Some(details),
+        code: 0,
+    })
+    .unwrap_or_default()
+}
+
 /// A failed request, rendered as a `metav1.Status` with the HTTP status equal to `code`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    /// Boxed: most errors carry none, and a `Result` stays small.
+    pub details: Option<Box<Details>>,
 }
 
 impl std::fmt::Display for StatusError {
@@ -102,12 +181,8 @@ pub fn qualified(resource: &str, group: &str) -> String {
     }
 }
 
-fn details(name: &str, group: &str, kind: &str) -> Value {
-    let mut d = json!({ "name": name, "kind": kind });
-    if !group.is_empty() {
-        d["group"] = json!(group);
-    }
-    d
+fn details(name: &str, group: &str, kind: &str) -> Details {
+    Details::object(name, group, kind)
 }
 
 impl StatusError {
@@ -119,8 +194,8 @@ impl StatusError {
             details: None,
         }
     }
-    fn with_details(mut self, d: Value) -> Self {
-        self.details = Some(d);
+    fn with_details(mut self, d: Details) -> Self {
+        self.details = Some(Box::new(d));
         self
     }
 
@@ -138,7 +213,7 @@ impl StatusError {
             "NotFound",
             "the server could not find the requested resource",
         )
-        .with_details(json!({}))
+        .with_details(Details::default())
     }
     pub fn already_exists(resource: &str, group: &str, name: &str) -> Self {
         Self::new(
@@ -175,8 +250,10 @@ impl StatusError {
         } else {
             format!("{kind} \"{name}\" is invalid: [{}]", lines.join(", "))
         };
-        let mut d = details(name, group, kind);
-        d["causes"] = serde_json::to_value(&causes).unwrap_or_default();
+        let d = Details {
+            causes,
+            ..details(name, group, kind)
+        };
         Self::new(422, "Invalid", message).with_details(d)
     }
     /// An error with a code someone else chose (an admission policy's denial); the reason
@@ -253,20 +330,36 @@ impl StatusError {
         Self::new(503, "ServiceUnavailable", message)
     }
 
-    /// The `metav1.Status` body.
+    /// `504 Timeout` for a resourceVersion the server has not reached within its wait, with
+    /// the cause clients test for (`ResourceVersionTooLarge`) and a retry hint.
+    pub fn too_large_resource_version(requested: i64, current: i64) -> Self {
+        let mut e = Self::timeout(format!(
+            "Timeout: Too large resource version: {requested}, current: {current}"
+        ));
+        e.details = Some(Box::new(Details {
+            causes: vec![Cause {
+                reason: "ResourceVersionTooLarge".into(),
+                message: "Too large resource version".into(),
+                field: String::new(),
+            }],
+            retry_after_seconds: 1,
+            ..Details::default()
+        }));
+        e
+    }
+
+    /// The `metav1.Status` body, as kube-apiserver writes it.
     pub fn to_status(&self) -> Value {
-        let mut s = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
-        if let Some(d) = &self.details {
-            s["details"] = d.clone();
-        }
-        s
+        serde_json::to_value(StatusBody {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Map::new(),
+            status: "Failure",
+            message: &self.message,
+            reason: self.reason,
+            details: self.details.as_deref(),
+            code: self.code,
+        })
+        .unwrap_or_default()
     }
 }

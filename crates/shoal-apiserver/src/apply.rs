@@ -407,7 +407,10 @@ pub fn apply(
             code: 409,
             reason: "Conflict",
             message,
-            details: Some(json!({ "causes": causes })),
+            details: Some(Box::new(shoal_api::Details {
+                causes,
+                ..Default::default()
+            })),
         });
     }
     let mut out = live.clone();

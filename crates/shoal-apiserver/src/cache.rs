@@ -33,13 +33,16 @@ pub struct CachedObject {
     value: OnceLock<Value>,
 }
 
-/// Stored objects begin with this (see [`encode_stored`]), so the resource version can be
-/// spliced into the bytes without parsing them.
-const STORED_PREFIX: &[u8] = b"{\"metadata\":{";
+/// Objects stored before objects were kept in Kubernetes' field order begin with this; their
+/// resource version is spliced in right after it.
+const OLD_STORED_PREFIX: &[u8] = b"{\"metadata\":{";
+/// The key the resource version follows in a canonical object ([`crate::canonical`]).
+const UID_KEY: &[u8] = b"\"uid\":\"";
+const META_KEY: &[u8] = b"\"metadata\":{";
 
-/// Encodes an object for the store: without `metadata.resourceVersion` (the store's revision
-/// is the version) and with `metadata` first, which [`CachedObject::decode`] relies on.
-/// Serialises straight from `v`, without copying it.
+/// Encodes an object for the store: as it is (callers canonicalise it first), without
+/// `metadata.resourceVersion` (the store's revision is the version). Serialises straight from
+/// `v`, without copying it.
 pub fn encode_stored(v: &Value) -> Vec<u8> {
     serde_json::to_vec(&Stored(v)).unwrap_or_default()
 }
@@ -48,14 +51,17 @@ pub fn encode_stored(v: &Value) -> Vec<u8> {
 struct Stored<'a>(&'a Value);
 
 /// `metadata` without `resourceVersion`.
-struct StoredMeta<'a>(Option<&'a serde_json::Map<String, Value>>);
+struct StoredMeta<'a>(&'a serde_json::Map<String, Value>);
 
 impl serde::Serialize for StoredMeta<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let fields = self.0.into_iter().flatten();
         let mut m = s.serialize_map(None)?;
-        for (k, v) in fields.filter(|(k, _)| k.as_str() != "resourceVersion") {
+        for (k, v) in self
+            .0
+            .iter()
+            .filter(|(k, _)| k.as_str() != "resourceVersion")
+        {
             m.serialize_entry(k, v)?;
         }
         m.end()
@@ -69,36 +75,72 @@ impl serde::Serialize for Stored<'_> {
             return self.0.serialize(s);
         };
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry(
-            "metadata",
-            &StoredMeta(obj.get("metadata").and_then(Value::as_object)),
-        )?;
-        for (k, v) in obj.iter().filter(|(k, _)| k.as_str() != "metadata") {
-            m.serialize_entry(k, v)?;
+        for (k, v) in obj {
+            match v.as_object() {
+                Some(meta) if k == "metadata" => m.serialize_entry(k, &StoredMeta(meta))?,
+                _ => m.serialize_entry(k, v)?,
+            }
         }
         m.end()
     }
 }
 
+/// Where the resource version goes in stored bytes: right after metadata's `uid` value.
+/// A JSON string cannot hold an unescaped `":`, so the first `"metadata":{` is the object's
+/// (only `kind` and `apiVersion` come before it); between it and `uid` come only metadata's
+/// name fields, plain strings: any `{` or `[` in between means this is not that shape, and
+/// the caller parses instead.
+fn rv_position(bytes: &[u8]) -> Option<usize> {
+    let find = |from: usize, pat: &[u8]| {
+        bytes[from..]
+            .windows(pat.len())
+            .position(|w| w == pat)
+            .map(|i| from + i)
+    };
+    let meta = find(0, META_KEY)? + META_KEY.len();
+    let uid = find(meta, UID_KEY)?;
+    if bytes[meta..uid].iter().any(|b| matches!(b, b'{' | b'[')) {
+        return None;
+    }
+    let start = uid + UID_KEY.len();
+    let end = bytes[start..].iter().position(|b| *b == b'"')?;
+    // A uid holds no escapes; anything else is not what this splice expects.
+    (!bytes[start..start + end].contains(&b'\\')).then_some(start + end + 1)
+}
+
 impl CachedObject {
     /// Decodes stored bytes and sets `metadata.resourceVersion` to `revision`.
     pub fn decode(key: &str, bytes: &[u8], revision: i64) -> Result<Self, StoreError> {
-        if let Some(rest) = bytes.strip_prefix(STORED_PREFIX) {
-            // `{"metadata":{` + `"resourceVersion":"N"` + (`,` unless metadata was empty) + rest.
-            let rv = format!("\"resourceVersion\":\"{revision}\"");
+        let rv = format!("\"resourceVersion\":\"{revision}\"");
+        let spliced = |at: usize, comma_before: bool, comma_after: bool| {
             let mut json = Vec::with_capacity(bytes.len() + rv.len() + 1);
-            json.extend_from_slice(STORED_PREFIX);
-            json.extend_from_slice(rv.as_bytes());
-            if rest.first() != Some(&b'}') {
+            json.extend_from_slice(&bytes[..at]);
+            if comma_before {
                 json.push(b',');
             }
-            json.extend_from_slice(rest);
-            return Ok(CachedObject {
+            json.extend_from_slice(rv.as_bytes());
+            if comma_after {
+                json.push(b',');
+            }
+            json.extend_from_slice(&bytes[at..]);
+            CachedObject {
                 key: key.to_owned(),
                 json: Bytes::from(json),
                 revision,
                 value: OnceLock::new(),
-            });
+            }
+        };
+        if let Some(rest) = bytes.strip_prefix(OLD_STORED_PREFIX) {
+            // `{"metadata":{` + `"resourceVersion":"N"` + (`,` unless metadata was empty) + rest.
+            return Ok(spliced(
+                OLD_STORED_PREFIX.len(),
+                false,
+                rest.first() != Some(&b'}'),
+            ));
+        }
+        if let Some(at) = rv_position(bytes) {
+            // `..."uid":"U"` + `,"resourceVersion":"N"` + rest (`,...` or `}`).
+            return Ok(spliced(at, true, false));
         }
         let mut value: Value = serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt {
             key: key.to_owned(),
@@ -107,11 +149,8 @@ impl CachedObject {
     }
 
     pub fn from_value(key: String, value: &mut Value, revision: i64) -> Self {
-        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert(
-                "resourceVersion".into(),
-                Value::String(revision.to_string()),
-            );
+        if value.is_object() {
+            crate::meta::set_resource_version(value, revision.to_string());
         }
         let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
         CachedObject {
@@ -522,10 +561,10 @@ impl WatchCache {
             Ok(Err(_)) => {
                 Err(StatusError::service_unavailable("the watch cache has stopped").into())
             }
-            Err(_) => Err(ApiError(StatusError::timeout(format!(
-                "Too large resource version: {target}, current: {}",
-                self.revision()
-            )))),
+            Err(_) => Err(ApiError(StatusError::too_large_resource_version(
+                target,
+                self.revision(),
+            ))),
         }
     }
 }
@@ -543,17 +582,24 @@ mod tests {
     }
 
     #[test]
-    fn stored_objects_get_their_revision_without_a_parse() {
-        let obj = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "9"}, "spec": {"template": {"metadata": {}}}});
+    fn stored_objects_get_their_revision_after_uid_without_a_parse() {
+        let obj = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "a", "namespace": "d", "uid": "u-1", "resourceVersion": "9", "labels": {"uid": "x"}},
+            "spec": {"template": {"metadata": {"uid": "no"}}}});
         let stored = encode_stored(&obj);
-        assert!(stored.starts_with(STORED_PREFIX));
-        let back = decoded(&stored, 42);
+        assert!(!String::from_utf8_lossy(&stored).contains("resourceVersion"));
+        let o = CachedObject::decode("/k", &stored, 42).unwrap();
         assert_eq!(
-            back["metadata"],
-            json!({"resourceVersion": "42", "name": "a"})
+            std::str::from_utf8(&o.json).unwrap(),
+            r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","namespace":"d","uid":"u-1","resourceVersion":"42","labels":{"uid":"x"}},"spec":{"template":{"metadata":{"uid":"no"}}}}"#
         );
-        assert_eq!(back["spec"], obj["spec"]);
-        assert_eq!(back["kind"], "Pod");
+        assert_eq!(o.value()["spec"], obj["spec"]);
+        // Objects stored the old way (metadata first) still decode.
+        let old = br#"{"metadata":{"name":"a"},"kind":"Pod"}"#;
+        assert_eq!(
+            decoded(old, 7)["metadata"],
+            json!({"resourceVersion": "7", "name": "a"})
+        );
     }
 
     #[test]
@@ -562,9 +608,18 @@ mod tests {
         assert_eq!(back["metadata"], json!({"resourceVersion": "3"}));
         let back = decoded(&encode_stored(&json!({"kind": "X"})), 4);
         assert_eq!(back["metadata"], json!({"resourceVersion": "4"}));
-        // Bytes written another way (metadata not first) take the parsing path.
+        // Bytes of another shape (no uid; nesting before it) take the parsing path.
         let back = decoded(br#"{"kind":"X","metadata":{"name":"n"}}"#, 5);
-        assert_eq!(back["metadata"]["resourceVersion"], "5");
+        assert_eq!(
+            back["metadata"],
+            json!({"name": "n", "resourceVersion": "5"})
+        );
+        let back = decoded(
+            br#"{"kind":"X","metadata":{"labels":{"a":"b"},"uid":"u"}}"#,
+            6,
+        );
+        assert_eq!(back["metadata"]["resourceVersion"], "6");
+        assert_eq!(back["metadata"]["labels"], json!({"a": "b"}));
         assert!(CachedObject::decode("/k", b"not json", 1).is_err());
     }
 

@@ -21,9 +21,9 @@ impl From<StoreError> for ApiError {
             StoreError::Compacted { requested, .. } => {
                 StatusError::expired(format!("too old resource version: {requested}"))
             }
-            StoreError::FutureRevision { requested, current } => StatusError::timeout(format!(
-                "Too large resource version: {requested}, current: {current}"
-            )),
+            StoreError::FutureRevision { requested, current } => {
+                StatusError::too_large_resource_version(requested.0, current.0)
+            }
             StoreError::Closed => StatusError::service_unavailable("the store is shutting down"),
             other => {
                 tracing::error!(error = %other, source = ?std::error::Error::source(other), "store error");
@@ -36,7 +36,8 @@ impl From<StoreError> for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 pub fn status_response(e: &StatusError) -> Response {
-    let body = serde_json::to_vec(&e.to_status()).unwrap_or_default();
+    let mut body = serde_json::to_vec(&e.to_status()).unwrap_or_default();
+    body.push(b'\n');
     let mut resp = (
         StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         body,

@@ -12,6 +12,7 @@ mod apply;
 mod body;
 mod bootstrap;
 pub mod cache;
+pub mod canonical;
 mod compactor;
 mod discovery;
 mod error;

@@ -40,6 +40,26 @@ pub fn resource_version(o: &Value) -> Option<i64> {
         .and_then(|s| s.parse().ok())
 }
 
+/// Sets `metadata.resourceVersion` where Kubernetes writes it: after `uid` (and the name
+/// fields before it), so a response keeps ObjectMeta's field order.
+pub fn set_resource_version(o: &mut Value, rv: String) {
+    let m = meta_mut(o);
+    if let Some(v) = m.get_mut("resourceVersion") {
+        *v = Value::String(rv);
+        return;
+    }
+    let at = m
+        .keys()
+        .rposition(|k| {
+            matches!(
+                k.as_str(),
+                "name" | "generateName" | "namespace" | "selfLink" | "uid"
+            )
+        })
+        .map_or(0, |i| i + 1);
+    m.shift_insert(at, "resourceVersion".into(), Value::String(rv));
+}
+
 pub fn finalizers(o: &Value) -> Vec<String> {
     meta(o)
         .get("finalizers")

@@ -71,8 +71,9 @@ impl Query {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+    /// A boolean parameter ([`shoal_api::query::flag`]).
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1" | ""))
+        shoal_api::query::flag(self.get(key))
     }
     pub fn all(&self, key: &str) -> Vec<&str> {
         self.0

@@ -133,7 +133,7 @@ struct LogQuery {
 }
 
 fn flag(v: &Option<String>) -> bool {
-    v.as_deref().is_some_and(|v| v == "true" || v == "1")
+    shoal_api::query::flag(v.as_deref())
 }
 
 /// The pod's directory: the one this kubelet runs, else the newest on disk.

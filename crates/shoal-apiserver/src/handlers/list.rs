@@ -193,7 +193,7 @@ pub(super) async fn list(
         return Ok(value_response(StatusCode::OK, &t));
     }
     // The list is assembled from each object's cached encoding.
-    let mut out = Vec::with_capacity(objects.iter().map(|o| o.json.len() + 1).sum::<usize>() + 128);
+    let mut out = Vec::with_capacity(objects.iter().map(|o| o.json.len() + 1).sum::<usize>() + 129);
     out.extend_from_slice(
         format!(
             "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":",
@@ -240,5 +240,5 @@ pub(super) async fn get(
         );
         return Ok(value_response(StatusCode::OK, &t));
     }
-    Ok(json_response(StatusCode::OK, obj.json.clone()))
+    Ok(json_response(StatusCode::OK, obj.json.to_vec()))
 }

@@ -140,7 +140,7 @@ async fn route(
             let gv = rest.join("/");
             s.openapi
                 .doc(&gv)
-                .map(|b| json_response(StatusCode::OK, b))
+                .map(|b| json_response(StatusCode::OK, b.to_vec()))
                 .ok_or_else(|| StatusError::path_not_found().into())
         }
         ["api", "v1", rest @ ..] => {

@@ -2,8 +2,10 @@
 
 use super::*;
 
-pub(super) fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response {
-    let mut r = (code, Body::from(body.into())).into_response();
+/// A JSON body, ended with a newline as kube-apiserver's encoder ends every one.
+pub(super) fn json_response(code: StatusCode, mut body: Vec<u8>) -> Response {
+    body.push(b'\n');
+    let mut r = (code, Body::from(body)).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -141,9 +141,9 @@ pub(super) async fn resource(
             if gone {
                 Ok(value_response(
                     StatusCode::OK,
-                    &json!({
-                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                        "details": {"name": n, "group": info.group, "kind": info.plural, "uid": obj.pointer("/metadata/uid")},
+                    &shoal_api::status::success(&shoal_api::Details {
+                        uid: crate::meta::str_field(&obj, "uid").to_owned(),
+                        ..shoal_api::Details::object(n, info.group, info.plural)
                     }),
                 ))
             } else {

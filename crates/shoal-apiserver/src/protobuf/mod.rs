@@ -88,7 +88,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn lookup(name: &str) -> Option<&'static [Field]> {
+pub(crate) fn lookup(name: &str) -> Option<&'static [Field]> {
     schema::MESSAGES
         .binary_search_by(|(n, _)| (*n).cmp(name))
         .ok()
@@ -275,7 +275,7 @@ fn message(name: &str, buf: &[u8], depth: usize) -> Result<Value, StatusError> {
 }
 
 /// The protobuf package of an API group version (`apps/v1` → `api.apps.v1`).
-fn package(api_version: &str) -> String {
+pub(crate) fn package(api_version: &str) -> String {
     match api_version.split_once('/') {
         None => format!("api.core.{api_version}"),
         Some((group, version)) => {

@@ -275,18 +275,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 4,
-                json: "reason",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 5,
-                json: "message",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
                 num: 6,
                 json: "lastUpdateTime",
                 ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
@@ -296,6 +284,18 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 7,
                 json: "lastTransitionTime",
                 ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "reason",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "message",
+                ty: Ty::String,
                 repeated: false,
             },
         ],
@@ -392,6 +392,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 7,
+                json: "readyReplicas",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
                 num: 4,
                 json: "availableReplicas",
                 ty: Ty::Int32,
@@ -404,26 +410,20 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 9,
+                json: "terminatingReplicas",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
                 num: 6,
                 json: "conditions",
                 ty: Ty::Message("api.apps.v1.DeploymentCondition"),
                 repeated: true,
             },
             Field {
-                num: 7,
-                json: "readyReplicas",
-                ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
                 num: 8,
                 json: "collisionCount",
-                ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
-                num: 9,
-                json: "terminatingReplicas",
                 ty: Ty::Int32,
                 repeated: false,
             },
@@ -531,6 +531,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 4,
+                json: "minReadySeconds",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "selector",
                 ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
@@ -540,12 +546,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 3,
                 json: "template",
                 ty: Ty::Message("api.core.v1.PodTemplateSpec"),
-                repeated: false,
-            },
-            Field {
-                num: 4,
-                json: "minReadySeconds",
-                ty: Ty::Int32,
                 repeated: false,
             },
         ],
@@ -566,12 +566,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 3,
-                json: "observedGeneration",
-                ty: Ty::Int64,
-                repeated: false,
-            },
-            Field {
                 num: 4,
                 json: "readyReplicas",
                 ty: Ty::Int32,
@@ -584,16 +578,22 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 6,
-                json: "conditions",
-                ty: Ty::Message("api.apps.v1.ReplicaSetCondition"),
-                repeated: true,
-            },
-            Field {
                 num: 7,
                 json: "terminatingReplicas",
                 ty: Ty::Int32,
                 repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "observedGeneration",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
+                num: 6,
+                json: "conditions",
+                ty: Ty::Message("api.apps.v1.ReplicaSetCondition"),
+                repeated: true,
             },
         ],
     ),
@@ -999,15 +999,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
-                num: 3,
-                json: "boundObjectRef",
-                ty: Ty::Message("api.authentication.v1.BoundObjectReference"),
-                repeated: false,
-            },
-            Field {
                 num: 4,
                 json: "expirationSeconds",
                 ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "boundObjectRef",
+                ty: Ty::Message("api.authentication.v1.BoundObjectReference"),
                 repeated: false,
             },
         ],
@@ -1085,16 +1085,16 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 3,
-                json: "error",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
                 num: 4,
                 json: "audiences",
                 ty: Ty::String,
                 repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "error",
+                ty: Ty::String,
+                repeated: false,
             },
         ],
     ),
@@ -1461,6 +1461,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 4,
+                json: "denied",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "reason",
                 ty: Ty::String,
@@ -1470,12 +1476,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 3,
                 json: "evaluationError",
                 ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 4,
-                json: "denied",
-                ty: Ty::Bool,
                 repeated: false,
             },
         ],
@@ -1815,15 +1815,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 5,
-                json: "external",
-                ty: Ty::Message("api.autoscaling.v1.ExternalMetricSource"),
-                repeated: false,
-            },
-            Field {
                 num: 7,
                 json: "containerResource",
                 ty: Ty::Message("api.autoscaling.v1.ContainerResourceMetricSource"),
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "external",
+                ty: Ty::Message("api.autoscaling.v1.ExternalMetricSource"),
                 repeated: false,
             },
         ],
@@ -1856,15 +1856,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 5,
-                json: "external",
-                ty: Ty::Message("api.autoscaling.v1.ExternalMetricStatus"),
-                repeated: false,
-            },
-            Field {
                 num: 7,
                 json: "containerResource",
                 ty: Ty::Message("api.autoscaling.v1.ContainerResourceMetricStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "external",
+                ty: Ty::Message("api.autoscaling.v1.ExternalMetricStatus"),
                 repeated: false,
             },
         ],
@@ -2081,6 +2081,594 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "api.autoscaling.v2.ContainerResourceMetricSource",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "target",
+                ty: Ty::Message("api.autoscaling.v2.MetricTarget"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "container",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ContainerResourceMetricStatus",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "current",
+                ty: Ty::Message("api.autoscaling.v2.MetricValueStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "container",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.CrossVersionObjectReference",
+        &[
+            Field {
+                num: 1,
+                json: "kind",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "apiVersion",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ExternalMetricSource",
+        &[
+            Field {
+                num: 1,
+                json: "metric",
+                ty: Ty::Message("api.autoscaling.v2.MetricIdentifier"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "target",
+                ty: Ty::Message("api.autoscaling.v2.MetricTarget"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ExternalMetricStatus",
+        &[
+            Field {
+                num: 1,
+                json: "metric",
+                ty: Ty::Message("api.autoscaling.v2.MetricIdentifier"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "current",
+                ty: Ty::Message("api.autoscaling.v2.MetricValueStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscaler",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.autoscaling.v2.HorizontalPodAutoscalerSpec"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "status",
+                ty: Ty::Message("api.autoscaling.v2.HorizontalPodAutoscalerStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerBehavior",
+        &[
+            Field {
+                num: 1,
+                json: "scaleUp",
+                ty: Ty::Message("api.autoscaling.v2.HpaScalingRules"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "scaleDown",
+                ty: Ty::Message("api.autoscaling.v2.HpaScalingRules"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerCondition",
+        &[
+            Field {
+                num: 1,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "status",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "lastTransitionTime",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "reason",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "message",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.autoscaling.v2.HorizontalPodAutoscaler"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerSpec",
+        &[
+            Field {
+                num: 1,
+                json: "scaleTargetRef",
+                ty: Ty::Message("api.autoscaling.v2.CrossVersionObjectReference"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "minReplicas",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "maxReplicas",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "metrics",
+                ty: Ty::Message("api.autoscaling.v2.MetricSpec"),
+                repeated: true,
+            },
+            Field {
+                num: 5,
+                json: "behavior",
+                ty: Ty::Message("api.autoscaling.v2.HorizontalPodAutoscalerBehavior"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HorizontalPodAutoscalerStatus",
+        &[
+            Field {
+                num: 1,
+                json: "observedGeneration",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "lastScaleTime",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "currentReplicas",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "desiredReplicas",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "currentMetrics",
+                ty: Ty::Message("api.autoscaling.v2.MetricStatus"),
+                repeated: true,
+            },
+            Field {
+                num: 6,
+                json: "conditions",
+                ty: Ty::Message("api.autoscaling.v2.HorizontalPodAutoscalerCondition"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HpaScalingPolicy",
+        &[
+            Field {
+                num: 1,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "value",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "periodSeconds",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.HpaScalingRules",
+        &[
+            Field {
+                num: 3,
+                json: "stabilizationWindowSeconds",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 1,
+                json: "selectPolicy",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "policies",
+                ty: Ty::Message("api.autoscaling.v2.HpaScalingPolicy"),
+                repeated: true,
+            },
+            Field {
+                num: 4,
+                json: "tolerance",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.MetricIdentifier",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "selector",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.MetricSpec",
+        &[
+            Field {
+                num: 1,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "object",
+                ty: Ty::Message("api.autoscaling.v2.ObjectMetricSource"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "pods",
+                ty: Ty::Message("api.autoscaling.v2.PodsMetricSource"),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "resource",
+                ty: Ty::Message("api.autoscaling.v2.ResourceMetricSource"),
+                repeated: false,
+            },
+            Field {
+                num: 7,
+                json: "containerResource",
+                ty: Ty::Message("api.autoscaling.v2.ContainerResourceMetricSource"),
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "external",
+                ty: Ty::Message("api.autoscaling.v2.ExternalMetricSource"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.MetricStatus",
+        &[
+            Field {
+                num: 1,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "object",
+                ty: Ty::Message("api.autoscaling.v2.ObjectMetricStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "pods",
+                ty: Ty::Message("api.autoscaling.v2.PodsMetricStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "resource",
+                ty: Ty::Message("api.autoscaling.v2.ResourceMetricStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 7,
+                json: "containerResource",
+                ty: Ty::Message("api.autoscaling.v2.ContainerResourceMetricStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "external",
+                ty: Ty::Message("api.autoscaling.v2.ExternalMetricStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.MetricTarget",
+        &[
+            Field {
+                num: 1,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "value",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "averageValue",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "averageUtilization",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.MetricValueStatus",
+        &[
+            Field {
+                num: 1,
+                json: "value",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "averageValue",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "averageUtilization",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ObjectMetricSource",
+        &[
+            Field {
+                num: 1,
+                json: "describedObject",
+                ty: Ty::Message("api.autoscaling.v2.CrossVersionObjectReference"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "target",
+                ty: Ty::Message("api.autoscaling.v2.MetricTarget"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "metric",
+                ty: Ty::Message("api.autoscaling.v2.MetricIdentifier"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ObjectMetricStatus",
+        &[
+            Field {
+                num: 1,
+                json: "metric",
+                ty: Ty::Message("api.autoscaling.v2.MetricIdentifier"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "current",
+                ty: Ty::Message("api.autoscaling.v2.MetricValueStatus"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "describedObject",
+                ty: Ty::Message("api.autoscaling.v2.CrossVersionObjectReference"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.PodsMetricSource",
+        &[
+            Field {
+                num: 1,
+                json: "metric",
+                ty: Ty::Message("api.autoscaling.v2.MetricIdentifier"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "target",
+                ty: Ty::Message("api.autoscaling.v2.MetricTarget"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.PodsMetricStatus",
+        &[
+            Field {
+                num: 1,
+                json: "metric",
+                ty: Ty::Message("api.autoscaling.v2.MetricIdentifier"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "current",
+                ty: Ty::Message("api.autoscaling.v2.MetricValueStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ResourceMetricSource",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "target",
+                ty: Ty::Message("api.autoscaling.v2.MetricTarget"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.autoscaling.v2.ResourceMetricStatus",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "current",
+                ty: Ty::Message("api.autoscaling.v2.MetricValueStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
         "api.batch.v1.CronJob",
         &[
             Field {
@@ -2130,6 +2718,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 8,
+                json: "timeZone",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "startingDeadlineSeconds",
                 ty: Ty::Int64,
@@ -2163,12 +2757,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 7,
                 json: "failedJobsHistoryLimit",
                 ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
-                num: 8,
-                json: "timeZone",
-                ty: Ty::String,
                 repeated: false,
             },
         ],
@@ -2299,6 +2887,36 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 11,
+                json: "podFailurePolicy",
+                ty: Ty::Message("api.batch.v1.PodFailurePolicy"),
+                repeated: false,
+            },
+            Field {
+                num: 16,
+                json: "successPolicy",
+                ty: Ty::Message("api.batch.v1.SuccessPolicy"),
+                repeated: false,
+            },
+            Field {
+                num: 7,
+                json: "backoffLimit",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 12,
+                json: "backoffLimitPerIndex",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 13,
+                json: "maxFailedIndexes",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
                 num: 4,
                 json: "selector",
                 ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
@@ -2314,12 +2932,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 6,
                 json: "template",
                 ty: Ty::Message("api.core.v1.PodTemplateSpec"),
-                repeated: false,
-            },
-            Field {
-                num: 7,
-                json: "backoffLimit",
-                ty: Ty::Int32,
                 repeated: false,
             },
             Field {
@@ -2341,24 +2953,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 11,
-                json: "podFailurePolicy",
-                ty: Ty::Message("api.batch.v1.PodFailurePolicy"),
-                repeated: false,
-            },
-            Field {
-                num: 12,
-                json: "backoffLimitPerIndex",
-                ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
-                num: 13,
-                json: "maxFailedIndexes",
-                ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
                 num: 14,
                 json: "podReplacementPolicy",
                 ty: Ty::String,
@@ -2368,12 +2962,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 15,
                 json: "managedBy",
                 ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 16,
-                json: "successPolicy",
-                ty: Ty::Message("api.batch.v1.SuccessPolicy"),
                 repeated: false,
             },
         ],
@@ -2418,8 +3006,20 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 11,
+                json: "terminating",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
                 num: 7,
                 json: "completedIndexes",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 10,
+                json: "failedIndexes",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -2432,18 +3032,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 9,
                 json: "ready",
-                ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
-                num: 10,
-                json: "failedIndexes",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 11,
-                json: "terminating",
                 ty: Ty::Int32,
                 repeated: false,
             },
@@ -2580,6 +3168,166 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
         ],
+    ),
+    (
+        "api.certificates.v1.CertificateSigningRequest",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.certificates.v1.CertificateSigningRequestSpec"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "status",
+                ty: Ty::Message("api.certificates.v1.CertificateSigningRequestStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.certificates.v1.CertificateSigningRequestCondition",
+        &[
+            Field {
+                num: 1,
+                json: "type",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 6,
+                json: "status",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "reason",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "message",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "lastUpdateTime",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "lastTransitionTime",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.certificates.v1.CertificateSigningRequestList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.certificates.v1.CertificateSigningRequest"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.certificates.v1.CertificateSigningRequestSpec",
+        &[
+            Field {
+                num: 1,
+                json: "request",
+                ty: Ty::Bytes,
+                repeated: false,
+            },
+            Field {
+                num: 7,
+                json: "signerName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 8,
+                json: "expirationSeconds",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "usages",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 2,
+                json: "username",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "uid",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "groups",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 6,
+                json: "extra",
+                ty: Ty::Map(&Ty::Message("api.certificates.v1.ExtraValue")),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.certificates.v1.CertificateSigningRequestStatus",
+        &[
+            Field {
+                num: 1,
+                json: "conditions",
+                ty: Ty::Message("api.certificates.v1.CertificateSigningRequestCondition"),
+                repeated: true,
+            },
+            Field {
+                num: 2,
+                json: "certificate",
+                ty: Ty::Bytes,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.certificates.v1.ExtraValue",
+        &[Field {
+            num: 1,
+            json: "items",
+            ty: Ty::String,
+            repeated: true,
+        }],
     ),
     (
         "api.coordination.v1.Lease",
@@ -3155,15 +3903,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 4,
-                json: "path",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
                 num: 5,
                 json: "optional",
                 ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "path",
+                ty: Ty::String,
                 repeated: false,
             },
         ],
@@ -3241,6 +3989,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 4,
+                json: "immutable",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "data",
                 ty: Ty::Map(&Ty::String),
@@ -3250,12 +4004,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 3,
                 json: "binaryData",
                 ty: Ty::Map(&Ty::Bytes),
-                repeated: false,
-            },
-            Field {
-                num: 4,
-                json: "immutable",
-                ty: Ty::Bool,
                 repeated: false,
             },
         ],
@@ -3444,6 +4192,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
+                num: 19,
+                json: "envFrom",
+                ty: Ty::Message("api.core.v1.EnvFromSource"),
+                repeated: true,
+            },
+            Field {
                 num: 7,
                 json: "env",
                 ty: Ty::Message("api.core.v1.EnvVar"),
@@ -3456,9 +4210,33 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 23,
+                json: "resizePolicy",
+                ty: Ty::Message("api.core.v1.ContainerResizePolicy"),
+                repeated: true,
+            },
+            Field {
+                num: 24,
+                json: "restartPolicy",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 25,
+                json: "restartPolicyRules",
+                ty: Ty::Message("api.core.v1.ContainerRestartRule"),
+                repeated: true,
+            },
+            Field {
                 num: 9,
                 json: "volumeMounts",
                 ty: Ty::Message("api.core.v1.VolumeMount"),
+                repeated: true,
+            },
+            Field {
+                num: 21,
+                json: "volumeDevices",
+                ty: Ty::Message("api.core.v1.VolumeDevice"),
                 repeated: true,
             },
             Field {
@@ -3474,6 +4252,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 22,
+                json: "startupProbe",
+                ty: Ty::Message("api.core.v1.Probe"),
+                repeated: false,
+            },
+            Field {
                 num: 12,
                 json: "lifecycle",
                 ty: Ty::Message("api.core.v1.Lifecycle"),
@@ -3482,6 +4266,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 13,
                 json: "terminationMessagePath",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 20,
+                json: "terminationMessagePolicy",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -3514,48 +4304,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "tty",
                 ty: Ty::Bool,
                 repeated: false,
-            },
-            Field {
-                num: 19,
-                json: "envFrom",
-                ty: Ty::Message("api.core.v1.EnvFromSource"),
-                repeated: true,
-            },
-            Field {
-                num: 20,
-                json: "terminationMessagePolicy",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 21,
-                json: "volumeDevices",
-                ty: Ty::Message("api.core.v1.VolumeDevice"),
-                repeated: true,
-            },
-            Field {
-                num: 22,
-                json: "startupProbe",
-                ty: Ty::Message("api.core.v1.Probe"),
-                repeated: false,
-            },
-            Field {
-                num: 23,
-                json: "resizePolicy",
-                ty: Ty::Message("api.core.v1.ContainerResizePolicy"),
-                repeated: true,
-            },
-            Field {
-                num: 24,
-                json: "restartPolicy",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 25,
-                json: "restartPolicyRules",
-                ty: Ty::Message("api.core.v1.ContainerRestartRule"),
-                repeated: true,
             },
         ],
     ),
@@ -3976,12 +4724,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 2,
-                json: "targetRef",
-                ty: Ty::Message("api.core.v1.ObjectReference"),
-                repeated: false,
-            },
-            Field {
                 num: 3,
                 json: "hostname",
                 ty: Ty::String,
@@ -3991,6 +4733,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 4,
                 json: "nodeName",
                 ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "targetRef",
+                ty: Ty::Message("api.core.v1.ObjectReference"),
                 repeated: false,
             },
         ],
@@ -4219,6 +4967,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
+                num: 19,
+                json: "envFrom",
+                ty: Ty::Message("api.core.v1.EnvFromSource"),
+                repeated: true,
+            },
+            Field {
                 num: 7,
                 json: "env",
                 ty: Ty::Message("api.core.v1.EnvVar"),
@@ -4231,9 +4985,33 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 23,
+                json: "resizePolicy",
+                ty: Ty::Message("api.core.v1.ContainerResizePolicy"),
+                repeated: true,
+            },
+            Field {
+                num: 24,
+                json: "restartPolicy",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 25,
+                json: "restartPolicyRules",
+                ty: Ty::Message("api.core.v1.ContainerRestartRule"),
+                repeated: true,
+            },
+            Field {
                 num: 9,
                 json: "volumeMounts",
                 ty: Ty::Message("api.core.v1.VolumeMount"),
+                repeated: true,
+            },
+            Field {
+                num: 21,
+                json: "volumeDevices",
+                ty: Ty::Message("api.core.v1.VolumeDevice"),
                 repeated: true,
             },
             Field {
@@ -4249,6 +5027,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 22,
+                json: "startupProbe",
+                ty: Ty::Message("api.core.v1.Probe"),
+                repeated: false,
+            },
+            Field {
                 num: 12,
                 json: "lifecycle",
                 ty: Ty::Message("api.core.v1.Lifecycle"),
@@ -4257,6 +5041,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 13,
                 json: "terminationMessagePath",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 20,
+                json: "terminationMessagePolicy",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -4289,48 +5079,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "tty",
                 ty: Ty::Bool,
                 repeated: false,
-            },
-            Field {
-                num: 19,
-                json: "envFrom",
-                ty: Ty::Message("api.core.v1.EnvFromSource"),
-                repeated: true,
-            },
-            Field {
-                num: 20,
-                json: "terminationMessagePolicy",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 21,
-                json: "volumeDevices",
-                ty: Ty::Message("api.core.v1.VolumeDevice"),
-                repeated: true,
-            },
-            Field {
-                num: 22,
-                json: "startupProbe",
-                ty: Ty::Message("api.core.v1.Probe"),
-                repeated: false,
-            },
-            Field {
-                num: 23,
-                json: "resizePolicy",
-                ty: Ty::Message("api.core.v1.ContainerResizePolicy"),
-                repeated: true,
-            },
-            Field {
-                num: 24,
-                json: "restartPolicy",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 25,
-                json: "restartPolicyRules",
-                ty: Ty::Message("api.core.v1.ContainerRestartRule"),
-                repeated: true,
             },
         ],
     ),
@@ -4934,15 +5682,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 10,
-                json: "secretRef",
-                ty: Ty::Message("api.core.v1.SecretReference"),
-                repeated: false,
-            },
-            Field {
                 num: 11,
                 json: "chapAuthSession",
                 ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 10,
+                json: "secretRef",
+                ty: Ty::Message("api.core.v1.SecretReference"),
                 repeated: false,
             },
             Field {
@@ -5005,15 +5753,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 10,
-                json: "secretRef",
-                ty: Ty::Message("api.core.v1.LocalObjectReference"),
-                repeated: false,
-            },
-            Field {
                 num: 11,
                 json: "chapAuthSession",
                 ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 10,
+                json: "secretRef",
+                ty: Ty::Message("api.core.v1.LocalObjectReference"),
                 repeated: false,
             },
             Field {
@@ -5701,10 +6449,10 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 2,
-                json: "externalID",
+                num: 7,
+                json: "podCidRs",
                 ty: Ty::String,
-                repeated: false,
+                repeated: true,
             },
             Field {
                 num: 3,
@@ -5731,10 +6479,10 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 7,
-                json: "podCidRs",
+                num: 2,
+                json: "externalID",
                 ty: Ty::String,
-                repeated: true,
+                repeated: false,
             },
         ],
     ),
@@ -6085,6 +6833,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
+                num: 4,
+                json: "selector",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "resources",
                 ty: Ty::Message("api.core.v1.VolumeResourceRequirements"),
@@ -6094,12 +6848,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 3,
                 json: "volumeName",
                 ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 4,
-                json: "selector",
-                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
                 repeated: false,
             },
             Field {
@@ -6676,6 +7424,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 7,
+                json: "observedGeneration",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "status",
                 ty: Ty::String,
@@ -6703,12 +7457,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 6,
                 json: "message",
                 ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 7,
-                json: "observedGeneration",
-                ty: Ty::Int64,
                 repeated: false,
             },
         ],
@@ -6997,8 +7745,20 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 8,
+                json: "windowsOptions",
+                ty: Ty::Message("api.core.v1.WindowsSecurityContextOptions"),
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "runAsUser",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
+                num: 6,
+                json: "runAsGroup",
                 ty: Ty::Int64,
                 repeated: false,
             },
@@ -7015,14 +7775,14 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
-                num: 5,
-                json: "fsGroup",
-                ty: Ty::Int64,
+                num: 12,
+                json: "supplementalGroupsPolicy",
+                ty: Ty::String,
                 repeated: false,
             },
             Field {
-                num: 6,
-                json: "runAsGroup",
+                num: 5,
+                json: "fsGroup",
                 ty: Ty::Int64,
                 repeated: false,
             },
@@ -7031,12 +7791,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "sysctls",
                 ty: Ty::Message("api.core.v1.Sysctl"),
                 repeated: true,
-            },
-            Field {
-                num: 8,
-                json: "windowsOptions",
-                ty: Ty::Message("api.core.v1.WindowsSecurityContextOptions"),
-                repeated: false,
             },
             Field {
                 num: 9,
@@ -7054,12 +7808,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 11,
                 json: "appArmorProfile",
                 ty: Ty::Message("api.core.v1.AppArmorProfile"),
-                repeated: false,
-            },
-            Field {
-                num: 12,
-                json: "supplementalGroupsPolicy",
-                ty: Ty::String,
                 repeated: false,
             },
             Field {
@@ -7089,9 +7837,21 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
+                num: 20,
+                json: "initContainers",
+                ty: Ty::Message("api.core.v1.Container"),
+                repeated: true,
+            },
+            Field {
                 num: 2,
                 json: "containers",
                 ty: Ty::Message("api.core.v1.Container"),
+                repeated: true,
+            },
+            Field {
+                num: 34,
+                json: "ephemeralContainers",
+                ty: Ty::Message("api.core.v1.EphemeralContainer"),
                 repeated: true,
             },
             Field {
@@ -7137,6 +7897,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 21,
+                json: "automountServiceAccountToken",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
                 num: 10,
                 json: "nodeName",
                 ty: Ty::String,
@@ -7157,6 +7923,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 13,
                 json: "hostIPC",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 27,
+                json: "shareProcessNamespace",
                 ty: Ty::Bool,
                 repeated: false,
             },
@@ -7197,18 +7969,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 20,
-                json: "initContainers",
-                ty: Ty::Message("api.core.v1.Container"),
-                repeated: true,
-            },
-            Field {
-                num: 21,
-                json: "automountServiceAccountToken",
-                ty: Ty::Bool,
-                repeated: false,
-            },
-            Field {
                 num: 22,
                 json: "tolerations",
                 ty: Ty::Message("api.core.v1.Toleration"),
@@ -7236,12 +7996,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 26,
                 json: "dnsConfig",
                 ty: Ty::Message("api.core.v1.PodDnsConfig"),
-                repeated: false,
-            },
-            Field {
-                num: 27,
-                json: "shareProcessNamespace",
-                ty: Ty::Bool,
                 repeated: false,
             },
             Field {
@@ -7278,12 +8032,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 33,
                 json: "topologySpreadConstraints",
                 ty: Ty::Message("api.core.v1.TopologySpreadConstraint"),
-                repeated: true,
-            },
-            Field {
-                num: 34,
-                json: "ephemeralContainers",
-                ty: Ty::Message("api.core.v1.EphemeralContainer"),
                 repeated: true,
             },
             Field {
@@ -7340,6 +8088,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         "api.core.v1.PodStatus",
         &[
             Field {
+                num: 17,
+                json: "observedGeneration",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
                 num: 1,
                 json: "phase",
                 ty: Ty::String,
@@ -7364,10 +8118,22 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 11,
+                json: "nominatedNodeName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 5,
                 json: "hostIP",
                 ty: Ty::String,
                 repeated: false,
+            },
+            Field {
+                num: 16,
+                json: "hostIPs",
+                ty: Ty::Message("api.core.v1.HostIp"),
+                repeated: true,
             },
             Field {
                 num: 6,
@@ -7376,10 +8142,22 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 12,
+                json: "podIPs",
+                ty: Ty::Message("api.core.v1.PodIp"),
+                repeated: true,
+            },
+            Field {
                 num: 7,
                 json: "startTime",
                 ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
                 repeated: false,
+            },
+            Field {
+                num: 10,
+                json: "initContainerStatuses",
+                ty: Ty::Message("api.core.v1.ContainerStatus"),
+                repeated: true,
             },
             Field {
                 num: 8,
@@ -7392,24 +8170,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "qosClass",
                 ty: Ty::String,
                 repeated: false,
-            },
-            Field {
-                num: 10,
-                json: "initContainerStatuses",
-                ty: Ty::Message("api.core.v1.ContainerStatus"),
-                repeated: true,
-            },
-            Field {
-                num: 11,
-                json: "nominatedNodeName",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 12,
-                json: "podIPs",
-                ty: Ty::Message("api.core.v1.PodIp"),
-                repeated: true,
             },
             Field {
                 num: 13,
@@ -7428,18 +8188,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "resourceClaimStatuses",
                 ty: Ty::Message("api.core.v1.PodResourceClaimStatus"),
                 repeated: true,
-            },
-            Field {
-                num: 16,
-                json: "hostIPs",
-                ty: Ty::Message("api.core.v1.HostIp"),
-                repeated: true,
-            },
-            Field {
-                num: 17,
-                json: "observedGeneration",
-                ty: Ty::Int64,
-                repeated: false,
             },
             Field {
                 num: 18,
@@ -7978,6 +8726,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 4,
+                json: "minReadySeconds",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "selector",
                 ty: Ty::Map(&Ty::String),
@@ -7987,12 +8741,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 3,
                 json: "template",
                 ty: Ty::Message("api.core.v1.PodTemplateSpec"),
-                repeated: false,
-            },
-            Field {
-                num: 4,
-                json: "minReadySeconds",
-                ty: Ty::Int32,
                 repeated: false,
             },
         ],
@@ -8013,12 +8761,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 3,
-                json: "observedGeneration",
-                ty: Ty::Int64,
-                repeated: false,
-            },
-            Field {
                 num: 4,
                 json: "readyReplicas",
                 ty: Ty::Int32,
@@ -8028,6 +8770,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 5,
                 json: "availableReplicas",
                 ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "observedGeneration",
+                ty: Ty::Int64,
                 repeated: false,
             },
             Field {
@@ -8433,15 +9181,15 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 2,
-                json: "data",
-                ty: Ty::Map(&Ty::Bytes),
+                num: 5,
+                json: "immutable",
+                ty: Ty::Bool,
                 repeated: false,
             },
             Field {
-                num: 3,
-                json: "type",
-                ty: Ty::String,
+                num: 2,
+                json: "data",
+                ty: Ty::Map(&Ty::Bytes),
                 repeated: false,
             },
             Field {
@@ -8451,9 +9199,9 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 5,
-                json: "immutable",
-                ty: Ty::Bool,
+                num: 3,
+                json: "type",
+                ty: Ty::String,
                 repeated: false,
             },
         ],
@@ -8606,8 +9354,20 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 10,
+                json: "windowsOptions",
+                ty: Ty::Message("api.core.v1.WindowsSecurityContextOptions"),
+                repeated: false,
+            },
+            Field {
                 num: 4,
                 json: "runAsUser",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
+                num: 8,
+                json: "runAsGroup",
                 ty: Ty::Int64,
                 repeated: false,
             },
@@ -8630,21 +9390,9 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 8,
-                json: "runAsGroup",
-                ty: Ty::Int64,
-                repeated: false,
-            },
-            Field {
                 num: 9,
                 json: "procMount",
                 ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 10,
-                json: "windowsOptions",
-                ty: Ty::Message("api.core.v1.WindowsSecurityContextOptions"),
                 repeated: false,
             },
             Field {
@@ -8795,6 +9543,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 6,
+                json: "appProtocol",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 3,
                 json: "port",
                 ty: Ty::Int32,
@@ -8810,12 +9564,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 5,
                 json: "nodePort",
                 ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
-                num: 6,
-                json: "appProtocol",
-                ty: Ty::String,
                 repeated: false,
             },
         ],
@@ -8849,6 +9597,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "clusterIP",
                 ty: Ty::String,
                 repeated: false,
+            },
+            Field {
+                num: 18,
+                json: "clusterIPs",
+                ty: Ty::String,
+                repeated: true,
             },
             Field {
                 num: 4,
@@ -8911,22 +9665,16 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
-                num: 17,
-                json: "ipFamilyPolicy",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 18,
-                json: "clusterIPs",
-                ty: Ty::String,
-                repeated: true,
-            },
-            Field {
                 num: 19,
                 json: "ipFamilies",
                 ty: Ty::String,
                 repeated: true,
+            },
+            Field {
+                num: 17,
+                json: "ipFamilyPolicy",
+                ty: Ty::String,
+                repeated: false,
             },
             Field {
                 num: 20,
@@ -9338,6 +10086,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 7,
+                json: "recursiveReadOnly",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 3,
                 json: "mountPath",
                 ty: Ty::String,
@@ -9358,12 +10112,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 6,
                 json: "subPathExpr",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 7,
-                json: "recursiveReadOnly",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -9607,6 +10355,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 26,
+                json: "projected",
+                ty: Ty::Message("api.core.v1.ProjectedVolumeSource"),
+                repeated: false,
+            },
+            Field {
                 num: 24,
                 json: "portworxVolume",
                 ty: Ty::Message("api.core.v1.PortworxVolumeSource"),
@@ -9616,12 +10370,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 25,
                 json: "scaleIO",
                 ty: Ty::Message("api.core.v1.ScaleIoVolumeSource"),
-                repeated: false,
-            },
-            Field {
-                num: 26,
-                json: "projected",
-                ty: Ty::Message("api.core.v1.ProjectedVolumeSource"),
                 repeated: false,
             },
             Field {
@@ -9880,6 +10628,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 4,
+                json: "addressType",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "endpoints",
                 ty: Ty::Message("api.discovery.v1.Endpoint"),
@@ -9890,12 +10644,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 json: "ports",
                 ty: Ty::Message("api.discovery.v1.EndpointPort"),
                 repeated: true,
-            },
-            Field {
-                num: 4,
-                json: "addressType",
-                ty: Ty::String,
-                repeated: false,
             },
         ],
     ),
@@ -10062,6 +10810,641 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
         ],
+    ),
+    (
+        "api.networking.v1.HttpIngressPath",
+        &[
+            Field {
+                num: 1,
+                json: "path",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "pathType",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "backend",
+                ty: Ty::Message("api.networking.v1.IngressBackend"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.HttpIngressRuleValue",
+        &[Field {
+            num: 1,
+            json: "paths",
+            ty: Ty::Message("api.networking.v1.HttpIngressPath"),
+            repeated: true,
+        }],
+    ),
+    (
+        "api.networking.v1.IPAddress",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.networking.v1.IPAddressSpec"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IPAddressList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.networking.v1.IPAddress"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IPAddressSpec",
+        &[Field {
+            num: 1,
+            json: "parentRef",
+            ty: Ty::Message("api.networking.v1.ParentReference"),
+            repeated: false,
+        }],
+    ),
+    (
+        "api.networking.v1.Ingress",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.networking.v1.IngressSpec"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "status",
+                ty: Ty::Message("api.networking.v1.IngressStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressBackend",
+        &[
+            Field {
+                num: 4,
+                json: "service",
+                ty: Ty::Message("api.networking.v1.IngressServiceBackend"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "resource",
+                ty: Ty::Message("api.core.v1.TypedLocalObjectReference"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressClass",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.networking.v1.IngressClassSpec"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressClassList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.networking.v1.IngressClass"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressClassParametersReference",
+        &[
+            Field {
+                num: 1,
+                json: "aPiGroup",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "kind",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "scope",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "namespace",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressClassSpec",
+        &[
+            Field {
+                num: 1,
+                json: "controller",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "parameters",
+                ty: Ty::Message("api.networking.v1.IngressClassParametersReference"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.networking.v1.Ingress"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressLoadBalancerIngress",
+        &[
+            Field {
+                num: 1,
+                json: "ip",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "hostname",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "ports",
+                ty: Ty::Message("api.networking.v1.IngressPortStatus"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressLoadBalancerStatus",
+        &[Field {
+            num: 1,
+            json: "ingress",
+            ty: Ty::Message("api.networking.v1.IngressLoadBalancerIngress"),
+            repeated: true,
+        }],
+    ),
+    (
+        "api.networking.v1.IngressPortStatus",
+        &[
+            Field {
+                num: 1,
+                json: "port",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "protocol",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "error",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressRule",
+        &[
+            Field {
+                num: 1,
+                json: "host",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "ingressRuleValue",
+                ty: Ty::Message("api.networking.v1.IngressRuleValue"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressRuleValue",
+        &[Field {
+            num: 1,
+            json: "http",
+            ty: Ty::Message("api.networking.v1.HttpIngressRuleValue"),
+            repeated: false,
+        }],
+    ),
+    (
+        "api.networking.v1.IngressServiceBackend",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "port",
+                ty: Ty::Message("api.networking.v1.ServiceBackendPort"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressSpec",
+        &[
+            Field {
+                num: 4,
+                json: "ingressClassName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 1,
+                json: "defaultBackend",
+                ty: Ty::Message("api.networking.v1.IngressBackend"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "tls",
+                ty: Ty::Message("api.networking.v1.IngressTls"),
+                repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "rules",
+                ty: Ty::Message("api.networking.v1.IngressRule"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IngressStatus",
+        &[Field {
+            num: 1,
+            json: "loadBalancer",
+            ty: Ty::Message("api.networking.v1.IngressLoadBalancerStatus"),
+            repeated: false,
+        }],
+    ),
+    (
+        "api.networking.v1.IngressTls",
+        &[
+            Field {
+                num: 1,
+                json: "hosts",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 2,
+                json: "secretName",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.IpBlock",
+        &[
+            Field {
+                num: 1,
+                json: "cidr",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "except",
+                ty: Ty::String,
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicy",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.networking.v1.NetworkPolicySpec"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicyEgressRule",
+        &[
+            Field {
+                num: 1,
+                json: "ports",
+                ty: Ty::Message("api.networking.v1.NetworkPolicyPort"),
+                repeated: true,
+            },
+            Field {
+                num: 2,
+                json: "to",
+                ty: Ty::Message("api.networking.v1.NetworkPolicyPeer"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicyIngressRule",
+        &[
+            Field {
+                num: 1,
+                json: "ports",
+                ty: Ty::Message("api.networking.v1.NetworkPolicyPort"),
+                repeated: true,
+            },
+            Field {
+                num: 2,
+                json: "from",
+                ty: Ty::Message("api.networking.v1.NetworkPolicyPeer"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicyList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.networking.v1.NetworkPolicy"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicyPeer",
+        &[
+            Field {
+                num: 1,
+                json: "podSelector",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "namespaceSelector",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "ipBlock",
+                ty: Ty::Message("api.networking.v1.IpBlock"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicyPort",
+        &[
+            Field {
+                num: 1,
+                json: "protocol",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "port",
+                ty: Ty::Message("apimachinery.pkg.util.intstr.IntOrString"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "endPort",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.NetworkPolicySpec",
+        &[
+            Field {
+                num: 1,
+                json: "podSelector",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "ingress",
+                ty: Ty::Message("api.networking.v1.NetworkPolicyIngressRule"),
+                repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "egress",
+                ty: Ty::Message("api.networking.v1.NetworkPolicyEgressRule"),
+                repeated: true,
+            },
+            Field {
+                num: 4,
+                json: "policyTypes",
+                ty: Ty::String,
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.ParentReference",
+        &[
+            Field {
+                num: 1,
+                json: "group",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "resource",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "namespace",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.ServiceBackendPort",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "number",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.ServiceCIDR",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.networking.v1.ServiceCIDRSpec"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "status",
+                ty: Ty::Message("api.networking.v1.ServiceCIDRStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.ServiceCIDRList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.networking.v1.ServiceCIDR"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.networking.v1.ServiceCIDRSpec",
+        &[Field {
+            num: 1,
+            json: "cidrs",
+            ty: Ty::String,
+            repeated: true,
+        }],
+    ),
+    (
+        "api.networking.v1.ServiceCIDRStatus",
+        &[Field {
+            num: 1,
+            json: "conditions",
+            ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Condition"),
+            repeated: true,
+        }],
     ),
     (
         "api.node.v1.Overhead",
@@ -10269,6 +11652,799 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "api.rbac.v1.AggregationRule",
+        &[Field {
+            num: 1,
+            json: "clusterRoleSelectors",
+            ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+            repeated: true,
+        }],
+    ),
+    (
+        "api.rbac.v1.ClusterRole",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "rules",
+                ty: Ty::Message("api.rbac.v1.PolicyRule"),
+                repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "aggregationRule",
+                ty: Ty::Message("api.rbac.v1.AggregationRule"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.ClusterRoleBinding",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "subjects",
+                ty: Ty::Message("api.rbac.v1.Subject"),
+                repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "roleRef",
+                ty: Ty::Message("api.rbac.v1.RoleRef"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.ClusterRoleBindingList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.rbac.v1.ClusterRoleBinding"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.ClusterRoleList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.rbac.v1.ClusterRole"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.PolicyRule",
+        &[
+            Field {
+                num: 1,
+                json: "verbs",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 2,
+                json: "apiGroups",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "resources",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 4,
+                json: "resourceNames",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 5,
+                json: "nonResourceUrLs",
+                ty: Ty::String,
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.Role",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "rules",
+                ty: Ty::Message("api.rbac.v1.PolicyRule"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.RoleBinding",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "subjects",
+                ty: Ty::Message("api.rbac.v1.Subject"),
+                repeated: true,
+            },
+            Field {
+                num: 3,
+                json: "roleRef",
+                ty: Ty::Message("api.rbac.v1.RoleRef"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.RoleBindingList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.rbac.v1.RoleBinding"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.RoleList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.rbac.v1.Role"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.RoleRef",
+        &[
+            Field {
+                num: 1,
+                json: "apiGroup",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "kind",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.rbac.v1.Subject",
+        &[
+            Field {
+                num: 1,
+                json: "kind",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "apiGroup",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "namespace",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.scheduling.v1.PriorityClass",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "value",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "globalDefault",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "description",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "preemptionPolicy",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.scheduling.v1.PriorityClassList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.scheduling.v1.PriorityClass"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSIDriver",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.storage.v1.CSIDriverSpec"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSIDriverList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.storage.v1.CSIDriver"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSIDriverSpec",
+        &[
+            Field {
+                num: 1,
+                json: "attachRequired",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "podInfoOnMount",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "volumeLifecycleModes",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 4,
+                json: "storageCapacity",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "fsGroupPolicy",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 6,
+                json: "tokenRequests",
+                ty: Ty::Message("api.storage.v1.TokenRequest"),
+                repeated: true,
+            },
+            Field {
+                num: 7,
+                json: "requiresRepublish",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 8,
+                json: "seLinuxMount",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 9,
+                json: "nodeAllocatableUpdatePeriodSeconds",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+            Field {
+                num: 10,
+                json: "serviceAccountTokenInSecrets",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSINode",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.storage.v1.CSINodeSpec"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSINodeDriver",
+        &[
+            Field {
+                num: 1,
+                json: "name",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "nodeID",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "topologyKeys",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 4,
+                json: "allocatable",
+                ty: Ty::Message("api.storage.v1.VolumeNodeResources"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSINodeList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.storage.v1.CSINode"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSINodeSpec",
+        &[Field {
+            num: 1,
+            json: "drivers",
+            ty: Ty::Message("api.storage.v1.CSINodeDriver"),
+            repeated: true,
+        }],
+    ),
+    (
+        "api.storage.v1.CSIStorageCapacity",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "nodeTopology",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.LabelSelector"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "storageClassName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "capacity",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "maximumVolumeSize",
+                ty: Ty::Message("apimachinery.pkg.api.resource.Quantity"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.CSIStorageCapacityList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.storage.v1.CSIStorageCapacity"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.StorageClass",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "provisioner",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "parameters",
+                ty: Ty::Map(&Ty::String),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "reclaimPolicy",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 5,
+                json: "mountOptions",
+                ty: Ty::String,
+                repeated: true,
+            },
+            Field {
+                num: 6,
+                json: "allowVolumeExpansion",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 7,
+                json: "volumeBindingMode",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 8,
+                json: "allowedTopologies",
+                ty: Ty::Message("api.core.v1.TopologySelectorTerm"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.StorageClassList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.storage.v1.StorageClass"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.TokenRequest",
+        &[
+            Field {
+                num: 1,
+                json: "audience",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "expirationSeconds",
+                ty: Ty::Int64,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttachment",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "spec",
+                ty: Ty::Message("api.storage.v1.VolumeAttachmentSpec"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "status",
+                ty: Ty::Message("api.storage.v1.VolumeAttachmentStatus"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttachmentList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.storage.v1.VolumeAttachment"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttachmentSource",
+        &[
+            Field {
+                num: 1,
+                json: "persistentVolumeName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "inlineVolumeSpec",
+                ty: Ty::Message("api.core.v1.PersistentVolumeSpec"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttachmentSpec",
+        &[
+            Field {
+                num: 1,
+                json: "attacher",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "source",
+                ty: Ty::Message("api.storage.v1.VolumeAttachmentSource"),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "nodeName",
+                ty: Ty::String,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttachmentStatus",
+        &[
+            Field {
+                num: 1,
+                json: "attached",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "attachmentMetadata",
+                ty: Ty::Map(&Ty::String),
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "attachError",
+                ty: Ty::Message("api.storage.v1.VolumeError"),
+                repeated: false,
+            },
+            Field {
+                num: 4,
+                json: "detachError",
+                ty: Ty::Message("api.storage.v1.VolumeError"),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttributesClass",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "driverName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "parameters",
+                ty: Ty::Map(&Ty::String),
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeAttributesClassList",
+        &[
+            Field {
+                num: 1,
+                json: "metadata",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.ListMeta"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "items",
+                ty: Ty::Message("api.storage.v1.VolumeAttributesClass"),
+                repeated: true,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeError",
+        &[
+            Field {
+                num: 1,
+                json: "time",
+                ty: Ty::Message("apimachinery.pkg.apis.meta.v1.Time"),
+                repeated: false,
+            },
+            Field {
+                num: 2,
+                json: "message",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 3,
+                json: "errorCode",
+                ty: Ty::Int32,
+                repeated: false,
+            },
+        ],
+    ),
+    (
+        "api.storage.v1.VolumeNodeResources",
+        &[Field {
+            num: 1,
+            json: "count",
+            ty: Ty::Int32,
+            repeated: false,
+        }],
+    ),
+    (
         "apimachinery.pkg.api.resource.Quantity",
         &[Field {
             num: 1,
@@ -10334,9 +12510,27 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 6,
+                json: "singularName",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 2,
                 json: "namespaced",
                 ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
+                num: 8,
+                json: "group",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 9,
+                json: "version",
+                ty: Ty::String,
                 repeated: false,
             },
             Field {
@@ -10358,28 +12552,10 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: true,
             },
             Field {
-                num: 6,
-                json: "singularName",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
                 num: 7,
                 json: "categories",
                 ty: Ty::String,
                 repeated: true,
-            },
-            Field {
-                num: 8,
-                json: "group",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 9,
-                json: "version",
-                ty: Ty::String,
-                repeated: false,
             },
             Field {
                 num: 10,
@@ -10823,8 +12999,20 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 9,
+                json: "allowWatchBookmarks",
+                ty: Ty::Bool,
+                repeated: false,
+            },
+            Field {
                 num: 4,
                 json: "resourceVersion",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
+                num: 10,
+                json: "resourceVersionMatch",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -10843,18 +13031,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 8,
                 json: "continue",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 9,
-                json: "allowWatchBookmarks",
-                ty: Ty::Bool,
-                repeated: false,
-            },
-            Field {
-                num: 10,
-                json: "resourceVersionMatch",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -11029,6 +13205,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
         "apimachinery.pkg.apis.meta.v1.OwnerReference",
         &[
             Field {
+                num: 5,
+                json: "apiVersion",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 1,
                 json: "kind",
                 ty: Ty::String,
@@ -11043,12 +13225,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
             Field {
                 num: 4,
                 json: "uid",
-                ty: Ty::String,
-                repeated: false,
-            },
-            Field {
-                num: 5,
-                json: "apiVersion",
                 ty: Ty::String,
                 repeated: false,
             },
@@ -11250,6 +13426,12 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 repeated: false,
             },
             Field {
+                num: 6,
+                json: "uid",
+                ty: Ty::String,
+                repeated: false,
+            },
+            Field {
                 num: 4,
                 json: "causes",
                 ty: Ty::Message("apimachinery.pkg.apis.meta.v1.StatusCause"),
@@ -11259,12 +13441,6 @@ pub(super) static MESSAGES: &[(&str, &[Field])] = &[
                 num: 5,
                 json: "retryAfterSeconds",
                 ty: Ty::Int32,
-                repeated: false,
-            },
-            Field {
-                num: 6,
-                json: "uid",
-                ty: Ty::String,
                 repeated: false,
             },
         ],

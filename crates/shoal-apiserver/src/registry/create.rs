@@ -118,6 +118,7 @@ impl Registry {
                 taken: &taken,
             };
             let claims = strategy.allocate(&ctx, &mut attempt)?;
+            crate::canonical::canonicalize(&mut attempt);
             if opts.dry_run {
                 if self.read(&key).await?.is_some() {
                     return Err(StatusError::already_exists(info.plural, info.group, &name).into());

@@ -34,8 +34,12 @@ use shoal_api::{ResourceInfo, StatusError, Subresource};
 use shoal_store::{Compare, RangeRequest, Revision, Store, Txn};
 use std::sync::Arc;
 
-/// How many times a write that lost a race without a client precondition is retried.
-const RETRIES: usize = 8;
+/// How many times a write that lost a race without a client precondition is tried. Kubernetes'
+/// storage layer retries such a write until it lands; this bound only stops a livelock, and
+/// the jittered pause after each loss (up to [`BACKOFF_STEP`] × attempts) spreads contending
+/// writers apart so they stop colliding.
+const RETRIES: usize = 32;
+const BACKOFF_STEP: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Options every write carries.
 #[derive(Debug, Clone)]
@@ -141,8 +145,15 @@ type Attempt<'a, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<Option<T>>> + Send + 'a>>;
 
 fn with_rv(mut v: Value, rev: Revision) -> Value {
-    meta_mut(&mut v).insert("resourceVersion".into(), json!(rev.0.to_string()));
+    meta::set_resource_version(&mut v, rev.0.to_string());
     v
+}
+
+/// The pause after the `n`th lost race: random, up to `n + 1` backoff steps.
+async fn lost_race(n: usize) {
+    let nanos = BACKOFF_STEP.as_nanos() as u64 * (n as u64 + 1);
+    let pause = uuid::Uuid::new_v4().as_u64_pair().0 % nanos.max(1);
+    tokio::time::sleep(std::time::Duration::from_nanos(pause)).await;
 }
 
 impl Registry {
@@ -186,11 +197,12 @@ impl Registry {
         r: ObjectRef<'a>,
         mut attempt: impl FnMut(Current) -> Attempt<'a, T>,
     ) -> ApiResult<T> {
-        for _ in 0..RETRIES {
+        for n in 0..RETRIES {
             let current = self.read_existing(&r).await?;
             if let Some(done) = attempt(current).await? {
                 return Ok(done);
             }
+            lost_race(n).await;
         }
         Err(r.stale())
     }
@@ -315,10 +327,11 @@ impl Registry {
         &self,
         r: &ObjectRef<'_>,
         current: &Current,
-        new: Value,
+        mut new: Value,
         dry_run: bool,
     ) -> ApiResult<Option<Value>> {
         let key = r.key();
+        crate::canonical::canonicalize(&mut new);
         if meta::is_deleting(&new)
             && meta::finalizers(&new).is_empty()
             && !kinds::strategy(r.info).holds_deletion(&new)
@@ -338,10 +351,7 @@ impl Registry {
         }
         // A write that changes nothing is not a write: no new resourceVersion, no event.
         let mut unchanged = new.clone();
-        meta_mut(&mut unchanged).insert(
-            "resourceVersion".into(),
-            json!(current.revision.0.to_string()),
-        );
+        meta::set_resource_version(&mut unchanged, current.revision.0.to_string());
         if unchanged == current.value {
             return Ok(Some(current.value.clone()));
         }

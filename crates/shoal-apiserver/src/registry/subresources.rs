@@ -48,8 +48,9 @@ impl Registry {
                     }
                     ScaleChange::Patch(_, body) => patch::strategic_merge_patch(&mut scale, body)?,
                 }
-                let wanted_rv = meta::resource_version(&scale);
-                if wanted_rv.is_some_and(|rv| rv != current.revision.0) {
+                // A resourceVersion in the written Scale (or set by the patch) is a
+                // precondition; the current one carried over from `scale_of` is not.
+                if meta::resource_version(&scale).is_some_and(|rv| rv != current.revision.0) {
                     return Err(r.stale());
                 }
                 let replicas = match scale.pointer("/spec/replicas") {
@@ -73,11 +74,8 @@ impl Registry {
                 };
                 let mut new = current.value.clone();
                 new["spec"]["replicas"] = json!(replicas);
-                match self.write_over(&r, &current, new, opts, true).await? {
-                    Some(w) => Ok(Some(scale_of(&w.object))),
-                    None if wanted_rv.is_some() => Err(r.stale()),
-                    None => Ok(None),
-                }
+                let written = self.write_over(&r, &current, new, opts, true).await?;
+                Ok(written.map(|w| scale_of(&w.object)))
             })
         })
         .await

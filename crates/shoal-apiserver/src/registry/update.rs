@@ -53,10 +53,9 @@ impl Registry {
                 )
                 .into());
             }
-            match self.write_over(&r, &current, o.clone(), opts, true).await? {
-                None if wanted_rv.is_some() => Err(r.stale()),
-                written => Ok(written),
-            }
+            // Lost a race: the next attempt's precondition answers 409 if the client named
+            // the resourceVersion that just went stale.
+            self.write_over(&r, &current, o.clone(), opts, true).await
         }))
         .await
     }
@@ -78,16 +77,14 @@ impl Registry {
                     PatchType::Merge => patch::merge_patch(&mut target, body)?,
                     _ => patch::strategic_merge_patch(&mut target, body)?,
                 }
-                // A resourceVersion in the patch is a precondition.
-                let wanted_rv = meta::resource_version(&target);
-                if wanted_rv.is_some_and(|rv| rv != current.revision.0) {
+                // The patched object carries the current resourceVersion unless the patch
+                // set one: that is a precondition. A patch without one that loses a race is
+                // applied again to the fresh object (`None`), as GuaranteedUpdate does.
+                if meta::resource_version(&target).is_some_and(|rv| rv != current.revision.0) {
                     return Err(r.stale());
                 }
                 check_type_meta(r.info, &mut target)?;
-                match self.write_over(&r, &current, target, opts, true).await? {
-                    None if wanted_rv.is_some() => Err(r.stale()),
-                    written => Ok(written),
-                }
+                self.write_over(&r, &current, target, opts, true).await
             })
         })
         .await
@@ -127,7 +124,7 @@ impl Registry {
         check_type_meta(r.info, &mut applied)?;
         check_name(&r, &applied)?;
         let api_version = r.info.api_version();
-        for _ in 0..super::RETRIES {
+        for n in 0..super::RETRIES {
             let Some(current) = self.read(&r.key()).await? else {
                 let mut fresh = json!({"metadata": {"name": r.name}});
                 let created = apply::apply(
@@ -166,6 +163,7 @@ impl Registry {
             if let Some(w) = self.write_over(&r, &current, merged, opts, false).await? {
                 return Ok(w);
             }
+            super::lost_race(n).await;
         }
         Err(r.stale())
     }

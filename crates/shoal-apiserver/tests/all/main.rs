@@ -2,10 +2,11 @@
 //! `tower::ServiceExt::oneshot` over the memory store, no sockets and no processes. Status
 //! codes and `Status` bodies, paging, watches and bookmarks, dry run, field validation, the
 //! three patch types and server-side apply conflicts. (What only kubectl shows is tested end
-//! to end in `tests/`.)
+//! to end in `tests/`.) `wire.rs` pins the bytes and fields kube-apiserver answers with.
 
 mod paging_and_watch;
 mod services;
+mod wire;
 mod writes;
 
 use axum::Router;
@@ -30,6 +31,14 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
     pub body: Value,
+    /// The body's bytes.
+    pub raw: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.raw).expect("a UTF-8 body")
+    }
 }
 
 /// Sends `method path` with `body` (JSON unless `content_type` says otherwise).
@@ -54,6 +63,7 @@ pub async fn send_as(
         status,
         headers,
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        raw: bytes.to_vec(),
     }
 }
 

@@ -1,0 +1,379 @@
+//! Wire-exactness: what clients other than kubectl rely on. Boolean query parameters read
+//! as Kubernetes reads them; `Status` bodies and objects byte for byte as kube-apiserver
+//! writes them (the expected bytes are kube-apiserver's, for the same request); patches
+//! without a resourceVersion never lose to a concurrent write; the status counters and
+//! nested defaults typed clients need.
+
+use crate::{CONFIGMAPS, Reply, app, configmap, send, send_as};
+use axum::Router;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+fn deployment(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}}}})
+}
+
+async fn get(app: &Router, path: &str) -> Reply {
+    send(app, Method::GET, path, Value::Null).await
+}
+
+/// The first chunk of a GET's body within 2 s, or `None` if the body is still open with
+/// nothing to read (a watch with no events yet).
+async fn first_chunk(app: &Router, path: &str) -> (StatusCode, Option<Vec<u8>>) {
+    let req = Request::builder()
+        .uri(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let mut body = resp.into_body();
+    match tokio::time::timeout(Duration::from_secs(2), body.frame()).await {
+        Ok(Some(Ok(f))) => (status, f.into_data().ok().map(|b| b.to_vec())),
+        _ => (status, None),
+    }
+}
+
+#[tokio::test]
+async fn boolean_parameters_read_false_and_0_as_false_in_any_case_and_the_rest_as_true() {
+    let (app, _) = app().await;
+    send(&app, Method::POST, CONFIGMAPS, configmap("b", json!({}))).await;
+    // `watch=True` (Python's spelling) watches: the stream opens with the object ADDED.
+    for on in ["True", "true", "1", "yes", ""] {
+        let (status, chunk) = first_chunk(&app, &format!("{CONFIGMAPS}?watch={on}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let line: Value = serde_json::from_slice(&chunk.expect("an event")).unwrap();
+        assert_eq!(line["type"], "ADDED", "watch={on}");
+    }
+    for off in ["False", "false", "FALSE", "0"] {
+        let r = get(&app, &format!("{CONFIGMAPS}?watch={off}")).await;
+        assert_eq!(r.body["kind"], "ConfigMapList", "watch={off}");
+    }
+    // `force=True` on server-side apply takes the field over.
+    let apply = |data: Value| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": data})
+            .to_string()
+    };
+    let path = format!("{CONFIGMAPS}/b");
+    let ct = "application/apply-patch+yaml";
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{path}?fieldManager=one"),
+        ct,
+        apply(json!({"k": "1"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{path}?fieldManager=two&force=False"),
+        ct,
+        apply(json!({"k": "2"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{path}?fieldManager=two&force=True"),
+        ct,
+        apply(json!({"k": "2"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["data"]["k"], "2");
+}
+
+#[tokio::test]
+async fn status_bodies_are_kube_apiservers_bytes() {
+    let (app, _) = app().await;
+    // Every body below is what kube-apiserver 1.32 answers to the same request.
+    let r = get(&app, &format!("{CONFIGMAPS}/nope")).await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"nope\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"nope\",\"kind\":\"configmaps\"},\"code\":404}\n"
+    );
+    let r = get(&app, &format!("{DEPLOYMENTS}/nope")).await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"deployments.apps \\\"nope\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"nope\",\"group\":\"apps\",\"kind\":\"deployments\"},\"code\":404}\n"
+    );
+    let r = get(&app, "/api/v1/nothings").await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"the server could not find the requested resource\",\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"
+    );
+    let created = send(&app, Method::POST, CONFIGMAPS, configmap("a", json!({}))).await;
+    let r = send(&app, Method::POST, CONFIGMAPS, configmap("a", json!({}))).await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"a\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"a\",\"kind\":\"configmaps\"},\"code\":409}\n"
+    );
+    let mut stale = created.body.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let r = send(&app, Method::PUT, &format!("{CONFIGMAPS}/a"), stale).await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Operation cannot be fulfilled on configmaps \\\"a\\\": the object has been modified; please apply your changes to the latest version and try again\",\"reason\":\"Conflict\",\"details\":{\"name\":\"a\",\"kind\":\"configmaps\"},\"code\":409}\n"
+    );
+    let bad = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"a b": "x"}});
+    let r = send(&app, Method::POST, CONFIGMAPS, bad).await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"ConfigMap \\\"a\\\" is invalid: data[a b]: Invalid value: \\\"a b\\\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')\",\"reason\":\"Invalid\",\"details\":{\"name\":\"a\",\"kind\":\"ConfigMap\",\"causes\":[{\"reason\":\"FieldValueInvalid\",\"message\":\"Invalid value: \\\"a b\\\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')\",\"field\":\"data[a b]\"}]},\"code\":422}\n"
+    );
+    let uid = created.body["metadata"]["uid"].as_str().unwrap().to_owned();
+    let r = send(
+        &app,
+        Method::DELETE,
+        &format!("{CONFIGMAPS}/a"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        r.text(),
+        format!(
+            "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Success\",\"details\":{{\"name\":\"a\",\"kind\":\"configmaps\",\"uid\":\"{uid}\"}}}}\n"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_watch_from_a_future_resource_version_is_504_with_the_cause_clients_test_for() {
+    let (app, server) = app().await;
+    let current = server
+        .registry
+        .store
+        .current_revision()
+        .await
+        .unwrap()
+        .get();
+    let future = current + 1000;
+    let r = get(
+        &app,
+        &format!("{CONFIGMAPS}?watch=true&resourceVersion={future}"),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 504);
+    assert_eq!(
+        r.text(),
+        format!(
+            "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":\"Timeout: Too large resource version: {future}, current: {current}\",\"reason\":\"Timeout\",\"details\":{{\"causes\":[{{\"reason\":\"ResourceVersionTooLarge\",\"message\":\"Too large resource version\"}}],\"retryAfterSeconds\":1}},\"code\":504}}\n"
+        )
+    );
+}
+
+/// The keys of a JSON object, in order.
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object().unwrap().keys().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn objects_come_out_in_kubernetes_field_order_the_same_on_every_path() {
+    let (app, _) = app().await;
+    // Sent in the wrong order, with labels to be removed later.
+    let body = json!({"data": {"b": "2", "a": "1"}, "metadata": {"labels": {"x": "y"}, "name": "o"},
+        "kind": "ConfigMap", "apiVersion": "v1"});
+    // No field manager: kube-apiserver would record one (named after the user agent) and
+    // write `".": {}` for each map in its FieldsV1, which Shoal's managedFields do not yet
+    // do; the comparison leaves managedFields out.
+    let created = send(&app, Method::POST, CONFIGMAPS, body).await;
+    let (uid, rv, ts) = (
+        created.body["metadata"]["uid"].as_str().unwrap(),
+        created.body["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap(),
+        created.body["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap(),
+    );
+    let expected = format!(
+        "{{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{{\"name\":\"o\",\"namespace\":\"default\",\"uid\":\"{uid}\",\"resourceVersion\":\"{rv}\",\"creationTimestamp\":\"{ts}\",\"labels\":{{\"x\":\"y\"}}}},\"data\":{{\"a\":\"1\",\"b\":\"2\"}}}}\n"
+    );
+    assert_eq!(created.text(), expected);
+    assert_eq!(get(&app, &format!("{CONFIGMAPS}/o")).await.text(), expected);
+    let (_, line) = first_chunk(&app, &format!("{CONFIGMAPS}?watch=1")).await;
+    assert_eq!(
+        String::from_utf8(line.unwrap()).unwrap(),
+        format!(
+            "{{\"type\":\"ADDED\",\"object\":{}}}\n",
+            expected.trim_end()
+        )
+    );
+    let list = get(&app, CONFIGMAPS).await;
+    assert!(
+        list.text()
+            .ends_with(&format!("\"items\":[{}]}}\n", expected.trim_end()))
+    );
+
+    // Removing the last label leaves no `labels: {}` behind.
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{CONFIGMAPS}/o"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"x": null}}}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        keys(&r.body["metadata"]),
+        [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "creationTimestamp"
+        ]
+    );
+
+    // A Deployment: spec and status fields in Go order too.
+    let d = send(&app, Method::POST, DEPLOYMENTS, deployment("d")).await;
+    assert_eq!(
+        keys(&d.body),
+        ["kind", "apiVersion", "metadata", "spec", "status"]
+    );
+    assert_eq!(
+        keys(&d.body["metadata"]),
+        [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp"
+        ]
+    );
+    assert_eq!(
+        keys(&d.body["spec"]),
+        [
+            "replicas",
+            "selector",
+            "template",
+            "strategy",
+            "revisionHistoryLimit",
+            "progressDeadlineSeconds"
+        ]
+    );
+    assert_eq!(
+        keys(&d.body["spec"]["template"]["spec"]["containers"][0]),
+        [
+            "name",
+            "image",
+            "resources",
+            "terminationMessagePath",
+            "terminationMessagePolicy",
+            "imagePullPolicy"
+        ]
+    );
+}
+
+/// One client of the concurrency test: patches without a resourceVersion for `for_how_long`,
+/// each a label, an annotation or a scale; answers what it wrote last and any failure.
+async fn patcher(
+    app: Router,
+    client: usize,
+    for_how_long: Duration,
+) -> (Vec<String>, Option<i64>, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + for_how_long;
+    let (mut written, mut replicas, mut failures) = (Vec::new(), None, Vec::new());
+    let mut n = 0;
+    while tokio::time::Instant::now() < deadline {
+        n += 1;
+        let (path, body) = match client % 3 {
+            0 => (
+                format!("{DEPLOYMENTS}/race"),
+                json!({"metadata": {"labels": {format!("l{client}-{n}"): "x"}}}),
+            ),
+            1 => (
+                format!("{DEPLOYMENTS}/race"),
+                json!({"metadata": {"annotations": {format!("a{client}-{n}"): "x"}}}),
+            ),
+            _ => (
+                format!("{DEPLOYMENTS}/race/scale"),
+                json!({"spec": {"replicas": (client * 1000 + n) % 50}}),
+            ),
+        };
+        let r = send_as(
+            &app,
+            Method::PATCH,
+            &path,
+            "application/merge-patch+json",
+            body.to_string(),
+        )
+        .await;
+        if r.status != StatusCode::OK {
+            failures.push(format!(
+                "client {client} ({path}): {}: {}",
+                r.status, r.body["message"]
+            ));
+            continue;
+        }
+        match client % 3 {
+            0 => written.push(format!("l{client}-{n}")),
+            1 => written.push(format!("a{client}-{n}")),
+            _ => replicas = Some(((client * 1000 + n) % 50) as i64),
+        }
+    }
+    (written, replicas, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_clients_patching_one_deployment_for_10s_never_see_a_conflict() {
+    let (app, _) = app().await;
+    let r = send(&app, Method::POST, DEPLOYMENTS, deployment("race")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let tasks: Vec<_> = (0..8)
+        .map(|c| tokio::spawn(patcher(app.clone(), c, Duration::from_secs(10))))
+        .collect();
+    let mut keys_written = Vec::new();
+    let mut last_scales = Vec::new();
+    for t in tasks {
+        let (written, replicas, failures) = t.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+        keys_written.extend(written);
+        last_scales.extend(replicas);
+    }
+    let d = get(&app, &format!("{DEPLOYMENTS}/race")).await.body;
+    let missing: Vec<&String> = keys_written
+        .iter()
+        .filter(|k| {
+            let field = if k.starts_with('l') {
+                "labels"
+            } else {
+                "annotations"
+            };
+            d["metadata"][field].get(k.as_str()).is_none()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} patches lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert!(
+        keys_written.len() > 100,
+        "only {} patches in 10 s",
+        keys_written.len()
+    );
+    // The last scale to land is one of the scalers' last writes.
+    assert!(
+        last_scales.contains(&d["spec"]["replicas"].as_i64().unwrap()),
+        "{last_scales:?} vs {}",
+        d["spec"]["replicas"]
+    );
+}
