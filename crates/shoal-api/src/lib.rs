@@ -19,6 +19,7 @@ pub mod query;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod version;
 
 pub use k8s_openapi as k8s;
 pub use resources::{ResourceInfo, Subresource};

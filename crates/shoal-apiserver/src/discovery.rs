@@ -9,9 +9,9 @@ pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=API
 
 pub fn version() -> Value {
     json!({
-        "major": "1",
-        "minor": "32",
-        "gitVersion": "v1.32.0-shoal",
+        "major": shoal_api::version::MAJOR,
+        "minor": shoal_api::version::MINOR,
+        "gitVersion": shoal_api::version::GIT_VERSION,
         "gitCommit": env!("CARGO_PKG_VERSION"),
         "gitTreeState": "clean",
         "buildDate": "2026-11-24T00:00:00Z",

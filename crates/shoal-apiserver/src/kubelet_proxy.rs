@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use shoal_api::{StatusError, resources};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ fn check_started(pod: &Value, name: &str, c: &str, previous: bool) -> ApiResult<
 }
 
 /// The node's kubelet endpoint: its InternalIP and `daemonEndpoints.kubeletEndpoint.Port`.
-fn kubelet_endpoint(node: &Value) -> Option<(IpAddr, u16)> {
+pub(crate) fn kubelet_endpoint(node: &Value) -> Option<(IpAddr, u16)> {
     let ip = node["status"]["addresses"]
         .as_array()?
         .iter()
@@ -150,43 +150,102 @@ pub async fn pod_log(s: &Arc<ApiServer>, ns: &str, name: &str, q: &Query) -> Api
                 .finish(),
         );
     }
-    let url = format!("https://{}{path}", std::net::SocketAddr::new(ip, port));
-    let fail = |e: &dyn std::fmt::Display| StatusError::internal(format!("Get {url:?}: {e}"));
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((ip, port)),
+    let req = http::Request::get(path)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| StatusError::internal(e.to_string()))?;
+    Upstream::new(SocketAddr::new(ip, port), true, s.token.clone())
+        .send(req)
+        .await
+}
+
+/// Where the API server sends a request on someone's behalf: a kubelet (HTTPS, with the
+/// cluster token) or a workload (HTTP, or HTTPS when asked).
+pub(crate) struct Upstream {
+    addr: SocketAddr,
+    tls: bool,
+    token: Option<String>,
+}
+
+/// Headers that belong to one connection, not to the request or answer forwarded.
+pub(crate) fn hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "trailer"
     )
-    .await
-    .map_err(|_| fail(&"dial tcp: i/o timeout"))?
-    .map_err(|e| fail(&format!("dial tcp {ip}:{port}: {e}")))?;
-    let _ = tcp.set_nodelay(true);
-    let connector = tokio_rustls::TlsConnector::from(client_config());
-    let tls = connector
-        .connect(ServerName::IpAddress(ip.into()), tcp)
-        .await
-        .map_err(|e| fail(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| fail(&e))?;
+}
+
+impl Upstream {
+    pub(crate) fn new(addr: SocketAddr, tls: bool, token: Option<String>) -> Self {
+        Upstream { addr, tls, token }
+    }
+
+    /// Sends `req` (its URI a path and query) and streams the answer back. An upstream that
+    /// cannot be reached is a 503, as kube-apiserver's proxy answers.
+    pub(crate) async fn send(
+        &self,
+        mut req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> ApiResult<Response> {
+        let addr = self.addr;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            StatusError::service_unavailable(format!("error trying to reach service: {e}"))
+        };
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| unreachable(&format!("dial tcp {addr}: i/o timeout")))?
+                .map_err(|e| unreachable(&format!("dial tcp {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let headers = req.headers_mut();
+        if let Ok(host) = http::HeaderValue::from_str(&addr.to_string()) {
+            headers.insert(http::header::HOST, host);
+        }
+        if let Some(token) = &self.token
+            && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        let resp = if self.tls {
+            let connector = tokio_rustls::TlsConnector::from(client_config());
+            let tls = connector
+                .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            exchange(tls, req).await
+        } else {
+            exchange(tcp, req).await
+        }
+        .map_err(|e| unreachable(&e))?;
+        let (parts, body) = resp.into_parts();
+        let mut out = Response::new(Body::new(body));
+        *out.status_mut() = parts.status;
+        for (k, v) in &parts.headers {
+            if !hop_by_hop(k) && k != http::header::CONTENT_LENGTH {
+                out.headers_mut().append(k, v.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One HTTP/1.1 request over `io`, the connection driven in the background.
+async fn exchange<IO>(
+    io: IO,
+    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let mut req = http::Request::get(path).header(http::header::HOST, format!("{ip}:{port}"));
-    if let Some(token) = &s.token {
-        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let req = req
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| fail(&e))?;
-    let resp = sender.send_request(req).await.map_err(|e| fail(&e))?;
-    let (parts, body) = resp.into_parts();
-    let mut out = Response::new(Body::new(body));
-    *out.status_mut() = parts.status;
-    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
-        out.headers_mut()
-            .insert(http::header::CONTENT_TYPE, ct.clone());
-    }
-    Ok(out)
+    sender.send_request(req).await
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {

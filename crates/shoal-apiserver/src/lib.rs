@@ -23,6 +23,7 @@ mod meta;
 mod openapi;
 mod patch;
 mod protobuf;
+mod proxy;
 pub mod registry;
 mod request;
 mod table;

@@ -95,7 +95,7 @@ impl OpenApi {
             .map(|(gv, paths)| {
                 let doc = json!({
                     "openapi": "3.0.0",
-                    "info": {"title": "Kubernetes", "version": "v1.32.0"},
+                    "info": {"title": "Kubernetes", "version": shoal_api::version::GIT_VERSION},
                     "paths": paths,
                     "components": {"schemas": schemas},
                 });

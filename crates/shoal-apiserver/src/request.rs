@@ -11,6 +11,8 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub subresource: Option<Subresource>,
+    /// For `.../proxy/PATH`: `/PATH` (empty when nothing follows `proxy`).
+    pub proxy_path: String,
 }
 
 /// Parses `/api/v1/...` or `/apis/<group>/<version>/...` (path already split after the
@@ -45,11 +47,17 @@ pub fn parse_target(group: &str, version: &str, parts: &[&str]) -> Result<Target
     if parts.len() > 3 && subresource != Some(Subresource::Proxy) {
         return Err(StatusError::path_not_found().into());
     }
+    let proxy_path = parts
+        .get(3..)
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| format!("/{}", rest.join("/")))
+        .unwrap_or_default();
     Ok(Target {
         info,
         namespace,
         name,
         subresource,
+        proxy_path,
     })
 }
 
@@ -74,6 +82,12 @@ impl Query {
     /// A boolean parameter ([`shoal_api::query::flag`]).
     pub fn flag(&self, key: &str) -> bool {
         shoal_api::query::flag(self.get(key))
+    }
+    /// The query string again, encoded (for forwarding).
+    pub fn encoded(&self) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&self.0)
+            .finish()
     }
     pub fn all(&self, key: &str) -> Vec<&str> {
         self.0

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The version a Shoal kubelet reports (`kubectl get nodes` shows it).
-pub const KUBELET_VERSION: &str = concat!("v1.33.0-shoal.", env!("CARGO_PKG_VERSION"));
+pub const KUBELET_VERSION: &str = shoal_api::version::GIT_VERSION;
 
 /// How often the node's status (conditions, images) is rewritten.
 const STATUS_EVERY: Duration = Duration::from_secs(60);
@@ -85,7 +85,7 @@ fn status(k: &Kubelet, images: Value) -> Value {
             "osImage": "Shoal (WebAssembly components, WASI 0.2)",
             "containerRuntimeVersion": version.to_string(),
             "kubeletVersion": KUBELET_VERSION,
-            "kubeProxyVersion": "",
+            "kubeProxyVersion": KUBELET_VERSION,
             "operatingSystem": "wasi",
             "architecture": "wasm32",
         },

@@ -83,8 +83,9 @@ async fn http_get(t: &Target, probe: &Probe, timeout: Duration) -> Result<(), St
             .map_err(|e| format!("Get {url:?}: dial tcp {}:{port}: {e}", t.ip))?;
         let _ = sock.set_nodelay(true);
         let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n",
-            t.ip
+            "GET {path} HTTP/1.1\r\nHost: {}:{port}\r\nUser-Agent: kube-probe/{}\r\nAccept: */*\r\nConnection: close\r\n",
+            t.ip,
+            shoal_api::version::MAJOR_MINOR
         );
         for hd in h.http_headers.iter().flatten() {
             req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));

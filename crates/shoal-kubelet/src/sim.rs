@@ -81,10 +81,10 @@ fn node_object(c: &SimConfig, i: usize) -> serde_json::Value {
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "simulated node is ready", "lastHeartbeatTime": t, "lastTransitionTime": t}],
             "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
-            "nodeInfo": {"kubeletVersion": "v1.33.0-shoal-sim", "containerRuntimeVersion": "simulated://0",
+            "nodeInfo": {"kubeletVersion": shoal_api::version::GIT_VERSION, "containerRuntimeVersion": "simulated://0",
                          "kernelVersion": "", "osImage": "simulated", "operatingSystem": "linux",
                          "architecture": "wasm32", "machineID": "", "systemUUID": "", "bootID": "",
-                         "kubeProxyVersion": ""},
+                         "kubeProxyVersion": shoal_api::version::GIT_VERSION},
         },
     })
 }

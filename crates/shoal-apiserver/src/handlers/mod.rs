@@ -147,7 +147,7 @@ async fn route(
             resource(
                 s,
                 method,
-                described(parse_target("", "v1", rest)?),
+                described(with_trailing_slash(parse_target("", "v1", rest)?, path)),
                 q,
                 headers,
                 body,
@@ -158,7 +158,7 @@ async fn route(
             resource(
                 s,
                 method,
-                described(parse_target(g, v, rest)?),
+                described(with_trailing_slash(parse_target(g, v, rest)?, path)),
                 q,
                 headers,
                 body,
@@ -167,6 +167,14 @@ async fn route(
         }
         _ => Err(StatusError::path_not_found().into()),
     }
+}
+
+/// A proxied path keeps the trailing slash the split dropped (`/proxy/ui/` is not `/proxy/ui`).
+fn with_trailing_slash(mut t: Target, path: &str) -> Target {
+    if path.ends_with('/') && t.subresource == Some(Subresource::Proxy) {
+        t.proxy_path.push('/');
+    }
+    t
 }
 
 /// Records what a request is about on its span.

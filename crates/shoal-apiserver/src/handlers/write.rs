@@ -151,6 +151,23 @@ pub(super) async fn resource(
             }
         }
         (Method::DELETE, None, None) => delete_collection(s, info, ns, q, headers, &body).await,
+        (_, Some(n), Some(Subresource::Proxy)) => {
+            let query = q.encoded();
+            crate::proxy::proxy(
+                s,
+                crate::proxy::ProxyRequest {
+                    plural: info.plural,
+                    namespace: ns,
+                    id: n,
+                    path: &t.proxy_path,
+                    query: Some(&query),
+                    method,
+                    headers,
+                    body,
+                },
+            )
+            .await
+        }
         (Method::GET, Some(n), Some(Subresource::Log)) if info.plural == "pods" => {
             crate::kubelet_proxy::pod_log(s, ns.unwrap_or("default"), n, q).await
         }
@@ -161,8 +178,7 @@ pub(super) async fn resource(
                 sub @ (Subresource::Log
                 | Subresource::Exec
                 | Subresource::Attach
-                | Subresource::PortForward
-                | Subresource::Proxy),
+                | Subresource::PortForward),
             ),
         ) => Err(StatusError::bad_request(format!(
             "{} is not supported yet: the kubelet serves only logs",

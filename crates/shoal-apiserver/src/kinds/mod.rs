@@ -9,6 +9,7 @@ mod config;
 pub(crate) mod defaulting;
 mod job;
 mod namespace;
+mod network_policy;
 mod pod;
 mod policy;
 mod service;
@@ -177,6 +178,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("apps", "DaemonSet") => &workloads::DAEMON_SET,
         ("batch", "Job") => &job::JOB,
         ("batch", "CronJob") => &job::CRON_JOB,
+        ("networking.k8s.io", "NetworkPolicy") => &network_policy::NETWORK_POLICY,
         (shoal_api::policy::GROUP, "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
             &policy::ADMISSION_POLICY
         }
@@ -236,10 +238,67 @@ mod tests {
         strategy(info("apps", "Deployment")).default(&mut d);
         assert_eq!(d["spec"]["replicas"], 1);
         assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+        assert_eq!(
+            d["spec"]["strategy"]["rollingUpdate"],
+            json!({"maxUnavailable": "25%", "maxSurge": "25%"})
+        );
         let c = &d["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["ports"][0]["protocol"], "TCP");
         assert_eq!(c["imagePullPolicy"], "IfNotPresent");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+    }
+
+    #[test]
+    fn nested_strategy_fields_are_defaulted_as_set_defaults_does() {
+        let tmpl = json!({"spec": {"containers": [{"name": "a", "image": "x:1"}]}});
+        // A given type gets the missing fields of its rolling update.
+        let mut d = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 2}}, "template": tmpl}});
+        strategy(info("apps", "Deployment")).default(&mut d);
+        assert_eq!(
+            d["spec"]["strategy"]["rollingUpdate"],
+            json!({"maxSurge": 2, "maxUnavailable": "25%"})
+        );
+        let mut d = json!({"spec": {"strategy": {"type": "Recreate"}, "template": tmpl}});
+        strategy(info("apps", "Deployment")).default(&mut d);
+        assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+        let mut ds =
+            json!({"spec": {"updateStrategy": {"type": "RollingUpdate"}, "template": tmpl}});
+        strategy(info("apps", "DaemonSet")).default(&mut ds);
+        assert_eq!(
+            ds["spec"]["updateStrategy"]["rollingUpdate"],
+            json!({"maxUnavailable": 1, "maxSurge": 0})
+        );
+        assert_eq!(
+            ds["status"],
+            json!({"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0})
+        );
+        // A StatefulSet's type given without rollingUpdate gets none; none given gets both.
+        let mut ss =
+            json!({"spec": {"updateStrategy": {"type": "RollingUpdate"}, "template": tmpl}});
+        strategy(info("apps", "StatefulSet")).default(&mut ss);
+        assert_eq!(
+            ss["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate"})
+        );
+        let mut ss = json!({"spec": {"template": tmpl}});
+        strategy(info("apps", "StatefulSet")).default(&mut ss);
+        assert_eq!(
+            ss["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(ss["status"], json!({"replicas": 0, "availableReplicas": 0}));
+    }
+
+    #[test]
+    fn pod_requests_default_to_limits_and_service_account_is_mirrored() {
+        let mut p = json!({"spec": {"serviceAccountName": "robot", "containers": [{"name": "a", "image": "x:1",
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "100m"}}}]}});
+        strategy(info("", "Pod")).default(&mut p);
+        assert_eq!(
+            p["spec"]["containers"][0]["resources"]["requests"],
+            json!({"cpu": "100m", "memory": "1Gi"})
+        );
+        assert_eq!(p["spec"]["serviceAccount"], "robot");
     }
 
     #[test]

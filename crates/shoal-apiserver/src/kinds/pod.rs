@@ -64,6 +64,19 @@ pub(crate) fn default_pod_spec(spec: &mut Value) {
     set_default(s, "dnsPolicy", json!("ClusterFirst"));
     set_default(s, "securityContext", json!({}));
     set_default(s, "schedulerName", json!("default-scheduler"));
+    // The deprecated `serviceAccount` mirrors `serviceAccountName` (v1 conversion), both ways.
+    for (from, to) in [
+        ("serviceAccountName", "serviceAccount"),
+        ("serviceAccount", "serviceAccountName"),
+    ] {
+        if let Some(v) = s
+            .get(from)
+            .filter(|v| v.as_str().is_some_and(|x| !x.is_empty()))
+        {
+            let v = v.clone();
+            set_default(s, to, v);
+        }
+    }
     for key in ["containers", "initContainers"] {
         each(s.get_mut(key), default_container);
     }
@@ -220,7 +233,29 @@ impl Strategy for PodStrategy {
         let spec = child(root, "spec");
         default_pod_spec(spec);
         if let Some(s) = obj(spec) {
+            // `SetDefaults_Pod` (pods only, not templates): requests default to limits.
+            for key in ["containers", "initContainers"] {
+                each(s.get_mut(key), |c| {
+                    let Some(limits) = c
+                        .get("resources")
+                        .and_then(|r| r.get("limits"))
+                        .and_then(Value::as_object)
+                        .cloned()
+                    else {
+                        return;
+                    };
+                    let Some(res) = obj(child(c, "resources")) else {
+                        return;
+                    };
+                    if let Some(requests) = obj(child(res, "requests")) {
+                        for (k, v) in limits {
+                            set_default(requests, &k, v);
+                        }
+                    }
+                });
+            }
             set_default(s, "serviceAccountName", json!("default"));
+            set_default(s, "serviceAccount", json!("default"));
             set_default(s, "enableServiceLinks", json!(true));
             set_default(s, "priority", json!(0));
             set_default(s, "preemptionPolicy", json!("PreemptLowerPriority"));

@@ -1,6 +1,8 @@
-//! Deployments, ReplicaSets, StatefulSets and DaemonSets: their defaults (strategies, history
-//! limits, the pod template's), a selector that matches the template and may not change, and
-//! non-negative replicas.
+//! Deployments, ReplicaSets, StatefulSets and DaemonSets: their defaults (strategies down to
+//! their nested fields, history limits, the pod template's, the status counters that are
+//! never absent), a selector that matches the template and may not change, and non-negative
+//! replicas. The defaults follow Kubernetes' `SetDefaults_Deployment`, `_StatefulSet` and
+//! `_DaemonSet` field by field.
 
 use super::Strategy;
 use super::defaulting::{child, obj, set_default};
@@ -23,27 +25,82 @@ fn template(spec: &mut Map<String, Value>) {
     }
 }
 
-fn rolling(kind: &str) -> Value {
+/// A strategy of type `RollingUpdate` (the default type) gets its `rollingUpdate` and each
+/// missing field of it, as `SetDefaults_Deployment`/`_DaemonSet` do.
+fn rolling_update(s: &mut Map<String, Value>, key: &str, fields: &[(&str, Value)]) {
+    let strategy = child(s, key);
+    let Some(st) = obj(strategy) else { return };
+    set_default(st, "type", json!("RollingUpdate"));
+    if st.get("type").and_then(Value::as_str) != Some("RollingUpdate") {
+        return;
+    }
+    let Some(ru) = obj(child(st, "rollingUpdate")) else {
+        return;
+    };
+    for (k, v) in fields {
+        set_default(ru, k, v.clone());
+    }
+}
+
+/// `SetDefaults_StatefulSet`: a missing type becomes `RollingUpdate` with an empty
+/// `rollingUpdate`; a `rollingUpdate` present under that type gets `partition: 0`. A type
+/// given without `rollingUpdate` gets none.
+fn stateful_update_strategy(s: &mut Map<String, Value>) {
+    let Some(st) = obj(child(s, "updateStrategy")) else {
+        return;
+    };
+    if st
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        st.insert("type".into(), json!("RollingUpdate"));
+        set_default(st, "rollingUpdate", json!({}));
+    }
+    if st.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+        && let Some(ru) = st.get_mut("rollingUpdate").and_then(obj)
+    {
+        set_default(ru, "partition", json!(0));
+    }
+}
+
+/// Status counters Kubernetes' status structs always carry (plain `int32`s, not pointers): a
+/// new object has them at 0 before any controller writes.
+fn status_counters(kind: &str) -> &'static [&'static str] {
     match kind {
-        "Deployment" => {
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
-        }
-        "DaemonSet" => {
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
-        }
-        _ => json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+        "ReplicaSet" => &["replicas"],
+        "StatefulSet" => &["replicas", "availableReplicas"],
+        "DaemonSet" => &[
+            "currentNumberScheduled",
+            "numberMisscheduled",
+            "desiredNumberScheduled",
+            "numberReady",
+        ],
+        _ => &[],
     }
 }
 
 impl Strategy for Workload {
     fn default(&self, o: &mut Value) {
         let Some(root) = obj(o) else { return };
+        let counters = status_counters(self.0);
+        if !counters.is_empty()
+            && let Some(status) = obj(child(root, "status"))
+        {
+            for c in counters {
+                set_default(status, c, json!(0));
+            }
+        }
         match self.0 {
             "Deployment" => {
                 let spec = child(root, "spec");
                 if let Some(s) = obj(spec) {
                     set_default(s, "replicas", json!(1));
-                    set_default(s, "strategy", rolling("Deployment"));
+                    rolling_update(
+                        s,
+                        "strategy",
+                        &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
+                    );
                     set_default(s, "revisionHistoryLimit", json!(10));
                     set_default(s, "progressDeadlineSeconds", json!(600));
                     template(s);
@@ -61,7 +118,7 @@ impl Strategy for Workload {
                 if let Some(s) = obj(spec) {
                     set_default(s, "replicas", json!(1));
                     set_default(s, "podManagementPolicy", json!("OrderedReady"));
-                    set_default(s, "updateStrategy", rolling("StatefulSet"));
+                    stateful_update_strategy(s);
                     set_default(s, "revisionHistoryLimit", json!(10));
                     set_default(
                         s,
@@ -74,7 +131,11 @@ impl Strategy for Workload {
             _ => {
                 let spec = child(root, "spec");
                 if let Some(s) = obj(spec) {
-                    set_default(s, "updateStrategy", rolling("DaemonSet"));
+                    rolling_update(
+                        s,
+                        "updateStrategy",
+                        &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
+                    );
                     set_default(s, "revisionHistoryLimit", json!(10));
                     template(s);
                 }

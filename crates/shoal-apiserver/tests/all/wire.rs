@@ -377,3 +377,157 @@ async fn eight_clients_patching_one_deployment_for_10s_never_see_a_conflict() {
         d["spec"]["replicas"]
     );
 }
+
+/// A tiny HTTP server on a free loopback port answering `METHOD PATH` and the body it got.
+async fn echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let line = format!("{} {}", req.method(), req.uri());
+                        let auth = req.headers().contains_key("authorization");
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let text =
+                            format!("{line} auth={auth} body={}", String::from_utf8_lossy(&body));
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(201)
+                                .header("x-upstream", "yes")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(text)))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn raw(
+    app: &Router,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, http::HeaderMap, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", "Bearer secret")
+        .body(axum::body::Body::from(body.to_owned()))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn pods_and_services_proxy_subresources_reach_the_workload() {
+    let (app, _) = app().await;
+    let port = echo_server().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}});
+    let created = send(&app, Method::POST, pods, pod).await;
+    let mut with_ip = created.body.clone();
+    with_ip["status"]["podIP"] = json!("127.0.0.1");
+    let r = send(&app, Method::PUT, &format!("{pods}/web/status"), with_ip).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let (status, headers, text) = raw(
+        &app,
+        Method::POST,
+        &format!("{pods}/web:{port}/proxy/hello/?x=1"),
+        "hi",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 201, "{text}");
+    assert_eq!(headers["x-upstream"], "yes");
+    // The path after `proxy` (trailing slash kept) and the query go upstream; the client's
+    // credentials do not.
+    assert_eq!(text, "POST /hello/?x=1 auth=false body=hi");
+
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": port}]}});
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/services",
+        svc,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // No endpoints yet: 503, as kube-apiserver answers.
+    let (status, _, text) = raw(
+        &app,
+        Method::GET,
+        "/api/v1/namespaces/default/services/web:http/proxy/",
+        "",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 503, "{text}");
+    assert!(
+        text.contains("no endpoints available for service \\\"web\\\""),
+        "{text}"
+    );
+    let eps = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": port}]}]});
+    send(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/endpoints",
+        eps,
+    )
+    .await;
+    // A named port must be named (or numbered); without one, only an unnamed port matches.
+    for id in ["web:http", "web:80", "http:web:http"] {
+        let (status, _, text) = raw(
+            &app,
+            Method::GET,
+            &format!("/api/v1/namespaces/default/services/{id}/proxy/x"),
+            "",
+        )
+        .await;
+        assert_eq!(status.as_u16(), 201, "{id}: {text}");
+        assert_eq!(text, "GET /x auth=false body=", "{id}");
+    }
+    let (status, _, text) = raw(
+        &app,
+        Method::GET,
+        "/api/v1/namespaces/default/services/web:81/proxy/",
+        "",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 503, "{text}");
+    assert!(
+        text.contains("no service port 81 found for service \\\"web\\\""),
+        "{text}"
+    );
+    let (status, _, _) = raw(
+        &app,
+        Method::GET,
+        "/api/v1/namespaces/default/services/nope/proxy/",
+        "",
+    )
+    .await;
+    assert_eq!(status.as_u16(), 404);
+}
