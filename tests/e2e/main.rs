@@ -8,6 +8,7 @@ mod kubelet;
 mod memory;
 mod plugin_safety;
 mod policies;
+mod python_client;
 mod scheduler;
 mod services;
 mod store_tools;

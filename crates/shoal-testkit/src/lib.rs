@@ -4,6 +4,7 @@
 //! Everything started here is stopped when its handle drops.
 
 pub mod etcd;
+pub mod python;
 pub mod registry;
 
 use anyhow::{Context, bail};

@@ -150,6 +150,9 @@ fn main() -> anyhow::Result<()> {
         "test" => {
             ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             check_kubectl()?;
+            let python = shoal_testkit::python::python_client()
+                .context("the end-to-end suite drives Shoal with the official Python client too")?;
+            eprintln!("Python client: {}", python.display());
             guests(&cargo)?;
             // The end-to-end tests start the real binary, so it is built first.
             run(Command::new(&cargo).args(["build", "-p", "shoal"]))?;

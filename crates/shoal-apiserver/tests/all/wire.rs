@@ -531,3 +531,185 @@ async fn pods_and_services_proxy_subresources_reach_the_workload() {
     .await;
     assert_eq!(status.as_u16(), 404);
 }
+
+/// Fields the OpenAPI schema (k8s-openapi's, generated from Kubernetes') marks required that
+/// `v` lacks, wherever `v` has the object that requires them.
+fn missing_required(root: &Value, schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or("");
+            &root["$defs"][name]
+        }
+        None => schema,
+    };
+    match v {
+        Value::Object(m) => {
+            for req in schema["required"].as_array().into_iter().flatten() {
+                let req = req.as_str().unwrap_or("");
+                if !m.contains_key(req) {
+                    out.push(format!("{path}.{req}"));
+                }
+            }
+            for (k, child) in m {
+                if let Some(sub) = schema["properties"].get(k) {
+                    missing_required(root, sub, child, &format!("{path}.{k}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                missing_required(root, &schema["items"], item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> Value {
+    schemars::SchemaGenerator::default()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
+#[tokio::test]
+async fn every_served_kind_comes_back_with_the_fields_its_schema_requires() {
+    use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, networking, node};
+    let (app, _) = app().await;
+    let tmpl = json!({"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}});
+    let sel = json!({"matchLabels": {"a": "b"}});
+    let ns = "/api/v1/namespaces/default";
+    let g = |group: &str| format!("/apis/{group}/namespaces/default");
+    let cases: Vec<(String, Value, Value)> = vec![
+        (
+            format!("{ns}/configmaps"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+            schema_of::<core::v1::ConfigMap>(),
+        ),
+        (
+            format!("{ns}/secrets"),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
+            schema_of::<core::v1::Secret>(),
+        ),
+        (
+            format!("{ns}/serviceaccounts"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "x"}}),
+            schema_of::<core::v1::ServiceAccount>(),
+        ),
+        (
+            "/api/v1/namespaces".into(),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
+            schema_of::<core::v1::Namespace>(),
+        ),
+        (
+            "/api/v1/nodes".into(),
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "x"}}),
+            schema_of::<core::v1::Node>(),
+        ),
+        (
+            format!("{ns}/pods"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": tmpl["spec"]}),
+            schema_of::<core::v1::Pod>(),
+        ),
+        (
+            format!("{ns}/services"),
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"ports": [{"port": 80}]}}),
+            schema_of::<core::v1::Service>(),
+        ),
+        (
+            format!("{ns}/endpoints"),
+            json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "x"}}),
+            schema_of::<core::v1::Endpoints>(),
+        ),
+        (
+            format!("{ns}/events"),
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "x"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": "default"}}),
+            schema_of::<core::v1::Event>(),
+        ),
+        (
+            g("apps/v1") + "/deployments",
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}, "spec": {"selector": sel, "template": tmpl}}),
+            schema_of::<apps::v1::Deployment>(),
+        ),
+        (
+            g("apps/v1") + "/replicasets",
+            json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "x"}, "spec": {"selector": sel, "template": tmpl}}),
+            schema_of::<apps::v1::ReplicaSet>(),
+        ),
+        (
+            g("apps/v1") + "/statefulsets",
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "x"}, "spec": {"selector": sel, "template": tmpl, "serviceName": "x"}}),
+            schema_of::<apps::v1::StatefulSet>(),
+        ),
+        (
+            g("apps/v1") + "/daemonsets",
+            json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "x"}, "spec": {"selector": sel, "template": tmpl}}),
+            schema_of::<apps::v1::DaemonSet>(),
+        ),
+        (
+            g("batch/v1") + "/jobs",
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": tmpl["spec"]["containers"]}}}}),
+            schema_of::<batch::v1::Job>(),
+        ),
+        (
+            g("batch/v1") + "/cronjobs",
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "x"}, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": tmpl["spec"]["containers"]}}}}}}),
+            schema_of::<batch::v1::CronJob>(),
+        ),
+        (
+            g("coordination.k8s.io/v1") + "/leases",
+            json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "x"}}),
+            schema_of::<coordination::v1::Lease>(),
+        ),
+        (
+            g("discovery.k8s.io/v1") + "/endpointslices",
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "x"}, "addressType": "IPv4", "endpoints": []}),
+            schema_of::<discovery::v1::EndpointSlice>(),
+        ),
+        (
+            g("networking.k8s.io/v1") + "/networkpolicies",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "x"}, "spec": {"podSelector": {}}}),
+            schema_of::<networking::v1::NetworkPolicy>(),
+        ),
+        (
+            "/apis/node.k8s.io/v1/runtimeclasses".into(),
+            json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "x"}, "handler": "x"}),
+            schema_of::<node::v1::RuntimeClass>(),
+        ),
+        (
+            g("events.k8s.io/v1") + "/events",
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "y"}, "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "c", "reportingInstance": "i", "action": "a", "reason": "r", "type": "Normal"}),
+            schema_of::<events::v1::Event>(),
+        ),
+    ];
+    // The walker finds what Shoal used to answer: `"status": {}` on a new ReplicaSet.
+    let rs = schema_of::<apps::v1::ReplicaSet>();
+    let mut out = Vec::new();
+    missing_required(&rs, &rs, &json!({"metadata": {}, "status": {}}), "ReplicaSet", &mut out);
+    assert_eq!(out, ["ReplicaSet.status.replicas"]);
+    let mut problems = Vec::new();
+    for (path, body, schema) in &cases {
+        let created = send(&app, Method::POST, path, body.clone()).await;
+        assert_eq!(
+            created.status,
+            StatusCode::CREATED,
+            "{path}: {}",
+            created.body
+        );
+        let name = created.body["metadata"]["name"].as_str().unwrap();
+        for (how, v) in [
+            ("create", created.body.clone()),
+            ("get", get(&app, &format!("{path}/{name}")).await.body),
+        ] {
+            let mut out = Vec::new();
+            missing_required(
+                schema,
+                schema,
+                &v,
+                body["kind"].as_str().unwrap(),
+                &mut out,
+            );
+            problems.extend(out.into_iter().map(|m| format!("{how} {path}: {m}")));
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
