@@ -145,6 +145,36 @@ fn a_service_routes_by_name_cluster_ip_and_node_port_and_follows_readiness() {
     let r = http_get(&format!("{}:{node_port}", c.node.node_ip), "/np").unwrap();
     assert!(r.contains("GET /np"), "{r}");
 
+    // Through the API server's proxy subresources, as `kubectl proxy` users reach them: the
+    // Service by port name, a pod by port number, the node's kubelet.
+    let r = c.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/services/web:http/proxy/via-api?q=1",
+    ]);
+    assert!(r.contains("GET /via-api?q=1 HTTP/1.1"), "{r}");
+    let pod = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let r = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/pods/{pod}:8080/proxy/to-pod"),
+    ]);
+    assert!(r.contains("GET /to-pod HTTP/1.1"), "{r}");
+    assert!(r.contains(&format!("pod: {pod}")), "{r}");
+    let summary = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{}/proxy/stats/summary", shoal_testkit::NODE),
+    ]);
+    assert!(summary.contains("\"nodeName\""), "{summary}");
+
     // From a pod: by name, through the runtime's resolver, over wasi:http and wasi:sockets.
     let (phase, logs) = run_client(
         &c,

@@ -35,11 +35,13 @@ use shoal_store::{Compare, RangeRequest, Revision, Store, Txn};
 use std::sync::Arc;
 
 /// How many times a write that lost a race without a client precondition is tried. Kubernetes'
-/// storage layer retries such a write until it lands; this bound only stops a livelock, and
-/// the jittered pause after each loss (up to [`BACKOFF_STEP`] × attempts) spreads contending
-/// writers apart so they stop colliding.
-const RETRIES: usize = 32;
+/// storage layer retries such a write until it lands; this bound only stops a livelock (with
+/// the pauses below it is about 30 s of losing), and the jittered pause after each loss
+/// (random, up to [`BACKOFF_STEP`] doubled per loss, at most [`BACKOFF_MAX`]) spreads
+/// contending writers apart so they stop colliding.
+const RETRIES: usize = 1000;
 const BACKOFF_STEP: std::time::Duration = std::time::Duration::from_micros(200);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Options every write carries.
 #[derive(Debug, Clone)]
@@ -149,9 +151,11 @@ fn with_rv(mut v: Value, rev: Revision) -> Value {
     v
 }
 
-/// The pause after the `n`th lost race: random, up to `n + 1` backoff steps.
+/// The pause after the `n`th lost race: random, up to `2^n` backoff steps (capped).
 async fn lost_race(n: usize) {
-    let nanos = BACKOFF_STEP.as_nanos() as u64 * (n as u64 + 1);
+    let nanos = (BACKOFF_STEP.as_nanos() as u64)
+        .saturating_mul(1 << n.min(16))
+        .min(BACKOFF_MAX.as_nanos() as u64);
     let pause = uuid::Uuid::new_v4().as_u64_pair().0 % nanos.max(1);
     tokio::time::sleep(std::time::Duration::from_nanos(pause)).await;
 }

@@ -155,7 +155,7 @@ pub fn scale_of(o: &Value) -> Value {
         .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
         .map(|s| s.to_string())
         .unwrap_or_default();
-    json!({
+    let mut scale = json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": {
@@ -170,5 +170,13 @@ pub fn scale_of(o: &Value) -> Value {
             "replicas": o.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
             "selector": selector,
         },
-    })
+    });
+    // `selector` is `omitempty` in autoscaling/v1's ScaleStatus.
+    if selector.is_empty()
+        && let Some(st) = scale["status"].as_object_mut()
+    {
+        st.remove("selector");
+    }
+    crate::canonical::canonicalize(&mut scale);
+    scale
 }

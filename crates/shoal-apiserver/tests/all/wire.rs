@@ -348,6 +348,11 @@ async fn eight_clients_patching_one_deployment_for_10s_never_see_a_conflict() {
         last_scales.extend(replicas);
     }
     let d = get(&app, &format!("{DEPLOYMENTS}/race")).await.body;
+    eprintln!(
+        "{} label and annotation patches and {} scalers, no conflict",
+        keys_written.len(),
+        last_scales.len()
+    );
     let missing: Vec<&String> = keys_written
         .iter()
         .filter(|k| {
@@ -684,7 +689,13 @@ async fn every_served_kind_comes_back_with_the_fields_its_schema_requires() {
     // The walker finds what Shoal used to answer: `"status": {}` on a new ReplicaSet.
     let rs = schema_of::<apps::v1::ReplicaSet>();
     let mut out = Vec::new();
-    missing_required(&rs, &rs, &json!({"metadata": {}, "status": {}}), "ReplicaSet", &mut out);
+    missing_required(
+        &rs,
+        &rs,
+        &json!({"metadata": {}, "status": {}}),
+        "ReplicaSet",
+        &mut out,
+    );
     assert_eq!(out, ["ReplicaSet.status.replicas"]);
     let mut problems = Vec::new();
     for (path, body, schema) in &cases {
@@ -701,13 +712,7 @@ async fn every_served_kind_comes_back_with_the_fields_its_schema_requires() {
             ("get", get(&app, &format!("{path}/{name}")).await.body),
         ] {
             let mut out = Vec::new();
-            missing_required(
-                schema,
-                schema,
-                &v,
-                body["kind"].as_str().unwrap(),
-                &mut out,
-            );
+            missing_required(schema, schema, &v, body["kind"].as_str().unwrap(), &mut out);
             problems.extend(out.into_iter().map(|m| format!("{how} {path}: {m}")));
         }
     }
