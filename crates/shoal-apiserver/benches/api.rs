@@ -1,8 +1,11 @@
 //! API benchmark on the embedded store, in one run: durable creates/s and latency with 200
-//! concurrent clients, GET/s from the watch cache, and watch fan-out to 1,000 watchers.
+//! concurrent clients, GET/s from the watch cache, large LISTs under load (200 concurrent full
+//! LISTs of the 20,000 pods: the memory they add to the process and a single-object GET's
+//! latency meanwhile), and watch fan-out to 1,000 watchers.
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p shoal-apiserver --bench api`). Sizes can be
-//! changed with SHOAL_BENCH_CREATES, SHOAL_BENCH_CLIENTS, SHOAL_BENCH_WATCHERS.
+//! changed with SHOAL_BENCH_CREATES, SHOAL_BENCH_CLIENTS, SHOAL_BENCH_WATCHERS,
+//! SHOAL_BENCH_LISTS; SHOAL_BENCH_ONLY=lists runs the creates and the LIST phase only.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -10,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use shoal_apiserver::{ApiServer, router};
-use shoal_testkit::bench::percentile;
+use shoal_testkit::bench::{percentile, rss_kib};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -145,6 +148,93 @@ async fn gets(client: &HttpClient, base: &str, n: usize, clients: usize) {
     );
 }
 
+/// `lists` concurrent full LISTs of every pod (JSON), each read as it arrives and dropped, as a
+/// careless script or an informer fleet would; meanwhile one client GETs single pods. Reports
+/// the process's RSS before and at its peak (sampled every 5 ms), the LISTs' latency and the
+/// GETs' latency during them.
+async fn large_lists(client: &HttpClient, base: &str, n: usize, lists: usize) {
+    use std::sync::atomic::AtomicBool;
+    let before = rss_kib();
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while !done.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            peak
+        })
+    };
+    let getter = {
+        let (client, base, done) = (client.clone(), base.to_owned(), done.clone());
+        tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = 0;
+            while !done.load(Ordering::Relaxed) {
+                let url = format!("{base}/api/v1/namespaces/default/pods/pod-{}", i % n);
+                let t = Instant::now();
+                let (status, _) = request(&client, "GET", &url, vec![]).await;
+                assert_eq!(status, 200);
+                lat.push(t.elapsed());
+                i += 7;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            lat
+        })
+    };
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..lists)
+        .map(|_| {
+            let (client, url) = (client.clone(), format!("{base}/api/v1/pods"));
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let req = http::Request::get(url)
+                    .body(Full::new(Bytes::new()))
+                    .expect("valid request");
+                let resp = client.request(req).await.expect("list request");
+                assert_eq!(resp.status(), 200);
+                let mut body = resp.into_body();
+                let mut bytes = 0;
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame.expect("list body").into_data() {
+                        bytes += data.len();
+                    }
+                }
+                (t.elapsed(), bytes)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut size = 0;
+    for t in tasks {
+        let (l, bytes) = t.await.expect("list task");
+        lat.push(l);
+        size = bytes;
+    }
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let peak = peak.await.expect("sampler");
+    let get_lat = getter.await.expect("getter");
+    report(
+        &format!(
+            "full LISTs ({lists} at once, {:.1} MB each)",
+            size as f64 / 1e6
+        ),
+        lists,
+        elapsed,
+        lat,
+    );
+    report("  single GETs meanwhile", get_lat.len(), elapsed, get_lat);
+    println!(
+        "  RSS {:.0} MiB before, {:.0} MiB at peak: +{:.0} MiB",
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        peak.saturating_sub(before) as f64 / 1024.0
+    );
+}
+
 /// 1,000 watchers on configmaps; a writer creates 200 objects/s stamped with their send time;
 /// every watcher measures commit-to-delivery for every event.
 async fn fan_out(client: &HttpClient, base: &str, watchers: usize) {
@@ -272,7 +362,12 @@ async fn run() {
         dir.path().display()
     );
     creates(&client, &base, n, clients).await;
+    if std::env::var("SHOAL_BENCH_ONLY").as_deref() == Ok("lists") {
+        large_lists(&client, &base, n, env("SHOAL_BENCH_LISTS", 200)).await;
+        return;
+    }
     gets(&client, &base, n, clients).await;
+    large_lists(&client, &base, n, env("SHOAL_BENCH_LISTS", 200)).await;
     fan_out(&client, &base, env("SHOAL_BENCH_WATCHERS", 1000)).await;
     stop.cancel();
 
