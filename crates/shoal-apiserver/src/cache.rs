@@ -161,6 +161,15 @@ impl CachedObject {
         }
     }
 
+    /// `f` of the parsed object, without keeping the parse when it was not already kept (a
+    /// Table of every pod should not double the cache's memory for good).
+    pub fn with_value<T>(&self, f: impl FnOnce(&Value) -> T) -> T {
+        match self.value.get() {
+            Some(v) => f(v),
+            None => f(&serde_json::from_slice(&self.json).unwrap_or(Value::Null)),
+        }
+    }
+
     /// The object, parsed on first use.
     pub fn value(&self) -> &Value {
         self.value.get_or_init(|| {

@@ -67,6 +67,8 @@ pub struct ApiServer {
     /// Bearer token every request must carry; `None` disables authentication (tests only).
     token: Option<String>,
     supervisor: Supervisor,
+    /// Seats for writing list bodies (`handlers/stream.rs`).
+    list_seats: Arc<tokio::sync::Semaphore>,
     /// Stops the background tasks when the server is dropped.
     stop: CancellationToken,
 }
@@ -101,6 +103,7 @@ impl ApiServer {
             openapi: openapi::OpenApi::build(),
             token: options.token,
             supervisor: sup.clone(),
+            list_seats: handlers::list_seats(),
             stop: stop.clone(),
         });
         server.bootstrap().await?;

@@ -130,6 +130,11 @@ pub(super) async fn list(
             let c = decode_continue(token)?;
             let mut req = RangeRequest::prefix(&filter.prefix).at(Revision(c.rv));
             req.start = format!("{}\0", c.start);
+            // Without selectors a page needs only its own keys (and one more, to know there
+            // are more); the store counts the rest.
+            if let Some(l) = limit.filter(|_| filter.selects_everything()) {
+                req.limit = l + 1;
+            }
             let r = s.registry.store.range(req).await.map_err(|e| match e {
                 shoal_store::StoreError::Compacted { .. } => {
                     ApiError(StatusError::expired(CONTINUE_TOO_OLD))
@@ -138,7 +143,7 @@ pub(super) async fn list(
             })?;
             let mut out = Vec::new();
             let mut next = None;
-            let total = r.kvs.len();
+            let total = r.count.max(r.kvs.len());
             for (i, kv) in r.kvs.into_iter().enumerate() {
                 let obj = CachedObject::decode(&kv.key, &kv.value, kv.mod_revision.get())?;
                 if filter.matches_obj(&obj) {
@@ -181,37 +186,19 @@ pub(super) async fn list(
             list_meta["remainingItemCount"] = json!(r);
         }
     }
-    if wants_table(headers) {
-        let values: Vec<&Value> = objects.iter().map(|o| o.value()).collect();
-        let t = table::table(
-            info,
-            &values,
-            IncludeObject::parse(q.get("includeObject")),
-            list_meta,
-            true,
-        );
-        return Ok(value_response(StatusCode::OK, &t));
-    }
-    // The list is assembled from each object's cached encoding.
-    let mut out = Vec::with_capacity(objects.iter().map(|o| o.json.len() + 1).sum::<usize>() + 129);
-    out.extend_from_slice(
-        format!(
-            "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":",
-            info.list_kind(),
-            info.api_version()
+    // Streamed item by item from the snapshot (`stream.rs`): the bytes of the whole list,
+    // never all of them in memory at once.
+    let chunks = if wants_table(headers) {
+        let include = IncludeObject::parse(q.get("includeObject"));
+        Chunks::new(
+            table_head(info, list_meta),
+            objects,
+            table_rows(info, include),
         )
-        .as_bytes(),
-    );
-    out.extend_from_slice(&serde_json::to_vec(&list_meta).unwrap_or_default());
-    out.extend_from_slice(b",\"items\":[");
-    for (i, o) in objects.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&o.json);
-    }
-    out.extend_from_slice(b"]}");
-    Ok(json_response(StatusCode::OK, out))
+    } else {
+        Chunks::new(list_head(info, &list_meta), objects, json_items())
+    };
+    Ok(streamed(chunks, &s.list_seats))
 }
 
 pub(super) async fn get(

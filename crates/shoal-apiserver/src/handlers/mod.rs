@@ -5,11 +5,14 @@
 
 mod list;
 mod response;
+mod stream;
 mod watch;
 mod write;
 
 use list::*;
 use response::*;
+pub(crate) use stream::list_seats;
+use stream::*;
 use watch::*;
 use write::*;
 
