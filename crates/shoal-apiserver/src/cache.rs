@@ -29,6 +29,8 @@ const HISTORY: usize = 4096;
 pub struct CachedObject {
     pub key: String,
     pub json: Bytes,
+    /// `json` and a newline, as a whole response body ends (same buffer, no copy).
+    pub body: Bytes,
     pub revision: i64,
     value: OnceLock<Value>,
 }
@@ -113,7 +115,7 @@ impl CachedObject {
     pub fn decode(key: &str, bytes: &[u8], revision: i64) -> Result<Self, StoreError> {
         let rv = format!("\"resourceVersion\":\"{revision}\"");
         let spliced = |at: usize, comma_before: bool, comma_after: bool| {
-            let mut json = Vec::with_capacity(bytes.len() + rv.len() + 1);
+            let mut json = Vec::with_capacity(bytes.len() + rv.len() + 2);
             json.extend_from_slice(&bytes[..at]);
             if comma_before {
                 json.push(b',');
@@ -123,12 +125,7 @@ impl CachedObject {
                 json.push(b',');
             }
             json.extend_from_slice(&bytes[at..]);
-            CachedObject {
-                key: key.to_owned(),
-                json: Bytes::from(json),
-                revision,
-                value: OnceLock::new(),
-            }
+            Self::new(key.to_owned(), json, revision, OnceLock::new())
         };
         if let Some(rest) = bytes.strip_prefix(OLD_STORED_PREFIX) {
             // `{"metadata":{` + `"resourceVersion":"N"` + (`,` unless metadata was empty) + rest.
@@ -152,12 +149,19 @@ impl CachedObject {
         if value.is_object() {
             crate::meta::set_resource_version(value, revision.to_string());
         }
-        let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        Self::new(key, json, revision, OnceLock::from(std::mem::take(value)))
+    }
+
+    fn new(key: String, mut json: Vec<u8>, revision: i64, value: OnceLock<Value>) -> Self {
+        json.push(b'\n');
+        let body = Bytes::from(json);
         CachedObject {
             key,
-            json,
+            json: body.slice(..body.len() - 1),
+            body,
             revision,
-            value: OnceLock::from(std::mem::take(value)),
+            value,
         }
     }
 

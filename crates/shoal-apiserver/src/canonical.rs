@@ -106,15 +106,33 @@ fn reorder_value(ty: &Ty, repeated: bool, v: &mut Value, depth: usize) {
 }
 
 /// Reorders a JSON object holding the message `name`; other JSON (a Time's string, an
-/// IntOrString, a Quantity) is left as it is.
+/// IntOrString, a Quantity) is left as it is. An object already in order (most are, on an
+/// update) is only walked, not rebuilt.
 fn reorder(name: &str, v: &mut Value, depth: usize) {
     let (Some(fields), Value::Object(m)) = (lookup(name), v) else {
         return;
     };
+    if in_order(fields, m) {
+        for f in fields {
+            if let Some(v) = m.get_mut(f.json) {
+                reorder_value(&f.ty, f.repeated, v, depth + 1);
+            }
+        }
+        return;
+    }
     let mut out = Map::with_capacity(m.len());
     reorder_fields(fields, m, &mut out, depth);
     out.append(m);
     *m = out;
+}
+
+/// Whether `m`'s keys the schema knows come first, in schema order.
+fn in_order(fields: &[Field], m: &Map<String, Value>) -> bool {
+    let mut keys = m.keys();
+    fields
+        .iter()
+        .filter(|f| m.contains_key(f.json))
+        .all(|f| keys.next().is_some_and(|k| k == f.json))
 }
 
 #[cfg(test)]

@@ -227,5 +227,6 @@ pub(super) async fn get(
         );
         return Ok(value_response(StatusCode::OK, &t));
     }
-    Ok(json_response(StatusCode::OK, obj.json.to_vec()))
+    // The cached body already ends with the newline: no copy.
+    Ok(json_body(StatusCode::OK, Body::from(obj.body.clone())))
 }

@@ -5,7 +5,12 @@ use super::*;
 /// A JSON body, ended with a newline as kube-apiserver's encoder ends every one.
 pub(super) fn json_response(code: StatusCode, mut body: Vec<u8>) -> Response {
     body.push(b'\n');
-    let mut r = (code, Body::from(body)).into_response();
+    json_body(code, Body::from(body))
+}
+
+/// A response with a JSON body that is complete as given (newline included).
+pub(super) fn json_body(code: StatusCode, body: Body) -> Response {
+    let mut r = (code, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -143,12 +143,7 @@ pub(super) fn streamed(chunks: Chunks, seats: &Arc<Semaphore>) -> Response {
         let chunk = chunks.next_chunk()?;
         Some((Ok::<_, Infallible>(chunk), (chunks, seat, seats)))
     });
-    let mut r = (StatusCode::OK, Body::from_stream(body)).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
+    json_body(StatusCode::OK, Body::from_stream(body))
 }
 
 /// The head of a list of `info`'s kind: everything up to the first item.

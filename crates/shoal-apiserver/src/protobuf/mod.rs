@@ -88,11 +88,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A message's fields by its full name (one hash lookup; the canonical ordering of every
+/// stored object asks for each nested message).
 pub(crate) fn lookup(name: &str) -> Option<&'static [Field]> {
-    schema::MESSAGES
-        .binary_search_by(|(n, _)| (*n).cmp(name))
-        .ok()
-        .map(|i| schema::MESSAGES[i].1)
+    static BY_NAME: std::sync::OnceLock<std::collections::HashMap<&'static str, &'static [Field]>> =
+        std::sync::OnceLock::new();
+    BY_NAME
+        .get_or_init(|| schema::MESSAGES.iter().map(|(n, f)| (*n, *f)).collect())
+        .get(name)
+        .copied()
 }
 
 fn text(b: &[u8]) -> Result<String, StatusError> {
