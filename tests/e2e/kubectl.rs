@@ -499,6 +499,18 @@ fn errors_read_like_kubernetes(c: Cluster) {
     );
     let err = c.fails(&["get", "deploy", "nope"]);
     assert!(err.contains("deployments.apps \"nope\" not found"), "{err}");
+    let err = c.fails(&["delete", "namespace", "default"]);
+    assert_eq!(
+        err.trim(),
+        "Error from server (Forbidden): namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+    let classes = c.ok(&["get", "priorityclasses"]);
+    assert!(
+        classes.starts_with("NAME")
+            && classes.contains("VALUE")
+            && classes.contains("system-node-critical      2000001000   false"),
+        "{classes}"
+    );
     let f = write(
         dir.path(),
         "cm.yaml",

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use shoal_store::StoreError;
 use std::net::SocketAddr;
 
-const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub(crate) const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn options() -> WriteOptions {
     WriteOptions {
@@ -23,13 +24,24 @@ fn backend(e: ApiError) -> StoreError {
 }
 
 impl ApiServer {
-    /// Creates the system namespaces if missing.
+    /// Creates the system namespaces and the system PriorityClasses if missing.
     pub(crate) async fn bootstrap(&self) -> Result<(), StoreError> {
         let info = shoal_api::resources::find("", "v1", "namespaces")
             .expect("namespaces are in the resource table");
         for ns in SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             match self.registry.create(info, None, obj, &options()).await {
+                Ok(_) => {}
+                Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        let classes = shoal_api::resources::find("scheduling.k8s.io", "v1", "priorityclasses")
+            .expect("priorityclasses are in the resource table");
+        for (name, value, description) in crate::kinds::priority::SYSTEM_CLASSES {
+            let obj = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "description": description});
+            match self.registry.create(classes, None, obj, &options()).await {
                 Ok(_) => {}
                 Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(backend(e)),

@@ -71,6 +71,30 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "scheduling.k8s.io",
+        kinds: &["PriorityClass"],
+        columns: &[
+            NAME,
+            ("Value", "integer", 0),
+            ("Global-Default", "boolean", 0),
+            AGE,
+            ("PreemptionPolicy", "string", 0),
+        ],
+        cells: |o, now| {
+            vec![
+                name(o),
+                json!(i(o, "/value")),
+                json!(
+                    o.get("globalDefault")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                created(o, now),
+                json!(s(o, "/preemptionPolicy")),
+            ]
+        },
+    },
+    Printer {
         group: "node.k8s.io",
         kinds: &["RuntimeClass"],
         columns: &[NAME, ("Handler", "string", 0), AGE],

@@ -12,6 +12,7 @@ mod namespace;
 mod network_policy;
 mod pod;
 mod policy;
+pub(crate) mod priority;
 mod service;
 pub(crate) mod validation;
 mod workloads;
@@ -147,6 +148,24 @@ pub trait Strategy: Sync {
 
     /// What a deletion that has to wait marks on the object (a Namespace's `Terminating`).
     fn begin_deletion(&self, _o: &mut Value) {}
+
+    /// Built-in admission that reads other objects (from the watch cache), before defaults:
+    /// a pod's priority from its PriorityClass, the single default PriorityClass. `old` is
+    /// `None` on create.
+    fn admit(
+        &self,
+        _cache: &crate::cache::WatchCache,
+        _info: &ResourceInfo,
+        _o: &mut Value,
+        _old: Option<&Value>,
+    ) -> ApiResult<()> {
+        Ok(())
+    }
+
+    /// Refuses the deletion of `o` outright (the system namespaces).
+    fn check_delete(&self, _info: &ResourceInfo, _o: &Value) -> ApiResult<()> {
+        Ok(())
+    }
 }
 
 /// A kind without rules of its own.
@@ -179,6 +198,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("batch", "Job") => &job::JOB,
         ("batch", "CronJob") => &job::CRON_JOB,
         ("networking.k8s.io", "NetworkPolicy") => &network_policy::NETWORK_POLICY,
+        ("scheduling.k8s.io", "PriorityClass") => &priority::PRIORITY_CLASS,
         (shoal_api::policy::GROUP, "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
             &policy::ADMISSION_POLICY
         }

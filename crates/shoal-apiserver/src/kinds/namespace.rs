@@ -1,10 +1,11 @@
 //! Namespaces: a DNS-1123 label for a name, the `kubernetes` finalizer, `Active` on create and
-//! `Terminating` while their content is deleted.
+//! `Terminating` while their content is deleted; the system namespaces cannot be deleted.
 
 use super::Strategy;
 use super::defaulting::{child, obj, set_default};
+use crate::error::ApiResult;
 use serde_json::{Value, json};
-use shoal_api::ResourceInfo;
+use shoal_api::{ResourceInfo, StatusError};
 
 pub(super) struct NamespaceStrategy;
 pub(super) static NAMESPACE: NamespaceStrategy = NamespaceStrategy;
@@ -36,5 +37,20 @@ impl Strategy for NamespaceStrategy {
 
     fn begin_deletion(&self, o: &mut Value) {
         o["status"] = json!({"phase": "Terminating"});
+    }
+
+    /// NamespaceLifecycle: the system namespaces may not be deleted.
+    fn check_delete(&self, info: &ResourceInfo, o: &Value) -> ApiResult<()> {
+        let name = crate::meta::name(o);
+        if crate::bootstrap::SYSTEM_NAMESPACES.contains(&name) {
+            return Err(StatusError::forbidden_object(
+                info.plural,
+                info.group,
+                name,
+                "this namespace may not be deleted",
+            )
+            .into());
+        }
+        Ok(())
     }
 }

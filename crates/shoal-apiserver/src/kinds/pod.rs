@@ -228,6 +228,20 @@ fn qos_class(spec: &Value) -> &'static str {
 }
 
 impl Strategy for PodStrategy {
+    /// Priority admission, on create.
+    fn admit(
+        &self,
+        cache: &crate::cache::WatchCache,
+        info: &ResourceInfo,
+        o: &mut Value,
+        old: Option<&Value>,
+    ) -> crate::error::ApiResult<()> {
+        match old {
+            None => super::priority::admit_pod(cache, info, o),
+            Some(_) => Ok(()),
+        }
+    }
+
     fn default(&self, o: &mut Value) {
         let Some(root) = obj(o) else { return };
         let spec = child(root, "spec");

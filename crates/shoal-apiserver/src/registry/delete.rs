@@ -45,6 +45,7 @@ impl Registry {
                 ))
                 .into());
             }
+            strategy.check_delete(info, &current.value)?;
             let attrs = crate::admission::Attributes {
                 info,
                 sub: None,

@@ -245,6 +245,12 @@ impl Registry {
     ) -> ApiResult<()> {
         let info = r.info;
         let strategy = kinds::strategy(info);
+        if r.sub.is_none() && strategy.admit(&self.cache, info, o, old).is_err() {
+            // What it read may not have reached the watch cache yet (a PriorityClass created an
+            // instant ago): once more, after the cache has caught up with the store.
+            self.cache.sync().await?;
+            strategy.admit(&self.cache, info, o, old)?;
+        }
         strategy.normalize(o);
         strategy.default(o);
         let name = meta::name(o).to_owned();

@@ -34,7 +34,8 @@ impl Registry {
     ) -> ApiResult<Written> {
         check_type_meta(r.info, &mut o)?;
         check_name(&r, &o)?;
-        let wanted_rv = meta::resource_version(&o);
+        // `resourceVersion: "0"` asks for an unconditional update, as in Kubernetes.
+        let wanted_rv = meta::resource_version(&o).filter(|rv| *rv != 0);
         let wanted_uid = meta::str_field(&o, "uid").to_owned();
         let (o, wanted_uid) = (&o, wanted_uid.as_str());
         self.guaranteed_update(r, move |current| Box::pin(async move {

@@ -4,6 +4,7 @@
 //! three patch types and server-side apply conflicts. (What only kubectl shows is tested end
 //! to end in `tests/`.) `wire.rs` pins the bytes and fields kube-apiserver answers with.
 
+mod kinds;
 mod paging_and_watch;
 mod services;
 mod wire;

@@ -676,6 +676,11 @@ async fn every_served_kind_comes_back_with_the_fields_its_schema_requires() {
             schema_of::<networking::v1::NetworkPolicy>(),
         ),
         (
+            "/apis/scheduling.k8s.io/v1/priorityclasses".into(),
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "x"}, "value": 5}),
+            schema_of::<k8s_openapi::api::scheduling::v1::PriorityClass>(),
+        ),
+        (
             "/apis/node.k8s.io/v1/runtimeclasses".into(),
             json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "x"}, "handler": "x"}),
             schema_of::<node::v1::RuntimeClass>(),

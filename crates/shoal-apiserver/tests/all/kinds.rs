@@ -1,0 +1,147 @@
+//! Kinds and built-in admission as kube-apiserver has them: the system namespaces cannot be
+//! deleted; `resourceVersion: "0"` is an unconditional update; PriorityClasses and Priority
+//! admission.
+
+use crate::{CONFIGMAPS, app, assert_status, configmap, send, send_as};
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn system_namespaces_may_not_be_deleted_others_may() {
+    let (app, _) = app().await;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let r = send(
+            &app,
+            Method::DELETE,
+            &format!("/api/v1/namespaces/{ns}"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            r.text(),
+            format!(
+                "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":\"namespaces \\\"{ns}\\\" is forbidden: this namespace may not be deleted\",\"reason\":\"Forbidden\",\"details\":{{\"name\":\"{ns}\",\"kind\":\"namespaces\"}},\"code\":403}}\n"
+            )
+        );
+    }
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mine"}});
+    send(&app, Method::POST, "/api/v1/namespaces", ns).await;
+    let r = send(&app, Method::DELETE, "/api/v1/namespaces/mine", Value::Null).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn resource_version_0_is_an_unconditional_update() {
+    let (app, _) = app().await;
+    send(
+        &app,
+        Method::POST,
+        CONFIGMAPS,
+        configmap("u", json!({"a": "1"})),
+    )
+    .await;
+    let mut cm = configmap("u", json!({"a": "2"}));
+    cm["metadata"]["resourceVersion"] = json!("0");
+    let r = send(&app, Method::PUT, &format!("{CONFIGMAPS}/u"), cm).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["data"]["a"], "2");
+}
+
+const CLASSES: &str = "/apis/scheduling.k8s.io/v1/priorityclasses";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn class(name: &str, value: i64, default: bool) -> Value {
+    json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name},
+        "value": value, "globalDefault": default})
+}
+
+fn pod(name: &str, class: Option<&str>) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}});
+    if let Some(c) = class {
+        p["spec"]["priorityClassName"] = json!(c);
+    }
+    p
+}
+
+#[tokio::test]
+async fn priority_classes_set_pod_priorities_as_the_priority_admission_plugin_does() {
+    let (app, _) = app().await;
+    // The system classes exist from the start.
+    let r = send(
+        &app,
+        Method::GET,
+        &format!("{CLASSES}/system-node-critical"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(r.body["value"], 2_000_001_000);
+    assert_eq!(r.body["preemptionPolicy"], "PreemptLowerPriority");
+
+    // No class anywhere: priority 0.
+    let r = send(&app, Method::POST, PODS, pod("plain", None)).await;
+    assert_eq!(r.body["spec"]["priority"], 0, "{}", r.body);
+    assert!(r.body["spec"].get("priorityClassName").is_none());
+
+    let r = send(&app, Method::POST, CLASSES, class("high", 1000, true)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Admission reads classes from the watch cache, as Kubernetes' plugin reads its informer:
+    // a class named by a pod is looked up again once the cache has caught up, but a new
+    // global default applies once the cache has it (a consistent read makes sure here).
+    send(&app, Method::GET, &format!("{CLASSES}/high"), Value::Null).await;
+    let r = send(&app, Method::POST, PODS, pod("defaulted", None)).await;
+    assert_eq!(r.body["spec"]["priority"], 1000);
+    assert_eq!(r.body["spec"]["priorityClassName"], "high");
+    let r = send(
+        &app,
+        Method::POST,
+        PODS,
+        pod("critical", Some("system-cluster-critical")),
+    )
+    .await;
+    assert_eq!(r.body["spec"]["priority"], 2_000_000_000);
+
+    let r = send(&app, Method::POST, PODS, pod("lost", Some("nope"))).await;
+    assert_status(&r, 403, "Forbidden");
+    assert_eq!(
+        r.body["message"],
+        "pods \"lost\" is forbidden: no PriorityClass with name nope was found"
+    );
+    let mut wrong = pod("wrong", Some("high"));
+    wrong["spec"]["priority"] = json!(5);
+    let r = send(&app, Method::POST, PODS, wrong).await;
+    assert_status(&r, 403, "Forbidden");
+
+    // One global default; user values up to 10^9; no `system-` names; value is immutable.
+    let r = send(&app, Method::POST, CLASSES, class("other", 10, true)).await;
+    assert_status(&r, 403, "Forbidden");
+    assert_eq!(
+        r.body["message"],
+        "priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass high is already marked as default. Only one default can exist"
+    );
+    let r = send(
+        &app,
+        Method::POST,
+        CLASSES,
+        class("huge", 1_000_000_001, false),
+    )
+    .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.body["details"]["causes"][0]["field"], "value");
+    let r = send(&app, Method::POST, CLASSES, class("system-mine", 5, false)).await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.body["details"]["causes"][0]["field"], "metadata.name");
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{CLASSES}/high"),
+        "application/merge-patch+json",
+        json!({"value": 7}).to_string(),
+    )
+    .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        r.body["details"]["causes"][0]["message"],
+        "Forbidden: may not be changed in an update."
+    );
+}
