@@ -290,6 +290,25 @@ fn jobs_complete_and_cronjobs_create_jobs() {
         "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
     ]);
     assert_eq!(owner, "CronJob/tick");
+
+    // A schedule that can never fire is accepted, with Kubernetes' warning.
+    c.apply(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: never}\nspec:\n  schedule: '59 23 31 2 *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: hello, image: shoal.local/hello:latest}]\n",
+    );
+    eventually("an InvalidSchedule warning", || {
+        let events = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=never",
+        ]);
+        anyhow::ensure!(
+            events.contains("Warning   InvalidSchedule")
+                && events.contains("invalid schedule: 59 23 31 2 * : time difference between two schedules is less than 1 second"),
+            "{events}"
+        );
+        Ok(())
+    });
     let last = c.ok(&[
         "get",
         "cronjob/tick",

@@ -122,6 +122,20 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .unwrap_or_else(jiff::Timestamp::now)
         .to_zoned(tz);
     let (scheduled, next) = due(&cron, &since, &now);
+    if next.is_none() {
+        // A schedule that parses but never comes (the 31st of February): Kubernetes' words.
+        crate::record(
+            &ctx.client,
+            "cronjob-controller",
+            cj.as_ref(),
+            "Warning",
+            "InvalidSchedule",
+            format!(
+                "invalid schedule: {} : time difference between two schedules is less than 1 second",
+                spec.schedule
+            ),
+        );
+    }
     let mut st = json!({
         "active": active.iter().map(|j| job_ref(&j.metadata)).collect::<Vec<_>>(),
     });
@@ -252,5 +266,14 @@ mod tests {
         assert!(parse_schedule("0 9 * * MON-FRI").is_ok());
         assert!(parse_schedule("* * * * * *").is_err(), "six fields");
         assert!(parse_schedule("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_has_no_next_time() {
+        let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+        let never = parse_schedule("59 23 31 2 *").expect("parses, as in Kubernetes");
+        assert_eq!(due(&never, &now, &now).1, None);
+        let daily = parse_schedule("0 0 * * *").unwrap();
+        assert!(due(&daily, &now, &now).1.is_some());
     }
 }
