@@ -226,6 +226,25 @@ fn server_side_apply_creates_merges_and_reports_conflicts(c: Cluster) {
         &f2,
     ]);
     assert_eq!(c.ok(&["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]), "2");
+
+    // Client-side apply first, then server-side apply of a change: the documented migration
+    // takes the client-side-applied fields over without a conflict (and `diff` agrees).
+    let csa = cm.replace("name: ssa", "name: csa");
+    let f3 = write(dir.path(), "csa.yaml", &csa);
+    c.ok(&["apply", "-f", &f3]);
+    let f4 = write(dir.path(), "csa2.yaml", &csa.replace("\"1\"", "\"3\""));
+    let out = c.kubectl(&["diff", "--server-side", "-f", &f4]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        c.ok(&["apply", "--server-side", "-f", &f4])
+            .contains("configmap/csa serverside-applied")
+    );
+    assert_eq!(c.ok(&["get", "cm", "csa", "-o", "jsonpath={.data.a}"]), "3");
 }
 
 fn get_output_formats_selectors_and_paging(c: Cluster) {

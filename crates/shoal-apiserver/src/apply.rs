@@ -348,6 +348,26 @@ pub fn record_update(
     write_managers(new, &managers);
 }
 
+/// The field manager `kubectl apply --server-side` uses by default.
+const KUBECTL: &str = "kubectl";
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Whether every conflicting field is one the object's `last-applied-configuration` (written
+/// by client-side `kubectl apply`) sets: then the server-side apply may take them over, as
+/// Kubernetes' `lastAppliedManager` allows.
+fn client_side_applied(live: &Value, conflicts: &[(String, Path)]) -> bool {
+    let Some(last) = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    else {
+        return false;
+    };
+    let allowed = fields_of(&last, true);
+    conflicts.iter().all(|(_, p)| allowed.contains(p))
+}
+
 /// Applies `applied` (the manager's full intent) to `live`. Returns the new object or a 409
 /// naming every conflicting field.
 pub fn apply(
@@ -360,7 +380,7 @@ pub fn apply(
 ) -> Result<Value, StatusError> {
     let mut managers = read_managers(live);
     let new_set = fields_of(applied, true);
-    let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut conflicts: Vec<(String, Path)> = Vec::new();
     for m in managers
         .iter_mut()
         .filter(|m| m.manager != manager || m.operation != "Apply")
@@ -378,9 +398,18 @@ pub fn apply(
                 m.fields.remove(&p);
             }
         } else {
-            conflicts.extend(clash.iter().map(|p| (m.manager.clone(), render_path(p))));
+            conflicts.extend(clash.into_iter().map(|p| (m.manager.clone(), p)));
         }
     }
+    if !conflicts.is_empty() && manager == KUBECTL && client_side_applied(live, &conflicts) {
+        // The documented client-side → server-side apply migration: `kubectl apply
+        // --server-side` takes over what `kubectl apply` last applied.
+        return apply(live, applied, manager, true, api_version, now);
+    }
+    let conflicts: Vec<(String, String)> = conflicts
+        .into_iter()
+        .map(|(m, p)| (m, render_path(&p)))
+        .collect();
     if !conflicts.is_empty() {
         let causes: Vec<Cause> = conflicts
             .iter()
@@ -485,6 +514,32 @@ mod tests {
         assert_eq!(forced["data"]["a"], "2");
         // Same value from a second manager is shared ownership, not a conflict.
         assert!(apply(&live, &applied, "kubectl", false, "v1", "t").is_ok());
+    }
+
+    #[test]
+    fn server_side_apply_by_kubectl_takes_over_what_client_side_apply_last_applied() {
+        let last = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+        let mut live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "annotations": {LAST_APPLIED: last.to_string()}},
+            "data": {"a": "1", "b": "1"}});
+        record_update(None, &mut live, "kubectl-client-side-apply", "v1", "t", "");
+        let changed = |k: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {k: "2"}});
+        // `a` was client-side applied: kubectl's server-side apply takes it over.
+        let out = apply(&live, &changed("a"), "kubectl", false, "v1", "t").unwrap();
+        assert_eq!(out["data"]["a"], "2");
+        // `b` was set some other way: still a conflict; and only kubectl migrates.
+        assert_eq!(
+            apply(&live, &changed("b"), "kubectl", false, "v1", "t")
+                .unwrap_err()
+                .code,
+            409
+        );
+        assert_eq!(
+            apply(&live, &changed("a"), "helm", false, "v1", "t")
+                .unwrap_err()
+                .code,
+            409
+        );
     }
 
     #[test]
