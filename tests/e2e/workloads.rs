@@ -461,3 +461,45 @@ fn deleting_a_namespace_deletes_everything_in_it() {
     let left = c.ok(&["get", "pods", "-A", "-o", "name"]);
     assert!(!left.contains("/d-"), "{left}");
 }
+
+#[test]
+fn drain_evicts_pods_while_honouring_a_pod_disruption_budget() {
+    let c = Cluster::start().unwrap();
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: guarded}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: guarded}}\n  template:\n    metadata: {labels: {app: guarded}}\n    spec:\n      containers: [{name: c, image: shoal.local/exerciser:latest}]\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: guarded}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: guarded}}\n",
+    );
+    eventually("the budget sees two healthy pods", || {
+        let pdb = c.ok(&["get", "pdb", "guarded"]);
+        anyhow::ensure!(pdb.contains("N/A             1                 1"), "{pdb}");
+        Ok(())
+    });
+    // One pod may go; the second eviction is refused while its replacement cannot run (the
+    // node is cordoned), so the drain gives up at its timeout.
+    let out = c.kubectl(&[
+        "drain",
+        NODE,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=12s",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("evicted").count(), 1, "{stdout}");
+    let node = c.ok(&["get", "node", NODE]);
+    assert!(node.contains("SchedulingDisabled"), "{node}");
+    // Without the budget the drain completes.
+    c.ok(&["delete", "pdb", "guarded"]);
+    let out = c.ok(&[
+        "drain",
+        NODE,
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--timeout=60s",
+    ]);
+    assert!(out.contains(&format!("node/{} drained", NODE)), "{out}");
+}

@@ -195,6 +195,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("discovery.k8s.io", "EndpointSlice", "endpointslices", "endpointslice", ns: true, short: [], cat: [], sub: [], fields: ["addressType"], spec: false),
     res!("networking.k8s.io", "NetworkPolicy", "networkpolicies", "networkpolicy", ns: true, short: ["netpol"], cat: [], sub: [], fields: [], spec: true),
     res!("node.k8s.io", "RuntimeClass", "runtimeclasses", "runtimeclass", ns: false, short: [], cat: [], sub: [], fields: [], spec: false),
+    res!("policy", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", ns: true, short: ["pdb"], cat: [], sub: [S::Status], fields: [], spec: true),
     res!("scheduling.k8s.io", "PriorityClass", "priorityclasses", "priorityclass", ns: false, short: ["pc"], cat: [], sub: [], fields: [], spec: false),
     res!("events.k8s.io", "Event", "events", "event", ns: true, short: ["ev"], cat: [], sub: [],
         fields: ["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "reason", "reportingController", "type"], spec: false),

@@ -61,6 +61,7 @@ kinds! {
     "discovery.k8s.io", "EndpointSlice" => discovery::v1::EndpointSlice;
     "networking.k8s.io", "NetworkPolicy" => networking::v1::NetworkPolicy;
     "node.k8s.io", "RuntimeClass" => node::v1::RuntimeClass;
+    "policy", "PodDisruptionBudget" => k8s_openapi::api::policy::v1::PodDisruptionBudget;
     "scheduling.k8s.io", "PriorityClass" => k8s_openapi::api::scheduling::v1::PriorityClass;
     "events.k8s.io", "Event" => events::v1::Event;
     "autoscaling", "Scale" => k8s_openapi::api::autoscaling::v1::Scale;

@@ -6,6 +6,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
 pub mod job;
@@ -80,6 +81,7 @@ pub async fn run(
         spawn("statefulset", |c, _| Box::pin(statefulset::run(c))),
         spawn("namespace", |c, _| Box::pin(namespace::run(c))),
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
+        spawn("disruption", |c, _| Box::pin(disruption::run(c))),
         spawn("nodelifecycle", |c, grace| {
             Box::pin(nodelifecycle::run(c, grace))
         }),

@@ -71,6 +71,31 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "policy",
+        kinds: &["PodDisruptionBudget"],
+        columns: &[
+            NAME,
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let bound = |key: &str| match o.pointer(&format!("/spec/{key}")) {
+                Some(Value::String(s)) => json!(s),
+                Some(Value::Number(n)) => json!(n.to_string()),
+                _ => json!("N/A"),
+            };
+            vec![
+                name(o),
+                bound("minAvailable"),
+                bound("maxUnavailable"),
+                json!(i(o, "/status/disruptionsAllowed")),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
         group: "scheduling.k8s.io",
         kinds: &["PriorityClass"],
         columns: &[

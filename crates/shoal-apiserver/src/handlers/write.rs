@@ -70,7 +70,15 @@ pub(super) async fn resource(
             ))
         }
         (Method::POST, Some(n), Some(Subresource::Eviction)) => {
-            reg.delete(info, ns, n, &DeleteOptions::default()).await?;
+            // The Eviction's own deleteOptions (grace period, preconditions), if any.
+            let opts = match crate::body::decode_object(content_type(headers), &body) {
+                Ok(e) => e
+                    .get("deleteOptions")
+                    .map(DeleteOptions::from_body)
+                    .unwrap_or_default(),
+                Err(_) => DeleteOptions::default(),
+            };
+            reg.evict(info, ns.unwrap_or("default"), n, &opts).await?;
             Ok(value_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

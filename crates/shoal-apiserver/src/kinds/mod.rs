@@ -7,6 +7,7 @@
 
 mod config;
 pub(crate) mod defaulting;
+mod disruption;
 mod job;
 mod namespace;
 mod network_policy;
@@ -199,6 +200,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("batch", "CronJob") => &job::CRON_JOB,
         ("networking.k8s.io", "NetworkPolicy") => &network_policy::NETWORK_POLICY,
         ("scheduling.k8s.io", "PriorityClass") => &priority::PRIORITY_CLASS,
+        ("policy", "PodDisruptionBudget") => &disruption::DISRUPTION_BUDGET,
         (shoal_api::policy::GROUP, "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
             &policy::ADMISSION_POLICY
         }

@@ -145,6 +145,134 @@ impl Registry {
         }))
         .await
     }
+
+    /// `pods/eviction`: deletes the pod unless that would take its PodDisruptionBudget below
+    /// what it allows (429, as Kubernetes answers, and `kubectl drain` retries). A healthy
+    /// pod's eviction takes one disruption from the budget and records the pod among its
+    /// `disruptedPods` before the pod is deleted.
+    pub async fn evict(
+        &self,
+        info: &'static ResourceInfo,
+        ns: &str,
+        name: &str,
+        opts: &super::DeleteOptions,
+    ) -> ApiResult<()> {
+        let pod = self
+            .read_existing(&ObjectRef::new(info, Some(ns), name))
+            .await?;
+        let ready = pod
+            .value
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        let phase = pod
+            .value
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let budgets = self.budgets_of(ns, &pod.value).await?;
+        // Finished, unready or already deleting pods are not protected by a budget.
+        let protected =
+            ready && !matches!(phase, "Succeeded" | "Failed") && !meta::is_deleting(&pod.value);
+        match budgets.as_slice() {
+            [] => {}
+            [_] if !protected => {}
+            [pdb] => self.take_disruption(ns, pdb, name).await?,
+            _ => {
+                return Err(StatusError::internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                )
+                .into());
+            }
+        }
+        self.delete(info, Some(ns), name, opts).await.map(drop)
+    }
+
+    /// The names of the budgets in `ns` whose selector selects `pod` (an absent selector
+    /// selects nothing, an empty one everything, as in policy/v1).
+    async fn budgets_of(&self, ns: &str, pod: &Value) -> ApiResult<Vec<String>> {
+        let pdbs = shoal_api::resources::find("policy", "v1", "poddisruptionbudgets")
+            .expect("poddisruptionbudgets are served");
+        self.cache.sync().await?;
+        Ok(self
+            .cache
+            .resource(pdbs)
+            .list(&pdbs.namespace_prefix(Some(ns)), None)
+            .iter()
+            .filter(|b| {
+                b.value()
+                    .pointer("/spec/selector")
+                    .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
+                    .is_some_and(|s| s.matches_object(pod))
+            })
+            .map(|b| meta::name(b.value()).to_owned())
+            .collect())
+    }
+
+    /// Takes one allowed disruption from budget `pdb` for pod `pod`, or answers 429.
+    async fn take_disruption(&self, ns: &str, pdb: &str, pod: &str) -> ApiResult<()> {
+        let pdbs = shoal_api::resources::find("policy", "v1", "poddisruptionbudgets")
+            .expect("poddisruptionbudgets are served");
+        let r = ObjectRef::new(pdbs, Some(ns), pdb).subresource(Some(Subresource::Status));
+        let opts = WriteOptions {
+            dry_run: false,
+            manager: String::new(),
+            validation: crate::request::FieldValidation::Ignore,
+        };
+        let opts = &opts;
+        self.guaranteed_update(r, move |current| {
+            Box::pin(async move {
+                let status = current.value.get("status").cloned().unwrap_or(json!({}));
+                let int = |k: &str| status.get(k).and_then(Value::as_i64).unwrap_or(0);
+                let observed = int("observedGeneration");
+                let generation = current
+                    .value
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let refuse = |why: String| {
+                    let mut e = StatusError::with_code(
+                        429,
+                        "Cannot evict pod as it would violate the pod's disruption budget.",
+                    );
+                    e.details = Some(Box::new(shoal_api::Details {
+                        causes: vec![shoal_api::Cause {
+                            reason: "DisruptionBudget".into(),
+                            message: why,
+                            field: String::new(),
+                        }],
+                        ..Default::default()
+                    }));
+                    e
+                };
+                if observed < generation {
+                    return Err(refuse(format!(
+                        "The disruption budget {pdb} is still being processed by the server."
+                    ))
+                    .into());
+                }
+                if int("disruptionsAllowed") <= 0 {
+                    return Err(refuse(format!(
+                        "The disruption budget {pdb} needs {} healthy pods and has {} currently",
+                        int("desiredHealthy"),
+                        int("currentHealthy")
+                    ))
+                    .into());
+                }
+                let mut new = current.value.clone();
+                new["status"]["disruptionsAllowed"] = json!(int("disruptionsAllowed") - 1);
+                new["status"]["disruptedPods"][pod] = json!(meta::now());
+                Ok(self
+                    .write_over(&r, &current, new, opts, false)
+                    .await?
+                    .map(drop))
+            })
+        })
+        .await
+    }
 }
 
 /// The Scale view of an object with `spec.replicas`.

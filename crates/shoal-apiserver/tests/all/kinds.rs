@@ -145,3 +145,66 @@ async fn priority_classes_set_pod_priorities_as_the_priority_admission_plugin_do
         "Forbidden: may not be changed in an update."
     );
 }
+
+#[tokio::test]
+async fn an_eviction_spends_the_disruption_budget_and_is_refused_with_429_when_none_is_left() {
+    let (app, _) = app().await;
+    let mut p = pod("web-1", None);
+    p["metadata"]["labels"] = json!({"app": "web"});
+    let created = send(&app, Method::POST, PODS, p).await;
+    let mut ready = created.body.clone();
+    ready["status"]["phase"] = json!("Running");
+    ready["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    let r = send(&app, Method::PUT, &format!("{PODS}/web-1/status"), ready).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
+    let r = send(&app, Method::POST, pdbs, pdb).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        r.body["status"],
+        json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})
+    );
+    // What the disruption controller would write: one healthy pod, one needed.
+    let mut st = r.body.clone();
+    st["status"] = json!({"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1,
+        "desiredHealthy": 1, "expectedPods": 1});
+    let r = send(&app, Method::PUT, &format!("{pdbs}/web/status"), st.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let eviction =
+        json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "web-1"}});
+    let evict = format!("{PODS}/web-1/eviction");
+    let r = send(&app, Method::POST, &evict, eviction.clone()).await;
+    assert_eq!(
+        r.text(),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Cannot evict pod as it would violate the pod's disruption budget.\",\"reason\":\"TooManyRequests\",\"details\":{\"causes\":[{\"reason\":\"DisruptionBudget\",\"message\":\"The disruption budget web needs 1 healthy pods and has 1 currently\"}]},\"code\":429}\n"
+    );
+    // One disruption allowed: the eviction spends it and the pod goes.
+    st["status"]["disruptionsAllowed"] = json!(1);
+    st["status"]["currentHealthy"] = json!(2);
+    st["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    let r = send(&app, Method::PUT, &format!("{pdbs}/web/status"), st).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = send(&app, Method::POST, &evict, eviction).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let after = send(&app, Method::GET, &format!("{pdbs}/web"), Value::Null).await;
+    assert_eq!(after.body["status"]["disruptionsAllowed"], 0);
+    assert!(
+        after.body["status"]["disruptedPods"].get("web-1").is_some(),
+        "{}",
+        after.body
+    );
+    let gone = send(&app, Method::GET, &format!("{PODS}/web-1"), Value::Null).await;
+    assert!(
+        gone.status == StatusCode::NOT_FOUND
+            || gone.body["metadata"]["deletionTimestamp"].is_string(),
+        "{}",
+        gone.body
+    );
+}

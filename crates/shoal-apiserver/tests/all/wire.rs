@@ -676,6 +676,11 @@ async fn every_served_kind_comes_back_with_the_fields_its_schema_requires() {
             schema_of::<networking::v1::NetworkPolicy>(),
         ),
         (
+            g("policy/v1") + "/poddisruptionbudgets",
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "x"}, "spec": {"minAvailable": 1, "selector": sel}}),
+            schema_of::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(),
+        ),
+        (
             "/apis/scheduling.k8s.io/v1/priorityclasses".into(),
             json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "x"}, "value": 5}),
             schema_of::<k8s_openapi::api::scheduling::v1::PriorityClass>(),
