@@ -185,3 +185,36 @@ fn simulated_nodes_take_pods_and_replicas_spread_over_them() {
         Ok(())
     });
 }
+
+#[test]
+fn a_high_priority_pod_preempts_lower_priority_ones_on_a_full_node() {
+    let c = Cluster::start_with(&["--max-pods", "2"]).unwrap();
+    let pod = |name: &str, class: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  {class}containers: [{{name: c, image: shoal.local/exerciser:latest}}]\n"
+        )
+    };
+    c.apply(&pod("low-1", ""));
+    c.apply(&pod("low-2", ""));
+    c.wait_pod("low-1", "{.status.phase}", "Running");
+    c.wait_pod("low-2", "{.status.phase}", "Running");
+    c.apply(
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: urgent}\nvalue: 1000\n",
+    );
+    c.apply(&pod("urgent", "priorityClassName: urgent\n  "));
+    c.wait_pod("urgent", "{.status.phase}", "Running");
+    assert_eq!(c.pod_field("urgent", "{.spec.priority}").unwrap(), "1000");
+    // Exactly one low-priority pod made room, with Kubernetes' event.
+    let left = c.ok(&["get", "pods", "-o", "name"]);
+    assert_eq!(
+        left.lines().filter(|l| l.starts_with("pod/low-")).count(),
+        1,
+        "{left}"
+    );
+    let events = c.ok(&["get", "events", "--field-selector", "reason=Preempted"]);
+    let uid = c.pod_field("urgent", "{.metadata.uid}").unwrap();
+    assert!(
+        events.contains(&format!("Preempted by pod {uid} on node {NODE}")),
+        "{events}"
+    );
+}

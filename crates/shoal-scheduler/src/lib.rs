@@ -7,6 +7,7 @@
 pub mod framework;
 pub mod interpod;
 pub mod plugins;
+pub mod preemption;
 pub mod spread;
 pub mod wasm;
 
@@ -377,12 +378,52 @@ impl Scheduler {
                     });
                 }
                 Err(message) => {
+                    if preemption::may_preempt(&pod, &nodes)
+                        && let Some(plan) = preemption::plan(&framework, &pod, &nodes)
+                    {
+                        let node = nodes[plan.node].name().to_owned();
+                        let this = self.clone();
+                        let preemptor = pod.clone();
+                        runtime.spawn(async move {
+                            this.preempt(&preemptor, &node, &plan.victims).await
+                        });
+                    }
                     self.back_off(&pod);
                     self.report_unschedulable(&pod, message);
                 }
             }
         }
         snapshot_took
+    }
+
+    /// Deletes `victims` for `pod` (a `Preempted` event on each, as kube-scheduler records
+    /// it) and nominates `node` in the pod's status.
+    async fn preempt(&self, pod: &Pod, node: &str, victims: &[Arc<Pod>]) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        for v in victims {
+            let ns = v.metadata.namespace.as_deref().unwrap_or("default");
+            let name = v.metadata.name.as_deref().unwrap_or("");
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            match api.delete(name, &Default::default()).await {
+                Ok(_) => self.event(
+                    v,
+                    "Normal",
+                    "Preempted",
+                    format!("Preempted by pod {uid} on node {node}"),
+                ),
+                Err(e) => tracing::debug!(pod = %name, error = %e, "cannot preempt"),
+            }
+        }
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let status = json!({"status": {"nominatedNodeName": node}});
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+        {
+            tracing::debug!(pod = %name, error = %e, "cannot nominate a node");
+        }
     }
 
     fn report_unschedulable(self: &Arc<Self>, pod: &Arc<Pod>, message: String) {
