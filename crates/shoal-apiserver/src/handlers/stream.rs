@@ -7,8 +7,9 @@
 //! Writing list bodies is CPU-bound (copies into the socket); like kube-apiserver's priority
 //! and fairness, a few list bodies are written at a time (a *seat* each, [`list_seats`]) and
 //! the others wait their turn holding only their snapshot, so small requests (a GET, a watch
-//! event) are not queued behind hundreds of busy streams. A reader that takes no chunk for
-//! [`SEAT_IDLE`] gives its seat up and queues again when it reads on.
+//! event) are not queued behind hundreds of busy streams; a list that fits in one chunk needs
+//! no seat. A reader that takes no chunk for [`SEAT_IDLE`] gives its seat up and queues again
+//! when it reads on.
 
 use super::*;
 use std::sync::Mutex;
@@ -88,11 +89,15 @@ pub(super) struct Chunks {
     encode: Encode,
     tail: Option<&'static [u8]>,
     first: bool,
+    /// The items' JSON fits in one chunk (a Table row is smaller than its object): such a
+    /// list is written at once, without waiting for a seat.
+    small: bool,
 }
 
 impl Chunks {
     pub(super) fn new(head: Vec<u8>, items: Vec<Arc<CachedObject>>, encode: Encode) -> Self {
         Chunks {
+            small: items.iter().map(|o| o.json.len() + 1).sum::<usize>() <= CHUNK,
             head: Some(head),
             items: items.into_iter(),
             encode,
@@ -134,7 +139,14 @@ impl Chunks {
 }
 
 /// A 200 with a JSON body streamed from `chunks`, each chunk written holding one of `seats`.
-pub(super) fn streamed(chunks: Chunks, seats: &Arc<Semaphore>) -> Response {
+pub(super) fn streamed(mut chunks: Chunks, seats: &Arc<Semaphore>) -> Response {
+    if chunks.small {
+        let mut all = Vec::new();
+        while let Some(c) = chunks.next_chunk() {
+            all.extend_from_slice(&c);
+        }
+        return json_body(StatusCode::OK, Body::from(all));
+    }
     let seat = Seat::new();
     tokio::spawn(watch_seat(Arc::downgrade(&seat)));
     let state = (chunks, seat, seats.clone());
@@ -309,6 +321,12 @@ mod seat_tests {
         // The first list takes the only seat, reads one chunk and stops reading.
         stalled.frame().await.unwrap().unwrap();
         assert_eq!(seats.available_permits(), 0);
+        // A small list needs no seat: it is answered at once.
+        let small = streamed(
+            Chunks::new(b"[".to_vec(), big()[..3].to_vec(), json_items()),
+            &seats,
+        );
+        assert!(read_all(small.into_body()).await > 3000);
         // The second waits for the seat, then gets it once the first has idled too long.
         let next = streamed(Chunks::new(b"[".to_vec(), big(), json_items()), &seats);
         let started = Instant::now();
