@@ -185,6 +185,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "ServiceAccount", "serviceaccounts", "serviceaccount", ns: true, short: ["sa"], cat: [], sub: [], fields: [], spec: false),
     res!("", "Event", "events", "event", ns: true, short: ["ev"], cat: [], sub: [],
         fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], spec: false),
+    res!("", "PodTemplate", "podtemplates", "podtemplate", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
+    res!("apps", "ControllerRevision", "controllerrevisions", "controllerrevision", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("apps", "Deployment", "deployments", "deployment", ns: true, short: ["deploy"], cat: ["all"], sub: [S::Status, S::Scale], fields: [], spec: true),
     res!("apps", "ReplicaSet", "replicasets", "replicaset", ns: true, short: ["rs"], cat: ["all"], sub: [S::Status, S::Scale], fields: ["status.replicas"], spec: true),
     res!("apps", "StatefulSet", "statefulsets", "statefulset", ns: true, short: ["sts"], cat: ["all"], sub: [S::Status, S::Scale], fields: [], spec: true),

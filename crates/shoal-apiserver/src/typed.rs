@@ -51,6 +51,8 @@ kinds! {
     "", "ServiceAccount" => core::v1::ServiceAccount;
     "", "Event" => core::v1::Event;
     "", "Binding" => core::v1::Binding;
+    "", "PodTemplate" => core::v1::PodTemplate;
+    "apps", "ControllerRevision" => apps::v1::ControllerRevision;
     "apps", "Deployment" => apps::v1::Deployment;
     "apps", "ReplicaSet" => apps::v1::ReplicaSet;
     "apps", "StatefulSet" => apps::v1::StatefulSet;

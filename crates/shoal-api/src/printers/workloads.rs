@@ -16,6 +16,59 @@ macro_rules! wide {
 
 pub(super) static PRINTERS: &[Printer] = &[
     Printer {
+        group: "",
+        kinds: &["PodTemplate"],
+        columns: &[
+            NAME,
+            ("Containers", "string", 0),
+            ("Images", "string", 0),
+            ("Pod Labels", "string", 0),
+        ],
+        cells: |o, _now| {
+            let (containers, images) =
+                containers_images(o.pointer("/template/spec").unwrap_or(&Value::Null));
+            vec![
+                name(o),
+                json!(containers),
+                json!(images),
+                json!(map_selector(o.pointer("/template/metadata/labels"))),
+            ]
+        },
+    },
+    Printer {
+        group: "apps",
+        kinds: &["ControllerRevision"],
+        columns: &[
+            NAME,
+            ("Controller", "string", 0),
+            ("Revision", "integer", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            // `daemonset.apps/web`, from the controller owner reference.
+            let controller = arr(o, "/metadata/ownerReferences")
+                .iter()
+                .find(|r| r["controller"] == true)
+                .map(|r| {
+                    let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
+                    let kind = s(r, "/kind").to_lowercase();
+                    let kind = if group.is_empty() {
+                        kind
+                    } else {
+                        format!("{kind}.{group}")
+                    };
+                    format!("{kind}/{}", s(r, "/name"))
+                })
+                .unwrap_or_default();
+            vec![
+                name(o),
+                json!(or_none(controller)),
+                json!(i(o, "/revision")),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
         group: "apps",
         kinds: &["Deployment"],
         columns: wide![

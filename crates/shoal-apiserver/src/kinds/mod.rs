@@ -15,6 +15,7 @@ mod pod;
 mod policy;
 pub(crate) mod priority;
 mod service;
+mod templates;
 pub(crate) mod validation;
 mod workloads;
 
@@ -201,6 +202,8 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("networking.k8s.io", "NetworkPolicy") => &network_policy::NETWORK_POLICY,
         ("scheduling.k8s.io", "PriorityClass") => &priority::PRIORITY_CLASS,
         ("policy", "PodDisruptionBudget") => &disruption::DISRUPTION_BUDGET,
+        ("", "PodTemplate") => &templates::POD_TEMPLATE,
+        ("apps", "ControllerRevision") => &templates::CONTROLLER_REVISION,
         (shoal_api::policy::GROUP, "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
             &policy::ADMISSION_POLICY
         }

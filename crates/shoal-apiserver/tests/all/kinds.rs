@@ -208,3 +208,44 @@ async fn an_eviction_spends_the_disruption_budget_and_is_refused_with_429_when_n
         gone.body
     );
 }
+
+#[tokio::test]
+async fn pod_templates_are_defaulted_and_controller_revisions_keep_their_data() {
+    let (app, _) = app().await;
+    let t = json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+        "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x:1"}]}}});
+    let r = send(
+        &app,
+        Method::POST,
+        "/api/v1/namespaces/default/podtemplates",
+        t,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["template"]["spec"]["restartPolicy"], "Always");
+    assert_eq!(
+        r.body["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+
+    let revs = "/apis/apps/v1/namespaces/default/controllerrevisions";
+    let cr = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "web-1"},
+        "revision": 1, "data": {"spec": {"template": {"$patch": "replace"}}}});
+    let r = send(&app, Method::POST, revs, cr.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{revs}/web-1"),
+        "application/merge-patch+json",
+        json!({"data": {"spec": {"template": null}}}).to_string(),
+    )
+    .await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.body["details"]["causes"][0]["field"], "data");
+    let mut no_rev = cr;
+    no_rev["metadata"]["name"] = json!("web-2");
+    no_rev.as_object_mut().unwrap().remove("revision");
+    let r = send(&app, Method::POST, revs, no_rev).await;
+    assert_status(&r, 422, "Invalid");
+}

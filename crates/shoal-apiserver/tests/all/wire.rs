@@ -601,6 +601,16 @@ async fn every_served_kind_comes_back_with_the_fields_its_schema_requires() {
             schema_of::<core::v1::ServiceAccount>(),
         ),
         (
+            format!("{ns}/podtemplates"),
+            json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "x"}, "template": tmpl}),
+            schema_of::<core::v1::PodTemplate>(),
+        ),
+        (
+            g("apps/v1") + "/controllerrevisions",
+            json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "metadata": {"name": "x"}, "revision": 1, "data": {"spec": {}}}),
+            schema_of::<apps::v1::ControllerRevision>(),
+        ),
+        (
             "/api/v1/namespaces".into(),
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
             schema_of::<core::v1::Namespace>(),
