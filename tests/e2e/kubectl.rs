@@ -97,6 +97,16 @@ fn discovery_commands_work(c: Cluster) {
         )),
         "{v}"
     );
+    // The kubelet reports the same version as the API server, for itself and its proxy.
+    let node_versions = c.ok(&[
+        "get",
+        "node",
+        shoal_testkit::NODE,
+        "-o",
+        "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.kubeProxyVersion}",
+    ]);
+    let v = shoal_api::version::GIT_VERSION;
+    assert_eq!(node_versions, format!("{v} {v}"));
     let r = c.ok(&["api-resources"]);
     for line in [
         "deployments",

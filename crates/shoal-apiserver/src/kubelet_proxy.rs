@@ -1,5 +1,6 @@
 //! `pods/log`: checked here as Kubernetes checks it, then proxied to the kubelet of the pod's
-//! node over HTTPS and streamed back.
+//! node over HTTPS and streamed back; and [`Upstream`], the one way the API server sends a
+//! request on a client's behalf (logs here, the `proxy` subresources in `proxy.rs`).
 //!
 //! Like a Kubernetes API server started without `--kubelet-certificate-authority`, the kubelet's
 //! serving certificate is not verified; the request carries the cluster token.

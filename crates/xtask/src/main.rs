@@ -70,6 +70,14 @@ const TEST: &[Need] = &[
     },
 ];
 
+/// Python with its venv module, for the end-to-end test that drives Shoal with the official
+/// Python client (installed only when `python3 -m venv` does not work).
+const PYTHON_VENV: Need = Need {
+    file: "/usr/share/doc/python3-venv",
+    package: "python3-venv",
+    why: "one end-to-end test drives Shoal with the official Python client, in a virtualenv",
+};
+
 /// Installs missing packages with apt-get when running as root, or says exactly what to do.
 fn ensure(needs: &[&Need]) -> anyhow::Result<()> {
     let missing: Vec<&&Need> = needs
@@ -150,6 +158,14 @@ fn main() -> anyhow::Result<()> {
         "test" => {
             ensure(&BUILD.iter().chain(TEST).collect::<Vec<_>>())?;
             check_kubectl()?;
+            // The Python client's virtualenv needs python3 with venv (Debian: python3-venv).
+            let has_venv = Command::new("python3")
+                .args(["-m", "venv", "--help"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !has_venv {
+                ensure(&[&PYTHON_VENV])?;
+            }
             let python = shoal_testkit::python::python_client()
                 .context("the end-to-end suite drives Shoal with the official Python client too")?;
             eprintln!("Python client: {}", python.display());

@@ -20,6 +20,19 @@ pub(crate) fn child<'a>(m: &'a mut Map<String, Value>, key: &str) -> &'a mut Val
     e
 }
 
+/// Sets each of `counters` in `root.status` to 0 when absent: the plain `int32` counters of
+/// Kubernetes' status structs, present before any controller writes.
+pub(crate) fn status_counters(root: &mut Map<String, Value>, counters: &[&str]) {
+    if counters.is_empty() {
+        return;
+    }
+    if let Some(status) = obj(child(root, "status")) {
+        for c in counters {
+            set_default(status, c, json!(0));
+        }
+    }
+}
+
 pub(crate) fn each(v: Option<&mut Value>, mut f: impl FnMut(&mut Map<String, Value>)) {
     if let Some(Value::Array(items)) = v {
         for it in items {

@@ -3,8 +3,8 @@
 //! them ([`crate::registry::Registry::evict`]).
 
 use super::Strategy;
-use super::defaulting::{child, obj, set_default};
-use serde_json::{Value, json};
+use super::defaulting::{obj, status_counters};
+use serde_json::Value;
 use shoal_api::Cause;
 
 pub(super) struct DisruptionBudgetStrategy;
@@ -12,16 +12,16 @@ pub(super) static DISRUPTION_BUDGET: DisruptionBudgetStrategy = DisruptionBudget
 
 impl Strategy for DisruptionBudgetStrategy {
     fn default(&self, o: &mut Value) {
-        let Some(root) = obj(o) else { return };
-        if let Some(status) = obj(child(root, "status")) {
-            for c in [
-                "disruptionsAllowed",
-                "currentHealthy",
-                "desiredHealthy",
-                "expectedPods",
-            ] {
-                set_default(status, c, json!(0));
-            }
+        if let Some(root) = obj(o) {
+            status_counters(
+                root,
+                &[
+                    "disruptionsAllowed",
+                    "currentHealthy",
+                    "desiredHealthy",
+                    "expectedPods",
+                ],
+            );
         }
     }
 

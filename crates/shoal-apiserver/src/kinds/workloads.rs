@@ -5,7 +5,7 @@
 //! `_DaemonSet` field by field.
 
 use super::Strategy;
-use super::defaulting::{child, obj, set_default};
+use super::defaulting::{child, obj, set_default, status_counters};
 use super::pod::{default_pod_spec, validate_pod_spec};
 use super::validation::{replicas, selector_and_template};
 use serde_json::{Map, Value, json};
@@ -66,7 +66,7 @@ fn stateful_update_strategy(s: &mut Map<String, Value>) {
 
 /// Status counters Kubernetes' status structs always carry (plain `int32`s, not pointers): a
 /// new object has them at 0 before any controller writes.
-fn status_counters(kind: &str) -> &'static [&'static str] {
+fn counters_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "ReplicaSet" => &["replicas"],
         "StatefulSet" => &["replicas", "availableReplicas"],
@@ -83,14 +83,7 @@ fn status_counters(kind: &str) -> &'static [&'static str] {
 impl Strategy for Workload {
     fn default(&self, o: &mut Value) {
         let Some(root) = obj(o) else { return };
-        let counters = status_counters(self.0);
-        if !counters.is_empty()
-            && let Some(status) = obj(child(root, "status"))
-        {
-            for c in counters {
-                set_default(status, c, json!(0));
-            }
-        }
+        status_counters(root, counters_of(self.0));
         match self.0 {
             "Deployment" => {
                 let spec = child(root, "spec");
