@@ -245,10 +245,16 @@ impl StatusError {
     /// 422 with one cause per invalid field; kubectl prints the causes.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
         let lines: Vec<String> = causes.iter().map(Cause::to_line).collect();
-        let message = if lines.len() == 1 {
-            format!("{kind} \"{name}\" is invalid: {}", lines[0])
+        // `GroupKind.String()`: `Deployment.apps`, `Pod`.
+        let qualified = if group.is_empty() {
+            kind.to_owned()
         } else {
-            format!("{kind} \"{name}\" is invalid: [{}]", lines.join(", "))
+            format!("{kind}.{group}")
+        };
+        let message = if lines.len() == 1 {
+            format!("{qualified} \"{name}\" is invalid: {}", lines[0])
+        } else {
+            format!("{qualified} \"{name}\" is invalid: [{}]", lines.join(", "))
         };
         let d = Details {
             causes,

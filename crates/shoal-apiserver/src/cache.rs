@@ -245,7 +245,19 @@ pub struct Subscription {
     pub live: broadcast::Receiver<Arc<CacheEvent>>,
 }
 
+/// Where CustomResourceDefinitions are stored.
+const CRD_PREFIX: &str = "/registry/apiextensions.k8s.io/customresourcedefinitions/";
+
 impl ResourceCache {
+    fn new(info: &'static ResourceInfo) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(1024);
+        Arc::new(ResourceCache {
+            info,
+            state: RwLock::new(State::default()),
+            tx,
+        })
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         // Writers never panic while holding the lock (they only move Arcs around).
         self.state.read().unwrap_or_else(|p| p.into_inner())
@@ -363,7 +375,11 @@ impl ResourceCache {
 /// All resources' caches and the revision they have caught up with.
 pub struct WatchCache {
     store: Arc<dyn Store>,
-    caches: Vec<Arc<ResourceCache>>,
+    /// One per built-in resource, and one per custom resource served (added and removed as
+    /// definitions come and go).
+    caches: RwLock<Vec<Arc<ResourceCache>>>,
+    /// The custom resources served, from the definitions in the store.
+    catalog: crate::crd::Catalog,
     revision: watch::Sender<i64>,
     /// Reaches the store watch that feeds the cache, to learn its revision when nothing under
     /// `/registry/` changed (another client of a shared etcd may have written elsewhere).
@@ -378,21 +394,12 @@ impl WatchCache {
         supervisor: &shoal_supervisor::Supervisor,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Self>, StoreError> {
-        let caches = RESOURCES
-            .iter()
-            .map(|info| {
-                let (tx, _) = broadcast::channel(1024);
-                Arc::new(ResourceCache {
-                    info,
-                    state: RwLock::new(State::default()),
-                    tx,
-                })
-            })
-            .collect();
+        let caches = RESOURCES.iter().map(ResourceCache::new).collect();
         let (revision, _) = watch::channel(0);
         let cache = Arc::new(WatchCache {
             store,
-            caches,
+            caches: RwLock::new(caches),
+            catalog: crate::crd::Catalog::default(),
             revision,
             progress: Mutex::new(None),
         });
@@ -431,7 +438,18 @@ impl WatchCache {
 
     async fn load(&self) -> Result<Revision, StoreError> {
         let all = self.store.range(RangeRequest::prefix("/registry/")).await?;
-        for c in &self.caches {
+        // Definitions first: their objects need the caches they bring.
+        let definitions: Vec<Value> = all
+            .kvs
+            .iter()
+            .filter(|kv| kv.key.starts_with(CRD_PREFIX))
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        self.catalog.clear();
+        for crd in &definitions {
+            self.define(crd);
+        }
+        for c in self.caches_read().iter() {
             let mut st = c.write();
             st.objects.clear();
             st.history.clear();
@@ -473,6 +491,9 @@ impl WatchCache {
                             {
                                 tracing::error!(error = %e, key = %ev.kv.key, "skipping undecodable object");
                             }
+                            if let Some(name) = ev.kv.key.strip_prefix(CRD_PREFIX) {
+                                self.definition_changed(name, ev);
+                            }
                         }
                         if let Some(last) = events.last() {
                             rev = last.kv.mod_revision;
@@ -493,30 +514,78 @@ impl WatchCache {
         }
     }
 
-    fn for_key(&self, key: &str) -> Option<&Arc<ResourceCache>> {
+    fn caches_read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<ResourceCache>>> {
+        self.caches.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn for_key(&self, key: &str) -> Option<Arc<ResourceCache>> {
         // Longest prefix wins: `/registry/apps/deployments/` before a core `/registry/apps...`.
-        self.caches
+        self.caches_read()
             .iter()
             .filter(|c| key.starts_with(&c.info.storage_prefix()))
             .max_by_key(|c| c.info.storage_prefix().len())
+            .cloned()
     }
 
-    pub fn resource(&self, info: &ResourceInfo) -> &Arc<ResourceCache> {
-        self.caches
+    /// The cache of `info`'s objects (all versions of a custom resource share one). A custom
+    /// resource whose definition has just gone gets an empty cache of its own.
+    pub fn resource(&self, info: &'static ResourceInfo) -> Arc<ResourceCache> {
+        let caches = self.caches_read();
+        caches
             .iter()
             .find(|c| std::ptr::eq(c.info, info))
             .or_else(|| {
-                self.caches
+                caches
                     .iter()
                     .find(|c| c.info.plural == info.plural && c.info.group == info.group)
             })
-            .expect("every served resource has a cache: both come from RESOURCES")
+            .cloned()
+            .unwrap_or_else(|| ResourceCache::new(info))
+    }
+
+    /// The custom resources served.
+    pub fn catalog(&self) -> &crate::crd::Catalog {
+        &self.catalog
+    }
+
+    /// Serves what the definition `crd` says, with a cache for each resource it adds.
+    fn define(&self, crd: &Value) {
+        let served = self.catalog.set(crd);
+        let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
+        for r in served {
+            let prefix = r.info.storage_prefix();
+            if !caches.iter().any(|c| c.info.storage_prefix() == prefix) {
+                caches.push(ResourceCache::new(&r.info));
+            }
+        }
+    }
+
+    /// Follows a definition written or deleted in the store.
+    fn definition_changed(&self, name: &str, ev: &shoal_store::Event) {
+        match ev.kind {
+            EventKind::Put => match serde_json::from_slice::<Value>(&ev.kv.value) {
+                Ok(crd) => self.define(&crd),
+                Err(e) => tracing::error!(error = %e, name, "undecodable definition"),
+            },
+            EventKind::Delete => {
+                let gone: Vec<String> = self
+                    .catalog
+                    .remove(name)
+                    .iter()
+                    .map(|r| r.info.storage_prefix())
+                    .collect();
+                self.caches
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|c| !gone.contains(&c.info.storage_prefix()));
+            }
+        }
     }
 
     /// Whether any cached object names `uid` in its `ownerReferences` (dependents live in the
     /// owner's namespace, or anywhere for a cluster-scoped owner).
     pub fn has_dependents(&self, uid: &str, namespace: Option<&str>) -> bool {
-        self.caches.iter().any(|c| {
+        self.caches_read().iter().any(|c| {
             let prefix = c
                 .info
                 .namespace_prefix(namespace.filter(|_| c.info.namespaced));

@@ -1,9 +1,10 @@
 //! Discovery: `/version`, `/api`, `/apis`, per-group and per-version lists, in the aggregated
 //! (`apidiscovery.k8s.io/v2`) and the legacy form.
 
+use crate::crd::Catalog;
 use serde_json::{Value, json};
 use shoal_api::ResourceInfo;
-use shoal_api::resources::{self, RESOURCES, verbs};
+use shoal_api::resources::{RESOURCES, verbs};
 
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -60,15 +61,78 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
     out
 }
 
-fn group_item(group: &str) -> Value {
-    let resources: Vec<Value> = RESOURCES
+/// Every resource served: the built-in kinds, then the custom resources.
+pub fn served(catalog: &Catalog) -> Vec<&'static ResourceInfo> {
+    RESOURCES
         .iter()
-        .filter(|r| r.group == group)
-        .map(aggregated_resource)
+        .chain(catalog.all().into_iter().map(|c| &c.info))
+        .collect()
+}
+
+/// The groups served, in discovery order.
+fn groups(catalog: &Catalog) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in served(catalog) {
+        if !out.contains(&r.group) {
+            out.push(r.group);
+        }
+    }
+    out
+}
+
+/// Kubernetes' version priority: GA before beta before alpha, higher numbers first, then
+/// other names alphabetically.
+fn version_rank(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>, String) {
+    use std::cmp::Reverse;
+    let parse = |rest: &str| -> Option<(u8, u64, u64)> {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        let (level, minor) = if tail.is_empty() {
+            (0, "0")
+        } else if let Some(n) = tail.strip_prefix("beta") {
+            (1, n)
+        } else if let Some(n) = tail.strip_prefix("alpha") {
+            (2, n)
+        } else {
+            return None;
+        };
+        Some((level, major, minor.parse().ok()?))
+    };
+    match v.strip_prefix('v').and_then(parse) {
+        Some((level, major, minor)) => (level, Reverse(major), Reverse(minor), String::new()),
+        None => (3, Reverse(0), Reverse(0), v.to_owned()),
+    }
+}
+
+/// The versions of `group`, preferred first.
+fn versions(catalog: &Catalog, group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in served(catalog).into_iter().filter(|r| r.group == group) {
+        if !out.contains(&r.version) {
+            out.push(r.version);
+        }
+    }
+    out.sort_by_key(|v| version_rank(v));
+    out
+}
+
+fn group_item(catalog: &Catalog, group: &str) -> Value {
+    let all = served(catalog);
+    let versions: Vec<Value> = versions(catalog, group)
+        .into_iter()
+        .map(|v| {
+            let resources: Vec<Value> = all
+                .iter()
+                .filter(|r| r.group == group && r.version == v)
+                .map(|r| aggregated_resource(r))
+                .collect();
+            json!({"version": v, "resources": resources, "freshness": "Current"})
+        })
         .collect();
     let mut item = json!({
         "metadata": {"creationTimestamp": null},
-        "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+        "versions": versions,
     });
     if !group.is_empty() {
         item["metadata"]["name"] = json!(group);
@@ -77,11 +141,11 @@ fn group_item(group: &str) -> Value {
 }
 
 /// `/api` (core) or `/apis` (named groups), aggregated.
-pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = resources::groups()
+pub fn aggregated(catalog: &Catalog, core: bool) -> Value {
+    let items: Vec<Value> = groups(catalog)
         .into_iter()
         .filter(|g| g.is_empty() == core)
-        .map(group_item)
+        .map(|g| group_item(catalog, g))
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -90,23 +154,27 @@ pub fn api_versions() -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
 }
 
-fn api_group(group: &str) -> Value {
-    let gv = format!("{group}/v1");
-    json!({"name": group, "versions": [{"groupVersion": gv, "version": "v1"}], "preferredVersion": {"groupVersion": gv, "version": "v1"}})
+fn api_group(catalog: &Catalog, group: &str) -> Value {
+    let versions: Vec<Value> = versions(catalog, group)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = versions.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": versions, "preferredVersion": preferred})
 }
 
-pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+pub fn api_group_list(catalog: &Catalog) -> Value {
+    let groups: Vec<Value> = groups(catalog)
         .into_iter()
         .filter(|g| !g.is_empty())
-        .map(api_group)
+        .map(|g| api_group(catalog, g))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-pub fn group(group: &str) -> Option<Value> {
-    resources::groups().contains(&group).then(|| {
-        let mut g = api_group(group);
+pub fn group(catalog: &Catalog, group: &str) -> Option<Value> {
+    groups(catalog).contains(&group).then(|| {
+        let mut g = api_group(catalog, group);
         g["kind"] = json!("APIGroup");
         g["apiVersion"] = json!("v1");
         g
@@ -114,9 +182,9 @@ pub fn group(group: &str) -> Option<Value> {
 }
 
 /// `APIResourceList` for one group version.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs: Vec<&ResourceInfo> = RESOURCES
-        .iter()
+pub fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&ResourceInfo> = served(catalog)
+        .into_iter()
         .filter(|r| r.group == group && r.version == version)
         .collect();
     if rs.is_empty() {

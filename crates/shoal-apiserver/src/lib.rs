@@ -14,6 +14,7 @@ mod bootstrap;
 pub mod cache;
 pub mod canonical;
 mod compactor;
+mod crd;
 mod discovery;
 mod error;
 pub mod handlers;
@@ -107,6 +108,13 @@ impl ApiServer {
             stop: stop.clone(),
         });
         server.bootstrap().await?;
+        let weak = Arc::downgrade(&server);
+        sup.spawn(
+            "apiserver/crd-cleanup",
+            Restart::Always,
+            stop.clone(),
+            move || crd::cleanup::run(weak.clone()),
+        );
         if let Some(plugins) = options.plugins {
             let weak = Arc::downgrade(&server);
             sup.spawn(

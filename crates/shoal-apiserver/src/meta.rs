@@ -61,9 +61,12 @@ pub fn set_resource_version(o: &mut Value, rv: String) {
 }
 
 pub fn finalizers(o: &Value) -> Vec<String> {
-    meta(o)
-        .get("finalizers")
-        .and_then(Value::as_array)
+    strings(meta(o).get("finalizers"))
+}
+
+/// The strings of a JSON array (none if `v` is not one).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(Value::as_str)

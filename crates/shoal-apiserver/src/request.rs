@@ -17,7 +17,12 @@ pub struct Target {
 
 /// Parses `/api/v1/...` or `/apis/<group>/<version>/...` (path already split after the
 /// prefix). Returns `None` for paths that are not resource requests (discovery).
-pub fn parse_target(group: &str, version: &str, parts: &[&str]) -> Result<Target, ApiError> {
+pub fn parse_target(
+    catalog: &crate::crd::Catalog,
+    group: &str,
+    version: &str,
+    parts: &[&str],
+) -> Result<Target, ApiError> {
     let mut parts = parts.to_vec();
     let mut namespace = None;
     // `namespaces/{ns}/{resource}/...`, except `namespaces/{name}/status|finalize` which are
@@ -32,7 +37,9 @@ pub fn parse_target(group: &str, version: &str, parts: &[&str]) -> Result<Target
     let Some(plural) = parts.first() else {
         return Err(StatusError::path_not_found().into());
     };
-    let info = resources::find(group, version, plural).ok_or_else(StatusError::path_not_found)?;
+    let info = resources::find(group, version, plural)
+        .or_else(|| catalog.find(group, version, plural))
+        .ok_or_else(StatusError::path_not_found)?;
     if namespace.is_some() && !info.namespaced {
         return Err(StatusError::path_not_found().into());
     }

@@ -30,6 +30,15 @@ fn description(name: &str) -> String {
 }
 
 pub fn column_definitions(info: &ResourceInfo) -> Value {
+    if let Some(c) = crate::crd::custom(info) {
+        let mut cols = vec![
+            json!({"name": "Name", "type": "string", "format": "name", "description": description("Name"), "priority": 0}),
+        ];
+        cols.extend(c.columns.iter().map(|col| {
+            json!({"name": col.name, "type": col.ty, "format": col.format, "description": col.description, "priority": col.priority})
+        }));
+        return Value::Array(cols);
+    }
     let cols: Vec<Value> = printers::columns(info.group, info.kind)
         .into_iter()
         .map(|(name, ty, priority)| {
@@ -50,7 +59,10 @@ pub fn now_secs() -> i64 {
 }
 
 pub fn row(info: &ResourceInfo, o: &Value, include: IncludeObject, now: i64) -> Value {
-    let cells = printers::cells(info.group, info.kind, o, now);
+    let cells = match crate::crd::custom(info) {
+        Some(c) => custom_cells(c, o, now),
+        None => printers::cells(info.group, info.kind, o, now),
+    };
     let mut row = json!({ "cells": cells });
     match include {
         IncludeObject::None => {}
@@ -64,6 +76,32 @@ pub fn row(info: &ResourceInfo, o: &Value, include: IncludeObject, now: i64) -> 
         IncludeObject::Object => row["object"] = o.clone(),
     }
     row
+}
+
+/// A custom resource's row, as kube-apiextensions prints it: the name, then each printer
+/// column's first value (dates as ages, lists joined by commas), or null when absent.
+fn custom_cells(c: &crate::crd::CustomResource, o: &Value, now: i64) -> Vec<Value> {
+    let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+    for col in &c.columns {
+        let found = col.path.select(o);
+        let cell = match (col.ty.as_str(), found.as_slice()) {
+            (_, []) => Value::Null,
+            ("date", [Value::String(ts), ..]) => json!(printers::age(ts, now)),
+            ("integer" | "number" | "boolean", [v, ..]) if !v.is_string() => (*v).clone(),
+            (_, values) => {
+                let parts: Vec<String> = values
+                    .iter()
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                json!(parts.join(","))
+            }
+        };
+        cells.push(cell);
+    }
+    cells
 }
 
 pub fn table(

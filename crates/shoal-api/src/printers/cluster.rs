@@ -120,6 +120,12 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "apiextensions.k8s.io",
+        kinds: &["CustomResourceDefinition"],
+        columns: &[NAME, ("Created At", "date", 0)],
+        cells: |o, _| vec![name(o), json!(s(o, "/metadata/creationTimestamp"))],
+    },
+    Printer {
         group: "node.k8s.io",
         kinds: &["RuntimeClass"],
         columns: &[NAME, ("Handler", "string", 0), AGE],

@@ -196,7 +196,7 @@ pub(super) async fn list(
             table_rows(info, include),
         )
     } else {
-        Chunks::new(list_head(info, &list_meta), objects, json_items())
+        Chunks::new(list_head(info, &list_meta), objects, json_items(info))
     };
     Ok(streamed(chunks, &s.list_seats))
 }
@@ -228,5 +228,8 @@ pub(super) async fn get(
         return Ok(value_response(StatusCode::OK, &t));
     }
     // The cached body already ends with the newline: no copy.
-    Ok(json_body(StatusCode::OK, Body::from(obj.body.clone())))
+    Ok(json_body(
+        StatusCode::OK,
+        Body::from(crate::crd::served_bytes(info, &obj.body)),
+    ))
 }

@@ -82,6 +82,15 @@ async fn route(
         .filter(|p| !p.is_empty())
         .collect();
     let agg = discovery::wants_aggregated(&accept(headers));
+    let catalog = s.cache.catalog();
+    // A group no definition serves yet may be one created an instant ago that has not reached
+    // the cache: look once more after it has caught up (a client reads its own writes).
+    if let ["apis", g, ..] = parts.as_slice()
+        && !shoal_api::resources::groups().contains(g)
+        && !catalog.serves_group(g)
+    {
+        s.cache.sync().await?;
+    }
     match parts.as_slice() {
         ["version"] => {
             let mut r = value_response(StatusCode::OK, &discovery::version());
@@ -103,15 +112,18 @@ async fn route(
             };
             Ok((code, body).into_response())
         }
-        ["api"] if agg => Ok(aggregated(discovery::aggregated(true))),
-        ["apis"] if agg => Ok(aggregated(discovery::aggregated(false))),
+        ["api"] if agg => Ok(aggregated(discovery::aggregated(catalog, true))),
+        ["apis"] if agg => Ok(aggregated(discovery::aggregated(catalog, false))),
         ["api"] => Ok(value_response(StatusCode::OK, &discovery::api_versions())),
-        ["apis"] => Ok(value_response(StatusCode::OK, &discovery::api_group_list())),
+        ["apis"] => Ok(value_response(
+            StatusCode::OK,
+            &discovery::api_group_list(catalog),
+        )),
         ["api", "v1"] => Ok(value_response(
             StatusCode::OK,
-            &discovery::resource_list("", "v1").unwrap_or_default(),
+            &discovery::resource_list(catalog, "", "v1").unwrap_or_default(),
         )),
-        ["apis", g] => discovery::group(g)
+        ["apis", g] => discovery::group(catalog, g)
             .map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(|| StatusError::path_not_found().into()),
         [
@@ -135,14 +147,14 @@ async fn route(
                 "status": {"userInfo": {"username": "shoal-admin", "groups": ["system:masters", "system:authenticated"]}}}),
             ))
         }
-        ["apis", g, v] => discovery::resource_list(g, v)
+        ["apis", g, v] => discovery::resource_list(catalog, g, v)
             .map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(|| StatusError::path_not_found().into()),
-        ["openapi", "v3"] => Ok(value_response(StatusCode::OK, &s.openapi.root())),
+        ["openapi", "v3"] => Ok(value_response(StatusCode::OK, &s.openapi.root(catalog))),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
             s.openapi
-                .doc(&gv)
+                .doc(catalog, &gv)
                 .map(|b| json_response(StatusCode::OK, b.to_vec()))
                 .ok_or_else(|| StatusError::path_not_found().into())
         }
@@ -150,7 +162,10 @@ async fn route(
             resource(
                 s,
                 method,
-                described(with_trailing_slash(parse_target("", "v1", rest)?, path)),
+                described(with_trailing_slash(
+                    parse_target(catalog, "", "v1", rest)?,
+                    path,
+                )),
                 q,
                 headers,
                 body,
@@ -161,7 +176,10 @@ async fn route(
             resource(
                 s,
                 method,
-                described(with_trailing_slash(parse_target(g, v, rest)?, path)),
+                described(with_trailing_slash(
+                    parse_target(catalog, g, v, rest)?,
+                    path,
+                )),
                 q,
                 headers,
                 body,

@@ -54,7 +54,8 @@ pub(super) fn content_type(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-pub(super) fn written(w: Written) -> Response {
+pub(super) fn written(info: &ResourceInfo, mut w: Written) -> Response {
+    crate::crd::serve_value(info, &mut w.object);
     let code = if w.created {
         StatusCode::CREATED
     } else {

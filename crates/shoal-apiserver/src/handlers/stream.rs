@@ -181,8 +181,13 @@ pub(super) fn table_head(info: &ResourceInfo, list_meta: Value) -> Vec<u8> {
     head
 }
 
-/// Writes each object's cached JSON.
-pub(super) fn json_items() -> Encode {
+/// Writes each object's cached JSON (as served through `info`'s version).
+pub(super) fn json_items(info: &'static ResourceInfo) -> Encode {
+    if crate::crd::custom(info).is_some() {
+        return Box::new(move |o, out| {
+            out.extend_from_slice(&crate::crd::served_bytes(info, &o.json))
+        });
+    }
     Box::new(|o, out| out.extend_from_slice(&o.json))
 }
 
@@ -224,7 +229,7 @@ mod tests {
             let objs = objects(n);
             let meta = json!({"resourceVersion": "42"});
             let streamed =
-                Chunks::new(list_head(info(), &meta), objs.clone(), json_items()).collect();
+                Chunks::new(list_head(info(), &meta), objs.clone(), json_items(info())).collect();
             // The list as it used to be assembled in one buffer.
             let mut whole = br#"{"kind":"ConfigMapList","apiVersion":"v1","metadata":{"resourceVersion":"42"},"items":["#.to_vec();
             for (i, o) in objs.iter().enumerate() {
@@ -316,19 +321,37 @@ mod seat_tests {
     #[tokio::test]
     async fn a_stalled_reader_gives_its_seat_to_the_next_list() {
         let seats = Arc::new(Semaphore::new(1));
-        let stalled = streamed(Chunks::new(b"[".to_vec(), big(), json_items()), &seats);
+        let stalled = streamed(
+            Chunks::new(
+                b"[".to_vec(),
+                big(),
+                json_items(shoal_api::resources::find("", "v1", "configmaps").unwrap()),
+            ),
+            &seats,
+        );
         let mut stalled = stalled.into_body();
         // The first list takes the only seat, reads one chunk and stops reading.
         stalled.frame().await.unwrap().unwrap();
         assert_eq!(seats.available_permits(), 0);
         // A small list needs no seat: it is answered at once.
         let small = streamed(
-            Chunks::new(b"[".to_vec(), big()[..3].to_vec(), json_items()),
+            Chunks::new(
+                b"[".to_vec(),
+                big()[..3].to_vec(),
+                json_items(shoal_api::resources::find("", "v1", "configmaps").unwrap()),
+            ),
             &seats,
         );
         assert!(read_all(small.into_body()).await > 3000);
         // The second waits for the seat, then gets it once the first has idled too long.
-        let next = streamed(Chunks::new(b"[".to_vec(), big(), json_items()), &seats);
+        let next = streamed(
+            Chunks::new(
+                b"[".to_vec(),
+                big(),
+                json_items(shoal_api::resources::find("", "v1", "configmaps").unwrap()),
+            ),
+            &seats,
+        );
         let started = Instant::now();
         let n = tokio::time::timeout(Duration::from_secs(10), read_all(next.into_body()))
             .await

@@ -29,9 +29,12 @@ pub(super) fn encode_event(
         return watch_line(kind.as_str(), &serde_json::to_vec(&t).unwrap_or_default());
     }
     if kind == ev.kind {
-        ev.line.clone()
+        crate::crd::served_bytes(info, &ev.line)
     } else {
-        watch_line(kind.as_str(), &ev.object.json)
+        watch_line(
+            kind.as_str(),
+            &crate::crd::served_bytes(info, &ev.object.json),
+        )
     }
 }
 

@@ -50,8 +50,15 @@ pub(super) async fn resource(
             &reg.get_scale(info, ns, n).await?,
         )),
         (Method::POST, None, None) => {
+            if s.cache.catalog().terminating(info) {
+                return Err(StatusError::method_not_allowed(
+                    "create not allowed while custom resource definition is terminating",
+                )
+                .into());
+            }
             let obj = crate::body::decode_object(content_type(headers), &body)?;
             Ok(written(
+                info,
                 reg.create(
                     info,
                     ns.or(Some("default")).filter(|_| info.namespaced),
@@ -88,6 +95,7 @@ pub(super) async fn resource(
             let obj = crate::body::decode_object(content_type(headers), &body)?;
             let sub = t.subresource.filter(|s| *s == Subresource::Status);
             Ok(written(
+                info,
                 reg.update(
                     ObjectRef::new(info, ns, n).subresource(sub),
                     obj,
@@ -115,6 +123,17 @@ pub(super) async fn resource(
             let ct = content_type(headers);
             let kind = PatchType::from_content_type(ct)
                 .ok_or_else(|| StatusError::unsupported_media_type(ct))?;
+            if kind == PatchType::Strategic
+                && sub != Some(Subresource::Scale)
+                && crate::crd::custom(info).is_some()
+            {
+                // Custom resources have no patch strategies to merge by.
+                return Err(StatusError::with_code(
+                    415,
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                )
+                .into());
+            }
             if body.len() > crate::body::MAX_BODY {
                 return Err(StatusError::too_large("the request body is larger than 3 MiB").into());
             }
@@ -139,9 +158,9 @@ pub(super) async fn resource(
             if kind == PatchType::Apply {
                 let applied = crate::body::from_yaml(&body)
                     .map_err(|e| StatusError::bad_request(format!("error decoding YAML: {e}")))?;
-                return Ok(written(reg.apply(r, applied, force, &opts).await?));
+                return Ok(written(info, reg.apply(r, applied, force, &opts).await?));
             }
-            Ok(written(reg.patch(r, kind, &body, &opts).await?))
+            Ok(written(info, reg.patch(r, kind, &body, &opts).await?))
         }
         (Method::DELETE, Some(n), None) => {
             let opts = delete_options(q, headers, &body)?;

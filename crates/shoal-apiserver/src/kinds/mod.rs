@@ -6,6 +6,7 @@
 //! and a line in [`strategy`].
 
 mod config;
+pub(crate) mod crd;
 pub(crate) mod defaulting;
 mod disruption;
 mod job;
@@ -103,6 +104,15 @@ pub trait Strategy: Sync {
     /// Kubernetes' defaults, on every write.
     fn default(&self, _o: &mut Value) {}
 
+    /// Removes the fields the kind does not declare and returns their paths (a custom
+    /// resource's structural schema prunes; built-in kinds find unknown fields by decoding).
+    fn prune(&self, _o: &mut Value) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Turns an object written through any served version into its storage version.
+    fn to_storage(&self, _o: &mut Value) {}
+
     /// Fills in what a new object gets from the server (a Job's selector from its uid).
     fn prepare_create(&self, _o: &mut Value) {}
 
@@ -164,6 +174,12 @@ pub trait Strategy: Sync {
         Ok(())
     }
 
+    /// Whether [`Strategy::admit`] must read a cache that has caught up with the store (a
+    /// definition's names are checked against every other definition's).
+    fn admits_from_fresh_cache(&self) -> bool {
+        false
+    }
+
     /// Refuses the deletion of `o` outright (the system namespaces).
     fn check_delete(&self, _info: &ResourceInfo, _o: &Value) -> ApiResult<()> {
         Ok(())
@@ -208,7 +224,11 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
             &policy::ADMISSION_POLICY
         }
         (shoal_api::policy::GROUP, "SchedulerPlugin") => &policy::SCHEDULER_PLUGIN,
-        _ => &GENERIC,
+        (crate::crd::GROUP, "CustomResourceDefinition") => &crd::CRD,
+        _ => match crate::crd::custom(info) {
+            Some(c) => c,
+            None => &GENERIC,
+        },
     }
 }
 

@@ -107,13 +107,14 @@ impl Registry {
         })
         .to_string();
         let mut taken = std::collections::HashSet::new();
+        let cache = self.cache.resource(info);
         // Each attempt claims what it allocates in the create's own transaction; a claim found
         // taken (another API server was quicker) is allocated again, at most a few times.
         for _ in 0..ALLOCATION_ATTEMPTS {
             let mut attempt = o.clone();
             let ctx = kinds::AllocContext {
                 info,
-                cache: self.cache.resource(info),
+                cache: &cache,
                 network: &self.network,
                 taken: &taken,
             };

@@ -245,6 +245,9 @@ impl Registry {
     ) -> ApiResult<()> {
         let info = r.info;
         let strategy = kinds::strategy(info);
+        if r.sub.is_none() && strategy.admits_from_fresh_cache() {
+            self.cache.sync().await?;
+        }
         if r.sub.is_none() && strategy.admit(&self.cache, info, o, old).is_err() {
             // What it read may not have reached the watch cache yet (a PriorityClass created an
             // instant ago): once more, after the cache has caught up with the store.
@@ -252,6 +255,7 @@ impl Registry {
             strategy.admit(&self.cache, info, o, old)?;
         }
         strategy.normalize(o);
+        type_meta::report_unknown(strategy.prune(o), opts.validation, warnings)?;
         strategy.default(o);
         let name = meta::name(o).to_owned();
         let namespace = o
@@ -276,7 +280,9 @@ impl Registry {
         type_meta::check_typed(info, o, opts.validation, warnings)?;
         self.admission
             .validate(&self.cache, &attrs, Some(o), old, warnings)
-            .await
+            .await?;
+        strategy.to_storage(o);
+        Ok(())
     }
 
     /// Turns `new` (a full object for the main resource or a subresource) into what is stored,

@@ -23,7 +23,7 @@ impl Registry {
         name: &str,
     ) -> ApiResult<Value> {
         let current = self.read_existing(&ObjectRef::new(info, ns, name)).await?;
-        Ok(scale_of(&current.value))
+        Ok(scale_of(info, &current.value))
     }
 
     /// Sets replicas from a Scale written by PUT or PATCH.
@@ -37,7 +37,7 @@ impl Registry {
         let change = &change;
         self.guaranteed_update(r, move |current| {
             Box::pin(async move {
-                let mut scale = scale_of(&current.value);
+                let mut scale = scale_of(r.info, &current.value);
                 match change {
                     ScaleChange::Replace(v) => scale = v.clone(),
                     ScaleChange::Patch(PatchType::Json, body) => {
@@ -73,9 +73,9 @@ impl Registry {
                     None => 0,
                 };
                 let mut new = current.value.clone();
-                new["spec"]["replicas"] = json!(replicas);
+                set_spec_replicas(r.info, &mut new, replicas);
                 let written = self.write_over(&r, &current, new, opts, true).await?;
-                Ok(written.map(|w| scale_of(&w.object)))
+                Ok(written.map(|w| scale_of(r.info, &w.object)))
             })
         })
         .await
@@ -276,13 +276,53 @@ impl Registry {
 }
 
 /// The Scale view of an object with `spec.replicas`.
-pub fn scale_of(o: &Value) -> Value {
+/// Sets the replicas a Scale asked for where the kind keeps them (a custom resource's
+/// `specReplicasPath`).
+fn set_spec_replicas(info: &ResourceInfo, o: &mut Value, replicas: i64) {
+    let paths = crate::crd::custom(info).and_then(|c| c.scale.as_ref());
+    let fields = paths
+        .and_then(|p| p.spec_replicas.fields())
+        .unwrap_or_else(|| vec!["spec", "replicas"]);
+    let mut at = o;
+    for f in &fields[..fields.len().saturating_sub(1)] {
+        if !at.get(*f).is_some_and(Value::is_object) {
+            at[*f] = json!({});
+        }
+        at = &mut at[*f];
+    }
+    if let Some(last) = fields.last() {
+        at[*last] = json!(replicas);
+    }
+}
+
+pub fn scale_of(info: &ResourceInfo, o: &Value) -> Value {
     let m = meta::meta(o);
-    let selector = o
-        .pointer("/spec/selector")
-        .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let custom = crate::crd::custom(info).and_then(|c| c.scale.as_ref());
+    let (spec_replicas, status_replicas, selector) = match custom {
+        Some(p) => (
+            p.spec_replicas.select(o).first().map(|v| (*v).clone()),
+            p.status_replicas.select(o).first().map(|v| (*v).clone()),
+            p.label_selector
+                .as_ref()
+                .and_then(|l| {
+                    l.select(o)
+                        .first()
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default(),
+        ),
+        None => (
+            o.pointer("/spec/replicas").cloned(),
+            o.pointer("/status/replicas").cloned(),
+            o.pointer("/spec/selector")
+                .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+        ),
+    };
+    // A custom resource without replicas yet scales from 0, a built-in kind from its default.
+    let default_replicas = if custom.is_some() { 0 } else { 1 };
     let mut scale = json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -293,9 +333,9 @@ pub fn scale_of(o: &Value) -> Value {
             "resourceVersion": m.get("resourceVersion"),
             "creationTimestamp": m.get("creationTimestamp"),
         },
-        "spec": {"replicas": o.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "spec": {"replicas": spec_replicas.unwrap_or(json!(default_replicas))},
         "status": {
-            "replicas": o.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "replicas": status_replicas.unwrap_or(json!(0)),
             "selector": selector,
         },
     });

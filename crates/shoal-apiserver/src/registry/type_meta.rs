@@ -30,11 +30,20 @@ pub(super) fn check_typed(
     if validation == FieldValidation::Ignore {
         return Ok(());
     }
-    let unknown: Vec<String> = typed::unknown_fields(o, &typed)
+    report_unknown(typed::unknown_fields(o, &typed), validation, warnings)
+}
+
+/// Refuses (`Strict`) or warns about (`Warn`) the unknown fields at `paths`.
+pub(super) fn report_unknown(
+    paths: Vec<String>,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    let unknown: Vec<String> = paths
         .into_iter()
         .map(|f| format!("unknown field \"{f}\""))
         .collect();
-    if unknown.is_empty() {
+    if unknown.is_empty() || validation == FieldValidation::Ignore {
         return Ok(());
     }
     match validation {

@@ -73,6 +73,8 @@ impl Registry {
         self.guaranteed_update(r, move |current| {
             Box::pin(async move {
                 let mut target = current.value.clone();
+                // Patched as the client sees it: in the version it asked for.
+                crate::crd::serve_value(r.info, &mut target);
                 match kind {
                     PatchType::Json => patch::json_patch(&mut target, body)?,
                     PatchType::Merge => patch::merge_patch(&mut target, body)?,

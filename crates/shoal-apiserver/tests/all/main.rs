@@ -4,6 +4,7 @@
 //! three patch types and server-side apply conflicts. (What only kubectl shows is tested end
 //! to end in `tests/`.) `wire.rs` pins the bytes and fields kube-apiserver answers with.
 
+mod crd;
 mod kinds;
 mod paging_and_watch;
 mod services;
@@ -66,6 +67,17 @@ pub async fn send_as(
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         raw: bytes.to_vec(),
     }
+}
+
+/// GETs `path` asking for `accept`; the body as JSON.
+pub async fn get_accepting(app: &Router, path: &str, accept: &str) -> Value {
+    let req = Request::get(path)
+        .header("accept", accept)
+        .body(Body::empty())
+        .expect("a valid request");
+    let resp = app.clone().oneshot(req).await.expect("the router answers");
+    let bytes = resp.into_body().collect().await.expect("a body").to_bytes();
+    serde_json::from_slice(&bytes).unwrap_or(Value::Null)
 }
 
 pub async fn send(app: &Router, method: Method, path: &str, body: Value) -> Reply {

@@ -71,7 +71,10 @@ async fn lists_page_through_a_snapshot_with_limit_and_continue() {
 }
 
 /// Reads watch lines from `body` until `f` returns true for one (or 10 s pass).
-async fn read_until(body: &mut axum::body::Body, mut f: impl FnMut(&Value) -> bool) -> Vec<Value> {
+pub(crate) async fn read_until(
+    body: &mut axum::body::Body,
+    mut f: impl FnMut(&Value) -> bool,
+) -> Vec<Value> {
     let mut seen = Vec::new();
     let mut buf = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
