@@ -80,6 +80,7 @@ on_every_store!(
     get_watch_sees_later_changes,
     requests_without_the_token_get_401,
     typed_generators_send_protobuf_and_work,
+    custom_resources_from_definition_to_deletion,
 );
 
 fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
@@ -517,6 +518,144 @@ fn delete_by_file_name_label_and_all(c: Cluster) {
         anyhow::ensure!(left.trim() == "service/kubernetes", "{left}");
         Ok(())
     });
+}
+
+/// An operator's definition (a few thousand lines of schema) installed with kubectl, then its
+/// objects applied, listed with the definition's columns, refused when invalid, patched,
+/// applied server-side, scaled and explained, and deleted with the definition.
+fn custom_resources_from_definition_to_deletion(c: Cluster) {
+    let dir = tempfile_dir();
+    let core: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "--raw", "/openapi/v3/api/v1"])).unwrap();
+    let crd = shoal_testkit::crd::operator_crd(&core);
+    let crd_file = write(
+        dir.path(),
+        "crd.json",
+        &serde_json::to_string_pretty(&crd).unwrap(),
+    );
+    // Too large for client-side apply's last-applied annotation, as in Kubernetes (where
+    // operators' install guides say to apply it server-side).
+    let err = c.fails(&["apply", "-f", &crd_file]);
+    assert!(
+        err.contains("metadata.annotations: Too long: must have at most 262144 bytes"),
+        "{err}"
+    );
+    assert!(c.ok(&["apply", "--server-side", "-f", &crd_file]).contains(
+        "customresourcedefinition.apiextensions.k8s.io/appservers.operator.example.com serverside-applied"
+    ));
+    c.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/appservers.operator.example.com",
+    ]);
+    assert!(c.ok(&["api-resources"]).contains("appservers"));
+    let obj = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: operator.example.com/v1\nkind: AppServer\nmetadata:\n  name: {name}\nspec:\n  version: v1.2.3\n  replicas: 2\n{extra}"
+        )
+    };
+    let created = c.ok(&["apply", "-f", &write(dir.path(), "a.yaml", &obj("a", ""))]);
+    assert!(
+        created.contains("appserver.operator.example.com/a created"),
+        "{created}"
+    );
+    let table = c.ok(&["get", "appservers"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "VERSION", "REPLICAS", "READY", "AGE"],
+        "{table}"
+    );
+    assert!(table.contains("v1.2.3"), "{table}");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "as",
+            "a",
+            "-o",
+            "jsonpath={.spec.retention} {.spec.logLevel}"
+        ]),
+        "24h info"
+    );
+    let err = c.fails(&[
+        "apply",
+        "-f",
+        &write(
+            dir.path(),
+            "b.yaml",
+            &obj("b", "  logLevel: loud\n").replace("v1.2.3", "latest"),
+        ),
+    ]);
+    assert!(err.contains("The AppServer \"b\" is invalid"), "{err}");
+    assert!(
+        err.contains("spec.version: Invalid value: \"latest\": spec.version in body should match"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.logLevel: Unsupported value: \"loud\""),
+        "{err}"
+    );
+    let err = c.fails(&[
+        "apply",
+        "-f",
+        &write(dir.path(), "c.yaml", &obj("c", "  bogus: 1\n")),
+    ]);
+    assert!(err.contains("unknown field \"spec.bogus\""), "{err}");
+    c.ok(&[
+        "patch",
+        "appserver",
+        "a",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ]);
+    let err = c.fails(&[
+        "patch",
+        "appserver",
+        "a",
+        "-p",
+        r#"{"spec":{"paused":false}}"#,
+    ]);
+    assert!(
+        err.contains("the body of the request was in an unknown format"),
+        "{err}"
+    );
+    let applied = c.ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &write(dir.path(), "a2.yaml", &obj("a", "  logLevel: debug\n")),
+    ]);
+    assert!(applied.contains("serverside-applied"), "{applied}");
+    assert!(
+        c.ok(&["scale", "appserver", "a", "--replicas=4"])
+            .contains("appserver.operator.example.com/a scaled")
+    );
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "appserver",
+            "a",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.logLevel} {.spec.paused}"
+        ]),
+        "4 debug true"
+    );
+    let explained = c.ok(&[
+        "explain",
+        "appserver.spec.podTemplate.spec.containers.image",
+    ]);
+    assert!(explained.contains("FIELD: image <string>"), "{explained}");
+    // Deleting the definition deletes its objects first; then the kind is gone (kubectl's
+    // cached discovery still names it, so it says what the Kubernetes documentation shows).
+    c.ok(&["delete", "crd", "appservers.operator.example.com"]);
+    let err = c.fails(&["get", "appservers"]);
+    assert!(
+        err.contains("the server could not find the requested resource"),
+        "{err}"
+    );
+    assert!(!c.ok(&["get", "crd"]).contains("appservers"));
 }
 
 fn errors_read_like_kubernetes(c: Cluster) {

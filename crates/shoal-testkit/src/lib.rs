@@ -3,6 +3,7 @@
 //!
 //! Everything started here is stopped when its handle drops.
 
+pub mod crd;
 pub mod etcd;
 pub mod python;
 pub mod registry;

@@ -466,3 +466,47 @@ async fn bad_definitions_are_refused_naming_the_field() {
     .await;
     assert_status(&r, 404, "NotFound");
 }
+
+#[tokio::test]
+async fn an_operator_sized_definition_installs_and_its_objects_validate() {
+    let (app, _) = app().await;
+    let core = send(&app, Method::GET, "/openapi/v3/api/v1", Value::Null).await;
+    let crd = shoal_testkit::crd::operator_crd(&core.body);
+    let lines = serde_json::to_string_pretty(&crd).unwrap().lines().count();
+    assert!(lines > 3000, "{lines} lines of definition");
+    let r = send(&app, Method::POST, CRDS, crd).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let path = "/apis/operator.example.com/v1/namespaces/default/appservers";
+    let r = send(
+        &app,
+        Method::POST,
+        path,
+        shoal_testkit::crd::operator_object("a", 3),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["spec"]["retention"], "24h");
+    assert_eq!(r.body["spec"]["logLevel"], "info");
+    let c = &r.body["spec"]["podTemplate"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], "http");
+    // Errors deep in the embedded pod template name their field.
+    let mut bad = shoal_testkit::crd::operator_object("b", 1);
+    bad["spec"]["podTemplate"]["spec"]["containers"][0]["ports"][0]["containerPort"] =
+        json!("http");
+    bad["spec"]["version"] = json!("latest");
+    let r = send(&app, Method::POST, path, bad).await;
+    assert_status(&r, 422, "Invalid");
+    let fields: Vec<&str> = r.body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.podTemplate.spec.containers[0].ports[0].containerPort",
+            "spec.version"
+        ]
+    );
+}
