@@ -1,11 +1,14 @@
 //! API benchmark on the embedded store, in one run: durable creates/s and latency with 200
 //! concurrent clients, GET/s from the watch cache, large LISTs under load (200 concurrent full
 //! LISTs of the 20,000 pods: the memory they add to the process and a single-object GET's
-//! latency meanwhile), and watch fan-out to 1,000 watchers.
+//! latency meanwhile), watch fan-out to 1,000 watchers, and the custom resource path (creates
+//! of an operator-sized custom resource against same-size ConfigMaps, and the schema's cost
+//! per object).
 //!
 //! Run with `cargo xtask bench` (or `cargo bench -p shoal-apiserver --bench api`). Sizes can be
 //! changed with SHOAL_BENCH_CREATES, SHOAL_BENCH_CLIENTS, SHOAL_BENCH_WATCHERS,
-//! SHOAL_BENCH_LISTS; SHOAL_BENCH_ONLY=lists runs the creates and the LIST phase only.
+//! SHOAL_BENCH_LISTS, SHOAL_BENCH_CRS; SHOAL_BENCH_ONLY=lists runs the creates and the LIST
+//! phase only, SHOAL_BENCH_ONLY=crd the custom resource phase only.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -77,15 +80,26 @@ fn report(name: &str, count: usize, elapsed: Duration, mut lat: Vec<Duration>) {
 }
 
 async fn creates(client: &HttpClient, base: &str, n: usize, clients: usize) {
+    let url = format!("{base}/api/v1/namespaces/default/pods");
+    let label = format!("durable creates ({clients} clients)");
+    creates_of(client, &url, n, clients, &label, Arc::new(pod)).await;
+}
+
+/// `n` creates of `body(i)` at `url` by `clients` concurrent clients; returns creates/s.
+async fn creates_of(
+    client: &HttpClient,
+    url: &str,
+    n: usize,
+    clients: usize,
+    label: &str,
+    body: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>,
+) -> f64 {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (client, next, url) = (
-                client.clone(),
-                next.clone(),
-                format!("{base}/api/v1/namespaces/default/pods"),
-            );
+            let (client, next, url, body) =
+                (client.clone(), next.clone(), url.to_owned(), body.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::new();
                 loop {
@@ -94,8 +108,8 @@ async fn creates(client: &HttpClient, base: &str, n: usize, clients: usize) {
                         return lat;
                     }
                     let t = Instant::now();
-                    let (status, _) = request(&client, "POST", &url, pod(i)).await;
-                    assert_eq!(status, 201, "create pod-{i}");
+                    let (status, answer) = request(&client, "POST", &url, body(i)).await;
+                    assert_eq!(status, 201, "create {i}: {answer:?}");
                     lat.push(t.elapsed());
                 }
             })
@@ -105,11 +119,115 @@ async fn creates(client: &HttpClient, base: &str, n: usize, clients: usize) {
     for t in tasks {
         lat.extend(t.await.expect("client task"));
     }
-    report(
-        &format!("durable creates ({clients} clients)"),
+    let elapsed = start.elapsed();
+    report(label, n, elapsed, lat);
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// The custom resource path: creates of an operator-sized custom resource (a definition with
+/// the whole pod template in its schema) against ConfigMaps of the same size, in the same run,
+/// and the schema's cost per object (prune, default, validate) measured alone.
+async fn custom_resources(client: &HttpClient, base: &str, n: usize, clients: usize) {
+    let (_, core) = request(client, "GET", &format!("{base}/openapi/v3/api/v1"), vec![]).await;
+    let core: serde_json::Value = serde_json::from_slice(&core).expect("OpenAPI JSON");
+    let crd = shoal_testkit::crd::operator_crd(&core);
+    let schema_lines = serde_json::to_string_pretty(&crd)
+        .expect("JSON")
+        .lines()
+        .count();
+    let (status, answer) = request(
+        client,
+        "POST",
+        &format!("{base}/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
+        serde_json::to_vec(&crd).expect("JSON"),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer:?}");
+    let object = |i: usize| shoal_testkit::crd::operator_object(&format!("app-{i}"), 4);
+    let size = serde_json::to_vec(&object(0)).expect("JSON").len();
+    // A ConfigMap whose JSON is as long as the custom resource's.
+    let configmap = move |i: usize| {
+        let mut cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("cm-{i}"), "labels": {"app": "bench"}}, "data": {"payload": ""}});
+        let pad = size.saturating_sub(serde_json::to_vec(&cm).expect("JSON").len());
+        cm["data"]["payload"] = serde_json::json!("x".repeat(pad));
+        serde_json::to_vec(&cm).expect("JSON")
+    };
+    println!(
+        "custom resources: a definition of {schema_lines} lines (pretty JSON), objects of {size} bytes"
+    );
+    let cm_rate = creates_of(
+        client,
+        &format!("{base}/api/v1/namespaces/default/configmaps"),
         n,
-        start.elapsed(),
-        lat,
+        clients,
+        "ConfigMap creates (same size)",
+        Arc::new(configmap),
+    )
+    .await;
+    // The built-in kind holding the same pod template (a PodTemplate): what nesting alone costs.
+    let template = move |i: usize| {
+        let o = shoal_testkit::crd::operator_object(&format!("t-{i}"), 4);
+        serde_json::to_vec(
+            &serde_json::json!({"apiVersion": "v1", "kind": "PodTemplate",
+            "metadata": {"name": format!("t-{i}"), "labels": {"app": "bench"}},
+            "template": o["spec"]["podTemplate"]}),
+        )
+        .expect("JSON")
+    };
+    let pt_rate = creates_of(
+        client,
+        &format!("{base}/api/v1/namespaces/default/podtemplates"),
+        n,
+        clients,
+        "PodTemplate creates (same pods)",
+        Arc::new(template),
+    )
+    .await;
+    let cr_rate = creates_of(
+        client,
+        &format!("{base}/apis/operator.example.com/v1/namespaces/default/appservers"),
+        n,
+        clients,
+        "custom resource creates",
+        Arc::new(move |i| serde_json::to_vec(&object(i)).expect("JSON")),
+    )
+    .await;
+    println!(
+        "custom resource create rate / ConfigMap: {:.2}, / PodTemplate: {:.2}",
+        cr_rate / cm_rate,
+        cr_rate / pt_rate
+    );
+    // The schema alone: prune, default and validate one object, many times.
+    let mut errors = Vec::new();
+    let schema = shoal_apiserver::crd::schema::Schema::compile(
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        "",
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let one = object(0);
+    let rounds = 20_000;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(one.clone());
+    }
+    let cloning = start.elapsed();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut o = one.clone();
+        let mut pruned = Vec::new();
+        schema.prune(&mut o, &mut pruned);
+        schema.apply_defaults(&mut o);
+        let mut causes = Vec::new();
+        schema.validate(&o, &mut causes);
+        assert!(causes.is_empty() && pruned.is_empty());
+        std::hint::black_box(o);
+    }
+    let per = (start.elapsed().saturating_sub(cloning)).as_secs_f64() / rounds as f64;
+    println!(
+        "schema cost per object (prune + default + validate): {:.1} µs",
+        per * 1e6
     );
 }
 
@@ -361,6 +479,10 @@ async fn run() {
         "embedded store on {}, plain HTTP on loopback, clients in the same process",
         dir.path().display()
     );
+    if std::env::var("SHOAL_BENCH_ONLY").as_deref() == Ok("crd") {
+        custom_resources(&client, &base, env("SHOAL_BENCH_CRS", 5_000), clients).await;
+        return;
+    }
     creates(&client, &base, n, clients).await;
     if std::env::var("SHOAL_BENCH_ONLY").as_deref() == Ok("lists") {
         large_lists(&client, &base, n, env("SHOAL_BENCH_LISTS", 200)).await;
@@ -369,6 +491,7 @@ async fn run() {
     gets(&client, &base, n, clients).await;
     large_lists(&client, &base, n, env("SHOAL_BENCH_LISTS", 200)).await;
     fan_out(&client, &base, env("SHOAL_BENCH_WATCHERS", 1000)).await;
+    custom_resources(&client, &base, env("SHOAL_BENCH_CRS", 5_000), clients).await;
     stop.cancel();
 
     // The same creates on a one-member etcd on this machine (its own fsync per commit batch).

@@ -14,7 +14,7 @@ mod bootstrap;
 pub mod cache;
 pub mod canonical;
 mod compactor;
-mod crd;
+pub mod crd;
 mod discovery;
 mod error;
 pub mod handlers;

@@ -23,7 +23,7 @@ use schema::Schema;
 use serde_json::{Value, json};
 use shoal_api::{Cause, ResourceInfo, Subresource};
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, RwLock};
+use std::sync::{LazyLock, RwLock};
 
 pub const GROUP: &str = "apiextensions.k8s.io";
 /// The finalizer that removes a definition's objects before the definition goes.
@@ -73,8 +73,8 @@ struct Interned {
     by_info: HashMap<usize, &'static CustomResource>,
 }
 
-static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(|| {
-    Mutex::new(Interned {
+static INTERNED: LazyLock<RwLock<Interned>> = LazyLock::new(|| {
+    RwLock::new(Interned {
         by_content: HashMap::new(),
         by_info: HashMap::new(),
     })
@@ -84,7 +84,7 @@ static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(|| {
 pub fn custom(info: &ResourceInfo) -> Option<&'static CustomResource> {
     let addr = info as *const ResourceInfo as usize;
     INTERNED
-        .lock()
+        .read()
         .unwrap_or_else(|p| p.into_inner())
         .by_info
         .get(&addr)
@@ -139,7 +139,7 @@ pub fn resources_of(crd: &Value) -> Vec<&'static CustomResource> {
             "storage": storage_version,
         })
         .to_string();
-        let mut interned = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut interned = INTERNED.write().unwrap_or_else(|p| p.into_inner());
         if let Some(cr) = interned.by_content.get(&key) {
             out.push(*cr);
             continue;
@@ -322,7 +322,7 @@ impl Strategy for CustomResource {
     fn prune(&self, o: &mut Value) -> Vec<String> {
         let mut pruned = Vec::new();
         if let Some(s) = &self.schema {
-            s.prune(o, "", &mut pruned, true);
+            s.prune(o, &mut pruned);
         }
         pruned
     }
@@ -352,7 +352,7 @@ impl Strategy for CustomResource {
 
     fn validate(&self, o: &Value, out: &mut Vec<Cause>) {
         if let Some(s) = &self.schema {
-            s.validate(o, "", out);
+            s.validate(o, out);
         }
     }
 

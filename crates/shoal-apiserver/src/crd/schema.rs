@@ -348,9 +348,9 @@ impl Schema {
     pub fn check_defaults(&self, path: &str, errors: &mut Vec<Cause>) {
         if let Some(d) = &self.default {
             let mut d = d.clone();
-            self.prune(&mut d, "", &mut Vec::new(), false);
+            self.prune_at(&mut d, &Loc::Key(&Loc::Root, "default"), &mut Vec::new());
             let mut causes = Vec::new();
-            self.validate(&d, "", &mut causes);
+            self.validate(&d, &mut causes);
             if !causes.is_empty() {
                 errors.push(Cause::invalid(
                     format!("{path}.default"),
@@ -389,48 +389,52 @@ impl Schema {
 
     /// Removes the fields the schema does not declare, recording their paths in `pruned`. At
     /// the root (and in embedded resources) `apiVersion`, `kind` and `metadata` stay.
-    pub fn prune(&self, v: &mut Value, path: &str, pruned: &mut Vec<String>, root: bool) {
+    pub fn prune(&self, v: &mut Value, pruned: &mut Vec<String>) {
+        self.prune_at(v, &Loc::Root, pruned);
+    }
+
+    fn prune_at(&self, v: &mut Value, loc: &Loc<'_>, pruned: &mut Vec<String>) {
+        let root = matches!(loc, Loc::Root);
         match v {
             Value::Object(m) => {
                 let keeps_meta = root || self.embedded;
-                let keys: Vec<String> = m.keys().cloned().collect();
-                for k in keys {
-                    let sub = join(path, &k);
+                let drops = matches!(self.additional, Additional::Unset) && !self.preserve_unknown;
+                if drops {
+                    m.retain(|k, _| {
+                        let keep = self.properties.contains_key(k)
+                            || (keeps_meta
+                                && matches!(k.as_str(), "apiVersion" | "kind" | "metadata"));
+                        if !keep {
+                            pruned.push(Loc::Key(loc, k).render());
+                        }
+                        keep
+                    });
+                }
+                for (k, child) in m.iter_mut() {
+                    let at = Loc::Key(loc, k);
                     if keeps_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                         if k == "metadata"
                             && !root
-                            && let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut)
+                            && let Some(meta) = child.as_object_mut()
                         {
-                            prune_embedded_meta(meta, &sub, pruned);
+                            prune_embedded_meta(meta, &at, pruned);
                         }
                         continue;
                     }
-                    match self.properties.get(&k) {
-                        Some(s) => {
-                            if let Some(child) = m.get_mut(&k) {
-                                s.prune(child, &sub, pruned, false);
-                            }
-                        }
-                        None => match &self.additional {
-                            Additional::Schema(s) => {
-                                if let Some(child) = m.get_mut(&k) {
-                                    s.prune(child, &sub, pruned, false);
-                                }
-                            }
-                            Additional::Any => {}
-                            Additional::Unset if self.preserve_unknown => {}
-                            Additional::Unset => {
-                                m.shift_remove(&k);
-                                pruned.push(sub);
-                            }
-                        },
+                    let schema = match (self.properties.get(k), &self.additional) {
+                        (Some(s), _) => Some(s),
+                        (None, Additional::Schema(s)) => Some(&**s),
+                        _ => None,
+                    };
+                    if let Some(s) = schema {
+                        s.prune_at(child, &at, pruned);
                     }
                 }
             }
             Value::Array(items) => {
                 if let Some(s) = &self.items {
                     for (i, item) in items.iter_mut().enumerate() {
-                        s.prune(item, &format!("{path}[{i}]"), pruned, false);
+                        s.prune_at(item, &Loc::Index(loc, i), pruned);
                     }
                 }
             }
@@ -474,9 +478,15 @@ impl Schema {
         }
     }
 
-    /// Field errors of `v` at `path` (`spec.replicas`; empty at the root).
-    pub fn validate(&self, v: &Value, path: &str, out: &mut Vec<Cause>) {
-        let shown = if path.is_empty() { "<root>" } else { path };
+    /// Field errors of `v`, an object of this schema's root.
+    pub fn validate(&self, v: &Value, out: &mut Vec<Cause>) {
+        self.validate_at(v, &Loc::Root, out);
+    }
+
+    /// Field errors of `v` at `loc` (rendered only for an error).
+    fn validate_at(&self, v: &Value, loc: &Loc<'_>, out: &mut Vec<Cause>) {
+        let path = P(loc, "");
+        let shown = P(loc, "<root>");
         if v.is_null() {
             if !self.nullable && (self.ty.is_some() || self.int_or_string) {
                 let want = self.ty.map_or("integer or string", Ty::name);
@@ -528,7 +538,7 @@ impl Schema {
         }
     }
 
-    fn validate_string(&self, s: &str, path: &str, shown: &str, out: &mut Vec<Cause>) {
+    fn validate_string(&self, s: &str, path: P<'_>, shown: P<'_>, out: &mut Vec<Cause>) {
         let len = s.chars().count() as u64;
         if let Some(max) = self.max_length
             && len > max
@@ -536,7 +546,7 @@ impl Schema {
             out.push(Cause {
                 reason: "FieldValueTooLong".into(),
                 message: format!("Too long: may not be more than {max} bytes"),
-                field: path.to_owned(),
+                field: path.into(),
             });
         }
         if let Some(min) = self.min_length
@@ -572,8 +582,8 @@ impl Schema {
     fn validate_number(
         &self,
         n: &serde_json::Number,
-        path: &str,
-        shown: &str,
+        path: P<'_>,
+        shown: P<'_>,
         out: &mut Vec<Cause>,
     ) {
         let x = n.as_f64().unwrap_or(0.0);
@@ -634,13 +644,16 @@ impl Schema {
         }
     }
 
-    fn validate_array(&self, items: &[Value], path: &str, shown: &str, out: &mut Vec<Cause>) {
+    fn validate_array(&self, items: &[Value], path: P<'_>, shown: P<'_>, out: &mut Vec<Cause>) {
         let bounds = (self.max_items, self.min_items);
-        count_bounds(items.len(), bounds, path, &format!("{shown}|items"), out);
+        count_bounds(items.len(), bounds, (path, shown), "items", out);
         if self.unique_items || self.list_type.as_deref() == Some("set") {
             for (i, item) in items.iter().enumerate() {
                 if items[..i].contains(item) {
-                    out.push(Cause::duplicate(format!("{path}[{i}]"), display(item)));
+                    out.push(Cause::duplicate(
+                        Loc::Index(path.0, i).render(),
+                        display(item),
+                    ));
                 }
             }
         }
@@ -669,14 +682,14 @@ impl Schema {
                             "Duplicate value: map[string]interface {{}}{{{}}}",
                             shown_key.join(", ")
                         ),
-                        field: format!("{path}[{i}]"),
+                        field: Loc::Index(path.0, i).render(),
                     });
                 }
             }
         }
         if let Some(s) = &self.items {
             for (i, item) in items.iter().enumerate() {
-                s.validate(item, &format!("{path}[{i}]"), out);
+                s.validate_at(item, &Loc::Index(path.0, i), out);
             }
         }
     }
@@ -684,50 +697,50 @@ impl Schema {
     fn validate_object(
         &self,
         m: &Map<String, Value>,
-        path: &str,
-        shown: &str,
+        path: P<'_>,
+        shown: P<'_>,
         out: &mut Vec<Cause>,
     ) {
         for r in &self.required {
             if !m.contains_key(r) {
-                out.push(Cause::required(join(path, r)));
+                out.push(Cause::required(Loc::Key(path.0, r).render()));
             }
         }
         let bounds = (self.max_properties, self.min_properties);
-        count_bounds(m.len(), bounds, path, &format!("{shown}|properties"), out);
-        let mut keys: Vec<&String> = m.keys().collect();
-        keys.sort();
-        for k in keys {
-            let v = &m[k];
-            let sub = join(path, k);
-            if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+        count_bounds(m.len(), bounds, (path, shown), "properties", out);
+        let root = matches!(path.0, Loc::Root);
+        // Declared fields in name order, then the others (checked by additionalProperties).
+        for (k, s) in &self.properties {
+            if root && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
-            match self.properties.get(k) {
-                Some(s) => s.validate(v, &sub, out),
-                None => {
-                    if let Additional::Schema(s) = &self.additional {
-                        s.validate(v, &sub, out);
-                    }
-                }
+            if let Some(v) = m.get(k) {
+                s.validate_at(v, &Loc::Key(path.0, k), out);
+            }
+        }
+        if let Additional::Schema(s) = &self.additional {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                s.validate_at(&m[k], &Loc::Key(path.0, k), out);
             }
         }
         if self.embedded {
             for k in ["apiVersion", "kind"] {
                 if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
-                    out.push(Cause::required(join(path, k)));
+                    out.push(Cause::required(Loc::Key(path.0, k).render()));
                 }
             }
         }
     }
 
-    fn validate_combinators(&self, v: &Value, path: &str, shown: &str, out: &mut Vec<Cause>) {
+    fn validate_combinators(&self, v: &Value, path: P<'_>, shown: P<'_>, out: &mut Vec<Cause>) {
         for s in &self.all_of {
-            s.validate(v, path, out);
+            s.validate_at(v, path.0, out);
         }
         let passes = |s: &Schema| {
             let mut c = Vec::new();
-            s.validate(v, path, &mut c);
+            s.validate_at(v, path.0, &mut c);
             c.is_empty()
         };
         if !self.any_of.is_empty() && !self.any_of.iter().any(passes) {
@@ -760,15 +773,14 @@ impl Schema {
 }
 
 /// `maxItems`/`minItems` (or `maxProperties`/`minProperties`) of something with `len`
-/// elements; `what` is `shown|items` (or `shown|properties`).
+/// elements, counted in `unit` (`items`, `properties`).
 fn count_bounds(
     len: usize,
     (max, min): (Option<u64>, Option<u64>),
-    path: &str,
-    what: &str,
+    (path, shown): (P<'_>, P<'_>),
+    unit: &str,
     out: &mut Vec<Cause>,
 ) {
-    let (shown, unit) = what.rsplit_once('|').unwrap_or((what, "items"));
     let len = len as u64;
     if let Some(max) = max
         && len > max
@@ -776,7 +788,7 @@ fn count_bounds(
         out.push(Cause {
             reason: "FieldValueTooMany".into(),
             message: format!("Too many: {len}: must have at most {max} items"),
-            field: path.to_owned(),
+            field: path.into(),
         });
     }
     if let Some(min) = min
@@ -790,8 +802,61 @@ fn count_bounds(
     }
 }
 
+/// Where a value sits, as a chain on the stack: rendered (`spec.ports[1].name`) only when an
+/// error or a pruned field needs it.
+#[derive(Clone, Copy)]
+enum Loc<'a> {
+    Root,
+    Key(&'a Loc<'a>, &'a str),
+    Index(&'a Loc<'a>, usize),
+}
+
+impl Loc<'_> {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out);
+        out
+    }
+    fn write(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Loc::Root => {}
+            Loc::Key(parent, k) => {
+                parent.write(out);
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Loc::Index(parent, i) => {
+                parent.write(out);
+                let _ = write!(out, "[{i}]");
+            }
+        }
+    }
+}
+
+/// A location shown in a message: its path, or the given text at the root (`<root>`).
+#[derive(Clone, Copy)]
+struct P<'a>(&'a Loc<'a>, &'static str);
+
+impl std::fmt::Display for P<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Loc::Root => f.write_str(self.1),
+            loc => f.write_str(&loc.render()),
+        }
+    }
+}
+
+impl From<P<'_>> for String {
+    fn from(p: P<'_>) -> String {
+        p.to_string()
+    }
+}
+
 /// `metadata` of an embedded resource keeps only ObjectMeta's fields.
-fn prune_embedded_meta(meta: &mut Map<String, Value>, path: &str, pruned: &mut Vec<String>) {
+fn prune_embedded_meta(meta: &mut Map<String, Value>, loc: &Loc<'_>, pruned: &mut Vec<String>) {
     const META: &[&str] = &[
         "name",
         "generateName",
@@ -809,21 +874,13 @@ fn prune_embedded_meta(meta: &mut Map<String, Value>, path: &str, pruned: &mut V
         "finalizers",
         "managedFields",
     ];
-    let keys: Vec<String> = meta.keys().cloned().collect();
-    for k in keys {
-        if !META.contains(&k.as_str()) {
-            meta.shift_remove(&k);
-            pruned.push(join(path, &k));
+    meta.retain(|k, _| {
+        let keep = META.contains(&k.as_str());
+        if !keep {
+            pruned.push(Loc::Key(loc, k).render());
         }
-    }
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+        keep
+    });
 }
 
 fn is_integer(v: &Value) -> bool {
@@ -900,7 +957,7 @@ mod tests {
 
     fn messages(s: &Schema, v: &Value) -> Vec<String> {
         let mut out = Vec::new();
-        s.validate(v, "", &mut out);
+        s.validate(v, &mut out);
         out.iter().map(Cause::to_line).collect()
     }
 
@@ -955,7 +1012,7 @@ mod tests {
         let mut o = json!({"apiVersion": "x/v1", "kind": "W", "metadata": {"name": "w"}, "junk": 1,
             "spec": {"size": "small", "bogus": true, "extra": {"anything": [1]}, "ports": [{"name": "p", "x": 1}]}});
         let mut pruned = Vec::new();
-        s.prune(&mut o, "", &mut pruned, true);
+        s.prune(&mut o, &mut pruned);
         assert_eq!(pruned, ["junk", "spec.bogus", "spec.ports[0].x"]);
         s.apply_defaults(&mut o);
         assert_eq!(o["spec"]["replicas"], 1);
@@ -1005,7 +1062,7 @@ mod tests {
         );
         let mut o = json!({"tmpl": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "bogus": 1}, "spec": {}}});
         let mut pruned = Vec::new();
-        s.prune(&mut o, "", &mut pruned, true);
+        s.prune(&mut o, &mut pruned);
         assert_eq!(pruned, ["tmpl.metadata.bogus"]);
     }
 }
