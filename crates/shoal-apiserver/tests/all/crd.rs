@@ -34,6 +34,7 @@ fn widget_crd() -> Value {
         "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"], "categories": ["all"]},
         "versions": [
             {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": schema()},
+             "selectableFields": [{"jsonPath": ".spec.size"}],
              "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".spec.selector"}},
              "additionalPrinterColumns": [
                 {"name": "Size", "type": "string", "jsonPath": ".spec.size"},
@@ -233,6 +234,27 @@ async fn tables_show_the_printer_columns() {
             ("Age", 0)
         ]
     );
+    send(
+        &app,
+        Method::POST,
+        WIDGETS,
+        widget("b", json!({"size": "small"})),
+    )
+    .await;
+    let small = send(
+        &app,
+        Method::GET,
+        &format!("{WIDGETS}?fieldSelector=spec.size%3Dsmall"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        small.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        small.body
+    );
+    assert_eq!(small.body["items"][0]["metadata"]["name"], "b");
     let cells = &t["rows"][0]["cells"];
     assert_eq!(cells[0], "a");
     assert_eq!(cells[1], "large");
