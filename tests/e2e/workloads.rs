@@ -503,3 +503,78 @@ fn drain_evicts_pods_while_honouring_a_pod_disruption_budget() {
     ]);
     assert!(out.contains(&format!("node/{} drained", NODE)), "{out}");
 }
+
+#[test]
+fn a_replication_controller_keeps_its_pods_scales_and_deletes_them() {
+    let c = Cluster::start().unwrap();
+    // No selector: it defaults to the template's labels, as on Kubernetes.
+    c.apply(
+        "apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: legacy}}
+    spec:
+      containers:
+      - name: echo
+        image: shoal.local/http-echo:latest
+",
+    );
+    eventually("2 running", || {
+        let n = count_running(&c, "app=legacy");
+        anyhow::ensure!(n == 2, "{n}");
+        Ok(())
+    });
+    assert_eq!(
+        c.ok(&["get", "rc", "legacy", "-o", "jsonpath={.spec.selector.app}"]),
+        "legacy"
+    );
+    assert!(
+        c.ok(&["scale", "rc", "legacy", "--replicas=3"])
+            .contains("replicationcontroller/legacy scaled")
+    );
+    eventually("3 running and counted", || {
+        let n = count_running(&c, "app=legacy");
+        let table = c.ok(&["get", "rc", "legacy"]);
+        let row: Vec<String> = table
+            .lines()
+            .nth(1)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        anyhow::ensure!(
+            n == 3 && row.get(1..3) == Some(&["3".into(), "3".into()]),
+            "{n} {table}"
+        );
+        Ok(())
+    });
+    assert!(
+        c.ok(&["get", "all"])
+            .contains("replicationcontroller/legacy")
+    );
+    // A pod deleted by hand is replaced.
+    let pod = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=legacy",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    c.ok(&["delete", "pod", &pod, "--wait=false"]);
+    eventually("replaced", || {
+        let n = count_running(&c, "app=legacy");
+        let names = c.ok(&["get", "pods", "-l", "app=legacy", "-o", "name"]);
+        anyhow::ensure!(n == 3 && !names.contains(&pod), "{n} {names}");
+        Ok(())
+    });
+    c.ok(&["delete", "rc", "legacy"]);
+    eventually("pods gone", || {
+        let out = c.ok(&["get", "pods", "-l", "app=legacy", "-o", "name"]);
+        anyhow::ensure!(out.trim().is_empty(), "{out}");
+        Ok(())
+    });
+}

@@ -185,6 +185,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "ServiceAccount", "serviceaccounts", "serviceaccount", ns: true, short: ["sa"], cat: [], sub: [], fields: [], spec: false),
     res!("", "Event", "events", "event", ns: true, short: ["ev"], cat: [], sub: [],
         fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], spec: false),
+    res!("", "ReplicationController", "replicationcontrollers", "replicationcontroller", ns: true, short: ["rc"], cat: ["all"], sub: [S::Status, S::Scale], fields: ["status.replicas"], spec: true),
     res!("", "PodTemplate", "podtemplates", "podtemplate", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", ns: false, short: ["crd", "crds"], cat: ["api-extensions"], sub: [S::Status], fields: [], spec: true),
     res!("apps", "ControllerRevision", "controllerrevisions", "controllerrevision", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),

@@ -319,6 +319,20 @@ impl LabelSelectorExt for metav1::LabelSelector {
 }
 
 /// `metadata.labels` of a JSON object as a map.
+/// A plain label map (`{"app": "web"}`) as a selector string, keys sorted: `app=web`.
+pub fn map_to_string(m: Option<&serde_json::Value>) -> String {
+    let mut pairs: Vec<String> = m
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    pairs.sort();
+    pairs.join(",")
+}
+
 pub fn labels_of(obj: &serde_json::Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
         .and_then(|l| l.as_object())

@@ -52,6 +52,7 @@ kinds! {
     "", "Event" => core::v1::Event;
     "", "Binding" => core::v1::Binding;
     "", "PodTemplate" => core::v1::PodTemplate;
+    "", "ReplicationController" => core::v1::ReplicationController;
     "apiextensions.k8s.io", "CustomResourceDefinition" => k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     "apps", "ControllerRevision" => apps::v1::ControllerRevision;
     "apps", "Deployment" => apps::v1::Deployment;

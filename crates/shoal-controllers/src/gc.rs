@@ -1,5 +1,5 @@
-//! Garbage collector for the workload kinds (Pods, ReplicaSets, Deployments, Jobs, CronJobs,
-//! DaemonSets, StatefulSets) and Services with their EndpointSlices and Endpoints: dependents whose owners are all gone are deleted (background
+//! Garbage collector for the workload kinds (Pods, ReplicationControllers, ReplicaSets,
+//! Deployments, Jobs, CronJobs, DaemonSets, StatefulSets, ControllerRevisions) and Services with their EndpointSlices and Endpoints: dependents whose owners are all gone are deleted (background
 //! propagation); an owner deleted with `propagationPolicy: Orphan` has its dependents'
 //! ownerReferences removed, one deleted with `Foreground` waits until its dependents are gone;
 //! then the `orphan` or `foregroundDeletion` finalizer is removed.
@@ -18,8 +18,10 @@ use std::time::Duration;
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// The kinds the collector watches, as owners and as dependents.
-const KINDS: [(&str, &str, &str); 10] = [
+const KINDS: [(&str, &str, &str); 12] = [
     ("", "v1", "Pod"),
+    ("", "v1", "ReplicationController"),
+    ("apps", "v1", "ControllerRevision"),
     ("", "v1", "Service"),
     ("", "v1", "Endpoints"),
     ("discovery.k8s.io", "v1", "EndpointSlice"),

@@ -74,6 +74,9 @@ pub async fn run(
     };
     let tasks = [
         spawn("replicaset", |c, _| Box::pin(replicaset::run(c))),
+        spawn("replicationcontroller", |c, _| {
+            Box::pin(replicaset::run_replication_controllers(c))
+        }),
         spawn("deployment", |c, _| Box::pin(deployment::run(c))),
         spawn("job", |c, _| Box::pin(job::run(c))),
         spawn("cronjob", |c, _| Box::pin(cronjob::run(c))),

@@ -1,4 +1,5 @@
-//! ReplicaSet: adopt matching orphans, create or delete pods until `spec.replicas` are active,
+//! ReplicaSet and ReplicationController (its older core/v1 form, with a plain label map as
+//! selector): adopt matching orphans, create or delete pods until `spec.replicas` are active,
 //! and report the counts in status.
 
 use crate::runner::Ctx;
@@ -7,7 +8,7 @@ use crate::{
     selector_string,
 };
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
@@ -22,6 +23,28 @@ pub async fn run(client: kube::Client) {
     let controller =
         Controller::new(sets, watcher::Config::default()).owns(pods, watcher::Config::default());
     crate::runner::run("replicaset", client, controller, reconcile).await;
+}
+
+/// Runs the ReplicationController controller (forever).
+pub async fn run_replication_controllers(client: kube::Client) {
+    let rcs: Api<ReplicationController> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let controller =
+        Controller::new(rcs, watcher::Config::default()).owns(pods, watcher::Config::default());
+    crate::runner::run("replicationcontroller", client, controller, reconcile_rc).await;
+}
+
+/// What a ReplicaSet or a ReplicationController asks for.
+struct Want<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    component: &'static str,
+    name: &'a str,
+    ns: &'a str,
+    replicas: usize,
+    selector: String,
+    template: PodTemplateSpec,
+    min_ready_seconds: i32,
 }
 
 /// Which pods go first when scaling down, as Kubernetes ranks them: unscheduled, then pending,
@@ -51,37 +74,105 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         .spec
         .as_ref()
         .ok_or_else(|| Error::Invalid(format!("replicaset {name} has no spec")))?;
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
-    let selector = selector_string(&spec.selector)?;
-    if selector.is_empty() {
+    let want = Want {
+        api_version: "apps/v1",
+        kind: "ReplicaSet",
+        component: "replicaset-controller",
+        name,
+        ns,
+        replicas: spec.replicas.unwrap_or(1).max(0) as usize,
+        selector: selector_string(&spec.selector)?,
+        template: spec.template.clone().unwrap_or_default(),
+        min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+    };
+    let (status, again) = sync(rs.as_ref(), &want, &ctx).await?;
+    let status = json!({"status": with_generation(status, rs.metadata.generation)});
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
+    sets.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    Ok(Action::requeue(again))
+}
+
+async fn reconcile_rc(rc: Arc<ReplicationController>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if rc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = rc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = rc.metadata.name.as_deref().unwrap_or("");
+    let spec = rc
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::Invalid(format!("replicationcontroller {name} has no spec")))?;
+    let selector: Vec<String> = spec
+        .selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let want = Want {
+        api_version: "v1",
+        kind: "ReplicationController",
+        component: "replication-controller",
+        name,
+        ns,
+        replicas: spec.replicas.unwrap_or(1).max(0) as usize,
+        selector: selector.join(","),
+        template: spec.template.clone().unwrap_or_default(),
+        min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+    };
+    let (status, again) = sync(rc.as_ref(), &want, &ctx).await?;
+    let status = json!({"status": with_generation(status, rc.metadata.generation)});
+    let rcs: Api<ReplicationController> = Api::namespaced(ctx.client.clone(), ns);
+    rcs.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
+    Ok(Action::requeue(again))
+}
+
+fn with_generation(mut status: serde_json::Value, generation: Option<i64>) -> serde_json::Value {
+    status["observedGeneration"] = json!(generation);
+    status
+}
+
+/// Creates or deletes `owner`'s pods until `want.replicas` are active; returns the status
+/// counts and when to look again (the next pod to become available).
+async fn sync<K>(
+    owner_obj: &K,
+    want: &Want<'_>,
+    ctx: &Ctx,
+) -> Result<(serde_json::Value, Duration), Error>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let (name, ns) = (want.name, want.ns);
+    if want.selector.is_empty() {
         return Err(Error::Invalid(format!(
-            "replicaset {name} selects every pod"
+            "{} {name} selects every pod",
+            want.kind.to_lowercase()
         )));
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let owner = controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+    let owner = controller_ref(want.api_version, want.kind, owner_obj.meta());
     let candidates = pods
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&want.selector))
         .await?
         .items;
     let owned = claim(&pods, &owner, candidates).await;
     let mut live: Vec<&Pod> = owned.iter().filter(|p| pod_active(p)).collect();
-    if live.len() < want {
-        let template = spec.template.clone().unwrap_or_default();
+    if live.len() < want.replicas {
         let prefix = format!("{name}-");
-        let pod = pod_from_template(&template, ns, PodName::Generate(&prefix), &owner, &[]);
-        for _ in live.len()..want {
-            crate::create_pod(&ctx.client, "replicaset-controller", rs.as_ref(), &pod).await?;
+        let pod = pod_from_template(&want.template, ns, PodName::Generate(&prefix), &owner, &[]);
+        for _ in live.len()..want.replicas {
+            crate::create_pod(&ctx.client, want.component, owner_obj, &pod).await?;
         }
-    } else if live.len() > want {
+    } else if live.len() > want.replicas {
         live.sort_by_key(|p| deletion_rank(p));
-        for p in &live[..live.len() - want] {
+        for p in &live[..live.len() - want.replicas] {
             let pname = p.metadata.name.as_deref().unwrap_or("");
             match pods.delete(pname, &DeleteParams::default()).await {
                 Ok(_) => crate::record(
                     &ctx.client,
-                    "replicaset-controller",
-                    rs.as_ref(),
+                    want.component,
+                    owner_obj,
                     "Normal",
                     "SuccessfulDelete",
                     format!("Deleted pod: {pname}"),
@@ -93,25 +184,20 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     }
     // Available: ready for minReadySeconds; look again when the next one will be.
     let now = jiff::Timestamp::now();
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let mut available = 0;
     let mut again = Duration::from_secs(300);
     for p in &live {
-        match pod_available(p, min_ready, now) {
+        match pod_available(p, want.min_ready_seconds, now) {
             Ok(()) => available += 1,
             Err(Some(wait)) => again = again.min(wait + Duration::from_millis(50)),
             Err(None) => {}
         }
     }
-    let status = json!({"status": {
+    let status = json!({
         "replicas": live.len(),
         "fullyLabeledReplicas": live.len(),
         "readyReplicas": live.iter().filter(|p| pod_ready(p)).count(),
         "availableReplicas": available,
-        "observedGeneration": rs.metadata.generation,
-    }});
-    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), ns);
-    sets.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-        .await?;
-    Ok(Action::requeue(again))
+    });
+    Ok((status, again))
 }

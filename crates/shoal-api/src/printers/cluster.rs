@@ -10,18 +10,7 @@ pub(super) static PRINTERS: &[Printer] = &[
         kinds: &["NetworkPolicy"],
         columns: &[NAME, ("Pod-Selector", "string", 0), AGE],
         cells: |o, now| {
-            let sel = o
-                .pointer("/spec/podSelector/matchLabels")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    let mut pairs: Vec<String> = m
-                        .iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect();
-                    pairs.sort();
-                    pairs.join(",")
-                })
-                .unwrap_or_default();
+            let sel = crate::selector::map_to_string(o.pointer("/spec/podSelector/matchLabels"));
             vec![name(o), json!(or_none(sel)), created(o, now)]
         },
     },

@@ -158,15 +158,7 @@ fn selector_string(sel: Option<&Value>) -> String {
 }
 
 fn map_selector(m: Option<&Value>) -> String {
-    let parts: Vec<String> = m
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect()
-        })
-        .unwrap_or_default();
-    or_none(parts.join(","))
+    or_none(crate::selector::map_to_string(m))
 }
 
 fn count(o: &Value, ptr: &str) -> usize {

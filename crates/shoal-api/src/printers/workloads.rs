@@ -14,6 +14,25 @@ macro_rules! wide {
     };
 }
 
+/// ReplicaSets and ReplicationControllers.
+const REPLICA_COLUMNS: &[super::Column] = wide![
+    NAME,
+    ("Desired", "string", 0),
+    ("Current", "string", 0),
+    ("Ready", "string", 0),
+    AGE,
+];
+
+fn replica_counts(o: &Value, now: i64) -> Vec<Value> {
+    vec![
+        name(o),
+        json!(replicas(o)),
+        json!(i(o, "/status/replicas")),
+        json!(i(o, "/status/readyReplicas")),
+        created(o, now),
+    ]
+}
+
 pub(super) static PRINTERS: &[Printer] = &[
     Printer {
         group: "",
@@ -94,24 +113,23 @@ pub(super) static PRINTERS: &[Printer] = &[
     Printer {
         group: "apps",
         kinds: &["ReplicaSet"],
-        columns: wide![
-            NAME,
-            ("Desired", "string", 0),
-            ("Current", "string", 0),
-            ("Ready", "string", 0),
-            AGE,
-        ],
+        columns: REPLICA_COLUMNS,
+        cells: |o, now| with_template(o, replica_counts(o, now)),
+    },
+    Printer {
+        group: "",
+        kinds: &["ReplicationController"],
+        columns: REPLICA_COLUMNS,
         cells: |o, now| {
-            with_template(
-                o,
-                vec![
-                    name(o),
-                    json!(replicas(o)),
-                    json!(i(o, "/status/replicas")),
-                    json!(i(o, "/status/readyReplicas")),
-                    created(o, now),
-                ],
-            )
+            let tmpl = o.pointer("/spec/template/spec").unwrap_or(&Value::Null);
+            let (cs, imgs) = containers_images(tmpl);
+            let mut row = replica_counts(o, now);
+            row.extend([
+                json!(cs),
+                json!(imgs),
+                json!(map_selector(o.pointer("/spec/selector"))),
+            ]);
+            row
         },
     },
     Printer {

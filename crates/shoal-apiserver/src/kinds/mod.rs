@@ -211,6 +211,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "Secret") => &config::SECRET,
         ("apps", "Deployment") => &workloads::DEPLOYMENT,
         ("apps", "ReplicaSet") => &workloads::REPLICA_SET,
+        ("", "ReplicationController") => &workloads::REPLICATION_CONTROLLER,
         ("apps", "StatefulSet") => &workloads::STATEFUL_SET,
         ("apps", "DaemonSet") => &workloads::DAEMON_SET,
         ("batch", "Job") => &job::JOB,

@@ -17,6 +17,7 @@ pub(super) static DEPLOYMENT: Workload = Workload("Deployment");
 pub(super) static REPLICA_SET: Workload = Workload("ReplicaSet");
 pub(super) static STATEFUL_SET: Workload = Workload("StatefulSet");
 pub(super) static DAEMON_SET: Workload = Workload("DaemonSet");
+pub(super) static REPLICATION_CONTROLLER: Workload = Workload("ReplicationController");
 
 fn template(spec: &mut Map<String, Value>) {
     if let Some(t) = spec.get_mut("template").and_then(obj) {
@@ -68,7 +69,7 @@ fn stateful_update_strategy(s: &mut Map<String, Value>) {
 /// new object has them at 0 before any controller writes.
 fn counters_of(kind: &str) -> &'static [&'static str] {
     match kind {
-        "ReplicaSet" => &["replicas"],
+        "ReplicaSet" | "ReplicationController" => &["replicas"],
         "StatefulSet" => &["replicas", "availableReplicas"],
         "DaemonSet" => &[
             "currentNumberScheduled",
@@ -106,6 +107,36 @@ impl Strategy for Workload {
                     template(s);
                 }
             }
+            "ReplicationController" => {
+                let spec = child(root, "spec");
+                if let Some(s) = obj(spec) {
+                    set_default(s, "replicas", json!(1));
+                    template(s);
+                    // `SetDefaults_ReplicationController`: the selector and the labels default
+                    // to the template's labels.
+                    let labels = s
+                        .get("template")
+                        .and_then(|t| t.pointer("/metadata/labels"))
+                        .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()))
+                        .cloned();
+                    if let Some(labels) = labels {
+                        if s.get("selector")
+                            .and_then(Value::as_object)
+                            .is_none_or(Map::is_empty)
+                        {
+                            s.insert("selector".into(), labels.clone());
+                        }
+                        let meta = child(root, "metadata");
+                        if let Some(m) = obj(meta)
+                            && m.get("labels")
+                                .and_then(Value::as_object)
+                                .is_none_or(Map::is_empty)
+                        {
+                            m.insert("labels".into(), labels);
+                        }
+                    }
+                }
+            }
             "StatefulSet" => {
                 let spec = child(root, "spec");
                 if let Some(s) = obj(spec) {
@@ -140,7 +171,11 @@ impl Strategy for Workload {
         let empty = Value::Null;
         let tmpl = o.pointer("/spec/template").unwrap_or(&empty);
         replicas(o, out);
-        selector_and_template(o, "spec.template", tmpl, out);
+        if self.0 == "ReplicationController" {
+            map_selector_and_template(o, tmpl, out);
+        } else {
+            selector_and_template(o, "spec.template", tmpl, out);
+        }
         validate_pod_spec(
             tmpl.get("spec").unwrap_or(&empty),
             "spec.template.spec",
@@ -150,12 +185,43 @@ impl Strategy for Workload {
     }
 
     fn validate_update(&self, o: &Value, old: &Value, out: &mut Vec<Cause>) {
-        if o.pointer("/spec/selector") != old.pointer("/spec/selector") {
+        // A ReplicationController's selector may change (its pods are adopted or released).
+        if self.0 != "ReplicationController"
+            && o.pointer("/spec/selector") != old.pointer("/spec/selector")
+        {
             out.push(Cause::invalid(
                 "spec.selector",
                 o.pointer("/spec/selector").unwrap_or(&Value::Null),
                 "field is immutable",
             ));
         }
+    }
+}
+
+/// A ReplicationController's selector (a plain label map): present, and matching the
+/// template's labels (`ValidateReplicationControllerSpec`).
+fn map_selector_and_template(o: &Value, tmpl: &Value, out: &mut Vec<Cause>) {
+    let selector = o
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty());
+    let Some(selector) = selector else {
+        out.push(Cause::required("spec.selector"));
+        return;
+    };
+    if tmpl.is_null() {
+        out.push(Cause::required("spec.template"));
+        return;
+    }
+    let labels = tmpl.pointer("/metadata/labels");
+    let matches = selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+    if !matches {
+        out.push(Cause::invalid(
+            "spec.template.metadata.labels",
+            labels.map(Value::to_string).unwrap_or_default(),
+            "`selector` does not match template `labels`",
+        ));
     }
 }

@@ -315,10 +315,15 @@ pub fn scale_of(info: &ResourceInfo, o: &Value) -> Value {
         None => (
             o.pointer("/spec/replicas").cloned(),
             o.pointer("/status/replicas").cloned(),
-            o.pointer("/spec/selector")
-                .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
+            if info.kind == "ReplicationController" {
+                // A plain label map.
+                shoal_api::selector::map_to_string(o.pointer("/spec/selector"))
+            } else {
+                o.pointer("/spec/selector")
+                    .and_then(|s| shoal_api::selector::LabelSelector::from_object(s).ok())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            },
         ),
     };
     // A custom resource without replicas yet scales from 0, a built-in kind from its default.

@@ -249,3 +249,29 @@ async fn pod_templates_are_defaulted_and_controller_revisions_keep_their_data() 
     let r = send(&app, Method::POST, revs, no_rev).await;
     assert_status(&r, 422, "Invalid");
 }
+
+#[tokio::test]
+async fn replication_controllers_default_their_selector_and_scale() {
+    let (app, _) = app().await;
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "r"},
+        "spec": {"template": {"metadata": {"labels": {"app": "r"}},
+            "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}}}});
+    let r = send(&app, Method::POST, rcs, rc).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["spec"]["selector"], json!({"app": "r"}));
+    assert_eq!(r.body["spec"]["replicas"], 1);
+    assert_eq!(r.body["metadata"]["labels"], json!({"app": "r"}));
+    assert_eq!(r.body["status"]["replicas"], 0);
+    let scale = send(&app, Method::GET, &format!("{rcs}/r/scale"), Value::Null).await;
+    assert_eq!(scale.body["status"]["selector"], "app=r", "{}", scale.body);
+    let bad = json!({"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "b"},
+        "spec": {"selector": {"app": "other"}, "template": {"metadata": {"labels": {"app": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}}}});
+    let r = send(&app, Method::POST, rcs, bad).await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(
+        r.body["details"]["causes"][0]["field"],
+        "spec.template.metadata.labels"
+    );
+}
