@@ -719,6 +719,31 @@ fn errors_read_like_kubernetes(c: Cluster) {
     let unknown = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: u\nspecc: {}\ndata:\n  k: v\nbogus: 1\n";
     let err = c.fails(&["create", "-f", &write(dir.path(), "u.yaml", unknown)]);
     assert!(err.contains("unknown field \"bogus\""), "{err}");
+    // A pod posted to the namespaces endpoint, as Kubernetes' own kubectl tests do.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n";
+    let err = c.fails(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces",
+        "-f",
+        &write(dir.path(), "pod.yaml", pod),
+    ]);
+    assert!(
+        err.contains("the object provided is unrecognized (must be of type Namespace)"),
+        "{err}"
+    );
+    c.ok(&["create", "deployment", "typed", "--image=x"]);
+    let err = c.fails(&[
+        "patch",
+        "deployment",
+        "typed",
+        "-p",
+        r#"{"spec":{"replicas":"three"}}"#,
+    ]);
+    assert!(
+        err.contains("cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"),
+        "{err}"
+    );
 }
 
 fn get_watch_sees_later_changes(c: Cluster) {

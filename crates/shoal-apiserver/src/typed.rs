@@ -6,16 +6,61 @@ use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, netwo
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+fn round_trip<T: DeserializeOwned + Serialize>(message: &str, v: &Value) -> Result<Value, String> {
     let t: T = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
+        let inner = e.inner().to_string();
         if path == "." {
-            e.inner().to_string()
+            inner
         } else {
-            format!("{path}: {}", e.inner())
+            go_type_error(message, &path, &inner).unwrap_or_else(|| format!("{path}: {inner}"))
         }
     })?;
     serde_json::to_value(&t).map_err(|e| e.to_string())
+}
+
+/// A wrongly typed field as Go's JSON decoder words it (`json: cannot unmarshal string into
+/// Go struct field DeploymentSpec.spec.replicas of type int32`): the struct holding the field
+/// is found by walking the kind's protobuf schema along `path`.
+fn go_type_error(message: &str, path: &str, serde_msg: &str) -> Option<String> {
+    let rest = serde_msg.strip_prefix("invalid type: ")?;
+    let (got, want) = rest.split_once(", expected ")?;
+    let got = match got.split_whitespace().next()? {
+        "string" => "string",
+        "integer" | "floating" => "number",
+        "boolean" => "bool",
+        "map" => "object",
+        "sequence" => "array",
+        "null" | "unit" => "null",
+        other => other,
+    };
+    let want = match want.trim() {
+        "i32" => "int32".to_owned(),
+        "i64" => "int64".to_owned(),
+        "u32" => "uint32".to_owned(),
+        "f64" => "float64".to_owned(),
+        "a boolean" => "bool".to_owned(),
+        "a string" => "string".to_owned(),
+        "a sequence" => "[]interface {}".to_owned(),
+        other => other.trim_start_matches("struct ").to_owned(),
+    };
+    let segments: Vec<&str> = path
+        .split('.')
+        .map(|s| s.split('[').next().unwrap_or(s))
+        .collect();
+    let mut parent = message.to_owned();
+    for seg in &segments[..segments.len().saturating_sub(1)] {
+        let fields = crate::protobuf::lookup(&parent)?;
+        match &fields.iter().find(|f| f.json == *seg)?.ty {
+            crate::protobuf::Ty::Message(m) => parent = (*m).to_owned(),
+            _ => return None,
+        }
+    }
+    let short = parent.rsplit('.').next().unwrap_or(&parent);
+    let json_path = segments.join(".");
+    Some(format!(
+        "json: cannot unmarshal {got} into Go struct field {short}.{json_path} of type {want}"
+    ))
 }
 
 macro_rules! kinds {
@@ -23,7 +68,11 @@ macro_rules! kinds {
         /// Decodes `v` as `group`/`kind` and encodes it back; `None` for kinds without a type.
         pub fn round_trip_kind(group: &str, kind: &str, v: &Value) -> Option<Result<Value, String>> {
             match (group, kind) {
-                $(($group, $kind) => Some(round_trip::<$ty>(v)),)*
+                $(($group, $kind) => {
+                    let api_version = if $group.is_empty() { "v1".to_owned() } else { format!("{}/v1", $group) };
+                    let message = format!("{}.{}", crate::protobuf::package(&api_version), $kind);
+                    Some(round_trip::<$ty>(&message, v))
+                },)*
                 _ => None,
             }
         }
@@ -128,6 +177,17 @@ mod tests {
         let err = round_trip_kind("apps", "Deployment", &bad)
             .unwrap()
             .unwrap_err();
-        assert!(err.starts_with("spec.replicas"), "{err}");
+        assert_eq!(
+            err,
+            "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+        );
+        let bad = json!({"metadata": {"name": "p"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": 5}]}}}});
+        let err = round_trip_kind("apps", "Deployment", &bad)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "json: cannot unmarshal number into Go struct field Container.spec.template.spec.containers.image of type string"
+        );
     }
 }

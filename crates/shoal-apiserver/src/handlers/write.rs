@@ -56,7 +56,7 @@ pub(super) async fn resource(
                 )
                 .into());
             }
-            let obj = crate::body::decode_object(content_type(headers), &body)?;
+            let obj = crate::body::decode_as(info.kind, content_type(headers), &body)?;
             Ok(written(
                 info,
                 reg.create(
@@ -92,7 +92,7 @@ pub(super) async fn resource(
             ))
         }
         (Method::PUT, Some(n), None | Some(Subresource::Status) | Some(Subresource::Finalize)) => {
-            let obj = crate::body::decode_object(content_type(headers), &body)?;
+            let obj = crate::body::decode_as(info.kind, content_type(headers), &body)?;
             let sub = t.subresource.filter(|s| *s == Subresource::Status);
             Ok(written(
                 info,

@@ -79,9 +79,24 @@ pub fn check_type_meta(info: &ResourceInfo, o: &mut Value) -> ApiResult<()> {
         .into());
     }
     if !kind.is_empty() && kind != info.kind {
+        // What kube-apiserver's decoder says when the body is another kind (its conversion
+        // into the endpoint's type fails), with the start of the body.
+        let body = serde_json::to_string(o).unwrap_or_default();
+        let summary = match body.char_indices().nth(30) {
+            Some((at, _)) => format!("{} ...", &body[..at]),
+            None => body,
+        };
+        let package = crate::protobuf::package(if av.is_empty() { &want_av } else { &av });
+        let version = package.rsplit('.').next().unwrap_or("v1");
+        let group = info
+            .group
+            .split('.')
+            .next()
+            .filter(|g| !g.is_empty())
+            .unwrap_or("core");
         return Err(StatusError::bad_request(format!(
-            "the kind in the data ({kind}) does not match the expected kind ({})",
-            info.kind
+            "the object provided is unrecognized (must be of type {}): converting ({version}.{kind}) to ({group}.{}): unknown conversion ({summary})",
+            info.kind, info.kind
         ))
         .into());
     }

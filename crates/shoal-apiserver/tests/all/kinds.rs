@@ -275,3 +275,35 @@ async fn replication_controllers_default_their_selector_and_scale() {
         "spec.template.metadata.labels"
     );
 }
+
+#[tokio::test]
+async fn bodies_of_another_kind_or_wrongly_typed_read_as_kube_apiserver_words_them() {
+    let (app, _) = app().await;
+    // A pod posted to the namespaces endpoint (Kubernetes' own kubectl test greps this).
+    let r = send(&app, Method::POST, "/api/v1/namespaces", pod("p", None)).await;
+    assert_status(&r, 400, "BadRequest");
+    let msg = r.body["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("the object provided is unrecognized (must be of type Namespace): "),
+        "{msg}"
+    );
+    // A strategic merge patch that gives a field the wrong type.
+    let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "oci://x/y:1"}]}}}});
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    send(&app, Method::POST, deployments, d).await;
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{deployments}/d"),
+        "application/strategic-merge-patch+json",
+        r#"{"spec":{"replicas":"three"}}"#,
+    )
+    .await;
+    assert_status(&r, 400, "BadRequest");
+    assert_eq!(
+        r.body["message"],
+        "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+    );
+}
