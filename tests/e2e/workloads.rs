@@ -578,3 +578,46 @@ spec:
         Ok(())
     });
 }
+
+/// `kubectl rollout history|undo` for DaemonSets and StatefulSets, from their
+/// ControllerRevisions.
+#[test]
+fn daemonsets_and_statefulsets_keep_rollout_history_and_undo() {
+    let c = Cluster::start().unwrap();
+    c.apply(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      containers: [{name: echo, image: shoal.local/http-echo:latest}]\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  replicas: 1\n  serviceName: web\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: echo, image: shoal.local/http-echo:latest}]\n",
+    );
+    for kind in ["daemonset/agent", "statefulset/web"] {
+        c.ok(&["rollout", "status", kind, "--timeout=60s"]);
+        c.ok(&["set", "env", kind, "COLOUR=blue"]);
+        c.ok(&["rollout", "status", kind, "--timeout=60s"]);
+        let history = eventually("two revisions", || {
+            let h = c.ok(&["rollout", "history", kind]);
+            anyhow::ensure!(h.lines().any(|l| l.starts_with("2 ")), "{h}");
+            Ok(h)
+        });
+        assert!(history.lines().any(|l| l.starts_with("1 ")), "{history}");
+        let second = c.ok(&["rollout", "history", kind, "--revision=2"]);
+        assert!(second.contains("COLOUR:\tblue"), "{second}");
+        let undone = c.ok(&["rollout", "undo", kind]);
+        assert!(undone.contains("rolled back"), "{undone}");
+        eventually("the first template is back as revision 3", || {
+            let env = c.ok(&[
+                "get",
+                kind,
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].env}",
+            ]);
+            let h = c.ok(&["rollout", "history", kind]);
+            anyhow::ensure!(
+                env.is_empty() && h.lines().any(|l| l.starts_with("3 ")),
+                "{env} {h}"
+            );
+            anyhow::ensure!(!h.lines().any(|l| l.starts_with("1 ")), "{h}");
+            Ok(())
+        });
+        c.ok(&["rollout", "status", kind, "--timeout=60s"]);
+    }
+    let revisions = c.ok(&["get", "controllerrevisions", "-o", "name"]);
+    assert_eq!(revisions.lines().count(), 4, "{revisions}");
+}

@@ -177,6 +177,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .await?
         .items;
     let owned = claim(&pods, &owner, candidates).await;
+    crate::history::record(
+        &ctx.client,
+        &crate::history::Owner {
+            kind: "DaemonSet",
+            meta: &ds.metadata,
+            selector: &selector,
+            template: &spec.template,
+            hash: &hash,
+            limit: spec.revision_history_limit.unwrap_or(10),
+        },
+        &crate::history::hashes_in_use(&owned),
+    )
+    .await?;
 
     // Pods by node; failed pods are deleted to be replaced, pods on nodes that should not
     // run them are deleted, and a node with several keeps its oldest.

@@ -9,6 +9,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
+pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;

@@ -149,6 +149,19 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
         .await?
         .items;
     let owned = claim(&pods, &owner, candidates).await;
+    crate::history::record(
+        &ctx.client,
+        &crate::history::Owner {
+            kind: "StatefulSet",
+            meta: &sts.metadata,
+            selector: &selector,
+            template: &spec.template,
+            hash: &update,
+            limit: spec.revision_history_limit.unwrap_or(10),
+        },
+        &crate::history::hashes_in_use(&owned),
+    )
+    .await?;
     let mut by_ordinal: BTreeMap<i32, &Pod> = BTreeMap::new();
     for p in &owned {
         if let Some(i) = p.metadata.name.as_deref().and_then(|n| ordinal(name, n)) {
