@@ -218,3 +218,55 @@ fn a_high_priority_pod_preempts_lower_priority_ones_on_a_full_node() {
         "{events}"
     );
 }
+
+/// The scheduler and controller-manager of `shoal up` hold their Leases; a second scheduler
+/// started against the cluster waits as a standby (it never takes the Lease while the first
+/// renews it) and stops cleanly.
+#[test]
+fn components_hold_leases_and_a_second_scheduler_stands_by() {
+    let c = Cluster::start().unwrap();
+    let holder = |name: &str| {
+        c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            name,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+    };
+    let scheduler = eventually("the scheduler leads", || {
+        let h = holder("kube-scheduler");
+        anyhow::ensure!(!h.is_empty(), "no holder");
+        Ok(h)
+    });
+    eventually("the controller-manager leads", || {
+        let h = holder("kube-controller-manager");
+        anyhow::ensure!(!h.is_empty(), "no holder");
+        Ok(())
+    });
+    let events = c.ok(&["get", "events", "-n", "kube-system"]);
+    assert!(events.contains("became leader"), "{events}");
+    let mut standby = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args(["scheduler", "--kubeconfig"])
+        .arg(c.kubeconfig())
+        .args([
+            "--leader-elect-lease-duration=2s",
+            "--leader-elect-retry-period=200ms",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert_eq!(holder("kube-scheduler"), scheduler);
+    assert!(standby.try_wait().unwrap().is_none(), "the standby exited");
+    // It still schedules (the leader does).
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: led}\nspec:\n  restartPolicy: Never\n  containers: [{name: a, image: shoal.local/hello:latest}]\n",
+    );
+    c.wait_pod("led", "{.status.phase}", "Succeeded");
+    let _ = standby.kill();
+    let _ = standby.wait();
+}

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, PostParams};
+pub mod leader;
 pub use shoal_api::events::Involved;
 
 /// `Normal` or `Warning`.

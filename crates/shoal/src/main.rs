@@ -124,6 +124,8 @@ impl PluginArgs {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Start a single-node cluster: API server, scheduler, controllers and a kubelet (on the embedded store
     /// unless `--store` says otherwise).
@@ -136,6 +138,8 @@ enum Command {
         kubelet: node::KubeletArgs,
         #[command(flatten)]
         controllers: ControllerArgs,
+        #[command(flatten)]
+        leader: LeaderArgs,
     },
     /// Run the API server alone.
     Apiserver {
@@ -161,6 +165,8 @@ enum Command {
         kubeconfig: PathBuf,
         #[command(flatten)]
         plugins: PluginArgs,
+        #[command(flatten)]
+        leader: LeaderArgs,
     },
     /// Run the controllers alone against the cluster of KUBECONFIG.
     ControllerManager {
@@ -168,6 +174,8 @@ enum Command {
         kubeconfig: PathBuf,
         #[command(flatten)]
         controllers: ControllerArgs,
+        #[command(flatten)]
+        leader: LeaderArgs,
     },
     /// Register N simulated nodes (kwok-like) with the cluster of KUBECONFIG: their leases are
     /// renewed and pods bound to them are marked Running without executing anything.
@@ -225,6 +233,122 @@ impl ControllerArgs {
             node_monitor_grace_period: grace,
         })
     }
+}
+
+/// Leader election of the scheduler and the controller-manager, with kube-scheduler's and
+/// kube-controller-manager's flags and defaults.
+#[derive(clap::Args, Clone)]
+struct LeaderArgs {
+    /// The candidate's identity; a fresh one per process unless set (`shoal up` keeps one per
+    /// data directory, so a restarted node takes its own Lease back at once).
+    #[arg(skip)]
+    identity: Option<String>,
+    /// Hold a Lease in kube-system (`kube-scheduler`, `kube-controller-manager`) while
+    /// working, so that of several replicas one works at a time.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long a Lease not renewed stays held (`15s`).
+    #[arg(long, default_value = "15s", value_parser = seconds)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader tries to renew before it gives up its work (`10s`).
+    #[arg(long, default_value = "10s", value_parser = seconds)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire and the leader renews (`2s`).
+    #[arg(long, default_value = "2s", value_parser = seconds)]
+    leader_elect_retry_period: std::time::Duration,
+}
+
+/// `15s`, `1.5s`, `500ms` or a number of seconds.
+fn seconds(s: &str) -> Result<std::time::Duration, String> {
+    let (number, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| std::time::Duration::try_from_secs_f64(n * scale).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive duration such as 15s"))
+}
+
+impl LeaderArgs {
+    /// Runs `work` as `name` (the Lease) would: under leader election unless it is off.
+    async fn run<F, Fut>(&self, name: &str, client: kube::Client, stop: CancellationToken, work: F)
+    where
+        F: Fn(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        if !self.leader_elect {
+            return work(stop).await;
+        }
+        let mut election = shoal_client::leader::Election {
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+            ..shoal_client::leader::Election::new(name)
+        };
+        if let Some(id) = &self.identity {
+            election.identity = id.clone();
+        }
+        election.run(client, stop, work).await;
+    }
+}
+
+/// This host's name and an id kept in `dir`: the same candidate across restarts of one node.
+fn stable_identity(dir: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let file = dir.join("leader-identity");
+    let id = match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
+        _ => {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Err(e) = std::fs::write(&file, &id) {
+                tracing::warn!(error = %e, "cannot keep the leader election identity");
+            }
+            id
+        }
+    };
+    format!("{host}_{id}")
+}
+
+/// The scheduler, under leader election: a fresh one each time this process leads.
+async fn run_scheduler(
+    client: kube::Client,
+    config: shoal_scheduler::Config,
+    leader: LeaderArgs,
+    stop: CancellationToken,
+) {
+    let c = client.clone();
+    leader
+        .run("kube-scheduler", client, stop, move |token| {
+            let scheduler = shoal_scheduler::Scheduler::new(
+                c.clone(),
+                shoal_scheduler::plugins::defaults(),
+                config.clone(),
+            );
+            scheduler.run(token)
+        })
+        .await;
+}
+
+/// The controllers, under leader election.
+async fn run_controllers(
+    client: kube::Client,
+    config: shoal_controllers::Config,
+    supervisor: shoal_supervisor::Supervisor,
+    leader: LeaderArgs,
+    stop: CancellationToken,
+) {
+    let c = client.clone();
+    leader
+        .run("kube-controller-manager", client, stop, move |token| {
+            let (c, config, supervisor) = (c.clone(), config.clone(), supervisor.clone());
+            async move { shoal_controllers::run(c, config, &supervisor, token).await }
+        })
+        .await;
 }
 
 #[derive(Subcommand)]
@@ -418,7 +542,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 async fn run_apiserver(
     args: ServerArgs,
     plugins: PluginArgs,
-    kubelet: Option<(node::KubeletArgs, shoal_controllers::Config)>,
+    kubelet: Option<(node::KubeletArgs, shoal_controllers::Config, LeaderArgs)>,
 ) -> anyhow::Result<()> {
     // Every long-running task of the process, and `/readyz` reporting on them.
     let supervisor = shoal_supervisor::Supervisor::new();
@@ -472,25 +596,32 @@ async fn run_apiserver(
         token.clone(),
     ));
     let node = match kubelet {
-        Some((mut args, controllers)) => {
+        Some((mut args, controllers, mut leader)) => {
+            leader.identity = Some(stable_identity(&dir));
             // Pods resolve through the kube-dns address of this cluster's Service range.
             args.cluster_dns
                 .get_or_insert_with(|| service_range.dns_host().into());
             let client = node::client_from(&kubeconfig).await?;
-            let scheduler = shoal_scheduler::Scheduler::new(
+            let scheduling = shoal_scheduler::Config {
+                plugins: Some(shoal_scheduler::wasm::PluginConfig {
+                    host,
+                    sources: plugins.sources(),
+                }),
+                supervisor: supervisor.clone(),
+            };
+            tokio::spawn(run_scheduler(
                 client.clone(),
-                shoal_scheduler::plugins::defaults(),
-                shoal_scheduler::Config {
-                    plugins: Some(shoal_scheduler::wasm::PluginConfig {
-                        host,
-                        sources: plugins.sources(),
-                    }),
-                    supervisor: supervisor.clone(),
-                },
-            );
-            tokio::spawn(scheduler.run(token.clone()));
-            let (c, sup, stop) = (client.clone(), supervisor.clone(), token.clone());
-            tokio::spawn(async move { shoal_controllers::run(c, controllers, &sup, stop).await });
+                scheduling,
+                leader.clone(),
+                token.clone(),
+            ));
+            tokio::spawn(run_controllers(
+                client.clone(),
+                controllers,
+                supervisor.clone(),
+                leader,
+                token.clone(),
+            ));
             Some(
                 node::start_kubelet(
                     client,
@@ -549,7 +680,15 @@ async fn main() -> anyhow::Result<()> {
             plugins,
             kubelet,
             controllers,
-        } => run_apiserver(server, plugins, Some((kubelet, controllers.config()?))).await,
+            leader,
+        } => {
+            run_apiserver(
+                server,
+                plugins,
+                Some((kubelet, controllers.config()?, leader)),
+            )
+            .await
+        }
         Command::Apiserver { server, plugins } => run_apiserver(server, plugins, None).await,
         Command::Kubelet {
             kubeconfig,
@@ -559,6 +698,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Scheduler {
             kubeconfig,
             plugins,
+            leader,
         } => {
             let client = node::client_from(&kubeconfig).await?;
             let shutdown = CancellationToken::new();
@@ -571,14 +711,13 @@ async fn main() -> anyhow::Result<()> {
                 }),
                 supervisor: shoal_supervisor::Supervisor::new(),
             };
-            shoal_scheduler::Scheduler::new(client, shoal_scheduler::plugins::defaults(), config)
-                .run(shutdown)
-                .await;
+            run_scheduler(client, config, leader, shutdown).await;
             Ok(())
         }
         Command::ControllerManager {
             kubeconfig,
             controllers,
+            leader,
         } => {
             let config = controllers.config()?;
             let client = node::client_from(&kubeconfig).await?;
@@ -586,7 +725,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::spawn(shutdown_signal(shutdown.clone()));
             println!("Shoal controller-manager running");
             let supervisor = shoal_supervisor::Supervisor::new();
-            shoal_controllers::run(client, config, &supervisor, shutdown).await;
+            run_controllers(client, config, supervisor, leader, shutdown).await;
             Ok(())
         }
         Command::SimulateNodes {
