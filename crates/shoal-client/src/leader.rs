@@ -33,13 +33,10 @@ impl Election {
     /// Kubernetes' defaults (15 s lease, 10 s renew deadline, 2 s retry period) for the Lease
     /// `kube-system/NAME`, with a fresh identity on this host.
     pub fn new(name: &str) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into());
         Election {
             namespace: "kube-system".into(),
             name: name.into(),
-            identity: format!("{host}_{}", uuid::Uuid::new_v4()),
+            identity: format!("{}_{}", host_name(), uuid::Uuid::new_v4()),
             lease_duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             retry_period: Duration::from_secs(2),
@@ -216,6 +213,13 @@ impl Election {
             tracing::warn!(error = %e, lease = %self.name, "cannot release the lease");
         }
     }
+}
+
+/// This machine's host name (the first part of a candidate's identity).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// The Lease as this candidate last saw it change, by its own clock.

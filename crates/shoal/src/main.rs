@@ -297,9 +297,6 @@ impl LeaderArgs {
 
 /// This host's name and an id kept in `dir`: the same candidate across restarts of one node.
 fn stable_identity(dir: &std::path::Path) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into());
     let file = dir.join("leader-identity");
     let id = match std::fs::read_to_string(&file) {
         Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
@@ -311,7 +308,7 @@ fn stable_identity(dir: &std::path::Path) -> String {
             id
         }
     };
-    format!("{host}_{id}")
+    format!("{}_{id}", shoal_client::leader::host_name())
 }
 
 /// The scheduler, under leader election: a fresh one each time this process leads.
