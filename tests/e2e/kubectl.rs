@@ -732,6 +732,13 @@ fn errors_read_like_kubernetes(c: Cluster) {
         err.contains("the object provided is unrecognized (must be of type Namespace)"),
         "{err}"
     );
+    // A kind nobody serves: kubectl looks for it in /openapi/v2 and then says it is unknown.
+    let gizmo = "apiVersion: example.com/v1\nkind: Gizmo\nmetadata:\n  name: g\n";
+    let err = c.fails(&["apply", "-f", &write(dir.path(), "gizmo.yaml", gizmo)]);
+    assert!(
+        err.contains("no matches for kind \"Gizmo\" in version \"example.com/v1\""),
+        "{err}"
+    );
     c.ok(&["create", "deployment", "typed", "--image=x"]);
     let err = c.fails(&[
         "patch",

@@ -130,6 +130,43 @@ impl OpenApi {
         json!({ "paths": paths })
     }
 
+    /// `/openapi/v2` as kubectl asks for it (gnostic's protobuf `openapi.v2.Document`): the
+    /// document's version and title, without definitions. kubectl reads kinds' schemas from
+    /// `/openapi/v3` and turns to v2 only for a kind the server does not serve, for which this
+    /// document has nothing either, so kubectl goes on to say the kind is unknown.
+    pub fn v2_protobuf() -> Bytes {
+        fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+            out.push((number << 3) | 2);
+            let mut n = bytes.len();
+            while n >= 0x80 {
+                out.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(bytes);
+        }
+        let mut info = Vec::new();
+        field(&mut info, 1, b"Kubernetes");
+        field(&mut info, 2, shoal_api::version::GIT_VERSION.as_bytes());
+        let mut doc = Vec::new();
+        field(&mut doc, 1, b"2.0");
+        field(&mut doc, 2, &info);
+        Bytes::from(doc)
+    }
+
+    /// `/openapi/v2` in JSON: the built-in kinds' schemas as Swagger 2.0 `definitions`.
+    pub fn v2_json(&self) -> Bytes {
+        let text = serde_json::to_string(&json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": shoal_api::version::GIT_VERSION},
+            "paths": {},
+            "definitions": self.schemas,
+        }))
+        .unwrap_or_default()
+        .replace("#/components/schemas/", "#/definitions/");
+        Bytes::from(text)
+    }
+
     pub fn doc(&self, catalog: &Catalog, gv: &str) -> Option<Bytes> {
         self.docs
             .get(gv)

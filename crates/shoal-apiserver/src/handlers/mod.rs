@@ -150,6 +150,20 @@ async fn route(
         ["apis", g, v] => discovery::resource_list(catalog, g, v)
             .map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(|| StatusError::path_not_found().into()),
+        ["openapi", "v2"] => {
+            if accept(headers).contains("protobuf") {
+                let mut r = Response::new(Body::from(crate::openapi::OpenApi::v2_protobuf()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    ),
+                );
+                Ok(r)
+            } else {
+                Ok(json_response(StatusCode::OK, s.openapi.v2_json().to_vec()))
+            }
+        }
         ["openapi", "v3"] => Ok(value_response(StatusCode::OK, &s.openapi.root(catalog))),
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");

@@ -307,3 +307,35 @@ async fn bodies_of_another_kind_or_wrongly_typed_read_as_kube_apiserver_words_th
         "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
     );
 }
+
+#[tokio::test]
+async fn openapi_v2_is_served_as_kubectl_asks_for_it() {
+    let (app, _) = app().await;
+    let json = send(&app, Method::GET, "/openapi/v2", Value::Null).await;
+    assert_eq!(json.body["swagger"], "2.0");
+    let pod = &json.body["definitions"]["io.k8s.api.core.v1.Pod"];
+    assert!(
+        pod["properties"]["spec"]
+            .to_string()
+            .contains("#/definitions/io.k8s.api.core.v1.PodSpec"),
+        "{pod}"
+    );
+    let req = http::Request::get("/openapi/v2")
+        .header(
+            "accept",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        )
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    // Field 1 (swagger) is "2.0".
+    assert_eq!(&bytes[..5], b"\x0a\x032.0");
+}
