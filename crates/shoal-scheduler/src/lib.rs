@@ -47,6 +47,8 @@ struct State {
     assumed: HashMap<String, String>,
     /// Unschedulable pods: when to try again, and the current back-off.
     backoff: HashMap<String, (Instant, Duration)>,
+    /// PodDisruptionBudgets by `namespace/name`, which preemption tries not to violate.
+    budgets: HashMap<String, preemption::Budget>,
 }
 
 fn key(pod: &Pod) -> String {
@@ -162,6 +164,13 @@ impl Scheduler {
             shutdown.clone(),
             move || this.clone().watch_pods(),
         );
+        let this = self.clone();
+        let budgets = sup.spawn(
+            "scheduler/disruption-budget-watch",
+            Restart::Always,
+            shutdown.clone(),
+            move || this.clone().watch_budgets(),
+        );
         let plugins = self.config.plugins.clone().map(|config| {
             let client = self.client.clone();
             let out = self.wasm.clone();
@@ -181,7 +190,10 @@ impl Scheduler {
             move || this.clone().schedule_loop(stop.clone()),
         );
         shutdown.cancelled().await;
-        for task in [Some(nodes), Some(pods), plugins].into_iter().flatten() {
+        for task in [Some(nodes), Some(pods), Some(budgets), plugins]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         let _ = scheduling.await;
@@ -243,6 +255,38 @@ impl Scheduler {
             s.backoff.clear();
             drop(s);
             self.wake.notify_one();
+        }
+    }
+
+    async fn watch_budgets(self: Arc<Self>) {
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        let api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let name = |b: &PodDisruptionBudget| {
+            format!(
+                "{}/{}",
+                b.metadata.namespace.as_deref().unwrap_or(""),
+                b.metadata.name.as_deref().unwrap_or("")
+            )
+        };
+        while let Some(e) = stream.next().await {
+            let mut s = self.lock();
+            match e {
+                Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
+                    match preemption::Budget::of(&b) {
+                        Some(budget) => s.budgets.insert(name(&b), budget),
+                        None => s.budgets.remove(&name(&b)),
+                    };
+                }
+                Ok(watcher::Event::Delete(b)) => {
+                    s.budgets.remove(&name(&b));
+                }
+                Ok(watcher::Event::Init) => s.budgets.clear(),
+                Ok(watcher::Event::InitDone) => {}
+                Err(e) => tracing::warn!(error = %e, "disruption budget watch failed; retrying"),
+            }
         }
     }
 
@@ -378,8 +422,10 @@ impl Scheduler {
                     });
                 }
                 Err(message) => {
+                    let budgets: Vec<preemption::Budget> =
+                        self.lock().budgets.values().cloned().collect();
                     if preemption::may_preempt(&pod, &nodes)
-                        && let Some(plan) = preemption::plan(&framework, &pod, &nodes)
+                        && let Some(plan) = preemption::plan(&framework, &pod, &nodes, &budgets)
                     {
                         let node = nodes[plan.node].name().to_owned();
                         let this = self.clone();
