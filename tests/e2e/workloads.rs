@@ -621,3 +621,104 @@ fn daemonsets_and_statefulsets_keep_rollout_history_and_undo() {
     let revisions = c.ok(&["get", "controllerrevisions", "-o", "name"]);
     assert_eq!(revisions.lines().count(), 4, "{revisions}");
 }
+
+/// A StatefulSet's `volumeClaimTemplates` get claims bound to `local-path` volumes on the
+/// node; what a pod writes there survives the pod.
+#[test]
+fn statefulset_claims_are_provisioned_and_outlive_their_pods() {
+    let c = Cluster::start().unwrap();
+    let sts = |args: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db}}\nspec:\n  replicas: 1\n  serviceName: db\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers:\n      - name: c\n        image: shoal.local/exerciser:latest\n        args: [{args}]\n        volumeMounts: [{{name: data, mountPath: /data}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources: {{requests: {{storage: 1Gi}}}}\n"
+        )
+    };
+    c.apply(&sts(
+        "write, /data/kept, written-by-the-first-pod, sleep, '600'",
+    ));
+    c.wait_pod("db-0", "{.status.phase}", "Running");
+    let claim = c.ok(&[
+        "get",
+        "pvc",
+        "data-db-0",
+        "-o",
+        "jsonpath={.status.phase} {.spec.storageClassName} {.spec.volumeName}",
+    ]);
+    let parts: Vec<&str> = claim.split(' ').collect();
+    assert_eq!(parts[..2], ["Bound", "local-path"], "{claim}");
+    let volume = parts[2].to_owned();
+    let path = c.ok(&["get", "pv", &volume, "-o", "jsonpath={.spec.local.path}"]);
+    eventually("the pod wrote into its volume", || {
+        let body = std::fs::read_to_string(std::path::Path::new(&path).join("kept"))?;
+        anyhow::ensure!(body == "written-by-the-first-pod", "{body}");
+        Ok(())
+    });
+    let pvs = c.ok(&["get", "pv"]);
+    assert!(
+        pvs.contains("default/data-db-0") && pvs.contains("Bound"),
+        "{pvs}"
+    );
+    assert!(c.ok(&["get", "sc"]).contains("local-path (default)"));
+    // A new template reads the file: the new pod (db-0 deleted and made again) mounts the same
+    // claim and volume.
+    c.apply(&sts("read, /data/kept, sleep, '600'"));
+    c.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
+    eventually("the new pod reads what the old one wrote", || {
+        let logs = c.ok(&["logs", "db-0"]);
+        anyhow::ensure!(logs.contains("written-by-the-first-pod"), "{logs}");
+        Ok(())
+    });
+    c.ok(&["delete", "pod", "db-0"]);
+    c.wait_pod("db-0", "{.status.phase}", "Running");
+    eventually("and so does the next", || {
+        let logs = c.ok(&["logs", "db-0"]);
+        anyhow::ensure!(logs.contains("written-by-the-first-pod"), "{logs}");
+        Ok(())
+    });
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pvc",
+            "data-db-0",
+            "-o",
+            "jsonpath={.spec.volumeName}"
+        ]),
+        volume
+    );
+    // Deleting the set keeps the claim (Retain); deleting the claim deletes the volume and its
+    // directory (the class reclaims with Delete).
+    c.ok(&["delete", "statefulset", "db"]);
+    c.ok(&["delete", "pvc", "data-db-0"]);
+    eventually("the volume is gone", || {
+        let pvs = c.ok(&["get", "pv", "-o", "name"]);
+        anyhow::ensure!(
+            pvs.trim().is_empty() && !std::path::Path::new(&path).exists(),
+            "{pvs}"
+        );
+        Ok(())
+    });
+    // A volume made by hand is Available, and a claim of its class binds to it at once.
+    let dir = std::env::temp_dir().join(format!("shoal-e2e-pv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    c.apply(&format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: manual}}\nspec:\n  capacity: {{storage: 2Gi}}\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  hostPath: {{path: {}}}\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: mine}}\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: manual\n  resources: {{requests: {{storage: 1Gi}}}}\n",
+        dir.display()
+    ));
+    eventually("bound to the hand-made volume", || {
+        let out = c.ok(&[
+            "get",
+            "pvc",
+            "mine",
+            "-o",
+            "jsonpath={.status.phase} {.spec.volumeName} {.status.capacity.storage}",
+        ]);
+        anyhow::ensure!(out == "Bound manual 2Gi", "{out}");
+        Ok(())
+    });
+    c.ok(&["delete", "pvc", "mine"]);
+    eventually("released, kept (Retain)", || {
+        let out = c.ok(&["get", "pv", "manual", "-o", "jsonpath={.status.phase}"]);
+        anyhow::ensure!(out == "Released", "{out}");
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

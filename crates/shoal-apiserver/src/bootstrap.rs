@@ -24,7 +24,8 @@ fn backend(e: ApiError) -> StoreError {
 }
 
 impl ApiServer {
-    /// Creates the system namespaces and the system PriorityClasses if missing.
+    /// Creates the system namespaces, the system PriorityClasses and the `local-path`
+    /// StorageClass if missing.
     pub(crate) async fn bootstrap(&self) -> Result<(), StoreError> {
         let info = shoal_api::resources::find("", "v1", "namespaces")
             .expect("namespaces are in the resource table");
@@ -46,6 +47,22 @@ impl ApiServer {
                 Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
                 Err(e) => return Err(backend(e)),
             }
+        }
+        let storage = shoal_api::resources::find("storage.k8s.io", "v1", "storageclasses")
+            .expect("storageclasses are in the resource table");
+        match self
+            .registry
+            .create(
+                storage,
+                None,
+                crate::kinds::storage::local_path_class(),
+                &options(),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(backend(e)),
         }
         Ok(())
     }

@@ -101,6 +101,9 @@ kinds! {
     "", "Event" => core::v1::Event;
     "", "Binding" => core::v1::Binding;
     "", "PodTemplate" => core::v1::PodTemplate;
+    "", "PersistentVolume" => core::v1::PersistentVolume;
+    "", "PersistentVolumeClaim" => core::v1::PersistentVolumeClaim;
+    "storage.k8s.io", "StorageClass" => k8s_openapi::api::storage::v1::StorageClass;
     "", "ReplicationController" => core::v1::ReplicationController;
     "apiextensions.k8s.io", "CustomResourceDefinition" => k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     "apps", "ControllerRevision" => apps::v1::ControllerRevision;

@@ -16,6 +16,7 @@ pub mod nodelifecycle;
 pub mod replicaset;
 mod runner;
 pub mod statefulset;
+pub mod volume;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -86,6 +87,7 @@ pub async fn run(
         spawn("namespace", |c, _| Box::pin(namespace::run(c))),
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
         spawn("disruption", |c, _| Box::pin(disruption::run(c))),
+        spawn("persistentvolume-binder", |c, _| Box::pin(volume::run(c))),
         spawn("nodelifecycle", |c, grace| {
             Box::pin(nodelifecycle::run(c, grace))
         }),

@@ -29,6 +29,78 @@ pub async fn run(client: kube::Client) {
     crate::runner::run("statefulset", client, controller, reconcile).await;
 }
 
+/// Makes the claims of `volumeClaimTemplates` for the pod `pod_name` (`<template>-<pod>`,
+/// kept when the pod goes, as the default `Retain` retention policy says) and mounts them in
+/// `pod` in place of any volume of the same name.
+async fn claims_for(
+    client: &kube::Client,
+    sts: &StatefulSet,
+    pod_name: &str,
+    pod: &mut Pod,
+) -> Result<(), Error> {
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Volume,
+    };
+    let Some(templates) = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_claim_templates.as_ref())
+    else {
+        return Ok(());
+    };
+    let ns = sts.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let selector_labels = sts
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default();
+    for t in templates {
+        let template_name = t.metadata.name.clone().unwrap_or_default();
+        let claim_name = format!("{template_name}-{pod_name}");
+        let mut claim = t.clone();
+        let mut labels = claim.metadata.labels.take().unwrap_or_default();
+        labels.extend(selector_labels.clone());
+        claim.metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(claim_name.clone()),
+            namespace: Some(ns.to_owned()),
+            labels: Some(labels),
+            annotations: claim.metadata.annotations.take(),
+            ..Default::default()
+        };
+        claim.status = None;
+        match api.create(&PostParams::default(), &claim).await {
+            Ok(_) => crate::record(
+                client,
+                "statefulset-controller",
+                sts,
+                "Normal",
+                "SuccessfulCreate",
+                format!(
+                    "create Claim {claim_name} Pod {pod_name} in StatefulSet {} success",
+                    sts.metadata.name.as_deref().unwrap_or("")
+                ),
+            ),
+            // Kept from an earlier pod of that ordinal: the pod mounts it again.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(ps) = pod.spec.as_mut() {
+            let volumes = ps.volumes.get_or_insert_with(Vec::new);
+            volumes.retain(|v| v.name != template_name);
+            volumes.push(Volume {
+                name: template_name,
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name,
+                    read_only: None,
+                }),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The ordinal of a pod named `<set>-<n>`.
 pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
     pod.strip_prefix(set)?.strip_prefix('-')?.parse().ok()
@@ -211,6 +283,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error
                         ps.subdomain = spec.service_name.clone();
                     }
                 }
+                claims_for(&ctx.client, sts.as_ref(), &pod_name, &mut pod).await?;
                 match pods.create(&PostParams::default(), &pod).await {
                     Ok(_) => crate::record(
                         &ctx.client,

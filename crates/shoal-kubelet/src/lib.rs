@@ -12,6 +12,7 @@ pub mod network;
 mod node;
 mod pods;
 mod probe;
+pub mod provisioner;
 mod resolve;
 pub mod server;
 pub mod sim;
@@ -226,6 +227,13 @@ impl Kubelet {
             shutdown.clone(),
             move || eviction::run(this.clone()),
         );
+        let this = self.clone();
+        let provisioning = sup.spawn(
+            "kubelet/local-path-provisioner",
+            Restart::Always,
+            shutdown.clone(),
+            move || provisioner::run(this.clone()),
+        );
         // A restarted manager starts every pod's worker again (the old workers see their
         // pods gone and stop theirs), as a restarted kubelet does.
         let (this, stop) = (self.clone(), shutdown.clone());
@@ -245,6 +253,7 @@ impl Kubelet {
         let _ = pods.await;
         lease.abort();
         evictions.abort();
+        provisioning.abort();
         Ok(())
     }
 }

@@ -380,15 +380,54 @@ pub async fn volumes(
             readonly = false;
             mk(&path)?;
             path
+        } else if let Some(c) = &v.persistent_volume_claim {
+            readonly = c.read_only.unwrap_or(false);
+            let p = claim_dir(client, ns, &c.claim_name).await?;
+            mk(&p)?;
+            p
         } else {
             return Err(ResolveError(format!(
-                "volume {:?}: only emptyDir, configMap, secret, hostPath and downwardAPI volumes are supported",
+                "volume {:?}: only emptyDir, configMap, secret, hostPath, downwardAPI and persistentVolumeClaim volumes are supported",
                 v.name
             )));
         };
         out.insert(v.name.clone(), VolumeDir { path, readonly });
     }
     Ok(out)
+}
+
+/// The directory of the volume bound to the claim `ns/name` (a `local` or `hostPath`
+/// PersistentVolume); an error while the claim is missing or not bound yet.
+async fn claim_dir(client: &kube::Client, ns: &str, name: &str) -> Result<PathBuf, ResolveError> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let claim = claims
+        .get_opt(name)
+        .await
+        .map_err(|e| ResolveError(format!("cannot read persistentvolumeclaim {name:?}: {e}")))?
+        .ok_or_else(|| ResolveError(format!("persistentvolumeclaim \"{name}\" not found")))?;
+    let volume = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|v| !v.is_empty())
+        .filter(|_| claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .ok_or_else(|| ResolveError(format!("persistentvolumeclaim \"{name}\" is not bound")))?;
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get_opt(&volume)
+        .await
+        .map_err(|e| ResolveError(format!("cannot read persistentvolume {volume:?}: {e}")))?
+        .ok_or_else(|| ResolveError(format!("persistentvolume \"{volume}\" not found")))?;
+    let spec = pv.spec.unwrap_or_default();
+    spec.local
+        .map(|l| l.path)
+        .or(spec.host_path.map(|h| h.path))
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            ResolveError(format!(
+                "persistentvolume \"{volume}\": only local and hostPath volumes can be mounted"
+            ))
+        })
 }
 
 fn downward_file(

@@ -9,6 +9,7 @@ pub mod interpod;
 pub mod plugins;
 pub mod preemption;
 pub mod spread;
+pub mod volumes;
 pub mod wasm;
 
 use framework::{Framework, NodeInfo, Plugin, PodAccount};
@@ -49,6 +50,17 @@ struct State {
     backoff: HashMap<String, (Instant, Duration)>,
     /// PodDisruptionBudgets by `namespace/name`, which preemption tries not to violate.
     budgets: HashMap<String, preemption::Budget>,
+    /// The claims, volumes and classes pods' volumes need.
+    volumes: volumes::Volumes,
+}
+
+/// `namespace/name` of any object.
+fn object_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        m.namespace.as_deref().unwrap_or(""),
+        m.name.as_deref().unwrap_or("")
+    )
 }
 
 fn key(pod: &Pod) -> String {
@@ -164,13 +176,68 @@ impl Scheduler {
             shutdown.clone(),
             move || this.clone().watch_pods(),
         );
-        let this = self.clone();
-        let budgets = sup.spawn(
-            "scheduler/disruption-budget-watch",
-            Restart::Always,
-            shutdown.clone(),
-            move || this.clone().watch_budgets(),
-        );
+        use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        use k8s_openapi::api::storage::v1::StorageClass;
+        let followers = [
+            self.follow::<PodDisruptionBudget>(
+                &shutdown,
+                "scheduler/disruption-budget-watch",
+                |s, b| match preemption::Budget::of(&b) {
+                    Some(budget) => {
+                        s.budgets.insert(object_key(&b.metadata), budget);
+                    }
+                    None => {
+                        s.budgets.remove(&object_key(&b.metadata));
+                    }
+                },
+                |s, b| {
+                    s.budgets.remove(&object_key(&b.metadata));
+                },
+                |s| s.budgets.clear(),
+            ),
+            self.follow::<PersistentVolumeClaim>(
+                &shutdown,
+                "scheduler/claim-watch",
+                |s, c| {
+                    s.volumes.claims.insert(object_key(&c.metadata), c);
+                },
+                |s, c| {
+                    s.volumes.claims.remove(&object_key(&c.metadata));
+                },
+                |s| s.volumes.claims.clear(),
+            ),
+            self.follow::<PersistentVolume>(
+                &shutdown,
+                "scheduler/volume-watch",
+                |s, v| {
+                    s.volumes
+                        .volumes
+                        .insert(v.metadata.name.clone().unwrap_or_default(), v);
+                },
+                |s, v| {
+                    s.volumes
+                        .volumes
+                        .remove(v.metadata.name.as_deref().unwrap_or(""));
+                },
+                |s| s.volumes.volumes.clear(),
+            ),
+            self.follow::<StorageClass>(
+                &shutdown,
+                "scheduler/storage-class-watch",
+                |s, c| {
+                    s.volumes
+                        .classes
+                        .insert(c.metadata.name.clone().unwrap_or_default(), c);
+                },
+                |s, c| {
+                    s.volumes
+                        .classes
+                        .remove(c.metadata.name.as_deref().unwrap_or(""));
+                },
+                |s| s.volumes.classes.clear(),
+            ),
+        ];
         let plugins = self.config.plugins.clone().map(|config| {
             let client = self.client.clone();
             let out = self.wasm.clone();
@@ -190,9 +257,10 @@ impl Scheduler {
             move || this.clone().schedule_loop(stop.clone()),
         );
         shutdown.cancelled().await;
-        for task in [Some(nodes), Some(pods), Some(budgets), plugins]
+        for task in [Some(nodes), Some(pods), plugins]
             .into_iter()
             .flatten()
+            .chain(followers)
         {
             task.abort();
         }
@@ -258,36 +326,54 @@ impl Scheduler {
         }
     }
 
-    async fn watch_budgets(self: Arc<Self>) {
-        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-        let api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
-        let mut stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let name = |b: &PodDisruptionBudget| {
-            format!(
-                "{}/{}",
-                b.metadata.namespace.as_deref().unwrap_or(""),
-                b.metadata.name.as_deref().unwrap_or("")
-            )
-        };
-        while let Some(e) = stream.next().await {
-            let mut s = self.lock();
-            match e {
-                Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
-                    match preemption::Budget::of(&b) {
-                        Some(budget) => s.budgets.insert(name(&b), budget),
-                        None => s.budgets.remove(&name(&b)),
-                    };
+    /// Follows every object of kind `K` into the state with `apply`, `delete` and `clear` (a
+    /// fresh list), as a supervised task; each change lets waiting pods try again.
+    fn follow<K>(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        name: &'static str,
+        apply: fn(&mut State, K),
+        delete: fn(&mut State, K),
+        clear: fn(&mut State),
+    ) -> tokio::task::JoinHandle<()>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + 'static,
+    {
+        let this = self.clone();
+        self.config
+            .supervisor
+            .spawn(name, Restart::Always, shutdown.clone(), move || {
+                let this = this.clone();
+                async move {
+                    let api: Api<K> = Api::all(this.client.clone());
+                    let mut stream = watcher(api, watcher::Config::default())
+                        .default_backoff()
+                        .boxed();
+                    while let Some(e) = stream.next().await {
+                        let mut s = this.lock();
+                        match e {
+                            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                                apply(&mut s, o)
+                            }
+                            Ok(watcher::Event::Delete(o)) => delete(&mut s, o),
+                            Ok(watcher::Event::Init) => clear(&mut s),
+                            Ok(watcher::Event::InitDone) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, task = name, "watch failed; retrying");
+                                continue;
+                            }
+                        }
+                        s.backoff.clear();
+                        drop(s);
+                        this.wake.notify_one();
+                    }
                 }
-                Ok(watcher::Event::Delete(b)) => {
-                    s.budgets.remove(&name(&b));
-                }
-                Ok(watcher::Event::Init) => s.budgets.clear(),
-                Ok(watcher::Event::InitDone) => {}
-                Err(e) => tracing::warn!(error = %e, "disruption budget watch failed; retrying"),
-            }
-        }
+            })
     }
 
     async fn watch_pods(self: Arc<Self>) {
@@ -377,7 +463,38 @@ impl Scheduler {
         for pod in pending {
             let k = key(&pod);
             let _span = tracing::info_span!("schedule", pod = %k).entered();
-            match framework.schedule(&pod, &nodes) {
+            // The pod's claims: whether it can go anywhere yet, and where.
+            let needs = self.lock().volumes.needs(&pod);
+            let needs = match needs {
+                Ok(needs) => needs,
+                Err(why) => {
+                    self.back_off(&pod);
+                    let n = nodes.len();
+                    self.report_unschedulable(&pod, format!("0/{n} nodes are available: {why}."));
+                    continue;
+                }
+            };
+            let result = match &needs.nodes {
+                None => framework.schedule(&pod, &nodes),
+                Some(allowed) => {
+                    let index: Vec<usize> = (0..nodes.len())
+                        .filter(|i| allowed.iter().any(|a| a == nodes[*i].name()))
+                        .collect();
+                    let subset: Vec<NodeInfo> = index.iter().map(|i| nodes[*i].clone()).collect();
+                    if subset.is_empty() {
+                        Err(format!(
+                            "0/{n} nodes are available: {n} node(s) had volume node affinity conflict.",
+                            n = nodes.len()
+                        ))
+                    } else {
+                        framework.schedule(&pod, &subset).map(|mut d| {
+                            d.node = index[d.node];
+                            d
+                        })
+                    }
+                }
+            };
+            match result {
                 Ok(decision) => {
                     let i = decision.node;
                     let node = nodes[i].name().to_owned();
@@ -404,8 +521,12 @@ impl Scheduler {
                     };
                     let this = self.clone();
                     let framework = framework.clone();
+                    let select = needs.select;
                     runtime.spawn(async move {
-                        let result = this.bind(&pod, &node).await;
+                        let result = match this.select_node(&select, &node).await {
+                            Ok(()) => this.bind(&pod, &node).await,
+                            Err(e) => Err(e),
+                        };
                         drop(permit);
                         if let Err(e) = result {
                             tracing::warn!(pod = %k, error = %e, "binding failed");
@@ -485,6 +606,23 @@ impl Scheduler {
             .get(&key(pod))
             .map_or(BACKOFF_INITIAL, |(_, d)| (*d * 2).min(BACKOFF_MAX));
         s.backoff.insert(key(pod), (Instant::now() + next, next));
+    }
+
+    /// Names `node` in each claim that waits for its first consumer, for the node's
+    /// provisioner (kube-scheduler's VolumeBinding PreBind).
+    async fn select_node(
+        &self,
+        claims: &[(String, String)],
+        node: &str,
+    ) -> Result<(), kube::Error> {
+        use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+        for (ns, name) in claims {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+            let patch = json!({"metadata": {"annotations": {volumes::SELECTED_NODE: node}}});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {

@@ -109,6 +109,108 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "",
+        kinds: &["PersistentVolume"],
+        columns: &[
+            NAME,
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            ("Reason", "string", 0),
+            AGE,
+            ("VolumeMode", "string", 1),
+        ],
+        cells: |o, now| {
+            let claim = match (
+                s(o, "/spec/claimRef/namespace"),
+                s(o, "/spec/claimRef/name"),
+            ) {
+                (_, "") => String::new(),
+                (ns, n) => format!("{ns}/{n}"),
+            };
+            vec![
+                name(o),
+                json!(s(o, "/spec/capacity/storage")),
+                json!(access_modes(o)),
+                json!(s(o, "/spec/persistentVolumeReclaimPolicy")),
+                json!(s(o, "/status/phase")),
+                json!(claim),
+                json!(s(o, "/spec/storageClassName")),
+                json!(or_unset(s(o, "/spec/volumeAttributesClassName"))),
+                json!(s(o, "/status/reason")),
+                created(o, now),
+                json!(s(o, "/spec/volumeMode")),
+            ]
+        },
+    },
+    Printer {
+        group: "",
+        kinds: &["PersistentVolumeClaim"],
+        columns: &[
+            NAME,
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("VolumeAttributesClass", "string", 0),
+            AGE,
+            ("VolumeMode", "string", 1),
+        ],
+        cells: |o, now| {
+            vec![
+                name(o),
+                json!(s(o, "/status/phase")),
+                json!(s(o, "/spec/volumeName")),
+                json!(s(o, "/status/capacity/storage")),
+                json!(access_modes_of(o.pointer("/status/accessModes"))),
+                json!(s(o, "/spec/storageClassName")),
+                json!(or_unset(s(o, "/spec/volumeAttributesClassName"))),
+                created(o, now),
+                json!(s(o, "/spec/volumeMode")),
+            ]
+        },
+    },
+    Printer {
+        group: "storage.k8s.io",
+        kinds: &["StorageClass"],
+        columns: &[
+            NAME,
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("AllowVolumeExpansion", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let default = s(
+                o,
+                "/metadata/annotations/storageclass.kubernetes.io~1is-default-class",
+            ) == "true";
+            let n = s(o, "/metadata/name");
+            vec![
+                json!(if default {
+                    format!("{n} (default)")
+                } else {
+                    n.to_owned()
+                }),
+                json!(s(o, "/provisioner")),
+                json!(s(o, "/reclaimPolicy")),
+                json!(s(o, "/volumeBindingMode")),
+                json!(
+                    o.get("allowVolumeExpansion")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
         group: "apiextensions.k8s.io",
         kinds: &["CustomResourceDefinition"],
         columns: &[NAME, ("Created At", "date", 0)],
@@ -178,3 +280,31 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
 ];
+
+/// Access modes as kubectl abbreviates them (`RWO,ROX`).
+fn access_modes_of(modes: Option<&Value>) -> String {
+    let short: Vec<&str> = modes
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|m| match m {
+                    "ReadWriteOnce" => "RWO",
+                    "ReadOnlyMany" => "ROX",
+                    "ReadWriteMany" => "RWX",
+                    "ReadWriteOncePod" => "RWOP",
+                    other => other,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    short.join(",")
+}
+
+fn access_modes(o: &Value) -> String {
+    access_modes_of(o.pointer("/spec/accessModes"))
+}
+
+fn or_unset(v: &str) -> &str {
+    if v.is_empty() { "<unset>" } else { v }
+}

@@ -16,6 +16,7 @@ mod pod;
 mod policy;
 pub(crate) mod priority;
 mod service;
+pub(crate) mod storage;
 mod templates;
 pub(crate) mod validation;
 mod workloads;
@@ -220,6 +221,9 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("scheduling.k8s.io", "PriorityClass") => &priority::PRIORITY_CLASS,
         ("policy", "PodDisruptionBudget") => &disruption::DISRUPTION_BUDGET,
         ("", "PodTemplate") => &templates::POD_TEMPLATE,
+        ("", "PersistentVolume") => &storage::PERSISTENT_VOLUME,
+        ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,
+        ("storage.k8s.io", "StorageClass") => &storage::STORAGE_CLASS,
         ("apps", "ControllerRevision") => &templates::CONTROLLER_REVISION,
         (shoal_api::policy::GROUP, "ClusterAdmissionPolicy" | "AdmissionPolicy") => {
             &policy::ADMISSION_POLICY

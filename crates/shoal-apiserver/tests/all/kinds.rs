@@ -339,3 +339,53 @@ async fn openapi_v2_is_served_as_kubectl_asks_for_it() {
     // Field 1 (swagger) is "2.0".
     assert_eq!(&bytes[..5], b"\x0a\x032.0");
 }
+
+#[tokio::test]
+async fn claims_get_the_default_class_and_volumes_are_checked() {
+    let (app, _) = app().await;
+    let sc = send(
+        &app,
+        Method::GET,
+        "/apis/storage.k8s.io/v1/storageclasses/local-path",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        sc.body["volumeBindingMode"], "WaitForFirstConsumer",
+        "{}",
+        sc.body
+    );
+    let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let r = send(&app, Method::POST, claims, claim).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["spec"]["storageClassName"], "local-path");
+    assert_eq!(r.body["spec"]["volumeMode"], "Filesystem");
+    assert_eq!(r.body["status"]["phase"], "Pending");
+    let bad = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "b"},
+        "spec": {"accessModes": ["Sometimes"]}});
+    let r = send(&app, Method::POST, claims, bad).await;
+    assert_status(&r, 422, "Invalid");
+    let fields: Vec<&str> = r.body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["spec.accessModes[0]", "spec.resources[storage]"]);
+    let r = send_as(
+        &app,
+        Method::PATCH,
+        &format!("{claims}/c"),
+        "application/merge-patch+json",
+        r#"{"spec":{"accessModes":["ReadOnlyMany"]}}"#,
+    )
+    .await;
+    assert_status(&r, 422, "Invalid");
+    let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "v"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "local": {"path": "/x"}}});
+    let r = send(&app, Method::POST, "/api/v1/persistentvolumes", pv).await;
+    assert_status(&r, 422, "Invalid");
+    assert_eq!(r.body["details"]["causes"][0]["field"], "spec.nodeAffinity");
+}
