@@ -43,9 +43,31 @@ pub enum ListStrategy {
     Replace,
 }
 
+thread_local! {
+    /// The custom resource whose schema says how its lists merge, while [`with_lists`] runs.
+    static CUSTOM: std::cell::Cell<Option<&'static crate::crd::CustomResource>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a merge or a field-set computation, never suspended) with the lists of `custom`'s
+/// objects merged as its schema's `x-kubernetes-list-type` says, instead of by the built-in
+/// kinds' patch strategies.
+pub fn with_lists<T>(
+    custom: Option<&'static crate::crd::CustomResource>,
+    f: impl FnOnce() -> T,
+) -> T {
+    let before = CUSTOM.with(|c| c.replace(custom));
+    let out = f();
+    CUSTOM.with(|c| c.set(before));
+    out
+}
+
 /// The strategy of list field `field` whose parent object is at `parent` (a `.`-joined path of
 /// field names, list indexes dropped).
 pub fn list_strategy(parent: &str, field: &str) -> ListStrategy {
+    if let Some(custom) = CUSTOM.with(std::cell::Cell::get) {
+        return custom.list_strategy(parent, field);
+    }
     use ListStrategy::*;
     match field {
         "containers"

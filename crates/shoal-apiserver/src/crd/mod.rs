@@ -269,18 +269,32 @@ impl CustomResource {
         format!("{}/{}", self.info.group, self.storage_version)
     }
 
-    /// The structural schema's node for the list at `path` (`["spec", "ports"]`): its
-    /// `x-kubernetes-list-type` and map keys, for server-side apply.
-    pub fn list_type(&self, path: &[&str]) -> Option<(String, Vec<String>)> {
-        let mut s = self.schema.as_ref()?;
-        for p in path {
-            s = if p.is_empty() {
-                s.items()?
-            } else {
-                s.property(p)?
-            };
+    /// How the list `field` of the object at `parent` (a `.`-joined path of field names,
+    /// list indexes dropped) merges: by its `x-kubernetes-list-map-keys` (the first key) for a
+    /// `map` list, as a set for a `set` list, whole otherwise (`atomic`, the default).
+    pub fn list_strategy(&'static self, parent: &str, field: &str) -> crate::patch::ListStrategy {
+        use crate::patch::ListStrategy;
+        let Some(mut node) = self.schema.as_ref() else {
+            return ListStrategy::Replace;
+        };
+        for seg in parent.split('.').filter(|s| !s.is_empty()).chain([field]) {
+            // A list's items are walked through implicitly, as the path drops indexes.
+            while let Some(items) = node.items() {
+                node = items;
+            }
+            match node.property(seg) {
+                Some(next) => node = next,
+                None => return ListStrategy::Replace,
+            }
         }
-        Some((s.list_type.clone()?, s.list_map_keys.clone()))
+        match node.list_type.as_deref() {
+            Some("map") => match node.list_map_keys.first() {
+                Some(key) => ListStrategy::MergeByKey(key.as_str()),
+                None => ListStrategy::Replace,
+            },
+            Some("set") => ListStrategy::MergeScalars,
+            _ => ListStrategy::Replace,
+        }
     }
 }
 

@@ -96,7 +96,9 @@ impl Registry {
         let r = ObjectRef::new(info, ns, &name);
         self.admit(&r, &mut o, None, opts, &mut warnings).await?;
         if !opts.manager.is_empty() && o.pointer("/metadata/managedFields").is_none() {
-            apply::record_update(None, &mut o, &opts.manager, &info.api_version(), &now, "");
+            crate::patch::with_lists(crate::crd::custom(info), || {
+                apply::record_update(None, &mut o, &opts.manager, &info.api_version(), &now, "")
+            });
         }
         let key = r.key();
         let owner = json!({

@@ -403,14 +403,16 @@ impl Registry {
         self.admit(r, &mut new, Some(&current.value), opts, &mut warnings)
             .await?;
         if record && !opts.manager.is_empty() {
-            apply::record_update(
-                Some(&current.value),
-                &mut new,
-                &opts.manager,
-                &r.info.api_version(),
-                &meta::now(),
-                r.sub.map(|s| s.name()).unwrap_or(""),
-            );
+            crate::patch::with_lists(crate::crd::custom(r.info), || {
+                apply::record_update(
+                    Some(&current.value),
+                    &mut new,
+                    &opts.manager,
+                    &r.info.api_version(),
+                    &meta::now(),
+                    r.sub.map(|s| s.name()).unwrap_or(""),
+                )
+            });
         }
         let committed = self.commit(r, current, new, opts.dry_run).await?;
         Ok(committed.map(|object| Written {

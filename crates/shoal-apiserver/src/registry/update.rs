@@ -130,14 +130,16 @@ impl Registry {
         for n in 0..super::RETRIES {
             let Some(current) = self.read(&r.key()).await? else {
                 let mut fresh = json!({"metadata": {"name": r.name}});
-                let created = apply::apply(
-                    &fresh,
-                    &applied,
-                    &opts.manager,
-                    force,
-                    &api_version,
-                    &meta::now(),
-                )?;
+                let created = patch::with_lists(crate::crd::custom(r.info), || {
+                    apply::apply(
+                        &fresh,
+                        &applied,
+                        &opts.manager,
+                        force,
+                        &api_version,
+                        &meta::now(),
+                    )
+                })?;
                 let mf = created.pointer("/metadata/managedFields").cloned();
                 fresh = created;
                 if let Some(m) = fresh.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -155,14 +157,16 @@ impl Registry {
             if meta::resource_version(&applied).is_some_and(|rv| rv != current.revision.0) {
                 return Err(r.stale());
             }
-            let merged = apply::apply(
-                &current.value,
-                &applied,
-                &opts.manager,
-                force,
-                &api_version,
-                &meta::now(),
-            )?;
+            let merged = patch::with_lists(crate::crd::custom(r.info), || {
+                apply::apply(
+                    &current.value,
+                    &applied,
+                    &opts.manager,
+                    force,
+                    &api_version,
+                    &meta::now(),
+                )
+            })?;
             if let Some(w) = self.write_over(&r, &current, merged, opts, false).await? {
                 return Ok(w);
             }

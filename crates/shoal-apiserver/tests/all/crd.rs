@@ -19,6 +19,8 @@ fn schema() -> Value {
             "replicas": {"type": "integer", "minimum": 0, "maximum": 10, "default": 1},
             "colour": {"type": "string", "default": "blue"},
             "selector": {"type": "string"},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}},
         }},
         "status": {"type": "object", "properties": {
             "replicas": {"type": "integer"},
@@ -531,4 +533,43 @@ async fn an_operator_sized_definition_installs_and_its_objects_validate() {
             "spec.version"
         ]
     );
+}
+
+#[tokio::test]
+async fn server_side_apply_merges_map_lists_by_their_keys() {
+    let (app, _) = app().await;
+    define(&app).await;
+    let path = format!("{WIDGETS}/m");
+    let apply = |manager: &str, port: &str| {
+        let body = format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: m\nspec:\n  size: small\n  ports:\n  - name: {port}\n    port: 80\n"
+        );
+        let url = format!("{path}?fieldManager={manager}");
+        let app = app.clone();
+        async move {
+            send_as(
+                &app,
+                Method::PATCH,
+                &url,
+                "application/apply-patch+yaml",
+                body,
+            )
+            .await
+        }
+    };
+    let r = apply("a", "http").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Another manager's item joins the list (a `map` list merges by `name`); with an atomic
+    // list it would conflict on `spec.ports`.
+    let r = apply("b", "metrics").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let names: Vec<&str> = r.body["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["http", "metrics"]);
+    let owned = r.body["metadata"]["managedFields"].to_string();
+    assert!(owned.contains(r#"k:{\"name\":\"metrics\"}"#), "{owned}");
 }
