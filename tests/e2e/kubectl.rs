@@ -118,6 +118,13 @@ fn discovery_commands_work(c: Cluster) {
         "po",
         "leases",
         "runtimeclasses",
+        "customresourcedefinitions",
+        "persistentvolumeclaims",
+        "storageclasses",
+        "replicationcontrollers",
+        "controllerrevisions",
+        "poddisruptionbudgets",
+        "priorityclasses",
     ] {
         assert!(r.contains(line), "api-resources lacks {line}:\n{r}");
     }
