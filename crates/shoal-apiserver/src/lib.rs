@@ -16,6 +16,7 @@ pub mod canonical;
 mod compactor;
 pub mod crd;
 mod discovery;
+pub mod encryption;
 mod error;
 pub mod handlers;
 mod kinds;
@@ -58,6 +59,8 @@ pub struct Options {
     pub supervisor: Supervisor,
     /// The ranges Services take addresses and node ports from (`--service-cluster-ip-range`).
     pub services: kinds::ServiceNetwork,
+    /// Encryption at rest (`--encryption-provider-config`); `None` stores values as they are.
+    pub encryption: Option<encryption::EncryptionConfig>,
 }
 
 /// The API server's shared state.
@@ -85,6 +88,13 @@ impl ApiServer {
     /// starts the background tasks (compaction, the admission policy loader) under the
     /// supervisor.
     pub async fn start(store: Arc<dyn Store>, options: Options) -> Result<Arc<Self>, StoreError> {
+        let (store, encrypted) = match options.encryption {
+            Some(config) => {
+                let layer = Arc::new(encryption::EncryptedStore::new(store, config));
+                (layer.clone() as Arc<dyn Store>, Some(layer))
+            }
+            None => (store, None),
+        };
         let stop = CancellationToken::new();
         let sup = options.supervisor.clone();
         let cache = cache::WatchCache::start(store.clone(), &sup, stop.clone()).await?;
@@ -98,6 +108,7 @@ impl ApiServer {
         let server = Arc::new(ApiServer {
             registry: registry::Registry {
                 network: options.services,
+                encrypted,
                 ..registry::Registry::new(store, cache.clone())
             },
             cache,

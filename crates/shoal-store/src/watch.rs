@@ -11,6 +11,7 @@
 //! its prefix changed.
 
 use crate::{Event, Revision, StoreError};
+use bytes::Bytes;
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -215,6 +216,41 @@ impl WatchStream {
     /// A handle that asks this watch for a [`WatchItem::Progress`].
     pub fn progress_requester(&self) -> ProgressRequester {
         self.progress.clone()
+    }
+
+    /// The same changes with every value (and previous value) passed through `f`, as a store
+    /// layered over another (one that decrypts) delivers them. `f` gets the key and the value;
+    /// an error from it ends the stream with that error.
+    pub fn map_values<F>(mut self, f: F) -> WatchStream
+    where
+        F: Fn(&str, Bytes) -> Result<Bytes, StoreError> + Send + Sync + 'static,
+    {
+        let (tx, rx) = mpsc::channel(64);
+        let progress = self.progress.clone();
+        let task = tokio::spawn(async move {
+            while let Some(item) = self.next_item().await {
+                let item = item.and_then(|item| match item {
+                    WatchItem::Events(events) => events
+                        .into_iter()
+                        .map(|mut e| {
+                            e.kv.value = f(&e.kv.key, std::mem::take(&mut e.kv.value))?;
+                            if let Some(p) = e.prev_kv.as_mut() {
+                                p.value = f(&p.key, std::mem::take(&mut p.value))?;
+                            }
+                            Ok(e)
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()
+                        .map(WatchItem::Events),
+                    other => Ok(other),
+                });
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .abort_handle();
+        WatchStream::new(rx, task, progress)
     }
 }
 

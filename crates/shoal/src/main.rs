@@ -72,6 +72,12 @@ struct ServerArgs {
     /// The range NodePort and LoadBalancer Services take node ports from.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// An `EncryptionConfiguration` saying which resources are encrypted at rest, and how.
+    /// `shoal up` without it encrypts Secrets with a key it generates once
+    /// (`DATA_DIR/encryption-config.yaml`); `shoal apiserver` without it encrypts nothing
+    /// (API servers sharing an etcd need the same file).
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -536,6 +542,41 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The encryption at rest the API server applies: the given file, or for a single-node
+/// cluster one generated once in the data directory (readable by its owner only).
+fn encryption_config(
+    args: &ServerArgs,
+    dir: &std::path::Path,
+    single_node: bool,
+) -> anyhow::Result<Option<shoal_apiserver::encryption::EncryptionConfig>> {
+    let file = match &args.encryption_provider_config {
+        Some(f) => f.clone(),
+        None if single_node => {
+            let f = dir.join("encryption-config.yaml");
+            if !f.exists() {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&f)
+                    .with_context(|| format!("cannot write {}", f.display()))?;
+                std::io::Write::write_all(
+                    &mut out,
+                    shoal_apiserver::encryption::EncryptionConfig::generate().as_bytes(),
+                )?;
+            }
+            f
+        }
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let config = shoal_apiserver::encryption::EncryptionConfig::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok(Some(config))
+}
+
 async fn run_apiserver(
     args: ServerArgs,
     plugins: PluginArgs,
@@ -548,6 +589,7 @@ async fn run_apiserver(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let store = open_store(&args, &dir).await?;
+    let encryption = encryption_config(&args, &dir, kubelet.is_some())?;
     let service_ip = args.service_cluster_ip_range.first_host().to_string();
     let service_range = args.service_cluster_ip_range;
     let pki = Pki::load_or_create(&dir.join("pki"), &[service_ip])
@@ -563,6 +605,7 @@ async fn run_apiserver(
             cidr: args.service_cluster_ip_range,
             node_ports: args.service_node_port_range.clone(),
         },
+        encryption,
     };
     let server = ApiServer::start(store, options)
         .await

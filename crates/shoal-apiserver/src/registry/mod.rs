@@ -133,6 +133,9 @@ pub struct Registry {
     pub admission: crate::admission::Admission,
     /// The ranges Services take addresses and node ports from.
     pub network: crate::kinds::ServiceNetwork,
+    /// The encryption layer under `store`, if values are encrypted at rest: an update that
+    /// changes nothing still rewrites a value stored under an older key (rotation).
+    pub encrypted: Option<Arc<crate::encryption::EncryptedStore>>,
 }
 
 /// An object read from the store with its revision.
@@ -167,6 +170,7 @@ impl Registry {
             cache,
             admission: crate::admission::Admission::default(),
             network: crate::kinds::ServiceNetwork::default(),
+            encrypted: None,
         }
     }
 
@@ -368,7 +372,11 @@ impl Registry {
         // A write that changes nothing is not a write: no new resourceVersion, no event.
         let mut unchanged = new.clone();
         meta::set_resource_version(&mut unchanged, current.revision.0.to_string());
-        if unchanged == current.value {
+        let stale = match &self.encrypted {
+            Some(e) if unchanged == current.value => e.stale(&key).await?,
+            _ => false,
+        };
+        if unchanged == current.value && !stale {
             return Ok(Some(current.value.clone()));
         }
         if dry_run {

@@ -5,6 +5,7 @@
 //! to end in `tests/`.) `wire.rs` pins the bytes and fields kube-apiserver answers with.
 
 mod crd;
+mod encryption;
 mod kinds;
 mod paging_and_watch;
 mod services;
