@@ -89,8 +89,8 @@ fn tempfile_dir() -> std::path::PathBuf {
 }
 
 /// `shoal up` encrypts Secrets at rest with a key it generates: nothing under the data
-/// directory (the store file included) holds a Secret's value in clear or in base64, and
-/// kubectl reads it back.
+/// directory (the store file and the audit log included) holds a Secret's value in clear or in
+/// base64, and kubectl reads it back. The audit log records requests as its policy says.
 #[test]
 fn secrets_are_encrypted_at_rest_by_default() {
     let c = shoal_testkit::Cluster::start().unwrap();
@@ -105,6 +105,44 @@ fn secrets_are_encrypted_at_rest_by_default() {
         c.ok(&["get", "secret", "vault", "-o", "jsonpath={.data.password}"]),
         "dW5ndWVzc2FibGUtemVicmEtNDI="
     );
+    // The audit log has the create of the Secret at Metadata level (no body) and a
+    // Deployment's create with its body.
+    c.ok(&[
+        "create",
+        "deployment",
+        "audited",
+        "--image=shoal.local/hello:latest",
+    ]);
+    let events: Vec<serde_json::Value> = shoal_testkit::eventually("audit events", || {
+        let log = std::fs::read_to_string(c.data_dir.join("audit.log"))?;
+        let events: Vec<serde_json::Value> = log
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        anyhow::ensure!(
+            events
+                .iter()
+                .any(|e| e["objectRef"]["resource"] == "deployments"),
+            "{log}"
+        );
+        Ok(events)
+    });
+    let secret = events
+        .iter()
+        .find(|e| e["objectRef"]["resource"] == "secrets" && e["verb"] == "create")
+        .expect("the Secret's create is audited");
+    assert_eq!(secret["level"], "Metadata");
+    assert_eq!(secret["stage"], "ResponseComplete");
+    assert_eq!(secret["responseStatus"]["code"], 201);
+    assert_eq!(secret["user"]["username"], "shoal-admin");
+    assert!(secret.get("requestObject").is_none());
+    let deployment = events
+        .iter()
+        .find(|e| e["objectRef"]["resource"] == "deployments" && e["verb"] == "create")
+        .unwrap();
+    assert_eq!(deployment["level"], "Request");
+    assert_eq!(deployment["requestObject"]["metadata"]["name"], "audited");
+    assert!(!events.iter().any(|e| e["requestURI"] == "/readyz"));
     let config = std::fs::read_to_string(c.data_dir.join("encryption-config.yaml")).unwrap();
     assert!(config.contains("aescbc"), "{config}");
     let mut files = vec![c.data_dir.clone()];

@@ -9,6 +9,7 @@
 
 mod admission;
 mod apply;
+pub mod audit;
 mod body;
 mod bootstrap;
 pub mod cache;
@@ -61,6 +62,8 @@ pub struct Options {
     pub services: kinds::ServiceNetwork,
     /// Encryption at rest (`--encryption-provider-config`); `None` stores values as they are.
     pub encryption: Option<encryption::EncryptionConfig>,
+    /// The audit log (`--audit-policy-file`, `--audit-log-path`); `None`: nothing is logged.
+    pub audit: Option<Arc<audit::Audit>>,
 }
 
 /// The API server's shared state.
@@ -71,6 +74,7 @@ pub struct ApiServer {
     /// Bearer token every request must carry; `None` disables authentication (tests only).
     token: Option<String>,
     supervisor: Supervisor,
+    audit: Option<Arc<audit::Audit>>,
     /// Seats for writing list bodies (`handlers/stream.rs`).
     list_seats: Arc<tokio::sync::Semaphore>,
     /// Stops the background tasks when the server is dropped.
@@ -114,6 +118,7 @@ impl ApiServer {
             cache,
             openapi: openapi::OpenApi::build(),
             token: options.token,
+            audit: options.audit,
             supervisor: sup.clone(),
             list_seats: handlers::list_seats(),
             stop: stop.clone(),
@@ -136,6 +141,179 @@ impl ApiServer {
             );
         }
         Ok(server)
+    }
+}
+
+/// Writes the audit events of a request as the policy asks (outside authentication, so
+/// refused requests are audited too).
+async fn audited(State(server): State<Arc<ApiServer>>, req: Request, next: Next) -> Response {
+    let Some(audit) = server.audit.clone() else {
+        return next.run(req).await;
+    };
+    let attrs = audit_attributes(&server, &req);
+    let (level, omit) = audit.policy.level(&attrs);
+    if level == audit::Level::None {
+        return next.run(req).await;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let received = meta::now_micro();
+    let uri = req.uri().to_string();
+    let agent = header_of(&req, http::header::USER_AGENT.as_str());
+    let source = header_of(&req, "x-forwarded-for");
+    let source = if source.is_empty() {
+        "127.0.0.1".to_owned()
+    } else {
+        source
+    };
+    let (req, request_object) = if level >= audit::Level::Request {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, body::MAX_BODY + 1)
+            .await
+            .unwrap_or_default();
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        // JSON, YAML or protobuf, as the handler will read it (patches are JSON or YAML).
+        let object = body::decode_object(&content_type, &bytes)
+            .ok()
+            .or_else(|| serde_json::from_slice(&bytes).ok())
+            .or_else(|| body::from_yaml(&bytes).ok())
+            .filter(|_| !bytes.is_empty());
+        (
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+            object,
+        )
+    } else {
+        (req, None)
+    };
+    let ev = |stage: &str, code: Option<u16>, response: Option<&serde_json::Value>| {
+        audit::event(
+            &attrs,
+            level,
+            stage,
+            &id,
+            &uri,
+            &source,
+            &agent,
+            &received,
+            code,
+            request_object.as_ref(),
+            response,
+        )
+    };
+    if !omit.iter().any(|s| s == "RequestReceived") {
+        audit.send(ev("RequestReceived", None, None));
+    }
+    let resp = next.run(req).await;
+    let code = resp.status().as_u16();
+    // A watch goes on after its response starts: that is the stage it is logged at.
+    let stage = if attrs.verb == "watch" {
+        "ResponseStarted"
+    } else {
+        "ResponseComplete"
+    };
+    if omit.iter().any(|s| s == stage) {
+        return resp;
+    }
+    // Response bodies are kept for RequestResponse when they are whole (not streamed).
+    let small = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n <= body::MAX_BODY);
+    if level == audit::Level::RequestResponse && small {
+        let (parts, b) = resp.into_parts();
+        let bytes = axum::body::to_bytes(b, body::MAX_BODY + 1)
+            .await
+            .unwrap_or_default();
+        let object = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+        audit.send(ev(stage, Some(code), object.as_ref()));
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    audit.send(ev(stage, Some(code), None));
+    resp
+}
+
+fn header_of(req: &Request, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Who asks and what, for the audit policy.
+fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
+    let admin = match &server.token {
+        None => true,
+        Some(t) => req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|g| g.trim() == t),
+    };
+    let (user, groups) = if admin {
+        (
+            "shoal-admin",
+            vec!["system:masters", "system:authenticated"],
+        )
+    } else {
+        ("system:anonymous", vec!["system:unauthenticated"])
+    };
+    let path = req.uri().path().to_owned();
+    let query = request::Query::parse(req.uri().query());
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let catalog = server.cache.catalog();
+    let target = match parts.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => {
+            request::parse_target(catalog, "", "v1", rest).ok()
+        }
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
+            request::parse_target(catalog, g, v, rest).ok()
+        }
+        _ => None,
+    };
+    let method = req.method().as_str().to_lowercase();
+    let (verb, resource) = match target {
+        Some(t) => {
+            let verb = match (method.as_str(), t.name.is_some()) {
+                ("get", false) if query.flag("watch") => "watch",
+                ("get", false) => "list",
+                ("get", true) => "get",
+                ("post", _) => "create",
+                ("put", _) => "update",
+                ("patch", _) => "patch",
+                ("delete", false) => "deletecollection",
+                ("delete", true) => "delete",
+                (other, _) => other,
+            };
+            let resource = match t.subresource {
+                Some(sub) => format!("{}/{}", t.info.plural, sub.name()),
+                None => t.info.plural.to_owned(),
+            };
+            (
+                verb.to_owned(),
+                Some((
+                    t.info.group.to_owned(),
+                    resource,
+                    t.namespace.unwrap_or_default(),
+                    t.name.unwrap_or_default(),
+                )),
+            )
+        }
+        None => (method, None),
+    };
+    audit::Attributes {
+        user: user.into(),
+        groups: groups.into_iter().map(str::to_owned).collect(),
+        verb,
+        resource,
+        path,
     }
 }
 
@@ -197,6 +375,10 @@ pub fn router(server: Arc<ApiServer>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),
             authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            audited,
         ))
         .with_state(server)
 }

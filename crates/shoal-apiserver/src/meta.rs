@@ -2,6 +2,13 @@
 
 use serde_json::{Map, Value, json};
 
+/// Now as a `MicroTime` (`2026-01-02T03:04:05.123456Z`).
+pub fn now_micro() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
+}
+
 pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -78,6 +78,20 @@ struct ServerArgs {
     /// (API servers sharing an etcd need the same file).
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
+    /// An `audit.k8s.io/v1` Policy; without it the built-in one (nothing for health checks,
+    /// metadata only for Secrets and ConfigMaps, request bodies for other writes).
+    #[arg(long)]
+    audit_policy_file: Option<PathBuf>,
+    /// Where audit events go (JSON lines); `shoal up` without it writes `DATA_DIR/audit.log`,
+    /// `shoal apiserver` without it writes none.
+    #[arg(long)]
+    audit_log_path: Option<PathBuf>,
+    /// The size in megabytes at which the audit log is rotated.
+    #[arg(long, default_value_t = 100)]
+    audit_log_maxsize: u64,
+    /// How many rotated audit logs are kept.
+    #[arg(long, default_value_t = 3)]
+    audit_log_maxbackup: usize,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -577,6 +591,34 @@ fn encryption_config(
     Ok(Some(config))
 }
 
+/// The audit log the API server writes, if any.
+fn audit_log(
+    args: &ServerArgs,
+    dir: &std::path::Path,
+    single_node: bool,
+) -> anyhow::Result<Option<std::sync::Arc<shoal_apiserver::audit::Audit>>> {
+    use shoal_apiserver::audit::{Audit, LogFile, Policy};
+    let path = match &args.audit_log_path {
+        Some(p) => p.clone(),
+        None if single_node => dir.join("audit.log"),
+        None => return Ok(None),
+    };
+    let text = match &args.audit_policy_file {
+        Some(f) => {
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        None => Policy::default_text().to_owned(),
+    };
+    let policy = Policy::parse(&text).map_err(|e| anyhow::anyhow!("audit policy: {e}"))?;
+    let file = LogFile {
+        path,
+        max_bytes: args.audit_log_maxsize.max(1) * 1024 * 1024,
+        backups: args.audit_log_maxbackup,
+    };
+    let audit = Audit::start(policy, file, 10_000).context("cannot start the audit log")?;
+    Ok(Some(std::sync::Arc::new(audit)))
+}
+
 async fn run_apiserver(
     args: ServerArgs,
     plugins: PluginArgs,
@@ -590,6 +632,7 @@ async fn run_apiserver(
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let store = open_store(&args, &dir).await?;
     let encryption = encryption_config(&args, &dir, kubelet.is_some())?;
+    let audit = audit_log(&args, &dir, kubelet.is_some())?;
     let service_ip = args.service_cluster_ip_range.first_host().to_string();
     let service_range = args.service_cluster_ip_range;
     let pki = Pki::load_or_create(&dir.join("pki"), &[service_ip])
@@ -606,6 +649,7 @@ async fn run_apiserver(
             node_ports: args.service_node_port_range.clone(),
         },
         encryption,
+        audit,
     };
     let server = ApiServer::start(store, options)
         .await
