@@ -369,6 +369,8 @@ async fn run_controllers(
 }
 
 #[derive(Subcommand)]
+// Parsed once per process, like `Command`.
+#[allow(clippy::large_enum_variant)]
 enum StoreCommand {
     /// Copy the embedded store to FILE, checked to open as a store.
     Snapshot {
