@@ -942,3 +942,48 @@ fn typed_generators_send_protobuf_and_work(c: Cluster) {
     );
     assert_eq!(c.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
 }
+
+/// Users of a static token file (`--token-auth-file`) authenticate as themselves:
+/// `kubectl auth whoami` names them and their groups, and the audit log records them.
+#[test]
+fn static_token_users_are_who_they_say() {
+    let dir = tempfile_dir();
+    let tokens = write(
+        dir.path(),
+        "tokens.csv",
+        "alice-token-0123456789,alice,1001,\"dev,ops\"\n",
+    );
+    let c = Cluster::start_with(&["--token-auth-file", &tokens]).unwrap();
+    let me = c.ok(&["auth", "whoami", "--token=alice-token-0123456789"]);
+    assert!(me.contains("alice"), "{me}");
+    assert!(me.contains("[dev ops system:authenticated]"), "{me}");
+    let admin = c.ok(&["auth", "whoami"]);
+    assert!(
+        admin.contains("shoal-admin") && admin.contains("system:masters"),
+        "{admin}"
+    );
+    c.ok(&[
+        "create",
+        "configmap",
+        "by-alice",
+        "--token=alice-token-0123456789",
+    ]);
+    eventually("alice in the audit log", || {
+        let log = std::fs::read_to_string(c.data_dir.join("audit.log"))?;
+        let by_alice = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| {
+                e["user"]["username"] == "alice"
+                    && e["verb"] == "create"
+                    && e["objectRef"]["resource"] == "configmaps"
+            });
+        anyhow::ensure!(by_alice, "not yet");
+        Ok(())
+    });
+    let err = c.fails(&["get", "cm", "--token=nobody"]);
+    assert!(
+        err.contains("You must be logged in to the server") || err.contains("provide credentials"),
+        "{err}"
+    );
+}

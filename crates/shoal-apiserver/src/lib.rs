@@ -10,6 +10,7 @@
 mod admission;
 mod apply;
 pub mod audit;
+pub mod auth;
 mod body;
 mod bootstrap;
 pub mod cache;
@@ -53,6 +54,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Options {
     /// Bearer token every request must carry; `None` disables authentication (tests only).
     pub token: Option<String>,
+    /// More users by token (`--token-auth-file`).
+    pub tokens: Vec<(String, auth::UserInfo)>,
     /// The plugin engine and module rules for admission policies; `None`: policy objects are
     /// stored but never loaded, so they stay `Pending` and apply to nothing.
     pub plugins: Option<PluginOptions>,
@@ -73,7 +76,10 @@ pub struct ApiServer {
     openapi: openapi::OpenApi,
     /// Bearer token every request must carry; `None` disables authentication (tests only).
     token: Option<String>,
+    /// More users by token.
+    tokens: Vec<(String, auth::UserInfo)>,
     supervisor: Supervisor,
+    /// Where audit events go, if anywhere.
     audit: Option<Arc<audit::Audit>>,
     /// Seats for writing list bodies (`handlers/stream.rs`).
     list_seats: Arc<tokio::sync::Semaphore>,
@@ -118,6 +124,7 @@ impl ApiServer {
             cache,
             openapi: openapi::OpenApi::build(),
             token: options.token,
+            tokens: options.tokens,
             audit: options.audit,
             supervisor: sup.clone(),
             list_seats: handlers::list_seats(),
@@ -248,23 +255,11 @@ fn header_of(req: &Request, name: &str) -> String {
 
 /// Who asks and what, for the audit policy.
 fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
-    let admin = match &server.token {
-        None => true,
-        Some(t) => req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|g| g.trim() == t),
-    };
-    let (user, groups) = if admin {
-        (
-            "shoal-admin",
-            vec!["system:masters", "system:authenticated"],
-        )
-    } else {
-        ("system:anonymous", vec!["system:unauthenticated"])
-    };
+    let user = server.user_of(req.headers()).unwrap_or(auth::UserInfo {
+        username: "system:anonymous".into(),
+        uid: String::new(),
+        groups: vec!["system:unauthenticated".into()],
+    });
     let path = req.uri().path().to_owned();
     let query = request::Query::parse(req.uri().query());
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -309,8 +304,8 @@ fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
         None => (method, None),
     };
     audit::Attributes {
-        user: user.into(),
-        groups: groups.into_iter().map(str::to_owned).collect(),
+        user: user.username,
+        groups: user.groups,
         verb,
         resource,
         path,
@@ -322,27 +317,31 @@ fn is_public(path: &str) -> bool {
     matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
 }
 
-async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &server.token
-        && !is_public(req.uri().path())
-    {
-        let given = req
-            .headers()
+impl ApiServer {
+    /// Who sent a request with `headers`: `None` if its bearer token is no one's (or it has
+    /// none). Without an admin token (tests) everyone is the admin.
+    pub fn user_of(&self, headers: &http::HeaderMap) -> Option<auth::UserInfo> {
+        let Some(admin) = &self.token else {
+            return Some(auth::UserInfo::admin());
+        };
+        let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        // Constant-time comparison: the token is the cluster's only credential.
-        let ok = given.is_some_and(|g| {
-            g.len() == token.len()
-                && g.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
-        if !ok {
-            return error::status_response(&StatusError::unauthorized());
+            .map(str::trim)?;
+        if auth::same_token(given, admin) {
+            return Some(auth::UserInfo::admin());
         }
+        self.tokens
+            .iter()
+            .find(|(t, _)| auth::same_token(given, t))
+            .map(|(_, u)| u.clone())
+    }
+}
+
+async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: Next) -> Response {
+    if !is_public(req.uri().path()) && server.user_of(req.headers()).is_none() {
+        return error::status_response(&StatusError::unauthorized());
     }
     next.run(req).await
 }

@@ -78,6 +78,10 @@ struct ServerArgs {
     /// (API servers sharing an etcd need the same file).
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
+    /// A static token file (kube-apiserver's CSV: `token,user,uid,"group1,group2"`): more
+    /// users, each by its bearer token. Authorization is not there yet: they may do everything.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
     /// An `audit.k8s.io/v1` Policy; without it the built-in one (nothing for health checks,
     /// metadata only for Secrets and ConfigMaps, request bodies for other writes).
     #[arg(long)]
@@ -639,8 +643,18 @@ async fn run_apiserver(
     let service_range = args.service_cluster_ip_range;
     let pki = Pki::load_or_create(&dir.join("pki"), &[service_ip])
         .context("cannot set up the cluster's certificates")?;
+    let tokens = match &args.token_auth_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            shoal_apiserver::auth::parse_token_file(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+        }
+        None => Vec::new(),
+    };
     let options = shoal_apiserver::Options {
         token: Some(pki.token.clone()),
+        tokens,
         plugins: Some(shoal_apiserver::PluginOptions {
             host: host.clone(),
             sources: plugins.sources(),

@@ -141,10 +141,13 @@ async fn route(
             Ok(value_response(StatusCode::CREATED, &review))
         }
         ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if method == Method::POST => {
+            let user = s
+                .user_of(headers)
+                .unwrap_or_else(crate::auth::UserInfo::admin);
             Ok(value_response(
                 StatusCode::CREATED,
                 &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null},
-                "status": {"userInfo": {"username": "shoal-admin", "groups": ["system:masters", "system:authenticated"]}}}),
+                "status": {"userInfo": user.to_json()}}),
             ))
         }
         ["apis", g, v] => discovery::resource_list(catalog, g, v)

@@ -1,0 +1,113 @@
+//! Who a request is: the cluster's admin token (`shoal-admin` in `system:masters`) or a token
+//! of the static token file (`--token-auth-file`, kube-apiserver's CSV: `token,user,uid,"group1,
+//! group2"`); every authenticated user is also in `system:authenticated`. Authorization is not
+//! there yet: an authenticated user may do everything.
+
+use serde_json::{Value, json};
+
+/// An authenticated user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    pub fn admin() -> Self {
+        UserInfo {
+            username: "shoal-admin".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
+    }
+
+    /// As `authentication.k8s.io/v1` `UserInfo`.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({"username": self.username, "groups": self.groups});
+        if !self.uid.is_empty() {
+            v["uid"] = json!(self.uid);
+        }
+        v
+    }
+}
+
+/// The fields of one CSV line (quoted fields may hold commas).
+fn fields(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => out.last_mut().expect("one field at least").push(c),
+        }
+    }
+    out.into_iter().map(|f| f.trim().to_owned()).collect()
+}
+
+/// Parses a static token file; the error names the line at fault.
+pub fn parse_token_file(text: &str) -> Result<Vec<(String, UserInfo)>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let f = fields(line);
+        if f.len() < 3 || f[0].is_empty() || f[1].is_empty() {
+            return Err(format!(
+                "line {}: want token,user,uid[,\"group1,group2\"]",
+                i + 1
+            ));
+        }
+        let mut groups: Vec<String> = f
+            .get(3)
+            .map(|g| {
+                g.split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        groups.push("system:authenticated".into());
+        out.push((
+            f[0].clone(),
+            UserInfo {
+                username: f[1].clone(),
+                uid: f[2].clone(),
+                groups,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Compares tokens in constant time.
+pub fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_read_as_kube_apiserver_reads_them() {
+        let users =
+            parse_token_file("# comment\nt1,alice,1001,\"dev,ops\"\nt2,bob,1002\n").unwrap();
+        assert_eq!(users[0].1.username, "alice");
+        assert_eq!(users[0].1.groups, ["dev", "ops", "system:authenticated"]);
+        assert_eq!(users[1].1.groups, ["system:authenticated"]);
+        assert!(
+            parse_token_file("t1,alice\n")
+                .unwrap_err()
+                .starts_with("line 1")
+        );
+        assert!(same_token("abc", "abc") && !same_token("abc", "abd") && !same_token("a", "ab"));
+    }
+}
