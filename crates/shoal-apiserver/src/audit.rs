@@ -386,4 +386,40 @@ mod tests {
         let err = Policy::parse("kind: Policy\nrules:\n- level: Loud\n").unwrap_err();
         assert!(err.starts_with("rules[0].level"), "{err}");
     }
+
+    #[test]
+    fn the_log_rotates_by_size_and_keeps_its_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let file = LogFile {
+            path: path.clone(),
+            max_bytes: 300,
+            backups: 2,
+        };
+        let audit =
+            Audit::start(Policy::parse(Policy::default_text()).unwrap(), file, 100).unwrap();
+        for i in 0..20 {
+            audit.send(json!({"n": i, "pad": "x".repeat(80)}));
+        }
+        let backup = |i: usize| PathBuf::from(format!("{}.{i}", path.display()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let last = std::fs::read_to_string(&path).unwrap_or_default();
+            if last.contains("\"n\":19") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the writer is stuck");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(backup(1).exists() && backup(2).exists());
+        assert!(!backup(3).exists(), "only two backups are kept");
+        for f in [path.clone(), backup(1), backup(2)] {
+            let text = std::fs::read_to_string(&f).unwrap();
+            assert!(text.len() <= 300, "{} is {} bytes", f.display(), text.len());
+            for line in text.lines() {
+                serde_json::from_str::<Value>(line).unwrap();
+            }
+        }
+        assert_eq!(audit.dropped.load(Ordering::Relaxed), 0);
+    }
 }

@@ -82,6 +82,13 @@ static INTERNED: LazyLock<RwLock<Interned>> = LazyLock::new(|| {
 
 /// The custom resource `info` belongs to, if it is one.
 pub fn custom(info: &ResourceInfo) -> Option<&'static CustomResource> {
+    // A built-in kind (every GET, list item and watch event asks): no lock taken.
+    if shoal_api::resources::RESOURCES
+        .as_ptr_range()
+        .contains(&(info as *const ResourceInfo))
+    {
+        return None;
+    }
     let addr = info as *const ResourceInfo as usize;
     INTERNED
         .read()

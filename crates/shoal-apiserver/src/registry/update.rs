@@ -127,19 +127,23 @@ impl Registry {
         check_type_meta(r.info, &mut applied)?;
         check_name(&r, &applied)?;
         let api_version = r.info.api_version();
+        // The applied configuration merged into `live` (lists merged as the kind's schema says).
+        let merge = |live: &Value| {
+            patch::with_lists(crate::crd::custom(r.info), || {
+                apply::apply(
+                    live,
+                    &applied,
+                    &opts.manager,
+                    force,
+                    &api_version,
+                    &meta::now(),
+                )
+            })
+        };
         for n in 0..super::RETRIES {
             let Some(current) = self.read(&r.key()).await? else {
                 let mut fresh = json!({"metadata": {"name": r.name}});
-                let created = patch::with_lists(crate::crd::custom(r.info), || {
-                    apply::apply(
-                        &fresh,
-                        &applied,
-                        &opts.manager,
-                        force,
-                        &api_version,
-                        &meta::now(),
-                    )
-                })?;
+                let created = merge(&fresh)?;
                 let mf = created.pointer("/metadata/managedFields").cloned();
                 fresh = created;
                 if let Some(m) = fresh.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -157,16 +161,7 @@ impl Registry {
             if meta::resource_version(&applied).is_some_and(|rv| rv != current.revision.0) {
                 return Err(r.stale());
             }
-            let merged = patch::with_lists(crate::crd::custom(r.info), || {
-                apply::apply(
-                    &current.value,
-                    &applied,
-                    &opts.manager,
-                    force,
-                    &api_version,
-                    &meta::now(),
-                )
-            })?;
+            let merged = merge(&current.value)?;
             if let Some(w) = self.write_over(&r, &current, merged, opts, false).await? {
                 return Ok(w);
             }

@@ -4,7 +4,7 @@
 //! kube-apiserver refuses it), scaled, watched, served in every version, and removed with it.
 
 use crate::paging_and_watch::read_until;
-use crate::{app, assert_status, get_accepting, send, send_as};
+use crate::{app, assert_status, cause_fields, get_accepting, send, send_as};
 use http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -439,12 +439,7 @@ async fn bad_definitions_are_refused_naming_the_field() {
     crd["metadata"]["name"] = json!("wrong.example.com");
     let r = send(&app, Method::POST, CRDS, crd).await;
     assert_status(&r, 422, "Invalid");
-    let fields: Vec<&str> = r.body["details"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["field"].as_str().unwrap())
-        .collect();
+    let fields = cause_fields(&r);
     assert_eq!(
         fields,
         [
@@ -520,12 +515,7 @@ async fn an_operator_sized_definition_installs_and_its_objects_validate() {
     bad["spec"]["version"] = json!("latest");
     let r = send(&app, Method::POST, path, bad).await;
     assert_status(&r, 422, "Invalid");
-    let fields: Vec<&str> = r.body["details"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["field"].as_str().unwrap())
-        .collect();
+    let fields = cause_fields(&r);
     assert_eq!(
         fields,
         [

@@ -2,7 +2,7 @@
 //! deleted; `resourceVersion: "0"` is an unconditional update; PriorityClasses and Priority
 //! admission.
 
-use crate::{CONFIGMAPS, app, assert_status, configmap, send, send_as};
+use crate::{CONFIGMAPS, app, assert_status, cause_fields, configmap, send, send_as};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -367,12 +367,7 @@ async fn claims_get_the_default_class_and_volumes_are_checked() {
         "spec": {"accessModes": ["Sometimes"]}});
     let r = send(&app, Method::POST, claims, bad).await;
     assert_status(&r, 422, "Invalid");
-    let fields: Vec<&str> = r.body["details"]["causes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["field"].as_str().unwrap())
-        .collect();
+    let fields = cause_fields(&r);
     assert_eq!(fields, ["spec.accessModes[0]", "spec.resources[storage]"]);
     let r = send_as(
         &app,

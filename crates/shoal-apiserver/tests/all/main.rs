@@ -96,6 +96,14 @@ pub fn configmap(name: &str, data: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data})
 }
 
+/// The fields an `Invalid` reply's causes name, in order.
+pub fn cause_fields(reply: &Reply) -> Vec<&str> {
+    reply.body["details"]["causes"]
+        .as_array()
+        .map(|causes| causes.iter().filter_map(|c| c["field"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Asserts `reply` is a Kubernetes `Status` failure with `code` and `reason`.
 pub fn assert_status(reply: &Reply, code: u16, reason: &str) {
     assert_eq!(reply.status.as_u16(), code, "{}", reply.body);
