@@ -83,7 +83,7 @@ on_every_store!(
     custom_resources_from_definition_to_deletion,
 );
 
-fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
+pub(crate) fn write(dir: &std::path::Path, name: &str, content: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, content).unwrap();
     p.to_string_lossy().into_owned()
@@ -347,12 +347,12 @@ fn get_output_formats_selectors_and_paging(c: Cluster) {
     );
 }
 
-fn tempfile_dir() -> tempfile_shim::TempDir {
+pub(crate) fn tempfile_dir() -> tempfile_shim::TempDir {
     tempfile_shim::TempDir::new()
 }
 
 /// A small temporary directory without pulling tempfile into this crate's dependencies.
-mod tempfile_shim {
+pub(crate) mod tempfile_shim {
     pub struct TempDir(std::path::PathBuf);
     impl TempDir {
         pub fn new() -> Self {
@@ -962,6 +962,24 @@ fn static_token_users_are_who_they_say() {
         admin.contains("shoal-admin") && admin.contains("system:masters"),
         "{admin}"
     );
+    // Nobody may do more than RBAC grants: alice writes once she may edit.
+    let refused = c.fails(&[
+        "create",
+        "configmap",
+        "by-alice",
+        "--token=alice-token-0123456789",
+    ]);
+    assert!(
+        refused.contains(r#"configmaps is forbidden: User "alice" cannot create resource "configmaps" in API group "" in the namespace "default""#),
+        "{refused}"
+    );
+    c.ok(&[
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "--clusterrole=edit",
+        "--user=alice",
+    ]);
     c.ok(&[
         "create",
         "configmap",

@@ -9,6 +9,7 @@ mod memory;
 mod plugin_safety;
 mod policies;
 mod python_client;
+mod rbac;
 mod scheduler;
 mod services;
 mod store_tools;

@@ -297,17 +297,16 @@ impl StatusError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
     }
-    /// 403 about one object, as Kubernetes' `NewForbidden` words it.
+    /// 403 about one object (or, without a name, a collection), as Kubernetes'
+    /// `NewForbidden` words it.
     pub fn forbidden_object(resource: &str, group: &str, name: &str, why: &str) -> Self {
-        Self::new(
-            403,
-            "Forbidden",
-            format!(
-                "{} \"{name}\" is forbidden: {why}",
-                qualified(resource, group)
-            ),
-        )
-        .with_details(details(name, group, resource))
+        let what = if name.is_empty() {
+            qualified(resource, group)
+        } else {
+            format!("{} \"{name}\"", qualified(resource, group))
+        };
+        Self::new(403, "Forbidden", format!("{what} is forbidden: {why}"))
+            .with_details(details(name, group, resource))
     }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)

@@ -1,9 +1,14 @@
 //! Who a request is: the cluster's admin token (`shoal-admin` in `system:masters`) or a token
 //! of the static token file (`--token-auth-file`, kube-apiserver's CSV: `token,user,uid,"group1,
-//! group2"`); every authenticated user is also in `system:authenticated`. Authorization is not
-//! there yet: an authenticated user may do everything.
+//! group2"`); every authenticated user is also in `system:authenticated`, a request without
+//! credentials is `system:anonymous` in `system:unauthenticated`. Impersonation headers
+//! (`kubectl --as`, `--as-group`) act as another user when the `impersonate` verb allows it.
+//! What a user may do is [`crate::rbac`]'s to say.
 
+use crate::cache::WatchCache;
+use crate::request::{RequestInfo, ResourceAttributes};
 use serde_json::{Value, json};
+use shoal_api::StatusError;
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +27,15 @@ impl UserInfo {
         }
     }
 
+    /// Who a request without credentials is.
+    pub fn anonymous() -> Self {
+        UserInfo {
+            username: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
     /// As `authentication.k8s.io/v1` `UserInfo`.
     pub fn to_json(&self) -> Value {
         let mut v = json!({"username": self.username, "groups": self.groups});
@@ -30,6 +44,97 @@ impl UserInfo {
         }
         v
     }
+}
+
+fn header_values(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The user `user` acts as, given the request's `Impersonate-User`, `Impersonate-Group` and
+/// `Impersonate-Uid` headers: each must be allowed by the `impersonate` verb on `users` (or the
+/// service account), `groups` and `uids`, as Kubernetes' impersonation filter checks.
+pub fn impersonate(
+    cache: &WatchCache,
+    user: UserInfo,
+    headers: &http::HeaderMap,
+) -> Result<UserInfo, StatusError> {
+    let as_user = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let groups = header_values(headers, "impersonate-group");
+    let uid = headers
+        .get("impersonate-uid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(name) = as_user else {
+        if !groups.is_empty() || uid.is_some() {
+            return Err(StatusError::bad_request(format!(
+                "requested {groups:?} without impersonating a user"
+            )));
+        }
+        return Ok(user);
+    };
+    let check = |group: &str, resource: &str, namespace: &str, object: &str| {
+        let req = RequestInfo {
+            verb: "impersonate".into(),
+            resource: Some(ResourceAttributes {
+                group: group.into(),
+                version: "v1".into(),
+                resource: resource.into(),
+                subresource: String::new(),
+                namespace: namespace.into(),
+                name: object.into(),
+            }),
+            path: String::new(),
+        };
+        let d = crate::rbac::authorize(cache, &user, &req);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(crate::rbac::forbidden(&user, &req, &d.reason))
+        }
+    };
+    let service_account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    match service_account {
+        Some((ns, sa)) => check("", "serviceaccounts", ns, sa)?,
+        None => check("", "users", "", &name)?,
+    }
+    for g in &groups {
+        check("", "groups", "", g)?;
+    }
+    if let Some(uid) = &uid {
+        check("authentication.k8s.io", "uids", "", uid)?;
+    }
+    let mut out = UserInfo {
+        username: name.clone(),
+        uid: uid.unwrap_or_default(),
+        groups,
+    };
+    if out.groups.is_empty()
+        && let Some((ns, _)) = service_account
+    {
+        out.groups = vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{ns}"),
+        ];
+    }
+    let implied = if name == "system:anonymous" {
+        "system:unauthenticated"
+    } else {
+        "system:authenticated"
+    };
+    if !out.groups.iter().any(|g| g == implied) {
+        out.groups.push(implied.into());
+    }
+    Ok(out)
 }
 
 /// The fields of one CSV line (quoted fields may hold commas).

@@ -16,6 +16,7 @@ fn options() -> WriteOptions {
         dry_run: false,
         manager: "shoal-apiserver".into(),
         validation: request::FieldValidation::Strict,
+        user: None,
     }
 }
 
@@ -63,6 +64,75 @@ impl ApiServer {
             Ok(_) => {}
             Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(backend(e)),
+        }
+        self.reconcile_rbac().await
+    }
+
+    /// Kubernetes' default roles and bindings: created when missing; one that lost rules or
+    /// subjects gets them back unless it is annotated `autoupdate: "false"`.
+    async fn reconcile_rbac(&self) -> Result<(), StoreError> {
+        let wanted = crate::rbac::defaults::cluster_roles()
+            .into_iter()
+            .map(|r| ("clusterroles", r))
+            .chain(
+                crate::rbac::defaults::cluster_role_bindings()
+                    .into_iter()
+                    .map(|b| ("clusterrolebindings", b)),
+            );
+        for (plural, obj) in wanted {
+            let info = shoal_api::resources::find(crate::rbac::GROUP, "v1", plural)
+                .expect("RBAC kinds are in the resource table");
+            let name = crate::meta::name(&obj).to_owned();
+            let current = self
+                .cache
+                .resource(info)
+                .get(&info.storage_key(None, &name))
+                .map(|c| c.value().clone());
+            let Some(current) = current else {
+                match self.registry.create(info, None, obj, &options()).await {
+                    Ok(_) => {}
+                    Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
+                    Err(e) => return Err(backend(e)),
+                }
+                continue;
+            };
+            let autoupdate = current
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::rbac::defaults::AUTOUPDATE))
+                .and_then(Value::as_str);
+            if autoupdate == Some("false") {
+                continue;
+            }
+            let key = if plural == "clusterroles" {
+                "rules"
+            } else {
+                "subjects"
+            };
+            let mut merged = current
+                .get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let missing: Vec<Value> = obj
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|w| !merged.contains(w))
+                .cloned()
+                .collect();
+            // An aggregated role's rules are the aggregation controller's to keep.
+            if missing.is_empty() || current.get("aggregationRule").is_some() {
+                continue;
+            }
+            tracing::info!(%name, kind = info.kind, "restoring a default RBAC object");
+            merged.extend(missing);
+            let mut updated = current.clone();
+            updated[key] = Value::Array(merged);
+            let r = ObjectRef::new(info, None, &name);
+            if let Err(e) = self.registry.update(r, updated, &options()).await {
+                tracing::warn!(%name, error = %e.0.message, "cannot restore a default RBAC object");
+            }
         }
         Ok(())
     }

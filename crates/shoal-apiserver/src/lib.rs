@@ -28,6 +28,7 @@ mod openapi;
 mod patch;
 mod protobuf;
 mod proxy;
+pub mod rbac;
 pub mod registry;
 mod request;
 mod table;
@@ -255,60 +256,29 @@ fn header_of(req: &Request, name: &str) -> String {
 
 /// Who asks and what, for the audit policy.
 fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
-    let user = server.user_of(req.headers()).unwrap_or(auth::UserInfo {
-        username: "system:anonymous".into(),
-        uid: String::new(),
-        groups: vec!["system:unauthenticated".into()],
-    });
-    let path = req.uri().path().to_owned();
-    let query = request::Query::parse(req.uri().query());
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    let catalog = server.cache.catalog();
-    let target = match parts.as_slice() {
-        ["api", "v1", rest @ ..] if !rest.is_empty() => {
-            request::parse_target(catalog, "", "v1", rest).ok()
-        }
-        ["apis", g, v, rest @ ..] if !rest.is_empty() => {
-            request::parse_target(catalog, g, v, rest).ok()
-        }
-        _ => None,
-    };
-    let method = req.method().as_str().to_lowercase();
-    let (verb, resource) = match target {
-        Some(t) => {
-            let verb = match (method.as_str(), t.name.is_some()) {
-                ("get", false) if query.flag("watch") => "watch",
-                ("get", false) => "list",
-                ("get", true) => "get",
-                ("post", _) => "create",
-                ("put", _) => "update",
-                ("patch", _) => "patch",
-                ("delete", false) => "deletecollection",
-                ("delete", true) => "delete",
-                (other, _) => other,
-            };
-            let resource = match t.subresource {
-                Some(sub) => format!("{}/{}", t.info.plural, sub.name()),
-                None => t.info.plural.to_owned(),
-            };
-            (
-                verb.to_owned(),
-                Some((
-                    t.info.group.to_owned(),
-                    resource,
-                    t.namespace.unwrap_or_default(),
-                    t.name.unwrap_or_default(),
-                )),
-            )
-        }
-        None => (method, None),
-    };
+    let user = server
+        .user_of(req.headers())
+        .ok()
+        .flatten()
+        .unwrap_or_else(auth::UserInfo::anonymous);
+    let info = request::RequestInfo::parse(
+        req.method(),
+        req.uri().path(),
+        &request::Query::parse(req.uri().query()),
+    );
     audit::Attributes {
         user: user.username,
         groups: user.groups,
-        verb,
-        resource,
-        path,
+        verb: info.verb.clone(),
+        resource: info.resource.as_ref().map(|r| {
+            (
+                r.group.clone(),
+                r.combined(),
+                r.namespace.clone(),
+                r.name.clone(),
+            )
+        }),
+        path: info.path,
     }
 }
 
@@ -318,31 +288,61 @@ fn is_public(path: &str) -> bool {
 }
 
 impl ApiServer {
-    /// Who sent a request with `headers`: `None` if its bearer token is no one's (or it has
-    /// none). Without an admin token (tests) everyone is the admin.
-    pub fn user_of(&self, headers: &http::HeaderMap) -> Option<auth::UserInfo> {
+    /// Who sent a request with `headers`: `Ok(None)` if it carries no credentials (anonymous),
+    /// `Err` if its bearer token is no one's. Without an admin token (tests) everyone is the
+    /// admin.
+    pub fn user_of(&self, headers: &http::HeaderMap) -> Result<Option<auth::UserInfo>, ()> {
         let Some(admin) = &self.token else {
-            return Some(auth::UserInfo::admin());
+            return Ok(Some(auth::UserInfo::admin()));
         };
-        let given = headers
+        let Some(given) = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)?;
+            .map(str::trim)
+        else {
+            return Ok(None);
+        };
         if auth::same_token(given, admin) {
-            return Some(auth::UserInfo::admin());
+            return Ok(Some(auth::UserInfo::admin()));
         }
         self.tokens
             .iter()
             .find(|(t, _)| auth::same_token(given, t))
-            .map(|(_, u)| u.clone())
+            .map(|(_, u)| Some(u.clone()))
+            .ok_or(())
     }
 }
 
-async fn authenticate(State(server): State<Arc<ApiServer>>, req: Request, next: Next) -> Response {
-    if !is_public(req.uri().path()) && server.user_of(req.headers()).is_none() {
-        return error::status_response(&StatusError::unauthorized());
+/// Authenticates a request (a token nobody has: 401; none: `system:anonymous`), applies
+/// impersonation headers the user may use, and authorizes what it asks (Kubernetes' message
+/// when refused). The user it acts as goes with the request to the handlers.
+async fn authenticate(
+    State(server): State<Arc<ApiServer>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let user = match server.user_of(req.headers()) {
+        Ok(Some(u)) => u,
+        Ok(None) => auth::UserInfo::anonymous(),
+        Err(()) => return error::status_response(&StatusError::unauthorized()),
+    };
+    let user = match auth::impersonate(&server.cache, user, req.headers()) {
+        Ok(u) => u,
+        Err(e) => return error::status_response(&e),
+    };
+    if !is_public(req.uri().path()) {
+        let info = request::RequestInfo::parse(
+            req.method(),
+            req.uri().path(),
+            &request::Query::parse(req.uri().query()),
+        );
+        let decision = rbac::authorize(&server.cache, &user, &info);
+        if !decision.allowed {
+            return error::status_response(&rbac::forbidden(&user, &info, &decision.reason));
+        }
     }
+    req.extensions_mut().insert(Arc::new(user));
     next.run(req).await
 }
 

@@ -68,6 +68,121 @@ pub fn parse_target(
     })
 }
 
+/// What a request asks to do, from its method and path alone (Kubernetes' `RequestInfo`), for
+/// authorization and the audit log: it needs no knowledge of which resources exist, so a
+/// request for an unknown resource is authorized (and refused) like any other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection` for
+    /// a resource request; the lower-case method otherwise.
+    pub verb: String,
+    /// `None` for a non-resource request (discovery, `/version`, `/healthz`).
+    pub resource: Option<ResourceAttributes>,
+    pub path: String,
+}
+
+/// The resource a request is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ResourceAttributes {
+    /// `pods` or `pods/log`.
+    pub fn combined(&self) -> String {
+        if self.subresource.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}/{}", self.resource, self.subresource)
+        }
+    }
+}
+
+impl RequestInfo {
+    pub fn parse(method: &http::Method, path: &str, query: &Query) -> Self {
+        let non_resource = || RequestInfo {
+            verb: method.as_str().to_ascii_lowercase(),
+            resource: None,
+            path: path.to_owned(),
+        };
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        let (group, version, mut rest) = match parts.as_slice() {
+            ["api", v, rest @ ..] => ("", *v, rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return non_resource(),
+        };
+        if rest.is_empty() {
+            return non_resource();
+        }
+        // The deprecated `/watch/` prefix.
+        let mut watch = false;
+        if rest[0] == "watch" {
+            watch = true;
+            rest = &rest[1..];
+        }
+        let mut namespace = "";
+        if rest.first() == Some(&"namespaces") {
+            if let Some(ns) = rest.get(1) {
+                namespace = ns;
+                if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+                    rest = &rest[2..];
+                }
+            }
+        }
+        let Some(resource) = rest.first() else {
+            return non_resource();
+        };
+        let mut name = rest.get(1).copied().unwrap_or("").to_owned();
+        let subresource = rest.get(2).copied().unwrap_or("").to_owned();
+        let verb = match (method.as_str(), name.is_empty()) {
+            ("GET" | "HEAD", true) if watch || query.flag("watch") => "watch",
+            ("GET" | "HEAD", true) => "list",
+            ("GET" | "HEAD", false) if watch => "watch",
+            ("GET" | "HEAD", false) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "deletecollection",
+            ("DELETE", false) => "delete",
+            _ => "",
+        };
+        let verb = if verb.is_empty() {
+            method.as_str().to_ascii_lowercase()
+        } else {
+            verb.to_owned()
+        };
+        // A list or watch of one name by field selector is about that name.
+        if matches!(verb.as_str(), "list" | "watch")
+            && let Some(sel) = query.get("fieldSelector")
+        {
+            let one = sel.split(',').find_map(|r| {
+                r.strip_prefix("metadata.name==")
+                    .or_else(|| r.strip_prefix("metadata.name="))
+            });
+            if let Some(n) = one {
+                name = n.to_owned();
+            }
+        }
+        RequestInfo {
+            verb,
+            resource: Some(ResourceAttributes {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                resource: (*resource).to_owned(),
+                subresource,
+                namespace: namespace.to_owned(),
+                name,
+            }),
+            path: path.to_owned(),
+        }
+    }
+}
+
 /// Query parameters, keeping repeated keys.
 #[derive(Debug, Default, Clone)]
 pub struct Query(pub Vec<(String, String)>);
@@ -144,6 +259,51 @@ impl FieldValidation {
                 "fieldValidation {v:?} is invalid, must be one of: Ignore, Warn, Strict"
             ))
             .into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod request_info_tests {
+    use super::*;
+    use http::Method;
+
+    fn info(m: Method, path: &str, q: Option<&str>) -> RequestInfo {
+        RequestInfo::parse(&m, path, &Query::parse(q))
+    }
+
+    #[test]
+    fn paths_read_as_kube_apiservers_request_info() {
+        let r = info(Method::GET, "/api/v1/namespaces/dev/pods", None);
+        let a = r.resource.unwrap();
+        assert_eq!(
+            (r.verb.as_str(), a.resource.as_str(), a.namespace.as_str()),
+            ("list", "pods", "dev")
+        );
+        let r = info(Method::GET, "/api/v1/namespaces/dev/pods/p/log", None);
+        assert_eq!(r.resource.unwrap().combined(), "pods/log");
+        let r = info(Method::GET, "/api/v1/pods", Some("watch=true"));
+        assert_eq!(r.verb, "watch");
+        // A namespace is its own namespace.
+        let r = info(Method::DELETE, "/api/v1/namespaces/dev", None);
+        let a = r.resource.unwrap();
+        assert_eq!(
+            (r.verb.as_str(), a.name.as_str(), a.namespace.as_str()),
+            ("delete", "dev", "dev")
+        );
+        let r = info(Method::PUT, "/api/v1/namespaces/dev/finalize", None);
+        assert_eq!(r.resource.unwrap().subresource, "finalize");
+        let r = info(
+            Method::GET,
+            "/apis/apps/v1/namespaces/d/deployments",
+            Some("fieldSelector=metadata.name%3Dweb"),
+        );
+        assert_eq!(r.resource.unwrap().name, "web");
+        let r = info(Method::DELETE, "/apis/example.com/v1/widgets", None);
+        assert_eq!(r.verb, "deletecollection");
+        for p in ["/api", "/apis/apps/v1", "/version", "/openapi/v2"] {
+            let r = info(Method::GET, p, None);
+            assert!(r.resource.is_none() && r.verb == "get", "{p}");
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The controller-manager: one controller per file, each on kube-rs' controller runtime.
 //! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
 //! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`] and the endpoints of
-//! Services ([`endpointslice`]).
+//! Services ([`endpointslice`]), and the aggregation of ClusterRoles
+//! ([`clusterrole_aggregation`]).
 
+pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -92,6 +94,9 @@ pub async fn run(
             Box::pin(nodelifecycle::run(c, grace))
         }),
         spawn("garbage-collector", |c, _| Box::pin(gc::run(c))),
+        spawn("clusterrole-aggregation", |c, _| {
+            Box::pin(clusterrole_aggregation::run(c))
+        }),
     ];
     shutdown.cancelled().await;
     for t in tasks {

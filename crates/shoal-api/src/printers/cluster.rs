@@ -211,6 +211,49 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "rbac.authorization.k8s.io",
+        kinds: &["Role", "ClusterRole"],
+        columns: &[NAME, ("Created At", "date", 0)],
+        cells: |o, _| vec![name(o), json!(s(o, "/metadata/creationTimestamp"))],
+    },
+    Printer {
+        group: "rbac.authorization.k8s.io",
+        kinds: &["RoleBinding", "ClusterRoleBinding"],
+        columns: &[
+            NAME,
+            ("Role", "string", 0),
+            AGE,
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
+        cells: |o, now| {
+            let of_kind = |kind: &str| -> String {
+                arr(o, "/subjects")
+                    .iter()
+                    .filter(|sub| s(sub, "/kind") == kind)
+                    .map(|sub| match kind {
+                        "ServiceAccount" => format!("{}/{}", s(sub, "/namespace"), s(sub, "/name")),
+                        _ => s(sub, "/name").to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name(o),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/roleRef/kind"),
+                    s(o, "/roleRef/name")
+                )),
+                created(o, now),
+                json!(of_kind("User")),
+                json!(of_kind("Group")),
+                json!(of_kind("ServiceAccount")),
+            ]
+        },
+    },
+    Printer {
         group: "apiextensions.k8s.io",
         kinds: &["CustomResourceDefinition"],
         columns: &[NAME, ("Created At", "date", 0)],

@@ -88,6 +88,8 @@ pub struct Attributes<'a> {
     pub namespace: Option<&'a str>,
     pub name: &'a str,
     pub dry_run: bool,
+    /// Who asks; `None`: the API server itself.
+    pub user: Option<&'a crate::auth::UserInfo>,
 }
 
 impl Admission {
@@ -405,11 +407,17 @@ fn request(
         name: attrs.name.to_owned(),
         object: object.map(Value::to_string),
         old_object: old.map(Value::to_string),
-        // One credential, the cluster admin's (see `authenticate`).
-        user_info: UserInfo {
-            username: "shoal-admin".into(),
-            uid: String::new(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        user_info: match attrs.user {
+            Some(u) => UserInfo {
+                username: u.username.clone(),
+                uid: u.uid.clone(),
+                groups: u.groups.clone(),
+            },
+            None => UserInfo {
+                username: "system:apiserver".into(),
+                uid: String::new(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            },
         },
         dry_run: attrs.dry_run,
         settings: p.settings.clone(),

@@ -46,6 +46,7 @@ fn options() -> WriteOptions {
         dry_run: false,
         manager: "shoal-apiserver".into(),
         validation: crate::request::FieldValidation::Ignore,
+        user: None,
     }
 }
 

@@ -63,6 +63,7 @@ fn options() -> WriteOptions {
         dry_run: false,
         manager: "apiextensions-apiserver".into(),
         validation: crate::request::FieldValidation::Ignore,
+        user: None,
     }
 }
 

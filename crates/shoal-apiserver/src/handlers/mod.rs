@@ -51,6 +51,10 @@ pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Res
         let path = req.uri().path().to_owned();
         let query = Query::parse(req.uri().query());
         let headers = req.headers().clone();
+        let req_user = req
+            .extensions()
+            .get::<Arc<crate::auth::UserInfo>>()
+            .cloned();
         let body = match axum::body::to_bytes(req.into_body(), crate::body::MAX_BODY + 1).await {
             Ok(b) => b,
             Err(_) => {
@@ -59,7 +63,18 @@ pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Res
                 ));
             }
         };
-        match route(&server, &method, &path, &query, &headers, body).await {
+        let user = req_user;
+        match route(
+            &server,
+            &method,
+            &path,
+            &query,
+            &headers,
+            user.as_ref(),
+            body,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(),
         }
@@ -74,6 +89,7 @@ async fn route(
     path: &str,
     q: &Query,
     headers: &HeaderMap,
+    user: Option<&Arc<crate::auth::UserInfo>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let parts: Vec<&str> = path
@@ -128,27 +144,24 @@ async fn route(
             .ok_or_else(|| StatusError::path_not_found().into()),
         [
             "apis",
-            "authorization.k8s.io",
+            g @ ("authorization.k8s.io" | "authentication.k8s.io"),
             "v1",
-            "selfsubjectaccessreviews",
-        ] if method == Method::POST => {
-            let mut review = crate::body::decode_object(content_type(headers), &body)
-                .unwrap_or_else(|_| json!({}));
-            review["apiVersion"] = json!("authorization.k8s.io/v1");
-            review["kind"] = json!("SelfSubjectAccessReview");
-            review["status"] =
-                json!({"allowed": true, "reason": "the admin token may do everything"});
-            Ok(value_response(StatusCode::CREATED, &review))
-        }
-        ["apis", "authentication.k8s.io", "v1", "selfsubjectreviews"] if method == Method::POST => {
-            let user = s
-                .user_of(headers)
-                .unwrap_or_else(crate::auth::UserInfo::admin);
-            Ok(value_response(
-                StatusCode::CREATED,
-                &json!({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null},
-                "status": {"userInfo": user.to_json()}}),
-            ))
+            rest @ ..,
+        ] if method == Method::POST
+            && matches!(rest, [_] | ["namespaces", _, _])
+            && crate::rbac::review::kind_of(g, rest[rest.len() - 1]).is_some() =>
+        {
+            let kind = crate::rbac::review::kind_of(g, rest[rest.len() - 1]).unwrap_or_default();
+            let namespace = match rest {
+                ["namespaces", ns, _] if kind == "LocalSubjectAccessReview" => Some(*ns),
+                [_] if kind != "LocalSubjectAccessReview" => None,
+                _ => return Err(StatusError::path_not_found().into()),
+            };
+            let review = crate::body::decode_object(content_type(headers), &body)?;
+            let admin = crate::auth::UserInfo::admin();
+            let who = user.map_or(&admin, |u| u.as_ref());
+            let answer = crate::rbac::review::answer(&s.cache, kind, who, namespace, review)?;
+            Ok(value_response(StatusCode::CREATED, &answer))
         }
         ["apis", g, v] => discovery::resource_list(catalog, g, v)
             .map(|v| value_response(StatusCode::OK, &v))
@@ -185,6 +198,7 @@ async fn route(
                 )),
                 q,
                 headers,
+                user,
                 body,
             )
             .await
@@ -199,6 +213,7 @@ async fn route(
                 )),
                 q,
                 headers,
+                user,
                 body,
             )
             .await

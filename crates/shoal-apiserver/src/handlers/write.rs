@@ -3,7 +3,11 @@
 
 use super::*;
 
-pub(super) fn write_options(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOptions> {
+pub(super) fn write_options(
+    q: &Query,
+    headers: &HeaderMap,
+    user: Option<&Arc<crate::auth::UserInfo>>,
+) -> ApiResult<WriteOptions> {
     let manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => m.to_owned(),
         // Kubernetes names an Update's manager after the client's user agent.
@@ -20,6 +24,7 @@ pub(super) fn write_options(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOp
         dry_run: q.dry_run()?,
         manager,
         validation: FieldValidation::from_query(q)?,
+        user: user.cloned(),
     })
 }
 
@@ -29,6 +34,7 @@ pub(super) async fn resource(
     t: Target,
     q: &Query,
     headers: &HeaderMap,
+    user: Option<&Arc<crate::auth::UserInfo>>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let info = t.info;
@@ -63,7 +69,7 @@ pub(super) async fn resource(
                     info,
                     ns.or(Some("default")).filter(|_| info.namespaced),
                     obj,
-                    &write_options(q, headers)?,
+                    &write_options(q, headers, user)?,
                 )
                 .await?,
             ))
@@ -99,7 +105,7 @@ pub(super) async fn resource(
                 reg.update(
                     ObjectRef::new(info, ns, n).subresource(sub),
                     obj,
-                    &write_options(q, headers)?,
+                    &write_options(q, headers, user)?,
                 )
                 .await?,
             ))
@@ -110,7 +116,7 @@ pub(super) async fn resource(
                 .update_scale(
                     ObjectRef::new(info, ns, n),
                     ScaleChange::Replace(scale),
-                    &write_options(q, headers)?,
+                    &write_options(q, headers, user)?,
                 )
                 .await?;
             Ok(value_response(StatusCode::OK, &out))
@@ -137,7 +143,7 @@ pub(super) async fn resource(
             if body.len() > crate::body::MAX_BODY {
                 return Err(StatusError::too_large("the request body is larger than 3 MiB").into());
             }
-            let opts = write_options(q, headers)?;
+            let opts = write_options(q, headers, user)?;
             if sub == Some(Subresource::Scale) {
                 let out = reg
                     .update_scale(
@@ -163,7 +169,7 @@ pub(super) async fn resource(
             Ok(written(info, reg.patch(r, kind, &body, &opts).await?))
         }
         (Method::DELETE, Some(n), None) => {
-            let opts = delete_options(q, headers, &body)?;
+            let opts = delete_options(q, headers, user, &body)?;
             let (obj, gone) = reg.delete(info, ns, n, &opts).await?;
             if gone {
                 Ok(value_response(
@@ -177,7 +183,9 @@ pub(super) async fn resource(
                 Ok(value_response(StatusCode::OK, &obj))
             }
         }
-        (Method::DELETE, None, None) => delete_collection(s, info, ns, q, headers, &body).await,
+        (Method::DELETE, None, None) => {
+            delete_collection(s, info, ns, q, headers, user, &body).await
+        }
         (_, Some(n), Some(Subresource::Proxy)) => {
             let query = q.encoded();
             crate::proxy::proxy(
@@ -223,6 +231,7 @@ pub(super) async fn resource(
 pub(super) fn delete_options(
     q: &Query,
     headers: &HeaderMap,
+    user: Option<&Arc<crate::auth::UserInfo>>,
     body: &[u8],
 ) -> ApiResult<DeleteOptions> {
     let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
@@ -240,6 +249,7 @@ pub(super) fn delete_options(
         opts.propagation = Some("Orphan".into());
     }
     opts.dry_run |= q.dry_run()?;
+    opts.user = user.cloned();
     Ok(opts)
 }
 
@@ -249,10 +259,11 @@ pub(super) async fn delete_collection(
     ns: Option<&str>,
     q: &Query,
     headers: &HeaderMap,
+    user: Option<&Arc<crate::auth::UserInfo>>,
     body: &[u8],
 ) -> ApiResult<Response> {
     let filter = Filter::new(info, ns, q)?;
-    let opts = delete_options(q, headers, body)?;
+    let opts = delete_options(q, headers, user, body)?;
     s.cache.sync().await?;
     let mut deleted = Vec::new();
     for o in s.cache.resource(info).list(&filter.prefix, None) {

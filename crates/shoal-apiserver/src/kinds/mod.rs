@@ -15,6 +15,7 @@ mod network_policy;
 mod pod;
 mod policy;
 pub(crate) mod priority;
+mod rbac;
 mod service;
 pub(crate) mod storage;
 mod templates;
@@ -90,6 +91,8 @@ pub enum NameRule {
     Label,
     /// A DNS-1035 label (Services).
     Dns1035,
+    /// Anything that fits in a path segment (RBAC kinds: `system:basic-user`).
+    PathSegment,
 }
 
 /// A kind's rules. Every method has the behaviour of a kind with no rules of its own.
@@ -230,6 +233,8 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         }
         (shoal_api::policy::GROUP, "SchedulerPlugin") => &policy::SCHEDULER_PLUGIN,
         (crate::crd::GROUP, "CustomResourceDefinition") => &crd::CRD,
+        (crate::rbac::GROUP, "Role" | "ClusterRole") => &rbac::ROLE,
+        (crate::rbac::GROUP, "RoleBinding" | "ClusterRoleBinding") => &rbac::BINDING,
         _ => match crate::crd::custom(info) {
             Some(c) => c,
             None => &GENERIC,

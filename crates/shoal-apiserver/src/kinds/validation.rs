@@ -45,6 +45,13 @@ pub(crate) fn metadata(rule: NameRule, o: &Value, out: &mut Vec<Cause>) {
             NameRule::Label => (is_dns1123_label(name), DNS1123_LABEL_MSG),
             NameRule::Dns1035 => (is_dns1035_label(name), DNS1035_MSG),
             NameRule::Subdomain => (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN_MSG),
+            NameRule::PathSegment => match name {
+                "." => (false, "may not be '.'"),
+                ".." => (false, "may not be '..'"),
+                n if n.contains('/') => (false, "may not contain '/'"),
+                n if n.contains('%') => (false, "may not contain '%'"),
+                _ => (true, ""),
+            },
         };
         if !ok {
             out.push(Cause::invalid("metadata.name", name, msg));

@@ -53,6 +53,7 @@ impl Registry {
                 namespace: r.ns,
                 name,
                 dry_run: opts.dry_run,
+                user: opts.user.as_deref(),
             };
             // Deletions answer with the object, not warnings: a warning here is dropped.
             self.admission

@@ -49,6 +49,9 @@ pub struct WriteOptions {
     pub dry_run: bool,
     pub manager: String,
     pub validation: FieldValidation,
+    /// Who writes (`None`: the API server itself): the escalation check of RBAC objects and
+    /// the `userInfo` admission policies see.
+    pub user: Option<std::sync::Arc<crate::auth::UserInfo>>,
 }
 
 /// The outcome of a write.
@@ -67,6 +70,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// Who deletes (`None`: the API server itself), for admission policies.
+    pub user: Option<std::sync::Arc<crate::auth::UserInfo>>,
 }
 
 impl DeleteOptions {
@@ -89,6 +94,7 @@ impl DeleteOptions {
                 .get("dryRun")
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|x| x == "All")),
+            user: None,
         }
     }
 }
@@ -249,6 +255,9 @@ impl Registry {
     ) -> ApiResult<()> {
         let info = r.info;
         let strategy = kinds::strategy(info);
+        if let (None, Some(user)) = (r.sub, &opts.user) {
+            crate::rbac::check_write(&self.cache, info, user, o)?;
+        }
         if r.sub.is_none() && strategy.admits_from_fresh_cache() {
             self.cache.sync().await?;
         }
@@ -273,6 +282,7 @@ impl Registry {
             namespace: namespace.as_deref(),
             name: &name,
             dry_run: opts.dry_run,
+            user: opts.user.as_deref(),
         };
         self.admission
             .mutate(&self.cache, &attrs, o, old, warnings)

@@ -221,6 +221,7 @@ impl Registry {
             dry_run: false,
             manager: String::new(),
             validation: crate::request::FieldValidation::Ignore,
+            user: None,
         };
         let opts = &opts;
         self.guaranteed_update(r, move |current| {
