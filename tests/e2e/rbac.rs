@@ -271,3 +271,79 @@ rules:
         Ok(())
     });
 }
+
+/// `shoal kubeconfig --user` hands out a client certificate signed by the cluster CA: kubectl
+/// with it is that user in those groups, and may do what RBAC grants them.
+#[test]
+fn client_certificates_name_their_user_and_groups() {
+    let c = Cluster::start().unwrap();
+    let out = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args([
+            "kubeconfig",
+            "--user",
+            "carol",
+            "--group",
+            "devs",
+            "--group",
+            "ops",
+            "--data-dir",
+        ])
+        .arg(&c.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile_dir();
+    let cfg = write(dir.path(), "carol", &String::from_utf8_lossy(&out.stdout));
+    let carol = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--kubeconfig", &cfg]);
+        std::process::Command::new("kubectl")
+            .args(&all)
+            .output()
+            .unwrap()
+    };
+    let me = carol(&["auth", "whoami"]);
+    let me = String::from_utf8_lossy(&me.stdout);
+    assert!(
+        me.contains("carol") && me.contains("[devs ops system:authenticated]"),
+        "{me}"
+    );
+    let denied = carol(&["get", "pods"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr)
+            .contains(r#"pods is forbidden: User "carol" cannot list resource "pods""#),
+        "{denied:?}"
+    );
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "ops-view",
+        "--clusterrole=view",
+        "--group=ops",
+    ]);
+    let allowed = carol(&["get", "pods", "-A"]);
+    assert!(allowed.status.success(), "{allowed:?}");
+    // Three groups do not fit the certificate library's subject: refused, not truncated.
+    let out = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args([
+            "kubeconfig",
+            "--user",
+            "x",
+            "--group",
+            "a",
+            "--group",
+            "b",
+            "--group",
+            "c",
+            "--data-dir",
+        ])
+        .arg(&c.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most two groups"));
+}

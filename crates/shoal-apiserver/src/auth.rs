@@ -46,6 +46,28 @@ impl UserInfo {
     }
 }
 
+/// The user a verified client certificate names: CN is the user, each O a group.
+pub fn user_of_certificate(der: &[u8]) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let username = subject
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())?
+        .to_owned();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .map(str::to_owned)
+        .collect();
+    groups.push("system:authenticated".into());
+    Some(UserInfo {
+        username,
+        uid: String::new(),
+        groups,
+    })
+}
+
 fn header_values(headers: &http::HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)

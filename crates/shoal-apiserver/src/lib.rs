@@ -257,7 +257,7 @@ fn header_of(req: &Request, name: &str) -> String {
 /// Who asks and what, for the audit policy.
 fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
     let user = server
-        .user_of(req.headers())
+        .user_of(req.headers(), req.extensions().get())
         .ok()
         .flatten()
         .unwrap_or_else(auth::UserInfo::anonymous);
@@ -288,13 +288,23 @@ fn is_public(path: &str) -> bool {
 }
 
 impl ApiServer {
-    /// Who sent a request with `headers`: `Ok(None)` if it carries no credentials (anonymous),
+    /// Who sent a request with `headers` over a connection that presented `peer`: `Ok(None)` if it
+    /// carries no credentials (anonymous),
     /// `Err` if its bearer token is no one's. Without an admin token (tests) everyone is the
     /// admin.
-    pub fn user_of(&self, headers: &http::HeaderMap) -> Result<Option<auth::UserInfo>, ()> {
+    pub fn user_of(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<&tls::PeerCertificate>,
+    ) -> Result<Option<auth::UserInfo>, ()> {
         let Some(admin) = &self.token else {
             return Ok(Some(auth::UserInfo::admin()));
         };
+        // A client certificate the TLS layer verified against the cluster CA comes first, as
+        // in Kubernetes' chain of authenticators.
+        if let Some(user) = peer.and_then(|p| auth::user_of_certificate(&p.0)) {
+            return Ok(Some(user));
+        }
         let Some(given) = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -322,7 +332,7 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let user = match server.user_of(req.headers()) {
+    let user = match server.user_of(req.headers(), req.extensions().get()) {
         Ok(Some(u)) => u,
         Ok(None) => auth::UserInfo::anonymous(),
         Err(()) => return error::status_response(&StatusError::unauthorized()),

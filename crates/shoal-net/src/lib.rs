@@ -9,7 +9,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is given.
+/// The client certificate a TLS connection presented (DER), as a request extension: the
+/// TLS configuration has already checked it against its trusted roots.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
+/// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is given; each request of
+/// a connection that presented a client certificate carries it as a [`PeerCertificate`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -35,11 +41,26 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
                 Some(acc) => match acc.accept(stream).await {
                     Ok(tls) => {
+                        let peer = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| PeerCertificate(Arc::new(c.as_ref().to_vec())));
+                        let app = tower::ServiceExt::map_request(
+                            app,
+                            move |mut req: http::Request<hyper::body::Incoming>| {
+                                if let Some(p) = &peer {
+                                    req.extensions_mut().insert(p.clone());
+                                }
+                                req
+                            },
+                        );
+                        let service = TowerToHyperService::new(app);
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                         tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }
@@ -50,6 +71,7 @@ pub async fn serve(
                     }
                 },
                 None => {
+                    let service = TowerToHyperService::new(app);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     tokio::select! { r = conn => r, _ = shutdown.cancelled() => Ok(()) }

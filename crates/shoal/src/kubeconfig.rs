@@ -33,3 +33,24 @@ pub fn write(path: &Path, addr: SocketAddr, ca_pem: &str, token: &str) -> std::i
     // Renamed into place so a reader never sees a half-written file.
     std::fs::rename(&tmp, path)
 }
+
+/// A kubeconfig for `user` with a client certificate, to the cluster of the admin kubeconfig
+/// `admin` (same server and CA).
+pub fn for_user(admin: &str, user: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<String> {
+    let field = |key: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
+            .ok_or_else(|| anyhow::anyhow!("the admin kubeconfig has no {key}"))
+    };
+    let server = field("server:")?;
+    let ca = field("certificate-authority-data:")?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // The user's name is quoted: it may hold characters YAML reads otherwise (`system:x`).
+    let name = serde_json::to_string(user)?;
+    Ok(format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: shoal\n  context:\n    cluster: shoal\n    user: {name}\n    namespace: default\ncurrent-context: shoal\n",
+        cert = b64(cert_pem),
+        key = b64(key_pem),
+    ))
+}

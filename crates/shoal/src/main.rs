@@ -237,6 +237,22 @@ enum Command {
     /// Run an admission policy offline: `test` prints its verdict, `bench` its latency.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Print a kubeconfig for a user (a client certificate signed by the cluster CA, user =
+    /// CN, groups = O), ready for `kubectl --kubeconfig`; what the user may do is RBAC's.
+    Kubeconfig {
+        /// The user name.
+        #[arg(long)]
+        user: String,
+        /// A group the user is in (at most two; repeat the flag).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// The cluster's data directory (its CA and admin kubeconfig).
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -863,5 +879,30 @@ async fn main() -> anyhow::Result<()> {
         Command::Image(cmd) => node::run_image(cmd, default_data_dir()).await,
         Command::Store(cmd) => run_store(cmd).await,
         Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Kubeconfig {
+            user,
+            groups,
+            days,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(default_data_dir);
+            let admin = dir.join("kubeconfig");
+            let admin = std::fs::read_to_string(&admin).with_context(|| {
+                format!(
+                    "cannot read {} (has `shoal up --data-dir {}` run?)",
+                    admin.display(),
+                    dir.display()
+                )
+            })?;
+            let (cert, key) = shoal_apiserver::tls::issue_client_certificate(
+                &dir.join("pki"),
+                &user,
+                &groups,
+                days,
+            )
+            .context("cannot issue a client certificate")?;
+            print!("{}", kubeconfig::for_user(&admin, &user, &cert, &key)?);
+            Ok(())
+        }
     }
 }
