@@ -347,3 +347,152 @@ fn client_certificates_name_their_user_and_groups() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most two groups"));
 }
+
+async fn client_as(c: &Cluster, token: Option<&str>) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    if let Some(t) = token {
+        config.auth_info.token = Some(t.to_owned().into());
+    }
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A flood of 2,000 concurrent lists from one user gets 429s with `Retry-After`, while another
+/// user's requests and the node's lease renewals keep succeeding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_user_gets_429_while_others_go_on() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let dir = tempfile_dir();
+    let tokens = write(
+        dir.path(),
+        "tokens.csv",
+        "alice-token-0123456789,alice,1001\nbob-token-0123456789,bob,1002\n",
+    );
+    // A level of two seats: Alice may hold one and queue 16, which a flood outruns at once
+    // (with the default 400 this machine answers 2,000 lists faster than curl connects).
+    let c = Cluster::start_with(&["--token-auth-file", &tokens, "--max-requests-inflight", "2"])
+        .unwrap();
+    c.ok(&[
+        "create",
+        "clusterrolebinding",
+        "readers",
+        "--clusterrole=view",
+        "--user=alice",
+        "--user=bob",
+    ]);
+    let admin = client_as(&c, None).await;
+    let cms: kube::Api<ConfigMap> = kube::Api::namespaced(admin.clone(), "default");
+    // Lists big enough to take a while to write.
+    let big = "x".repeat(4096);
+    futures::future::join_all((0..200).map(|i| {
+        let cms = cms.clone();
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("cm-{i}")}, "data": {"v": big}}))
+        .unwrap();
+        async move { cms.create(&Default::default(), &cm).await.unwrap() }
+    }))
+    .await;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(admin, "kube-node-lease");
+    let renewed = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let node = c.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let before = renewed(&leases.get(&node).await.unwrap());
+
+    // One curl process with 2,000 transfers in flight at once, as a flooding client would.
+    let kubeconfig = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_owned();
+    let mut config = String::new();
+    for _ in 0..2000 {
+        config.push_str(&format!(
+            "url = \"{server}/api/v1/namespaces/default/configmaps\"\noutput = \"/dev/null\"\n"
+        ));
+    }
+    let curl_config = write(dir.path(), "flood.curl", &config);
+    let flood = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sk",
+                "--parallel",
+                "--parallel-immediate",
+                "--parallel-max",
+                "2000",
+            ])
+            .args(["-H", "Authorization: Bearer alice-token-0123456789"])
+            .args([
+                "-w",
+                "%{http_code} %header{retry-after}\n",
+                "-K",
+                &curl_config,
+            ])
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let (code, retry) = l.split_once(' ').unwrap_or((l, ""));
+                (code.parse::<u16>().unwrap_or(0), !retry.trim().is_empty())
+            })
+            .collect::<Vec<_>>()
+    });
+    let bob = client_as(&c, Some("bob-token-0123456789")).await;
+    let bobs: kube::Api<ConfigMap> = kube::Api::namespaced(bob, "default");
+    let others = async {
+        let mut ok = 0;
+        for i in 0..20 {
+            if bobs.get(&format!("cm-{i}")).await.is_ok() {
+                ok += 1;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        ok
+    };
+    let (answers, bob_ok) = futures::join!(flood, others);
+    let answers = answers.unwrap();
+    let refused = answers.iter().filter(|(code, _)| *code == 429).count();
+    let served = answers.iter().filter(|(code, _)| *code == 200).count();
+    let mut codes = std::collections::BTreeMap::new();
+    for (c, _) in &answers {
+        *codes.entry(*c).or_insert(0) += 1;
+    }
+    assert!(
+        refused > 0,
+        "no 429 among {} answers: {codes:?}",
+        answers.len()
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|(c, _)| *c == 429)
+            .all(|(_, retry)| *retry)
+    );
+    assert_eq!(
+        refused + served,
+        answers.len(),
+        "other answers: {:?}",
+        answers
+            .iter()
+            .filter(|(c, _)| *c != 429 && *c != 200)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(bob_ok, 20, "bob's requests failed during the flood");
+    // The node's lease went on being renewed (every 10 s) through the flood and after it.
+    let lease_renewed = async {
+        loop {
+            if renewed(&leases.get(&node).await.unwrap()) != before {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), lease_renewed)
+        .await
+        .expect("the node lease is renewed");
+    eprintln!("flood: {served} served, {refused} refused with 429");
+}

@@ -10,6 +10,10 @@ use crate::request::{RequestInfo, ResourceAttributes};
 use serde_json::{Value, json};
 use shoal_api::StatusError;
 
+/// A bearer token that is no one's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownToken;
+
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {

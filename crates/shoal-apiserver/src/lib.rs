@@ -20,6 +20,7 @@ pub mod crd;
 mod discovery;
 pub mod encryption;
 mod error;
+pub mod flowcontrol;
 pub mod handlers;
 mod kinds;
 mod kubelet_proxy;
@@ -68,6 +69,9 @@ pub struct Options {
     pub encryption: Option<encryption::EncryptionConfig>,
     /// The audit log (`--audit-policy-file`, `--audit-log-path`); `None`: nothing is logged.
     pub audit: Option<Arc<audit::Audit>>,
+    /// Seats for read-only and mutating requests (`--max-requests-inflight`,
+    /// `--max-mutating-requests-inflight`); `None`: Kubernetes' defaults (400, 200).
+    pub max_in_flight: Option<(usize, usize)>,
 }
 
 /// The API server's shared state.
@@ -82,6 +86,8 @@ pub struct ApiServer {
     supervisor: Supervisor,
     /// Where audit events go, if anywhere.
     audit: Option<Arc<audit::Audit>>,
+    /// Priority levels and their seats.
+    flow: flowcontrol::FlowControl,
     /// Seats for writing list bodies (`handlers/stream.rs`).
     list_seats: Arc<tokio::sync::Semaphore>,
     /// Stops the background tasks when the server is dropped.
@@ -128,6 +134,12 @@ impl ApiServer {
             tokens: options.tokens,
             audit: options.audit,
             supervisor: sup.clone(),
+            flow: {
+                let (readonly, mutating) = options
+                    .max_in_flight
+                    .unwrap_or((flowcontrol::DEFAULT_READONLY, flowcontrol::DEFAULT_MUTATING));
+                flowcontrol::FlowControl::new(readonly, mutating)
+            },
             list_seats: handlers::list_seats(),
             stop: stop.clone(),
         });
@@ -296,7 +308,7 @@ impl ApiServer {
         &self,
         headers: &http::HeaderMap,
         peer: Option<&tls::PeerCertificate>,
-    ) -> Result<Option<auth::UserInfo>, ()> {
+    ) -> Result<Option<auth::UserInfo>, auth::UnknownToken> {
         let Some(admin) = &self.token else {
             return Ok(Some(auth::UserInfo::admin()));
         };
@@ -320,7 +332,7 @@ impl ApiServer {
             .iter()
             .find(|(t, _)| auth::same_token(given, t))
             .map(|(_, u)| Some(u.clone()))
-            .ok_or(())
+            .ok_or(auth::UnknownToken)
     }
 }
 
@@ -335,25 +347,53 @@ async fn authenticate(
     let user = match server.user_of(req.headers(), req.extensions().get()) {
         Ok(Some(u)) => u,
         Ok(None) => auth::UserInfo::anonymous(),
-        Err(()) => return error::status_response(&StatusError::unauthorized()),
+        Err(auth::UnknownToken) => return error::status_response(&StatusError::unauthorized()),
     };
     let user = match auth::impersonate(&server.cache, user, req.headers()) {
         Ok(u) => u,
         Err(e) => return error::status_response(&e),
     };
+    let info = request::RequestInfo::parse(
+        req.method(),
+        req.uri().path(),
+        &request::Query::parse(req.uri().query()),
+    );
     if !is_public(req.uri().path()) {
-        let info = request::RequestInfo::parse(
-            req.method(),
-            req.uri().path(),
-            &request::Query::parse(req.uri().query()),
-        );
         let decision = rbac::authorize(&server.cache, &user, &info);
         if !decision.allowed {
             return error::status_response(&rbac::forbidden(&user, &info, &decision.reason));
         }
     }
+    req.extensions_mut().insert(info);
     req.extensions_mut().insert(Arc::new(user));
     next.run(req).await
+}
+
+/// Gives a request a seat of its priority level for as long as its response is being sent,
+/// or answers 429 (see [`flowcontrol`]).
+async fn flow_controlled(
+    State(server): State<Arc<ApiServer>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ext = req.extensions();
+    let (Some(user), Some(info)) = (
+        ext.get::<Arc<auth::UserInfo>>().cloned(),
+        ext.get::<request::RequestInfo>(),
+    ) else {
+        return next.run(req).await;
+    };
+    let Some(seat) = server.flow.admit(&user, info).await else {
+        return flowcontrol::too_many_requests();
+    };
+    let resp = next.run(req).await;
+    if seat.is_exempt() {
+        return resp;
+    }
+    // The seat goes with the body, so a long list holds it until it has been written.
+    let (parts, body) = resp.into_parts();
+    let body = axum::body::Body::new(flowcontrol::Held::new(body, seat));
+    Response::from_parts(parts, body)
 }
 
 /// Starts an API server on `store` at a free loopback port, plain HTTP (for benchmarks and
@@ -381,6 +421,10 @@ pub async fn serve_loopback(
 pub fn router(server: Arc<ApiServer>) -> Router {
     Router::new()
         .fallback(handlers::dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            flow_controlled,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),
             authenticate,

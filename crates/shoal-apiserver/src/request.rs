@@ -126,12 +126,12 @@ impl RequestInfo {
             rest = &rest[1..];
         }
         let mut namespace = "";
-        if rest.first() == Some(&"namespaces") {
-            if let Some(ns) = rest.get(1) {
-                namespace = ns;
-                if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
-                    rest = &rest[2..];
-                }
+        if rest.first() == Some(&"namespaces")
+            && let Some(ns) = rest.get(1)
+        {
+            namespace = ns;
+            if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+                rest = &rest[2..];
             }
         }
         let Some(resource) = rest.first() else {

@@ -8,7 +8,7 @@ use crate::runner::Ctx;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 use shoal_api::selector::LabelSelectorExt;
@@ -17,18 +17,8 @@ use std::sync::Arc;
 /// Runs the aggregation controller (forever).
 pub async fn run(client: kube::Client) {
     let roles: Api<ClusterRole> = Api::all(client.clone());
-    let controller = Controller::new(roles.clone(), watcher::Config::default());
+    let controller = Controller::new(roles, watcher::Config::default());
     let store = controller.store();
-    let watched = store.clone();
-    // Any role changing may change what an aggregated role should hold.
-    let controller = controller.watches(roles, watcher::Config::default(), move |_role| {
-        watched
-            .state()
-            .iter()
-            .filter(|r| r.aggregation_rule.is_some())
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect::<Vec<_>>()
-    });
     crate::runner::run(
         "clusterrole-aggregation",
         client,
@@ -70,26 +60,32 @@ pub fn aggregated_rules(role: &ClusterRole, all: &[Arc<ClusterRole>]) -> Option<
     Some(out)
 }
 
+/// Any role changing may change what an aggregated role should hold: every aggregated role is
+/// brought up to date from the store, which already holds the change (an aggregated role
+/// updated here changes in turn, so `view` → `edit` → `admin` settle one after the other).
 async fn reconcile(
-    role: Arc<ClusterRole>,
+    _changed: Arc<ClusterRole>,
     ctx: Arc<Ctx>,
     store: Store<ClusterRole>,
 ) -> Result<Action, Error> {
-    let Some(rules) = aggregated_rules(&role, &store.state()) else {
-        return Ok(Action::await_change());
-    };
-    if role.rules.as_deref().unwrap_or_default() == rules.as_slice() {
-        return Ok(Action::await_change());
+    let all = store.state();
+    for role in all.iter().filter(|r| r.aggregation_rule.is_some()) {
+        let Some(rules) = aggregated_rules(role, &all) else {
+            continue;
+        };
+        if role.rules.as_deref().unwrap_or_default() == rules.as_slice() {
+            continue;
+        }
+        let name = role.metadata.name.clone().unwrap_or_default();
+        tracing::info!(role = %name, rules = rules.len(), "aggregating ClusterRole rules");
+        Api::<ClusterRole>::all(ctx.client.clone())
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"rules": rules})),
+            )
+            .await?;
     }
-    let name = role.metadata.name.clone().unwrap_or_default();
-    tracing::info!(role = %name, rules = rules.len(), "aggregating ClusterRole rules");
-    Api::<ClusterRole>::all(ctx.client.clone())
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"rules": rules})),
-        )
-        .await?;
     Ok(Action::await_change())
 }
 

@@ -79,7 +79,7 @@ struct ServerArgs {
     #[arg(long)]
     encryption_provider_config: Option<PathBuf>,
     /// A static token file (kube-apiserver's CSV: `token,user,uid,"group1,group2"`): more
-    /// users, each by its bearer token. Authorization is not there yet: they may do everything.
+    /// users, each by its bearer token; what they may do is RBAC's.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
     /// An `audit.k8s.io/v1` Policy; without it the built-in one (nothing for health checks,
@@ -96,6 +96,13 @@ struct ServerArgs {
     /// How many rotated audit logs are kept.
     #[arg(long, default_value_t = 3)]
     audit_log_maxbackup: usize,
+    /// Seats for read-only requests of users outside `system:masters` (long-running ones,
+    /// such as watches, need none); one user may hold half of them.
+    #[arg(long, default_value_t = shoal_apiserver::flowcontrol::DEFAULT_READONLY)]
+    max_requests_inflight: usize,
+    /// Seats for mutating requests, as for `--max-requests-inflight`.
+    #[arg(long, default_value_t = shoal_apiserver::flowcontrol::DEFAULT_MUTATING)]
+    max_mutating_requests_inflight: usize,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -682,6 +689,10 @@ async fn run_apiserver(
         },
         encryption,
         audit,
+        max_in_flight: Some((
+            args.max_requests_inflight,
+            args.max_mutating_requests_inflight,
+        )),
     };
     let server = ApiServer::start(store, options)
         .await
