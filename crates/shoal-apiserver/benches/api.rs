@@ -8,7 +8,9 @@
 //! Run with `cargo xtask bench` (or `cargo bench -p shoal-apiserver --bench api`). Sizes can be
 //! changed with SHOAL_BENCH_CREATES, SHOAL_BENCH_CLIENTS, SHOAL_BENCH_WATCHERS,
 //! SHOAL_BENCH_LISTS, SHOAL_BENCH_CRS; SHOAL_BENCH_ONLY=lists runs the creates and the LIST
-//! phase only, SHOAL_BENCH_ONLY=crd the custom resource phase only.
+//! phase only, SHOAL_BENCH_ONLY=crd the custom resource phase only, SHOAL_BENCH_ONLY=auth the
+//! cost of authentication, RBAC and flow control (GETs and creates as a user bound by RBAC
+//! against the same requests by `system:masters`, which skips both).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -66,6 +68,164 @@ async fn request(client: &HttpClient, method: &str, url: &str, body: Vec<u8>) ->
         .expect("body read")
         .to_bytes();
     (status, body)
+}
+
+async fn request_as(
+    client: &HttpClient,
+    token: &str,
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+) -> u16 {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid request");
+    let resp = client.request(req).await.expect("request sent");
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+/// `clients` clients sending `what(i)` as `token` for `run_for` (GETs) or `n` times (creates):
+/// the latencies and the elapsed time.
+async fn as_user(
+    client: &HttpClient,
+    token: &str,
+    clients: usize,
+    requests: usize,
+    what: impl Fn(usize) -> (&'static str, String, Vec<u8>) + Send + Sync + Clone + 'static,
+) -> (Duration, Vec<Duration>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, token, next, what) =
+                (client.clone(), token.to_owned(), next.clone(), what.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        return lat;
+                    }
+                    let (method, url, body) = what(i);
+                    let t = Instant::now();
+                    let status = request_as(&client, &token, method, &url, body).await;
+                    assert!(status < 300, "{method} {url}: {status}");
+                    lat.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client task"));
+    }
+    (start.elapsed(), lat)
+}
+
+/// What authentication, RBAC and flow control cost a request: GETs and creates by `alice`
+/// (`edit` through a RoleBinding, among 100 other bindings) against the same by the admin
+/// (`system:masters`: no RBAC evaluation, no seat), on the memory store so the store's own
+/// cost does not hide it.
+async fn auth_cost(client: &HttpClient) {
+    let alice = shoal_apiserver::auth::UserInfo {
+        username: "alice".into(),
+        uid: "1001".into(),
+        groups: vec!["dev".into(), "system:authenticated".into()],
+    };
+    let server = ApiServer::start(
+        Arc::new(shoal_store::memory::MemoryStore::new()),
+        shoal_apiserver::Options {
+            token: Some("admin-token".into()),
+            tokens: vec![("alice-token".into(), alice)],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("API server starts");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let stop = CancellationToken::new();
+    tokio::spawn(shoal_apiserver::tls::serve(
+        listener,
+        router(server),
+        None,
+        stop.clone(),
+    ));
+    let admin = "admin-token";
+    let post = |url: String, v: serde_json::Value| async move {
+        let status = request_as(client, admin, "POST", &url, v.to_string().into_bytes()).await;
+        assert!(status < 300, "{url}: {status}");
+    };
+    post(
+        format!("{base}/api/v1/namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+    )
+    .await;
+    let rbac = format!("{base}/apis/rbac.authorization.k8s.io/v1");
+    for i in 0..50 {
+        post(format!("{rbac}/namespaces/bench/rolebindings"), serde_json::json!({
+            "metadata": {"name": format!("other-{i}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": format!("user-{i}")}]})).await;
+        post(format!("{rbac}/clusterrolebindings"), serde_json::json!({
+            "metadata": {"name": format!("other-{i}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": format!("user-{i}")}]})).await;
+    }
+    post(
+        format!("{rbac}/namespaces/bench/rolebindings"),
+        serde_json::json!({
+        "metadata": {"name": "alice-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": "alice"}]}),
+    )
+    .await;
+    let cms = format!("{base}/api/v1/namespaces/bench/configmaps");
+    let cm = |name: String| {
+        serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name}, "data": {"a": "x".repeat(512)}}))
+        .expect("static JSON")
+    };
+    let (gets, creates, clients) = (20_000, 5_000, 16);
+    println!(
+        "authentication + RBAC + flow control: alice (edit via RoleBinding) vs the admin (system:masters)"
+    );
+    // Each twice, interleaved, so a drift of the machine shows.
+    let runs = [("admin", "admin-token"), ("alice", "alice-token")];
+    for (round, (who, token)) in runs.iter().chain(runs.iter()).enumerate() {
+        let prefix = format!("{who}-{round}");
+        let (url, p) = (cms.clone(), prefix.clone());
+        let (elapsed, lat) = as_user(client, token, clients, creates, move |i| {
+            ("POST", url.clone(), cm(format!("{p}-{i}")))
+        })
+        .await;
+        report(
+            &format!("create as {who} ({clients} clients)"),
+            lat.len(),
+            elapsed,
+            lat,
+        );
+        let url = cms.clone();
+        let (elapsed, lat) = as_user(client, token, clients, gets, move |i| {
+            ("GET", format!("{url}/{prefix}-{}", i % creates), Vec::new())
+        })
+        .await;
+        report(
+            &format!("GET as {who} ({clients} clients)"),
+            lat.len(),
+            elapsed,
+            lat,
+        );
+    }
+    stop.cancel();
 }
 
 fn report(name: &str, count: usize, elapsed: Duration, mut lat: Vec<Duration>) {
@@ -479,6 +639,10 @@ async fn run() {
         "embedded store on {}, plain HTTP on loopback, clients in the same process",
         dir.path().display()
     );
+    if std::env::var("SHOAL_BENCH_ONLY").as_deref() == Ok("auth") {
+        auth_cost(&client).await;
+        return;
+    }
     if std::env::var("SHOAL_BENCH_ONLY").as_deref() == Ok("crd") {
         custom_resources(&client, &base, env("SHOAL_BENCH_CRS", 5_000), clients).await;
         return;

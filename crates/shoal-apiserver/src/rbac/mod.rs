@@ -174,12 +174,12 @@ fn describe_subject(subject: &Value) -> String {
     }
 }
 
-/// The rules of the role a binding refers to, or why there are none.
-fn referenced_rules(
+/// The role a binding refers to (its cached object), or why there is none.
+fn referenced_role(
     cache: &WatchCache,
     role_ref: &Value,
     namespace: &str,
-) -> Result<Vec<Rule>, String> {
+) -> Result<std::sync::Arc<crate::cache::CachedObject>, String> {
     let kind = role_ref.get("kind").and_then(Value::as_str).unwrap_or("");
     let name = role_ref.get("name").and_then(Value::as_str).unwrap_or("");
     let (info, key_ns, what) = match kind {
@@ -187,80 +187,107 @@ fn referenced_rules(
         "ClusterRole" => (info("clusterroles"), None, "clusterrole"),
         other => return Err(format!("unsupported role reference kind: {other:?}")),
     };
-    match cache.resource(info).get(&info.storage_key(key_ns, name)) {
-        Some(role) => Ok(role
-            .value()
-            .get("rules")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().map(Rule::from_json).collect())
-            .unwrap_or_default()),
-        None => Err(format!("{what}.{GROUP} \"{name}\" not found")),
+    cache
+        .resource(info)
+        .get(&info.storage_key(key_ns, name))
+        .ok_or_else(|| format!("{what}.{GROUP} \"{name}\" not found"))
+}
+
+fn rules_json(role: &Value) -> &[Value] {
+    role.get("rules")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The rules of the role a binding refers to, or why there are none.
+fn referenced_rules(
+    cache: &WatchCache,
+    role_ref: &Value,
+    namespace: &str,
+) -> Result<Vec<Rule>, String> {
+    let role = referenced_role(cache, role_ref, namespace)?;
+    Ok(rules_json(role.value())
+        .iter()
+        .map(Rule::from_json)
+        .collect())
+}
+
+/// A binding that applies to the user, for describing what it granted.
+pub struct Grant<'a> {
+    binding: &'a Value,
+    subject: &'a Value,
+    /// The binding's namespace; empty for a ClusterRoleBinding.
+    namespace: &'a str,
+}
+
+impl Grant<'_> {
+    /// `ClusterRoleBinding "x" of ClusterRole "y" to Group "z"`, as Kubernetes words it.
+    fn describe(&self) -> String {
+        let r = self.binding.get("roleRef").unwrap_or(&Value::Null);
+        let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+        let name = crate::meta::name(self.binding);
+        if self.namespace.is_empty() {
+            format!(
+                "ClusterRoleBinding {name:?} of ClusterRole {:?} to {}",
+                s("name"),
+                describe_subject(self.subject)
+            )
+        } else {
+            format!(
+                "RoleBinding \"{name}/{}\" of {} {:?} to {}",
+                self.namespace,
+                s("kind"),
+                s("name"),
+                describe_subject(self.subject)
+            )
+        }
     }
 }
 
-/// Visits every rule bound to `user` that applies in `namespace` (cluster-wide bindings, then
-/// the namespace's RoleBindings), with the binding that grants it, until `visit` returns
-/// `true`. Returns the errors met (a binding to a role that does not exist).
+/// Visits the rules (as stored, JSON) of every role bound to `user` that applies in
+/// `namespace` (cluster-wide bindings, then the namespace's RoleBindings), with the binding
+/// that grants them, until `visit` returns `true`. Returns the errors met (a binding to a role
+/// that does not exist). Nothing is copied out of the cache on the way.
 fn visit_rules(
     cache: &WatchCache,
     user: &UserInfo,
     namespace: &str,
-    mut visit: impl FnMut(&str, &Rule) -> bool,
+    mut visit: impl FnMut(&Grant<'_>, &[Value]) -> bool,
 ) -> Vec<String> {
     let mut errors = Vec::new();
     let crbs = info("clusterrolebindings");
-    for b in cache.resource(crbs).list(&crbs.storage_prefix(), None) {
-        let b = b.value();
-        let Some(subject) = b
-            .get("subjects")
-            .and_then(Value::as_array)
-            .and_then(|s| s.iter().find(|s| applies_to(s, user, "")))
-        else {
-            continue;
-        };
-        let role_ref = b.get("roleRef").unwrap_or(&Value::Null);
-        match referenced_rules(cache, role_ref, "") {
-            Ok(rules) => {
-                let source = format!(
-                    "ClusterRoleBinding \"{}\" of ClusterRole \"{}\" to {}",
-                    crate::meta::name(b),
-                    role_ref.get("name").and_then(Value::as_str).unwrap_or(""),
-                    describe_subject(subject)
-                );
-                if rules.iter().any(|r| visit(&source, r)) {
-                    return errors;
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    if namespace.is_empty() {
-        return errors;
-    }
     let rbs = info("rolebindings");
-    for b in cache
-        .resource(rbs)
-        .list(&rbs.namespace_prefix(Some(namespace)), None)
-    {
+    let cluster = cache.resource(crbs).list(&crbs.storage_prefix(), None);
+    let local = if namespace.is_empty() {
+        Vec::new()
+    } else {
+        cache
+            .resource(rbs)
+            .list(&rbs.namespace_prefix(Some(namespace)), None)
+    };
+    let bindings = cluster
+        .iter()
+        .map(|b| (b, ""))
+        .chain(local.iter().map(|b| (b, namespace)));
+    for (b, ns) in bindings {
         let b = b.value();
         let Some(subject) = b
             .get("subjects")
             .and_then(Value::as_array)
-            .and_then(|s| s.iter().find(|s| applies_to(s, user, namespace)))
+            .and_then(|s| s.iter().find(|s| applies_to(s, user, ns)))
         else {
             continue;
         };
         let role_ref = b.get("roleRef").unwrap_or(&Value::Null);
-        match referenced_rules(cache, role_ref, namespace) {
-            Ok(rules) => {
-                let source = format!(
-                    "RoleBinding \"{}/{namespace}\" of {} \"{}\" to {}",
-                    crate::meta::name(b),
-                    role_ref.get("kind").and_then(Value::as_str).unwrap_or(""),
-                    role_ref.get("name").and_then(Value::as_str).unwrap_or(""),
-                    describe_subject(subject)
-                );
-                if rules.iter().any(|r| visit(&source, r)) {
+        match referenced_role(cache, role_ref, ns) {
+            Ok(role) => {
+                let grant = Grant {
+                    binding: b,
+                    subject,
+                    namespace: ns,
+                };
+                if visit(&grant, rules_json(role.value())) {
                     return errors;
                 }
             }
@@ -268,6 +295,51 @@ fn visit_rules(
         }
     }
     errors
+}
+
+fn json_has(v: &Value, key: &str, want: &str) -> bool {
+    v.get(key)
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(want)))
+}
+
+fn json_empty(v: &Value, key: &str) -> bool {
+    v.get(key)
+        .and_then(Value::as_array)
+        .is_none_or(|a| a.is_empty())
+}
+
+/// [`Rule::allows`] on a stored rule, without copying it.
+fn json_rule_allows(rule: &Value, req: &RequestInfo) -> bool {
+    if !(json_has(rule, "verbs", "*") || json_has(rule, "verbs", &req.verb)) {
+        return false;
+    }
+    let Some(r) = &req.resource else {
+        return rule
+            .get("nonResourceURLs")
+            .and_then(Value::as_array)
+            .is_some_and(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .any(|u| url_matches(u, &req.path))
+            });
+    };
+    if !(json_has(rule, "apiGroups", "*") || json_has(rule, "apiGroups", &r.group)) {
+        return false;
+    }
+    let resource_ok = rule
+        .get("resources")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter().filter_map(Value::as_str).any(|x| {
+                x == "*"
+                    || (r.subresource.is_empty() && x == r.resource)
+                    || (!r.subresource.is_empty()
+                        && (x.strip_prefix("*/") == Some(r.subresource.as_str())
+                            || x.split_once('/') == Some((&r.resource, &r.subresource))))
+            })
+        });
+    resource_ok && (json_empty(rule, "resourceNames") || json_has(rule, "resourceNames", &r.name))
 }
 
 /// Whether `user` may do what `req` asks.
@@ -284,10 +356,10 @@ pub fn authorize(cache: &WatchCache, user: &UserInfo, req: &RequestInfo) -> Deci
         .map(|r| r.namespace.as_str())
         .unwrap_or("");
     let mut granted = None;
-    let errors = visit_rules(cache, user, namespace, |source, rule| {
-        let ok = rule.allows(req);
+    let errors = visit_rules(cache, user, namespace, |grant, rules| {
+        let ok = rules.iter().any(|r| json_rule_allows(r, req));
         if ok {
-            granted = Some(source.to_owned());
+            granted = Some(grant.describe());
         }
         ok
     });
@@ -324,9 +396,11 @@ pub fn rules_for(cache: &WatchCache, user: &UserInfo, namespace: &str) -> (Vec<R
             ..Rule::default()
         });
     }
-    let errors = visit_rules(cache, user, namespace, |_, r| {
-        if !rules.contains(r) {
-            rules.push(r.clone());
+    let errors = visit_rules(cache, user, namespace, |_, stored| {
+        for r in stored.iter().map(Rule::from_json) {
+            if !rules.contains(&r) {
+                rules.push(r);
+            }
         }
         false
     });
@@ -612,6 +686,32 @@ mod tests {
         };
         assert!(urls.allows(&path("/apis/apps/v1")) && urls.allows(&path("/version")));
         assert!(!urls.allows(&path("/api")));
+        // The authorizer's matcher on stored rules agrees with the typed one.
+        let stored = [
+            json!({"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods", "pods/log"]}),
+            json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*/scale"]}),
+            json!({"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["one"]}),
+            json!({"verbs": ["get"], "nonResourceURLs": ["/apis/*", "/version"]}),
+        ];
+        let asked = [
+            req("get", "", "pods", "", "d", "p"),
+            req("get", "", "pods", "log", "d", "p"),
+            req("get", "", "pods", "exec", "d", "p"),
+            req("update", "apps", "deployments", "scale", "d", "w"),
+            req("get", "", "configmaps", "", "d", "one"),
+            req("list", "", "configmaps", "", "d", ""),
+            path("/apis/apps/v1"),
+            path("/api"),
+        ];
+        for r in &stored {
+            for q in &asked {
+                assert_eq!(
+                    rule(r.clone()).allows(q),
+                    json_rule_allows(r, q),
+                    "{r} {q:?}"
+                );
+            }
+        }
     }
 
     #[test]
