@@ -37,6 +37,40 @@ fn a_user_may_do_what_her_roles_grant_and_nothing_more() {
         "--from-literal=p=x",
     ]);
 
+    // Every namespace gets its `default` ServiceAccount, again if it is deleted; new pods run
+    // as it.
+    let default_sa = |what: &str| {
+        eventually(what, || {
+            let out = c.kubectl(&[
+                "get",
+                "serviceaccount",
+                "default",
+                "-n",
+                "dev",
+                "-o",
+                "name",
+            ]);
+            anyhow::ensure!(out.status.success(), "no default account yet");
+            Ok(())
+        })
+    };
+    default_sa("dev's default ServiceAccount");
+    c.ok(&["delete", "serviceaccount", "default", "-n", "dev"]);
+    default_sa("dev's default ServiceAccount, again");
+    c.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: dev}\nspec:\n  containers: [{name: c, image: x.local/y:1}]\n");
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "pod",
+            "p",
+            "-n",
+            "dev",
+            "-o",
+            "jsonpath={.spec.serviceAccountName}"
+        ]),
+        "default"
+    );
+
     // Kubernetes' default roles exist.
     let roles = c.ok(&["get", "clusterroles"]);
     for r in [

@@ -2,7 +2,8 @@
 //! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
 //! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`] and the endpoints of
 //! Services ([`endpointslice`]), and the aggregation of ClusterRoles
-//! ([`clusterrole_aggregation`]).
+//! ([`clusterrole_aggregation`]), and every namespace's `default` ServiceAccount
+//! ([`serviceaccount`]).
 
 pub mod clusterrole_aggregation;
 pub mod cronjob;
@@ -17,6 +18,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 mod runner;
+pub mod serviceaccount;
 pub mod statefulset;
 pub mod volume;
 
@@ -94,6 +96,7 @@ pub async fn run(
             Box::pin(nodelifecycle::run(c, grace))
         }),
         spawn("garbage-collector", |c, _| Box::pin(gc::run(c))),
+        spawn("serviceaccount", |c, _| Box::pin(serviceaccount::run(c))),
         spawn("clusterrole-aggregation", |c, _| {
             Box::pin(clusterrole_aggregation::run(c))
         }),

@@ -242,6 +242,23 @@ impl Strategy for PodStrategy {
         }
     }
 
+    /// ServiceAccount admission's default: a new pod that names no account runs as `default`
+    /// (the ServiceAccount controller keeps one in every namespace).
+    fn prepare_create(&self, o: &mut Value) {
+        let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let named = spec
+            .get("serviceAccountName")
+            .or_else(|| spec.get("serviceAccount"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        if !named {
+            spec.insert("serviceAccountName".into(), serde_json::json!("default"));
+            spec.insert("serviceAccount".into(), serde_json::json!("default"));
+        }
+    }
+
     fn default(&self, o: &mut Value) {
         let Some(root) = obj(o) else { return };
         let spec = child(root, "spec");
