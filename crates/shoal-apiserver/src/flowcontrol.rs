@@ -79,9 +79,10 @@ impl Drop for Pending {
 }
 
 /// The seat a request holds until its response has been sent.
+/// (Held for their drops: the permits and the flow's count come back when it goes.)
 pub struct Seat {
     _flow: Option<OwnedSemaphorePermit>,
-    _level: Option<OwnedSemaphorePermit>,
+    level: Option<OwnedSemaphorePermit>,
     _pending: Option<Pending>,
 }
 
@@ -120,13 +121,13 @@ impl http_body::Body for Held {
 impl Seat {
     /// Whether the request needed no seat.
     pub fn is_exempt(&self) -> bool {
-        self._level.is_none()
+        self.level.is_none()
     }
 
     fn exempt() -> Self {
         Seat {
             _flow: None,
-            _level: None,
+            level: None,
             _pending: None,
         }
     }
@@ -211,7 +212,7 @@ impl FlowControl {
         .flatten()?;
         Some(Seat {
             _flow: Some(acquired.0),
-            _level: Some(acquired.1),
+            level: Some(acquired.1),
             _pending: Some(pending),
         })
     }

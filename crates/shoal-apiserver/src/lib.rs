@@ -170,7 +170,8 @@ async fn audited(State(server): State<Arc<ApiServer>>, req: Request, next: Next)
     let Some(audit) = server.audit.clone() else {
         return next.run(req).await;
     };
-    let attrs = audit_attributes(&server, &req);
+    let mut req = req;
+    let attrs = audit_attributes(&server, &mut req);
     let (level, omit) = audit.policy.level(&attrs);
     if level == audit::Level::None {
         return next.run(req).await;
@@ -267,17 +268,13 @@ fn header_of(req: &Request, name: &str) -> String {
 }
 
 /// Who asks and what, for the audit policy.
-fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
+fn audit_attributes(server: &ApiServer, req: &mut Request) -> audit::Attributes {
     let user = server
         .user_of(req.headers(), req.extensions().get())
         .ok()
         .flatten()
         .unwrap_or_else(auth::UserInfo::anonymous);
-    let info = request::RequestInfo::parse(
-        req.method(),
-        req.uri().path(),
-        &request::Query::parse(req.uri().query()),
-    );
+    let info = request_info(req);
     audit::Attributes {
         user: user.username,
         groups: user.groups,
@@ -292,6 +289,21 @@ fn audit_attributes(server: &ApiServer, req: &Request) -> audit::Attributes {
         }),
         path: info.path,
     }
+}
+
+/// What a request asks (Kubernetes' `RequestInfo`), parsed once: the first middleware to ask
+/// leaves it on the request for the others.
+fn request_info(req: &mut Request) -> request::RequestInfo {
+    if let Some(info) = req.extensions().get::<request::RequestInfo>() {
+        return info.clone();
+    }
+    let info = request::RequestInfo::parse(
+        req.method(),
+        req.uri().path(),
+        &request::Query::parse(req.uri().query()),
+    );
+    req.extensions_mut().insert(info.clone());
+    info
 }
 
 /// Paths anyone may read, as Kubernetes' `system:public-info-viewer` allows.
@@ -353,18 +365,13 @@ async fn authenticate(
         Ok(u) => u,
         Err(e) => return error::status_response(&e),
     };
-    let info = request::RequestInfo::parse(
-        req.method(),
-        req.uri().path(),
-        &request::Query::parse(req.uri().query()),
-    );
+    let info = request_info(&mut req);
     if !is_public(req.uri().path()) {
         let decision = rbac::authorize(&server.cache, &user, &info);
         if !decision.allowed {
             return error::status_response(&rbac::forbidden(&user, &info, &decision.reason));
         }
     }
-    req.extensions_mut().insert(info);
     req.extensions_mut().insert(Arc::new(user));
     next.run(req).await
 }

@@ -13,16 +13,6 @@ const AGGREGATE_TO: &str = "rbac.authorization.k8s.io/aggregate-to-";
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
-const ALL: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
 
 fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
@@ -86,8 +76,16 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["authorization.k8s.io"],
                     &["localsubjectaccessreviews"],
                 ),
-                rule(ALL, &[GROUP], &["rolebindings", "roles"]),
-                rule(ALL, &["policy.shoal.dev"], &["admissionpolicies"]),
+                rule(
+                    shoal_api::resources::verbs(),
+                    &[GROUP],
+                    &["rolebindings", "roles"],
+                ),
+                rule(
+                    shoal_api::resources::verbs(),
+                    &["policy.shoal.dev"],
+                    &["admissionpolicies"],
+                ),
             ],
         ),
         cluster_role(
@@ -380,11 +378,15 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["create"], &["coordination.k8s.io"], &["leases"]),
                 rule(&["get", "update"], &["coordination.k8s.io"], &["leases"]),
                 rule(
-                    ALL,
+                    shoal_api::resources::verbs(),
                     &["", "apps", "batch", "policy", "discovery.k8s.io"],
                     &["*"],
                 ),
-                rule(ALL, &["storage.k8s.io"], &["storageclasses"]),
+                rule(
+                    shoal_api::resources::verbs(),
+                    &["storage.k8s.io"],
+                    &["storageclasses"],
+                ),
                 rule(&["create"], &["authentication.k8s.io"], &["tokenreviews"]),
                 rule(
                     &["create"],

@@ -8,6 +8,7 @@ mod crd;
 mod encryption;
 mod kinds;
 mod paging_and_watch;
+mod rbac;
 mod services;
 mod wire;
 mod writes;
