@@ -99,11 +99,19 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
                     .map_err(|e| format!("connect {target}: {e}"))?;
                 conn.write_all(body.as_bytes())
                     .map_err(|e| format!("connect {target}: send: {e}"))?;
+                // Read until the peer closes: an answer may arrive in several segments.
+                // An error after some bytes (a reset after a TLS alert) ends the answer.
+                let mut got = Vec::new();
                 let mut buf = vec![0u8; 64 * 1024];
-                let n = conn
-                    .read(&mut buf)
-                    .map_err(|e| format!("connect {target}: receive: {e}"))?;
-                println!("{}", String::from_utf8_lossy(&buf[..n]).trim_end());
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(_) if !got.is_empty() => break,
+                        Err(e) => return Err(format!("connect {target}: receive: {e}")),
+                    }
+                }
+                println!("{}", String::from_utf8_lossy(&got).trim_end());
             }
             "fetch" => {
                 let url = text("fetch", args.next())?;
