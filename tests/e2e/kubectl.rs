@@ -516,7 +516,12 @@ fn delete_by_file_name_label_and_all(c: Cluster) {
     c.ok(&["delete", "svc", "web", "--cascade=background"]);
     c.ok(&["label", "cm", "cfg", "x=y"]);
     c.ok(&["delete", "cm", "-l", "x=y"]);
-    assert_eq!(c.ok(&["get", "cm", "-o", "name"]), "");
+    // (kube-root-ca.crt, unlabelled, stays.)
+    assert_eq!(c.ok(&["get", "cm", "-l", "x=y", "-o", "name"]), "");
+    assert_eq!(
+        c.ok(&["get", "cm", "cfg", "--ignore-not-found", "-o", "name"]),
+        ""
+    );
     c.ok(&["delete", "secrets", "--all"]);
     c.ok(&["delete", "rs", "--all"]);
     eventually("everything is gone", || {

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `shoal` binary, the real kubectl, kube-rs.
 
+mod admission;
 mod durability;
 mod etcd_cluster;
 mod kube_client;
@@ -11,6 +12,7 @@ mod policies;
 mod python_client;
 mod rbac;
 mod scheduler;
+mod serviceaccounts;
 mod services;
 mod store_tools;
 mod workloads;

@@ -16,6 +16,7 @@ pub mod predicates;
 pub mod printers;
 pub mod quantity;
 pub mod query;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod status;

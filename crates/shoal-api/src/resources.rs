@@ -14,6 +14,7 @@ pub enum Subresource {
     Proxy,
     Eviction,
     Finalize,
+    Token,
 }
 
 impl Subresource {
@@ -29,6 +30,7 @@ impl Subresource {
             Subresource::Proxy => "proxy",
             Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
+            Subresource::Token => "token",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -45,13 +47,14 @@ impl Subresource {
             Subresource::PortForward => Some(("", "v1", "PodPortForwardOptions")),
             Subresource::Proxy => Some(("", "v1", "PodProxyOptions")),
             Subresource::Eviction => Some(("policy", "v1", "Eviction")),
+            Subresource::Token => Some(("authentication.k8s.io", "v1", "TokenRequest")),
             _ => None,
         }
     }
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
-            Subresource::Binding | Subresource::Eviction => &["create"],
+            Subresource::Binding | Subresource::Eviction | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
                 &["create", "get"]
@@ -73,6 +76,7 @@ const ALL_SUBRESOURCES: &[Subresource] = &[
     Subresource::Proxy,
     Subresource::Eviction,
     Subresource::Finalize,
+    Subresource::Token,
 ];
 
 /// One served resource.
@@ -182,13 +186,14 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "Endpoints", "endpoints", "endpoints", ns: true, short: ["ep"], cat: [], sub: [], fields: [], spec: false),
     res!("", "ConfigMap", "configmaps", "configmap", ns: true, short: ["cm"], cat: [], sub: [], fields: [], spec: false),
     res!("", "Secret", "secrets", "secret", ns: true, short: [], cat: [], sub: [], fields: ["type"], spec: false),
-    res!("", "ServiceAccount", "serviceaccounts", "serviceaccount", ns: true, short: ["sa"], cat: [], sub: [], fields: [], spec: false),
+    res!("", "ServiceAccount", "serviceaccounts", "serviceaccount", ns: true, short: ["sa"], cat: [], sub: [S::Token], fields: [], spec: false),
     res!("", "Event", "events", "event", ns: true, short: ["ev"], cat: [], sub: [],
         fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], spec: false),
     res!("", "ReplicationController", "replicationcontrollers", "replicationcontroller", ns: true, short: ["rc"], cat: ["all"], sub: [S::Status, S::Scale], fields: ["status.replicas"], spec: true),
     res!("", "PersistentVolume", "persistentvolumes", "persistentvolume", ns: false, short: ["pv"], cat: [], sub: [S::Status], fields: [], spec: false),
     res!("", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", ns: true, short: ["pvc"], cat: [], sub: [S::Status], fields: [], spec: false),
     res!("", "PodTemplate", "podtemplates", "podtemplate", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
+    res!("", "ResourceQuota", "resourcequotas", "resourcequota", ns: true, short: ["quota"], cat: [], sub: [S::Status], fields: [], spec: false),
     res!("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", ns: false, short: ["crd", "crds"], cat: ["api-extensions"], sub: [S::Status], fields: [], spec: true),
     res!("apps", "ControllerRevision", "controllerrevisions", "controllerrevision", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("apps", "Deployment", "deployments", "deployment", ns: true, short: ["deploy"], cat: ["all"], sub: [S::Status, S::Scale], fields: [], spec: true),

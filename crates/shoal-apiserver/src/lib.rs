@@ -32,6 +32,7 @@ mod proxy;
 pub mod rbac;
 pub mod registry;
 mod request;
+pub mod serviceaccount;
 mod table;
 pub mod tls;
 mod typed;
@@ -72,6 +73,9 @@ pub struct Options {
     /// Seats for read-only and mutating requests (`--max-requests-inflight`,
     /// `--max-mutating-requests-inflight`); `None`: Kubernetes' defaults (400, 200).
     pub max_in_flight: Option<(usize, usize)>,
+    /// Signs and verifies ServiceAccount tokens (`--service-account-signing-key-file`);
+    /// `None`: a key of the server's own, lost when it stops (tests).
+    pub service_accounts: Option<Arc<serviceaccount::TokenIssuer>>,
 }
 
 /// The API server's shared state.
@@ -83,6 +87,8 @@ pub struct ApiServer {
     token: Option<String>,
     /// More users by token.
     tokens: Vec<(String, auth::UserInfo)>,
+    /// ServiceAccount tokens: the TokenRequest API issues them, requests carry them.
+    pub service_accounts: Arc<serviceaccount::TokenIssuer>,
     supervisor: Supervisor,
     /// Where audit events go, if anywhere.
     audit: Option<Arc<audit::Audit>>,
@@ -132,6 +138,9 @@ impl ApiServer {
             openapi: openapi::OpenApi::build(),
             token: options.token,
             tokens: options.tokens,
+            service_accounts: options
+                .service_accounts
+                .unwrap_or_else(|| Arc::new(serviceaccount::TokenIssuer::ephemeral())),
             audit: options.audit,
             supervisor: sup.clone(),
             flow: {
@@ -270,7 +279,7 @@ fn header_of(req: &Request, name: &str) -> String {
 /// Who asks and what, for the audit policy.
 fn audit_attributes(server: &ApiServer, req: &mut Request) -> audit::Attributes {
     let user = server
-        .user_of(req.headers(), req.extensions().get())
+        .user_of_request(req)
         .ok()
         .flatten()
         .unwrap_or_else(auth::UserInfo::anonymous);
@@ -306,6 +315,10 @@ fn request_info(req: &mut Request) -> request::RequestInfo {
     info
 }
 
+/// Who a request's credentials say it is, once worked out.
+#[derive(Clone)]
+struct Authenticated(Result<Option<auth::UserInfo>, auth::UnknownToken>);
+
 /// Paths anyone may read, as Kubernetes' `system:public-info-viewer` allows.
 fn is_public(path: &str) -> bool {
     matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
@@ -340,11 +353,30 @@ impl ApiServer {
         if auth::same_token(given, admin) {
             return Ok(Some(auth::UserInfo::admin()));
         }
-        self.tokens
-            .iter()
-            .find(|(t, _)| auth::same_token(given, t))
-            .map(|(_, u)| Some(u.clone()))
-            .ok_or(auth::UnknownToken)
+        if let Some((_, u)) = self.tokens.iter().find(|(t, _)| auth::same_token(given, t)) {
+            return Ok(Some(u.clone()));
+        }
+        if serviceaccount::looks_like_jwt(given) {
+            return self
+                .service_accounts
+                .authenticate(&self.cache, given)
+                .map(Some);
+        }
+        Err(auth::UnknownToken)
+    }
+
+    /// [`Self::user_of`] for `req`, worked out once: the first middleware to ask leaves the
+    /// answer on the request for the others.
+    fn user_of_request(
+        &self,
+        req: &mut Request,
+    ) -> Result<Option<auth::UserInfo>, auth::UnknownToken> {
+        if let Some(Authenticated(known)) = req.extensions().get::<Authenticated>() {
+            return known.clone();
+        }
+        let known = self.user_of(req.headers(), req.extensions().get());
+        req.extensions_mut().insert(Authenticated(known.clone()));
+        known
     }
 }
 
@@ -356,7 +388,7 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let user = match server.user_of(req.headers(), req.extensions().get()) {
+    let user = match server.user_of_request(&mut req) {
         Ok(Some(u)) => u,
         Ok(None) => auth::UserInfo::anonymous(),
         Err(auth::UnknownToken) => return error::status_response(&StatusError::unauthorized()),

@@ -103,7 +103,9 @@ impl Pki {
         };
         let (srv_crt, srv_key) = (dir.join("apiserver.crt"), dir.join("apiserver.key"));
         let sans_file = dir.join("apiserver.sans");
-        let sans = extra_names.join("\n");
+        // The fixed names below are part of what the certificate is for: the marker makes a
+        // certificate made before `kubernetes.default.svc.cluster.local` was one of them anew.
+        let sans = format!("v2\n{}", extra_names.join("\n"));
         let same_sans = read(&sans_file)?.is_some_and(|s| s == sans);
         let (cert_pem, key_pem) = match (read(&srv_crt)?, read(&srv_key)?) {
             (Some(c), Some(k)) if same_sans => (c, k),
@@ -117,6 +119,7 @@ impl Pki {
                     "kubernetes".to_owned(),
                     "kubernetes.default".to_owned(),
                     "kubernetes.default.svc".to_owned(),
+                    "kubernetes.default.svc.cluster.local".to_owned(),
                 ];
                 let (ips, dns): (Vec<&String>, Vec<&String>) = extra_names
                     .iter()

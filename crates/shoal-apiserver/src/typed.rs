@@ -101,6 +101,7 @@ kinds! {
     "", "Event" => core::v1::Event;
     "", "Binding" => core::v1::Binding;
     "", "PodTemplate" => core::v1::PodTemplate;
+    "", "ResourceQuota" => core::v1::ResourceQuota;
     "", "PersistentVolume" => core::v1::PersistentVolume;
     "", "PersistentVolumeClaim" => core::v1::PersistentVolumeClaim;
     "storage.k8s.io", "StorageClass" => k8s_openapi::api::storage::v1::StorageClass;

@@ -2,8 +2,9 @@
 //! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
 //! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`] and the endpoints of
 //! Services ([`endpointslice`]), and the aggregation of ClusterRoles
-//! ([`clusterrole_aggregation`]), and every namespace's `default` ServiceAccount
-//! ([`serviceaccount`]).
+//! ([`clusterrole_aggregation`]), every namespace's `default` ServiceAccount
+//! ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), and the usage of
+//! ResourceQuotas ([`resourcequota`]).
 
 pub mod clusterrole_aggregation;
 pub mod cronjob;
@@ -17,6 +18,8 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
+pub mod rootca;
 mod runner;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -29,6 +32,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use shoal_api::pod::PodExt;
 use shoal_api::selector::LabelSelectorExt;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -47,12 +51,16 @@ pub struct Config {
     /// How long a node may go without renewing its lease before it is NotReady
     /// (Kubernetes' `--node-monitor-grace-period`).
     pub node_monitor_grace_period: Duration,
+    /// The cluster CA (PEM) published to every namespace as `kube-root-ca.crt`
+    /// (`--root-ca-file`); `None`: nothing is published.
+    pub root_ca: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             node_monitor_grace_period: Duration::from_secs(40),
+            root_ca: None,
         }
     }
 }
@@ -68,14 +76,15 @@ pub async fn run(
     supervisor: &shoal_supervisor::Supervisor,
     shutdown: CancellationToken,
 ) {
-    let spawn = |name: &str, run: fn(kube::Client, Duration) -> BoxFuture| {
+    let config = Arc::new(config);
+    let spawn = |name: &str, run: fn(kube::Client, &Config) -> BoxFuture| {
         let client = client.clone();
-        let grace = config.node_monitor_grace_period;
+        let config = config.clone();
         supervisor.spawn(
             format!("controller/{name}"),
             shoal_supervisor::Restart::Always,
             shutdown.clone(),
-            move || run(client.clone(), grace),
+            move || run(client.clone(), &config),
         )
     };
     let tasks = [
@@ -92,8 +101,12 @@ pub async fn run(
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
         spawn("disruption", |c, _| Box::pin(disruption::run(c))),
         spawn("persistentvolume-binder", |c, _| Box::pin(volume::run(c))),
-        spawn("nodelifecycle", |c, grace| {
-            Box::pin(nodelifecycle::run(c, grace))
+        spawn("nodelifecycle", |c, config| {
+            Box::pin(nodelifecycle::run(c, config.node_monitor_grace_period))
+        }),
+        spawn("resourcequota", |c, _| Box::pin(resourcequota::run(c))),
+        spawn("root-ca-cert-publisher", |c, config| {
+            Box::pin(rootca::run(c, config.root_ca.clone()))
         }),
         spawn("garbage-collector", |c, _| Box::pin(gc::run(c))),
         spawn("serviceaccount", |c, _| Box::pin(serviceaccount::run(c))),

@@ -43,7 +43,7 @@ fn echo_pod(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "bench"}},
-        "spec": {"nodeName": NODE, "containers": [{
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false, "containers": [{
             "name": "echo", "image": "shoal.local/http-echo:latest",
             "imagePullPolicy": "IfNotPresent",
             "ports": [{"containerPort": 8080}],

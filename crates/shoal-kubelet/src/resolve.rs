@@ -303,13 +303,14 @@ fn resource_value(
     Ok(((value / divisor).ceil() as u64).to_string())
 }
 
-/// Creates every volume of `pod` under `dir` and returns them by name.
+/// Creates every volume of `pod` under `dir` and returns them by name, with when the
+/// service account tokens among them are due for renewal ([`write_tokens`]).
 pub async fn volumes(
     client: &kube::Client,
     pod: &Pod,
     dir: &Path,
     host_ip: IpAddr,
-) -> Result<HashMap<String, VolumeDir>, ResolveError> {
+) -> Result<(HashMap<String, VolumeDir>, Option<std::time::Duration>), ResolveError> {
     let ns = ns_of(pod);
     let mut out = HashMap::new();
     let empty = vec![];
@@ -344,6 +345,39 @@ pub async fn volumes(
                 .await?
             {
                 project(&path, &data, s.items.as_ref(), Source::Secret)?;
+            }
+            path
+        } else if let Some(p) = &v.projected {
+            readonly = true;
+            mk(&path)?;
+            for source in p.sources.iter().flatten() {
+                if let Some(cm) = &source.config_map {
+                    if let Some(data) = Source::ConfigMap
+                        .required(client, ns, &cm.name, cm.optional)
+                        .await?
+                    {
+                        project(&path, &data, cm.items.as_ref(), Source::ConfigMap)?;
+                    }
+                } else if let Some(s) = &source.secret {
+                    if let Some(data) = Source::Secret
+                        .required(client, ns, &s.name, s.optional)
+                        .await?
+                    {
+                        project(&path, &data, s.items.as_ref(), Source::Secret)?;
+                    }
+                } else if let Some(d) = &source.downward_api {
+                    for f in d.items.iter().flatten() {
+                        write_file(
+                            &safe_join(&path, &f.path)?,
+                            downward_file(pod, f, host_ip)?.as_bytes(),
+                        )?;
+                    }
+                } else if source.service_account_token.is_none() {
+                    return Err(ResolveError(format!(
+                        "volume {:?}: only configMap, secret, downwardAPI and serviceAccountToken projections are supported",
+                        v.name
+                    )));
+                }
             }
             path
         } else if let Some(d) = &v.downward_api {
@@ -387,13 +421,79 @@ pub async fn volumes(
             p
         } else {
             return Err(ResolveError(format!(
-                "volume {:?}: only emptyDir, configMap, secret, hostPath, downwardAPI and persistentVolumeClaim volumes are supported",
+                "volume {:?}: only emptyDir, configMap, secret, hostPath, downwardAPI, projected and persistentVolumeClaim volumes are supported",
                 v.name
             )));
         };
         out.insert(v.name.clone(), VolumeDir { path, readonly });
     }
-    Ok(out)
+    let refresh = write_tokens(client, pod, dir).await?;
+    Ok((out, refresh))
+}
+
+/// Requests a token for each `serviceAccountToken` projection of `pod` (bound to the pod, so
+/// it stops working when the pod is gone) and writes it into its volume under `dir`, replacing
+/// the file at once; returns when the tokens are due for renewal (at 80% of their life, as
+/// Kubernetes' kubelet renews them), `None` without any.
+pub async fn write_tokens(
+    client: &kube::Client,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<Option<std::time::Duration>, ResolveError> {
+    use k8s_openapi::api::authentication::v1::{
+        BoundObjectReference, TokenRequest, TokenRequestSpec,
+    };
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let ns = ns_of(pod);
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into());
+    let mut refresh: Option<std::time::Duration> = None;
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(p) = &v.projected else { continue };
+        for t in p
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+        {
+            let seconds = t.expiration_seconds.unwrap_or(3600);
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: t.audience.iter().cloned().collect(),
+                    expiration_seconds: Some(seconds),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: pod.metadata.name.clone(),
+                        uid: pod.metadata.uid.clone(),
+                    }),
+                },
+                ..Default::default()
+            };
+            let issued = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+                .create_token_request(&account, &Default::default(), &request)
+                .await
+                .map_err(|e| {
+                    ResolveError(format!(
+                        "failed to fetch token for serviceaccount {account:?}: {e}"
+                    ))
+                })?;
+            let token = issued.status.map(|s| s.token).unwrap_or_default();
+            let file = safe_join(&dir.join(&v.name), &t.path)?;
+            // A reader never sees half a token: the new file replaces the old in one rename.
+            let tmp = file.with_extension("tmp");
+            write_file(&tmp, token.as_bytes())?;
+            std::fs::rename(&tmp, &file)
+                .map_err(|e| ResolveError(format!("cannot write {}: {e}", file.display())))?;
+            let due = std::time::Duration::from_secs((seconds.max(0) as u64) * 4 / 5);
+            refresh = Some(refresh.map_or(due, |r| r.min(due)));
+        }
+    }
+    Ok(refresh)
 }
 
 /// The directory of the volume bound to the claim `ns/name` (a `local` or `hostPath`

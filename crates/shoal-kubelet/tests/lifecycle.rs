@@ -42,6 +42,21 @@ async fn start() -> Node1 {
     let client =
         kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
             .unwrap();
+    // What the root-ca-cert-publisher and the ServiceAccount controller would have written:
+    // pods mount the CA with a token of their account.
+    let ca: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "kube-root-ca.crt"}, "data": {"ca.crt": "a CA"}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &ca)
+        .await
+        .unwrap();
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+    Api::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let runtime = FakeRuntime::new("127.97.0.0/16", &["shoal.local/steps:latest"]).unwrap();
     let mut config = Config::new(NODE, dir.path());

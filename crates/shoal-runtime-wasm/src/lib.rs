@@ -81,6 +81,8 @@ pub struct WasmRuntime {
     /// The node's pod network (Services, names, policies); without it pods reach nothing.
     network: std::sync::RwLock<Option<Arc<dyn network::PodNetwork>>>,
     net_counters: Arc<net::Counters>,
+    /// Whom pods' outgoing `https` requests trust (the cluster CA, see [`Self::trust_ca`]).
+    egress_tls: std::sync::RwLock<Option<Arc<rustls::ClientConfig>>>,
     guests: Option<tokio::runtime::Runtime>,
     state: Mutex<State>,
 }
@@ -132,6 +134,7 @@ impl WasmRuntime {
             accounts: Accounts::default(),
             network: std::sync::RwLock::new(None),
             net_counters: Arc::default(),
+            egress_tls: std::sync::RwLock::new(None),
             guests: Some(guests),
             state: Mutex::new(State::default()),
         })
@@ -144,6 +147,33 @@ impl WasmRuntime {
     /// Connects pods started from now on to the node's pod network.
     pub fn set_network(&self, network: Arc<dyn network::PodNetwork>) {
         *self.network.write().unwrap_or_else(|p| p.into_inner()) = Some(network);
+    }
+
+    /// Lets pods started from now on make `https` requests to servers whose certificates
+    /// chain to one of the PEM certificates in `pem` (the cluster CA, which every pod also
+    /// finds in its `kube-root-ca.crt`), as a container trusting that file would.
+    pub fn trust_ca(&self, pem: &str) -> std::result::Result<(), String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the cluster CA: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("the cluster CA: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("the cluster CA holds no certificate".into());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        *self.egress_tls.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(config));
+        Ok(())
     }
 
     /// Connections refused (by reason) and routed to an endpoint in the runtime.
@@ -309,6 +339,11 @@ impl PodRuntime for WasmRuntime {
             network,
             counters: self.net_counters.clone(),
             routed: Default::default(),
+            tls: self
+                .egress_tls
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         });
         s.sandboxes
             .insert(id, (sb.clone(), config.uid.clone(), pod_net));

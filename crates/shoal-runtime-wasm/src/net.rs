@@ -60,6 +60,8 @@ pub struct PodNet {
     /// endpoint behind a Service may be an address a pod could not name itself, such as the
     /// API server's behind `kubernetes`).
     pub routed: std::sync::Mutex<Vec<SocketAddr>>,
+    /// The TLS client of outgoing `https` requests; `None`: they are refused.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl PodNet {
@@ -297,6 +299,24 @@ pub fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// An HTTP/1.1 client connection over `io`, its driver spawned.
+async fn handshake<IO>(
+    io: IO,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<wasmtime_wasi_http::WasiBody>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ),
+    wasmtime_wasi_http::Error,
+>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(io)).await?;
+    Ok((sender, tokio::spawn(conn)))
+}
+
 /// A response and the future that finishes its connection, as `wasi:http` hooks return them.
 type Sent = (
     http::Response<wasmtime_wasi_http::WasiBody>,
@@ -306,7 +326,8 @@ type Sent = (
 impl PodNet {
     /// Sends a guest's outgoing `wasi:http` request: the host resolved with the pod's resolver,
     /// routed like a socket connection (a Service address straight to an endpoint), from the
-    /// pod's own address. Plain HTTP/1.1 only.
+    /// pod's own address. HTTP/1.1, over TLS for `https` when the node trusts a CA
+    /// ([`crate::WasmRuntime::trust_ca`]).
     pub async fn send_request(
         self: Arc<Self>,
         mut req: http::Request<wasmtime_wasi_http::WasiBody>,
@@ -315,14 +336,19 @@ impl PodNet {
         use http_body_util::BodyExt;
         use wasmtime_wasi_http::Error;
         let uri = req.uri().clone();
-        if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-            // No TLS client in the node yet: say so rather than fail obscurely.
-            return Err(Error::InternalError(Some(
-                "https requests from pods are not supported yet".into(),
-            )));
-        }
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let tls = match (https, &self.tls) {
+            (false, _) => None,
+            (true, Some(tls)) => Some(tls.clone()),
+            (true, None) => {
+                // Say so rather than fail obscurely.
+                return Err(Error::InternalError(Some(
+                    "https requests from pods need the node to trust a CA".into(),
+                )));
+            }
+        };
         let authority = uri.authority().ok_or(Error::HttpRequestUriInvalid)?;
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = authority
             .host()
             .trim_start_matches('[')
@@ -360,10 +386,21 @@ impl PodNet {
                 _ => Error::Connect(e),
             })?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(stream))
-                .await?;
-        let driver = tokio::spawn(conn);
+        let (mut sender, driver) = match tls {
+            None => handshake(stream).await?,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|_| Error::HttpRequestUriInvalid)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| {
+                        tracing::debug!(error = %e, "a pod's TLS handshake failed");
+                        Error::TlsCertificateError
+                    })?;
+                handshake(stream).await?
+            }
+        };
         // On the wire the request line carries the path only.
         *req.uri_mut() = http::Uri::builder()
             .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))

@@ -103,6 +103,19 @@ struct ServerArgs {
     /// Seats for mutating requests, as for `--max-requests-inflight`.
     #[arg(long, default_value_t = shoal_apiserver::flowcontrol::DEFAULT_MUTATING)]
     max_mutating_requests_inflight: usize,
+    /// The ECDSA P-256 private key (PKCS#8 PEM) ServiceAccount tokens are signed with; without
+    /// it, `DATA_DIR/pki/sa.key`, generated once (API servers sharing an etcd need the same).
+    #[arg(long)]
+    service_account_signing_key_file: Option<PathBuf>,
+    /// More public keys (PEM) tokens may be signed with, for key rotation; repeatable.
+    #[arg(long)]
+    service_account_key_file: Vec<PathBuf>,
+    /// The `iss` of the tokens this server issues and accepts.
+    #[arg(long, default_value = shoal_apiserver::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// The audiences tokens must name (comma-separated); the issuer when empty.
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
 }
 
 fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
@@ -268,6 +281,10 @@ struct ControllerArgs {
     /// tainted unreachable.
     #[arg(long, default_value_t = 40.0)]
     node_monitor_grace_period: f64,
+    /// The cluster CA (PEM) published to every namespace as the `kube-root-ca.crt` ConfigMap;
+    /// without it, the CA of the kubeconfig (`shoal up`: the cluster's own).
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
 }
 
 impl ControllerArgs {
@@ -276,8 +293,16 @@ impl ControllerArgs {
             .ok()
             .filter(|d| !d.is_zero())
             .context("--node-monitor-grace-period must be a positive number of seconds")?;
+        let root_ca = match &self.root_ca_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+            ),
+            None => None,
+        };
         Ok(shoal_controllers::Config {
             node_monitor_grace_period: grace,
+            root_ca,
         })
     }
 }
@@ -597,16 +622,9 @@ fn encryption_config(
         None if single_node => {
             let f = dir.join("encryption-config.yaml");
             if !f.exists() {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut out = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&f)
-                    .with_context(|| format!("cannot write {}", f.display()))?;
-                std::io::Write::write_all(
-                    &mut out,
-                    shoal_apiserver::encryption::EncryptionConfig::generate().as_bytes(),
+                write_private(
+                    &f,
+                    &shoal_apiserver::encryption::EncryptionConfig::generate(),
                 )?;
             }
             f
@@ -618,6 +636,56 @@ fn encryption_config(
     let config = shoal_apiserver::encryption::EncryptionConfig::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     Ok(Some(config))
+}
+
+/// Writes `content` to a new file only its owner may read.
+fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut out, content.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// What signs and verifies ServiceAccount tokens: the given key, or one generated once in the
+/// data directory.
+fn service_account_issuer(
+    args: &ServerArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<std::sync::Arc<shoal_apiserver::serviceaccount::TokenIssuer>> {
+    use shoal_apiserver::serviceaccount::TokenIssuer;
+    let file = match &args.service_account_signing_key_file {
+        Some(f) => f.clone(),
+        None => {
+            let f = dir.join("pki").join("sa.key");
+            if !f.exists() {
+                std::fs::create_dir_all(dir.join("pki"))?;
+                let key = TokenIssuer::generate_key().map_err(|e| anyhow::anyhow!(e))?;
+                write_private(&f, &key)?;
+            }
+            f
+        }
+    };
+    let key = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let mut public = Vec::new();
+    for f in &args.service_account_key_file {
+        let pem =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        public.push(pem);
+    }
+    let issuer = TokenIssuer::new(
+        &key,
+        &public,
+        &args.service_account_issuer,
+        args.api_audiences.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    Ok(std::sync::Arc::new(issuer))
 }
 
 /// The audit log the API server writes, if any.
@@ -675,8 +743,10 @@ async fn run_apiserver(
         }
         None => Vec::new(),
     };
+    let service_accounts = service_account_issuer(&args, &dir)?;
     let options = shoal_apiserver::Options {
         token: Some(pki.token.clone()),
+        service_accounts: Some(service_accounts),
         tokens,
         plugins: Some(shoal_apiserver::PluginOptions {
             host: host.clone(),
@@ -723,7 +793,11 @@ async fn run_apiserver(
         token.clone(),
     ));
     let node = match kubelet {
-        Some((mut args, controllers, mut leader)) => {
+        Some((mut args, mut controllers, mut leader)) => {
+            controllers
+                .root_ca
+                .get_or_insert_with(|| pki.ca_pem.clone());
+            args.cluster_ca = Some(pki.ca_pem.clone());
             leader.identity = Some(stable_identity(&dir));
             // Pods resolve through the kube-dns address of this cluster's Service range.
             args.cluster_dns
@@ -775,8 +849,9 @@ async fn run_apiserver(
 async fn run_kubelet(
     kubeconfig: &std::path::Path,
     data_dir: Option<PathBuf>,
-    args: node::KubeletArgs,
+    mut args: node::KubeletArgs,
 ) -> anyhow::Result<()> {
+    args.cluster_ca = node::ca_of(kubeconfig)?;
     let dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
@@ -846,7 +921,10 @@ async fn main() -> anyhow::Result<()> {
             controllers,
             leader,
         } => {
-            let config = controllers.config()?;
+            let mut config = controllers.config()?;
+            if config.root_ca.is_none() {
+                config.root_ca = node::ca_of(&kubeconfig)?;
+            }
             let client = node::client_from(&kubeconfig).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));

@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args, Clone)]
 pub struct KubeletArgs {
+    /// The cluster CA (PEM), which pods' outgoing `https` requests trust (from the kubeconfig;
+    /// `shoal up`: the cluster's own).
+    #[arg(skip)]
+    pub cluster_ca: Option<String>,
     /// The Node's name (default: this machine's host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -133,6 +137,11 @@ pub async fn start_kubelet(
     let dir = data_dir.join("kubelet");
     let runtime = WasmRuntime::new(&dir, &args.pod_cidr)
         .with_context(|| format!("cannot set up the Wasm runtime in {}", dir.display()))?;
+    if let Some(ca) = &args.cluster_ca {
+        runtime
+            .trust_ca(ca)
+            .map_err(|e| anyhow::anyhow!("cannot trust the cluster CA: {e}"))?;
+    }
     match args.samples.clone().or_else(default_samples) {
         Some(samples) => {
             let names = import_samples(runtime.images(), &samples)?;
@@ -295,6 +304,39 @@ pub async fn client_from(path: &Path) -> anyhow::Result<kube::Client> {
         .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
     Ok(kube::Client::try_from(config)?)
+}
+
+/// The CA (PEM) the kubeconfig at `path` trusts for its current cluster, if it names one.
+pub fn ca_of(path: &Path) -> anyhow::Result<Option<String>> {
+    use base64::Engine;
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let current = kc
+        .contexts
+        .iter()
+        .find(|c| Some(&c.name) == kc.current_context.as_ref())
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = kc
+        .clusters
+        .iter()
+        .find(|c| current.is_none() || Some(&c.name) == current.as_ref())
+        .and_then(|c| c.cluster.as_ref());
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    if let Some(data) = &cluster.certificate_authority_data {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .context("the kubeconfig's certificate-authority-data is not base64")?;
+        return Ok(Some(String::from_utf8_lossy(&pem).into_owned()));
+    }
+    match &cluster.certificate_authority {
+        Some(f) => Ok(Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {f}"))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// `shoal image import|ls`.

@@ -3,18 +3,28 @@
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{Fields, IncomingBody, OutgoingBody, OutgoingRequest, Scheme};
 
-/// The status code and body of `GET url` (`http://host[:port]/path`).
-pub fn get(url: &str) -> Result<(u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
+/// The status code and body of `GET url` (`http[s]://host[:port]/path`), with
+/// `Authorization: Bearer TOKEN` when given a token.
+pub fn get(url: &str, bearer: Option<&str>) -> Result<(u16, String), String> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err("only http:// and https:// URLs are supported".into());
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let req = OutgoingRequest::new(Fields::new());
-    req.set_scheme(Some(&Scheme::Http))
-        .map_err(|()| "bad scheme")?;
+    let headers = Fields::new();
+    if let Some(token) = bearer {
+        headers
+            .append("authorization", format!("Bearer {}", token.trim()).as_bytes())
+            .map_err(|e| format!("bad token: {e:?}"))?;
+    }
+    let req = OutgoingRequest::new(headers);
+    req.set_scheme(Some(&scheme)).map_err(|()| "bad scheme")?;
     req.set_authority(Some(authority))
         .map_err(|()| format!("bad authority {authority:?}"))?;
     req.set_path_with_query(Some(path))

@@ -2,8 +2,9 @@
 //!
 //! `print TEXT`, `env NAME`, `read PATH`, `write PATH TEXT`, `alloc MIB`, `spin SECONDS`,
 //! `sleep SECONDS`, `crash`, `exit CODE`, and the network steps `resolve NAME` (each address
-//! on its own line), `connect HOST:PORT TEXT` (TCP: sends TEXT, prints the first reply) and
-//! `fetch URL` (a `wasi:http` GET: the status code on one line, then the body). A network
+//! on its own line), `connect HOST:PORT TEXT` (TCP: sends TEXT, prints the reply until the peer
+//! closes), `fetch URL` (a `wasi:http` GET, http or https: the status code on one line, then
+//! the body) and `fetch-as TOKEN-FILE URL` (the same with the file's bearer token). A network
 //! step that fails ends the run with exit code 2. Benchmarks: `bench-http HOST:PORT N` (N
 //! requests, a connection each; prints `ops= rps= p50_us= p99_us=`) and `bench-resolve NAME N`
 //! (prints `lookups= per_s=`). With no steps it sleeps forever.
@@ -113,9 +114,21 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
                 }
                 println!("{}", String::from_utf8_lossy(&got).trim_end());
             }
-            "fetch" => {
+            "fetch" | "fetch-as" => {
+                // `fetch-as TOKEN-FILE URL` sends the file's token as a bearer token.
+                let bearer = match step.as_str() {
+                    "fetch-as" => {
+                        let file = text("fetch-as", args.next())?;
+                        Some(
+                            std::fs::read_to_string(&file)
+                                .map_err(|e| format!("fetch-as: read {file}: {e}"))?,
+                        )
+                    }
+                    _ => None,
+                };
                 let url = text("fetch", args.next())?;
-                let (status, body) = fetch::get(&url).map_err(|e| format!("fetch {url}: {e}"))?;
+                let (status, body) = fetch::get(&url, bearer.as_deref())
+                    .map_err(|e| format!("fetch {url}: {e}"))?;
                 println!("{status}");
                 print!("{body}");
                 if !body.ends_with('\n') {

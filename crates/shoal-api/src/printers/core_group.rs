@@ -112,6 +112,41 @@ pub(super) static PRINTERS: &[Printer] = &[
     },
     Printer {
         group: "",
+        kinds: &["ResourceQuota"],
+        columns: &[NAME, AGE, ("Request", "string", 0), ("Limit", "string", 0)],
+        cells: |o, now| {
+            // `resource: used/hard`, by resource name; limits.* in their own column.
+            let hard = o.pointer("/status/hard").and_then(Value::as_object);
+            let used = o.pointer("/status/used").and_then(Value::as_object);
+            let (mut requests, mut limits) = (Vec::new(), Vec::new());
+            let mut names: Vec<&String> = hard.into_iter().flatten().map(|(k, _)| k).collect();
+            names.sort();
+            for k in names {
+                let h = hard
+                    .and_then(|m| m.get(k))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let u = used
+                    .and_then(|m| m.get(k))
+                    .and_then(Value::as_str)
+                    .unwrap_or("0");
+                let cell = format!("{k}: {u}/{h}");
+                if k.starts_with("limits.") {
+                    limits.push(cell);
+                } else {
+                    requests.push(cell);
+                }
+            }
+            vec![
+                name(o),
+                created(o, now),
+                json!(requests.join(", ")),
+                json!(limits.join(", ")),
+            ]
+        },
+    },
+    Printer {
+        group: "",
         kinds: &["ServiceAccount"],
         columns: &[NAME, ("Secrets", "string", 0), AGE],
         cells: |o, now| vec![name(o), json!(arr(o, "/secrets").len()), created(o, now)],

@@ -7,7 +7,9 @@
 //! that request-time chain; [`policies`] is the loader that keeps its set of policies in step
 //! with the policy objects.
 
+pub mod podsecurity;
 pub mod policies;
+pub mod quota;
 
 use crate::cache::WatchCache;
 use crate::error::ApiResult;

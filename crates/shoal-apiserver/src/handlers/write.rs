@@ -97,6 +97,18 @@ pub(super) async fn resource(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (Method::POST, Some(n), Some(Subresource::Token)) => {
+            let request = crate::body::decode_object(content_type(headers), &body)?;
+            let issued = crate::serviceaccount::token_request(
+                &s.service_accounts,
+                &s.cache,
+                ns.unwrap_or("default"),
+                n,
+                request,
+            )
+            .await?;
+            Ok(value_response(StatusCode::CREATED, &issued))
+        }
         (Method::PUT, Some(n), None | Some(Subresource::Status) | Some(Subresource::Finalize)) => {
             let obj = crate::body::decode_as(info.kind, content_type(headers), &body)?;
             let sub = t.subresource.filter(|s| *s == Subresource::Status);

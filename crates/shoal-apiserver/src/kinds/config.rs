@@ -75,3 +75,59 @@ impl Strategy for SecretStrategy {
         data_keys(o, out);
     }
 }
+
+pub(super) struct ResourceQuotaStrategy;
+pub(super) static RESOURCE_QUOTA: ResourceQuotaStrategy = ResourceQuotaStrategy;
+
+const QUOTA_SCOPES: &[&str] = &[
+    "Terminating",
+    "NotTerminating",
+    "BestEffort",
+    "NotBestEffort",
+    "PriorityClass",
+    "CrossNamespacePodAffinity",
+    "VolumeAttributesClass",
+];
+
+impl Strategy for ResourceQuotaStrategy {
+    /// `spec.hard`: quantities, none negative; known scopes.
+    fn validate(&self, o: &Value, out: &mut Vec<Cause>) {
+        for (k, v) in o
+            .pointer("/spec/hard")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let field = format!("spec.hard[{k}]");
+            match v.as_str().map(shoal_api::quantity::parse) {
+                Some(Ok(q)) if q < 0.0 => out.push(Cause::invalid(
+                    field,
+                    v.as_str().unwrap_or(""),
+                    "must be greater than or equal to 0",
+                )),
+                Some(Ok(_)) => {}
+                _ => out.push(Cause::invalid(
+                    field,
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                )),
+            }
+        }
+        for (i, scope) in o
+            .pointer("/spec/scopes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let s = scope.as_str().unwrap_or("");
+            if !QUOTA_SCOPES.contains(&s) {
+                out.push(Cause::not_supported(
+                    format!("spec.scopes[{i}]"),
+                    s,
+                    QUOTA_SCOPES,
+                ));
+            }
+        }
+    }
+}

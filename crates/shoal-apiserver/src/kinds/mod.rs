@@ -17,6 +17,7 @@ mod policy;
 pub(crate) mod priority;
 mod rbac;
 mod service;
+mod serviceaccount;
 pub(crate) mod storage;
 mod templates;
 pub(crate) mod validation;
@@ -213,6 +214,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "Node") => &NODE,
         ("", "ConfigMap") => &config::CONFIG_MAP,
         ("", "Secret") => &config::SECRET,
+        ("", "ResourceQuota") => &config::RESOURCE_QUOTA,
         ("apps", "Deployment") => &workloads::DEPLOYMENT,
         ("apps", "ReplicaSet") => &workloads::REPLICA_SET,
         ("", "ReplicationController") => &workloads::REPLICATION_CONTROLLER,

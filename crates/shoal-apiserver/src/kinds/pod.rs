@@ -228,7 +228,7 @@ fn qos_class(spec: &Value) -> &'static str {
 }
 
 impl Strategy for PodStrategy {
-    /// Priority admission, on create.
+    /// ServiceAccount admission's token volume and Priority admission, on create.
     fn admit(
         &self,
         cache: &crate::cache::WatchCache,
@@ -237,7 +237,10 @@ impl Strategy for PodStrategy {
         old: Option<&Value>,
     ) -> crate::error::ApiResult<()> {
         match old {
-            None => super::priority::admit_pod(cache, info, o),
+            None => {
+                super::serviceaccount::admit_pod(cache, o);
+                super::priority::admit_pod(cache, info, o)
+            }
             Some(_) => Ok(()),
         }
     }

@@ -146,7 +146,7 @@ pub struct Registry {
 
 /// An object read from the store with its revision.
 pub(crate) struct Current {
-    value: Value,
+    pub(crate) value: Value,
     revision: Revision,
 }
 
@@ -206,7 +206,7 @@ impl Registry {
     /// `attempt` answers `None` when the object changed before its write could commit (it
     /// fails itself when the client named a `resourceVersion`), and is run again on a fresh
     /// read, up to [`RETRIES`] times.
-    async fn guaranteed_update<'a, T>(
+    pub(crate) async fn guaranteed_update<'a, T>(
         &'a self,
         r: ObjectRef<'a>,
         mut attempt: impl FnMut(Current) -> Attempt<'a, T>,
@@ -292,6 +292,27 @@ impl Registry {
             return Err(StatusError::invalid(info.kind, info.group, &name, causes).into());
         }
         type_meta::check_typed(info, o, opts.validation, warnings)?;
+        // Built-in validating admission: Pod Security, then ResourceQuota (last, as it
+        // charges the object to its quotas).
+        if r.sub.is_none() && old.is_none() {
+            crate::admission::podsecurity::admit(&self.cache, info, o, warnings)?;
+            crate::admission::quota::admit(self, info, o, opts.dry_run).await?;
+        }
+        if r.sub.is_none() && info.kind == "Namespace" && info.group.is_empty() {
+            let labels = |v: Option<&Value>| {
+                v.and_then(|v| v.pointer("/metadata/labels"))
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            };
+            let now = labels(Some(o));
+            if now != labels(old) {
+                warnings.extend(crate::admission::podsecurity::existing_violations(
+                    &self.cache,
+                    meta::name(o),
+                    &now,
+                ));
+            }
+        }
         self.admission
             .validate(&self.cache, &attrs, Some(o), old, warnings)
             .await?;
@@ -353,7 +374,7 @@ impl Registry {
 
     /// Writes `new` over `current` if unchanged since; deletes instead when the last finalizer
     /// of a deleting object is gone. `None`: `current` changed in the meantime.
-    async fn commit(
+    pub(crate) async fn commit(
         &self,
         r: &ObjectRef<'_>,
         current: &Current,

@@ -83,6 +83,8 @@ struct Worker {
     /// The pod's IP, kept in the status after the sandbox is gone.
     ip: Option<std::net::IpAddr>,
     volumes: Option<HashMap<String, VolumeDir>>,
+    /// When the projected service account tokens are to be renewed.
+    token_refresh: Option<Instant>,
     ctrs: Vec<Ctr>,
     tx: mpsc::UnboundedSender<Msg>,
     start_time: Timestamp,
@@ -209,6 +211,7 @@ impl Worker {
             sandbox: None,
             ip: None,
             volumes: None,
+            token_refresh: None,
             ctrs,
             tx,
             start_time,
@@ -270,6 +273,9 @@ impl Worker {
                 c.retry_at = None;
             }
             return;
+        }
+        if self.token_refresh.is_some_and(|t| Instant::now() >= t) {
+            self.renew_tokens().await;
         }
         if self.setup_retry.is_some_and(|t| Instant::now() < t) {
             return;
@@ -360,7 +366,10 @@ impl Worker {
             )
             .await
             {
-                Ok(v) => self.volumes = Some(v),
+                Ok((v, refresh)) => {
+                    self.volumes = Some(v);
+                    self.token_refresh = refresh.map(|d| Instant::now() + d);
+                }
                 Err(e) => {
                     self.setup_warning("FailedMount", format!("MountVolume.SetUp failed: {e}"));
                     return false;
@@ -369,6 +378,19 @@ impl Worker {
         }
         self.setup_error = None;
         true
+    }
+
+    /// Writes fresh service account tokens into the pod's volumes; tries again soon if the
+    /// API server cannot issue them now.
+    async fn renew_tokens(&mut self) {
+        let dir = self.dir.join("volumes");
+        match resolve::write_tokens(&self.k.client, &self.pod, &dir).await {
+            Ok(refresh) => self.token_refresh = refresh.map(|d| Instant::now() + d),
+            Err(e) => {
+                tracing::warn!(pod = %self.name, error = %e, "cannot renew the pod's token");
+                self.token_refresh = Some(Instant::now() + 5 * RETRY);
+            }
+        }
     }
 
     fn setup_warning(&mut self, reason: &str, message: String) {

@@ -30,6 +30,7 @@ impl Worker {
             }
         };
         if !self.all_done() {
+            consider(self.token_refresh);
             consider(self.deadline());
             for c in &self.ctrs {
                 if !c.done && !c.running() {
