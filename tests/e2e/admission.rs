@@ -191,3 +191,44 @@ fn resource_quotas_cap_a_namespace_and_describe_shows_usage() {
         "{err}"
     );
 }
+
+#[test]
+fn limit_ranges_default_and_bound_what_containers_ask_for() {
+    let c = Cluster::start().unwrap();
+    c.ok(&["create", "namespace", "sized"]);
+    c.apply("apiVersion: v1\nkind: LimitRange\nmetadata: {name: sizes, namespace: sized}\nspec:\n  limits:\n  - type: Container\n    default: {memory: 256Mi}\n    defaultRequest: {memory: 128Mi, cpu: 100m}\n    max: {memory: 512Mi}\n    min: {cpu: 50m}\n");
+    assert!(c.ok(&["get", "limits", "-n", "sized"]).contains("sizes"));
+    c.apply(&pod("plain", "sized", None));
+    let resources = c.ok(&[
+        "get",
+        "pod",
+        "plain",
+        "-n",
+        "sized",
+        "-o",
+        "jsonpath={.spec.containers[0].resources}",
+    ]);
+    assert_eq!(
+        resources,
+        r#"{"limits":{"memory":"256Mi"},"requests":{"cpu":"100m","memory":"128Mi"}}"#
+    );
+    let note = c.ok(&[
+        "get",
+        "pod",
+        "plain",
+        "-n",
+        "sized",
+        "-o",
+        "jsonpath={.metadata.annotations.kubernetes\\.io/limit-ranger}",
+    ]);
+    assert_eq!(
+        note,
+        "LimitRanger plugin set: cpu, memory request for container c; memory limit for container c"
+    );
+    let big = "apiVersion: v1\nkind: Pod\nmetadata: {name: big, namespace: sized}\nspec:\n  containers:\n  - name: c\n    image: shoal.local/exerciser:latest\n    resources: {limits: {memory: 1Gi}, requests: {cpu: 10m}}\n";
+    let err = refused(&c, big);
+    assert!(
+        err.contains("pods \"big\" is forbidden: [minimum cpu usage per Container is 50m, but request is 10m, maximum memory usage per Container is 512Mi, but limit is 1Gi]"),
+        "{err}"
+    );
+}

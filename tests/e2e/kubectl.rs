@@ -125,6 +125,8 @@ fn discovery_commands_work(c: Cluster) {
         "controllerrevisions",
         "poddisruptionbudgets",
         "priorityclasses",
+        "resourcequotas",
+        "limitranges",
     ] {
         assert!(r.contains(line), "api-resources lacks {line}:\n{r}");
     }

@@ -193,6 +193,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "PersistentVolume", "persistentvolumes", "persistentvolume", ns: false, short: ["pv"], cat: [], sub: [S::Status], fields: [], spec: false),
     res!("", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", ns: true, short: ["pvc"], cat: [], sub: [S::Status], fields: [], spec: false),
     res!("", "PodTemplate", "podtemplates", "podtemplate", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
+    res!("", "LimitRange", "limitranges", "limitrange", ns: true, short: ["limits"], cat: [], sub: [], fields: [], spec: false),
     res!("", "ResourceQuota", "resourcequotas", "resourcequota", ns: true, short: ["quota"], cat: [], sub: [S::Status], fields: [], spec: false),
     res!("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", "customresourcedefinition", ns: false, short: ["crd", "crds"], cat: ["api-extensions"], sub: [S::Status], fields: [], spec: true),
     res!("apps", "ControllerRevision", "controllerrevisions", "controllerrevision", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),

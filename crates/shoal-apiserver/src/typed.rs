@@ -102,6 +102,7 @@ kinds! {
     "", "Binding" => core::v1::Binding;
     "", "PodTemplate" => core::v1::PodTemplate;
     "", "ResourceQuota" => core::v1::ResourceQuota;
+    "", "LimitRange" => core::v1::LimitRange;
     "", "PersistentVolume" => core::v1::PersistentVolume;
     "", "PersistentVolumeClaim" => core::v1::PersistentVolumeClaim;
     "storage.k8s.io", "StorageClass" => k8s_openapi::api::storage::v1::StorageClass;

@@ -254,6 +254,12 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "",
+        kinds: &["LimitRange"],
+        columns: &[NAME, ("Created At", "date", 0)],
+        cells: |o, _| vec![name(o), json!(s(o, "/metadata/creationTimestamp"))],
+    },
+    Printer {
         group: "apiextensions.k8s.io",
         kinds: &["CustomResourceDefinition"],
         columns: &[NAME, ("Created At", "date", 0)],

@@ -10,6 +10,7 @@ pub(crate) mod crd;
 pub(crate) mod defaulting;
 mod disruption;
 mod job;
+mod limits;
 mod namespace;
 mod network_policy;
 mod pod;
@@ -215,6 +216,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("", "ConfigMap") => &config::CONFIG_MAP,
         ("", "Secret") => &config::SECRET,
         ("", "ResourceQuota") => &config::RESOURCE_QUOTA,
+        ("", "LimitRange") => &limits::LIMIT_RANGE,
         ("apps", "Deployment") => &workloads::DEPLOYMENT,
         ("apps", "ReplicaSet") => &workloads::REPLICA_SET,
         ("", "ReplicationController") => &workloads::REPLICATION_CONTROLLER,

@@ -228,7 +228,8 @@ fn qos_class(spec: &Value) -> &'static str {
 }
 
 impl Strategy for PodStrategy {
-    /// ServiceAccount admission's token volume and Priority admission, on create.
+    /// LimitRanger, ServiceAccount admission's token volume and Priority admission, on
+    /// create, in Kubernetes' order.
     fn admit(
         &self,
         cache: &crate::cache::WatchCache,
@@ -238,6 +239,7 @@ impl Strategy for PodStrategy {
     ) -> crate::error::ApiResult<()> {
         match old {
             None => {
+                super::limits::admit_pod(cache, info, o)?;
                 super::serviceaccount::admit_pod(cache, o);
                 super::priority::admit_pod(cache, info, o)
             }
