@@ -128,8 +128,10 @@ async fn as_user(
     (start.elapsed(), lat)
 }
 
-/// What authentication, RBAC and flow control cost a request: GETs and creates by `alice`
-/// (`edit` through a RoleBinding, among 100 other bindings) against the same by the admin
+/// What authentication, RBAC, flow control and quota admission cost a request: GETs and creates
+/// by `alice` (a static token; `edit` through a RoleBinding, among 100 other bindings), by the
+/// ServiceAccount `robot` (a JWT), and by `robot` in a namespace with a ResourceQuota (every
+/// create charged to it by a compare-and-swap), against the same by the admin
 /// (`system:masters`: no RBAC evaluation, no seat), on the memory store so the store's own
 /// cost does not hide it.
 async fn auth_cost(client: &HttpClient) {
@@ -180,15 +182,52 @@ async fn auth_cost(client: &HttpClient) {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
             "subjects": [{"kind": "User", "name": format!("user-{i}")}]})).await;
     }
+    // A second namespace where a ResourceQuota charges every create (built-in admission on).
     post(
-        format!("{rbac}/namespaces/bench/rolebindings"),
-        serde_json::json!({
-        "metadata": {"name": "alice-edit"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-        "subjects": [{"kind": "User", "name": "alice"}]}),
+        format!("{base}/api/v1/namespaces"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "quota"}}),
     )
     .await;
-    let cms = format!("{base}/api/v1/namespaces/bench/configmaps");
+    post(
+        format!("{base}/api/v1/namespaces/quota/resourcequotas"),
+        serde_json::json!({"metadata": {"name": "q"}, "spec": {"hard": {"configmaps": "100000"}}}),
+    )
+    .await;
+    for ns in ["bench", "quota"] {
+        post(
+            format!("{rbac}/namespaces/{ns}/rolebindings"),
+            serde_json::json!({
+            "metadata": {"name": "alice-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "User", "name": "alice"},
+                {"kind": "ServiceAccount", "name": "robot", "namespace": "bench"}]}),
+        )
+        .await;
+    }
+    // A ServiceAccount and a token of the TokenRequest API: a JWT to verify on every request.
+    post(
+        format!("{base}/api/v1/namespaces/bench/serviceaccounts"),
+        serde_json::json!({"metadata": {"name": "robot"}}),
+    )
+    .await;
+    let robot = {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "{base}/api/v1/namespaces/bench/serviceaccounts/robot/token"
+            ))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {admin}"))
+            .body(Full::new(Bytes::from_static(b"{\"spec\": {}}")))
+            .expect("valid request");
+        let resp = client.request(req).await.expect("request sent");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("a TokenRequest");
+        v.pointer("/status/token")
+            .and_then(serde_json::Value::as_str)
+            .expect("a token")
+            .to_owned()
+    };
     let cm = |name: String| {
         serde_json::to_vec(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name}, "data": {"a": "x".repeat(512)}}))
@@ -196,12 +235,18 @@ async fn auth_cost(client: &HttpClient) {
     };
     let (gets, creates, clients) = (20_000, 5_000, 16);
     println!(
-        "authentication + RBAC + flow control: alice (edit via RoleBinding) vs the admin (system:masters)"
+        "authentication + RBAC + flow control (+ quota admission): alice (static token, edit via RoleBinding), robot (ServiceAccount JWT, edit) vs the admin (system:masters)"
     );
     // Each twice, interleaved, so a drift of the machine shows.
-    let runs = [("admin", "admin-token"), ("alice", "alice-token")];
-    for (round, (who, token)) in runs.iter().chain(runs.iter()).enumerate() {
-        let prefix = format!("{who}-{round}");
+    let runs = [
+        ("admin", "admin-token", "bench"),
+        ("alice", "alice-token", "bench"),
+        ("robot", robot.as_str(), "bench"),
+        ("robot+quota", robot.as_str(), "quota"),
+    ];
+    for (round, (who, token, ns)) in runs.iter().chain(runs.iter()).enumerate() {
+        let cms = format!("{base}/api/v1/namespaces/{ns}/configmaps");
+        let prefix = format!("{who}-{round}").replace('+', "-");
         let (url, p) = (cms.clone(), prefix.clone());
         let (elapsed, lat) = as_user(client, token, clients, creates, move |i| {
             ("POST", url.clone(), cm(format!("{p}-{i}")))

@@ -10,7 +10,18 @@ use crate::registry::{ObjectRef, Registry};
 use serde_json::{Map, Value, json};
 use shoal_api::quota;
 use shoal_api::{ResourceInfo, StatusError, Subresource};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex};
+
+/// One lock per quota: the charges this server makes to a quota wait their turn instead of
+/// losing compare-and-swap races to each other (which, with a back-off per lost race, cost
+/// many times more); the compare-and-swap still orders them against other API servers.
+fn lock_of(key: String) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Default::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    locks.entry(key).or_default().clone()
+}
 
 fn quotas_info() -> &'static ResourceInfo {
     shoal_api::resources::find("", "v1", "resourcequotas").expect("resourcequotas are served")
@@ -98,6 +109,9 @@ pub async fn admit(
     let is_pod = info.group.is_empty() && info.plural == "pods";
     let object_name = crate::meta::name(o).to_owned();
     for quota_name in &names {
+        let _turn = lock_of(quotas.storage_key(Some(ns), quota_name))
+            .lock_owned()
+            .await;
         let r = ObjectRef::new(quotas, Some(ns), quota_name).subresource(Some(Subresource::Status));
         let (usage, object_name) = (&usage, object_name.as_str());
         let charged = registry
