@@ -30,6 +30,7 @@ macro_rules! store_conformance {
             noop_delete_takes_no_revision,
             range_prefix_honours_limit_and_reports_more,
             range_reads_historic_revision,
+            one_key_reads_its_version_at_any_revision,
             range_rejects_compacted_and_future_revisions,
             watch_replays_history_with_previous_values,
             watch_delivers_live_changes_in_order,
@@ -216,6 +217,44 @@ pub async fn range_reads_historic_revision(s: Arc<dyn Store>) {
     let now = s.range(RangeRequest::prefix("/h/")).await.unwrap();
     assert_eq!(now.kvs.len(), 1);
     assert_eq!(now.kvs[0].key, "/h/b");
+}
+
+/// A key read on its own (the fast path of a hot key with a long history) gives the version
+/// in force at the revision asked, nothing once deleted, and the version before the deletion
+/// at an older revision.
+pub async fn one_key_reads_its_version_at_any_revision(s: Arc<dyn Store>) {
+    let mut revs = Vec::new();
+    for i in 0..50 {
+        revs.push(put(&s, "/one/k", &i.to_string()).await);
+    }
+    put(&s, "/one/k2", "neighbour").await;
+    let now = s.range(RangeRequest::key("/one/k")).await.unwrap();
+    assert_eq!(now.kvs.len(), 1);
+    assert_eq!(now.kvs[0].value.as_ref(), b"49");
+    assert_eq!(now.kvs[0].mod_revision, revs[49]);
+    assert_eq!(now.count, 1);
+    let then = s
+        .range(RangeRequest::key("/one/k").at(revs[10]))
+        .await
+        .unwrap();
+    assert_eq!(then.kvs[0].value.as_ref(), b"10");
+    assert_eq!(then.kvs[0].version, 11);
+    s.txn(Txn::new().delete("/one/k")).await.unwrap();
+    let gone = s.range(RangeRequest::key("/one/k")).await.unwrap();
+    assert!(gone.kvs.is_empty());
+    assert_eq!(gone.count, 0);
+    let before = s
+        .range(RangeRequest::key("/one/k").at(revs[49]))
+        .await
+        .unwrap();
+    assert_eq!(before.kvs[0].value.as_ref(), b"49");
+    assert!(
+        s.range(RangeRequest::key("/one/none"))
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
 }
 
 pub async fn range_rejects_compacted_and_future_revisions(s: Arc<dyn Store>) {

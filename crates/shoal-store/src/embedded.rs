@@ -349,21 +349,30 @@ impl Store for EmbeddedStore {
                 Revision(get("compacted")?),
             )?;
             let kv = r.open_table(KV).map_err(backend)?;
-            let iter = if req.end.is_empty() {
-                kv.range((req.start.as_str(), i64::MIN)..=(req.start.as_str(), i64::MAX))
-            } else {
-                kv.range((req.start.as_str(), i64::MIN)..(req.end.as_str(), i64::MIN))
-            }
-            .map_err(backend)?;
-            let entries = iter.map(|e| {
-                let (k, v) = e.map_err(backend)?;
+            let decode = |e: Result<_, redb::StorageError>| {
+                let (k, v): (
+                    redb::AccessGuard<'_, (&str, i64)>,
+                    redb::AccessGuard<'_, &[u8]>,
+                ) = e.map_err(backend)?;
                 let (key, rev) = k.value();
                 let rec = Record::decode(v.value()).ok_or_else(|| StoreError::Corrupt {
                     key: key.to_owned(),
                 })?;
                 Ok((key.to_owned(), Revision(rev), rec))
-            });
-            mvcc::range_scan(entries, &req, at)
+            };
+            if req.end.is_empty() {
+                // One key: its newest record at `at` only, however long its history.
+                let newest = kv
+                    .range((req.start.as_str(), i64::MIN)..=(req.start.as_str(), at.0))
+                    .map_err(backend)?
+                    .next_back()
+                    .map(decode);
+                return mvcc::range_scan(newest.into_iter(), &req, at);
+            }
+            let iter = kv
+                .range((req.start.as_str(), i64::MIN)..(req.end.as_str(), i64::MIN))
+                .map_err(backend)?;
+            mvcc::range_scan(iter.map(decode), &req, at)
         })
         .await
     }

@@ -135,11 +135,17 @@ impl Store for MemoryStore {
         let t = self.inner.lock();
         let at = mvcc::check_read_revision(req.revision, t.revision, t.compacted)?;
         let lo = Bound::Included((req.start.clone(), Revision(i64::MIN)));
-        let hi = if req.end.is_empty() {
-            Bound::Included((req.start.clone(), Revision(i64::MAX)))
-        } else {
-            Bound::Excluded((req.end.clone(), Revision(i64::MIN)))
-        };
+        if req.end.is_empty() {
+            // One key: its newest record at `at` only, however long its history (a quota
+            // charged on every create, a Lease renewed every few seconds).
+            let hi = Bound::Included((req.start.clone(), at));
+            let newest =
+                t.kv.range((lo, hi))
+                    .next_back()
+                    .map(|((k, r), rec)| Ok((k.clone(), *r, rec.clone())));
+            return mvcc::range_scan(newest.into_iter(), &req, at);
+        }
+        let hi = Bound::Excluded((req.end.clone(), Revision(i64::MIN)));
         let entries =
             t.kv.range((lo, hi))
                 .map(|((k, r), rec)| Ok((k.clone(), *r, rec.clone())));
