@@ -147,6 +147,35 @@ spec:
         stderr(&whoami)
     );
 
+    // Issuer discovery, which RBAC lets every service account read: the key the token names.
+    let jwks = as_token(&c, &pod_token, &["get", "--raw", "/openid/v1/jwks"]);
+    assert!(jwks.status.success(), "{}", stderr(&jwks));
+    let jwks: serde_json::Value = serde_json::from_slice(&jwks.stdout).unwrap();
+    let header: serde_json::Value = {
+        use base64::Engine;
+        let part = pod_token.split('.').next().unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(header["alg"], "ES256");
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == header["kid"] && k["kty"] == "EC"),
+        "{jwks} {header}"
+    );
+    let config = c.ok(&["get", "--raw", "/.well-known/openid-configuration"]);
+    assert!(
+        config.contains(r#""issuer":"https://kubernetes.default.svc.cluster.local""#),
+        "{config}"
+    );
+
     // The pod's token dies with the pod.
     c.ok(&["delete", "pod", "caller", "--grace-period=0", "--force"]);
     eventually("the pod's token stops working", || {

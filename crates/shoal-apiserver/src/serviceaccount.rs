@@ -72,6 +72,8 @@ pub struct TokenIssuer {
     /// Keys tokens may be signed with (the signing key's first), by key id.
     verifying: Vec<(String, DecodingKey)>,
     memo: Mutex<HashMap<String, Claims>>,
+    /// The verifying keys as a JSON Web Key Set (`/openid/v1/jwks`).
+    jwks: Value,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -121,6 +123,10 @@ impl TokenIssuer {
             DecodingKey::from_ec_pem(pair.public_key_pem().as_bytes())
                 .map_err(|e| format!("the service account signing key: {e}"))?,
         )];
+        let mut keys = vec![jwk(
+            &kid,
+            &pem_body(&pair.public_key_pem()).unwrap_or_default(),
+        )];
         for pem in more_public_keys {
             // A private key file is accepted too: its public half verifies.
             let pem = &match rcgen::KeyPair::from_pem(pem) {
@@ -130,6 +136,7 @@ impl TokenIssuer {
             let key = DecodingKey::from_ec_pem(pem.as_bytes())
                 .map_err(|e| format!("a service account key: {e}"))?;
             let der = pem_body(pem).unwrap_or_default();
+            keys.push(jwk(&key_id(&der), &der));
             verifying.push((key_id(&der), key));
         }
         let audiences = if audiences.is_empty() {
@@ -144,6 +151,7 @@ impl TokenIssuer {
             kid,
             verifying,
             memo: Mutex::new(HashMap::new()),
+            jwks: json!({"keys": keys}),
         })
     }
 
@@ -155,6 +163,23 @@ impl TokenIssuer {
 
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// `/.well-known/openid-configuration`: the issuer's OIDC discovery document, as
+    /// kube-apiserver serves it (for systems that verify the cluster's tokens themselves).
+    pub fn openid_configuration(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{}/openid/v1/jwks", self.issuer.trim_end_matches('/')),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+    }
+
+    /// `/openid/v1/jwks`: the public keys tokens may be signed with.
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
     }
 
     /// Signs `claims`.
@@ -236,6 +261,16 @@ impl TokenIssuer {
             ],
         })
     }
+}
+
+/// A P-256 public key (SPKI DER, whose last 64 bytes are the point's coordinates) as a JWK.
+fn jwk(kid: &str, spki: &[u8]) -> Value {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let point = spki.len().checked_sub(64).map_or(&[][..], |i| &spki[i..]);
+    let (x, y) = point.split_at(point.len() / 2);
+    json!({"use": "sig", "kty": "EC", "kid": kid, "crv": "P-256", "alg": "ES256",
+        "x": b64(x), "y": b64(y)})
 }
 
 /// The DER inside a PEM block.
@@ -501,5 +536,17 @@ mod tests {
         let new = TokenIssuer::new(&new_key, &[old_public], DEFAULT_ISSUER, vec![]).unwrap();
         assert!(new.verify(&token).is_some());
         assert!(TokenIssuer::new("garbage", &[], DEFAULT_ISSUER, vec![]).is_err());
+        // Both keys are published, each with its coordinates.
+        let keys = new.jwks()["keys"].as_array().unwrap().clone();
+        assert_eq!(keys.len(), 2);
+        for k in keys {
+            assert_eq!(k["kty"], "EC");
+            assert_eq!(k["x"].as_str().unwrap().len(), 43, "{k}");
+            assert_eq!(k["y"].as_str().unwrap().len(), 43, "{k}");
+        }
+        assert_eq!(
+            new.openid_configuration()["jwks_uri"],
+            format!("{DEFAULT_ISSUER}/openid/v1/jwks")
+        );
     }
 }

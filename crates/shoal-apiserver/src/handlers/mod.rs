@@ -116,6 +116,18 @@ async fn route(
             );
             Ok(r)
         }
+        [".well-known", "openid-configuration"] => Ok(value_response(
+            StatusCode::OK,
+            &s.service_accounts.openid_configuration(),
+        )),
+        ["openid", "v1", "jwks"] => {
+            let mut r = value_response(StatusCode::OK, s.service_accounts.jwks());
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            Ok(r)
+        }
         ["healthz" | "livez", ..] => Ok((StatusCode::OK, "ok").into_response()),
         // Ready while every supervised task of the process runs (a task that panicked is
         // reported until it has run again for a while).

@@ -287,6 +287,19 @@ pub fn cluster_roles() -> Vec<Value> {
             )],
         ),
         cluster_role(
+            "system:service-account-issuer-discovery",
+            &[],
+            vec![urls(
+                &["get"],
+                &[
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                    "/openid/v1/jwks/",
+                ],
+            )],
+        ),
+        cluster_role(
             "system:monitoring",
             &[],
             vec![urls(
@@ -508,6 +521,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
                 ("Group", "system:authenticated"),
                 ("Group", "system:unauthenticated"),
             ],
+        ),
+        binding(
+            "system:service-account-issuer-discovery",
+            "system:service-account-issuer-discovery",
+            &[("Group", "system:serviceaccounts")],
         ),
         binding(
             "system:monitoring",
