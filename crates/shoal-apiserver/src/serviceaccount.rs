@@ -230,17 +230,11 @@ impl TokenIssuer {
             return Err(UnknownToken);
         }
         let live = |plural: &str, namespace: Option<&str>, r: &Ref| -> bool {
-            let Some(info) = shoal_api::resources::find("", "v1", plural) else {
-                return false;
-            };
-            cache
-                .resource(info)
-                .get(&info.storage_key(namespace, &r.name))
-                .is_some_and(|o| {
-                    let v = o.value();
-                    v.pointer("/metadata/uid").and_then(Value::as_str) == Some(r.uid.as_str())
-                        && v.pointer("/metadata/deletionTimestamp").is_none()
-                })
+            cached(cache, plural, namespace, &r.name).is_some_and(|o| {
+                let v = o.value();
+                v.pointer("/metadata/uid").and_then(Value::as_str) == Some(r.uid.as_str())
+                    && !crate::meta::is_deleting(v)
+            })
         };
         let alive = live("serviceaccounts", Some(ns), sa)
             && k.pod.as_ref().is_none_or(|r| live("pods", Some(ns), r))
@@ -290,12 +284,19 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3 && token.starts_with("ey")
 }
 
-fn object(cache: &WatchCache, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+/// The core/v1 object `plural` `ns/name` in the watch cache.
+fn cached(
+    cache: &WatchCache,
+    plural: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Option<std::sync::Arc<crate::cache::CachedObject>> {
     let info = shoal_api::resources::find("", "v1", plural)?;
-    cache
-        .resource(info)
-        .get(&info.storage_key(ns, name))
-        .map(|o| o.value().clone())
+    cache.resource(info).get(&info.storage_key(ns, name))
+}
+
+fn object(cache: &WatchCache, plural: &str, ns: Option<&str>, name: &str) -> Option<Value> {
+    cached(cache, plural, ns, name).map(|o| o.value().clone())
 }
 
 fn uid_of(v: &Value) -> String {

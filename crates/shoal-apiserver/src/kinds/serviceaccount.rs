@@ -36,16 +36,6 @@ fn automount(cache: &WatchCache, pod: &Value, ns: &str, account: &str) -> bool {
         .unwrap_or(true)
 }
 
-/// Five characters as Kubernetes' name generator picks them (no vowels, no look-alikes).
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    bytes[..5]
-        .iter()
-        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
-        .collect()
-}
-
 /// Adds the token volume and its mounts to a new pod (again on a retried admission: the
 /// volume it already has is reused).
 pub(super) fn admit_pod(cache: &WatchCache, pod: &mut Value) {
@@ -94,7 +84,7 @@ pub(super) fn admit_pod(cache: &WatchCache, pod: &mut Value) {
     let name = match existing {
         Some(n) => n,
         None => {
-            let name = format!("{VOLUME_PREFIX}{}", suffix());
+            let name = format!("{VOLUME_PREFIX}{}", crate::meta::random_suffix(5));
             if let Some(list) = volumes.as_array_mut() {
                 list.push(json!({
                     "name": name,
