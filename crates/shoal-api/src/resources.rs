@@ -15,6 +15,7 @@ pub enum Subresource {
     Eviction,
     Finalize,
     Token,
+    Approval,
 }
 
 impl Subresource {
@@ -31,6 +32,7 @@ impl Subresource {
             Subresource::Eviction => "eviction",
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
+            Subresource::Approval => "approval",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -53,7 +55,9 @@ impl Subresource {
     }
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Status | Subresource::Scale | Subresource::Approval => {
+                &["get", "patch", "update"]
+            }
             Subresource::Binding | Subresource::Eviction | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
@@ -77,6 +81,7 @@ const ALL_SUBRESOURCES: &[Subresource] = &[
     Subresource::Eviction,
     Subresource::Finalize,
     Subresource::Token,
+    Subresource::Approval,
 ];
 
 /// One served resource.
@@ -203,6 +208,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("apps", "DaemonSet", "daemonsets", "daemonset", ns: true, short: ["ds"], cat: ["all"], sub: [S::Status], fields: [], spec: true),
     res!("batch", "Job", "jobs", "job", ns: true, short: [], cat: ["all"], sub: [S::Status], fields: ["status.successful"], spec: true),
     res!("batch", "CronJob", "cronjobs", "cronjob", ns: true, short: ["cj"], cat: ["all"], sub: [S::Status], fields: [], spec: true),
+    res!("certificates.k8s.io", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", ns: false, short: ["csr"], cat: [], sub: [S::Status, S::Approval], fields: ["spec.signerName"], spec: true),
     res!("coordination.k8s.io", "Lease", "leases", "lease", ns: true, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("discovery.k8s.io", "EndpointSlice", "endpointslices", "endpointslice", ns: true, short: [], cat: [], sub: [], fields: ["addressType"], spec: false),
     res!("networking.k8s.io", "NetworkPolicy", "networkpolicies", "networkpolicy", ns: true, short: ["netpol"], cat: [], sub: [], fields: [], spec: true),

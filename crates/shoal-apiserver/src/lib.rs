@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 mod body;
 mod bootstrap;
+pub mod bootstraptoken;
 pub mod cache;
 pub mod canonical;
 mod compactor;
@@ -356,6 +357,9 @@ impl ApiServer {
         if let Some((_, u)) = self.tokens.iter().find(|(t, _)| auth::same_token(given, t)) {
             return Ok(Some(u.clone()));
         }
+        if let Some((id, secret)) = bootstraptoken::parse(given) {
+            return bootstraptoken::authenticate(&self.cache, id, secret).map(Some);
+        }
         if serviceaccount::looks_like_jwt(given) {
             return self
                 .service_accounts
@@ -363,6 +367,36 @@ impl ApiServer {
                 .map(Some);
         }
         Err(auth::UnknownToken)
+    }
+
+    /// Answers a TokenReview (`authentication.k8s.io/v1`): who the token of its spec is, as
+    /// this server authenticates it (how a kubelet checks the callers of its own API).
+    pub fn token_review(&self, mut review: serde_json::Value) -> serde_json::Value {
+        use serde_json::json;
+        let token = review
+            .pointer("/spec/token")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let mut headers = http::HeaderMap::new();
+        let user = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .ok()
+            .filter(|_| !token.is_empty())
+            .and_then(|v| {
+                headers.insert(http::header::AUTHORIZATION, v);
+                self.user_of(&headers, None).ok().flatten()
+            });
+        review["apiVersion"] = json!("authentication.k8s.io/v1");
+        review["kind"] = json!("TokenReview");
+        if !review.get("metadata").is_some_and(serde_json::Value::is_object) {
+            review["metadata"] = json!({});
+        }
+        review["metadata"]["creationTimestamp"] = serde_json::Value::Null;
+        review["status"] = match user {
+            Some(u) => json!({"authenticated": true, "user": u.to_json(),
+                "audiences": self.service_accounts.audiences()}),
+            None => json!({"user": {}, "error": "invalid bearer token"}),
+        };
+        review
     }
 
     /// [`Self::user_of`] for `req`, worked out once: the first middleware to ask leaves the

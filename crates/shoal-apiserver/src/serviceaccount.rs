@@ -165,6 +165,11 @@ impl TokenIssuer {
         &self.issuer
     }
 
+    /// The audiences tokens must name.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
     /// `/.well-known/openid-configuration`: the issuer's OIDC discovery document, as
     /// kube-apiserver serves it (for systems that verify the cluster's tokens themselves).
     pub fn openid_configuration(&self) -> Value {

@@ -20,8 +20,8 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
     #[error("invalid certificate or key in {path}")]
     Pem { path: PathBuf },
-    #[error("a client certificate holds at most two groups; bind the user to the others' roles")]
-    TooManyGroups,
+    #[error(transparent)]
+    Pki(#[from] shoal_pki::PkiError),
     #[error("invalid TLS configuration")]
     Rustls(#[from] rustls::Error),
 }
@@ -201,43 +201,20 @@ pub fn issue_client_certificate(
     groups: &[String],
     days: i64,
 ) -> Result<(String, String), TlsError> {
-    let ca_key_path = dir.join("ca.key");
-    let ca_key_pem = read(&ca_key_path)?.ok_or_else(|| TlsError::Io {
-        path: ca_key_path.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no cluster CA key"),
-    })?;
-    let issuer = Issuer::new(ca_params()?, KeyPair::from_pem(&ca_key_pem)?);
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, user);
-    // rcgen keeps one value per attribute type: the second group goes in as the same OID
-    // (2.5.4.10, organizationName) spelled as a custom type.
-    match groups {
-        [] => {}
-        [g] => params
-            .distinguished_name
-            .push(DnType::OrganizationName, g.as_str()),
-        [g, h] => {
-            params
-                .distinguished_name
-                .push(DnType::OrganizationName, g.as_str());
-            params
-                .distinguished_name
-                .push(DnType::CustomDnType(vec![2, 5, 4, 10]), h.as_str());
-        }
-        _ => return Err(TlsError::TooManyGroups),
-    }
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::DigitalSignature,
-        rcgen::KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + time::Duration::days(days);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    let signer = signer(dir)?;
+    let days = u64::try_from(days.max(1)).unwrap_or(1);
+    Ok(signer.issue_client(user, groups, std::time::Duration::from_secs(days * 86_400))?)
+}
+
+/// The cluster CA under `dir` as a signer of client certificates.
+pub fn signer(dir: &Path) -> Result<shoal_pki::Signer, TlsError> {
+    let missing = |path: PathBuf| TlsError::Io {
+        path,
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no cluster CA"),
+    };
+    let ca = read(&dir.join("ca.crt"))?.ok_or_else(|| missing(dir.join("ca.crt")))?;
+    let key = read(&dir.join("ca.key"))?.ok_or_else(|| missing(dir.join("ca.key")))?;
+    Ok(shoal_pki::Signer::new(&ca, &key)?)
 }
 
 pub use shoal_net::{PeerCertificate, serve};

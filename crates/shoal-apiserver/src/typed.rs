@@ -115,6 +115,7 @@ kinds! {
     "apps", "DaemonSet" => apps::v1::DaemonSet;
     "batch", "Job" => batch::v1::Job;
     "batch", "CronJob" => batch::v1::CronJob;
+    "certificates.k8s.io", "CertificateSigningRequest" => k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     "coordination.k8s.io", "Lease" => coordination::v1::Lease;
     "discovery.k8s.io", "EndpointSlice" => discovery::v1::EndpointSlice;
     "networking.k8s.io", "NetworkPolicy" => networking::v1::NetworkPolicy;

@@ -4,8 +4,10 @@
 //! Services ([`endpointslice`]), and the aggregation of ClusterRoles
 //! ([`clusterrole_aggregation`]), every namespace's `default` ServiceAccount
 //! ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), and the usage of
-//! ResourceQuotas ([`resourcequota`]).
+//! ResourceQuotas ([`resourcequota`]), and CertificateSigningRequests' approval and signing
+//! with the bootstrap tokens' cleaning ([`certificates`]).
 
+pub mod certificates;
 pub mod clusterrole_aggregation;
 pub mod cronjob;
 pub mod daemonset;
@@ -54,6 +56,9 @@ pub struct Config {
     /// The cluster CA (PEM) published to every namespace as `kube-root-ca.crt`
     /// (`--root-ca-file`); `None`: nothing is published.
     pub root_ca: Option<String>,
+    /// The CA approved CertificateSigningRequests are signed with; `None`: they are approved
+    /// but not signed.
+    pub signing: Option<certificates::Signing>,
 }
 
 impl Default for Config {
@@ -61,6 +66,7 @@ impl Default for Config {
         Self {
             node_monitor_grace_period: Duration::from_secs(40),
             root_ca: None,
+            signing: None,
         }
     }
 }
@@ -109,6 +115,12 @@ pub async fn run(
             Box::pin(rootca::run(c, config.root_ca.clone()))
         }),
         spawn("garbage-collector", |c, _| Box::pin(gc::run(c))),
+        spawn("csr", |c, config| {
+            Box::pin(certificates::run(c, config.signing.clone()))
+        }),
+        spawn("tokencleaner", |c, _| {
+            Box::pin(certificates::run_token_cleaner(c))
+        }),
         spawn("serviceaccount", |c, _| Box::pin(serviceaccount::run(c))),
         spawn("clusterrole-aggregation", |c, _| {
             Box::pin(clusterrole_aggregation::run(c))

@@ -14,7 +14,7 @@ use serde_json::json;
 use shoal_runtime::logs::parse_record;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// How often a followed log is checked for new lines.
@@ -23,11 +23,132 @@ const FOLLOW_POLL: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 struct AppState {
     kubelet: Arc<Kubelet>,
-    token: Option<String>,
+    auth: Arc<Auth>,
 }
 
-/// The router; requests must carry `Authorization: Bearer <token>` when `token` is set.
-pub fn router(kubelet: Arc<Kubelet>, token: Option<String>) -> Router {
+/// How the kubelet's API tells who calls it.
+pub enum Auth {
+    /// Anyone (tests).
+    Open,
+    /// Callers must send `Authorization: Bearer <token>` with this token (the API server's, when
+    /// the kubelet runs in its process).
+    Token(String),
+    /// As Kubernetes' kubelet with `--authentication-token-webhook` and
+    /// `--authorization-mode=Webhook`: the API server says who a bearer token is
+    /// (TokenReview) and whether that user may `get` the node's subresource the path is
+    /// (`nodes/proxy` for logs, `nodes/stats`, `nodes/metrics`: SubjectAccessReview). Answers
+    /// are kept for two minutes (denials for thirty seconds).
+    Webhook(Webhook),
+}
+
+pub struct Webhook {
+    client: kube::Client,
+    node: String,
+    answers: std::sync::Mutex<std::collections::HashMap<(String, &'static str), (Verdict, Instant)>>,
+}
+
+impl Webhook {
+    pub fn new(client: kube::Client, node: &str) -> Self {
+        Webhook {
+            client,
+            node: node.to_owned(),
+            answers: Default::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    Allowed,
+    Unauthenticated,
+    Forbidden(String),
+}
+
+const ALLOWED_TTL: Duration = Duration::from_secs(120);
+const DENIED_TTL: Duration = Duration::from_secs(30);
+
+impl Webhook {
+    async fn verdict(&self, token: &str, subresource: &'static str) -> Verdict {
+        let key = (token.to_owned(), subresource);
+        if let Some((v, at)) = self.answers.lock().expect("answers").get(&key).cloned() {
+            let ttl = if v == Verdict::Allowed {
+                ALLOWED_TTL
+            } else {
+                DENIED_TTL
+            };
+            if at.elapsed() < ttl {
+                return v;
+            }
+        }
+        let v = self.ask(token, subresource).await;
+        let mut answers = self.answers.lock().expect("answers");
+        if answers.len() > 10_000 {
+            answers.clear();
+        }
+        answers.insert(key, (v.clone(), Instant::now()));
+        v
+    }
+
+    async fn ask(&self, token: &str, subresource: &'static str) -> Verdict {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+        };
+        use kube::api::{Api, PostParams};
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let reviewed = Api::<TokenReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await;
+        let Some(user) = reviewed
+            .ok()
+            .and_then(|r| r.status)
+            .filter(|s| s.authenticated == Some(true))
+            .and_then(|s| s.user)
+        else {
+            return Verdict::Unauthenticated;
+        };
+        let sar = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: user.username.clone(),
+                groups: user.groups.clone(),
+                uid: user.uid.clone(),
+                extra: user.extra.clone(),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some("get".into()),
+                    resource: Some("nodes".into()),
+                    subresource: Some(subresource.into()),
+                    name: Some(self.node.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let allowed = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &sar)
+            .await
+            .ok()
+            .and_then(|r| r.status)
+            .is_some_and(|s| s.allowed);
+        if allowed {
+            Verdict::Allowed
+        } else {
+            Verdict::Forbidden(format!(
+                "Forbidden (user={}, verb=get, resource=nodes, subresource={subresource})",
+                user.username.unwrap_or_default()
+            ))
+        }
+    }
+}
+
+/// The router; who may call it is `auth`'s to say.
+pub fn router(kubelet: Arc<Kubelet>, auth: Auth) -> Router {
     Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
@@ -36,28 +157,45 @@ pub fn router(kubelet: Arc<Kubelet>, token: Option<String>) -> Router {
         .route("/healthz", axum::routing::get(healthz))
         .route("/stats/summary", axum::routing::get(stats_summary))
         .route("/metrics/resource", axum::routing::get(metrics_resource))
-        .with_state(AppState { kubelet, token })
+        .with_state(AppState {
+            kubelet,
+            auth: Arc::new(auth),
+        })
 }
 
-/// `None` if the request carries the kubelet's token (or none is required), else the 401.
-fn unauthorized(s: &AppState, headers: &HeaderMap) -> Option<Response> {
-    let token = s.token.as_ref()?;
+/// `None` if the caller may use the node's `subresource` (`proxy`, `stats`, `metrics`), else
+/// the 401 or 403.
+async fn unauthorized(
+    s: &AppState,
+    headers: &HeaderMap,
+    subresource: &'static str,
+) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    (given != Some(token.as_str())).then(|| {
-        status(
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let verdict = match (&*s.auth, given) {
+        (Auth::Open, _) => Verdict::Allowed,
+        (_, None) => Verdict::Unauthenticated,
+        (Auth::Token(t), Some(g)) if t == g => Verdict::Allowed,
+        (Auth::Token(_), Some(_)) => Verdict::Unauthenticated,
+        (Auth::Webhook(w), Some(g)) => w.verdict(g, subresource).await,
+    };
+    match verdict {
+        Verdict::Allowed => None,
+        Verdict::Unauthenticated => Some(status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Unauthorized".into(),
-        )
-    })
+        )),
+        Verdict::Forbidden(why) => Some(status(StatusCode::FORBIDDEN, "Forbidden", why)),
+    }
 }
 
 /// The Summary API (`stats/v1alpha1`): node and per-pod memory as the runtime measures it.
 async fn stats_summary(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(denied) = unauthorized(&s, &headers) {
+    if let Some(denied) = unauthorized(&s, &headers, "stats").await {
         return denied;
     }
     let body = crate::stats::summary(&s.kubelet).await;
@@ -70,7 +208,7 @@ async fn stats_summary(State(s): State<AppState>, headers: HeaderMap) -> Respons
 
 /// Resource metrics in Prometheus' text format, as metrics-server reads them.
 async fn metrics_resource(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    if let Some(denied) = unauthorized(&s, &headers) {
+    if let Some(denied) = unauthorized(&s, &headers, "metrics").await {
         return denied;
     }
     (
@@ -242,7 +380,7 @@ async fn container_logs(
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = unauthorized(&s, &headers) {
+    if let Some(denied) = unauthorized(&s, &headers, "proxy").await {
         return denied;
     }
     let k = s.kubelet.clone();

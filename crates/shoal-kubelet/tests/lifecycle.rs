@@ -118,7 +118,7 @@ async fn logs(n: &Node1, pod: &str) -> String {
     let req = http::Request::get(uri)
         .body(axum::body::Body::empty())
         .unwrap();
-    let resp = shoal_kubelet::server::router(n.kubelet.clone(), None)
+    let resp = shoal_kubelet::server::router(n.kubelet.clone(), shoal_kubelet::server::Auth::Open)
         .oneshot(req)
         .await
         .unwrap();

@@ -23,34 +23,55 @@ pub fn render(addr: SocketAddr, ca_pem: &str, token: &str) -> String {
 }
 
 pub fn write(path: &Path, addr: SocketAddr, ca_pem: &str, token: &str) -> std::io::Result<()> {
+    write_private(path, &render(addr, ca_pem, token))
+}
+
+/// Writes `content` to `path` (only its owner may read it), renamed into place.
+pub fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, render(addr, ca_pem, token))?;
+    std::fs::write(&tmp, content)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
     }
-    // Renamed into place so a reader never sees a half-written file.
     std::fs::rename(&tmp, path)
 }
 
-/// A kubeconfig for `user` with a client certificate, to the cluster of the admin kubeconfig
-/// `admin` (same server and CA).
-pub fn for_user(admin: &str, user: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<String> {
+/// A kubeconfig for `user` with the credentials `user_fields` (YAML lines under `user:`), to
+/// the cluster of the kubeconfig `admin` (same server and CA).
+fn to_cluster_of(admin: &str, user: &str, user_fields: &str) -> anyhow::Result<String> {
     let field = |key: &str| {
         admin
             .lines()
             .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_owned()))
-            .ok_or_else(|| anyhow::anyhow!("the admin kubeconfig has no {key}"))
+            .ok_or_else(|| anyhow::anyhow!("the kubeconfig has no {key}"))
     };
     let server = field("server:")?;
     let ca = field("certificate-authority-data:")?;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     // The user's name is quoted: it may hold characters YAML reads otherwise (`system:x`).
     let name = serde_json::to_string(user)?;
     Ok(format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: shoal\n  context:\n    cluster: shoal\n    user: {name}\n    namespace: default\ncurrent-context: shoal\n",
-        cert = b64(cert_pem),
-        key = b64(key_pem),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n{user_fields}contexts:\n- name: shoal\n  context:\n    cluster: shoal\n    user: {name}\n    namespace: default\ncurrent-context: shoal\n",
     ))
+}
+
+/// A kubeconfig for `user` with a client certificate, to the cluster of the kubeconfig
+/// `admin` (same server and CA).
+pub fn for_user(admin: &str, user: &str, cert_pem: &str, key_pem: &str) -> anyhow::Result<String> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    to_cluster_of(
+        admin,
+        user,
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(cert_pem),
+            b64(key_pem)
+        ),
+    )
+}
+
+/// A kubeconfig for `user` authenticating with a bearer token, to the cluster of `admin`.
+pub fn with_token(admin: &str, user: &str, token: &str) -> anyhow::Result<String> {
+    to_cluster_of(admin, user, &format!("    token: {token}\n"))
 }

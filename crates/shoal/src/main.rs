@@ -1,6 +1,7 @@
 //! `shoal`: the one binary. `shoal up` runs a single-node control plane; each component also
 //! runs alone as a subcommand.
 
+mod join;
 mod kubeconfig;
 mod node;
 mod policy;
@@ -194,9 +195,16 @@ enum Command {
     },
     /// Run a kubelet that joins the cluster of KUBECONFIG as a node.
     Kubelet {
-        /// The kubeconfig to reach the API server with (its token also guards the kubelet API).
+        /// The kubeconfig to reach the API server with. With `--bootstrap-kubeconfig`, where
+        /// the node's own credentials are written once it has joined. A bearer token in it
+        /// also guards the kubelet API; without one, the API server's reviews do.
         #[arg(long)]
         kubeconfig: PathBuf,
+        /// A kubeconfig with a bootstrap token (`shoal bootstrap-kubeconfig`): when
+        /// `--kubeconfig` holds no valid certificate yet, the kubelet asks for one through a
+        /// CertificateSigningRequest and writes it there.
+        #[arg(long)]
+        bootstrap_kubeconfig: Option<PathBuf>,
         /// Where the node keeps images, compiled components, pod volumes and logs.
         #[arg(long, env = "SHOAL_DATA_DIR")]
         data_dir: Option<PathBuf>,
@@ -257,6 +265,18 @@ enum Command {
     /// Run an admission policy offline: `test` prints its verdict, `bench` its latency.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Create a bootstrap token and print a kubeconfig holding it, with which a kubelet joins
+    /// (`shoal kubelet --bootstrap-kubeconfig`).
+    BootstrapKubeconfig {
+        /// An admin kubeconfig of the cluster (default: the data directory's).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// How long the token may be used, as `24h` or `30m`; it is deleted after.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+        #[arg(long, env = "SHOAL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Print a kubeconfig for a user (a client certificate signed by the cluster CA, user =
     /// CN, groups = O), ready for `kubectl --kubeconfig`; what the user may do is RBAC's.
     Kubeconfig {
@@ -285,6 +305,27 @@ struct ControllerArgs {
     /// without it, the CA of the kubeconfig (`shoal up`: the cluster's own).
     #[arg(long)]
     root_ca_file: Option<PathBuf>,
+    /// The CA certificate (PEM) approved CertificateSigningRequests are signed with (`shoal
+    /// up`: the cluster's own).
+    #[arg(long, requires = "cluster_signing_key_file")]
+    cluster_signing_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    cluster_signing_key_file: Option<PathBuf>,
+    /// The longest a signed certificate is valid, as `8760h` or `30m`.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    cluster_signing_duration: std::time::Duration,
+}
+
+/// A duration such as `8760h`, `1h30m` or `90s`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 24h or 90s: {e}"))?;
+    std::time::Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} must be a positive duration"))
 }
 
 impl ControllerArgs {
@@ -300,9 +341,23 @@ impl ControllerArgs {
             ),
             None => None,
         };
+        let signing = match (&self.cluster_signing_cert_file, &self.cluster_signing_key_file) {
+            (Some(cert), Some(key)) => {
+                let read = |f: &PathBuf| {
+                    std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))
+                };
+                Some(shoal_controllers::certificates::Signing {
+                    ca_pem: read(cert)?,
+                    key_pem: read(key)?,
+                    duration: self.cluster_signing_duration,
+                })
+            }
+            _ => None,
+        };
         Ok(shoal_controllers::Config {
             node_monitor_grace_period: grace,
             root_ca,
+            signing,
         })
     }
 }
@@ -802,7 +857,44 @@ async fn run_apiserver(
             // Pods resolve through the kube-dns address of this cluster's Service range.
             args.cluster_dns
                 .get_or_insert_with(|| service_range.dns_host().into());
-            let client = node::client_from(&kubeconfig).await?;
+            // Each component with its own identity, as kubeadm sets a cluster up: a client
+            // certificate per component, in a kubeconfig of its own.
+            let signer = shoal_apiserver::tls::signer(&dir.join("pki"))
+                .context("cannot read the cluster CA")?;
+            controllers
+                .signing
+                .get_or_insert_with(|| shoal_controllers::certificates::Signing {
+                    ca_pem: pki.ca_pem.clone(),
+                    key_pem: std::fs::read_to_string(dir.join("pki").join("ca.key"))
+                        .unwrap_or_default(),
+                    duration: std::time::Duration::from_secs(365 * 86_400),
+                });
+            let admin = std::fs::read_to_string(&kubeconfig)?;
+            let identity = |file: &str, user: &str, groups: &[String]| -> anyhow::Result<PathBuf> {
+                let (cert, key) =
+                    signer.issue_client(user, groups, std::time::Duration::from_secs(365 * 86_400))?;
+                let path = dir.join(file);
+                kubeconfig::write_private(&path, &kubeconfig::for_user(&admin, user, &cert, &key)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(path)
+            };
+            let node_name = args.node_name.clone().unwrap_or_else(node::host_name);
+            args.node_name = Some(node_name.clone());
+            let scheduler_client =
+                node::client_from(&identity("scheduler.conf", "system:kube-scheduler", &[])?)
+                    .await?;
+            let controllers_client = node::client_from(&identity(
+                "controller-manager.conf",
+                "system:kube-controller-manager",
+                &[],
+            )?)
+            .await?;
+            let kubelet_client = node::client_from(&identity(
+                "kubelet.conf",
+                &format!("system:node:{node_name}"),
+                &["system:nodes".to_owned()],
+            )?)
+            .await?;
             let scheduling = shoal_scheduler::Config {
                 plugins: Some(shoal_scheduler::wasm::PluginConfig {
                     host,
@@ -811,13 +903,13 @@ async fn run_apiserver(
                 supervisor: supervisor.clone(),
             };
             tokio::spawn(run_scheduler(
-                client.clone(),
+                scheduler_client,
                 scheduling,
                 leader.clone(),
                 token.clone(),
             ));
             tokio::spawn(run_controllers(
-                client.clone(),
+                controllers_client,
                 controllers,
                 supervisor.clone(),
                 leader,
@@ -825,11 +917,11 @@ async fn run_apiserver(
             ));
             Some(
                 node::start_kubelet(
-                    client,
+                    kubelet_client,
                     Some(pki.token.clone()),
                     &args,
                     &dir,
-                    true,
+                    Some(node::client_from(&kubeconfig).await?),
                     supervisor,
                     token.clone(),
                 )
@@ -861,7 +953,7 @@ async fn run_kubelet(
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let supervisor = shoal_supervisor::Supervisor::new();
     let kubelet =
-        node::start_kubelet(client, token, &args, &dir, false, supervisor, shutdown).await?;
+        node::start_kubelet(client, token, &args, &dir, None, supervisor, shutdown).await?;
     let _ = kubelet.await;
     println!("Shoal kubelet stopped");
     Ok(())
@@ -894,9 +986,28 @@ async fn main() -> anyhow::Result<()> {
         Command::Apiserver { server, plugins } => run_apiserver(server, plugins, None).await,
         Command::Kubelet {
             kubeconfig,
+            bootstrap_kubeconfig,
             data_dir,
             kubelet,
-        } => run_kubelet(&kubeconfig, data_dir, kubelet).await,
+        } => {
+            if let Some(b) = &bootstrap_kubeconfig
+                && !join::has_valid_certificate(&kubeconfig)
+            {
+                let node = kubelet.node_name.clone().unwrap_or_else(node::host_name);
+                join::bootstrap(b, &kubeconfig, &node).await?;
+            }
+            run_kubelet(&kubeconfig, data_dir, kubelet).await
+        }
+        Command::BootstrapKubeconfig {
+            kubeconfig,
+            ttl,
+            data_dir,
+        } => {
+            let admin = kubeconfig
+                .unwrap_or_else(|| data_dir.unwrap_or_else(default_data_dir).join("kubeconfig"));
+            print!("{}", join::bootstrap_kubeconfig(&admin, ttl).await?);
+            Ok(())
+        }
         Command::Scheduler {
             kubeconfig,
             plugins,

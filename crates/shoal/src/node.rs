@@ -124,13 +124,13 @@ fn import_samples(images: &ImageStore, dir: &Path) -> anyhow::Result<Vec<String>
 }
 
 /// Starts a kubelet on `data_dir/kubelet` talking to the API server through `client`; its
-/// HTTPS API accepts `token`. Returns once it has registered; it runs until `shutdown`.
+/// HTTPS API accepts `token` or, without one, whom the API server's reviews allow. Returns once it has registered; it runs until `shutdown`.
 pub async fn start_kubelet(
     client: kube::Client,
     token: Option<String>,
     args: &KubeletArgs,
     data_dir: &Path,
-    control_plane_here: bool,
+    addons: Option<kube::Client>,
     supervisor: shoal_supervisor::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -178,7 +178,7 @@ pub async fn start_kubelet(
         config.memory_bytes = m.0;
     }
     config.kube_reserved = args.kube_reserved.unwrap_or(Reserved {
-        memory_bytes: if control_plane_here {
+        memory_bytes: if addons.is_some() {
             1 << 30
         } else {
             256 << 20
@@ -223,8 +223,9 @@ pub async fn start_kubelet(
     let network = shoal_proxy::network::NodeNetwork::default();
     runtime.set_network(Arc::new(network.clone()));
     let dns_ip = config.cluster_dns.expect("set above");
-    if control_plane_here {
-        // The cluster's DNS add-on, as kube-dns runs in kube-system on Kubernetes.
+    if let Some(installer) = &addons {
+        // The cluster's DNS add-on, as kube-dns runs in kube-system on Kubernetes (published
+        // by the installer's identity, not the node's).
         let (udp, tcp) = shoal_proxy::dns::bind(args.node_ip, args.cluster_dns_port)
             .await
             .with_context(|| {
@@ -234,7 +235,7 @@ pub async fn start_kubelet(
                 )
             })?;
         let at = tcp.local_addr()?;
-        shoal_proxy::dns::publish(&client, dns_ip, at)
+        shoal_proxy::dns::publish(installer, dns_ip, at)
             .await
             .context("cannot publish the kube-dns Service")?;
         tokio::spawn(shoal_proxy::dns::serve(
@@ -265,7 +266,16 @@ pub async fn start_kubelet(
         },
     );
     let kubelet = Kubelet::new(config, client, Arc::new(runtime), supervisor);
-    let app = shoal_kubelet::server::router(kubelet.clone(), token);
+    // The API server's own token when it runs in this process; else its TokenReviews and
+    // SubjectAccessReviews say who may call.
+    let auth = match token {
+        Some(t) => shoal_kubelet::server::Auth::Token(t),
+        None => shoal_kubelet::server::Auth::Webhook(shoal_kubelet::server::Webhook::new(
+            kubelet.client.clone(),
+            &node_name,
+        )),
+    };
+    let app = shoal_kubelet::server::router(kubelet.clone(), auth);
     tokio::spawn(shoal_net::serve(listener, app, Some(tls), shutdown.clone()));
     println!("Shoal kubelet running node {node_name}");
     Ok(tokio::spawn(async move {

@@ -15,6 +15,50 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "certificates.k8s.io",
+        kinds: &["CertificateSigningRequest"],
+        columns: &[
+            NAME,
+            AGE,
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("RequestedDuration", "string", 0),
+            ("Condition", "string", 0),
+        ],
+        cells: |o, now| {
+            let has = |t: &str| {
+                arr(o, "/status/conditions")
+                    .iter()
+                    .any(|c| s(c, "/type") == t)
+            };
+            let mut condition = if has("Denied") {
+                "Denied".to_owned()
+            } else if has("Approved") {
+                "Approved".to_owned()
+            } else {
+                "Pending".to_owned()
+            };
+            if has("Failed") {
+                condition.push_str(",Failed");
+            }
+            if !s(o, "/status/certificate").is_empty() {
+                condition.push_str(",Issued");
+            }
+            let duration = match o.pointer("/spec/expirationSeconds").and_then(Value::as_i64) {
+                Some(secs) => super::human_duration(secs),
+                None => "<none>".into(),
+            };
+            vec![
+                name(o),
+                created(o, now),
+                json!(s(o, "/spec/signerName")),
+                json!(s(o, "/spec/username")),
+                json!(duration),
+                json!(condition),
+            ]
+        },
+    },
+    Printer {
         group: "coordination.k8s.io",
         kinds: &["Lease"],
         columns: &[NAME, ("Holder", "string", 0), AGE],

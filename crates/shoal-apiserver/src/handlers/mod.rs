@@ -154,6 +154,10 @@ async fn route(
         ["apis", g] => discovery::group(catalog, g)
             .map(|v| value_response(StatusCode::OK, &v))
             .ok_or_else(|| StatusError::path_not_found().into()),
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if method == Method::POST => {
+            let review = crate::body::decode_object(content_type(headers), &body)?;
+            Ok(value_response(StatusCode::CREATED, &s.token_review(review)))
+        }
         [
             "apis",
             g @ ("authorization.k8s.io" | "authentication.k8s.io"),

@@ -109,9 +109,18 @@ pub(super) async fn resource(
             .await?;
             Ok(value_response(StatusCode::CREATED, &issued))
         }
-        (Method::PUT, Some(n), None | Some(Subresource::Status) | Some(Subresource::Finalize)) => {
+        (
+            Method::PUT,
+            Some(n),
+            None
+            | Some(Subresource::Status)
+            | Some(Subresource::Finalize)
+            | Some(Subresource::Approval),
+        ) => {
             let obj = crate::body::decode_as(info.kind, content_type(headers), &body)?;
-            let sub = t.subresource.filter(|s| *s == Subresource::Status);
+            let sub = t
+                .subresource
+                .filter(|s| matches!(s, Subresource::Status | Subresource::Approval));
             Ok(written(
                 info,
                 reg.update(
@@ -136,7 +145,10 @@ pub(super) async fn resource(
         (
             Method::PATCH,
             Some(n),
-            sub @ (None | Some(Subresource::Status) | Some(Subresource::Scale)),
+            sub @ (None
+            | Some(Subresource::Status)
+            | Some(Subresource::Scale)
+            | Some(Subresource::Approval)),
         ) => {
             let ct = content_type(headers);
             let kind = PatchType::from_content_type(ct)

@@ -5,6 +5,7 @@
 //! every kind and asks [`strategy`] for the differences; a new kind's rules are a new file here
 //! and a line in [`strategy`].
 
+pub(crate) mod certificates;
 mod config;
 pub(crate) mod crd;
 pub(crate) mod defaulting;
@@ -118,6 +119,11 @@ pub trait Strategy: Sync {
 
     /// Turns an object written through any served version into its storage version.
     fn to_storage(&self, _o: &mut Value) {}
+
+    /// Adjusts an update (`sub`: the subresource written) after the server's own fields are
+    /// carried over from `old`: what a write through this path may not change goes back to
+    /// what it was (a CertificateSigningRequest's spec, or its approval through `status`).
+    fn prepare_update(&self, _sub: Option<Subresource>, _old: &Value, _new: &mut Value) {}
 
     /// Fills in what a new object gets from the server (a Job's selector from its uid).
     fn prepare_create(&self, _o: &mut Value) {}
@@ -237,6 +243,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         }
         (shoal_api::policy::GROUP, "SchedulerPlugin") => &policy::SCHEDULER_PLUGIN,
         (crate::crd::GROUP, "CustomResourceDefinition") => &crd::CRD,
+        (certificates::GROUP, "CertificateSigningRequest") => &certificates::CSR,
         (crate::rbac::GROUP, "Role" | "ClusterRole") => &rbac::ROLE,
         (crate::rbac::GROUP, "RoleBinding" | "ClusterRoleBinding") => &rbac::BINDING,
         _ => match crate::crd::custom(info) {

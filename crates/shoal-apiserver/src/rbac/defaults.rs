@@ -18,6 +18,13 @@ fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> Value {
     json!({"verbs": verbs, "apiGroups": groups, "resources": resources})
 }
 
+/// A rule for the objects of `resources` named `names` only.
+fn named_rule(verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]) -> Value {
+    let mut r = rule(verbs, groups, resources);
+    r["resourceNames"] = json!(names);
+    r
+}
+
 fn urls(verbs: &[&str], urls: &[&str]) -> Value {
     json!({"verbs": verbs, "nonResourceURLs": urls})
 }
@@ -350,6 +357,14 @@ pub fn cluster_roles() -> Vec<Value> {
                     ],
                 ),
                 rule(&["delete"], &[""], &["pods"]),
+                // Volume binding: the node picked for a WaitForFirstConsumer claim.
+                rule(
+                    &["patch", "update"],
+                    &[""],
+                    &["persistentvolumeclaims", "persistentvolumes"],
+                ),
+                // Shoal's scheduler plugins may load their modules from ConfigMaps.
+                rule(READ, &[""], &["configmaps"]),
                 rule(&["create"], &[""], &["bindings", "pods/binding"]),
                 rule(&["patch", "update"], &[""], &["pods/status"]),
                 rule(READ, &["apps"], &["replicasets", "statefulsets"]),
@@ -407,6 +422,94 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["subjectaccessreviews"],
                 ),
                 rule(READ, &["*"], &["*"]),
+                // The garbage collector and the namespace controller remove objects of every
+                // kind, as Kubernetes' generic-garbage-collector and namespace-controller do.
+                rule(
+                    &["patch", "update", "delete", "deletecollection"],
+                    &["*"],
+                    &["*"],
+                ),
+                // ClusterRole aggregation writes rules the controller does not hold itself.
+                rule(&["escalate"], &[GROUP], &["clusterroles"]),
+                // The CSR approving and signing controllers.
+                rule(
+                    &["update"],
+                    &["certificates.k8s.io"],
+                    &[
+                        "certificatesigningrequests/approval",
+                        "certificatesigningrequests/status",
+                    ],
+                ),
+                named_rule(
+                    &["approve", "sign"],
+                    &["certificates.k8s.io"],
+                    &["signers"],
+                    &[
+                        shoal_pki::CLIENT_SIGNER,
+                        shoal_pki::KUBELET_CLIENT_SIGNER,
+                    ],
+                ),
+            ],
+        ),
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["create", "get", "list", "watch"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["create"],
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-approver",
+            &[],
+            vec![named_rule(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &[shoal_pki::CLIENT_SIGNER],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+            &[],
+            vec![named_rule(
+                &["approve"],
+                &["certificates.k8s.io"],
+                &["signers"],
+                &[shoal_pki::KUBELET_CLIENT_SIGNER],
+            )],
+        ),
+        cluster_role(
+            "system:shoal:local-path-provisioner",
+            &[],
+            vec![
+                rule(READ, &[""], &["persistentvolumeclaims"]),
+                rule(&["patch", "update"], &[""], &["persistentvolumeclaims"]),
+                rule(
+                    &["create", "delete", "get", "list", "watch", "patch", "update"],
+                    &[""],
+                    &["persistentvolumes"],
+                ),
+                rule(READ, &["storage.k8s.io"], &["storageclasses"]),
             ],
         ),
         cluster_role(
@@ -423,7 +526,14 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["", "events.k8s.io"],
                     &["events"],
                 ),
-                rule(READ, &[""], &["pods", "services", "endpoints"]),
+                // Pods, Services and endpoints for the node's proxy and DNS, namespaces and
+                // NetworkPolicies for its policy enforcement.
+                rule(
+                    READ,
+                    &[""],
+                    &["pods", "services", "endpoints", "namespaces"],
+                ),
+                rule(READ, &["networking.k8s.io"], &["networkpolicies"]),
                 rule(&["create", "delete"], &[""], &["pods"]),
                 rule(&["patch", "update"], &[""], &["pods/status"]),
                 rule(&["create"], &[""], &["pods/eviction"]),
@@ -546,6 +656,28 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:node-proxier",
             "system:node-proxier",
             &[("User", "system:kube-proxy")],
+        ),
+        // What kubeadm binds for joining nodes: bootstrap tokens may ask for a kubelet
+        // certificate, which the approval controller approves; a node may renew its own.
+        binding(
+            "shoal:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", crate::bootstraptoken::GROUP)],
+        ),
+        binding(
+            "shoal:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", crate::bootstraptoken::GROUP)],
+        ),
+        binding(
+            "shoal:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", super::node::NODES_GROUP)],
+        ),
+        binding(
+            "shoal:local-path-provisioner",
+            "system:shoal:local-path-provisioner",
+            &[("Group", super::node::NODES_GROUP)],
         ),
     ]
 }

@@ -7,6 +7,7 @@
 //! of a refusal.
 
 pub mod defaults;
+pub mod node;
 pub mod review;
 
 use crate::auth::UserInfo;
@@ -311,6 +312,11 @@ pub fn authorize(cache: &WatchCache, user: &UserInfo, req: &RequestInfo) -> Deci
             reason: String::new(),
         };
     }
+    // Kubernetes' chain: the Node authorizer, then RBAC.
+    let node = node::authorize(cache, user, req);
+    if let Some(d) = node.as_ref().filter(|d| d.allowed) {
+        return d.clone();
+    }
     let namespace = req
         .resource
         .as_ref()
@@ -331,10 +337,10 @@ pub fn authorize(cache: &WatchCache, user: &UserInfo, req: &RequestInfo) -> Deci
         },
         None => Decision {
             allowed: false,
-            reason: if errors.is_empty() {
-                String::new()
-            } else {
-                format!("RBAC: [{}]", errors.join(", "))
+            reason: match node {
+                Some(d) if !d.reason.is_empty() => d.reason,
+                _ if errors.is_empty() => String::new(),
+                _ => format!("RBAC: [{}]", errors.join(", ")),
             },
         },
     }

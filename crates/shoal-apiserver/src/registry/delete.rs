@@ -46,6 +46,9 @@ impl Registry {
                 .into());
             }
             strategy.check_delete(info, &current.value)?;
+            if let Some(user) = &opts.user {
+                crate::rbac::node::restrict(user, info, None, &current.value)?;
+            }
             let attrs = crate::admission::Attributes {
                 info,
                 sub: None,

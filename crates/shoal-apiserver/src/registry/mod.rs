@@ -258,6 +258,17 @@ impl Registry {
         if let (None, Some(user)) = (r.sub, &opts.user) {
             crate::rbac::check_write(&self.cache, info, user, o)?;
         }
+        if let Some(user) = &opts.user {
+            crate::rbac::node::restrict(user, info, r.sub, o)?;
+        }
+        if info.group == kinds::certificates::GROUP
+            && let Some(user) = &opts.user
+        {
+            if r.sub.is_none() && old.is_none() {
+                kinds::certificates::set_requester(o, user);
+            }
+            kinds::certificates::admit(&self.cache, r.sub, user, o, old)?;
+        }
         if r.sub.is_none() && strategy.admits_from_fresh_cache() {
             self.cache.sync().await?;
         }
@@ -323,12 +334,14 @@ impl Registry {
     /// Turns `new` (a full object for the main resource or a subresource) into what is stored,
     /// given the stored `old`.
     fn prepare_update(&self, r: &ObjectRef<'_>, old: &Value, mut new: Value) -> Value {
-        if r.sub == Some(Subresource::Status) {
+        let strategy = kinds::strategy(r.info);
+        if matches!(r.sub, Some(Subresource::Status | Subresource::Approval)) {
             // A status write changes status only.
             let mut out = old.clone();
             if let Some(st) = new.get("status") {
                 out["status"] = st.clone();
             }
+            strategy.prepare_update(r.sub, old, &mut out);
             return out;
         }
         let old_meta = meta::meta(old).clone();
@@ -369,6 +382,7 @@ impl Registry {
                 .unwrap_or(1);
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
+        strategy.prepare_update(r.sub, old, &mut new);
         new
     }
 

@@ -160,6 +160,9 @@ impl Registry {
         let pod = self
             .read_existing(&ObjectRef::new(info, Some(ns), name))
             .await?;
+        if let Some(user) = &opts.user {
+            crate::rbac::node::restrict(user, info, Some(Subresource::Eviction), &pod.value)?;
+        }
         let ready = pod
             .value
             .pointer("/status/conditions")

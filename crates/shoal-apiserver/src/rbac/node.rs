@@ -1,0 +1,217 @@
+//! Kubernetes' Node authorizer and NodeRestriction admission: a kubelet (`system:node:NAME` in
+//! `system:nodes`) reads only the Secrets, ConfigMaps, PersistentVolumeClaims and
+//! PersistentVolumes of the pods bound to its node and asks tokens only for their service
+//! accounts; everything else it may do is the `system:node` role's rules, which are not bound
+//! to anyone but applied here. It writes only its own Node and Lease, the status of its own
+//! pods, and deletes or evicts only its own pods.
+
+use super::{Decision, json_rule_allows};
+use crate::auth::UserInfo;
+use crate::cache::WatchCache;
+use crate::request::RequestInfo;
+use serde_json::Value;
+use shoal_api::StatusError;
+use std::sync::OnceLock;
+
+pub const NODES_GROUP: &str = "system:nodes";
+const NODE_PREFIX: &str = "system:node:";
+
+/// The node a user is the kubelet of.
+pub fn node_of(user: &UserInfo) -> Option<&str> {
+    let name = user.username.strip_prefix(NODE_PREFIX)?;
+    (!name.is_empty() && user.groups.iter().any(|g| g == NODES_GROUP)).then_some(name)
+}
+
+/// The rules of the `system:node` role, read once.
+fn node_rules() -> &'static [Value] {
+    static RULES: OnceLock<Vec<Value>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        super::defaults::cluster_roles()
+            .into_iter()
+            .find(|r| crate::meta::name(r) == "system:node")
+            .and_then(|r| r.get("rules").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+    })
+}
+
+fn pods_on<'a>(
+    cache: &'a WatchCache,
+    namespace: &str,
+    node: &'a str,
+) -> impl Iterator<Item = Value> + 'a {
+    let info = shoal_api::resources::find("", "v1", "pods").expect("pods are served");
+    cache
+        .resource(info)
+        .list(&info.namespace_prefix(Some(namespace)), None)
+        .into_iter()
+        .map(|o| o.value().clone())
+        .filter(move |p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
+    v.pointer(ptr).and_then(Value::as_str)
+}
+
+fn items<'a>(v: &'a Value, ptr: &str) -> impl Iterator<Item = &'a Value> {
+    v.pointer(ptr).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The names of the objects of `resource` a pod refers to.
+fn references(pod: &Value, resource: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |name: Option<&str>| {
+        if let Some(n) = name.filter(|n| !n.is_empty()) {
+            out.push(n.to_owned());
+        }
+    };
+    match resource {
+        "secrets" | "configmaps" => {
+            let (vol, field, key_ref, from) = if resource == "secrets" {
+                ("secret", "/secretName", "secretKeyRef", "secretRef")
+            } else {
+                ("configMap", "/name", "configMapKeyRef", "configMapRef")
+            };
+            for v in items(pod, "/spec/volumes") {
+                add(str_at(v, &format!("/{vol}{field}")));
+                for s in items(v, "/projected/sources") {
+                    add(str_at(s, &format!("/{vol}/name")));
+                }
+            }
+            for list in ["containers", "initContainers", "ephemeralContainers"] {
+                for c in items(pod, &format!("/spec/{list}")) {
+                    for e in items(c, "/env") {
+                        add(str_at(e, &format!("/valueFrom/{key_ref}/name")));
+                    }
+                    for e in items(c, "/envFrom") {
+                        add(str_at(e, &format!("/{from}/name")));
+                    }
+                }
+            }
+            if resource == "secrets" {
+                for s in items(pod, "/spec/imagePullSecrets") {
+                    add(str_at(s, "/name"));
+                }
+            }
+        }
+        "persistentvolumeclaims" => {
+            for v in items(pod, "/spec/volumes") {
+                add(str_at(v, "/persistentVolumeClaim/claimName"));
+            }
+        }
+        "serviceaccounts" => add(Some(
+            str_at(pod, "/spec/serviceAccountName").unwrap_or("default"),
+        )),
+        _ => {}
+    }
+    out
+}
+
+/// Whether a pod bound to `node` refers to the object `req` names.
+fn related(cache: &WatchCache, node: &str, req: &RequestInfo) -> bool {
+    let Some(r) = &req.resource else {
+        return false;
+    };
+    if r.resource == "persistentvolumes" {
+        // A volume is the node's when a claim of one of its pods is bound to it.
+        let claims = shoal_api::resources::find("", "v1", "persistentvolumeclaims")
+            .expect("claims are served");
+        return cache
+            .resource(claims)
+            .list(&claims.namespace_prefix(None), None)
+            .iter()
+            .map(|c| c.value())
+            .filter(|c| str_at(c, "/spec/volumeName") == Some(r.name.as_str()))
+            .any(|c| {
+                let ns = str_at(c, "/metadata/namespace").unwrap_or("");
+                let name = crate::meta::name(c);
+                pods_on(cache, ns, node)
+                    .any(|p| references(&p, "persistentvolumeclaims").iter().any(|n| n == name))
+            });
+    }
+    pods_on(cache, &r.namespace, node).any(|p| references(&p, &r.resource).contains(&r.name))
+}
+
+/// The Node authorizer's decision for a kubelet's request; `None` for anyone else.
+pub fn authorize(cache: &WatchCache, user: &UserInfo, req: &RequestInfo) -> Option<Decision> {
+    let node = node_of(user)?;
+    let Some(r) = &req.resource else {
+        return Some(rules_decision(req));
+    };
+    let graph = match (r.group.as_str(), r.resource.as_str(), r.subresource.as_str()) {
+        ("", "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes", "") => {
+            req.verb == "get"
+        }
+        ("", "serviceaccounts", "token") => req.verb == "create",
+        ("", "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes", _)
+        | ("", "serviceaccounts", _) => {
+            return Some(Decision {
+                allowed: false,
+                reason: format!("node '{node}' cannot {} this object", req.verb),
+            });
+        }
+        _ => return Some(rules_decision(req)),
+    };
+    let allowed = graph && !r.name.is_empty() && related(cache, node, req);
+    Some(Decision {
+        allowed,
+        reason: if allowed {
+            String::new()
+        } else {
+            format!("no relationship found between node '{node}' and this object")
+        },
+    })
+}
+
+fn rules_decision(req: &RequestInfo) -> Decision {
+    let allowed = node_rules().iter().any(|rule| json_rule_allows(rule, req));
+    Decision {
+        allowed,
+        reason: String::new(),
+    }
+}
+
+fn refuse(message: String) -> StatusError {
+    StatusError::forbidden(message)
+}
+
+/// NodeRestriction: what a kubelet may write. `o` is the object written (the stored one for
+/// a delete), `subresource` the path's.
+pub fn restrict(
+    user: &UserInfo,
+    info: &shoal_api::ResourceInfo,
+    subresource: Option<shoal_api::Subresource>,
+    o: &Value,
+) -> Result<(), StatusError> {
+    let Some(node) = node_of(user) else {
+        return Ok(());
+    };
+    let name = crate::meta::name(o);
+    match (info.group, info.kind) {
+        ("", "Node") if name != node => Err(refuse(format!(
+            "node {node:?} is not allowed to modify node {name:?}"
+        ))),
+        ("coordination.k8s.io", "Lease")
+            if str_at(o, "/metadata/namespace") == Some("kube-node-lease") && name != node =>
+        {
+            Err(refuse(format!(
+                "node {node:?} can only access node lease with the same name as the requesting node"
+            )))
+        }
+        ("", "Pod") => {
+            let bound = str_at(o, "/spec/nodeName").unwrap_or("");
+            if bound == node {
+                return Ok(());
+            }
+            Err(refuse(match subresource {
+                Some(shoal_api::Subresource::Status) => format!(
+                    "node {node:?} can only update pod status for pods with spec.nodeName set to itself"
+                ),
+                Some(shoal_api::Subresource::Eviction) => {
+                    format!("node {node:?} can only evict pods with spec.nodeName set to itself")
+                }
+                _ => format!("node {node:?} can only modify pods with spec.nodeName set to itself"),
+            }))
+        }
+        _ => Ok(()),
+    }
+}
