@@ -3,6 +3,7 @@
 mod admission;
 mod durability;
 mod etcd_cluster;
+mod identities;
 mod kube_client;
 mod kubectl;
 mod kubelet;

@@ -16,8 +16,7 @@ pub const GROUP: &str = "system:bootstrappers";
 
 fn token_chars(s: &str, len: usize) -> bool {
     s.len() == len
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 

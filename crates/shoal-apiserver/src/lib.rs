@@ -387,7 +387,10 @@ impl ApiServer {
             });
         review["apiVersion"] = json!("authentication.k8s.io/v1");
         review["kind"] = json!("TokenReview");
-        if !review.get("metadata").is_some_and(serde_json::Value::is_object) {
+        if !review
+            .get("metadata")
+            .is_some_and(serde_json::Value::is_object)
+        {
             review["metadata"] = json!({});
         }
         review["metadata"]["creationTimestamp"] = serde_json::Value::Null;

@@ -116,11 +116,11 @@ async fn reconcile(
         .and_then(|s| s.certificate.as_ref())
         .is_some_and(|c| !c.0.is_empty());
     let signer_name = csr.spec.signer_name.as_str();
-    let ours = signer_name == shoal_pki::CLIENT_SIGNER
-        || signer_name == shoal_pki::KUBELET_CLIENT_SIGNER;
-    let Some((signer, longest)) = signer.filter(|_| {
-        ours && has(&csr, "Approved") && !has(&csr, "Failed") && !issued
-    }) else {
+    let ours =
+        signer_name == shoal_pki::CLIENT_SIGNER || signer_name == shoal_pki::KUBELET_CLIENT_SIGNER;
+    let Some((signer, longest)) =
+        signer.filter(|_| ours && has(&csr, "Approved") && !has(&csr, "Failed") && !issued)
+    else {
         return Ok(Action::await_change());
     };
     let mut signed = (*csr).clone();

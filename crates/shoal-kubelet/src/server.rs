@@ -41,10 +41,13 @@ pub enum Auth {
     Webhook(Webhook),
 }
 
+/// Answers already had: per (token, subresource), the verdict and when it came.
+type Answers = std::collections::HashMap<(String, &'static str), (Verdict, Instant)>;
+
 pub struct Webhook {
     client: kube::Client,
     node: String,
-    answers: std::sync::Mutex<std::collections::HashMap<(String, &'static str), (Verdict, Instant)>>,
+    answers: std::sync::Mutex<Answers>,
 }
 
 impl Webhook {

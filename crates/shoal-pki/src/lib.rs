@@ -199,9 +199,7 @@ fn set_usages(params: &mut CertificateParams, usages: &[String]) -> Result<()> {
             "server auth" => (None, Some(ExtendedKeyUsagePurpose::ServerAuth)),
             "client auth" => (None, Some(ExtendedKeyUsagePurpose::ClientAuth)),
             "code signing" => (None, Some(ExtendedKeyUsagePurpose::CodeSigning)),
-            "email protection" | "s/mime" => {
-                (None, Some(ExtendedKeyUsagePurpose::EmailProtection))
-            }
+            "email protection" | "s/mime" => (None, Some(ExtendedKeyUsagePurpose::EmailProtection)),
             "timestamping" => (None, Some(ExtendedKeyUsagePurpose::TimeStamping)),
             "ocsp signing" => (None, Some(ExtendedKeyUsagePurpose::OcspSigning)),
             other if USAGES.contains(&other) => (None, None),
@@ -231,7 +229,9 @@ impl Signer {
         let key = KeyPair::from_pem(ca_key_pem)?;
         let (_, block) =
             x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).map_err(|_| PkiError::NotPem)?;
-        let cert = block.parse_x509().map_err(|e| PkiError::Ca(e.to_string()))?;
+        let cert = block
+            .parse_x509()
+            .map_err(|e| PkiError::Ca(e.to_string()))?;
         let ca_not_after = cert.validity().not_after.to_datetime();
         let issuer = Issuer::from_ca_cert_pem(ca_pem, key)?;
         Ok(Signer {
@@ -257,14 +257,21 @@ impl Signer {
     /// Signs a PEM certificate request with the usages its `CertificateSigningRequest` names,
     /// valid for `lifetime` (and no longer than the CA): the certificate's PEM. The subject
     /// and alternative names are the request's; its other extensions are dropped.
-    pub fn sign(&self, request_pem: &[u8], usages: &[String], lifetime: Duration) -> Result<String> {
+    pub fn sign(
+        &self,
+        request_pem: &[u8],
+        usages: &[String],
+        lifetime: Duration,
+    ) -> Result<String> {
         let wanted = parse_request(request_pem)?;
         let der = request_der(request_pem)?;
         let parsed = CertificateSigningRequestParams::from_der(&der.into())
             .map_err(|e| PkiError::Request(e.to_string()))?;
         let mut params = CertificateParams::new(wanted.dns_names.clone())?;
         for ip in &wanted.ip_addresses {
-            params.subject_alt_names.push(rcgen::SanType::IpAddress(*ip));
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress(*ip));
         }
         subject(&mut params, &wanted.common_name, &wanted.organizations)?;
         set_usages(&mut params, usages)?;
@@ -424,8 +431,11 @@ mod tests {
         assert!(check_kubelet_client(&req("alice", &["system:nodes"]), &usages).is_err());
         assert!(check_kubelet_client(&req("system:node:a", &["system:masters"]), &usages).is_err());
         assert!(
-            check_kubelet_client(&req("system:node:a", &["system:nodes"]), &["server auth".into()])
-                .is_err()
+            check_kubelet_client(
+                &req("system:node:a", &["system:nodes"]),
+                &["server auth".into()]
+            )
+            .is_err()
         );
         assert!(parse_request(b"not a request").is_err());
     }

@@ -472,7 +472,9 @@ impl Drop for SimulatedNodes {
     }
 }
 
-/// A second node: `shoal kubelet` joining a cluster through its kubeconfig.
+/// A second node: `shoal kubelet` joining a cluster as a kubelet does, with a bootstrap token
+/// (`shoal bootstrap-kubeconfig`) through a CertificateSigningRequest; it then works as
+/// `system:node:NAME`.
 pub struct Node {
     child: Child,
     pub name: String,
@@ -491,10 +493,25 @@ impl Node {
         guest("hello");
         let dir = tempfile::tempdir()?;
         let net = NodeNet::new();
-        let mut child = Command::new(shoal_bin())
-            .arg("kubelet")
+        let bootstrap = Command::new(shoal_bin())
+            .arg("bootstrap-kubeconfig")
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
+            .args(["--ttl", "1h"])
+            .output()
+            .context("running shoal bootstrap-kubeconfig")?;
+        anyhow::ensure!(
+            bootstrap.status.success(),
+            "shoal bootstrap-kubeconfig failed: {}",
+            String::from_utf8_lossy(&bootstrap.stderr)
+        );
+        std::fs::write(dir.path().join("bootstrap.conf"), &bootstrap.stdout)?;
+        let mut child = Command::new(shoal_bin())
+            .arg("kubelet")
+            .arg("--bootstrap-kubeconfig")
+            .arg(dir.path().join("bootstrap.conf"))
+            .arg("--kubeconfig")
+            .arg(dir.path().join("kubelet.conf"))
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--node-name", name, "--kubelet-port", "0"])
@@ -532,6 +549,13 @@ impl Node {
             net,
             _dir: dir,
         })
+    }
+}
+
+impl Node {
+    /// The node's own kubeconfig (its client certificate), written when it joined.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self._dir.path().join("kubelet.conf")
     }
 }
 

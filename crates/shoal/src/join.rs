@@ -3,7 +3,9 @@
 //! bootstrapping does) and the bootstrap kubeconfigs `shoal bootstrap-kubeconfig` hands out.
 
 use anyhow::Context;
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use kube::api::{Api, PostParams};
 use std::path::Path;
 use std::time::Duration;
@@ -89,15 +91,18 @@ pub async fn bootstrap(bootstrap: &Path, kubeconfig: &Path, node: &str) -> anyho
     let config = crate::kubeconfig::for_user(&text, &user, &cert, &key)?;
     crate::kubeconfig::write_private(kubeconfig, &config)
         .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
-    println!("Node {node} joined: its credentials are in {}", kubeconfig.display());
+    println!(
+        "Node {node} joined: its credentials are in {}",
+        kubeconfig.display()
+    );
     Ok(())
 }
 
 /// Creates a bootstrap token valid for `ttl` with the admin kubeconfig `admin` and returns a
 /// kubeconfig that joins a kubelet with it.
 pub async fn bootstrap_kubeconfig(admin: &Path, ttl: Duration) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(admin).with_context(|| format!("cannot read {}", admin.display()))?;
+    let text = std::fs::read_to_string(admin)
+        .with_context(|| format!("cannot read {}", admin.display()))?;
     let client = crate::node::client_from(admin).await?;
     let (token, secret) = shoal_controllers::certificates::new_bootstrap_token(ttl, &[]);
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, "kube-system")

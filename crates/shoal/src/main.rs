@@ -341,10 +341,14 @@ impl ControllerArgs {
             ),
             None => None,
         };
-        let signing = match (&self.cluster_signing_cert_file, &self.cluster_signing_key_file) {
+        let signing = match (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) {
             (Some(cert), Some(key)) => {
                 let read = |f: &PathBuf| {
-                    std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))
                 };
                 Some(shoal_controllers::certificates::Signing {
                     ca_pem: read(cert)?,
@@ -871,8 +875,11 @@ async fn run_apiserver(
                 });
             let admin = std::fs::read_to_string(&kubeconfig)?;
             let identity = |file: &str, user: &str, groups: &[String]| -> anyhow::Result<PathBuf> {
-                let (cert, key) =
-                    signer.issue_client(user, groups, std::time::Duration::from_secs(365 * 86_400))?;
+                let (cert, key) = signer.issue_client(
+                    user,
+                    groups,
+                    std::time::Duration::from_secs(365 * 86_400),
+                )?;
                 let path = dir.join(file);
                 kubeconfig::write_private(&path, &kubeconfig::for_user(&admin, user, &cert, &key)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;

@@ -178,11 +178,7 @@ pub async fn start_kubelet(
         config.memory_bytes = m.0;
     }
     config.kube_reserved = args.kube_reserved.unwrap_or(Reserved {
-        memory_bytes: if addons.is_some() {
-            1 << 30
-        } else {
-            256 << 20
-        },
+        memory_bytes: if addons.is_some() { 1 << 30 } else { 256 << 20 },
         ..Default::default()
     });
     config.system_reserved = args.system_reserved;

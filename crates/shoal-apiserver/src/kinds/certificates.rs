@@ -118,7 +118,10 @@ impl Strategy for CsrStrategy {
                     shoal_pki::USAGES,
                 ));
             } else if usages[..i].contains(u) {
-                out.push(Cause::duplicate(format!("spec.usages[{i}]"), format!("{u:?}")));
+                out.push(Cause::duplicate(
+                    format!("spec.usages[{i}]"),
+                    format!("{u:?}"),
+                ));
             }
         }
         if let Some(secs) = o.pointer("/spec/expirationSeconds").and_then(Value::as_i64)
@@ -223,10 +226,16 @@ impl Strategy for CsrStrategy {
             .chain(rest_from.iter().filter(|c| !is_approval(c)))
             .cloned()
             .collect();
-        if sub == Some(Subresource::Approval)
-            && let Some(cert) = old.pointer("/status/certificate")
-        {
-            new["status"]["certificate"] = cert.clone();
+        if sub == Some(Subresource::Approval) {
+            // The certificate is the signer's, written through `status`.
+            match old.pointer("/status/certificate") {
+                Some(cert) => new["status"]["certificate"] = cert.clone(),
+                None => {
+                    if let Some(st) = new.get_mut("status").and_then(Value::as_object_mut) {
+                        st.remove("certificate");
+                    }
+                }
+            }
         }
         if merged.is_empty() {
             if let Some(st) = new.get_mut("status").and_then(Value::as_object_mut) {
@@ -329,4 +338,52 @@ pub fn admit(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(conditions: Value, cert: Option<&str>) -> Value {
+        let mut o = json!({"spec": {"signerName": "example.com/x", "username": "bob"},
+            "status": {"conditions": conditions}});
+        if let Some(c) = cert {
+            o["status"]["certificate"] = json!(c);
+        }
+        o
+    }
+
+    #[test]
+    fn approval_and_status_each_write_only_their_own_part() {
+        let old = csr(json!([]), None);
+        // Through approval: the Approved condition goes in; a certificate does not, nor a
+        // changed spec.
+        let mut new = csr(
+            json!([{"type": "Approved", "status": "True"}, {"type": "Failed", "status": "True"}]),
+            Some("Y2VydA=="),
+        );
+        new["spec"]["username"] = json!("mallory");
+        CSR.prepare_update(Some(Subresource::Approval), &old, &mut new);
+        assert_eq!(new["spec"]["username"], "bob");
+        assert_eq!(new["status"]["conditions"].as_array().unwrap().len(), 1);
+        assert_eq!(new["status"]["conditions"][0]["type"], "Approved");
+        assert!(new["status"].get("certificate").is_none());
+        // Through status: the approval stays as it was, the rest is the writer's.
+        let approved = new.clone();
+        let mut st = csr(
+            json!([{"type": "Failed", "status": "True"}]),
+            Some("Y2VydA=="),
+        );
+        CSR.prepare_update(Some(Subresource::Status), &approved, &mut st);
+        let types: Vec<&str> = conditions(&st).iter().map(condition_type).collect();
+        assert_eq!(types, ["Approved", "Failed"]);
+        // Removing an approval is refused.
+        let mut out = Vec::new();
+        CSR.validate_update(&csr(json!([]), None), &approved, &mut out);
+        assert!(
+            out[0]
+                .to_line()
+                .contains("may not remove a condition of type \"Approved\"")
+        );
+    }
 }

@@ -444,10 +444,7 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["approve", "sign"],
                     &["certificates.k8s.io"],
                     &["signers"],
-                    &[
-                        shoal_pki::CLIENT_SIGNER,
-                        shoal_pki::KUBELET_CLIENT_SIGNER,
-                    ],
+                    &[shoal_pki::CLIENT_SIGNER, shoal_pki::KUBELET_CLIENT_SIGNER],
                 ),
             ],
         ),
@@ -503,11 +500,17 @@ pub fn cluster_roles() -> Vec<Value> {
             &[],
             vec![
                 rule(READ, &[""], &["persistentvolumeclaims"]),
-                rule(&["patch", "update"], &[""], &["persistentvolumeclaims"]),
                 rule(
-                    &["create", "delete", "get", "list", "watch", "patch", "update"],
+                    &["patch", "update"],
                     &[""],
-                    &["persistentvolumes"],
+                    &["persistentvolumeclaims", "persistentvolumeclaims/status"],
+                ),
+                rule(
+                    &[
+                        "create", "delete", "get", "list", "watch", "patch", "update",
+                    ],
+                    &[""],
+                    &["persistentvolumes", "persistentvolumes/status"],
                 ),
                 rule(READ, &["storage.k8s.io"], &["storageclasses"]),
             ],

@@ -53,7 +53,10 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
 }
 
 fn items<'a>(v: &'a Value, ptr: &str) -> impl Iterator<Item = &'a Value> {
-    v.pointer(ptr).and_then(Value::as_array).into_iter().flatten()
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
 }
 
 /// The names of the objects of `resource` a pod refers to.
@@ -124,8 +127,11 @@ fn related(cache: &WatchCache, node: &str, req: &RequestInfo) -> bool {
             .any(|c| {
                 let ns = str_at(c, "/metadata/namespace").unwrap_or("");
                 let name = crate::meta::name(c);
-                pods_on(cache, ns, node)
-                    .any(|p| references(&p, "persistentvolumeclaims").iter().any(|n| n == name))
+                pods_on(cache, ns, node).any(|p| {
+                    references(&p, "persistentvolumeclaims")
+                        .iter()
+                        .any(|n| n == name)
+                })
             });
     }
     pods_on(cache, &r.namespace, node).any(|p| references(&p, &r.resource).contains(&r.name))
@@ -137,16 +143,25 @@ pub fn authorize(cache: &WatchCache, user: &UserInfo, req: &RequestInfo) -> Opti
     let Some(r) = &req.resource else {
         return Some(rules_decision(req));
     };
-    let graph = match (r.group.as_str(), r.resource.as_str(), r.subresource.as_str()) {
+    let graph = match (
+        r.group.as_str(),
+        r.resource.as_str(),
+        r.subresource.as_str(),
+    ) {
         ("", "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes", "") => {
             req.verb == "get"
         }
         ("", "serviceaccounts", "token") => req.verb == "create",
+        // A claim's or volume's status, as the kubelet reports a resize.
+        ("", "persistentvolumeclaims" | "persistentvolumes", "status") => {
+            matches!(req.verb.as_str(), "get" | "patch" | "update")
+        }
+        // Anything else on these is RBAC's to allow (no role bound to nodes does).
         ("", "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes", _)
         | ("", "serviceaccounts", _) => {
             return Some(Decision {
                 allowed: false,
-                reason: format!("node '{node}' cannot {} this object", req.verb),
+                reason: String::new(),
             });
         }
         _ => return Some(rules_decision(req)),
@@ -213,5 +228,62 @@ pub fn restrict(
             }))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_pod_refers_to_the_objects_its_volumes_env_and_pull_secrets_name() {
+        let pod = json!({"spec": {
+            "serviceAccountName": "robot",
+            "imagePullSecrets": [{"name": "pull"}],
+            "volumes": [
+                {"name": "a", "secret": {"secretName": "vol"}},
+                {"name": "b", "configMap": {"name": "cfg"}},
+                {"name": "c", "projected": {"sources": [
+                    {"configMap": {"name": "kube-root-ca.crt"}},
+                    {"secret": {"name": "proj"}},
+                    {"serviceAccountToken": {"path": "token"}}]}},
+                {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init-env"}}]}],
+            "containers": [{"name": "m", "env": [
+                {"name": "X", "valueFrom": {"secretKeyRef": {"name": "key", "key": "k"}}},
+                {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "cm-key", "key": "k"}}}]}]}});
+        let mut secrets = references(&pod, "secrets");
+        secrets.sort();
+        assert_eq!(secrets, ["init-env", "key", "proj", "pull", "vol"]);
+        let mut maps = references(&pod, "configmaps");
+        maps.sort();
+        assert_eq!(maps, ["cfg", "cm-key", "kube-root-ca.crt"]);
+        assert_eq!(references(&pod, "persistentvolumeclaims"), ["data"]);
+        assert_eq!(references(&pod, "serviceaccounts"), ["robot"]);
+        assert_eq!(
+            references(&json!({"spec": {}}), "serviceaccounts"),
+            ["default"]
+        );
+    }
+
+    #[test]
+    fn only_members_of_system_nodes_are_nodes() {
+        let user = |name: &str, groups: &[&str]| UserInfo {
+            username: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        assert_eq!(node_of(&user("system:node:a", &[NODES_GROUP])), Some("a"));
+        assert_eq!(node_of(&user("system:node:a", &["other"])), None);
+        assert_eq!(node_of(&user("system:node:", &[NODES_GROUP])), None);
+        assert_eq!(node_of(&user("alice", &[NODES_GROUP])), None);
+        let refused = restrict(
+            &user("system:node:a", &[NODES_GROUP]),
+            shoal_api::resources::find("", "v1", "nodes").unwrap(),
+            None,
+            &json!({"metadata": {"name": "b"}}),
+        );
+        assert!(refused.is_err());
     }
 }
