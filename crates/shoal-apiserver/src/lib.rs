@@ -22,6 +22,8 @@ mod discovery;
 pub mod encryption;
 mod error;
 pub mod flowcontrol;
+#[cfg(test)]
+mod fuzz;
 pub mod handlers;
 mod kinds;
 mod kubelet_proxy;
