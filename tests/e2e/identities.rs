@@ -88,6 +88,37 @@ fn a_kubelet_joins_through_a_csr_and_reads_only_the_secrets_of_its_own_pods() {
             .contains("can only modify pods with spec.nodeName set to itself"),
         "{delete:?}"
     );
+    // It asks tokens only for its own pods.
+    let unbound = as_node(&["create", "token", "default"]);
+    assert!(
+        String::from_utf8_lossy(&unbound.stderr)
+            .contains("node requested token not bound to a pod"),
+        "{unbound:?}"
+    );
+    let elsewhere = as_node(&[
+        "create",
+        "token",
+        "default",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "there",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&elsewhere.stderr)
+            .contains("bound to a pod scheduled on a different node"),
+        "{elsewhere:?}"
+    );
+    let own = as_node(&[
+        "create",
+        "token",
+        "default",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "here",
+    ]);
+    assert!(own.status.success(), "{own:?}");
     // Its pods' logs still come through the API server, which the node's kubelet API now
     // checks with TokenReview and SubjectAccessReview.
     eventually("logs of the pod on node-2", || {

@@ -319,6 +319,7 @@ pub async fn token_request(
     ns: &str,
     name: &str,
     request: Value,
+    user: Option<&UserInfo>,
 ) -> ApiResult<Value> {
     let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
     let expiration = match spec.get("expirationSeconds") {
@@ -370,6 +371,12 @@ pub async fn token_request(
         ..Default::default()
     };
     let bound = spec.get("boundObjectRef").filter(|b| !b.is_null());
+    if let (None, Some(node)) = (bound, user.and_then(crate::rbac::node::node_of)) {
+        return Err(StatusError::forbidden(format!(
+            "node requested token not bound to a pod (node {node:?})"
+        ))
+        .into());
+    }
     if let Some(b) = bound {
         let kind = b.get("kind").and_then(Value::as_str).unwrap_or("");
         let api_version = b.get("apiVersion").and_then(Value::as_str).unwrap_or("v1");
@@ -393,6 +400,22 @@ pub async fn token_request(
                     .ok_or_else(|| StatusError::not_found(plural, "", target))?
             }
         };
+        // NodeRestriction: a node asks tokens only for the pods bound to it.
+        if let Some(node) = user.and_then(crate::rbac::node::node_of) {
+            let on = found.pointer("/spec/nodeName").and_then(Value::as_str);
+            if kind != "Pod" {
+                return Err(StatusError::forbidden(format!(
+                    "node requested token not bound to a pod (node {node:?})"
+                ))
+                .into());
+            }
+            if on != Some(node) {
+                return Err(StatusError::forbidden(format!(
+                    "node requested token bound to a pod scheduled on a different node (node {node:?})"
+                ))
+                .into());
+            }
+        }
         let uid = uid_of(&found);
         if let Some(want) = b
             .get("uid")

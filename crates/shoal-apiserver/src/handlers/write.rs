@@ -105,6 +105,7 @@ pub(super) async fn resource(
                 ns.unwrap_or("default"),
                 n,
                 request,
+                user.map(|u| u.as_ref()),
             )
             .await?;
             Ok(value_response(StatusCode::CREATED, &issued))
