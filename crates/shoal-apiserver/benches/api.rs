@@ -140,11 +140,20 @@ async fn auth_cost(client: &HttpClient) {
         uid: "1001".into(),
         groups: vec!["dev".into(), "system:authenticated".into()],
     };
+    // A kubelet: the Node authorizer decides its Secret reads from the pods bound to it.
+    let node_user = shoal_apiserver::auth::UserInfo {
+        username: "system:node:n1".into(),
+        uid: String::new(),
+        groups: vec!["system:nodes".into(), "system:authenticated".into()],
+    };
     let server = ApiServer::start(
         Arc::new(shoal_store::memory::MemoryStore::new()),
         shoal_apiserver::Options {
             token: Some("admin-token".into()),
-            tokens: vec![("alice-token".into(), alice)],
+            tokens: vec![
+                ("alice-token".into(), alice),
+                ("node-token".into(), node_user),
+            ],
             ..Default::default()
         },
     )
@@ -269,6 +278,42 @@ async fn auth_cost(client: &HttpClient) {
             elapsed,
             lat,
         );
+    }
+    // The Node authorizer: a node reads the Secret of one of its pods, among `pods` pods of
+    // the namespace bound to it (each looked at per request), against the admin reading it.
+    let pods = 1_000;
+    post(
+        format!("{base}/api/v1/namespaces/bench/secrets"),
+        serde_json::json!({"metadata": {"name": "mine"}, "data": {"k": "dg=="}}),
+    )
+    .await;
+    for i in 0..pods {
+        let secret = if i == pods - 1 { "mine" } else { "other" };
+        post(
+            format!("{base}/api/v1/namespaces/bench/pods"),
+            serde_json::json!({"metadata": {"name": format!("p{i}")}, "spec": {
+                "nodeName": "n1", "automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": "shoal.local/hello:latest"}],
+                "volumes": [{"name": "s", "secret": {"secretName": secret}}]}}),
+        )
+        .await;
+    }
+    println!("the Node authorizer: GET of a Secret its pod uses, {pods} pods on the node");
+    let url = format!("{base}/api/v1/namespaces/bench/secrets/mine");
+    for round in 0..2 {
+        for (who, token) in [("admin", "admin-token"), ("node", "node-token")] {
+            let u = url.clone();
+            let (elapsed, lat) = as_user(client, token, clients, gets / 4, move |_| {
+                ("GET", u.clone(), Vec::new())
+            })
+            .await;
+            report(
+                &format!("GET secret as {who} #{round}"),
+                lat.len(),
+                elapsed,
+                lat,
+            );
+        }
     }
     stop.cancel();
 }

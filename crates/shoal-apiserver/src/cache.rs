@@ -33,6 +33,9 @@ pub struct CachedObject {
     pub body: Bytes,
     pub revision: i64,
     value: OnceLock<Value>,
+    /// One view derived from the object, worked out on first use and dropped with it (the
+    /// Node authorizer's summary of what a pod refers to).
+    derived: OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Objects stored before objects were kept in Kubernetes' field order begin with this; their
@@ -162,6 +165,7 @@ impl CachedObject {
             body,
             revision,
             value,
+            derived: OnceLock::new(),
         }
     }
 
@@ -175,6 +179,17 @@ impl CachedObject {
     }
 
     /// The object, parsed on first use.
+    /// The view `make` derives from the object, made once; `None` if this object's view was
+    /// made as another type (each kind has one user).
+    pub fn derived<T: std::any::Any + Send + Sync>(
+        &self,
+        make: impl FnOnce(&Value) -> T,
+    ) -> Option<&T> {
+        self.derived
+            .get_or_init(|| Box::new(make(self.value())))
+            .downcast_ref::<T>()
+    }
+
     pub fn value(&self) -> &Value {
         self.value.get_or_init(|| {
             // The bytes were produced by us, from stored bytes checked at the prefix; a parse

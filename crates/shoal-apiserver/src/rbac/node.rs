@@ -34,18 +34,48 @@ fn node_rules() -> &'static [Value] {
     })
 }
 
-fn pods_on<'a>(
-    cache: &'a WatchCache,
-    namespace: &str,
-    node: &'a str,
-) -> impl Iterator<Item = Value> + 'a {
+/// What a pod refers to, worked out once per stored version of it (kept with the cached
+/// object), so a kubelet's read looks at names, not at pod specs.
+#[derive(Debug, Default)]
+struct PodRefs {
+    node: String,
+    secrets: Vec<String>,
+    configmaps: Vec<String>,
+    claims: Vec<String>,
+    service_account: String,
+}
+
+impl PodRefs {
+    fn of(pod: &Value) -> Self {
+        PodRefs {
+            node: str_at(pod, "/spec/nodeName").unwrap_or("").to_owned(),
+            secrets: references(pod, "secrets"),
+            configmaps: references(pod, "configmaps"),
+            claims: references(pod, "persistentvolumeclaims"),
+            service_account: references(pod, "serviceaccounts").pop().unwrap_or_default(),
+        }
+    }
+
+    fn names(&self, resource: &str) -> &[String] {
+        match resource {
+            "secrets" => &self.secrets,
+            "configmaps" => &self.configmaps,
+            "persistentvolumeclaims" => &self.claims,
+            "serviceaccounts" => std::slice::from_ref(&self.service_account),
+            _ => &[],
+        }
+    }
+}
+
+/// Whether a pod of `namespace` bound to `node` refers to `name` of `resource`.
+fn a_pod_on(cache: &WatchCache, namespace: &str, node: &str, resource: &str, name: &str) -> bool {
     let info = shoal_api::resources::find("", "v1", "pods").expect("pods are served");
     cache
         .resource(info)
         .list(&info.namespace_prefix(Some(namespace)), None)
-        .into_iter()
-        .map(|o| o.value().clone())
-        .filter(move |p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node))
+        .iter()
+        .filter_map(|p| p.derived(PodRefs::of))
+        .any(|r| r.node == node && r.names(resource).iter().any(|n| n == name))
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
@@ -127,14 +157,10 @@ fn related(cache: &WatchCache, node: &str, req: &RequestInfo) -> bool {
             .any(|c| {
                 let ns = str_at(c, "/metadata/namespace").unwrap_or("");
                 let name = crate::meta::name(c);
-                pods_on(cache, ns, node).any(|p| {
-                    references(&p, "persistentvolumeclaims")
-                        .iter()
-                        .any(|n| n == name)
-                })
+                a_pod_on(cache, ns, node, "persistentvolumeclaims", name)
             });
     }
-    pods_on(cache, &r.namespace, node).any(|p| references(&p, &r.resource).contains(&r.name))
+    a_pod_on(cache, &r.namespace, node, &r.resource, &r.name)
 }
 
 /// The Node authorizer's decision for a kubelet's request; `None` for anyone else.
