@@ -103,6 +103,76 @@ fn pod_security_levels_refuse_and_warn_in_kubernetes_words() {
     });
 }
 
+#[test]
+fn pod_security_defaults_and_exemptions_come_from_the_admission_configuration() {
+    let dir = crate::kubectl::tempfile_dir();
+    let config = crate::kubectl::write(
+        dir.path(),
+        "admission.yaml",
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults:\n      enforce: baseline\n      enforce-version: latest\n    exemptions:\n      namespaces: [tools]\n      usernames: [ops]\n",
+    );
+    let tokens = crate::kubectl::write(
+        dir.path(),
+        "tokens.csv",
+        "ops-token-0123456789,ops,1,\"system:masters\"\n",
+    );
+    let c = Cluster::start_with(&[
+        "--admission-control-config-file",
+        &config,
+        "--token-auth-file",
+        &tokens,
+    ])
+    .unwrap();
+    for ns in ["locked", "tools"] {
+        c.ok(&["create", "namespace", ns]);
+    }
+    // An unlabelled namespace gets the default level...
+    let err = refused(&c, PRIVILEGED_POD);
+    assert!(
+        err.contains("violates PodSecurity \"baseline:latest\": privileged (container \"c\" must not set securityContext.privileged=true)"),
+        "{err}"
+    );
+    // ...which its own label overrides; an exempt namespace or user is not checked.
+    c.ok(&[
+        "label",
+        "namespace",
+        "locked",
+        "pod-security.kubernetes.io/enforce=privileged",
+    ]);
+    c.apply(PRIVILEGED_POD);
+    c.apply(&PRIVILEGED_POD.replace("namespace: locked", "namespace: tools"));
+    c.ok(&["create", "namespace", "plain"]);
+    let as_ops = c.kubectl_with(
+        &["--token", "ops-token-0123456789", "apply", "-f", "-"],
+        Some(&PRIVILEGED_POD.replace("namespace: locked", "namespace: plain")),
+        &[],
+    );
+    assert!(as_ops.status.success(), "{as_ops:?}");
+    // A configuration that does not parse stops the server with the field named.
+    let bad = crate::kubectl::write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: pod-security.admission.config.k8s.io/v1\nkind: PodSecurityConfiguration\ndefaults:\n  enforce: strict\n",
+    );
+    let out = std::process::Command::new(shoal_testkit::shoal_bin())
+        .args([
+            "apiserver",
+            "--admission-control-config-file",
+            &bad,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("bad-server"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("defaults.enforce: Unsupported value: \"strict\""),
+        "{out:?}"
+    );
+}
+
 fn pod(name: &str, ns: &str, cpu: Option<&str>) -> String {
     let resources = cpu
         .map(|c| format!("\n    resources: {{requests: {{cpu: {c}}}}}"))

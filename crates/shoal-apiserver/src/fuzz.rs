@@ -1,6 +1,7 @@
 //! Fuzz targets for what the API server decodes from the outside: bearer tokens (bootstrap
 //! tokens and ServiceAccount JWTs), client certificates' and certificate requests' subjects,
-//! the static token file, the audit policy, the encryption configuration, request bodies
+//! the static token file, the audit policy (and the admission configuration), the encryption
+//! configuration, request bodies
 //! (JSON, YAML, protobuf), label and field selectors, quantities and the three patch types.
 //! None of them may panic, whatever the bytes.
 //!
@@ -178,6 +179,9 @@ fn audit_policy() {
     bolero::check!().for_each(|bytes: &[u8]| {
         let _ = crate::audit::Policy::parse(text(bytes));
         let _ = crate::audit::Policy::parse(&compose(bytes, YAML_WORDS));
+        // The admission configuration (Pod Security's defaults and exemptions) too.
+        let _ = crate::admission::podsecurity::Config::parse(text(bytes));
+        let _ = crate::admission::podsecurity::Config::parse(&compose(bytes, YAML_WORDS));
     });
 }
 

@@ -7,7 +7,7 @@
 //!
 //! Start at [`ApiServer::start`] and [`router`]; requests enter at [`handlers::dispatch`].
 
-mod admission;
+pub mod admission;
 mod apply;
 pub mod audit;
 pub mod auth;
@@ -79,6 +79,8 @@ pub struct Options {
     /// Signs and verifies ServiceAccount tokens (`--service-account-signing-key-file`);
     /// `None`: a key of the server's own, lost when it stops (tests).
     pub service_accounts: Option<Arc<serviceaccount::TokenIssuer>>,
+    /// The PodSecurity plugin's defaults and exemptions (`--admission-control-config-file`).
+    pub pod_security: admission::podsecurity::Config,
 }
 
 /// The API server's shared state.
@@ -135,6 +137,7 @@ impl ApiServer {
             registry: registry::Registry {
                 network: options.services,
                 encrypted,
+                pod_security: options.pod_security,
                 ..registry::Registry::new(store, cache.clone())
             },
             cache,

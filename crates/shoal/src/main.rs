@@ -83,6 +83,11 @@ struct ServerArgs {
     /// users, each by its bearer token; what they may do is RBAC's.
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// An AdmissionConfiguration (`apiserver.config.k8s.io/v1`) whose `PodSecurity` plugin
+    /// holds a PodSecurityConfiguration: the levels of namespaces without labels and the
+    /// users, RuntimeClasses and namespaces exempt.
+    #[arg(long)]
+    admission_control_config_file: Option<PathBuf>,
     /// An `audit.k8s.io/v1` Policy; without it the built-in one (nothing for health checks,
     /// metadata only for Secrets and ConfigMaps, request bodies for other writes).
     #[arg(long)]
@@ -803,6 +808,15 @@ async fn run_apiserver(
         None => Vec::new(),
     };
     let service_accounts = service_account_issuer(&args, &dir)?;
+    let pod_security = match &args.admission_control_config_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            shoal_apiserver::admission::podsecurity::Config::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+        }
+        None => Default::default(),
+    };
     let options = shoal_apiserver::Options {
         token: Some(pki.token.clone()),
         service_accounts: Some(service_accounts),
@@ -822,6 +836,7 @@ async fn run_apiserver(
             args.max_requests_inflight,
             args.max_mutating_requests_inflight,
         )),
+        pod_security,
     };
     let server = ApiServer::start(store, options)
         .await

@@ -6,6 +6,11 @@
 //! API server's log: Shoal's audit events carry no annotations yet). A level that is not one of
 //! the three counts as `restricted`, as Kubernetes fails closed. Labelling a namespace with an
 //! `enforce` level its pods violate warns about them.
+//!
+//! The cluster-wide [`Config`] (a `PodSecurityConfiguration`, in the AdmissionConfiguration
+//! file of `--admission-control-config-file`) sets the levels of namespaces without labels
+//! (`defaults`) and exempts requests by user, by RuntimeClass or by namespace (`exemptions`), as
+//! Kubernetes' does.
 
 use crate::cache::WatchCache;
 use serde_json::Value;
@@ -37,11 +42,105 @@ impl Level {
     }
 }
 
-/// A mode's level and version (`restricted:latest`), from the namespace's labels.
-fn policy(labels: &serde_json::Map<String, Value>, mode: &str) -> Option<(Level, String)> {
-    let level = labels.get(&format!("{PREFIX}{mode}"))?.as_str()?;
+/// The PodSecurity plugin's configuration (`pod-security.admission.config.k8s.io/v1`
+/// `PodSecurityConfiguration`): the levels of namespaces that do not say, and who is exempt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// `enforce`, `audit`, `warn` and their `-version`s, as namespace labels say them.
+    defaults: serde_json::Map<String, Value>,
+    exempt_users: Vec<String>,
+    exempt_runtime_classes: Vec<String>,
+    exempt_namespaces: Vec<String>,
+}
+
+impl Config {
+    /// Reads an `AdmissionConfiguration` (its `PodSecurity` plugin's `configuration`) or a
+    /// `PodSecurityConfiguration` itself; the error names the field at fault.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let v: Value = serde_saphyr::from_str(text).map_err(|e| format!("not YAML: {e}"))?;
+        let psa = match v.get("kind").and_then(Value::as_str) {
+            Some("AdmissionConfiguration") => {
+                let plugins = v.get("plugins").and_then(Value::as_array);
+                match plugins
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p.get("name").and_then(Value::as_str) == Some("PodSecurity"))
+                {
+                    None => return Ok(Config::default()),
+                    Some(p) => {
+                        if p.get("path").is_some() {
+                            return Err(
+                                "plugins[PodSecurity].path: give the configuration inline".into()
+                            );
+                        }
+                        p.get("configuration").cloned().unwrap_or(Value::Null)
+                    }
+                }
+            }
+            Some("PodSecurityConfiguration") => v,
+            _ => {
+                return Err(
+                    "kind: must be AdmissionConfiguration or PodSecurityConfiguration".into(),
+                );
+            }
+        };
+        if psa.get("kind").and_then(Value::as_str) != Some("PodSecurityConfiguration") {
+            return Err("configuration.kind: must be PodSecurityConfiguration".into());
+        }
+        let mut defaults = serde_json::Map::new();
+        for mode in ["enforce", "audit", "warn"] {
+            let level = psa
+                .pointer(&format!("/defaults/{mode}"))
+                .and_then(Value::as_str);
+            if let Some(level) = level {
+                if !matches!(level, "privileged" | "baseline" | "restricted") {
+                    return Err(format!(
+                        "defaults.{mode}: Unsupported value: {level:?}: supported values: \"privileged\", \"baseline\", \"restricted\""
+                    ));
+                }
+                defaults.insert(format!("{PREFIX}{mode}"), Value::from(level));
+            }
+            if let Some(version) = psa
+                .pointer(&format!("/defaults/{mode}-version"))
+                .and_then(Value::as_str)
+            {
+                defaults.insert(format!("{PREFIX}{mode}-version"), Value::from(version));
+            }
+        }
+        let list = |key: &str| crate::meta::strings(psa.pointer(&format!("/exemptions/{key}")));
+        Ok(Config {
+            defaults,
+            exempt_users: list("usernames"),
+            exempt_runtime_classes: list("runtimeClasses"),
+            exempt_namespaces: list("namespaces"),
+        })
+    }
+
+    /// Whether a request is exempt: by the namespace, the requesting user or the pod's
+    /// RuntimeClass.
+    fn exempt(&self, namespace: &str, user: Option<&str>, spec: &Value) -> bool {
+        self.exempt_namespaces.iter().any(|n| n == namespace)
+            || user.is_some_and(|u| self.exempt_users.iter().any(|x| x == u))
+            || spec
+                .get("runtimeClassName")
+                .and_then(Value::as_str)
+                .is_some_and(|rc| self.exempt_runtime_classes.iter().any(|x| x == rc))
+    }
+}
+
+/// A mode's level and version (`restricted:latest`), from the namespace's labels, else the
+/// configured defaults.
+fn policy(
+    labels: &serde_json::Map<String, Value>,
+    defaults: &serde_json::Map<String, Value>,
+    mode: &str,
+) -> Option<(Level, String)> {
+    let key = format!("{PREFIX}{mode}");
+    let level = labels.get(&key).or_else(|| defaults.get(&key))?.as_str()?;
+    let key = format!("{PREFIX}{mode}-version");
     let version = labels
-        .get(&format!("{PREFIX}{mode}-version"))
+        .get(&key)
+        .or_else(|| defaults.get(&key))
         .and_then(Value::as_str)
         .unwrap_or("latest");
     Some((Level::parse(level), version.to_owned()))
@@ -549,8 +648,10 @@ fn pod_spec<'a>(info: &ResourceInfo, o: &'a Value) -> Option<&'a Value> {
 /// `enforce` refuses it, warnings for `warn` and `audit`.
 pub fn admit(
     cache: &WatchCache,
+    config: &Config,
     info: &ResourceInfo,
     o: &Value,
+    user: Option<&str>,
     warnings: &mut Vec<String>,
 ) -> Result<(), StatusError> {
     let Some(spec) = pod_spec(info, o) else {
@@ -562,20 +663,24 @@ pub fn admit(
     let Some(namespaces) = shoal_api::resources::find("", "v1", "namespaces") else {
         return Ok(());
     };
-    let Some(labels) = cache
+    let Some(namespace) = cache
         .resource(namespaces)
         .get(&namespaces.storage_key(None, ns))
-        .and_then(|n| {
-            n.value()
-                .pointer("/metadata/labels")
-                .and_then(Value::as_object)
-                .cloned()
-        })
     else {
         return Ok(());
     };
+    if config.exempt(ns, user, spec) {
+        return Ok(());
+    }
+    let labels = namespace
+        .value()
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let defaults = &config.defaults;
     let is_pod = info.kind == "Pod" && info.group.is_empty();
-    if is_pod && let Some((level, version)) = policy(&labels, "enforce") {
+    if is_pod && let Some((level, version)) = policy(&labels, defaults, "enforce") {
         let v = check(spec, level);
         if !v.is_empty() {
             return Err(StatusError::forbidden_object(
@@ -590,7 +695,7 @@ pub fn admit(
             ));
         }
     }
-    if let Some((level, version)) = policy(&labels, "warn") {
+    if let Some((level, version)) = policy(&labels, defaults, "warn") {
         let v = check(spec, level);
         if !v.is_empty() {
             warnings.push(format!(
@@ -600,7 +705,7 @@ pub fn admit(
             ));
         }
     }
-    if let Some((level, version)) = policy(&labels, "audit") {
+    if let Some((level, version)) = policy(&labels, defaults, "audit") {
         let v = check(spec, level);
         if !v.is_empty() {
             tracing::info!(
@@ -618,10 +723,21 @@ pub fn admit(
 
 /// The pods of namespace `ns` that a new `enforce` level would refuse, as the warnings
 /// Kubernetes gives when a namespace is labelled.
-pub fn existing_violations(cache: &WatchCache, ns: &str, labels: &Value) -> Vec<String> {
-    let Some((level, version)) = labels.as_object().and_then(|l| policy(l, "enforce")) else {
+pub fn existing_violations(
+    cache: &WatchCache,
+    config: &Config,
+    ns: &str,
+    labels: &Value,
+) -> Vec<String> {
+    let Some((level, version)) = labels
+        .as_object()
+        .and_then(|l| policy(l, &config.defaults, "enforce"))
+    else {
         return Vec::new();
     };
+    if config.exempt_namespaces.iter().any(|n| n == ns) {
+        return Vec::new();
+    }
     let Some(pods) = shoal_api::resources::find("", "v1", "pods") else {
         return Vec::new();
     };
@@ -703,5 +819,45 @@ mod tests {
             "{restricted}"
         );
         assert!(!restricted.contains("hostPath volumes"), "{restricted}");
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_configuration_sets_defaults_and_exemptions() {
+        let c = Config::parse(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n- name: PodSecurity\n  configuration:\n    apiVersion: pod-security.admission.config.k8s.io/v1\n    kind: PodSecurityConfiguration\n    defaults: {enforce: restricted, warn: baseline, warn-version: v1.30}\n    exemptions: {usernames: [ops], runtimeClasses: [trusted], namespaces: [tools]}\n",
+        )
+        .unwrap();
+        let none = serde_json::Map::new();
+        assert_eq!(
+            policy(&none, &c.defaults, "enforce"),
+            Some((Level::Restricted, "latest".into()))
+        );
+        assert_eq!(
+            policy(&none, &c.defaults, "warn"),
+            Some((Level::Baseline, "v1.30".into()))
+        );
+        assert_eq!(policy(&none, &c.defaults, "audit"), None);
+        let labelled = json!({"pod-security.kubernetes.io/enforce": "privileged"});
+        assert_eq!(
+            policy(labelled.as_object().unwrap(), &c.defaults, "enforce"),
+            Some((Level::Privileged, "latest".into()))
+        );
+        let spec = json!({"runtimeClassName": "trusted"});
+        assert!(c.exempt("tools", None, &json!({})));
+        assert!(c.exempt("x", Some("ops"), &json!({})));
+        assert!(c.exempt("x", None, &spec));
+        assert!(!c.exempt("x", Some("alice"), &json!({})));
+        assert!(Config::parse("kind: Other").is_err());
+        assert!(
+            Config::parse("kind: PodSecurityConfiguration\ndefaults: {audit: loose}")
+                .unwrap_err()
+                .starts_with("defaults.audit: Unsupported value")
+        );
     }
 }

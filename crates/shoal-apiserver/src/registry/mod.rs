@@ -142,6 +142,8 @@ pub struct Registry {
     /// The encryption layer under `store`, if values are encrypted at rest: an update that
     /// changes nothing still rewrites a value stored under an older key (rotation).
     pub encrypted: Option<Arc<crate::encryption::EncryptedStore>>,
+    /// The PodSecurity plugin's defaults and exemptions.
+    pub pod_security: crate::admission::podsecurity::Config,
 }
 
 /// An object read from the store with its revision.
@@ -177,6 +179,7 @@ impl Registry {
             admission: crate::admission::Admission::default(),
             network: crate::kinds::ServiceNetwork::default(),
             encrypted: None,
+            pod_security: Default::default(),
         }
     }
 
@@ -306,7 +309,14 @@ impl Registry {
         // Built-in validating admission: Pod Security, then ResourceQuota (last, as it
         // charges the object to its quotas).
         if r.sub.is_none() && old.is_none() {
-            crate::admission::podsecurity::admit(&self.cache, info, o, warnings)?;
+            crate::admission::podsecurity::admit(
+                &self.cache,
+                &self.pod_security,
+                info,
+                o,
+                opts.user.as_deref().map(|u| u.username.as_str()),
+                warnings,
+            )?;
             crate::admission::quota::admit(self, info, o, opts.dry_run).await?;
         }
         if r.sub.is_none() && info.kind == "Namespace" && info.group.is_empty() {
@@ -319,6 +329,7 @@ impl Registry {
             if now != labels(old) {
                 warnings.extend(crate::admission::podsecurity::existing_violations(
                     &self.cache,
+                    &self.pod_security,
                     meta::name(o),
                     &now,
                 ));
