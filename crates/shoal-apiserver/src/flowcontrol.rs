@@ -8,6 +8,9 @@
 //!   kube-apiserver also keeps out of its in-flight limits;
 //! - `leases`: Lease reads and writes (node heartbeats, leader election), with seats of their
 //!   own so a flood of other requests never delays them;
+//! - `system`: the cluster's own components, each under its own identity (kubelets in
+//!   `system:nodes`, `system:kube-scheduler`, `system:kube-controller-manager`,
+//!   `system:kube-proxy`), as Kubernetes' `system` and `workload-high` levels;
 //! - `readonly` and `mutating`: everything else, sized by `--max-requests-inflight` and
 //!   `--max-mutating-requests-inflight`.
 
@@ -23,6 +26,15 @@ pub const DEFAULT_READONLY: usize = 400;
 pub const DEFAULT_MUTATING: usize = 200;
 /// Seats of the Lease level.
 const LEASE_SEATS: usize = 50;
+/// Seats of the components' level.
+const SYSTEM_SEATS: usize = 200;
+/// The users and groups whose requests take the components' seats.
+const SYSTEM_USERS: &[&str] = &[
+    "system:kube-scheduler",
+    "system:kube-controller-manager",
+    "system:kube-proxy",
+];
+const SYSTEM_GROUPS: &[&str] = &["system:nodes"];
 /// Requests a flow may have waiting beyond those it runs.
 const QUEUE_PER_FLOW: usize = 16;
 /// The longest a queued request waits for a seat.
@@ -138,6 +150,7 @@ pub struct FlowControl {
     readonly: Arc<Level>,
     mutating: Arc<Level>,
     leases: Arc<Level>,
+    system: Arc<Level>,
 }
 
 impl FlowControl {
@@ -146,7 +159,17 @@ impl FlowControl {
             readonly: Level::new(readonly),
             mutating: Level::new(mutating),
             leases: Level::new(LEASE_SEATS),
+            system: Level::new(SYSTEM_SEATS),
         }
+    }
+
+    /// Whether `user` is one of the cluster's components.
+    fn is_system(user: &UserInfo) -> bool {
+        SYSTEM_USERS.contains(&user.username.as_str())
+            || user
+                .groups
+                .iter()
+                .any(|g| SYSTEM_GROUPS.contains(&g.as_str()))
     }
 
     fn level(&self, user: &UserInfo, req: &RequestInfo) -> Option<&Arc<Level>> {
@@ -172,6 +195,9 @@ impl FlowControl {
         }
         if resource.group == "coordination.k8s.io" && resource.resource == "leases" {
             return Some(&self.leases);
+        }
+        if Self::is_system(user) {
+            return Some(&self.system);
         }
         match req.verb.as_str() {
             "get" | "list" => Some(&self.readonly),
@@ -289,6 +315,11 @@ mod tests {
             "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
         );
         assert!(fc.admit(&alice, &lease).await.is_some());
+        // The components have seats of their own.
+        let mut kubelet = user("system:node:n1");
+        kubelet.groups.push("system:nodes".into());
+        assert!(fc.admit(&kubelet, &list).await.is_some());
+        assert!(fc.admit(&user("system:kube-scheduler"), &list).await.is_some());
         // Masters, health checks and watches are exempt.
         assert!(fc.admit(&UserInfo::admin(), &list).await.is_some());
         assert!(
