@@ -286,4 +286,26 @@ fn the_control_plane_components_act_under_their_own_names() {
     // The scheduler binds; it cannot read Secrets.
     let out = c.kubectl(&["get", "secrets", "--as", "system:kube-scheduler"]);
     assert!(!out.status.success(), "{out:?}");
+
+    // Their requests take seats of their own, as the (read-only) flow control objects say.
+    let schemas = c.ok(&["get", "flowschemas"]);
+    let row = schemas
+        .lines()
+        .find(|l| l.starts_with("system-components "))
+        .unwrap_or_else(|| panic!("{schemas}"));
+    assert!(row.contains(" system ") && row.ends_with("False"), "{row}");
+    let levels = c.ok(&[
+        "get",
+        "prioritylevelconfigurations",
+        "system",
+        "-o",
+        "jsonpath={.spec.type}",
+    ]);
+    assert_eq!(levels, "Limited");
+    let refused = c.fails(&["delete", "flowschema", "probes"]);
+    assert!(
+        refused
+            .contains("(MethodNotAllowed): flowschemas.flowcontrol.apiserver.k8s.io are read-only"),
+        "{refused}"
+    );
 }

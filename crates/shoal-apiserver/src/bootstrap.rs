@@ -65,7 +65,51 @@ impl ApiServer {
             Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(backend(e)),
         }
+        self.reconcile_flowcontrol().await?;
         self.reconcile_rbac().await
+    }
+
+    /// The FlowSchemas and PriorityLevelConfigurations that describe this server's fixed
+    /// priority levels, written as they are at every start (users may only read them).
+    async fn reconcile_flowcontrol(&self) -> Result<(), StoreError> {
+        for (plural, obj) in self.flow.objects() {
+            let info = shoal_api::resources::find(crate::flowcontrol::GROUP, "v1", plural)
+                .expect("flow control kinds are in the resource table");
+            let name = crate::meta::name(&obj).to_owned();
+            match self
+                .registry
+                .create(info, None, obj.clone(), &options())
+                .await
+            {
+                Ok(_) => {}
+                Err(ApiError(e)) if e.reason == "AlreadyExists" => {
+                    let r = ObjectRef::new(info, None, &name);
+                    if let Err(e) = self.registry.update(r, obj.clone(), &options()).await {
+                        tracing::warn!(%name, error = %e.0.message, "cannot update a flow control object");
+                    }
+                }
+                Err(e) => return Err(backend(e)),
+            }
+            if info.kind == "FlowSchema" {
+                // Every schema's level exists: none is dangling.
+                let level = obj
+                    .pointer("/spec/priorityLevelConfiguration/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let mut with_status = obj;
+                with_status["status"] = json!({"conditions": [{"type": "Dangling",
+                    "status": "False", "reason": "Found",
+                    "message": format!("This FlowSchema references the PriorityLevelConfiguration object named \"{level}\" and it exists"),
+                    "lastTransitionTime": crate::meta::now()}]});
+                let r = ObjectRef::new(info, None, &name)
+                    .subresource(Some(shoal_api::Subresource::Status));
+                if let Err(e) = self.registry.update(r, with_status, &options()).await {
+                    tracing::warn!(%name, error = %e.0.message, "cannot update a flow control object");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Kubernetes' default roles and bindings: created when missing; one that lost rules or

@@ -3,7 +3,7 @@
 //! most half the seats and queue a few more requests; what does not fit is answered `429` with
 //! `Retry-After`, as kube-apiserver does, so one client's flood cannot starve others.
 //!
-//! - `exempt`: `system:masters` (the components and the admin, as Kubernetes' `exempt` level),
+//! - `exempt`: `system:masters` (the admin, as Kubernetes' `exempt` level),
 //!   health checks, and long-running requests (watches, logs, exec, proxies), which
 //!   kube-apiserver also keeps out of its in-flight limits;
 //! - `leases`: Lease reads and writes (node heartbeats, leader election), with seats of their
@@ -20,6 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The group of FlowSchemas and PriorityLevelConfigurations.
+pub const GROUP: &str = "flowcontrol.apiserver.k8s.io";
 
 /// Kubernetes' defaults for `--max-requests-inflight` and `--max-mutating-requests-inflight`.
 pub const DEFAULT_READONLY: usize = 400;
@@ -147,6 +150,8 @@ impl Seat {
 
 /// The API server's priority levels.
 pub struct FlowControl {
+    /// The seats of the read-only and mutating levels, as configured.
+    sizes: (usize, usize),
     readonly: Arc<Level>,
     mutating: Arc<Level>,
     leases: Arc<Level>,
@@ -156,11 +161,125 @@ pub struct FlowControl {
 impl FlowControl {
     pub fn new(readonly: usize, mutating: usize) -> Self {
         FlowControl {
+            sizes: (readonly, mutating),
             readonly: Level::new(readonly),
             mutating: Level::new(mutating),
             leases: Level::new(LEASE_SEATS),
             system: Level::new(SYSTEM_SEATS),
         }
+    }
+
+    /// This configuration as `flowcontrol.apiserver.k8s.io/v1` objects, which the API server
+    /// serves read-only (`kubectl get flowschemas,prioritylevelconfigurations`): one
+    /// PriorityLevelConfiguration per level (seats as `nominalConcurrencyShares`, a flow's
+    /// queue as `queueLengthLimit`) and the FlowSchemas that send requests to them.
+    pub fn objects(&self) -> Vec<(&'static str, serde_json::Value)> {
+        use serde_json::json;
+        let limited = |seats: usize| {
+            json!({"type": "Limited", "limited": {
+                "nominalConcurrencyShares": seats, "lendablePercent": 0, "borrowingLimitPercent": 0,
+                "limitResponse": {"type": "Queue", "queuing": {
+                    "queues": 1, "handSize": 1, "queueLengthLimit": QUEUE_PER_FLOW}}}})
+        };
+        let levels = [
+            ("exempt", json!({"type": "Exempt", "exempt": {}})),
+            ("leases", limited(LEASE_SEATS)),
+            ("system", limited(SYSTEM_SEATS)),
+            ("readonly", limited(self.sizes.0)),
+            ("mutating", limited(self.sizes.1)),
+        ];
+        let everyone = json!([
+            {"kind": "Group", "group": {"name": "system:authenticated"}},
+            {"kind": "Group", "group": {"name": "system:unauthenticated"}}]);
+        let all = |verbs: &[&str]| {
+            json!([{"verbs": verbs, "apiGroups": ["*"], "resources": ["*"],
+                "clusterScope": true, "namespaces": ["*"]}])
+        };
+        let mut components: Vec<serde_json::Value> = SYSTEM_USERS
+            .iter()
+            .map(|u| json!({"kind": "User", "user": {"name": u}}))
+            .collect();
+        components.extend(
+            SYSTEM_GROUPS
+                .iter()
+                .map(|g| json!({"kind": "Group", "group": {"name": g}})),
+        );
+        let schemas = [
+            (
+                "exempt",
+                1,
+                "exempt",
+                json!([{"subjects": [
+                {"kind": "Group", "group": {"name": crate::rbac::MASTERS}}],
+                "resourceRules": all(&["*"]),
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]),
+            ),
+            (
+                "probes",
+                2,
+                "exempt",
+                json!([{"subjects": everyone,
+                "nonResourceRules": [{"verbs": ["get"],
+                    "nonResourceURLs": ["/healthz", "/livez", "/readyz"]}]}]),
+            ),
+            (
+                "leases",
+                100,
+                "leases",
+                json!([{"subjects": everyone,
+                "resourceRules": [{"verbs": ["*"], "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"], "namespaces": ["*"]}]}]),
+            ),
+            (
+                "system-components",
+                500,
+                "system",
+                json!([{"subjects": components,
+                "resourceRules": all(&["*"]),
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]),
+            ),
+            (
+                "global-readonly",
+                9000,
+                "readonly",
+                json!([{"subjects": everyone,
+                "resourceRules": all(&["get", "list"]),
+                "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["*"]}]}]),
+            ),
+            (
+                "global-mutating",
+                9900,
+                "mutating",
+                json!([{"subjects": everyone,
+                "resourceRules": all(&["*"]),
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]),
+            ),
+        ];
+        let meta = |name: &str| {
+            json!({"name": name, "annotations": {
+                "apf.kubernetes.io/autoupdate-spec": "true",
+                "shoal.dev/read-only": "Shoal's priority levels are fixed; --max-requests-inflight and --max-mutating-requests-inflight size them"}})
+        };
+        let mut out = Vec::new();
+        for (name, spec) in levels {
+            out.push((
+                "prioritylevelconfigurations",
+                json!({"apiVersion": format!("{GROUP}/v1"), "kind": "PriorityLevelConfiguration",
+                    "metadata": meta(name), "spec": spec}),
+            ));
+        }
+        for (name, precedence, level, rules) in schemas {
+            out.push((
+                "flowschemas",
+                json!({"apiVersion": format!("{GROUP}/v1"), "kind": "FlowSchema",
+                    "metadata": meta(name), "spec": {
+                        "priorityLevelConfiguration": {"name": level},
+                        "matchingPrecedence": precedence,
+                        "distinguisherMethod": {"type": "ByUser"},
+                        "rules": rules}}),
+            ));
+        }
+        out
     }
 
     /// Whether `user` is one of the cluster's components.
@@ -319,7 +438,11 @@ mod tests {
         let mut kubelet = user("system:node:n1");
         kubelet.groups.push("system:nodes".into());
         assert!(fc.admit(&kubelet, &list).await.is_some());
-        assert!(fc.admit(&user("system:kube-scheduler"), &list).await.is_some());
+        assert!(
+            fc.admit(&user("system:kube-scheduler"), &list)
+                .await
+                .is_some()
+        );
         // Masters, health checks and watches are exempt.
         assert!(fc.admit(&UserInfo::admin(), &list).await.is_some());
         assert!(

@@ -118,6 +118,8 @@ kinds! {
     "certificates.k8s.io", "CertificateSigningRequest" => k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     "coordination.k8s.io", "Lease" => coordination::v1::Lease;
     "discovery.k8s.io", "EndpointSlice" => discovery::v1::EndpointSlice;
+    "flowcontrol.apiserver.k8s.io", "FlowSchema" => k8s_openapi::api::flowcontrol::v1::FlowSchema;
+    "flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration" => k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration;
     "networking.k8s.io", "NetworkPolicy" => networking::v1::NetworkPolicy;
     "node.k8s.io", "RuntimeClass" => node::v1::RuntimeClass;
     "policy", "PodDisruptionBudget" => k8s_openapi::api::policy::v1::PodDisruptionBudget;

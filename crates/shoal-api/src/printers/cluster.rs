@@ -59,6 +59,60 @@ pub(super) static PRINTERS: &[Printer] = &[
         },
     },
     Printer {
+        group: "flowcontrol.apiserver.k8s.io",
+        kinds: &["FlowSchema"],
+        columns: &[
+            NAME,
+            ("PriorityLevel", "string", 0),
+            ("MatchingPrecedence", "string", 0),
+            ("DistinguisherMethod", "string", 0),
+            AGE,
+            ("MissingPL", "string", 0),
+        ],
+        cells: |o, now| {
+            let missing = arr(o, "/status/conditions")
+                .iter()
+                .find(|c| s(c, "/type") == "Dangling")
+                .map_or("?", |c| s(c, "/status"));
+            vec![
+                name(o),
+                json!(s(o, "/spec/priorityLevelConfiguration/name")),
+                json!(i(o, "/spec/matchingPrecedence").to_string()),
+                json!(or_none(s(o, "/spec/distinguisherMethod/type").to_owned())),
+                created(o, now),
+                json!(missing),
+            ]
+        },
+    },
+    Printer {
+        group: "flowcontrol.apiserver.k8s.io",
+        kinds: &["PriorityLevelConfiguration"],
+        columns: &[
+            NAME,
+            ("Type", "string", 0),
+            ("NominalConcurrencyShares", "string", 0),
+            ("Queues", "string", 0),
+            ("HandSize", "string", 0),
+            ("QueueLengthLimit", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let limited = |p: &str| match o.pointer(&format!("/spec/limited{p}")) {
+                Some(v) => v.to_string(),
+                None => "<none>".into(),
+            };
+            vec![
+                name(o),
+                json!(s(o, "/spec/type")),
+                json!(limited("/nominalConcurrencyShares")),
+                json!(limited("/limitResponse/queuing/queues")),
+                json!(limited("/limitResponse/queuing/handSize")),
+                json!(limited("/limitResponse/queuing/queueLengthLimit")),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
         group: "coordination.k8s.io",
         kinds: &["Lease"],
         columns: &[NAME, ("Holder", "string", 0), AGE],

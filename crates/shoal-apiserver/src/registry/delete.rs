@@ -48,6 +48,7 @@ impl Registry {
             strategy.check_delete(info, &current.value)?;
             if let Some(user) = &opts.user {
                 crate::rbac::node::restrict(user, info, None, &current.value)?;
+                super::read_only(info)?;
             }
             let attrs = crate::admission::Attributes {
                 info,

@@ -146,6 +146,19 @@ pub struct Registry {
     pub pod_security: crate::admission::podsecurity::Config,
 }
 
+/// Refuses writes by users to what the server keeps itself (the flow control objects that
+/// describe its fixed priority levels).
+pub(crate) fn read_only(info: &ResourceInfo) -> ApiResult<()> {
+    if info.group == crate::flowcontrol::GROUP {
+        return Err(StatusError::method_not_allowed(format!(
+            "{} are read-only in Shoal: its priority levels are fixed (--max-requests-inflight and --max-mutating-requests-inflight size them)",
+            shoal_api::status::qualified(info.plural, info.group)
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// An object read from the store with its revision.
 pub(crate) struct Current {
     pub(crate) value: Value,
@@ -263,6 +276,7 @@ impl Registry {
         }
         if let Some(user) = &opts.user {
             crate::rbac::node::restrict(user, info, r.sub, o)?;
+            read_only(info)?;
         }
         if info.group == kinds::certificates::GROUP
             && let Some(user) = &opts.user
