@@ -98,16 +98,21 @@ fn discovery_commands_work(c: Cluster) {
         )),
         "{v}"
     );
-    // The kubelet reports the same version as the API server, for itself and its proxy.
-    let node_versions = c.ok(&[
-        "get",
-        "node",
-        shoal_testkit::NODE,
-        "-o",
-        "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.kubeProxyVersion}",
-    ]);
+    // The kubelet reports the same version as the API server, for itself and its proxy (once
+    // it has registered: the cluster answers before its node is up).
     let v = shoal_api::version::GIT_VERSION;
-    assert_eq!(node_versions, format!("{v} {v}"));
+    eventually("the node reports its versions", || {
+        let out = c.kubectl(&[
+            "get",
+            "node",
+            shoal_testkit::NODE,
+            "-o",
+            "jsonpath={.status.nodeInfo.kubeletVersion} {.status.nodeInfo.kubeProxyVersion}",
+        ]);
+        let got = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(got == format!("{v} {v}"), "{got}");
+        Ok(())
+    });
     let r = c.ok(&["api-resources"]);
     for line in [
         "deployments",

@@ -137,12 +137,16 @@ spec:
             "auth",
             "whoami",
             "-o",
-            "jsonpath={.status.userInfo.username}",
+            "jsonpath={.status.userInfo.username} {.status.userInfo.extra.authentication\\.kubernetes\\.io/pod-name} {.status.userInfo.extra.authentication\\.kubernetes\\.io/node-name}",
         ],
     );
+    // The bound token names its pod and node, as Kubernetes' `extra` does.
     assert_eq!(
         String::from_utf8_lossy(&whoami.stdout),
-        "system:serviceaccount:default:default",
+        format!(
+            "system:serviceaccount:default:default [\"caller\"] [\"{}\"]",
+            shoal_testkit::NODE
+        ),
         "{}",
         stderr(&whoami)
     );

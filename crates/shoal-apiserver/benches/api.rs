@@ -139,12 +139,14 @@ async fn auth_cost(client: &HttpClient) {
         username: "alice".into(),
         uid: "1001".into(),
         groups: vec!["dev".into(), "system:authenticated".into()],
+        ..Default::default()
     };
     // A kubelet: the Node authorizer decides its Secret reads from the pods bound to it.
     let node_user = shoal_apiserver::auth::UserInfo {
         username: "system:node:n1".into(),
         uid: String::new(),
         groups: vec!["system:nodes".into(), "system:authenticated".into()],
+        ..Default::default()
     };
     let server = ApiServer::start(
         Arc::new(shoal_store::memory::MemoryStore::new()),

@@ -15,11 +15,13 @@ use shoal_api::StatusError;
 pub struct UnknownToken;
 
 /// An authenticated user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub username: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// What the authenticator adds (a service account token's pod, node and credential id).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -28,6 +30,7 @@ impl UserInfo {
             username: "shoal-admin".into(),
             uid: String::new(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -37,6 +40,7 @@ impl UserInfo {
             username: "system:anonymous".into(),
             uid: String::new(),
             groups: vec!["system:unauthenticated".into()],
+            ..Default::default()
         }
     }
 
@@ -45,6 +49,9 @@ impl UserInfo {
         let mut v = json!({"username": self.username, "groups": self.groups});
         if !self.uid.is_empty() {
             v["uid"] = json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = json!(self.extra);
         }
         v
     }
@@ -69,6 +76,7 @@ pub fn user_of_certificate(der: &[u8]) -> Option<UserInfo> {
         username,
         uid: String::new(),
         groups,
+        ..Default::default()
     })
 }
 
@@ -143,6 +151,7 @@ pub fn impersonate(
         username: name.clone(),
         uid: uid.unwrap_or_default(),
         groups,
+        ..Default::default()
     };
     if out.groups.is_empty()
         && let Some((ns, _)) = service_account
@@ -208,6 +217,7 @@ pub fn parse_token_file(text: &str) -> Result<Vec<(String, UserInfo)>, String> {
                 username: f[1].clone(),
                 uid: f[2].clone(),
                 groups,
+                ..Default::default()
             },
         ));
     }

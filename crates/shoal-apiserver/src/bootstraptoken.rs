@@ -61,6 +61,7 @@ pub fn authenticate(cache: &WatchCache, id: &str, secret: &str) -> Result<UserIn
         username: format!("system:bootstrap:{id}"),
         uid: String::new(),
         groups,
+        ..Default::default()
     })
 }
 

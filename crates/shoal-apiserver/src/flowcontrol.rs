@@ -392,6 +392,7 @@ mod tests {
             username: name.into(),
             uid: String::new(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         }
     }
 

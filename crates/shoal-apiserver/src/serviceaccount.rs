@@ -250,6 +250,27 @@ impl TokenIssuer {
             tracing::debug!(sub = %claims.sub, "a service account token names what is gone");
             return Err(UnknownToken);
         }
+        // What Kubernetes adds for a bound token: its pod and node, and the credential's id.
+        let mut extra = std::collections::BTreeMap::new();
+        let mut put = |key: &str, value: &str| {
+            if !value.is_empty() {
+                extra.insert(
+                    format!("authentication.kubernetes.io/{key}"),
+                    vec![value.to_owned()],
+                );
+            }
+        };
+        if let Some(pod) = &k.pod {
+            put("pod-name", &pod.name);
+            put("pod-uid", &pod.uid);
+        }
+        if let Some(node) = &k.node {
+            put("node-name", &node.name);
+            put("node-uid", &node.uid);
+        }
+        if !claims.jti.is_empty() {
+            put("credential-id", &format!("JTI={}", claims.jti));
+        }
         Ok(UserInfo {
             username: claims.sub.clone(),
             uid: sa.uid.clone(),
@@ -258,6 +279,7 @@ impl TokenIssuer {
                 format!("system:serviceaccounts:{ns}"),
                 "system:authenticated".into(),
             ],
+            extra,
         })
     }
 }

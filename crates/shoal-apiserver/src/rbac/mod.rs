@@ -670,6 +670,7 @@ mod tests {
             username: "alice".into(),
             uid: String::new(),
             groups: vec!["system:authenticated".into()],
+            ..Default::default()
         };
         let e = forbidden(&alice, &req("list", "", "pods", "", "default", ""), "");
         assert_eq!(

@@ -299,6 +299,7 @@ mod tests {
             username: name.into(),
             uid: String::new(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
         };
         assert_eq!(node_of(&user("system:node:a", &[NODES_GROUP])), Some("a"));
         assert_eq!(node_of(&user("system:node:a", &["other"])), None);

@@ -126,6 +126,10 @@ pub fn answer(
                             .collect()
                     })
                     .unwrap_or_default(),
+                extra: spec
+                    .get("extra")
+                    .and_then(|e| serde_json::from_value(e.clone()).ok())
+                    .unwrap_or_default(),
             };
             if subject.username.is_empty() && subject.groups.is_empty() {
                 return Err(invalid(
