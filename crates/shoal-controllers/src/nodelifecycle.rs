@@ -3,8 +3,9 @@
 //! posting node status.") and the `node.kubernetes.io/unreachable` NoSchedule and NoExecute
 //! taints; a node reporting Ready=False gets `node.kubernetes.io/not-ready`. Pods on a node
 //! with a NoExecute taint they do not tolerate are evicted at once, or after their
-//! `tolerationSeconds`; their controllers replace them elsewhere. Pods bound to a node that no
-//! longer exists are deleted outright.
+//! `tolerationSeconds`; their controllers replace them elsewhere. Pods bound to a node that has
+//! not existed for 40 s (Kubernetes' pod GC quarantine: a node about to register, or a pod
+//! bound before its node appears, is left alone) are deleted outright.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
@@ -29,6 +30,9 @@ pub const PRESSURE_TAINTS: [(&str, &str); 3] = [
 
 /// How often nodes and pods are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long a node pods are bound to must stay missing before they are deleted (Kubernetes'
+/// pod GC `quarantineTime`).
+const QUARANTINE: jiff::SignedDuration = jiff::SignedDuration::from_secs(40);
 
 /// Runs the node lifecycle controller (forever). `grace` is how long a node may go without
 /// renewing its lease (Kubernetes' node-monitor-grace-period, 40 s by default).
@@ -50,6 +54,8 @@ pub async fn run(client: kube::Client, grace: Duration) {
     }
     // Nodes first seen now get a full grace period, whatever their old lease says.
     let started = jiff::Timestamp::now();
+    // Since when each node that pods are bound to has been missing.
+    let mut missing_since: HashMap<String, jiff::Timestamp> = HashMap::new();
     loop {
         tokio::time::sleep(CHECK_EVERY).await;
         let now = jiff::Timestamp::now();
@@ -73,8 +79,25 @@ pub async fn run(client: kube::Client, grace: Duration) {
             .iter()
             .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
             .collect();
-        for pod in pods.state() {
-            if let Err(e) = check_pod(&client, &pod, &by_name, now).await {
+        let all_pods = pods.state();
+        let mut still_missing = HashMap::new();
+        for pod in &all_pods {
+            if let Some(n) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                && !n.is_empty()
+                && !by_name.contains_key(n)
+            {
+                let since = missing_since.get(n).copied().unwrap_or(now);
+                still_missing.insert(n.to_owned(), since);
+            }
+        }
+        missing_since = still_missing;
+        let gone: Vec<&str> = missing_since
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= QUARANTINE)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        for pod in &all_pods {
+            if let Err(e) = check_pod(&client, pod, &by_name, &gone, now).await {
                 tracing::debug!(error = %e, "taint eviction");
             }
         }
@@ -248,6 +271,7 @@ async fn check_pod(
     client: &kube::Client,
     pod: &Pod,
     nodes: &HashMap<&str, &Node>,
+    missing_long: &[&str],
     now: jiff::Timestamp,
 ) -> Result<(), kube::Error> {
     let Some(node_name) = pod
@@ -266,6 +290,10 @@ async fn check_pod(
         other => other.map(|_| ()),
     };
     let Some(node) = nodes.get(node_name) else {
+        if !missing_long.contains(&node_name) {
+            // Missing for less than the quarantine: it may be about to register.
+            return Ok(());
+        }
         // The node is gone: nothing will ever stop this pod (Kubernetes' pod GC).
         tracing::info!(pod = %name, node = %node_name, "deleting a pod of a deleted node");
         return gone(
