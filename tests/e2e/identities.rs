@@ -95,30 +95,59 @@ fn a_kubelet_joins_through_a_csr_and_reads_only_the_secrets_of_its_own_pods() {
             .contains("node requested token not bound to a pod"),
         "{unbound:?}"
     );
-    let elsewhere = as_node(&[
-        "create",
-        "token",
-        "default",
-        "--bound-object-kind",
-        "Pod",
-        "--bound-object-name",
-        "there",
-    ]);
+    let token_for_pod = |pod: &str| {
+        as_node(&[
+            "create",
+            "token",
+            "default",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+        ])
+    };
+    let elsewhere = token_for_pod("there");
     assert!(
         String::from_utf8_lossy(&elsewhere.stderr)
             .contains("bound to a pod scheduled on a different node"),
         "{elsewhere:?}"
     );
-    let own = as_node(&[
-        "create",
-        "token",
-        "default",
-        "--bound-object-kind",
-        "Pod",
-        "--bound-object-name",
-        "here",
-    ]);
+    let own = token_for_pod("here");
     assert!(own.status.success(), "{own:?}");
+    // Renewing: a request for its own name, made with its own certificate, is approved by the
+    // controller (`selfnodeclient`) and signed.
+    let (request, _key) =
+        shoal_pki::new_request("system:node:node-2", &["system:nodes".to_owned()]).unwrap();
+    let renewal = format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: renew-node-2}}\nspec:\n  request: {}\n  signerName: kubernetes.io/kube-apiserver-client-kubelet\n  usages: [digital signature, client auth]\n",
+        base64::engine::general_purpose::STANDARD.encode(&request)
+    );
+    let kc = node.kubeconfig();
+    let out = c.kubectl_with(
+        &["--kubeconfig", kc.to_str().unwrap(), "apply", "-f", "-"],
+        Some(&renewal),
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+    eventually("the renewal approved and signed", || {
+        let row = c.ok(&["get", "csr", "renew-node-2"]);
+        anyhow::ensure!(
+            row.contains("system:node:node-2") && row.contains("Approved,Issued"),
+            "{row}"
+        );
+        Ok(())
+    });
+    let reason = c.ok(&[
+        "get",
+        "csr",
+        "renew-node-2",
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    ]);
+    assert_eq!(
+        reason,
+        "Auto approving self kubelet client certificate after SubjectAccessReview."
+    );
     // Its pods' logs still come through the API server, which the node's kubelet API now
     // checks with TokenReview and SubjectAccessReview.
     eventually("logs of the pod on node-2", || {
@@ -190,6 +219,31 @@ fn a_users_certificate_request_is_approved_by_hand_and_authenticates() {
     assert_eq!(
         String::from_utf8_lossy(&whoami.stdout),
         "bob [\"dev\",\"system:authenticated\"]"
+    );
+
+    // A request to the kubelet signer that is not a node's waits for a human; approved, the
+    // signer refuses it and says why.
+    let (carol, _) = shoal_pki::new_request("carol", &["system:nodes".to_owned()]).unwrap();
+    c.apply(
+        &csr("carol", &carol).replace("kube-apiserver-client\n", "kube-apiserver-client-kubelet\n"),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(c.ok(&["get", "csr", "carol"]).contains("Pending"));
+    c.ok(&["certificate", "approve", "carol"]);
+    eventually("carol's request failed", || {
+        let row = c.ok(&["get", "csr", "carol"]);
+        anyhow::ensure!(row.contains("Approved,Failed"), "{row}");
+        Ok(())
+    });
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "csr",
+            "carol",
+            "-o",
+            "jsonpath={.status.conditions[1].message}"
+        ]),
+        "subject common name does not begin with system:node:"
     );
 
     // A decision once made stays; the client signer issues no system:masters; a request

@@ -308,18 +308,12 @@ impl Signer {
     }
 }
 
-/// When a PEM certificate stops being valid, as seconds since the Unix epoch.
-pub fn not_after(cert_pem: &[u8]) -> Option<i64> {
+/// When a PEM certificate starts and stops being valid, as seconds since the Unix epoch.
+pub fn validity(cert_pem: &[u8]) -> Option<(i64, i64)> {
     let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem).ok()?;
     let cert = block.parse_x509().ok()?;
-    Some(cert.validity().not_after.timestamp())
-}
-
-/// When a PEM certificate started being valid, as seconds since the Unix epoch.
-pub fn not_before(cert_pem: &[u8]) -> Option<i64> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem).ok()?;
-    let cert = block.parse_x509().ok()?;
-    Some(cert.validity().not_before.timestamp())
+    let v = cert.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
 }
 
 fn only_usages(usages: &[String], allowed: &[&str]) -> Result<(), String> {
@@ -416,8 +410,8 @@ mod tests {
         assert_eq!(o, ["system:nodes"]);
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
-        let life = not_after(pem.as_bytes()).unwrap() - not_before(pem.as_bytes()).unwrap();
-        assert_eq!(life, 3600 + 300);
+        let (start, end) = validity(pem.as_bytes()).unwrap();
+        assert_eq!(end - start, 3600 + 300);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn has_valid_certificate(path: &Path) -> bool {
         // A kubeconfig with a token or a certificate file is the admin's business.
         return path.exists();
     };
-    let (Some(start), Some(end)) = (shoal_pki::not_before(&pem), shoal_pki::not_after(&pem)) else {
+    let Some((start, end)) = shoal_pki::validity(&pem) else {
         return false;
     };
     let now = jiff::Timestamp::now().as_second();

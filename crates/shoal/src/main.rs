@@ -880,14 +880,15 @@ async fn run_apiserver(
             // certificate per component, in a kubeconfig of its own.
             let signer = shoal_apiserver::tls::signer(&dir.join("pki"))
                 .context("cannot read the cluster CA")?;
-            controllers
-                .signing
-                .get_or_insert_with(|| shoal_controllers::certificates::Signing {
+            if controllers.signing.is_none() {
+                let key = dir.join("pki").join("ca.key");
+                controllers.signing = Some(shoal_controllers::certificates::Signing {
                     ca_pem: pki.ca_pem.clone(),
-                    key_pem: std::fs::read_to_string(dir.join("pki").join("ca.key"))
-                        .unwrap_or_default(),
+                    key_pem: std::fs::read_to_string(&key)
+                        .with_context(|| format!("cannot read {}", key.display()))?,
                     duration: std::time::Duration::from_secs(365 * 86_400),
                 });
+            }
             let admin = std::fs::read_to_string(&kubeconfig)?;
             let identity = |file: &str, user: &str, groups: &[String]| -> anyhow::Result<PathBuf> {
                 let (cert, key) = signer.issue_client(

@@ -169,7 +169,7 @@ impl Strategy for CsrStrategy {
             && !cert.is_empty()
         {
             let pem = base64::engine::general_purpose::STANDARD.decode(cert);
-            if !pem.is_ok_and(|p| shoal_pki::not_after(&p).is_some()) {
+            if !pem.is_ok_and(|p| shoal_pki::validity(&p).is_some()) {
                 out.push(Cause::invalid(
                     "status.certificate",
                     "<certificate data>",
