@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::cli::AsyncStdoutStream;
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -192,6 +192,14 @@ pub struct Shares {
     pub net: Arc<PodNet>,
 }
 
+/// An instance's standard streams.
+pub struct Stdio {
+    /// Empty when `None`.
+    pub stdin: Option<AsyncStdinStream>,
+    pub stdout: AsyncStdoutStream,
+    pub stderr: AsyncStdoutStream,
+}
+
 /// Builds the store for one instance of `cfg` running in a pod at `ip`.
 pub fn new_store(
     engine: &wasmtime::Engine,
@@ -199,15 +207,18 @@ pub fn new_store(
     argv0: &str,
     args: &[String],
     ip: IpAddr,
-    (stdout, stderr): (AsyncStdoutStream, AsyncStdoutStream),
+    stdio: Stdio,
     shares: Shares,
 ) -> Result<Store<Guest>, std::io::Error> {
     let mut b = WasiCtxBuilder::new();
     b.arg(argv0)
         .args(args)
         .envs(&cfg.env)
-        .stdout(stdout)
-        .stderr(stderr);
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr);
+    if let Some(stdin) = stdio.stdin {
+        b.stdin(stdin);
+    }
     if let Some(dir) = &cfg.working_dir {
         b.initial_cwd(dir);
     }

@@ -14,7 +14,7 @@ pub mod images;
 pub mod net;
 
 use engine::{Compiled, Kind};
-use guest::{Capture, CpuBudget, Guest, LogWriter, Shares};
+use guest::{Capture, CpuBudget, Guest, LogWriter, Shares, Stdio};
 use images::ImageStore;
 use shoal_runtime::logs::{LogFile, Stream};
 use shoal_runtime::memory::{Accounts, ContainerMemory, MemoryBudget, Owner};
@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::Linker;
-use wasmtime_wasi::cli::AsyncStdoutStream;
+use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -84,6 +84,8 @@ pub struct WasmRuntime {
     /// Whom pods' outgoing `https` requests trust (the cluster CA, see [`Self::trust_ca`]).
     egress_tls: std::sync::RwLock<Option<Arc<rustls::ClientConfig>>>,
     guests: Option<tokio::runtime::Runtime>,
+    /// The node toolbox, compiled the first time an exec needs it (by digest).
+    toolbox: Mutex<Option<(String, CommandPre<Guest>)>>,
     state: Mutex<State>,
 }
 
@@ -109,6 +111,9 @@ pub enum SetupError {
 
 /// The registry name of images that only exist in node image stores.
 pub const LOCAL_REGISTRY: &str = "shoal.local/";
+/// The node toolbox (`wasm-workloads/toolbox`, imported with the samples): see
+/// [`shoal_runtime::exec_target`].
+pub const TOOLBOX_IMAGE: &str = "shoal.local/toolbox:latest";
 
 impl WasmRuntime {
     /// A runtime keeping images and compiled components under `data_dir`, giving pods
@@ -136,6 +141,7 @@ impl WasmRuntime {
             net_counters: Arc::default(),
             egress_tls: std::sync::RwLock::new(None),
             guests: Some(guests),
+            toolbox: Mutex::new(None),
             state: Mutex::new(State::default()),
         })
     }
@@ -213,6 +219,40 @@ impl WasmRuntime {
             })
     }
 
+    /// The node toolbox ([`TOOLBOX_IMAGE`]) ready to instantiate, if the node has it.
+    fn toolbox(&self) -> Result<Option<CommandPre<Guest>>> {
+        let Some(image) = self.resolve(TOOLBOX_IMAGE)? else {
+            return Ok(None);
+        };
+        let mut cached = self.toolbox.lock().expect("toolbox lock is never poisoned");
+        if let Some((digest, pre)) = &*cached
+            && *digest == image.digest
+        {
+            return Ok(Some(pre.clone()));
+        }
+        let invalid = |reason: String| RuntimeError::InvalidImage {
+            image: TOOLBOX_IMAGE.into(),
+            reason,
+        };
+        let blob = self.images.blob_path(&image.digest);
+        let cache = &self.cache;
+        let Compiled { component, kind } = tokio::task::block_in_place(|| {
+            let component = cache.get(&image.digest, || std::fs::read(&blob))?;
+            engine::compiled(cache.engine(), component)
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        if kind != Kind::Command {
+            return Err(invalid("the toolbox must be a wasi:cli command".into()));
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(CommandPre::new)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        *cached = Some((image.digest, pre.clone()));
+        Ok(Some(pre))
+    }
+
     fn watcher(&self, id: &ContainerId) -> Result<watch::Receiver<ContainerStatus>> {
         self.lock()
             .containers
@@ -222,7 +262,7 @@ impl WasmRuntime {
     }
 }
 
-fn log_streams(log: &LogFile) -> (AsyncStdoutStream, AsyncStdoutStream) {
+fn log_streams(log: &LogFile) -> Stdio {
     let w = |stream| {
         AsyncStdoutStream::new(
             STDIO_BUDGET,
@@ -232,7 +272,20 @@ fn log_streams(log: &LogFile) -> (AsyncStdoutStream, AsyncStdoutStream) {
             },
         )
     };
-    (w(Stream::Stdout), w(Stream::Stderr))
+    Stdio {
+        stdin: None,
+        stdout: w(Stream::Stdout),
+        stderr: w(Stream::Stderr),
+    }
+}
+
+/// Aborts a guest's task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Runs a command component to completion: (exit code, reason, message).
@@ -426,13 +479,7 @@ impl PodRuntime for WasmRuntime {
                 )));
             }
         }
-        let argv0 = config
-            .image
-            .rsplit('/')
-            .next()
-            .and_then(|n| n.split([':', '@']).next())
-            .unwrap_or("main")
-            .to_owned();
+        let argv0 = program_name(&config.image).to_owned();
         let memory = ContainerMemory::new(config.memory_limit, self.budget.clone());
         self.accounts.open(
             Owner {
@@ -621,7 +668,26 @@ impl PodRuntime for WasmRuntime {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecResult> {
-        let (cfg, argv0, ip, pre, shares) = {
+        let (out, err) = (Capture::default(), Capture::default());
+        let io = ExecIo {
+            stdin: None,
+            stdout: Box::new(out.clone()),
+            stderr: Some(Box::new(err.clone())),
+            tty: false,
+        };
+        let exit_code = tokio::time::timeout(timeout, self.exec(id, cmd, io))
+            .await
+            .map_err(|_| RuntimeError::ExecTimeout(timeout))??;
+        let take = |c: Capture| std::mem::take(&mut *c.0.lock().expect("capture lock"));
+        Ok(ExecResult {
+            exit_code,
+            stdout: take(out),
+            stderr: take(err),
+        })
+    }
+
+    async fn exec(&self, id: &ContainerId, cmd: &[String], io: ExecIo) -> Result<i32> {
+        let (cfg, argv0, ip, pre, shares, stop) = {
             let s = self.lock();
             let c = s
                 .containers
@@ -633,49 +699,58 @@ impl PodRuntime for WasmRuntime {
                 c.ip,
                 c.pre.clone(),
                 c.shares.clone(),
+                c.stop.clone(),
             )
         };
-        let Pre::Command(pre) = pre else {
-            return Ok(ExecResult {
-                exit_code: 126,
-                stdout: Vec::new(),
-                stderr: b"exec: the container's component is a wasi:http server, which cannot run a command\n".to_vec(),
-            });
-        };
-        let (out, err) = (Capture::default(), Capture::default());
-        let store = guest::new_store(
-            self.cache.engine(),
-            &cfg,
-            &argv0,
-            cmd,
-            ip,
-            (
-                AsyncStdoutStream::new(STDIO_BUDGET, out.clone()),
-                AsyncStdoutStream::new(STDIO_BUDGET, err.clone()),
-            ),
-            shares,
-        )?;
-        let task = self.spawn(run_command(pre, store));
-        let abort = task.abort_handle();
-        let (code, _, msg) = match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(RuntimeError::Io(std::io::Error::other(e))),
-            Err(_) => {
-                abort.abort();
-                return Err(RuntimeError::ExecTimeout(timeout));
-            }
-        };
-        let take = |c: Capture| std::mem::take(&mut *c.0.lock().expect("capture lock"));
-        let mut stderr = take(err);
-        if !msg.is_empty() {
-            stderr.extend_from_slice(msg.as_bytes());
-            stderr.push(b'\n');
-        }
-        Ok(ExecResult {
-            exit_code: code,
-            stdout: take(out),
+        let toolbox = self.toolbox()?;
+        let ExecIo {
+            stdin,
+            stdout,
             stderr,
-        })
+            tty: _,
+        } = io;
+        let mut stderr: Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin> =
+            stderr.unwrap_or_else(|| Box::new(tokio::io::sink()));
+        let (pre, argv0, args) = match exec_target(&cfg.image, cmd, toolbox.is_some()) {
+            ExecTarget::Toolbox => (
+                toolbox.expect("a toolbox target only when the node has one"),
+                cmd[0].clone(),
+                &cmd[1..],
+            ),
+            ExecTarget::Image(args) => match pre {
+                Pre::Command(pre) => (pre, argv0, args),
+                Pre::Http(_) => {
+                    use tokio::io::AsyncWriteExt;
+                    let tools = TOOLBOX_TOOLS.join(", ");
+                    let why = if toolbox.is_some() {
+                        format!(
+                            "exec: the container's component is a wasi:http server, which cannot run a command; the node toolbox runs {tools}\n"
+                        )
+                    } else {
+                        "exec: the container's component is a wasi:http server, which cannot run a command (and this node has no toolbox)\n".to_owned()
+                    };
+                    stderr.write_all(why.as_bytes()).await?;
+                    return Ok(126);
+                }
+            },
+        };
+        let stdio = Stdio {
+            stdin: stdin.map(AsyncStdinStream::new),
+            stdout: AsyncStdoutStream::new(STDIO_BUDGET, stdout),
+            stderr: AsyncStdoutStream::new(STDIO_BUDGET, stderr),
+        };
+        let store = guest::new_store(self.cache.engine(), &cfg, &argv0, args, ip, stdio, shares)?;
+        let task = self.spawn(run_command(pre, store));
+        // An exec ends with its container, and when its caller gives up on it.
+        let _abort = AbortOnDrop(task.abort_handle());
+        let (code, _, msg) = tokio::select! {
+            r = task => r.map_err(|e| RuntimeError::Io(std::io::Error::other(e)))?,
+            _ = stop.cancelled() => (STOPPED_EXIT, reason::ERROR, String::new()),
+        };
+        if !msg.is_empty() {
+            tracing::debug!(container = %id, message = %msg, "exec ended abnormally");
+        }
+        Ok(code)
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {

@@ -305,14 +305,17 @@ pub async fn exec_runs_in_the_sandbox(h: &Harness) {
     cfg.env = vec![("WHO".into(), "exec".into())];
     let id = rt.create_container(&sb.id, cfg).await.unwrap();
     rt.start_container(&id).await.unwrap();
-    let cmd: Vec<String> = ["env", "WHO", "exit", "4"].map(String::from).to_vec();
+    // Named by its program, the image's own `env` step runs (not the node toolbox's `env`).
+    let cmd: Vec<String> = ["exerciser", "env", "WHO", "exit", "4"]
+        .map(String::from)
+        .to_vec();
     let out = rt
         .exec_sync(&id, &cmd, Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(out.exit_code, 4);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "WHO=exec\n");
-    let spin: Vec<String> = ["sleep", "30"].map(String::from).to_vec();
+    let spin: Vec<String> = ["spin", "30"].map(String::from).to_vec();
     assert!(matches!(
         rt.exec_sync(&id, &spin, Duration::from_millis(200)).await,
         Err(RuntimeError::ExecTimeout(_))

@@ -348,6 +348,10 @@ impl PodRuntime for FakeRuntime {
                 .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
             (c.config.clone(), c.memory.clone())
         };
+        // The fake node has no toolbox.
+        let ExecTarget::Image(cmd) = exec_target(&cfg.image, cmd, false) else {
+            unreachable!("no toolbox")
+        };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut out = |stream, line: String| {
             let buf = if stream == Stream::Stdout {
@@ -367,6 +371,17 @@ impl PodRuntime for FakeRuntime {
             stdout,
             stderr,
         })
+    }
+
+    async fn exec(&self, id: &ContainerId, cmd: &[String], mut io: ExecIo) -> Result<i32> {
+        use tokio::io::AsyncWriteExt;
+        let r = self.exec_sync(id, cmd, Duration::from_secs(3600)).await?;
+        io.stdout.write_all(&r.stdout).await?;
+        if let Some(err) = io.stderr.as_mut() {
+            err.write_all(&r.stderr).await?;
+        }
+        io.stdout.flush().await?;
+        Ok(r.exit_code)
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {

@@ -103,6 +103,10 @@ pub trait PodRuntime: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ExecResult>;
 
+    /// Runs `cmd` in the running container's sandbox with streamed stdio and returns its exit
+    /// code once it has finished and its output has been written.
+    async fn exec(&self, id: &ContainerId, cmd: &[String], io: ExecIo) -> Result<i32>;
+
     /// What every live sandbox uses now (CRI's `ListPodSandboxStats`).
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>>;
     /// The node-wide memory budget the runtime enforces for all pods together, if it has one

@@ -130,6 +130,90 @@ impl ContainerStatus {
     }
 }
 
+/// The program name an image's component runs as (its `argv[0]`): the image's last path
+/// component without tag or digest (`exerciser` for `shoal.local/exerciser:latest`).
+pub fn program_name(image: &str) -> &str {
+    image
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.split([':', '@']).next())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("main")
+}
+
+/// The node toolbox's commands (`wasm-workloads/toolbox`): an exec or exec probe whose first
+/// word is one of them runs the toolbox in the pod's sandbox, unless the first word is the
+/// image's own program name. `kubectl cp` needs `tar` and `test`.
+pub const TOOLBOX_TOOLS: &[&str] = &[
+    "ls", "cat", "echo", "env", "tar", "sleep", "test", "[", "mkdir", "rm", "touch", "pwd", "true",
+    "false", "head", "wc",
+];
+
+/// What an exec of `cmd` in a container of `image` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecTarget<'a> {
+    /// The container's own component, with these arguments after its program name.
+    Image(&'a [String]),
+    /// The node's toolbox, with `cmd` as its whole argv (the tool first).
+    Toolbox,
+}
+
+/// Which component an exec of `cmd` runs: `IMAGE-PROGRAM ARGS...` is the image with ARGS; a
+/// toolbox command is the toolbox when the node has one; anything else is the image with the
+/// whole command as its arguments.
+pub fn exec_target<'a>(image: &str, cmd: &'a [String], toolbox: bool) -> ExecTarget<'a> {
+    match cmd.split_first() {
+        Some((first, rest)) if first == program_name(image) => ExecTarget::Image(rest),
+        Some((first, _)) if toolbox && TOOLBOX_TOOLS.contains(&first.as_str()) => {
+            ExecTarget::Toolbox
+        }
+        _ => ExecTarget::Image(cmd),
+    }
+}
+
+/// Where a streamed exec or attach reads and writes (CRI's `Exec`/`Attach` as the kubelet's
+/// streaming server drives them). Dropping the writer behind `stdin` is end of input.
+pub struct ExecIo {
+    /// The command's input; `None` reads as empty.
+    pub stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>>,
+    pub stdout: Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>,
+    /// `None` discards it (under `tty` the caller passes a writer into its one output).
+    pub stderr: Option<Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>>,
+    /// The caller holds a terminal: stderr goes to stdout.
+    pub tty: bool,
+}
+
+impl fmt::Debug for ExecIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecIo")
+            .field("stdin", &self.stdin.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .field("tty", &self.tty)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_picks_the_image_or_the_toolbox() {
+        let cmd = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let img = "shoal.local/exerciser:latest";
+        assert_eq!(program_name(img), "exerciser");
+        assert_eq!(program_name("ghcr.io/a/b@sha256:00"), "b");
+        let env = cmd(&["env", "WHO"]);
+        assert_eq!(exec_target(img, &env, true), ExecTarget::Toolbox);
+        assert_eq!(exec_target(img, &env, false), ExecTarget::Image(&env));
+        let own = cmd(&["exerciser", "env", "WHO"]);
+        assert_eq!(exec_target(img, &own, true), ExecTarget::Image(&own[1..]));
+        let step = cmd(&["exit", "3"]);
+        assert_eq!(exec_target(img, &step, true), ExecTarget::Image(&step));
+        assert_eq!(exec_target(img, &[], true), ExecTarget::Image(&[]));
+    }
+}
+
 /// The outcome of `exec_sync`.
 #[derive(Debug, Clone)]
 pub struct ExecResult {

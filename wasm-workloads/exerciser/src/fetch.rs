@@ -20,7 +20,10 @@ pub fn get(url: &str, bearer: Option<&str>) -> Result<(u16, String), String> {
     let headers = Fields::new();
     if let Some(token) = bearer {
         headers
-            .append("authorization", format!("Bearer {}", token.trim()).as_bytes())
+            .append(
+                "authorization",
+                format!("Bearer {}", token.trim()).as_bytes(),
+            )
             .map_err(|e| format!("bad token: {e:?}"))?;
     }
     let req = OutgoingRequest::new(headers);

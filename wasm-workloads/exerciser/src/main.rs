@@ -127,8 +127,8 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
                     _ => None,
                 };
                 let url = text("fetch", args.next())?;
-                let (status, body) = fetch::get(&url, bearer.as_deref())
-                    .map_err(|e| format!("fetch {url}: {e}"))?;
+                let (status, body) =
+                    fetch::get(&url, bearer.as_deref()).map_err(|e| format!("fetch {url}: {e}"))?;
                 println!("{status}");
                 print!("{body}");
                 if !body.ends_with('\n') {

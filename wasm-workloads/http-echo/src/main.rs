@@ -38,7 +38,12 @@ async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
     if let Ok(pod) = std::env::var("POD_NAME") {
         out.push_str(&format!("pod: {pod}\n"));
     }
-    out.push_str(&format!("{} {} {:?}\n", req.method(), target, req.version()));
+    out.push_str(&format!(
+        "{} {} {:?}\n",
+        req.method(),
+        target,
+        req.version()
+    ));
     if let Some(host) = req.uri().authority() {
         out.push_str(&format!("host: {host}\n"));
     }
