@@ -159,6 +159,138 @@ pub async fn pod_log(s: &Arc<ApiServer>, ns: &str, name: &str, q: &Query) -> Api
         .await
 }
 
+/// `pods/exec`, `pods/attach` and `pods/portforward` of `path`: (namespace, pod, subresource).
+pub(crate) fn streaming_target(path: &str) -> Option<(String, String, &'static str)> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["api", "v1", "namespaces", ns, "pods", name, sub] => {
+            let sub = match *sub {
+                "exec" => "exec",
+                "attach" => "attach",
+                "portforward" => "portforward",
+                _ => return None,
+            };
+            Some(((*ns).to_owned(), (*name).to_owned(), sub))
+        }
+        _ => None,
+    }
+}
+
+/// Headers of a streaming request that are not passed on to the kubelet: the client's
+/// credentials and who it acts as (the kubelet trusts the API server's), and framing.
+fn kept_for_kubelet(name: &http::HeaderName) -> bool {
+    let n = name.as_str();
+    !(n == "authorization"
+        || n == "host"
+        || n == "content-length"
+        || n == "transfer-encoding"
+        || n.starts_with("impersonate-"))
+}
+
+/// exec, attach and port-forward: checked as Kubernetes checks them, then the upgrade request
+/// goes to the pod's kubelet, and once the kubelet has switched protocols the two connections
+/// are joined byte for byte (the kubelet speaks the streaming protocols; the client's WebSocket
+/// or SPDY session runs end to end). A refusal by the kubelet is passed back as it is, so kubectl
+/// falls back from WebSocket to SPDY as it does against Kubernetes.
+pub async fn stream(
+    s: &Arc<ApiServer>,
+    mut req: axum::extract::Request,
+    ns: &str,
+    name: &str,
+    sub: &'static str,
+) -> ApiResult<Response> {
+    let pods = resources::find("", "v1", "pods").expect("pods are served");
+    let nodes = resources::find("", "v1", "nodes").expect("nodes are served");
+    let q = Query::parse(req.uri().query());
+    let pod = s
+        .cache
+        .resource(pods)
+        .get(&pods.storage_key(Some(ns), name))
+        .ok_or_else(|| StatusError::not_found("pods", "", name))?;
+    let pod = pod.value();
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or("");
+    if node_name.is_empty() {
+        return Err(
+            StatusError::bad_request(format!("pod {name} does not have a host assigned")).into(),
+        );
+    }
+    let path = match sub {
+        "portforward" => format!("/portForward/{ns}/{name}"),
+        _ => {
+            let c = container(pod, name, q.get("container"))?;
+            let phase = pod["status"]["phase"].as_str().unwrap_or("");
+            if matches!(phase, "Succeeded" | "Failed") {
+                let what = if sub == "exec" {
+                    "exec into"
+                } else {
+                    "attach to"
+                };
+                return Err(StatusError::bad_request(format!(
+                    "cannot {what} a container in a completed pod; current phase is {phase}"
+                ))
+                .into());
+            }
+            format!("/{sub}/{ns}/{name}/{c}")
+        }
+    };
+    let path = match req.uri().query() {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path,
+    };
+    let node = s
+        .cache
+        .resource(nodes)
+        .get(&nodes.storage_key(None, node_name))
+        .ok_or_else(|| StatusError::not_found("nodes", "", node_name))?;
+    let (ip, port) = kubelet_endpoint(node.value()).ok_or_else(|| {
+        StatusError::internal(format!(
+            "node {node_name} does not report a kubelet endpoint (InternalIP and daemonEndpoints.kubeletEndpoint.Port)"
+        ))
+    })?;
+    let mut upstream = http::Request::builder()
+        .method(req.method().clone())
+        .uri(path)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| StatusError::internal(e.to_string()))?;
+    for (k, v) in req.headers() {
+        if kept_for_kubelet(k) {
+            upstream.headers_mut().append(k, v.clone());
+        }
+    }
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let mut resp = Upstream::new(SocketAddr::new(ip, port), true, s.token.clone())
+        .upgrade(upstream)
+        .await?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        let (parts, body) = resp.into_parts();
+        let mut out = Response::new(Body::new(body));
+        *out.status_mut() = parts.status;
+        for (k, v) in &parts.headers {
+            if !hop_by_hop(k) && k != http::header::CONTENT_LENGTH {
+                out.headers_mut().append(k, v.clone());
+            }
+        }
+        return Ok(out);
+    }
+    let kubelet_upgrade = hyper::upgrade::on(&mut resp);
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = resp.headers().clone();
+    tokio::spawn(async move {
+        let (client, kubelet) = match tokio::join!(client_upgrade, kubelet_upgrade) {
+            (Ok(c), Ok(k)) => (c, k),
+            (c, k) => {
+                tracing::debug!(client = ?c.err(), kubelet = ?k.err(), "streaming upgrade failed");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut kubelet = TokioIo::new(kubelet);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
+    });
+    Ok(out)
+}
+
 /// Where the API server sends a request on someone's behalf: a kubelet (HTTPS, with the
 /// cluster token) or a workload (HTTP, or HTTPS when asked).
 pub(crate) struct Upstream {
@@ -231,6 +363,50 @@ impl Upstream {
             }
         }
         Ok(out)
+    }
+}
+
+impl Upstream {
+    /// Sends an upgrade request and returns the kubelet's answer as it is, its connection kept
+    /// for the upgrade (an upstream that cannot be reached is a 503).
+    pub(crate) async fn upgrade(
+        &self,
+        mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    ) -> ApiResult<http::Response<hyper::body::Incoming>> {
+        let addr = self.addr;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            StatusError::service_unavailable(format!("error trying to reach service: {e}"))
+        };
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .map_err(|_| unreachable(&format!("dial tcp {addr}: i/o timeout")))?
+                .map_err(|e| unreachable(&format!("dial tcp {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let headers = req.headers_mut();
+        if let Ok(host) = http::HeaderValue::from_str(&addr.to_string()) {
+            headers.insert(http::header::HOST, host);
+        }
+        if let Some(token) = &self.token
+            && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            headers.insert(http::header::AUTHORIZATION, v);
+        }
+        let connector = tokio_rustls::TlsConnector::from(client_config());
+        let tls = connector
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(&e))?)
     }
 }
 

@@ -153,6 +153,13 @@ impl RequestInfo {
         };
         let verb = if verb.is_empty() {
             method.as_str().to_ascii_lowercase()
+        } else if verb == "get"
+            && *resource == "pods"
+            && matches!(subresource.as_str(), "exec" | "attach" | "portforward")
+        {
+            // A WebSocket upgrade is a GET, but it creates a session like SPDY's POST does
+            // (Kubernetes' AuthorizePodWebsocketUpgradeCreatePermission, on since 1.31).
+            "create".to_owned()
         } else {
             verb.to_owned()
         };

@@ -133,6 +133,8 @@ pub(crate) struct PodEntry {
     pub dir: PathBuf,
     /// Container name → the runtime's id of its current run (to know when `follow` ends).
     pub running: HashMap<String, shoal_runtime::ContainerId>,
+    /// The pod's address while it has a sandbox (port-forward dials it).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl PodIndex {

@@ -1,6 +1,9 @@
-//! The kubelet's HTTPS API, which the API server proxies `pods/log` to:
-//! `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `sinceSeconds`,
-//! `sinceTime`, `timestamps`, `previous` and `limitBytes`.
+//! The kubelet's HTTPS API, which the API server proxies `pods/log`, `pods/exec` and
+//! `pods/portforward` to: `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`,
+//! `tailLines`, `sinceSeconds`, `sinceTime`, `timestamps`, `previous` and `limitBytes`;
+//! `GET|POST /exec/{namespace}/{pod}/{container}` with `command` (repeated), `stdin`, `stdout`,
+//! `stderr` and `tty`, and `GET|POST /portForward/{namespace}/{pod}`, both upgraded to the
+//! streaming protocols of `shoal-streaming`.
 
 use crate::Kubelet;
 use axum::Router;
@@ -157,6 +160,14 @@ pub fn router(kubelet: Arc<Kubelet>, auth: Auth) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            axum::routing::get(exec).post(exec),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            axum::routing::get(port_forward).post(port_forward),
+        )
         .route("/healthz", axum::routing::get(healthz))
         .route("/stats/summary", axum::routing::get(stats_summary))
         .route("/metrics/resource", axum::routing::get(metrics_resource))
@@ -194,6 +205,92 @@ async fn unauthorized(
         )),
         Verdict::Forbidden(why) => Some(status(StatusCode::FORBIDDEN, "Forbidden", why)),
     }
+}
+
+/// `command` values and the stream flags of an exec or attach query.
+fn exec_query(query: Option<&str>) -> (Vec<String>, shoal_streaming::ExecOptions) {
+    let mut command = Vec::new();
+    let mut opts = shoal_streaming::ExecOptions::default();
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let on = shoal_api::query::flag(Some(&v));
+        match &*k {
+            "command" => command.push(v.into_owned()),
+            "stdin" => opts.stdin = on,
+            "stdout" => opts.stdout = on,
+            "stderr" => opts.stderr = on,
+            "tty" => opts.tty = on,
+            _ => {}
+        }
+    }
+    (command, opts)
+}
+
+/// Runs a command in a running container of a pod this kubelet runs (`kubectl exec`, `cp`).
+async fn exec(
+    State(s): State<AppState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    if let Some(denied) = unauthorized(&s, req.headers(), "proxy").await {
+        return denied;
+    }
+    let (command, opts) = exec_query(req.uri().query());
+    if command.is_empty() {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "you must specify at least one command for the container".into(),
+        );
+    }
+    let Some(entry) = s.kubelet.index.get(&ns, &pod) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pod {ns}/{pod} is not running on this node"),
+        );
+    };
+    let Some(id) = entry.running.get(&container).cloned() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("container {container:?} in pod {ns}/{pod} is not running"),
+        );
+    };
+    let runtime = s.kubelet.runtime.clone();
+    tracing::info!(pod = %format!("{ns}/{pod}"), %container, ?command, "exec");
+    let run: shoal_streaming::Runner = Box::new(move |io| {
+        Box::pin(async move {
+            runtime
+                .exec(&id, &command, io)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    shoal_streaming::exec(req, opts, run).await
+}
+
+/// Forwards connections to a pod's ports (`kubectl port-forward`).
+async fn port_forward(
+    State(s): State<AppState>,
+    Path((ns, pod)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    if let Some(denied) = unauthorized(&s, req.headers(), "proxy").await {
+        return denied;
+    }
+    let Some(ip) = s.kubelet.index.get(&ns, &pod).and_then(|e| e.ip) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pod {ns}/{pod} is not running on this node"),
+        );
+    };
+    let dial: shoal_streaming::Dialer = Arc::new(move |port| {
+        Box::pin(tokio::net::TcpStream::connect(std::net::SocketAddr::new(
+            ip, port,
+        )))
+    });
+    shoal_streaming::port_forward(req, dial).await
 }
 
 /// The Summary API (`stats/v1alpha1`): node and per-pod memory as the runtime measures it.

@@ -153,6 +153,22 @@ fn ls(args: &[String]) -> Result<u8, Failure> {
     let mut code = 0;
     let many = paths.len() > 1;
     for (i, p) in paths.iter().enumerate() {
+        if *p == "/" && std::fs::read_dir("/").is_err() {
+            // WASI has no root directory: `/` shows the top of each mounted volume.
+            let mut tops: Vec<String> = wasip2::filesystem::preopens::get_directories()
+                .into_iter()
+                .filter_map(|(_, path)| {
+                    let top = path.trim_start_matches('/').split('/').next()?.to_owned();
+                    (!top.is_empty()).then_some(top)
+                })
+                .collect();
+            tops.sort();
+            tops.dedup();
+            for t in tops {
+                let _ = writeln!(out, "{t}");
+            }
+            continue;
+        }
         let meta = match std::fs::metadata(p) {
             Ok(m) => m,
             Err(e) => {
@@ -431,6 +447,73 @@ fn tar_args(args: &[String]) -> Result<TarArgs, Failure> {
     Ok(t)
 }
 
+/// Seconds since the epoch a file was last modified (0 if unknown).
+fn mtime(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Appends `src` as `name`, directories recursively (tar's own metadata filling is not
+/// implemented for wasm32, so headers are written here).
+fn append(
+    b: &mut tar::Builder<Box<dyn Write>>,
+    src: &Path,
+    name: &str,
+    verbose: bool,
+) -> io::Result<()> {
+    let meta = std::fs::metadata(src)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(mtime(&meta));
+    if verbose {
+        eprintln!("{name}");
+    }
+    if meta.is_dir() {
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        let dir_name = if name.ends_with('/') {
+            name.to_owned()
+        } else {
+            format!("{name}/")
+        };
+        if name != "." {
+            b.append_data(&mut h, &dir_name, io::empty())?;
+        }
+        let mut children: Vec<_> = std::fs::read_dir(src)?.flatten().collect();
+        children.sort_by_key(|e| e.file_name());
+        for child in children {
+            let child_name = child.file_name().to_string_lossy().into_owned();
+            let full = if name == "." {
+                child_name
+            } else {
+                format!("{dir_name}{child_name}")
+            };
+            append(b, &child.path(), &full, verbose)?;
+        }
+        Ok(())
+    } else {
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(meta.len());
+        b.append_data(&mut h, name, std::fs::File::open(src)?)
+    }
+}
+
+/// Where an archive member goes under `base`, or `None` if its name climbs out.
+fn member_path(base: &Path, name: &Path) -> Option<PathBuf> {
+    let mut out = base.to_path_buf();
+    for c in name.components() {
+        match c {
+            std::path::Component::Normal(p) => out.push(p),
+            std::path::Component::CurDir | std::path::Component::RootDir => {}
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 fn tar(args: &[String]) -> Result<u8, Failure> {
     let t = tar_args(args)?;
     let file = t.file.clone().unwrap_or_else(|| "-".into());
@@ -446,7 +529,6 @@ fn tar(args: &[String]) -> Result<u8, Failure> {
                 Box::new(std::fs::File::create(&file).map_err(|e| io_err("tar", &file, e))?)
             };
             let mut b = tar::Builder::new(out);
-            b.follow_symlinks(false);
             let mut warned = false;
             for p in &t.paths {
                 let name = p.trim_start_matches('/');
@@ -454,18 +536,8 @@ fn tar(args: &[String]) -> Result<u8, Failure> {
                     eprintln!("tar: Removing leading `/' from member names");
                     warned = true;
                 }
-                let src = base.join(p);
-                let meta = std::fs::metadata(&src).map_err(|e| io_err("tar", p, e))?;
                 let name = if name.is_empty() { "." } else { name };
-                let added = if meta.is_dir() {
-                    b.append_dir_all(name, &src)
-                } else {
-                    b.append_path_with_name(&src, name)
-                };
-                added.map_err(|e| io_err("tar", p, e))?;
-                if t.verbose {
-                    eprintln!("{name}");
-                }
+                append(&mut b, &base.join(p), name, t.verbose).map_err(|e| io_err("tar", p, e))?;
             }
             b.into_inner()
                 .and_then(|mut w| w.flush())
@@ -479,31 +551,45 @@ fn tar(args: &[String]) -> Result<u8, Failure> {
                 Box::new(std::fs::File::open(&file).map_err(|e| io_err("tar", &file, e))?)
             };
             let mut archive = tar::Archive::new(input);
-            archive.set_preserve_mtime(false);
-            archive.set_preserve_permissions(false);
-            archive.set_overwrite(true);
             let entries = archive.entries().map_err(|e| io_err("tar", &file, e))?;
+            let mut code = 0;
             for entry in entries {
                 let mut entry = entry.map_err(|e| io_err("tar", &file, e))?;
-                let name = entry
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
+                let name = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+                let shown = name.display().to_string();
+                if mode == 't' || t.verbose {
+                    println!("{shown}");
+                }
                 if mode == 't' {
-                    println!("{name}");
                     continue;
                 }
-                if t.verbose {
-                    println!("{name}");
-                }
-                // `unpack_in` refuses names that climb out of the directory.
-                match entry.unpack_in(&base) {
-                    Ok(true) => {}
-                    Ok(false) => eprintln!("tar: {name}: Member name contains '..'; skipped"),
-                    Err(e) => return Err(io_err("tar", &name, e)),
+                let Some(dst) = member_path(&base, &name) else {
+                    eprintln!("tar: {shown}: Member name contains '..'; skipped");
+                    code = 2;
+                    continue;
+                };
+                let written = match entry.header().entry_type() {
+                    tar::EntryType::Directory => std::fs::create_dir_all(&dst),
+                    tar::EntryType::Regular | tar::EntryType::Continuous => {
+                        if let Some(parent) = dst.parent() {
+                            let _ = std::fs::create_dir_all(parent);
+                        }
+                        std::fs::File::create(&dst)
+                            .and_then(|mut f| io::copy(&mut entry, &mut f).map(|_| ()))
+                    }
+                    // Pax and GNU long-name records are read by `entries` itself.
+                    tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => Ok(()),
+                    other => {
+                        eprintln!("tar: {shown}: {other:?} members are not supported; skipped");
+                        Ok(())
+                    }
+                };
+                if let Err(e) = written {
+                    eprintln!("tar: {shown}: Cannot open: {}", describe(&e));
+                    code = 2;
                 }
             }
-            Ok(0)
+            Ok(code)
         }
         _ => Err(usage("tar", "You must specify one of the '-ctx' options")),
     }

@@ -49,6 +49,12 @@ pub async fn dispatch(State(server): State<Arc<ApiServer>>, req: Request) -> Res
         tracing::info_span!("request", verb = %method, resource = Empty, ns = Empty, name = Empty);
     async move {
         let path = req.uri().path().to_owned();
+        if let Some((ns, name, sub)) = crate::kubelet_proxy::streaming_target(&path) {
+            return match crate::kubelet_proxy::stream(&server, req, &ns, &name, sub).await {
+                Ok(r) => r,
+                Err(e) => e.into_response(),
+            };
+        }
         let query = Query::parse(req.uri().query());
         let headers = req.headers().clone();
         let req_user = req

@@ -18,6 +18,7 @@ impl Worker {
                 uid: self.uid.clone(),
                 dir: self.dir.clone(),
                 running,
+                ip: self.sandbox.as_ref().map(|sb| sb.ip),
             },
         );
     }
