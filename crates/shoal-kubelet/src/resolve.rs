@@ -716,6 +716,9 @@ pub fn container_config(
         memory_limit,
         cpu_limit_millis,
         log_path,
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
     })
 }
 

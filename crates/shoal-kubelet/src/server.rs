@@ -165,6 +165,10 @@ pub fn router(kubelet: Arc<Kubelet>, auth: Auth) -> Router {
             axum::routing::get(exec).post(exec),
         )
         .route(
+            "/attach/{namespace}/{pod}/{container}",
+            axum::routing::get(attach).post(attach),
+        )
+        .route(
             "/portForward/{namespace}/{pod}",
             axum::routing::get(port_forward).post(port_forward),
         )
@@ -242,19 +246,9 @@ async fn exec(
             "you must specify at least one command for the container".into(),
         );
     }
-    let Some(entry) = s.kubelet.index.get(&ns, &pod) else {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            format!("pod {ns}/{pod} is not running on this node"),
-        );
-    };
-    let Some(id) = entry.running.get(&container).cloned() else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            format!("container {container:?} in pod {ns}/{pod} is not running"),
-        );
+    let id = match running_container(&s.kubelet, &ns, &pod, &container) {
+        Ok(id) => id,
+        Err(refused) => return refused,
     };
     let runtime = s.kubelet.runtime.clone();
     tracing::info!(pod = %format!("{ns}/{pod}"), %container, ?command, "exec");
@@ -267,6 +261,56 @@ async fn exec(
         })
     });
     shoal_streaming::exec(req, opts, run).await
+}
+
+/// Connects to a running container's own streams (`kubectl attach`, `kubectl run -i`).
+async fn attach(
+    State(s): State<AppState>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    if let Some(denied) = unauthorized(&s, req.headers(), "proxy").await {
+        return denied;
+    }
+    let (_, opts) = exec_query(req.uri().query());
+    let id = match running_container(&s.kubelet, &ns, &pod, &container) {
+        Ok(id) => id,
+        Err(refused) => return refused,
+    };
+    let runtime = s.kubelet.runtime.clone();
+    let run: shoal_streaming::Runner = Box::new(move |io| {
+        Box::pin(async move {
+            runtime
+                .attach(&id, io)
+                .await
+                .map(|()| 0)
+                .map_err(|e| e.to_string())
+        })
+    });
+    shoal_streaming::exec(req, opts, run).await
+}
+
+/// The runtime's id of a container running in a pod of this kubelet, or the refusal.
+fn running_container(
+    k: &Kubelet,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Result<shoal_runtime::ContainerId, Response> {
+    let Some(entry) = k.index.get(ns, pod) else {
+        return Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("pod {ns}/{pod} is not running on this node"),
+        ));
+    };
+    entry.running.get(container).cloned().ok_or_else(|| {
+        status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("container {container:?} in pod {ns}/{pod} is not running"),
+        )
+    })
 }
 
 /// Forwards connections to a pod's ports (`kubectl port-forward`).

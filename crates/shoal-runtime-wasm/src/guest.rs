@@ -281,10 +281,15 @@ pub fn new_store(
     Ok(store)
 }
 
-/// An `AsyncWrite` that appends to a CRI log file as one stream.
+/// A container's output as attached clients see it: (stream, bytes) as written.
+pub type Tee = tokio::sync::broadcast::Sender<(Stream, bytes::Bytes)>;
+
+/// An `AsyncWrite` that appends to a CRI log file as one stream (and passes it to attached
+/// clients, if any).
 pub struct LogWriter {
     pub log: LogFile,
     pub stream: Stream,
+    pub tee: Option<Tee>,
 }
 
 impl tokio::io::AsyncWrite for LogWriter {
@@ -293,6 +298,11 @@ impl tokio::io::AsyncWrite for LogWriter {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(tee) = &self.tee
+            && tee.receiver_count() > 0
+        {
+            let _ = tee.send((self.stream, bytes::Bytes::copy_from_slice(buf)));
+        }
         // Local appends are short; doing them inline keeps output ordered with exit.
         Poll::Ready(self.log.write(self.stream, buf).map(|()| buf.len()))
     }

@@ -60,7 +60,18 @@ struct Container {
     stop: CancellationToken,
     grace: Arc<Mutex<Duration>>,
     task: Option<tokio::task::AbortHandle>,
+    attach: Arc<Attach>,
 }
+
+/// What `kubectl attach` connects to: the running container's output, and the writing end of
+/// its stdin (with `stdin: true`; taken away at the first detach with `stdinOnce`).
+struct Attach {
+    output: guest::Tee,
+    stdin: tokio::sync::Mutex<Option<tokio::io::DuplexStream>>,
+}
+
+/// Bytes of attached input the container has not read yet.
+const STDIN_BUFFER: usize = 64 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -262,13 +273,14 @@ impl WasmRuntime {
     }
 }
 
-fn log_streams(log: &LogFile) -> Stdio {
+fn log_streams(log: &LogFile, tee: &guest::Tee) -> Stdio {
     let w = |stream| {
         AsyncStdoutStream::new(
             STDIO_BUDGET,
             LogWriter {
                 log: log.clone(),
                 stream,
+                tee: Some(tee.clone()),
             },
         )
     };
@@ -510,13 +522,17 @@ impl PodRuntime for WasmRuntime {
                 stop: CancellationToken::new(),
                 grace: Arc::new(Mutex::new(Duration::ZERO)),
                 task: None,
+                attach: Arc::new(Attach {
+                    output: tokio::sync::broadcast::channel(256).0,
+                    stdin: tokio::sync::Mutex::new(None),
+                }),
             },
         );
         Ok(id)
     }
 
     async fn start_container(&self, id: &ContainerId) -> Result<()> {
-        let (cfg, argv0, ip, pre, shares, status, stop, grace) = {
+        let (cfg, argv0, ip, pre, shares, status, stop, grace, attach) = {
             let s = self.lock();
             let c = s
                 .containers
@@ -532,21 +548,21 @@ impl PodRuntime for WasmRuntime {
                 c.status.clone(),
                 c.stop.clone(),
                 c.grace.clone(),
+                c.attach.clone(),
             )
         };
         let log = LogFile::create(&cfg.log_path)?;
+        let tee = attach.output.clone();
         let engine = self.cache.engine().clone();
         let task = match pre {
             Pre::Command(pre) => {
-                let store = guest::new_store(
-                    &engine,
-                    &cfg,
-                    &argv0,
-                    &cfg.args,
-                    ip,
-                    log_streams(&log),
-                    shares,
-                )
+                let mut stdio = log_streams(&log, &tee);
+                if cfg.stdin {
+                    let (theirs, ours) = tokio::io::duplex(STDIN_BUFFER);
+                    stdio.stdin = Some(AsyncStdinStream::new(theirs));
+                    *attach.stdin.lock().await = Some(ours);
+                }
+                let store = guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, stdio, shares)
                 .map_err(|e| RuntimeError::CreateContainer {
                     name: cfg.name.clone(),
                     reason: e.to_string(),
@@ -583,7 +599,7 @@ impl PodRuntime for WasmRuntime {
                             &argv0,
                             &cfg.args,
                             ip,
-                            log_streams(&log),
+                            log_streams(&log, &tee),
                             shares.clone(),
                         )
                     })
@@ -751,6 +767,84 @@ impl PodRuntime for WasmRuntime {
             tracing::debug!(container = %id, message = %msg, "exec ended abnormally");
         }
         Ok(code)
+    }
+
+    async fn attach(&self, id: &ContainerId, io: ExecIo) -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (attach, status, stdin_once) = {
+            let s = self.lock();
+            let c = s
+                .containers
+                .get(id)
+                .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))?;
+            (c.attach.clone(), c.status.clone(), c.config.stdin_once)
+        };
+        let ExecIo {
+            stdin,
+            mut stdout,
+            mut stderr,
+            tty: _,
+        } = io;
+        let mut output = attach.output.subscribe();
+        let mut exited = status.subscribe();
+        let input = async {
+            let Some(mut stdin) = stdin else {
+                return std::future::pending::<()>().await;
+            };
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = stdin.read(&mut buf).await.unwrap_or(0);
+                let mut pipe = attach.stdin.lock().await;
+                let Some(w) = pipe.as_mut() else { break };
+                if n == 0 {
+                    if stdin_once {
+                        // The first client's end of input is the container's.
+                        *pipe = None;
+                    }
+                    break;
+                }
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let forward = async {
+            let mut done = false;
+            loop {
+                // After the exit, what was written before it is passed on, then the attach ends.
+                if done && output.is_empty() {
+                    break;
+                }
+                let item = tokio::select! {
+                    m = output.recv() => m,
+                    _ = exited.wait_for(ContainerStatus::exited), if !done => {
+                        done = true;
+                        continue;
+                    }
+                };
+                let (stream, bytes) = match item {
+                    Ok(x) => x,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let w: &mut (dyn tokio::io::AsyncWrite + Send + Sync + Unpin) = match stream {
+                    Stream::Stdout => &mut *stdout,
+                    Stream::Stderr => match stderr.as_mut() {
+                        Some(e) => &mut **e,
+                        None => continue,
+                    },
+                };
+                if w.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = forward => {}
+            () = input => {}
+        }
+        Ok(())
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {

@@ -384,6 +384,11 @@ impl PodRuntime for FakeRuntime {
         Ok(r.exit_code)
     }
 
+    async fn attach(&self, id: &ContainerId, _io: ExecIo) -> Result<()> {
+        // The fake's containers write only to their logs: an attached client sees their end.
+        self.wait_container(id).await.map(|_| ())
+    }
+
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
         Ok(self.accounts.stats())
     }

@@ -107,6 +107,11 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// code once it has finished and its output has been written.
     async fn exec(&self, id: &ContainerId, cmd: &[String], io: ExecIo) -> Result<i32>;
 
+    /// Connects `io` to the running container's own standard streams (`kubectl attach`): its
+    /// output from now on, and its input when the container has `stdin`. Returns when the
+    /// container has exited.
+    async fn attach(&self, id: &ContainerId, io: ExecIo) -> Result<()>;
+
     /// What every live sandbox uses now (CRI's `ListPodSandboxStats`).
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>>;
     /// The node-wide memory budget the runtime enforces for all pods together, if it has one

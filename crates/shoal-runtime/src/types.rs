@@ -98,6 +98,12 @@ pub struct ContainerConfig {
     pub cpu_limit_millis: Option<u64>,
     /// The CRI-format log file for this run of the container.
     pub log_path: PathBuf,
+    /// `stdin: true`: the container reads what attached clients send.
+    pub stdin: bool,
+    /// `stdinOnce: true`: its stdin ends when the first attached client detaches.
+    pub stdin_once: bool,
+    /// `tty: true`.
+    pub tty: bool,
 }
 
 /// CRI's container states.
