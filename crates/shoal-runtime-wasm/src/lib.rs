@@ -563,7 +563,7 @@ impl PodRuntime for WasmRuntime {
                     *attach.stdin.lock().await = Some(ours);
                 }
                 let store = guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, stdio, shares)
-                .map_err(|e| RuntimeError::CreateContainer {
+                    .map_err(|e| RuntimeError::CreateContainer {
                     name: cfg.name.clone(),
                     reason: e.to_string(),
                 })?;

@@ -260,12 +260,28 @@ impl Cluster {
         self.kubectl_with(args, None, &[])
     }
 
+    /// A kubectl command for this cluster (its kubeconfig and private discovery cache), all
+    /// three standard streams piped: for commands that keep running (`port-forward`, `attach`).
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        // Global flags first: after `--` they would be the command's own arguments.
+        cmd.arg("--cache-dir")
+            .arg(self.kube_cache.path())
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// Runs kubectl with stdin and extra environment variables.
     pub fn kubectl_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new("kubectl");
-        cmd.args(args)
-            .arg("--cache-dir")
+        // Global flags first: after `--` they would be the command's own arguments.
+        cmd.arg("--cache-dir")
             .arg(self.kube_cache.path())
+            .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
