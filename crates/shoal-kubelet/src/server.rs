@@ -248,7 +248,7 @@ async fn exec(
     }
     let id = match running_container(&s.kubelet, &ns, &pod, &container) {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let runtime = s.kubelet.runtime.clone();
     tracing::info!(pod = %format!("{ns}/{pod}"), %container, ?command, "exec");
@@ -275,7 +275,7 @@ async fn attach(
     let (_, opts) = exec_query(req.uri().query());
     let id = match running_container(&s.kubelet, &ns, &pod, &container) {
         Ok(id) => id,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let runtime = s.kubelet.runtime.clone();
     let run: shoal_streaming::Runner = Box::new(move |io| {
@@ -296,20 +296,20 @@ fn running_container(
     ns: &str,
     pod: &str,
     container: &str,
-) -> Result<shoal_runtime::ContainerId, Response> {
+) -> Result<shoal_runtime::ContainerId, Box<Response>> {
     let Some(entry) = k.index.get(ns, pod) else {
-        return Err(status(
+        return Err(Box::new(status(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("pod {ns}/{pod} is not running on this node"),
-        ));
+        )));
     };
     entry.running.get(container).cloned().ok_or_else(|| {
-        status(
+        Box::new(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             format!("container {container:?} in pod {ns}/{pod} is not running"),
-        )
+        ))
     })
 }
 

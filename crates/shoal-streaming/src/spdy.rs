@@ -590,10 +590,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut w: FrameWriter<W>, mut rx: mpsc::
             }
         };
         // Write whatever else is already queued before flushing.
-        if done || rx.is_empty() {
-            if w.flush().await.is_err() || done {
-                break;
-            }
+        if done || rx.is_empty() && w.flush().await.is_err() {
+            break;
         }
     }
     let _ = w.flush().await;

@@ -93,11 +93,7 @@ pub(crate) fn byte_pipe(socket: WebSocket) -> tokio::io::DuplexStream {
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
             match m {
-                Message::Binary(b) => {
-                    if w.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if w.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }

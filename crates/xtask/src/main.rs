@@ -182,6 +182,13 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(&cargo).args([
                 "bench",
                 "-p",
+                "shoal-kubelet",
+                "--bench",
+                "streaming",
+            ]))?;
+            run(Command::new(&cargo).args([
+                "bench",
+                "-p",
                 "shoal-plugin-host",
                 "--bench",
                 "calls",

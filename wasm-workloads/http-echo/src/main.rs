@@ -1,7 +1,8 @@
 //! `http-echo`: a `wasi:http` server that answers every request with its request line and
 //! headers, preceded by `pod: NAME` when `POD_NAME` is set (so callers see which replica
 //! answered). `GET /ready` answers 200, or 503 once the Unix time in `READY_UNTIL` has passed
-//! (a readiness probe that fails on cue).
+//! (a readiness probe that fails on cue). `GET /bytes/N` answers N bytes (at most 1 GiB), for
+//! throughput benchmarks.
 
 use wstd::http::{Body, Request, Response, StatusCode};
 
@@ -33,6 +34,16 @@ async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
         };
         return Ok(Response::builder().status(status).body(Body::from(text))?);
+    }
+    if let Some(n) = target
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n <= 1 << 30)
+    {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(vec![b'x'; n]))?);
     }
     let mut out = String::new();
     if let Ok(pod) = std::env::var("POD_NAME") {
