@@ -295,3 +295,75 @@ fn port_forward_serves_a_pod_port_on_loopback() {
     let answer = http_get(&addr, "/").unwrap_or_default();
     assert!(answer.is_empty(), "{answer}");
 }
+
+/// The metric families of a Prometheus text answer, by name, checked by a Prometheus parser.
+fn families(text: &str) -> std::collections::BTreeMap<String, prometheus_parse::Value> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| (s.metric, s.value))
+        .collect()
+}
+
+#[test]
+fn every_component_serves_prometheus_metrics_with_kubernetes_names() {
+    let c = start();
+    // Some work for the scheduler, the controllers and the runtime to count.
+    c.ok(&[
+        "create",
+        "deployment",
+        "metered",
+        "--image=shoal.local/http-echo:latest",
+    ]);
+    c.ok(&["rollout", "status", "deployment/metered", "--timeout=60s"]);
+    let text = c.ok(&["get", "--raw", "/metrics"]);
+    let got = families(&text);
+    for name in [
+        "apiserver_request_total",
+        "apiserver_request_duration_seconds",
+        "apiserver_storage_objects",
+        "etcd_request_duration_seconds",
+        "scheduler_schedule_attempts_total",
+        "scheduler_scheduling_attempt_duration_seconds",
+        "workqueue_adds_total",
+        "workqueue_work_duration_seconds",
+        "kubelet_running_pods",
+        "kubelet_pod_start_duration_seconds",
+        "shoal_wasm_instantiations_total",
+    ] {
+        assert!(got.contains_key(name), "no {name} in:\n{text}");
+    }
+    assert!(
+        matches!(
+            got["apiserver_request_duration_seconds"],
+            prometheus_parse::Value::Histogram(_)
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"apiserver_storage_objects{resource="deployments.apps"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("scheduler_schedule_attempts_total{")
+                && l.contains(r#"result="scheduled""#)),
+        "{text}"
+    );
+    // The kubelet's own endpoint, through the node proxy.
+    let node = c.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let kubelet = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ]);
+    assert!(
+        families(&kubelet).contains_key("kubelet_running_pods"),
+        "{kubelet}"
+    );
+    // Behind authorization, as Kubernetes' is.
+    let denied = c.fails(&["get", "--raw", "/metrics", "--as=mallory"]);
+    assert!(denied.contains("Forbidden"), "{denied}");
+}

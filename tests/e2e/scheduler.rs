@@ -254,6 +254,7 @@ fn components_hold_leases_and_a_second_scheduler_stands_by() {
         .args([
             "--leader-elect-lease-duration=2s",
             "--leader-elect-retry-period=200ms",
+            "--metrics-bind-address=127.0.0.1:0",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

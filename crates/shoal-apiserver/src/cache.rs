@@ -285,6 +285,15 @@ impl ResourceCache {
         self.read().objects.get(key).cloned()
     }
 
+    /// How many objects the cache holds.
+    pub fn len(&self) -> usize {
+        self.read().objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The objects under `prefix` with a key `> after`, in key order.
     pub fn list(&self, prefix: &str, after: Option<&str>) -> Vec<Arc<CachedObject>> {
         let st = self.read();
@@ -540,6 +549,22 @@ impl WatchCache {
             .filter(|c| key.starts_with(&c.info.storage_prefix()))
             .max_by_key(|c| c.info.storage_prefix().len())
             .cloned()
+    }
+
+    /// `(resource, objects)` for every cache (`pods`, `deployments.apps`): what
+    /// `apiserver_storage_objects` reports.
+    pub fn object_counts(&self) -> Vec<(String, usize)> {
+        self.caches_read()
+            .iter()
+            .map(|c| {
+                let name = if c.info.group.is_empty() {
+                    c.info.plural.to_owned()
+                } else {
+                    format!("{}.{}", c.info.plural, c.info.group)
+                };
+                (name, c.len())
+            })
+            .collect()
     }
 
     /// The cache of `info`'s objects (all versions of a custom resource share one). A custom

@@ -28,6 +28,7 @@ pub mod handlers;
 mod kinds;
 mod kubelet_proxy;
 mod meta;
+mod metered;
 mod openapi;
 mod patch;
 mod protobuf;
@@ -116,6 +117,8 @@ impl ApiServer {
     /// starts the background tasks (compaction, the admission policy loader) under the
     /// supervisor.
     pub async fn start(store: Arc<dyn Store>, options: Options) -> Result<Arc<Self>, StoreError> {
+        shoal_metrics::install();
+        let store: Arc<dyn Store> = Arc::new(metered::MeteredStore(store));
         let (store, encrypted) = match options.encryption {
             Some(config) => {
                 let layer = Arc::new(encryption::EncryptedStore::new(store, config));
@@ -450,6 +453,65 @@ async fn authenticate(
     next.run(req).await
 }
 
+/// Counts every request and times it to its response's head, as Kubernetes'
+/// `apiserver_request_total` and `apiserver_request_duration_seconds` do (labels verb, group,
+/// version, resource, subresource, scope, component, and the code for the count).
+async fn metered(mut req: Request, next: Next) -> Response {
+    let info = request_info(&mut req);
+    let apply = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/apply-patch"));
+    let upgrade = req.headers().contains_key(http::header::UPGRADE);
+    let dry_run = request::Query::parse(req.uri().query())
+        .get("dryRun")
+        .unwrap_or("")
+        .to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let verb = match info.verb.as_str() {
+        _ if upgrade => "CONNECT",
+        "get" => "GET",
+        "list" => "LIST",
+        "watch" => "WATCH",
+        "create" => "POST",
+        "update" => "PUT",
+        "patch" if apply => "APPLY",
+        "patch" => "PATCH",
+        "delete" | "deletecollection" => "DELETE",
+        other => match other {
+            "head" => "HEAD",
+            "options" => "OPTIONS",
+            "post" => "POST",
+            "put" => "PUT",
+            _ => "GET",
+        },
+    };
+    let r = info.resource.clone().unwrap_or_default();
+    let scope = match (&info.resource, r.name.is_empty(), r.namespace.is_empty()) {
+        (None, ..) => "",
+        (Some(_), false, _) => "resource",
+        (Some(_), true, false) => "namespace",
+        (Some(_), true, true) => "cluster",
+    };
+    let labels = [
+        ("verb", verb.to_owned()),
+        ("dry_run", dry_run),
+        ("group", r.group),
+        ("version", r.version),
+        ("resource", r.resource),
+        ("subresource", r.subresource),
+        ("scope", scope.to_owned()),
+        ("component", "apiserver".to_owned()),
+    ];
+    metrics::histogram!("apiserver_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    let mut counted = labels.to_vec();
+    counted.push(("code", resp.status().as_u16().to_string()));
+    metrics::counter!("apiserver_request_total", &counted).increment(1);
+    resp
+}
+
 /// Gives a request a seat of its priority level for as long as its response is being sent,
 /// or answers 429 (see [`flowcontrol`]).
 async fn flow_controlled(
@@ -514,5 +576,6 @@ pub fn router(server: Arc<ApiServer>) -> Router {
             server.clone(),
             audited,
         ))
+        .layer(axum::middleware::from_fn(metered))
         .with_state(server)
 }

@@ -1,7 +1,10 @@
 //! The one way every controller on kube-rs' controller runtime runs: each reconcile in a
 //! `reconcile{controller, object}` span; a failed reconcile logged once and retried after a
 //! back-off that doubles per object (100 ms up to 30 s, as a workqueue's rate limiter does)
-//! and is forgotten when the object reconciles.
+//! and is forgotten when the object reconciles. Each controller's queue is measured as
+//! Kubernetes' workqueue metrics are, by `name`: `workqueue_adds_total` (reconciles started),
+//! `workqueue_depth` (kube-rs' controller hands items straight to reconciles, so this is the
+//! items being reconciled), `workqueue_work_duration_seconds`, `workqueue_retries_total`.
 
 use crate::Error;
 use futures::StreamExt;
@@ -79,8 +82,15 @@ pub async fn run<K, F, Fut>(
                 let object = key(obj.as_ref());
                 let span = tracing::info_span!("reconcile", controller = name, object = %object);
                 let done = reconcile(obj, ctx.clone());
+                metrics::counter!("workqueue_adds_total", "name" => name).increment(1);
+                let depth = metrics::gauge!("workqueue_depth", "name" => name);
+                depth.increment(1.0);
+                let started = std::time::Instant::now();
                 async move {
                     let r = done.await;
+                    depth.decrement(1.0);
+                    metrics::histogram!("workqueue_work_duration_seconds", "name" => name)
+                        .record(started.elapsed().as_secs_f64());
                     if r.is_ok() {
                         ctx.forget(&object);
                     }
@@ -91,6 +101,7 @@ pub async fn run<K, F, Fut>(
             |obj: Arc<K>, e: &Error, ctx: Arc<Ctx>| {
                 let object = key(obj.as_ref());
                 let delay = ctx.next_backoff(&object);
+                metrics::counter!("workqueue_retries_total", "name" => ctx.name).increment(1);
                 tracing::warn!(controller = ctx.name, object = %object, error = %e, retry_in = ?delay, "reconcile failed; retrying");
                 Action::requeue(delay)
             },

@@ -120,6 +120,15 @@ fn host_memory() -> Option<u64> {
     shoal_runtime::memory::total_memory()
 }
 
+/// Keeps `kubelet_running_pods` (pods with a sandbox) as an entry goes from `was` to `now`.
+fn running_pods(was: bool, now: bool) {
+    match (was, now) {
+        (false, true) => metrics::gauge!("kubelet_running_pods").increment(1.0),
+        (true, false) => metrics::gauge!("kubelet_running_pods").decrement(1.0),
+        _ => {}
+    }
+}
+
 /// What the logs server needs to know about the pods this kubelet runs.
 #[derive(Default)]
 pub struct PodIndex {
@@ -147,14 +156,21 @@ impl PodIndex {
     }
 
     pub(crate) fn set_running(&self, ns: &str, name: &str, entry: PodEntry) {
-        self.lock().insert((ns.to_owned(), name.to_owned()), entry);
+        let running = entry.ip.is_some();
+        let was = self
+            .lock()
+            .insert((ns.to_owned(), name.to_owned()), entry)
+            .is_some_and(|e| e.ip.is_some());
+        running_pods(was, running);
     }
 
     pub(crate) fn remove(&self, ns: &str, name: &str, uid: &str) {
         let mut pods = self.lock();
         let key = (ns.to_owned(), name.to_owned());
-        if pods.get(&key).is_some_and(|e| e.uid == uid) {
-            pods.remove(&key);
+        if pods.get(&key).is_some_and(|e| e.uid == uid)
+            && let Some(e) = pods.remove(&key)
+        {
+            running_pods(e.ip.is_some(), false);
         }
     }
 }

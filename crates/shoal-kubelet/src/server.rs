@@ -175,6 +175,7 @@ pub fn router(kubelet: Arc<Kubelet>, auth: Auth) -> Router {
         .route("/healthz", axum::routing::get(healthz))
         .route("/stats/summary", axum::routing::get(stats_summary))
         .route("/metrics/resource", axum::routing::get(metrics_resource))
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(AppState {
             kubelet,
             auth: Arc::new(auth),
@@ -358,6 +359,18 @@ async fn metrics_resource(State(s): State<AppState>, headers: HeaderMap) -> Resp
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::stats::resource_metrics(&s.kubelet).await,
+    )
+        .into_response()
+}
+
+/// The process's Prometheus metrics (the kubelet's `kubelet_*`, the runtime's `shoal_wasm_*`).
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(denied) = unauthorized(&s, &headers, "metrics").await {
+        return denied;
+    }
+    (
+        [(header::CONTENT_TYPE, shoal_metrics::CONTENT_TYPE)],
+        shoal_metrics::render(),
     )
         .into_response()
 }

@@ -153,10 +153,12 @@ impl Health {
                 .benched()
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "benched".into());
+            self.count_failure("Benched");
             return Err(PluginError::Benched(why));
         }
         Ok(CallGuard {
             health: self.clone(),
+            started: Instant::now(),
             probe,
             done: false,
         })
@@ -242,9 +244,35 @@ impl Health {
     }
 }
 
-/// One call in progress. Dropping it records a success; [`CallGuard::fail`] a failure.
+impl Health {
+    /// `shoal_plugin_call_failures_total{kind, plugin, reason}`.
+    fn count_failure(&self, reason: &'static str) {
+        metrics::counter!(
+            "shoal_plugin_call_failures_total",
+            "kind" => self.key.kind,
+            "plugin" => self.key.name.clone(),
+            "reason" => reason,
+        )
+        .increment(1);
+    }
+
+    /// `shoal_plugin_call_duration_seconds{kind, plugin, result}`.
+    fn time_call(&self, started: Instant, result: &'static str) {
+        metrics::histogram!(
+            "shoal_plugin_call_duration_seconds",
+            "kind" => self.key.kind,
+            "plugin" => self.key.name.clone(),
+            "result" => result,
+        )
+        .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// One call in progress. Dropping it records a success; [`CallGuard::fail`] a failure. Both
+/// are timed and counted in the plugin metrics.
 pub struct CallGuard {
     health: Arc<Health>,
+    started: Instant,
     probe: bool,
     done: bool,
 }
@@ -253,6 +281,8 @@ impl CallGuard {
     /// Records that the call failed with `e` (a [`PluginError::Benched`] is not counted).
     pub fn fail(mut self, e: &PluginError) {
         self.done = true;
+        self.health.time_call(self.started, "error");
+        self.health.count_failure(e.reason());
         if matches!(e, PluginError::Benched(_)) {
             return;
         }
@@ -263,6 +293,7 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if !self.done {
+            self.health.time_call(self.started, "success");
             self.health.succeeded(self.probe);
         }
     }

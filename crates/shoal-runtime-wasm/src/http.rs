@@ -107,6 +107,7 @@ async fn instance(
         .new_response_outparam(tx)
         .map_err(|e| err(&e))?;
     let task = tokio::spawn(async move {
+        metrics::counter!("shoal_wasm_instantiations_total", "kind" => "http").increment(1);
         let proxy = pre.instantiate_async(&mut store).await?;
         proxy
             .wasi_http_incoming_handler()

@@ -306,6 +306,7 @@ async fn run_command(
     mut store: wasmtime::Store<Guest>,
 ) -> (i32, &'static str, String) {
     let result = async {
+        metrics::counter!("shoal_wasm_instantiations_total", "kind" => "command").increment(1);
         let cmd = pre.instantiate_async(&mut store).await?;
         cmd.wasi_cli_run().call_run(&mut store).await
     }

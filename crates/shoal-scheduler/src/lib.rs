@@ -463,6 +463,7 @@ impl Scheduler {
         for pod in pending {
             let k = key(&pod);
             let _span = tracing::info_span!("schedule", pod = %k).entered();
+            let attempt = Attempt::new(&pod);
             // The pod's claims: whether it can go anywhere yet, and where.
             let needs = self.lock().volumes.needs(&pod);
             let needs = match needs {
@@ -471,6 +472,7 @@ impl Scheduler {
                     self.back_off(&pod);
                     let n = nodes.len();
                     self.report_unschedulable(&pod, format!("0/{n} nodes are available: {why}."));
+                    attempt.done("unschedulable");
                     continue;
                 }
             };
@@ -501,8 +503,10 @@ impl Scheduler {
                     if let Err(why) = framework.reserve(&decision.state, &pod, &node) {
                         self.back_off(&pod);
                         self.report_unschedulable(&pod, why);
+                        attempt.done("unschedulable");
                         continue;
                     }
+                    attempt.done("scheduled");
                     // Assume the binding: the pod counts on its node from now on.
                     let mut bound = (*pod).clone();
                     if let Some(spec) = bound.spec.as_mut() {
@@ -557,6 +561,7 @@ impl Scheduler {
                     }
                     self.back_off(&pod);
                     self.report_unschedulable(&pod, message);
+                    attempt.done("unschedulable");
                 }
             }
         }
@@ -694,6 +699,37 @@ pub fn decide(
     nodes: &[NodeInfo],
 ) -> Result<usize, String> {
     Framework::new(plugins).schedule(pod, nodes).map(|d| d.node)
+}
+
+/// One scheduling attempt, counted and timed as Kubernetes' `scheduler_schedule_attempts_total`
+/// and `scheduler_scheduling_attempt_duration_seconds` (by result and profile).
+struct Attempt {
+    profile: String,
+    started: Instant,
+}
+
+impl Attempt {
+    fn new(pod: &Pod) -> Self {
+        Attempt {
+            profile: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.scheduler_name.clone())
+                .unwrap_or_else(|| "default-scheduler".into()),
+            started: Instant::now(),
+        }
+    }
+
+    /// `scheduled`, `unschedulable` or `error`.
+    fn done(&self, result: &'static str) {
+        let labels = [
+            ("result", result.to_owned()),
+            ("profile", self.profile.clone()),
+        ];
+        metrics::counter!("scheduler_schedule_attempts_total", &labels).increment(1);
+        metrics::histogram!("scheduler_scheduling_attempt_duration_seconds", &labels)
+            .record(self.started.elapsed().as_secs_f64());
+    }
 }
 
 #[cfg(test)]

@@ -224,6 +224,10 @@ enum Command {
         plugins: PluginArgs,
         #[command(flatten)]
         leader: LeaderArgs,
+        /// Where to serve `/metrics` (Prometheus text) and `/healthz` over HTTP; keep it on
+        /// loopback. Port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:10259")]
+        metrics_bind_address: std::net::SocketAddr,
     },
     /// Run the controllers alone against the cluster of KUBECONFIG.
     ControllerManager {
@@ -233,6 +237,10 @@ enum Command {
         controllers: ControllerArgs,
         #[command(flatten)]
         leader: LeaderArgs,
+        /// Where to serve `/metrics` (Prometheus text) and `/healthz` over HTTP; keep it on
+        /// loopback. Port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:10257")]
+        metrics_bind_address: std::net::SocketAddr,
     },
     /// Register N simulated nodes (kwok-like) with the cluster of KUBECONFIG: their leases are
     /// renewed and pods bound to them are marked Running without executing anything.
@@ -982,8 +990,37 @@ async fn run_kubelet(
     Ok(())
 }
 
+/// Serves the process's `/metrics` and a `/healthz` at `addr` (a standalone scheduler's or
+/// controller-manager's, as Kubernetes' components serve theirs); returns where.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics (--metrics-bind-address)"))?;
+    let at = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        shoal_metrics::CONTENT_TYPE,
+                    )],
+                    shoal_metrics::render(),
+                )
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(shoal_net::serve(listener, app, None, shutdown));
+    Ok(at)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    shoal_metrics::install();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -1035,11 +1072,13 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
             plugins,
             leader,
+            metrics_bind_address,
         } => {
             let client = node::client_from(&kubeconfig).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));
-            println!("Shoal scheduler running");
+            let at = serve_metrics(metrics_bind_address, shutdown.clone()).await?;
+            println!("Shoal scheduler running (metrics at http://{at}/metrics)");
             let config = shoal_scheduler::Config {
                 plugins: Some(shoal_scheduler::wasm::PluginConfig {
                     host: plugins.host()?,
@@ -1054,6 +1093,7 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
             controllers,
             leader,
+            metrics_bind_address,
         } => {
             let mut config = controllers.config()?;
             if config.root_ca.is_none() {
@@ -1062,7 +1102,8 @@ async fn main() -> anyhow::Result<()> {
             let client = node::client_from(&kubeconfig).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(shutdown_signal(shutdown.clone()));
-            println!("Shoal controller-manager running");
+            let at = serve_metrics(metrics_bind_address, shutdown.clone()).await?;
+            println!("Shoal controller-manager running (metrics at http://{at}/metrics)");
             let supervisor = shoal_supervisor::Supervisor::new();
             run_controllers(client, config, supervisor, leader, shutdown).await;
             Ok(())

@@ -114,6 +114,16 @@ async fn route(
         s.cache.sync().await?;
     }
     match parts.as_slice() {
+        ["metrics"] => {
+            for (resource, n) in s.cache.object_counts() {
+                metrics::gauge!("apiserver_storage_objects", "resource" => resource).set(n as f64);
+            }
+            Ok((
+                [(header::CONTENT_TYPE, shoal_metrics::CONTENT_TYPE)],
+                shoal_metrics::render(),
+            )
+                .into_response())
+        }
         ["version"] => {
             let mut r = value_response(StatusCode::OK, &discovery::version());
             r.headers_mut().insert(

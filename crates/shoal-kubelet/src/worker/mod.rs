@@ -97,6 +97,8 @@ struct Worker {
     written: Value,
     /// When the kubelet evicted the pod (its `DisruptionTarget` condition).
     evicted_at: Option<Timestamp>,
+    /// When this kubelet first saw the pod, until it has been reported running.
+    first_seen: Option<Instant>,
 }
 
 /// Runs the pod `rx` holds until it is deleted (from the API or by its grace period ending).
@@ -221,6 +223,7 @@ impl Worker {
             history: HashMap::new(),
             written: Value::Null,
             evicted_at: None,
+            first_seen: (!terminal).then(Instant::now),
         };
         w.k.active.insert(&w.uid, &w.pod, w.tx.clone(), &w.dir);
         if terminal {

@@ -45,6 +45,13 @@ impl Worker {
     pub(super) async fn write_status(&mut self) {
         let runtime_name = self.k.runtime.version().name;
         let phase = status::phase(&self.ctrs, self.failed.is_some());
+        if phase == "Running"
+            && let Some(seen) = self.first_seen.take()
+        {
+            // From this kubelet first seeing the pod to it running, as Kubernetes measures it.
+            metrics::histogram!("kubelet_pod_start_duration_seconds")
+                .record(seen.elapsed().as_secs_f64());
+        }
         let scheduled = self
             .pod
             .metadata
