@@ -367,3 +367,65 @@ fn every_component_serves_prometheus_metrics_with_kubernetes_names() {
     let denied = c.fails(&["get", "--raw", "/metrics", "--as=mallory"]);
     assert!(denied.contains("Forbidden"), "{denied}");
 }
+
+/// Millicores of a `kubectl top` CPU column (`201m`).
+fn millicores(cell: &str) -> u64 {
+    cell.trim_end_matches('m').parse().unwrap_or(u64::MAX)
+}
+
+#[test]
+fn top_shows_a_spinner_near_its_limit_and_an_idle_pod_near_zero() {
+    let c = start();
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: spinner, labels: {app: spin}}\nspec:\n  containers:\n  - name: spin\n    image: shoal.local/exerciser:latest\n    args: [spin, \"3600\"]\n    resources: {limits: {cpu: 300m}}\n",
+    );
+    c.wait_pod("spinner", "{.status.phase}", "Running");
+    // The kubelet samples CPU every 5 s: the usage is known after two samples.
+    let rows = eventually("the spinner has CPU metrics", || {
+        let out = c.kubectl(&["top", "pods", "--no-headers"]);
+        anyhow::ensure!(out.status.success(), "{}", text(&out.stderr));
+        let rows: Vec<(String, u64)> = text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_owned(), millicores(f[1]))
+            })
+            .collect();
+        let spin = rows.iter().find(|(n, _)| n == "spinner").map(|r| r.1);
+        anyhow::ensure!(spin.is_some_and(|m| m > 200), "{rows:?}");
+        Ok(rows)
+    });
+    for (name, m) in &rows {
+        match name.as_str() {
+            "spinner" => assert!((200..=330).contains(m), "spinner at {m}m"),
+            _ => assert!(*m <= 20, "{name} at {m}m while idle"),
+        }
+    }
+    let one = c.ok(&["top", "pod", "spinner", "--containers"]);
+    assert!(one.contains("spinner") && one.contains("spin"), "{one}");
+    let selected = c.ok(&["top", "pods", "-l", "app=spin", "--no-headers"]);
+    assert_eq!(selected.lines().count(), 1, "{selected}");
+    let nodes = c.ok(&["top", "nodes", "--no-headers"]);
+    let node_cpu = millicores(nodes.split_whitespace().nth(1).unwrap_or(""));
+    assert!(node_cpu >= 200, "{nodes}");
+    // The API behind it, as metrics-server's.
+    let list = c.ok(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/spinner",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["kind"], "PodMetrics");
+    assert!(
+        v["containers"][0]["usage"]["cpu"]
+            .as_str()
+            .unwrap()
+            .ends_with('n')
+    );
+    let missing = c.fails(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
+    ]);
+    assert!(missing.contains("NotFound"), "{missing}");
+}

@@ -2,6 +2,7 @@
 //! (`apidiscovery.k8s.io/v2`) and the legacy form.
 
 use crate::crd::Catalog;
+use crate::resource_metrics as metrics;
 use serde_json::{Value, json};
 use shoal_api::ResourceInfo;
 use shoal_api::resources::{RESOURCES, verbs};
@@ -69,7 +70,8 @@ pub fn served(catalog: &Catalog) -> Vec<&'static ResourceInfo> {
         .collect()
 }
 
-/// The groups served, in discovery order.
+/// The groups served, in discovery order (`metrics.k8s.io`, which is computed rather than
+/// stored, last).
 fn groups(catalog: &Catalog) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for r in served(catalog) {
@@ -77,6 +79,7 @@ fn groups(catalog: &Catalog) -> Vec<&'static str> {
             out.push(r.group);
         }
     }
+    out.push(metrics::GROUP);
     out
 }
 
@@ -107,6 +110,9 @@ fn version_rank(v: &str) -> (u8, std::cmp::Reverse<u64>, std::cmp::Reverse<u64>,
 
 /// The versions of `group`, preferred first.
 fn versions(catalog: &Catalog, group: &str) -> Vec<&'static str> {
+    if group == metrics::GROUP {
+        return vec![metrics::VERSION];
+    }
     let mut out: Vec<&'static str> = Vec::new();
     for r in served(catalog).into_iter().filter(|r| r.group == group) {
         if !out.contains(&r.version) {
@@ -118,6 +124,9 @@ fn versions(catalog: &Catalog, group: &str) -> Vec<&'static str> {
 }
 
 fn group_item(catalog: &Catalog, group: &str) -> Value {
+    if group == metrics::GROUP {
+        return metrics::aggregated_group();
+    }
     let all = served(catalog);
     let versions: Vec<Value> = versions(catalog, group)
         .into_iter()
@@ -183,6 +192,9 @@ pub fn group(catalog: &Catalog, group: &str) -> Option<Value> {
 
 /// `APIResourceList` for one group version.
 pub fn resource_list(catalog: &Catalog, group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (metrics::GROUP, metrics::VERSION) {
+        return Some(metrics::resource_list());
+    }
     let rs: Vec<&ResourceInfo> = served(catalog)
         .into_iter()
         .filter(|r| r.group == group && r.version == version)

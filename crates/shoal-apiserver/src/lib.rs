@@ -36,6 +36,7 @@ mod proxy;
 pub mod rbac;
 pub mod registry;
 mod request;
+mod resource_metrics;
 pub mod serviceaccount;
 mod table;
 pub mod tls;
@@ -102,6 +103,8 @@ pub struct ApiServer {
     flow: flowcontrol::FlowControl,
     /// Seats for writing list bodies (`handlers/stream.rs`).
     list_seats: Arc<tokio::sync::Semaphore>,
+    /// Kubelet summaries fetched for `metrics.k8s.io`.
+    summaries: resource_metrics::Summaries,
     /// Stops the background tasks when the server is dropped.
     stop: CancellationToken,
 }
@@ -159,6 +162,7 @@ impl ApiServer {
                 flowcontrol::FlowControl::new(readonly, mutating)
             },
             list_seats: handlers::list_seats(),
+            summaries: Default::default(),
             stop: stop.clone(),
         });
         server.bootstrap().await?;

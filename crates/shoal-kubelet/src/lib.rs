@@ -189,6 +189,8 @@ pub struct Kubelet {
     pub(crate) active: pods::ActivePods,
     /// The node's pressure conditions, kept by the eviction manager.
     pub(crate) pressure: Mutex<eviction::Pressure>,
+    /// CPU usage rates, sampled from the runtime's CPU accounting.
+    pub(crate) cpu: stats::CpuRates,
 }
 
 impl Kubelet {
@@ -207,6 +209,7 @@ impl Kubelet {
             supervisor,
             active: Default::default(),
             pressure: Default::default(),
+            cpu: Default::default(),
         })
     }
 
@@ -246,6 +249,13 @@ impl Kubelet {
             move || eviction::run(this.clone()),
         );
         let this = self.clone();
+        let sampling = sup.spawn(
+            "kubelet/cpu-sampler",
+            Restart::Always,
+            shutdown.clone(),
+            move || stats::sample_cpu(this.clone()),
+        );
+        let this = self.clone();
         let provisioning = sup.spawn(
             "kubelet/local-path-provisioner",
             Restart::Always,
@@ -271,6 +281,7 @@ impl Kubelet {
         let _ = pods.await;
         lease.abort();
         evictions.abort();
+        sampling.abort();
         provisioning.abort();
         Ok(())
     }

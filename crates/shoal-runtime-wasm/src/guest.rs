@@ -114,6 +114,13 @@ impl MemoryCap {
     }
 }
 
+impl MemoryCap {
+    /// Counts CPU time the instance ran toward its container's usage.
+    fn charge_cpu(&self, ran: Duration) {
+        self.memory.charge_cpu(ran);
+    }
+}
+
 impl Drop for MemoryCap {
     fn drop(&mut self) {
         self.memory.release(self.used);
@@ -258,6 +265,7 @@ pub fn new_store(
         let now = Instant::now();
         let g = ctx.data_mut();
         let ran = now.saturating_duration_since(g.resumed_at).min(TICK);
+        g.memory.charge_cpu(ran);
         match &g.cpu {
             Some(budget) => {
                 let wait = budget.charge(ran);

@@ -232,7 +232,7 @@ pub async fn the_node_memory_budget_is_a_hard_cap_and_memory_is_given_back(h: &H
     .await;
     assert_eq!(held.uid, "uid-hog");
     assert_eq!(held.containers.len(), 1);
-    assert_eq!(held.containers[0].0, "hog");
+    assert_eq!(held.containers[0].name, "hog");
     let node = rt.node_memory().expect("the runtime keeps a node budget");
     assert!(node.used_bytes >= 64 * MIB, "{node:?}");
 

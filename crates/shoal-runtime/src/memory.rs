@@ -114,6 +114,7 @@ impl Exhausted {
 pub struct ContainerMemory {
     limit: Option<u64>,
     used: AtomicU64,
+    cpu_nanos: AtomicU64,
     budget: Arc<MemoryBudget>,
 }
 
@@ -122,8 +123,21 @@ impl ContainerMemory {
         Arc::new(ContainerMemory {
             limit,
             used: AtomicU64::new(0),
+            cpu_nanos: AtomicU64::new(0),
             budget,
         })
+    }
+
+    /// Adds CPU time the container's instances ran (the runtime's CPU accounting, which is
+    /// also what enforces `limits.cpu`).
+    pub fn charge_cpu(&self, ran: std::time::Duration) {
+        self.cpu_nanos
+            .fetch_add(ran.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// CPU time its instances have run, in nanoseconds, since the container was created.
+    pub fn cpu_nanos(&self) -> u64 {
+        self.cpu_nanos.load(Ordering::Relaxed)
     }
 
     /// Charges a growth of `bytes` to the container and the node, or refuses it.
@@ -223,26 +237,36 @@ impl Accounts {
     pub fn stats(&self) -> Vec<crate::SandboxStats> {
         let mut accounts = self.lock();
         accounts.retain(|a| !a.removed || a.memory.used() > 0);
-        let mut by_sandbox: std::collections::BTreeMap<
-            &crate::SandboxId,
-            (&str, std::collections::BTreeMap<&str, u64>),
-        > = Default::default();
+        // Per sandbox: the pod's uid, and per container (memory bytes, CPU nanoseconds).
+        type Usage<'a> = std::collections::BTreeMap<&'a str, (u64, u64)>;
+        let mut by_sandbox: std::collections::BTreeMap<&crate::SandboxId, (&str, Usage<'_>)> =
+            Default::default();
         for a in accounts.iter() {
             let (_, containers) = by_sandbox
                 .entry(&a.owner.sandbox)
                 .or_insert((a.owner.uid.as_str(), Default::default()));
             let e = containers.entry(a.owner.container.as_str()).or_default();
-            *e = (*e).max(a.memory.used());
+            // The latest run's memory (the largest, while an old run is torn down) and CPU.
+            e.0 = e.0.max(a.memory.used());
+            e.1 = if a.removed {
+                e.1
+            } else {
+                e.1.max(a.memory.cpu_nanos())
+            };
         }
         by_sandbox
             .into_iter()
             .map(|(id, (uid, containers))| crate::SandboxStats {
                 id: id.clone(),
                 uid: uid.to_owned(),
-                memory_bytes: containers.values().sum(),
+                memory_bytes: containers.values().map(|c| c.0).sum(),
                 containers: containers
                     .into_iter()
-                    .map(|(n, b)| (n.to_owned(), b))
+                    .map(|(n, (memory_bytes, cpu_nanos))| crate::ContainerStats {
+                        name: n.to_owned(),
+                        memory_bytes,
+                        cpu_nanos,
+                    })
                     .collect(),
             })
             .collect()
@@ -311,7 +335,11 @@ mod tests {
             "still being torn down"
         );
         a.release(10);
-        assert_eq!(accounts.stats()[0].containers, vec![("b".to_owned(), 5)]);
+        let c = &accounts.stats()[0].containers;
+        assert_eq!(
+            (c.len(), c[0].name.as_str(), c[0].memory_bytes),
+            (1, "b", 5)
+        );
         accounts.close_sandbox(&crate::SandboxId("sb".into()));
         b.release(5);
         assert!(accounts.stats().is_empty());

@@ -241,7 +241,7 @@ pub fn now_nanos() -> i64 {
 }
 
 /// What one sandbox's containers use now, as the runtime measures it (CRI's
-/// `PodSandboxStats`, memory only).
+/// `PodSandboxStats`: memory, and CPU time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxStats {
     pub id: SandboxId,
@@ -249,8 +249,17 @@ pub struct SandboxStats {
     pub uid: String,
     /// Memory of all the sandbox's containers, in bytes.
     pub memory_bytes: u64,
-    /// Per container (by name, the latest run of each): memory in bytes.
-    pub containers: Vec<(String, u64)>,
+    /// Per container (by name, the latest run of each).
+    pub containers: Vec<ContainerStats>,
+}
+
+/// What one container uses now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStats {
+    pub name: String,
+    pub memory_bytes: u64,
+    /// CPU time its current run has used, in nanoseconds (cumulative).
+    pub cpu_nanos: u64,
 }
 
 /// The memory a runtime lets all pods of the node use together, and how much they use.

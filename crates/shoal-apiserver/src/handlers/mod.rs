@@ -114,6 +114,15 @@ async fn route(
         s.cache.sync().await?;
     }
     match parts.as_slice() {
+        [
+            "apis",
+            crate::resource_metrics::GROUP,
+            crate::resource_metrics::VERSION,
+            rest @ ..,
+        ] => {
+            let body = crate::resource_metrics::serve(s, method, rest, q).await?;
+            Ok(value_response(StatusCode::OK, &body))
+        }
         ["metrics"] => {
             for (resource, n) in s.cache.object_counts() {
                 metrics::gauge!("apiserver_storage_objects", "resource" => resource).set(n as f64);

@@ -259,7 +259,8 @@ async fn evict_for_memory(k: &Kubelet, signal: &Signal, evicting: &mut HashMap<S
         let uid = p.pod.metadata.uid.as_deref().unwrap_or("");
         let biggest = usage
             .get(uid)
-            .and_then(|s| s.containers.iter().max_by_key(|(_, b)| *b).cloned());
+            .and_then(|s| s.containers.iter().max_by_key(|c| c.memory_bytes))
+            .map(|c| (c.name.clone(), c.memory_bytes));
         let mut message = signal.message();
         if let Some((name, bytes)) = biggest {
             let request = p
