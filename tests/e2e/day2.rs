@@ -429,3 +429,88 @@ fn top_shows_a_spinner_near_its_limit_and_an_idle_pod_near_zero() {
     ]);
     assert!(missing.contains("NotFound"), "{missing}");
 }
+
+#[test]
+fn debug_runs_the_toolbox_in_a_running_pod_with_its_volumes() {
+    let c = start();
+    c.ok(&[
+        "exec",
+        "ex",
+        "--",
+        "exerciser",
+        "write",
+        "/data/note.txt",
+        "from the pod",
+    ]);
+    let debug = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec![
+            "debug",
+            "ex",
+            "--image=shoal.local/toolbox:latest",
+            "--profile=general",
+        ];
+        all.extend_from_slice(args);
+        let out = c.kubectl_with(&all, stdin, &[]);
+        assert!(out.status.success(), "{all:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // Interactive: the toolbox reads commands from the attached stdin.
+    let out = debug(&["-i"], Some("cat /data/note.txt\nls /data\nexit\n"));
+    assert!(
+        out.contains("from the pod") && out.contains("note.txt"),
+        "{out}"
+    );
+    // A command of its own (kubectl falls back to its logs when it has already finished).
+    let out = debug(&["-i", "--", "cat", "/data/note.txt"], None);
+    assert!(out.contains("from the pod"), "{out}");
+    eventually("both debug containers completed", || {
+        let reasons = c.pod_field(
+            "ex",
+            "{.status.ephemeralContainerStatuses[*].state.terminated.reason}",
+        )?;
+        anyhow::ensure!(reasons == "Completed Completed", "{reasons:?}");
+        Ok(())
+    });
+    // The pod itself is untouched.
+    assert_eq!(c.pod_field("ex", "{.status.phase}").unwrap(), "Running");
+    assert_eq!(
+        c.pod_field("ex", "{.status.containerStatuses[0].restartCount}")
+            .unwrap(),
+        "0"
+    );
+    // What Kubernetes refuses through `ephemeralcontainers`.
+    let pod: serde_json::Value =
+        serde_json::from_str(&c.ok(&["get", "pod", "ex", "-o", "json"])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let put = |body: serde_json::Value| {
+        let file = dir.path().join("pod.json");
+        std::fs::write(&file, body.to_string()).unwrap();
+        c.kubectl(&[
+            "replace",
+            "--raw",
+            "/api/v1/namespaces/default/pods/ex/ephemeralcontainers",
+            "-f",
+            file.to_str().unwrap(),
+        ])
+    };
+    let mut removed = pod.clone();
+    removed["spec"]["ephemeralContainers"] = serde_json::json!([]);
+    let out = put(removed);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("may not be removed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut ported = pod.clone();
+    ported["spec"]["ephemeralContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "dbg", "image": "shoal.local/toolbox:latest", "ports": [{"containerPort": 80}]}));
+    let out = put(ported);
+    assert!(
+        text(&out.stderr).contains("cannot be set for an Ephemeral Container"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -16,6 +16,7 @@ pub enum Subresource {
     Finalize,
     Token,
     Approval,
+    EphemeralContainers,
 }
 
 impl Subresource {
@@ -33,6 +34,7 @@ impl Subresource {
             Subresource::Finalize => "finalize",
             Subresource::Token => "token",
             Subresource::Approval => "approval",
+            Subresource::EphemeralContainers => "ephemeralcontainers",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -55,9 +57,10 @@ impl Subresource {
     }
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
-            Subresource::Status | Subresource::Scale | Subresource::Approval => {
-                &["get", "patch", "update"]
-            }
+            Subresource::Status
+            | Subresource::Scale
+            | Subresource::Approval
+            | Subresource::EphemeralContainers => &["get", "patch", "update"],
             Subresource::Binding | Subresource::Eviction | Subresource::Token => &["create"],
             Subresource::Log => &["get"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
@@ -82,6 +85,7 @@ const ALL_SUBRESOURCES: &[Subresource] = &[
     Subresource::Finalize,
     Subresource::Token,
     Subresource::Approval,
+    Subresource::EphemeralContainers,
 ];
 
 /// One served resource.
@@ -184,7 +188,7 @@ macro_rules! res {
 /// Every resource served, core group first, in discovery order.
 pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "Namespace", "namespaces", "namespace", ns: false, short: ["ns"], cat: [], sub: [S::Status, S::Finalize], fields: ["status.phase"], spec: false),
-    res!("", "Pod", "pods", "pod", ns: true, short: ["po"], cat: ["all"], sub: [S::Status, S::Binding, S::Log, S::Exec, S::Attach, S::PortForward, S::Proxy, S::Eviction],
+    res!("", "Pod", "pods", "pod", ns: true, short: ["po"], cat: ["all"], sub: [S::Status, S::Binding, S::Log, S::Exec, S::Attach, S::PortForward, S::Proxy, S::Eviction, S::EphemeralContainers],
         fields: ["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"], spec: false),
     res!("", "Node", "nodes", "node", ns: false, short: ["no"], cat: [], sub: [S::Status, S::Proxy], fields: ["spec.unschedulable"], spec: false),
     res!("", "Service", "services", "service", ns: true, short: ["svc"], cat: ["all"], sub: [S::Status, S::Proxy], fields: ["spec.clusterIP", "spec.type"], spec: false),

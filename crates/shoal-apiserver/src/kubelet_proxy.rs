@@ -42,8 +42,9 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> 
     let spec = &pod["spec"];
     let main = names(spec.get("containers"));
     let init = names(spec.get("initContainers"));
+    let ephemeral = names(spec.get("ephemeralContainers"));
     match asked.filter(|c| !c.is_empty()) {
-        Some(c) if main.iter().chain(&init).any(|n| n == c) => Ok(c.to_owned()),
+        Some(c) if main.iter().chain(&init).chain(&ephemeral).any(|n| n == c) => Ok(c.to_owned()),
         Some(c) => Err(StatusError::bad_request(format!(
             "container {c} is not valid for pod {name}"
         ))
@@ -60,6 +61,12 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> 
                     init.join(" ")
                 ));
             }
+            if !ephemeral.is_empty() {
+                msg.push_str(&format!(
+                    " or one of the ephemeral containers: [{}]",
+                    ephemeral.join(" ")
+                ));
+            }
             Err(StatusError::bad_request(msg).into())
         }
     }
@@ -68,10 +75,14 @@ fn container(pod: &Value, name: &str, asked: Option<&str>) -> ApiResult<String> 
 /// Refuses, as Kubernetes does, a log of a container that has never started.
 fn check_started(pod: &Value, name: &str, c: &str, previous: bool) -> ApiResult<()> {
     let status = &pod["status"];
-    let entry = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .flat_map(|k| status[*k].as_array().into_iter().flatten())
-        .find(|s| s["name"] == c);
+    let entry = [
+        "containerStatuses",
+        "initContainerStatuses",
+        "ephemeralContainerStatuses",
+    ]
+    .iter()
+    .flat_map(|k| status[*k].as_array().into_iter().flatten())
+    .find(|s| s["name"] == c);
     let waiting = match entry {
         None => Some("ContainerCreating".to_owned()),
         Some(s) => {

@@ -31,6 +31,9 @@ pub enum State {
 pub struct Ctr {
     pub spec: Container,
     pub init: bool,
+    /// An ephemeral container (`kubectl debug`): runs once, never restarts, and is not part of
+    /// the pod's phase or readiness.
+    pub ephemeral: bool,
     pub state: State,
     pub last: Option<Term>,
     pub restarts: i32,
@@ -52,10 +55,18 @@ pub struct Ctr {
 }
 
 impl Ctr {
+    /// An ephemeral container, as a container of the pod (the fields they share).
+    pub fn ephemeral(spec: Container) -> Self {
+        let mut c = Self::new(spec, false);
+        c.ephemeral = true;
+        c
+    }
+
     pub fn new(spec: Container, init: bool) -> Self {
         Self {
             spec,
             init,
+            ephemeral: false,
             state: State::Waiting {
                 reason: if init {
                     "PodInitializing".into()
@@ -144,15 +155,17 @@ pub fn container_status(c: &Ctr, runtime: &str) -> Value {
     v
 }
 
-/// Kubernetes' pod phase from its containers.
+/// Kubernetes' pod phase from its containers (ephemeral ones do not count).
 pub fn phase(ctrs: &[Ctr], failed: bool) -> &'static str {
+    let owned: Vec<&Ctr> = ctrs.iter().filter(|c| !c.ephemeral).collect();
+    let ctrs = owned;
     if failed || ctrs.iter().any(|c| c.init && c.failed()) {
         return "Failed";
     }
-    if !ctrs.iter().filter(|c| c.init).all(Ctr::succeeded) {
+    if !ctrs.iter().filter(|c| c.init).all(|c| c.succeeded()) {
         return "Pending";
     }
-    let main: Vec<&Ctr> = ctrs.iter().filter(|c| !c.init).collect();
+    let main: Vec<&Ctr> = ctrs.iter().copied().filter(|c| !c.init).collect();
     if main.iter().any(|c| !c.ever_ran && !c.done) {
         return "Pending";
     }
@@ -189,7 +202,7 @@ pub fn conditions(
         .collect();
     let unready: Vec<&str> = ctrs
         .iter()
-        .filter(|c| !c.init && !c.ready)
+        .filter(|c| !c.init && !c.ephemeral && !c.ready)
         .map(|c| c.spec.name.as_str())
         .collect();
     let initialized = unready_init.is_empty();

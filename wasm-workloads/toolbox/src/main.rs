@@ -7,7 +7,8 @@
 //! `--no-same-owner` and `--no-same-permissions` are accepted, as WASI has neither owners nor
 //! modes), `sleep SECONDS`, `test`/`[` (`-d -f -e -s -n -z`, `=`, `!=`), `mkdir [-p]`, `rm [-r]
 //! [-f]`, `touch`, `pwd`, `true`, `false`, `head [-n N]`, `wc [-l]`. Errors go to stderr in the
-//! usual `tool: what: why` form with exit code 1 (2 for usage).
+//! usual `tool: what: why` form with exit code 1 (2 for usage). Run as `toolbox` with no tool,
+//! it reads one command per line from stdin (what `kubectl debug -it` talks to).
 
 use std::io::{self, BufRead, Read, Write};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,7 @@ fn main() -> ExitCode {
     args.remove(0);
     if tool == "toolbox" {
         if args.is_empty() {
-            eprintln!("usage: toolbox TOOL [ARGS...]");
-            return ExitCode::from(2);
+            return interactive();
         }
         tool = args.remove(0);
     }
@@ -56,6 +56,39 @@ fn main() -> ExitCode {
             eprintln!("{msg}");
             ExitCode::from(code)
         }
+    }
+}
+
+/// With no tool named (`kubectl debug -it POD --image=shoal.local/toolbox:latest`): reads one
+/// command per line (words split on spaces, no quoting) until `exit` or the end of input.
+fn interactive() -> ExitCode {
+    eprintln!(
+        "toolbox: one command per line (ls cat echo env tar sleep test mkdir rm touch pwd head wc); `exit` ends"
+    );
+    let mut last = 0;
+    let stdin = io::stdin();
+    loop {
+        eprint!("$ ");
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => return ExitCode::from(last),
+            Ok(_) => {}
+        }
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        let Some((tool, args)) = words.split_first() else {
+            continue;
+        };
+        if tool == "exit" {
+            return ExitCode::from(args.first().and_then(|c| c.parse().ok()).unwrap_or(last));
+        }
+        last = match run(tool, args) {
+            Ok(code) => code,
+            Err((code, msg)) => {
+                eprintln!("{msg}");
+                code
+            }
+        };
+        let _ = io::stdout().flush();
     }
 }
 

@@ -48,9 +48,11 @@ pub(super) async fn resource(
     match (method.clone(), name, t.subresource) {
         (Method::GET, None, None) if q.flag("watch") => watch(s, info, ns, q, headers).await,
         (Method::GET, None, None) => list(s, info, ns, q, headers).await,
-        (Method::GET, Some(n), None | Some(Subresource::Status)) => {
-            get(s, info, ns, n, q, headers).await
-        }
+        (
+            Method::GET,
+            Some(n),
+            None | Some(Subresource::Status) | Some(Subresource::EphemeralContainers),
+        ) => get(s, info, ns, n, q, headers).await,
         (Method::GET, Some(n), Some(Subresource::Scale)) => Ok(value_response(
             StatusCode::OK,
             &reg.get_scale(info, ns, n).await?,
@@ -116,12 +118,16 @@ pub(super) async fn resource(
             None
             | Some(Subresource::Status)
             | Some(Subresource::Finalize)
-            | Some(Subresource::Approval),
+            | Some(Subresource::Approval)
+            | Some(Subresource::EphemeralContainers),
         ) => {
             let obj = crate::body::decode_as(info.kind, content_type(headers), &body)?;
-            let sub = t
-                .subresource
-                .filter(|s| matches!(s, Subresource::Status | Subresource::Approval));
+            let sub = t.subresource.filter(|s| {
+                matches!(
+                    s,
+                    Subresource::Status | Subresource::Approval | Subresource::EphemeralContainers
+                )
+            });
             Ok(written(
                 info,
                 reg.update(
@@ -149,7 +155,8 @@ pub(super) async fn resource(
             sub @ (None
             | Some(Subresource::Status)
             | Some(Subresource::Scale)
-            | Some(Subresource::Approval)),
+            | Some(Subresource::Approval)
+            | Some(Subresource::EphemeralContainers)),
         ) => {
             let ct = content_type(headers);
             let kind = PatchType::from_content_type(ct)

@@ -330,7 +330,22 @@ impl Strategy for PodStrategy {
         );
     }
 
+    fn prepare_update(&self, sub: Option<shoal_api::Subresource>, old: &Value, new: &mut Value) {
+        // Ephemeral containers are added through `ephemeralcontainers` only.
+        if sub.is_none() {
+            match old.pointer("/spec/ephemeralContainers") {
+                Some(ec) => new["spec"]["ephemeralContainers"] = ec.clone(),
+                None => {
+                    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.remove("ephemeralContainers");
+                    }
+                }
+            }
+        }
+    }
+
     fn validate_update(&self, o: &Value, old: &Value, out: &mut Vec<Cause>) {
+        ephemeral_containers(o, old, out);
         // Pods allow image, activeDeadlineSeconds and added tolerations to change.
         let strip = |v: &Value| {
             let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
@@ -344,7 +359,12 @@ impl Strategy for PodStrategy {
                 }
             }
             if let Some(m) = spec.as_object_mut() {
-                for k in ["activeDeadlineSeconds", "tolerations", "nodeName"] {
+                for k in [
+                    "activeDeadlineSeconds",
+                    "tolerations",
+                    "nodeName",
+                    "ephemeralContainers",
+                ] {
                     m.remove(k);
                 }
             }
@@ -384,6 +404,71 @@ impl Strategy for PodStrategy {
             requested.unwrap_or(default)
         } else {
             0
+        }
+    }
+}
+
+/// Kubernetes' rules for `spec.ephemeralContainers` as they change: existing ones stay as they
+/// are, new ones have a unique name and an image, and none has what only a container that is
+/// part of the pod's design may have (ports, probes, resources, lifecycle).
+fn ephemeral_containers(o: &Value, old: &Value, out: &mut Vec<Cause>) {
+    let list = |v: &Value| -> Vec<Value> {
+        v.pointer("/spec/ephemeralContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (now, before) = (list(o), list(old));
+    for prev in &before {
+        let name = prev["name"].as_str().unwrap_or("");
+        match now.iter().find(|c| c["name"] == prev["name"]) {
+            None => out.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers \"{name}\" may not be removed"),
+            )),
+            Some(c) if c != prev => out.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers \"{name}\" may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut names: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| o["spec"][*k].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    for (i, c) in now.iter().enumerate() {
+        let path = format!("spec.ephemeralContainers[{i}]");
+        let name = c["name"].as_str().unwrap_or("");
+        if name.is_empty() {
+            out.push(Cause::required(format!("{path}.name")));
+        } else if names.iter().any(|n| n == name) {
+            out.push(Cause::duplicate(format!("{path}.name"), name));
+        }
+        names.push(name.to_owned());
+        if before.iter().any(|p| p["name"] == c["name"]) {
+            continue;
+        }
+        if c["image"].as_str().is_none_or(str::is_empty) {
+            out.push(Cause::required(format!("{path}.image")));
+        }
+        for field in [
+            "ports",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+            "lifecycle",
+            "resources",
+        ] {
+            if c.get(field)
+                .is_some_and(|v| !v.is_null() && v != &json!({}) && v != &json!([]))
+            {
+                out.push(Cause::forbidden(
+                    format!("{path}.{field}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
         }
     }
 }

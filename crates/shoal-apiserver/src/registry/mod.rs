@@ -360,6 +360,19 @@ impl Registry {
     /// given the stored `old`.
     fn prepare_update(&self, r: &ObjectRef<'_>, old: &Value, mut new: Value) -> Value {
         let strategy = kinds::strategy(r.info);
+        if r.sub == Some(Subresource::EphemeralContainers) {
+            // Only the pod's ephemeral containers change through this path.
+            let mut out = old.clone();
+            match new.pointer("/spec/ephemeralContainers") {
+                Some(ec) => out["spec"]["ephemeralContainers"] = ec.clone(),
+                None => {
+                    if let Some(spec) = out.get_mut("spec").and_then(Value::as_object_mut) {
+                        spec.remove("ephemeralContainers");
+                    }
+                }
+            }
+            return out;
+        }
         if matches!(r.sub, Some(Subresource::Status | Subresource::Approval)) {
             // A status write changes status only.
             let mut out = old.clone();

@@ -240,7 +240,10 @@ impl Worker {
             let Some(image) = wanted.get(self.ctrs[i].spec.name.as_str()) else {
                 continue;
             };
-            if self.ctrs[i].spec.image.as_ref() == *image || self.ctrs[i].init {
+            if self.ctrs[i].spec.image.as_ref() == *image
+                || self.ctrs[i].init
+                || self.ctrs[i].ephemeral
+            {
                 continue;
             }
             let name = self.ctrs[i].spec.name.clone();
@@ -286,6 +289,7 @@ impl Worker {
         }
         c.ready = false;
         let restart = match (c.init, policy.as_str()) {
+            _ if c.ephemeral => false,
             (true, "Never") => false,
             (true, _) => term.exit_code != 0,
             (false, "Always") => true,

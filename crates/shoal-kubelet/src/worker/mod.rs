@@ -126,6 +126,7 @@ pub async fn run(k: Arc<Kubelet>, mut rx: watch::Receiver<Option<Pod>>) {
                         w.k.active.update(&w.uid, &pod);
                         w.pod = pod;
                         w.images_changed();
+                        w.adopt_ephemeral();
                     }
                     _ => {
                         // Gone from the API (force-deleted): stop at once, report nothing.
@@ -202,6 +203,28 @@ impl Worker {
             .map_or_else(Timestamp::now, |t| t.0);
         let terminal = pod.is_terminal();
         let events = Recorder::new(k.client.clone(), &k.config.node_name);
+        // Ephemeral containers that already ran (before a kubelet restart) do not run again,
+        // and keep the state they ended in.
+        let ran_ephemeral: HashMap<String, Option<Term>> = pod
+            .status
+            .iter()
+            .flat_map(|s| s.ephemeral_container_statuses.iter().flatten())
+            .map(|s| {
+                let term = s
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.terminated.as_ref())
+                    .map(|t| Term {
+                        exit_code: t.exit_code,
+                        reason: t.reason.clone().unwrap_or_default(),
+                        message: t.message.clone().unwrap_or_default(),
+                        started_at: t.started_at.as_ref().map_or_else(Timestamp::now, |x| x.0),
+                        finished_at: t.finished_at.as_ref().map_or_else(Timestamp::now, |x| x.0),
+                        container_id: t.container_id.clone(),
+                    });
+                (s.name.clone(), term)
+            })
+            .collect();
         let mut w = Self {
             k,
             pod,
@@ -225,6 +248,22 @@ impl Worker {
             evicted_at: None,
             first_seen: (!terminal).then(Instant::now),
         };
+        w.adopt_ephemeral();
+        for c in w.ctrs.iter_mut().filter(|c| c.ephemeral) {
+            if let Some(term) = ran_ephemeral.get(&c.spec.name) {
+                c.done = true;
+                c.ever_ran = true;
+                let term = term.clone().unwrap_or_else(|| Term {
+                    exit_code: 137,
+                    reason: "Error".into(),
+                    message: "the kubelet restarted while it ran".into(),
+                    started_at: Timestamp::now(),
+                    finished_at: Timestamp::now(),
+                    container_id: None,
+                });
+                c.state = State::Terminated(term);
+            }
+        }
         w.k.active.insert(&w.uid, &w.pod, w.tx.clone(), &w.dir);
         if terminal {
             // Finished before this kubelet started: nothing runs again.
@@ -251,7 +290,37 @@ impl Worker {
     }
 
     fn all_done(&self) -> bool {
-        self.ctrs.iter().all(|c| c.done && !c.running())
+        self.ctrs
+            .iter()
+            .filter(|c| !c.ephemeral)
+            .all(|c| c.done && !c.running())
+    }
+
+    /// Takes on the ephemeral containers the spec has gained (`kubectl debug`). One that
+    /// mounts nothing gets the volume mounts of its target container (the first container if
+    /// it names none): without a shared process namespace to reach them through, this is how
+    /// a debugging container sees the pod's volumes.
+    fn adopt_ephemeral(&mut self) {
+        let spec = self.spec();
+        for ec in spec.ephemeral_containers.iter().flatten() {
+            if self.ctrs.iter().any(|c| c.spec.name == ec.name) {
+                continue;
+            }
+            let Ok(mut c) = serde_json::to_value(ec)
+                .and_then(serde_json::from_value::<k8s_openapi::api::core::v1::Container>)
+            else {
+                continue;
+            };
+            if c.volume_mounts.as_ref().is_none_or(Vec::is_empty) {
+                let target = ec
+                    .target_container_name
+                    .as_deref()
+                    .and_then(|t| spec.containers.iter().find(|m| m.name == t))
+                    .or_else(|| spec.containers.first());
+                c.volume_mounts = target.and_then(|t| t.volume_mounts.clone());
+            }
+            self.ctrs.push(Ctr::ephemeral(c));
+        }
     }
 
     /// Does what is due: sandbox, volumes, deadline, and starting containers.

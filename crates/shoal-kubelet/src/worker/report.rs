@@ -68,6 +68,7 @@ impl Worker {
                 "lastTransitionTime": at.round(jiff::Unit::Second).unwrap_or(at).to_string()}));
         }
         let (init, main): (Vec<&Ctr>, Vec<&Ctr>) = self.ctrs.iter().partition(|c| c.init);
+        let (ephemeral, main): (Vec<&Ctr>, Vec<&Ctr>) = main.into_iter().partition(|c| c.ephemeral);
         let host = self.k.config.address.to_string();
         let mut st = json!({
             "phase": phase,
@@ -79,6 +80,12 @@ impl Worker {
         });
         if !init.is_empty() {
             st["initContainerStatuses"] = init
+                .iter()
+                .map(|c| status::container_status(c, &runtime_name))
+                .collect();
+        }
+        if !ephemeral.is_empty() {
+            st["ephemeralContainerStatuses"] = ephemeral
                 .iter()
                 .map(|c| status::container_status(c, &runtime_name))
                 .collect();
