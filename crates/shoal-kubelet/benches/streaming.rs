@@ -8,8 +8,14 @@
 //!   throughput downloading a large body and the rate of requests on fresh connections, against
 //!   the same pod's IP directly in the same run.
 //!
+//! - the cost of metrics collection with SHOAL_BENCH_METRICS_PODS (1,000) idle pods on the node:
+//!   the kubelet's Summary API, `metrics.k8s.io`'s pod list through the API server (each call
+//!   past its cache, so every kubelet summary is fetched again), the Prometheus `/metrics`
+//!   rendering, and the kubelet's CPU sampler (its CPU time per sample).
+//!
 //! Run with `cargo xtask bench` (or `cargo bench -p shoal-kubelet --bench streaming`). Sizes:
-//! SHOAL_BENCH_EXECS (300), SHOAL_BENCH_PF_MIB (256), SHOAL_BENCH_PF_REQUESTS (500).
+//! SHOAL_BENCH_EXECS (300), SHOAL_BENCH_PF_MIB (256), SHOAL_BENCH_PF_REQUESTS (500),
+//! SHOAL_BENCH_METRICS_PODS (1000).
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -189,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut config = Config::new(NODE, &tmp.path().join("kubelet"));
     config.pod_cidr = "127.97.0.0/16".into();
+    config.max_pods = 1200;
     let listener = tokio::net::TcpListener::bind((config.address, 0)).await?;
     config.port = listener.local_addr()?.port();
     let tls = shoal_kubelet::server::self_signed_tls(&[config.address.to_string()])?;
@@ -273,6 +280,105 @@ async fn main() -> anyhow::Result<()> {
         let _ = child.kill();
         let _ = child.wait();
     }
+    metrics_cost(&pods, api, &runtime, env("SHOAL_BENCH_METRICS_PODS", 1000)).await?;
     stop.cancel();
+    Ok(())
+}
+
+/// GET http://addr/path (`Connection: close`); the body as text.
+async fn http_get_body(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    anyhow::ensure!(
+        text.starts_with("HTTP/1.1 200"),
+        "GET {path}: {}",
+        text.lines().next().unwrap_or("")
+    );
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+async fn metrics_cost(
+    pods: &Api<Pod>,
+    api: SocketAddr,
+    runtime: &Arc<shoal_runtime_wasm::WasmRuntime>,
+    n: usize,
+) -> anyhow::Result<()> {
+    for i in 0..n {
+        pods.create(
+            &PostParams::default(),
+            &pod(
+                &format!("idle-{i}"),
+                "shoal.local/http-echo:latest",
+                Some(8080),
+            ),
+        )
+        .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let sandboxes = runtime.list_pod_sandbox_stats().await?.len();
+        if sandboxes >= n + 2 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "only {sandboxes} pods started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut summary = Vec::new();
+    let mut size = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let body = http_get_body(api, &format!("/api/v1/nodes/{NODE}/proxy/stats/summary")).await?;
+        summary.push(t.elapsed());
+        size = body.len();
+    }
+    report(
+        &format!(
+            "kubelet Summary API with {n} pods ({} KiB, through the node proxy)",
+            size / 1024
+        ),
+        summary,
+    );
+    let mut top = Vec::new();
+    for _ in 0..10 {
+        // Past the API server's 2 s cache of summaries.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let t = Instant::now();
+        let body = http_get_body(api, "/apis/metrics.k8s.io/v1beta1/pods").await?;
+        top.push(t.elapsed());
+        anyhow::ensure!(body.contains("PodMetricsList"), "not a PodMetricsList");
+    }
+    report(
+        &format!("metrics.k8s.io pod list with {n} pods, summaries fetched anew"),
+        top,
+    );
+    let mut render = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        http_get_body(api, "/metrics").await?;
+        render.push(t.elapsed());
+    }
+    report("API server /metrics (the whole process's metrics)", render);
+    // What the kubelet's CPU sampler reads every 5 s.
+    let mut sample = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let stats = runtime.list_pod_sandbox_stats().await?;
+        std::hint::black_box(stats.iter().map(|s| s.containers.len()).sum::<usize>());
+        sample.push(t.elapsed());
+    }
+    report(
+        &format!("the CPU sampler's read of {n} pods' accounts (every 5 s)"),
+        sample,
+    );
     Ok(())
 }
