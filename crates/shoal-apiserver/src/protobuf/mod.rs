@@ -213,6 +213,17 @@ fn is_zero(v: &Value) -> bool {
     }
 }
 
+/// Fields whose Go struct is embedded with `json:",inline"`: in protobuf they are a nested
+/// message, in JSON their fields are the parent's own (`Volume.hostPath`, not
+/// `Volume.volumeSource.hostPath`).
+const INLINE: &[(&str, &str)] = &[
+    ("api.core.v1.EphemeralContainer", "ephemeralContainerCommon"),
+    ("api.core.v1.PersistentVolumeSpec", "persistentVolumeSource"),
+    ("api.core.v1.Probe", "handler"),
+    ("api.core.v1.Volume", "volumeSource"),
+    ("api.networking.v1.IngressRule", "ingressRuleValue"),
+];
+
 fn message(name: &str, buf: &[u8], depth: usize) -> Result<Value, StatusError> {
     if depth > MAX_DEPTH {
         return Err(bad("nesting too deep"));
@@ -270,7 +281,12 @@ fn message(name: &str, buf: &[u8], depth: usize) -> Result<Value, StatusError> {
             }
             ty => {
                 let v = scalar(ty, wt, &mut r, depth)?;
-                out.insert(f.json.to_owned(), v);
+                match v {
+                    Value::Object(inner) if INLINE.contains(&(name, f.json)) => out.extend(inner),
+                    v => {
+                        out.insert(f.json.to_owned(), v);
+                    }
+                }
             }
         }
     }
@@ -360,6 +376,22 @@ mod tests {
             v,
             json!({"metadata": {"name": "c1", "labels": {"app": "web"}}, "data": {"a": "1"}, "apiVersion": "v1", "kind": "ConfigMap"})
         );
+    }
+
+    #[test]
+    fn inline_structs_are_the_parents_fields_as_in_json() {
+        // Volume{name: "root", volumeSource: {hostPath: {path: "/"}}}
+        let host_path = field(1, b"/");
+        let source = field(1, &host_path);
+        let volume = [field(1, b"root"), field(2, &source)].concat();
+        assert_eq!(
+            message("api.core.v1.Volume", &volume, 0).unwrap(),
+            json!({"name": "root", "hostPath": {"path": "/"}})
+        );
+        for (msg, json) in INLINE {
+            let fields = lookup(msg).unwrap_or_else(|| panic!("no {msg}"));
+            assert!(fields.iter().any(|f| f.json == *json), "{msg}.{json}");
+        }
     }
 
     #[test]
