@@ -273,15 +273,7 @@ pub async fn stream(
         .upgrade(upstream)
         .await?;
     if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        let (parts, body) = resp.into_parts();
-        let mut out = Response::new(Body::new(body));
-        *out.status_mut() = parts.status;
-        for (k, v) in &parts.headers {
-            if !hop_by_hop(k) && k != http::header::CONTENT_LENGTH {
-                out.headers_mut().append(k, v.clone());
-            }
-        }
-        return Ok(out);
+        return Ok(relayed(resp));
     }
     let kubelet_upgrade = hyper::upgrade::on(&mut resp);
     let mut out = Response::new(Body::empty());
@@ -333,8 +325,30 @@ impl Upstream {
     /// cannot be reached is a 503, as kube-apiserver's proxy answers.
     pub(crate) async fn send(
         &self,
-        mut req: http::Request<http_body_util::Full<bytes::Bytes>>,
+        req: http::Request<http_body_util::Full<bytes::Bytes>>,
     ) -> ApiResult<Response> {
+        Ok(relayed(self.exchange(req).await?))
+    }
+
+    /// Sends an upgrade request and returns the answer as it is, its connection kept for the
+    /// upgrade (an upstream that cannot be reached is a 503).
+    pub(crate) async fn upgrade(
+        &self,
+        req: http::Request<http_body_util::Empty<bytes::Bytes>>,
+    ) -> ApiResult<http::Response<hyper::body::Incoming>> {
+        self.exchange(req).await
+    }
+
+    /// Connects (over TLS when asked), names the upstream as `Host`, adds the token, and sends.
+    async fn exchange<B>(
+        &self,
+        mut req: http::Request<B>,
+    ) -> ApiResult<http::Response<hyper::body::Incoming>>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let addr = self.addr;
         let unreachable = |e: &dyn std::fmt::Display| {
             StatusError::service_unavailable(format!("error trying to reach service: {e}"))
@@ -354,7 +368,7 @@ impl Upstream {
         {
             headers.insert(http::header::AUTHORIZATION, v);
         }
-        let resp = if self.tls {
+        if self.tls {
             let connector = tokio_rustls::TlsConnector::from(client_config());
             let tls = connector
                 .connect(ServerName::IpAddress(addr.ip().into()), tcp)
@@ -364,74 +378,39 @@ impl Upstream {
         } else {
             exchange(tcp, req).await
         }
-        .map_err(|e| unreachable(&e))?;
-        let (parts, body) = resp.into_parts();
-        let mut out = Response::new(Body::new(body));
-        *out.status_mut() = parts.status;
-        for (k, v) in &parts.headers {
-            if !hop_by_hop(k) && k != http::header::CONTENT_LENGTH {
-                out.headers_mut().append(k, v.clone());
-            }
-        }
-        Ok(out)
+        .map_err(|e| unreachable(&e).into())
     }
 }
 
-impl Upstream {
-    /// Sends an upgrade request and returns the kubelet's answer as it is, its connection kept
-    /// for the upgrade (an upstream that cannot be reached is a 503).
-    pub(crate) async fn upgrade(
-        &self,
-        mut req: http::Request<http_body_util::Empty<bytes::Bytes>>,
-    ) -> ApiResult<http::Response<hyper::body::Incoming>> {
-        let addr = self.addr;
-        let unreachable = |e: &dyn std::fmt::Display| {
-            StatusError::service_unavailable(format!("error trying to reach service: {e}"))
-        };
-        let tcp =
-            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| unreachable(&format!("dial tcp {addr}: i/o timeout")))?
-                .map_err(|e| unreachable(&format!("dial tcp {addr}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let headers = req.headers_mut();
-        if let Ok(host) = http::HeaderValue::from_str(&addr.to_string()) {
-            headers.insert(http::header::HOST, host);
+/// An upstream's answer as the client gets it: status, body, and the headers that are not
+/// the upstream connection's own.
+fn relayed(resp: http::Response<hyper::body::Incoming>) -> Response {
+    let (parts, body) = resp.into_parts();
+    let mut out = Response::new(Body::new(body));
+    *out.status_mut() = parts.status;
+    for (k, v) in &parts.headers {
+        if !hop_by_hop(k) && k != http::header::CONTENT_LENGTH {
+            out.headers_mut().append(k, v.clone());
         }
-        if let Some(token) = &self.token
-            && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {token}"))
-        {
-            headers.insert(http::header::AUTHORIZATION, v);
-        }
-        let connector = tokio_rustls::TlsConnector::from(client_config());
-        let tls = connector
-            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(&e))?)
     }
+    out
 }
 
 /// One HTTP/1.1 request over `io`, the connection driven in the background.
-async fn exchange<IO>(
+/// The connection allows upgrades (exec, attach, port-forward); other requests are unaffected.
+async fn exchange<IO, B>(
     io: IO,
-    req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    req: http::Request<B>,
 ) -> Result<http::Response<hyper::body::Incoming>, hyper::Error>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     sender.send_request(req).await
 }
