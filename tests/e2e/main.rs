@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `shoal` binary, the real kubectl, kube-rs.
 
 mod admission;
+mod autoscaling;
 mod day2;
 mod durability;
 mod etcd_cluster;

@@ -168,10 +168,10 @@ pub fn verbs() -> &'static [&'static str] {
 use Subresource as S;
 
 macro_rules! res {
-    ($group:expr, $kind:expr, $plural:expr, $singular:expr, ns: $ns:expr, short: [$($short:expr),*], cat: [$($cat:expr),*], sub: [$($sub:expr),*], fields: [$($f:expr),*], spec: $spec:expr) => {
+    (version: $version:expr, $group:expr, $kind:expr, $plural:expr, $singular:expr, ns: $ns:expr, short: [$($short:expr),*], cat: [$($cat:expr),*], sub: [$($sub:expr),*], fields: [$($f:expr),*], spec: $spec:expr) => {
         ResourceInfo {
             group: $group,
-            version: "v1",
+            version: $version,
             kind: $kind,
             plural: $plural,
             singular: $singular,
@@ -182,6 +182,9 @@ macro_rules! res {
             selectable_fields: &[$($f),*],
             has_spec: $spec,
         }
+    };
+    ($group:expr, $kind:expr, $plural:expr, $singular:expr, ns: $ns:expr, short: [$($short:expr),*], cat: [$($cat:expr),*], sub: [$($sub:expr),*], fields: [$($f:expr),*], spec: $spec:expr) => {
+        res!(version: "v1", $group, $kind, $plural, $singular, ns: $ns, short: [$($short),*], cat: [$($cat),*], sub: [$($sub),*], fields: [$($f),*], spec: $spec)
     };
 }
 
@@ -210,6 +213,10 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("apps", "ReplicaSet", "replicasets", "replicaset", ns: true, short: ["rs"], cat: ["all"], sub: [S::Status, S::Scale], fields: ["status.replicas"], spec: true),
     res!("apps", "StatefulSet", "statefulsets", "statefulset", ns: true, short: ["sts"], cat: ["all"], sub: [S::Status, S::Scale], fields: [], spec: true),
     res!("apps", "DaemonSet", "daemonsets", "daemonset", ns: true, short: ["ds"], cat: ["all"], sub: [S::Status], fields: [], spec: true),
+    // Stored as autoscaling/v2 (listed first: the preferred version), served as v1 too by
+    // conversion (`autoscaling` in the API server).
+    res!(version: "v2", "autoscaling", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", ns: true, short: ["hpa"], cat: ["all"], sub: [S::Status], fields: [], spec: true),
+    res!("autoscaling", "HorizontalPodAutoscaler", "horizontalpodautoscalers", "horizontalpodautoscaler", ns: true, short: ["hpa"], cat: ["all"], sub: [S::Status], fields: [], spec: true),
     res!("batch", "Job", "jobs", "job", ns: true, short: [], cat: ["all"], sub: [S::Status], fields: ["status.successful"], spec: true),
     res!("batch", "CronJob", "cronjobs", "cronjob", ns: true, short: ["cj"], cat: ["all"], sub: [S::Status], fields: [], spec: true),
     res!("certificates.k8s.io", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", ns: false, short: ["csr"], cat: [], sub: [S::Status, S::Approval], fields: ["spec.signerName"], spec: true),

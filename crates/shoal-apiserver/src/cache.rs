@@ -418,7 +418,17 @@ impl WatchCache {
         supervisor: &shoal_supervisor::Supervisor,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Self>, StoreError> {
-        let caches = RESOURCES.iter().map(ResourceCache::new).collect();
+        // One cache per stored resource: the versions of a kind (autoscaling/v2 and v1
+        // HorizontalPodAutoscalers) share the first one's.
+        let mut caches: Vec<Arc<ResourceCache>> = Vec::new();
+        for info in RESOURCES {
+            if !caches
+                .iter()
+                .any(|c| c.info.storage_prefix() == info.storage_prefix())
+            {
+                caches.push(ResourceCache::new(info));
+            }
+        }
         let (revision, _) = watch::channel(0);
         let cache = Arc::new(WatchCache {
             store,

@@ -17,6 +17,7 @@ pub mod bootstraptoken;
 pub mod cache;
 pub mod canonical;
 mod compactor;
+mod conversion;
 pub mod crd;
 mod discovery;
 pub mod encryption;

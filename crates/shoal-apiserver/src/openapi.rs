@@ -44,15 +44,13 @@ impl OpenApi {
         let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
         let names = crate::typed::schemas(&mut generator);
         let mut defs: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
-        for (group, kind, schema) in &names {
-            let version = if *kind == "Scale" {
-                "v1"
-            } else {
+        for (group, version, kind, schema) in &names {
+            let version = version.unwrap_or_else(|| {
                 RESOURCES
                     .iter()
                     .find(|r| r.group == *group && r.kind == *kind)
                     .map_or("v1", |r| r.version)
-            };
+            });
             if let Some(Value::Object(s)) = defs.get_mut(schema) {
                 s.insert(
                     "x-kubernetes-group-version-kind".into(),
@@ -62,8 +60,9 @@ impl OpenApi {
         }
         let mut by_gv: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
         for r in RESOURCES {
-            let Some((_, _, schema)) = names.iter().find(|(g, k, _)| *g == r.group && *k == r.kind)
-            else {
+            let Some((_, _, _, schema)) = names.iter().find(|(g, v, k, _)| {
+                *g == r.group && *k == r.kind && v.is_none_or(|v| v == r.version)
+            }) else {
                 continue;
             };
             let reference = format!("#/components/schemas/{schema}");

@@ -6,7 +6,10 @@ use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, netwo
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-fn round_trip<T: DeserializeOwned + Serialize>(message: &str, v: &Value) -> Result<Value, String> {
+pub(crate) fn round_trip<T: DeserializeOwned + Serialize>(
+    message: &str,
+    v: &Value,
+) -> Result<Value, String> {
     let t: T = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.inner().to_string();
@@ -63,13 +66,36 @@ fn go_type_error(message: &str, path: &str, serde_msg: &str) -> Option<String> {
     ))
 }
 
+/// The version a kind's entry names, `v1` if it names none.
+macro_rules! version_or_v1 {
+    () => {
+        "v1"
+    };
+    ($v:literal) => {
+        $v
+    };
+}
+
+/// The version a kind's entry names, if any.
+macro_rules! explicit_version {
+    () => {
+        None
+    };
+    ($v:literal) => {
+        Some($v)
+    };
+}
+
 macro_rules! kinds {
-    ($($group:literal, $kind:literal => $ty:ty;)*) => {
-        /// Decodes `v` as `group`/`kind` and encodes it back; `None` for kinds without a type.
+    ($($group:literal, $kind:literal $(@ $version:literal)? => $ty:ty;)*) => {
+        /// Decodes `v` as `group`/`kind` (in its storage version, the first listed) and encodes
+        /// it back; `None` for kinds without a type.
+        #[allow(unreachable_patterns)]
         pub fn round_trip_kind(group: &str, kind: &str, v: &Value) -> Option<Result<Value, String>> {
             match (group, kind) {
                 $(($group, $kind) => {
-                    let api_version = if $group.is_empty() { "v1".to_owned() } else { format!("{}/v1", $group) };
+                    let version = version_or_v1!($($version)?);
+                    let api_version = if $group.is_empty() { version.to_owned() } else { format!("{}/{version}", $group) };
                     let message = format!("{}.{}", crate::protobuf::package(&api_version), $kind);
                     Some(round_trip::<$ty>(&message, v))
                 },)*
@@ -77,12 +103,13 @@ macro_rules! kinds {
             }
         }
 
-        /// Adds the schema of every served kind to `generator`; returns `(group, kind, schema name)`.
-        pub fn schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, &'static str, String)> {
+        /// Adds the schema of every served kind to `generator`; returns `(group, version,
+        /// kind, schema name)`, the version `None` where the resource table says it.
+        pub fn schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, Option<&'static str>, &'static str, String)> {
             let mut out = Vec::new();
             $(
                 generator.subschema_for::<$ty>();
-                out.push(($group, $kind, <$ty as schemars::JsonSchema>::schema_name().into_owned()));
+                out.push(($group, explicit_version!($($version)?), $kind, <$ty as schemars::JsonSchema>::schema_name().into_owned()));
             )*
             out
         }
@@ -125,7 +152,9 @@ kinds! {
     "policy", "PodDisruptionBudget" => k8s_openapi::api::policy::v1::PodDisruptionBudget;
     "scheduling.k8s.io", "PriorityClass" => k8s_openapi::api::scheduling::v1::PriorityClass;
     "events.k8s.io", "Event" => events::v1::Event;
-    "autoscaling", "Scale" => k8s_openapi::api::autoscaling::v1::Scale;
+    "autoscaling", "Scale" @ "v1" => k8s_openapi::api::autoscaling::v1::Scale;
+    "autoscaling", "HorizontalPodAutoscaler" @ "v2" => k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    "autoscaling", "HorizontalPodAutoscaler" @ "v1" => k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
     "policy.shoal.dev", "ClusterAdmissionPolicy" => shoal_api::policy::ClusterAdmissionPolicy;
     "policy.shoal.dev", "AdmissionPolicy" => shoal_api::policy::AdmissionPolicy;
     "policy.shoal.dev", "SchedulerPlugin" => shoal_api::policy::SchedulerPlugin;

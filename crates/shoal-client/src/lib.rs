@@ -91,19 +91,79 @@ impl Recorder {
         };
         value["metadata"]["namespace"] = serde_json::json!(ns);
         let client = self.client.clone();
+        let time = value["lastTimestamp"].clone();
+        let key = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{reason}|{message}",
+            self.source.component,
+            self.source.host.as_deref().unwrap_or(""),
+            about.kind,
+            ns,
+            about.name,
+            about.uid.as_deref().unwrap_or(""),
+            about.field_path.as_deref().unwrap_or(""),
+        );
+        let repeat = repeated(&key, value["metadata"]["name"].as_str());
         tokio::spawn(async move {
+            let api = Api::<Event>::namespaced(client, &ns);
+            if let Some((name, count)) = repeat {
+                // The same event again: its count and last time go up, as client-go's event
+                // correlator does, instead of a new event per occurrence.
+                let patch = serde_json::json!({"count": count, "lastTimestamp": time});
+                let params = kube::api::PatchParams::default();
+                match api
+                    .patch(&name, &params, &kube::api::Patch::Merge(patch))
+                    .await
+                {
+                    Ok(_) => return,
+                    // Gone (expired or never written): written afresh under the old name.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot update a repeated event");
+                        value["metadata"]["name"] = serde_json::json!(name);
+                        value["count"] = serde_json::json!(count);
+                    }
+                }
+            }
             let event: Event = match serde_json::from_value(value) {
                 Ok(e) => e,
                 Err(e) => return tracing::warn!(error = %e, "malformed event"),
             };
-            if let Err(e) = Api::<Event>::namespaced(client, &ns)
-                .create(&PostParams::default(), &event)
-                .await
-            {
+            if let Err(e) = api.create(&PostParams::default(), &event).await {
                 tracing::debug!(error = %e, "cannot record an event");
             }
         });
     }
+}
+
+/// How long an event is remembered for counting repeats (client-go's correlator: ten minutes).
+const REPEAT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+/// The most events remembered at once.
+const REMEMBERED: usize = 4096;
+
+/// What one process has recorded recently: event key → (event name, count, last seen).
+type Seen = std::collections::HashMap<String, (String, i32, std::time::Instant)>;
+
+/// For an event recorded before within [`REPEAT_WINDOW`], its name and new count; otherwise
+/// remembers `name` as this event's and returns `None`.
+fn repeated(key: &str, name: Option<&str>) -> Option<(String, i32)> {
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(Default::default);
+    let now = std::time::Instant::now();
+    if let Some((name, count, at)) = seen.get_mut(key)
+        && now.duration_since(*at) < REPEAT_WINDOW
+    {
+        *count += 1;
+        *at = now;
+        return Some((name.clone(), *count));
+    }
+    if seen.len() >= REMEMBERED {
+        seen.retain(|_, (_, _, at)| now.duration_since(*at) < REPEAT_WINDOW);
+        if seen.len() >= REMEMBERED {
+            seen.clear();
+        }
+    }
+    seen.insert(key.to_owned(), (name?.to_owned(), 1, now));
+    None
 }
 
 /// A reflector store of `api`, fed by a task that calls `on_change` after every event it

@@ -4,7 +4,7 @@
 //! Services ([`endpointslice`]), and the aggregation of ClusterRoles
 //! ([`clusterrole_aggregation`]), every namespace's `default` ServiceAccount
 //! ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), and the usage of
-//! ResourceQuotas ([`resourcequota`]), and CertificateSigningRequests' approval and signing
+//! ResourceQuotas ([`resourcequota`]), HorizontalPodAutoscalers ([`podautoscaler`]), and CertificateSigningRequests' approval and signing
 //! with the bootstrap tokens' cleaning ([`certificates`]).
 
 pub mod certificates;
@@ -19,6 +19,7 @@ pub mod history;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
@@ -59,6 +60,8 @@ pub struct Config {
     /// The CA approved CertificateSigningRequests are signed with; `None`: they are approved
     /// but not signed.
     pub signing: Option<certificates::Signing>,
+    /// The horizontal pod autoscaler's settings.
+    pub autoscaler: podautoscaler::Settings,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             node_monitor_grace_period: Duration::from_secs(40),
             root_ca: None,
             signing: None,
+            autoscaler: podautoscaler::Settings::default(),
         }
     }
 }
@@ -106,6 +110,9 @@ pub async fn run(
         spawn("namespace", |c, _| Box::pin(namespace::run(c))),
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
         spawn("disruption", |c, _| Box::pin(disruption::run(c))),
+        spawn("horizontal-pod-autoscaler", |c, config| {
+            Box::pin(podautoscaler::run(c, config.autoscaler.clone()))
+        }),
         spawn("persistentvolume-binder", |c, _| Box::pin(volume::run(c))),
         spawn("nodelifecycle", |c, config| {
             Box::pin(nodelifecycle::run(c, config.node_monitor_grace_period))

@@ -328,6 +328,30 @@ struct ControllerArgs {
     /// The longest a signed certificate is valid, as `8760h` or `30m`.
     #[arg(long, default_value = "8760h", value_parser = parse_duration)]
     cluster_signing_duration: std::time::Duration,
+    /// How often each HorizontalPodAutoscaler is reconciled, as `15s`.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// The scale-down stabilization window of autoscalers whose behavior sets none, as `5m`
+    /// (`0s`: none).
+    #[arg(long, default_value = "5m", value_parser = parse_duration_or_zero)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// How far from its target a metric must be (a fraction) before the replica count changes.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// How long after a pod starts its CPU samples may be skipped as not yet representative.
+    #[arg(long, default_value = "5m", value_parser = parse_duration_or_zero)]
+    horizontal_pod_autoscaler_cpu_initialization_period: std::time::Duration,
+    /// How long after a pod starts a not-ready pod counts as still starting.
+    #[arg(long, default_value = "30s", value_parser = parse_duration_or_zero)]
+    horizontal_pod_autoscaler_initial_readiness_delay: std::time::Duration,
+}
+
+/// A duration such as `5m` or `0s`.
+fn parse_duration_or_zero(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 5m or 30s: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?} may not be negative"))
 }
 
 /// A duration such as `8760h`, `1h30m` or `90s`.
@@ -347,6 +371,10 @@ impl ControllerArgs {
             .ok()
             .filter(|d| !d.is_zero())
             .context("--node-monitor-grace-period must be a positive number of seconds")?;
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.horizontal_pod_autoscaler_tolerance),
+            "--horizontal-pod-autoscaler-tolerance must be at least 0 and below 1"
+        );
         let root_ca = match &self.root_ca_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -375,6 +403,13 @@ impl ControllerArgs {
             node_monitor_grace_period: grace,
             root_ca,
             signing,
+            autoscaler: shoal_controllers::podautoscaler::Settings {
+                sync_period: self.horizontal_pod_autoscaler_sync_period,
+                downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+                tolerance: self.horizontal_pod_autoscaler_tolerance,
+                cpu_initialization_period: self.horizontal_pod_autoscaler_cpu_initialization_period,
+                initial_readiness_delay: self.horizontal_pod_autoscaler_initial_readiness_delay,
+            },
         })
     }
 }

@@ -35,6 +35,38 @@ fn replica_counts(o: &Value, now: i64) -> Vec<Value> {
 
 pub(super) static PRINTERS: &[Printer] = &[
     Printer {
+        group: "autoscaling",
+        kinds: &["HorizontalPodAutoscaler"],
+        columns: &[
+            NAME,
+            ("Reference", "string", 0),
+            ("Targets", "string", 0),
+            ("MinPods", "string", 0),
+            ("MaxPods", "integer", 0),
+            ("Replicas", "integer", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let min = match o.pointer("/spec/minReplicas").and_then(Value::as_i64) {
+                Some(m) => m.to_string(),
+                None => "<unset>".to_owned(),
+            };
+            vec![
+                name(o),
+                json!(format!(
+                    "{}/{}",
+                    s(o, "/spec/scaleTargetRef/kind"),
+                    s(o, "/spec/scaleTargetRef/name")
+                )),
+                json!(hpa_targets(o)),
+                json!(min),
+                json!(i(o, "/spec/maxReplicas")),
+                json!(i(o, "/status/currentReplicas")),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
         group: "",
         kinds: &["PodTemplate"],
         columns: &[
@@ -318,5 +350,108 @@ fn job_status(o: &Value) -> String {
         "Terminating".into()
     } else {
         "Running".into()
+    }
+}
+
+fn field<'a>(v: Option<&'a Value>, f: &str) -> Option<&'a Value> {
+    v.and_then(|v| v.get(f))
+}
+
+/// An autoscaler's `TARGETS` cell, as kubectl prints it: each metric's current value over its
+/// target (`cpu: 45%/80%`, `<unknown>` before the first measurement), two at most.
+fn hpa_targets(o: &Value) -> String {
+    const SHOWN: usize = 2;
+    let specs = arr(o, "/spec/metrics");
+    if specs.is_empty() {
+        return "<none>".to_owned();
+    }
+    let statuses = arr(o, "/status/currentMetrics");
+    let quantity = |v: Option<&Value>| match v {
+        Some(Value::String(q)) => Some(q.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut list = Vec::new();
+    for (n, spec) in specs.iter().enumerate() {
+        let ty = s(spec, "/type");
+        let key = match ty {
+            "Resource" => "resource",
+            "ContainerResource" => "containerResource",
+            "Pods" => "pods",
+            "Object" => "object",
+            "External" => "external",
+            _ => {
+                list.push("<unknown type>".to_owned());
+                continue;
+            }
+        };
+        let target = spec.pointer(&format!("/{key}/target"));
+        let current = statuses
+            .get(n)
+            .and_then(|st| st.pointer(&format!("/{key}/current")));
+        let unknown = || "<unknown>".to_owned();
+        let cell = match key {
+            "resource" | "containerResource" => {
+                let name = s(spec, &format!("/{key}/name"));
+                match quantity(field(target, "averageValue")) {
+                    Some(t) => format!(
+                        "{name}: {}/{t}",
+                        quantity(field(current, "averageValue")).unwrap_or_else(unknown)
+                    ),
+                    None => {
+                        let pct =
+                            |v: Option<&Value>| v.and_then(Value::as_i64).map(|u| format!("{u}%"));
+                        format!(
+                            "{name}: {}/{}",
+                            pct(field(current, "averageUtilization")).unwrap_or_else(unknown),
+                            pct(field(target, "averageUtilization"))
+                                .unwrap_or_else(|| "<auto>".to_owned())
+                        )
+                    }
+                }
+            }
+            "pods" => format!(
+                "{}/{}",
+                quantity(field(current, "averageValue")).unwrap_or_else(unknown),
+                quantity(field(target, "averageValue")).unwrap_or_default()
+            ),
+            _ => match quantity(field(target, "averageValue")) {
+                Some(t) => format!(
+                    "{}/{t} (avg)",
+                    quantity(field(current, "averageValue")).unwrap_or_else(unknown)
+                ),
+                None => format!(
+                    "{}/{}",
+                    quantity(field(current, "value")).unwrap_or_else(unknown),
+                    quantity(field(target, "value")).unwrap_or_default()
+                ),
+            },
+        };
+        list.push(cell);
+    }
+    let count = list.len();
+    if count > SHOWN {
+        list.truncate(SHOWN);
+        return format!("{} + {} more...", list.join(", "), count - SHOWN);
+    }
+    list.join(", ")
+}
+
+#[cfg(test)]
+mod hpa_tests {
+    use super::*;
+
+    #[test]
+    fn hpa_targets_print_as_kubectl_prints_them() {
+        let o = json!({"spec": {"metrics": [
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}},
+            {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+            {"type": "Pods", "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]},
+            "status": {"currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 45, "averageValue": "90m"}}}]}});
+        assert_eq!(
+            hpa_targets(&o),
+            "cpu: 45%/80%, memory: <unknown>/100Mi + 1 more..."
+        );
+        assert_eq!(hpa_targets(&json!({"spec": {}})), "<none>");
     }
 }

@@ -230,6 +230,6 @@ pub(super) async fn get(
     // The cached body already ends with the newline: no copy.
     Ok(json_body(
         StatusCode::OK,
-        Body::from(crate::crd::served_bytes(info, &obj.body)),
+        Body::from(crate::conversion::served_bytes(info, &obj.body)),
     ))
 }

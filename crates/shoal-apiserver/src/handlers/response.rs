@@ -55,7 +55,7 @@ pub(super) fn content_type(headers: &HeaderMap) -> &str {
 }
 
 pub(super) fn written(info: &ResourceInfo, mut w: Written) -> Response {
-    crate::crd::serve_value(info, &mut w.object);
+    crate::conversion::serve_value(info, &mut w.object);
     let code = if w.created {
         StatusCode::CREATED
     } else {

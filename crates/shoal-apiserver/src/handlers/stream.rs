@@ -183,9 +183,9 @@ pub(super) fn table_head(info: &ResourceInfo, list_meta: Value) -> Vec<u8> {
 
 /// Writes each object's cached JSON (as served through `info`'s version).
 pub(super) fn json_items(info: &'static ResourceInfo) -> Encode {
-    if crate::crd::custom(info).is_some() {
+    if crate::crd::custom(info).is_some() || crate::conversion::converts(info) {
         return Box::new(move |o, out| {
-            out.extend_from_slice(&crate::crd::served_bytes(info, &o.json))
+            out.extend_from_slice(&crate::conversion::served_bytes(info, &o.json))
         });
     }
     Box::new(|o, out| out.extend_from_slice(&o.json))

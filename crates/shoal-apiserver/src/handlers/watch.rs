@@ -28,12 +28,12 @@ pub(super) fn encode_event(
         *first_table = false;
         return watch_line(kind.as_str(), &serde_json::to_vec(&t).unwrap_or_default());
     }
-    if kind == ev.kind {
-        crate::crd::served_bytes(info, &ev.line)
+    if kind == ev.kind && !crate::conversion::converts(info) {
+        crate::conversion::served_bytes(info, &ev.line)
     } else {
         watch_line(
             kind.as_str(),
-            &crate::crd::served_bytes(info, &ev.object.json),
+            &crate::conversion::served_bytes(info, &ev.object.json),
         )
     }
 }

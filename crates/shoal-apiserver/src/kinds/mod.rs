@@ -5,6 +5,7 @@
 //! every kind and asks [`strategy`] for the differences; a new kind's rules are a new file here
 //! and a line in [`strategy`].
 
+mod autoscaling;
 pub(crate) mod certificates;
 mod config;
 pub(crate) mod crd;
@@ -233,6 +234,7 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("networking.k8s.io", "NetworkPolicy") => &network_policy::NETWORK_POLICY,
         ("scheduling.k8s.io", "PriorityClass") => &priority::PRIORITY_CLASS,
         ("policy", "PodDisruptionBudget") => &disruption::DISRUPTION_BUDGET,
+        ("autoscaling", "HorizontalPodAutoscaler") => &autoscaling::HPA,
         ("", "PodTemplate") => &templates::POD_TEMPLATE,
         ("", "PersistentVolume") => &storage::PERSISTENT_VOLUME,
         ("", "PersistentVolumeClaim") => &storage::PERSISTENT_VOLUME_CLAIM,

@@ -22,8 +22,9 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Written> {
         check_type_meta(info, &mut o)?;
-        let strategy = kinds::strategy(info);
         let mut warnings = Vec::new();
+        crate::conversion::from_served(info, &mut o, opts.validation, &mut warnings)?;
+        let strategy = kinds::strategy(info);
         let m = meta_mut(&mut o);
         if info.namespaced {
             let url_ns = ns.unwrap_or("default");

@@ -22,6 +22,7 @@ mod update;
 
 pub use subresources::{ScaleChange, scale_of};
 pub use type_meta::check_type_meta;
+pub(crate) use type_meta::check_typed_as;
 
 use crate::apply;
 use crate::cache::{WatchCache, encode_stored};

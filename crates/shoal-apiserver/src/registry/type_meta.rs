@@ -33,6 +33,26 @@ pub(super) fn check_typed(
     report_unknown(typed::unknown_fields(o, &typed), validation, warnings)
 }
 
+/// Checks types and unknown fields of `o` as the k8s-openapi type `T` (a version other than
+/// the stored one).
+pub(crate) fn check_typed_as<T: serde::de::DeserializeOwned + serde::Serialize>(
+    info: &ResourceInfo,
+    o: &Value,
+    validation: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
+    let message = format!(
+        "{}.{}",
+        crate::protobuf::package(&info.api_version()),
+        info.kind
+    );
+    let typed = typed::round_trip::<T>(&message, o).map_err(|e| kind_error(info, &e))?;
+    if validation == FieldValidation::Ignore {
+        return Ok(());
+    }
+    report_unknown(typed::unknown_fields(o, &typed), validation, warnings)
+}
+
 /// Refuses (`Strict`) or warns about (`Warn`) the unknown fields at `paths`.
 pub(super) fn report_unknown(
     paths: Vec<String>,

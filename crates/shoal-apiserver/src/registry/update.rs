@@ -34,6 +34,8 @@ impl Registry {
     ) -> ApiResult<Written> {
         check_type_meta(r.info, &mut o)?;
         check_name(&r, &o)?;
+        let mut warnings = Vec::new();
+        crate::conversion::from_served(r.info, &mut o, opts.validation, &mut warnings)?;
         // `resourceVersion: "0"` asks for an unconditional update, as in Kubernetes.
         let wanted_rv = meta::resource_version(&o).filter(|rv| *rv != 0);
         let wanted_uid = meta::str_field(&o, "uid").to_owned();
@@ -59,6 +61,10 @@ impl Registry {
             self.write_over(&r, &current, o.clone(), opts, true).await
         }))
         .await
+        .map(|mut w| {
+            w.warnings.extend(warnings);
+            w
+        })
     }
 
     /// Patches an object (PATCH) with a JSON, merge or strategic merge patch (server-side
@@ -74,7 +80,7 @@ impl Registry {
             Box::pin(async move {
                 let mut target = current.value.clone();
                 // Patched as the client sees it: in the version it asked for.
-                crate::crd::serve_value(r.info, &mut target);
+                crate::conversion::serve_value(r.info, &mut target);
                 match kind {
                     PatchType::Json => patch::json_patch(&mut target, body)?,
                     PatchType::Merge => patch::merge_patch(&mut target, body)?,
@@ -87,7 +93,18 @@ impl Registry {
                     return Err(r.stale());
                 }
                 check_type_meta(r.info, &mut target)?;
-                self.write_over(&r, &current, target, opts, true).await
+                let mut warnings = Vec::new();
+                crate::conversion::from_served(
+                    r.info,
+                    &mut target,
+                    opts.validation,
+                    &mut warnings,
+                )?;
+                let written = self.write_over(&r, &current, target, opts, true).await?;
+                Ok(written.map(|mut w| {
+                    w.warnings.extend(warnings);
+                    w
+                }))
             })
         })
         .await
@@ -128,10 +145,16 @@ impl Registry {
         check_name(&r, &applied)?;
         let api_version = r.info.api_version();
         // The applied configuration merged into `live` (lists merged as the kind's schema says).
+        let converts = crate::conversion::converts(r.info);
         let merge = |live: &Value| {
+            // Merged as the client sees it: in the version it applies.
+            let mut served = live.clone();
+            if converts {
+                crate::conversion::serve_value(r.info, &mut served);
+            }
             patch::with_lists(crate::crd::custom(r.info), || {
                 apply::apply(
-                    live,
+                    &served,
                     &applied,
                     &opts.manager,
                     force,
@@ -161,8 +184,11 @@ impl Registry {
             if meta::resource_version(&applied).is_some_and(|rv| rv != current.revision.0) {
                 return Err(r.stale());
             }
-            let merged = merge(&current.value)?;
-            if let Some(w) = self.write_over(&r, &current, merged, opts, false).await? {
+            let mut merged = merge(&current.value)?;
+            let mut warnings = Vec::new();
+            crate::conversion::from_served(r.info, &mut merged, opts.validation, &mut warnings)?;
+            if let Some(mut w) = self.write_over(&r, &current, merged, opts, false).await? {
+                w.warnings.extend(warnings);
                 return Ok(w);
             }
             super::lost_race(n).await;
