@@ -186,6 +186,21 @@ async fn reconcile(
             return Ok(Action::requeue(wait));
         }
         mem.synced.insert(key.clone(), std::time::Instant::now());
+        // Autoscalers not synced for a long while are gone: forget them.
+        let forget_after = settings.sync_period * 20 + Duration::from_secs(600);
+        if mem.synced.values().any(|t| t.elapsed() > forget_after) {
+            mem.synced.retain(|_, t| t.elapsed() <= forget_after);
+            let Memory {
+                synced,
+                recommendations,
+                scale_ups,
+                scale_downs,
+                ..
+            } = &mut *mem;
+            recommendations.retain(|k, _| synced.contains_key(k));
+            scale_ups.retain(|k, _| synced.contains_key(k));
+            scale_downs.retain(|k, _| synced.contains_key(k));
+        }
     }
     let ns = hpa.metadata.namespace.as_deref().unwrap_or("default");
     let name = hpa.metadata.name.as_deref().unwrap_or("");

@@ -25,9 +25,25 @@ pub fn etcd_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// A loopback port free right now, chosen below Linux's ephemeral range (32768 and up) so
+/// that no outgoing connection is handed it before etcd binds it; the kernel's choice if none
+/// is found.
 fn free_port() -> anyhow::Result<u16> {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id();
+    for i in 0..200u32 {
+        let port = 20_000 + (seed.wrapping_mul(2_654_435_761).wrapping_add(i * 7_919) % 12_000);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return Ok(l.local_addr()?.port());
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// How many times a cluster is started afresh when a port it picked was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
 
 struct Member {
     name: String,
@@ -49,7 +65,24 @@ impl Etcd {
     }
 
     /// `n` members forming one cluster; returns once every member reports itself healthy.
+    /// A port taken between being picked and being bound (another test's server) starts the
+    /// cluster again on new ports.
     pub fn start_cluster(n: usize) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start_cluster(n) {
+                Err(e)
+                    if attempt < START_ATTEMPTS
+                        && format!("{e:#}").contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_start_cluster(n: usize) -> anyhow::Result<Self> {
         let bin = etcd_bin()?;
         let dir = tempfile::tempdir()?;
         let ports: Vec<(u16, u16)> = (0..n)
@@ -93,7 +126,7 @@ impl Etcd {
                 log,
             });
         }
-        let etcd = Etcd { members, _dir: dir };
+        let mut etcd = Etcd { members, _dir: dir };
         for i in 0..n {
             etcd.wait_healthy(i)?;
         }
@@ -126,19 +159,27 @@ impl Etcd {
         }
     }
 
-    fn wait_healthy(&self, i: usize) -> anyhow::Result<()> {
-        let m = &self.members[i];
-        let addr = m.client_url.trim_start_matches("http://").to_owned();
+    fn wait_healthy(&mut self, i: usize) -> anyhow::Result<()> {
+        let addr = self.members[i]
+            .client_url
+            .trim_start_matches("http://")
+            .to_owned();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if health(&addr).unwrap_or(false) {
                 return Ok(());
             }
-            if Instant::now() > deadline {
+            let m = &mut self.members[i];
+            let exited = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
                 let log = std::fs::read_to_string(&m.log).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let what = match exited {
+                    Some(status) => format!("exited ({status})"),
+                    None => "did not become healthy in 30s".to_owned(),
+                };
                 bail!(
-                    "etcd member {} at {} did not become healthy in 30s; its log ends:\n{}",
+                    "etcd member {} at {} {what}; its log ends:\n{}",
                     m.name,
                     m.client_url,
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
