@@ -238,7 +238,7 @@ fn attach_and_run_i_talk_to_a_containers_own_stdin() {
 }
 
 /// GET http://addr/path; the whole answer.
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+pub(crate) fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
@@ -297,7 +297,7 @@ fn port_forward_serves_a_pod_port_on_loopback() {
 }
 
 /// The metric families of a Prometheus text answer, by name, checked by a Prometheus parser.
-fn families(text: &str) -> std::collections::BTreeMap<String, prometheus_parse::Value> {
+pub(crate) fn families(text: &str) -> std::collections::BTreeMap<String, prometheus_parse::Value> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
     scrape

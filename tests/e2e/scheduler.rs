@@ -256,10 +256,33 @@ fn components_hold_leases_and_a_second_scheduler_stands_by() {
             "--leader-elect-retry-period=200ms",
             "--metrics-bind-address=127.0.0.1:0",
         ])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // It says where its metrics are, and serves them (and /healthz) while standing by.
+    let mut out = std::io::BufReader::new(standby.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    // The rest of its output is drained, so its writes never meet a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let at = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {first:?}"))
+        .to_owned();
+    let metrics = crate::day2::http_get(&at, "/metrics").unwrap();
+    let (head, body) = metrics.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    crate::day2::families(body);
+    let health = crate::day2::http_get(&at, "/healthz").unwrap();
+    assert!(health.ends_with("ok"), "{health}");
     std::thread::sleep(std::time::Duration::from_secs(4));
     assert_eq!(holder("kube-scheduler"), scheduler);
     assert!(standby.try_wait().unwrap().is_none(), "the standby exited");
