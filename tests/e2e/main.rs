@@ -6,6 +6,7 @@ mod day2;
 mod durability;
 mod etcd_cluster;
 mod identities;
+mod ingress;
 mod kube_client;
 mod kubectl;
 mod kubelet;

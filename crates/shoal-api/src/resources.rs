@@ -224,6 +224,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("discovery.k8s.io", "EndpointSlice", "endpointslices", "endpointslice", ns: true, short: [], cat: [], sub: [], fields: ["addressType"], spec: false),
     res!("flowcontrol.apiserver.k8s.io", "FlowSchema", "flowschemas", "flowschema", ns: false, short: [], cat: [], sub: [S::Status], fields: [], spec: true),
     res!("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration", "prioritylevelconfigurations", "prioritylevelconfiguration", ns: false, short: [], cat: [], sub: [S::Status], fields: [], spec: true),
+    res!("networking.k8s.io", "Ingress", "ingresses", "ingress", ns: true, short: ["ing"], cat: [], sub: [S::Status], fields: [], spec: true),
+    res!("networking.k8s.io", "IngressClass", "ingressclasses", "ingressclass", ns: false, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("networking.k8s.io", "NetworkPolicy", "networkpolicies", "networkpolicy", ns: true, short: ["netpol"], cat: [], sub: [], fields: [], spec: true),
     res!("node.k8s.io", "RuntimeClass", "runtimeclasses", "runtimeclass", ns: false, short: [], cat: [], sub: [], fields: [], spec: false),
     res!("policy", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", ns: true, short: ["pdb"], cat: [], sub: [S::Status], fields: [], spec: true),

@@ -148,6 +148,8 @@ kinds! {
     "flowcontrol.apiserver.k8s.io", "FlowSchema" => k8s_openapi::api::flowcontrol::v1::FlowSchema;
     "flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration" => k8s_openapi::api::flowcontrol::v1::PriorityLevelConfiguration;
     "networking.k8s.io", "NetworkPolicy" => networking::v1::NetworkPolicy;
+    "networking.k8s.io", "Ingress" => networking::v1::Ingress;
+    "networking.k8s.io", "IngressClass" => networking::v1::IngressClass;
     "node.k8s.io", "RuntimeClass" => node::v1::RuntimeClass;
     "policy", "PodDisruptionBudget" => k8s_openapi::api::policy::v1::PodDisruptionBudget;
     "scheduling.k8s.io", "PriorityClass" => k8s_openapi::api::scheduling::v1::PriorityClass;

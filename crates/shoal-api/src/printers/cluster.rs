@@ -7,6 +7,61 @@ use serde_json::{Value, json};
 pub(super) static PRINTERS: &[Printer] = &[
     Printer {
         group: "networking.k8s.io",
+        kinds: &["Ingress"],
+        columns: &[
+            NAME,
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let ports = if arr(o, "/spec/tls").is_empty() {
+                "80"
+            } else {
+                "80, 443"
+            };
+            vec![
+                name(o),
+                json!(or_none(s(o, "/spec/ingressClassName").to_owned())),
+                json!(ingress_hosts(o)),
+                json!(ingress_address(o)),
+                json!(ports),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
+        group: "networking.k8s.io",
+        kinds: &["IngressClass"],
+        columns: &[
+            NAME,
+            ("Controller", "string", 0),
+            ("Parameters", "string", 0),
+            AGE,
+        ],
+        cells: |o, now| {
+            let parameters = match o.pointer("/spec/parameters").filter(|p| p.is_object()) {
+                Some(p) => {
+                    let kind = match p.get("apiGroup").and_then(Value::as_str) {
+                        Some(g) => format!("{}.{g}", s(p, "/kind")),
+                        None => s(p, "/kind").to_owned(),
+                    };
+                    format!("{kind}/{}", s(p, "/name"))
+                }
+                None => "<none>".to_owned(),
+            };
+            vec![
+                name(o),
+                json!(s(o, "/spec/controller")),
+                json!(parameters),
+                created(o, now),
+            ]
+        },
+    },
+    Printer {
+        group: "networking.k8s.io",
         kinds: &["NetworkPolicy"],
         columns: &[NAME, ("Pod-Selector", "string", 0), AGE],
         cells: |o, now| {
@@ -454,4 +509,41 @@ fn access_modes(o: &Value) -> String {
 
 fn or_unset(v: &str) -> &str {
     if v.is_empty() { "<unset>" } else { v }
+}
+
+/// An Ingress's `HOSTS` cell: its rules' hosts, three at most, `*` when none names one.
+fn ingress_hosts(o: &Value) -> String {
+    const SHOWN: usize = 3;
+    let rules = arr(o, "/spec/rules");
+    let mut hosts: Vec<&str> = Vec::new();
+    let mut more = false;
+    for r in rules {
+        more |= hosts.len() == SHOWN;
+        let host = s(r, "/host");
+        if !more && !host.is_empty() {
+            hosts.push(host);
+        }
+    }
+    if hosts.is_empty() {
+        return "*".to_owned();
+    }
+    let list = hosts.join(",");
+    if more {
+        format!("{list} + {} more...", rules.len() - SHOWN)
+    } else {
+        list
+    }
+}
+
+/// An Ingress's `ADDRESS` cell: the addresses its controller published.
+fn ingress_address(o: &Value) -> String {
+    arr(o, "/status/loadBalancer/ingress")
+        .iter()
+        .map(|i| match s(i, "/ip") {
+            "" => s(i, "/hostname"),
+            ip => ip,
+        })
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
 }

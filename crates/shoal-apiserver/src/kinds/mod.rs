@@ -11,6 +11,7 @@ mod config;
 pub(crate) mod crd;
 pub(crate) mod defaulting;
 mod disruption;
+mod ingress;
 mod job;
 mod limits;
 mod namespace;
@@ -199,6 +200,34 @@ pub trait Strategy: Sync {
     }
 }
 
+/// The name of the class of `info` (StorageClass, IngressClass) marked default by
+/// `annotation: "true"`: the newest, if several are, as Kubernetes picks it.
+pub(crate) fn default_class(
+    cache: &crate::cache::WatchCache,
+    info: &'static ResourceInfo,
+    annotation: &str,
+) -> Option<String> {
+    let created = |c: &Value| {
+        c.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    cache
+        .resource(info)
+        .list(&info.storage_prefix(), None)
+        .iter()
+        .map(|c| c.value().clone())
+        .filter(|c| {
+            c.pointer("/metadata/annotations")
+                .and_then(|a| a.get(annotation))
+                .and_then(Value::as_str)
+                == Some("true")
+        })
+        .max_by_key(created)
+        .map(|c| crate::meta::name(&c).to_owned())
+}
+
 /// A kind without rules of its own.
 struct Generic;
 impl Strategy for Generic {}
@@ -232,6 +261,8 @@ pub fn strategy(info: &ResourceInfo) -> &'static dyn Strategy {
         ("batch", "Job") => &job::JOB,
         ("batch", "CronJob") => &job::CRON_JOB,
         ("networking.k8s.io", "NetworkPolicy") => &network_policy::NETWORK_POLICY,
+        ("networking.k8s.io", "Ingress") => &ingress::INGRESS,
+        ("networking.k8s.io", "IngressClass") => &ingress::INGRESS_CLASS,
         ("scheduling.k8s.io", "PriorityClass") => &priority::PRIORITY_CLASS,
         ("policy", "PodDisruptionBudget") => &disruption::DISRUPTION_BUDGET,
         ("autoscaling", "HorizontalPodAutoscaler") => &autoscaling::HPA,

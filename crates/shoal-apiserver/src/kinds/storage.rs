@@ -193,32 +193,11 @@ impl Strategy for ClaimStrategy {
         }
         let classes = shoal_api::resources::find("storage.k8s.io", "v1", "storageclasses")
             .expect("storage classes are served");
-        let default = cache
-            .resource(classes)
-            .list(&classes.storage_prefix(), None)
-            .iter()
-            .map(|c| c.value().clone())
-            .filter(|c| {
-                c.pointer(&format!(
-                    "/metadata/annotations/{}",
-                    DEFAULT_CLASS.replace('/', "~1")
-                ))
-                .and_then(Value::as_str)
-                    == Some("true")
-            })
-            .max_by(|a, b| {
-                let created = |c: &Value| {
-                    c.pointer("/metadata/creationTimestamp")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned()
-                };
-                created(a).cmp(&created(b))
-            });
+        let default = super::default_class(cache, classes, DEFAULT_CLASS);
         if let Some(class) = default
             && let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut)
         {
-            spec.insert("storageClassName".into(), json!(crate::meta::name(&class)));
+            spec.insert("storageClassName".into(), json!(class));
         }
         Ok(())
     }
