@@ -145,6 +145,47 @@ fn a_service_routes_by_name_cluster_ip_and_node_port_and_follows_readiness() {
     let r = http_get(&format!("{}:{node_port}", c.node.node_ip), "/np").unwrap();
     assert!(r.contains("GET /np"), "{r}");
 
+    // As a LoadBalancer: the node's address is published (and printed as EXTERNAL-IP), the
+    // service port answers on it; back to NodePort, the address is withdrawn.
+    let lb_port = std::net::TcpListener::bind((c.node.node_ip.as_str(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    c.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=json",
+        "-p",
+        &format!(
+            r#"[{{"op":"replace","path":"/spec/type","value":"LoadBalancer"}},{{"op":"replace","path":"/spec/ports/0/port","value":{lb_port}}}]"#
+        ),
+    ]);
+    eventually("the load balancer address is published", || {
+        let row = c.ok(&["get", "svc", "web", "--no-headers"]);
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        anyhow::ensure!(cols.get(3) == Some(&c.node.node_ip.as_str()), "{row}");
+        Ok(())
+    });
+    let r = eventually("the load balancer answers", || {
+        Ok(http_get(&format!("{}:{lb_port}", c.node.node_ip), "/lb")?)
+    });
+    assert!(r.contains("GET /lb"), "{r}");
+    c.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/type","value":"NodePort"},{"op":"replace","path":"/spec/ports/0/port","value":80}]"#,
+    ]);
+    eventually("the load balancer address is withdrawn", || {
+        let lb = c.ok(&["get", "svc", "web", "-o", "jsonpath={.status.loadBalancer}"]);
+        anyhow::ensure!(lb == "{}" || lb.is_empty(), "{lb}");
+        Ok(())
+    });
+
     // Through the API server's proxy subresources, as `kubectl proxy` users reach them: the
     // Service by port name, a pod by port number, the node's kubelet.
     let r = c.ok(&[

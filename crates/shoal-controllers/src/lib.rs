@@ -1,11 +1,12 @@
 //! The controller-manager: one controller per file, each on kube-rs' controller runtime.
 //! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
-//! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`] and the endpoints of
-//! Services ([`endpointslice`]), and the aggregation of ClusterRoles
-//! ([`clusterrole_aggregation`]), every namespace's `default` ServiceAccount
-//! ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), and the usage of
-//! ResourceQuotas ([`resourcequota`]), HorizontalPodAutoscalers ([`podautoscaler`]), and CertificateSigningRequests' approval and signing
-//! with the bootstrap tokens' cleaning ([`certificates`]).
+//! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`], the endpoints of
+//! Services ([`endpointslice`]) and their load balancer addresses ([`servicelb`]), the
+//! aggregation of ClusterRoles ([`clusterrole_aggregation`]), every namespace's `default`
+//! ServiceAccount ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), the usage
+//! of ResourceQuotas ([`resourcequota`]), HorizontalPodAutoscalers ([`podautoscaler`]), and
+//! CertificateSigningRequests' approval and signing with the bootstrap tokens' cleaning
+//! ([`certificates`]).
 
 pub mod certificates;
 pub mod clusterrole_aggregation;
@@ -25,6 +26,7 @@ pub mod resourcequota;
 pub mod rootca;
 mod runner;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
 
@@ -109,6 +111,7 @@ pub async fn run(
         spawn("statefulset", |c, _| Box::pin(statefulset::run(c))),
         spawn("namespace", |c, _| Box::pin(namespace::run(c))),
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
+        spawn("service-lb", |c, _| Box::pin(servicelb::run(c))),
         spawn("disruption", |c, _| Box::pin(disruption::run(c))),
         spawn("horizontal-pod-autoscaler", |c, config| {
             Box::pin(podautoscaler::run(c, config.autoscaler.clone()))

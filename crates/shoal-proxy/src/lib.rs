@@ -1,8 +1,9 @@
 //! The node's service proxy, in kube-proxy's role: it watches Services and EndpointSlices and
 //! listens on every frontend that has endpoints — each ClusterIP:port (the Service range is
 //! on loopback, so the node can bind it without root), each node port on the node's address,
-//! each `LoadBalancer` port on the node's address (as k3s' ServiceLB does on one node, with
-//! the node's address written to `status.loadBalancer.ingress`) — and forwards TCP
+//! each `LoadBalancer` port on the node's address (as k3s' ServiceLB does; the controller
+//! manager's `servicelb` publishes the nodes' addresses in `status.loadBalancer.ingress`) —
+//! and forwards TCP
 //! connections and UDP datagrams to ready endpoints ([`forward`]). A frontend whose Service
 //! has no usable endpoint is not listened on, so connecting to it is refused at once.
 //!
@@ -19,7 +20,7 @@ use forward::Forwarder;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::reflector::Store;
 use names::Zone;
 use network::{NodeNetwork, Snapshot};
@@ -188,38 +189,6 @@ impl Proxy {
             zone: Zone::build(&self.domain, &svc_refs, &slice_refs),
             policies: old.policies.clone(),
         });
-        self.publish_load_balancers(&svc_refs).await;
-    }
-
-    /// Writes the node's address into `status.loadBalancer.ingress` of LoadBalancer Services
-    /// that lack it.
-    async fn publish_load_balancers(&self, services: &[&Service]) {
-        let ip = self.node.ip.to_string();
-        for s in services {
-            if s.spec.as_ref().and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
-                continue;
-            }
-            let has = s
-                .status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .is_some_and(|i| i.iter().any(|i| i.ip.as_deref() == Some(ip.as_str())));
-            if has {
-                continue;
-            }
-            let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name) else {
-                continue;
-            };
-            let api: Api<Service> = Api::namespaced(self.client.clone(), ns);
-            let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
-            if let Err(e) = api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-            {
-                tracing::debug!(service = %name, error = %e, "cannot publish the load balancer address");
-            }
-        }
     }
 }
 

@@ -537,13 +537,5 @@ fn ingress_hosts(o: &Value) -> String {
 
 /// An Ingress's `ADDRESS` cell: the addresses its controller published.
 fn ingress_address(o: &Value) -> String {
-    arr(o, "/status/loadBalancer/ingress")
-        .iter()
-        .map(|i| match s(i, "/ip") {
-            "" => s(i, "/hostname"),
-            ip => ip,
-        })
-        .filter(|a| !a.is_empty())
-        .collect::<Vec<_>>()
-        .join(",")
+    super::load_balancer_addresses(o).join(",")
 }

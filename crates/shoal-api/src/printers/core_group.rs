@@ -192,16 +192,28 @@ fn service_cells(o: &Value, now: i64) -> Vec<Value> {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    let ext = if ty == "ExternalName" {
-        s(o, "/spec/externalName").to_owned()
-    } else if ext.is_empty() {
-        if ty == "LoadBalancer" {
-            "<pending>".into()
-        } else {
-            "<none>".into()
+    // A load balancer's published addresses first (cut to 16 characters, as kubectl does
+    // without `-o wide`), then the Service's external IPs.
+    let mut lb = super::load_balancer_addresses(o).join(",");
+    if lb.len() > 16 {
+        lb = format!("{}...", &lb[..13]);
+    }
+    let ext = match ty {
+        "ExternalName" => s(o, "/spec/externalName").to_owned(),
+        "LoadBalancer" => {
+            let all: Vec<&str> = lb
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .chain(ext.iter().copied())
+                .collect();
+            if all.is_empty() {
+                "<pending>".into()
+            } else {
+                all.join(",")
+            }
         }
-    } else {
-        ext.join(",")
+        _ if ext.is_empty() => "<none>".into(),
+        _ => ext.join(","),
     };
     vec![
         name(o),

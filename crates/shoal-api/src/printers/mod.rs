@@ -57,6 +57,19 @@ fn created(o: &Value, now: i64) -> Value {
     json!(age(s(o, "/metadata/creationTimestamp"), now))
 }
 
+/// The addresses in `status.loadBalancer.ingress` (an IP, or else a hostname, each), of a
+/// Service or an Ingress.
+fn load_balancer_addresses(o: &Value) -> Vec<&str> {
+    arr(o, "/status/loadBalancer/ingress")
+        .iter()
+        .map(|i| match s(i, "/ip") {
+            "" => s(i, "/hostname"),
+            ip => ip,
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
 fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }

@@ -1,0 +1,147 @@
+//! Load balancer status: every node's service proxy listens for `LoadBalancer` Services on the
+//! service port of the node's address (as k3s' ServiceLB does); this controller, in the
+//! service controller's role, writes those addresses — the InternalIP of every Ready node —
+//! into each such Service's `status.loadBalancer.ingress`, and clears it when the Service
+//! stops being a `LoadBalancer`. (The proxies run as their nodes, which may not write Service
+//! status.)
+
+use crate::Error;
+use crate::runner::Ctx;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Runs the controller (forever).
+pub async fn run(client: kube::Client) {
+    let services: Api<Service> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let controller = Controller::new(services, watcher::Config::default());
+    let store = controller.store();
+    // A node coming, going or changing readiness concerns every LoadBalancer Service.
+    let controller = controller.watches(nodes, watcher::Config::default(), move |_node: Node| {
+        store
+            .state()
+            .into_iter()
+            .filter(|s| is_load_balancer(s))
+            .map(|s| ObjectRef::from_obj(s.as_ref()))
+            .collect::<Vec<_>>()
+    });
+    crate::runner::run("service-lb", client, controller, reconcile).await;
+}
+
+fn is_load_balancer(s: &Service) -> bool {
+    s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+}
+
+/// The addresses a LoadBalancer Service is reached at: each Ready node's InternalIP, sorted.
+pub fn addresses(nodes: &[Arc<Node>]) -> Vec<String> {
+    let mut out: Vec<String> = nodes
+        .iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|n| {
+            n.status
+                .as_ref()?
+                .addresses
+                .as_ref()?
+                .iter()
+                .find(|a| a.type_ == "InternalIP")
+                .map(|a| a.address.clone())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if svc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let have: Vec<Value> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|i| json!({"ip": i.ip, "ipMode": i.ip_mode}))
+        .collect();
+    let wanted: Vec<Value> = if is_load_balancer(&svc) {
+        let nodes = Api::<Node>::all(ctx.client.clone())
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect::<Vec<_>>();
+        addresses(&nodes)
+            .into_iter()
+            .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if have == wanted {
+        return Ok(Action::await_change());
+    }
+    let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+        return Ok(Action::await_change());
+    };
+    // A JSON merge patch replaces the list whole; `null` removes it.
+    let ingress = if wanted.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(wanted)
+    };
+    Api::<Service>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}})),
+        )
+        .await?;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeStatus};
+
+    fn node(ip: &str, ready: bool) -> Arc<Node> {
+        Arc::new(Node {
+            status: Some(NodeStatus {
+                addresses: Some(vec![NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: ip.into(),
+                }]),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn ready_nodes_addresses_are_published() {
+        let nodes = [
+            node("127.0.0.3", true),
+            node("127.0.0.2", true),
+            node("127.0.0.4", false),
+        ];
+        assert_eq!(addresses(&nodes), ["127.0.0.2", "127.0.0.3"]);
+    }
+}
