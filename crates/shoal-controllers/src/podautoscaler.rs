@@ -1324,6 +1324,33 @@ mod tests {
     }
 
     #[test]
+    fn average_value_targets_need_no_requests() {
+        // Memory (in thousandths of bytes, as Kubernetes' MilliValue) against 64Mi per pod.
+        let mut a = pod("a", "100m", 600);
+        let mut b = pod("b", "100m", 600);
+        for p in [&mut a, &mut b] {
+            p.spec.as_mut().unwrap().containers[0].resources = None;
+        }
+        let mib = 1024 * 1024 * 1000;
+        let u = usage(&[("a", 96 * mib), ("b", 96 * mib)]);
+        let settings = Settings::default();
+        let r = Replicas {
+            current: 2,
+            pods: &[a, b],
+            usage: &u,
+            resource: "memory",
+            container: None,
+            now: jiff::Timestamp::now(),
+            settings: &settings,
+        };
+        // 96Mi on average over a 64Mi target: 1.5 × 2 pods.
+        assert_eq!(average_value_replicas(&r, 64 * mib), Ok((3, 96 * mib)));
+        assert_eq!(milli_quantity(96 * mib), "100663296");
+        // Within tolerance: unchanged.
+        assert_eq!(average_value_replicas(&r, 90 * mib).unwrap().0, 2);
+    }
+
+    #[test]
     fn missing_requests_are_an_error_naming_the_container() {
         let mut p = pod("a", "100m", 600);
         p.spec.as_mut().unwrap().containers[0].resources = None;
