@@ -143,6 +143,69 @@ fn hpa_scales_spinners_up_and_back_down() {
     );
 }
 
+/// A StatefulSet and a ReplicaSet, of idle pods.
+const IDLERS: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers: [{name: c, image: shoal.local/exerciser:latest, args: [sleep, "100000"]}]
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec:
+      containers: [{name: c, image: shoal.local/exerciser:latest, args: [sleep, "100000"]}]
+"#;
+
+#[test]
+fn statefulsets_and_replicasets_are_held_within_the_bounds() {
+    let c = Cluster::start_with(&["--horizontal-pod-autoscaler-sync-period", "2s"]).unwrap();
+    c.apply(IDLERS);
+    c.ok(&["autoscale", "statefulset", "db", "--min=1", "--max=2"]);
+    c.ok(&["autoscale", "replicaset", "rs", "--min=2", "--max=3"]);
+    // Through each kind's scale subresource, before any metric is known.
+    for (kind, name, want, reason) in [
+        (
+            "statefulset",
+            "db",
+            "2",
+            "Current number of replicas above Spec.MaxReplicas",
+        ),
+        (
+            "replicaset",
+            "rs",
+            "2",
+            "Current number of replicas below Spec.MinReplicas",
+        ),
+    ] {
+        within(
+            "the autoscaler applies its bounds",
+            Duration::from_secs(60),
+            || {
+                let n = c.ok(&["get", kind, name, "-o", "jsonpath={.spec.replicas}"]);
+                anyhow::ensure!(n == want, "{kind} {name}: {n} replicas");
+                Ok(())
+            },
+        );
+        let described = c.ok(&["describe", "hpa", name]);
+        assert!(
+            described.contains(&format!("New size: {want}; reason: {reason}")),
+            "{described}"
+        );
+    }
+}
+
 #[test]
 fn v1_and_v2_are_views_of_one_object() {
     let c = Cluster::start().unwrap();

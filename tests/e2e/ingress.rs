@@ -67,13 +67,13 @@ fn ingresses_are_served_validated_and_given_the_default_class() {
     // Bad input names the field.
     let out = c.kubectl_with(
         &["apply", "-f", "-"],
-        Some("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules:\n  - host: 10.1.2.3\n    http:\n      paths:\n      - path: api\n        backend: {service: {name: web, port: {number: 80}}}\n      - path: api\n        pathType: Prefix\n        backend: {service: {name: web}}\n"),
+        Some("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: bad}\nspec:\n  rules:\n  - host: 127.0.0.9\n    http:\n      paths:\n      - path: api\n        backend: {service: {name: web, port: {number: 80}}}\n      - path: api\n        pathType: Prefix\n        backend: {service: {name: web}}\n"),
         &[],
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     for line in [
-        "spec.rules[0].host: Invalid value: \"10.1.2.3\": must be a DNS name, not an IP address",
+        "spec.rules[0].host: Invalid value: \"127.0.0.9\": must be a DNS name, not an IP address",
         "spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified",
         "spec.rules[0].http.paths[1].path: Invalid value: \"api\": must be an absolute path",
         "spec.rules[0].http.paths[1].backend: Required value: port name or number is required",

@@ -152,16 +152,19 @@ fn a_service_routes_by_name_cluster_ip_and_node_port_and_follows_readiness() {
         .local_addr()
         .unwrap()
         .port();
-    c.ok(&[
-        "patch",
-        "svc",
-        "web",
-        "--type=json",
-        "-p",
-        &format!(
-            r#"[{{"op":"replace","path":"/spec/type","value":"LoadBalancer"}},{{"op":"replace","path":"/spec/ports/0/port","value":{lb_port}}}]"#
-        ),
-    ]);
+    let set_type = |ty: &str, port: u16| {
+        c.ok(&[
+            "patch",
+            "svc",
+            "web",
+            "--type=json",
+            "-p",
+            &format!(
+                r#"[{{"op":"replace","path":"/spec/type","value":"{ty}"}},{{"op":"replace","path":"/spec/ports/0/port","value":{port}}}]"#
+            ),
+        ])
+    };
+    set_type("LoadBalancer", lb_port);
     eventually("the load balancer address is published", || {
         let row = c.ok(&["get", "svc", "web", "--no-headers"]);
         let cols: Vec<&str> = row.split_whitespace().collect();
@@ -172,14 +175,7 @@ fn a_service_routes_by_name_cluster_ip_and_node_port_and_follows_readiness() {
         Ok(http_get(&format!("{}:{lb_port}", c.node.node_ip), "/lb")?)
     });
     assert!(r.contains("GET /lb"), "{r}");
-    c.ok(&[
-        "patch",
-        "svc",
-        "web",
-        "--type=json",
-        "-p",
-        r#"[{"op":"replace","path":"/spec/type","value":"NodePort"},{"op":"replace","path":"/spec/ports/0/port","value":80}]"#,
-    ]);
+    set_type("NodePort", 80);
     eventually("the load balancer address is withdrawn", || {
         let lb = c.ok(&["get", "svc", "web", "-o", "jsonpath={.status.loadBalancer}"]);
         anyhow::ensure!(lb == "{}" || lb.is_empty(), "{lb}");

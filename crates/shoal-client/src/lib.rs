@@ -198,3 +198,17 @@ where
     });
     (store, shoal_supervisor::AbortOnDrop(task))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_event_counts_on_the_first_ones_name() {
+        let key = "test|a_repeated_event_counts|Pod|ns|p|uid||Reason|message";
+        assert_eq!(repeated(key, Some("p.1")), None);
+        assert_eq!(repeated(key, Some("p.2")), Some(("p.1".to_owned(), 2)));
+        assert_eq!(repeated(key, Some("p.3")), Some(("p.1".to_owned(), 3)));
+        assert_eq!(repeated("test|another", Some("q.1")), None);
+    }
+}

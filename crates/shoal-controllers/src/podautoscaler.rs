@@ -420,7 +420,8 @@ async fn reconcile(
             }
         };
     }
-    let rescale = desired != current && !(current == 0 && min != 0);
+    // Unchanged when scaling is disabled (`desired` stayed at the current zero).
+    let rescale = desired != current;
     let mut last_scale_time = old_status
         .last_scale_time
         .as_ref()
@@ -1136,6 +1137,41 @@ fn changed_within(events: &[ScaleEvent], period: i32, now: jiff::Timestamp) -> i
         .sum()
 }
 
+/// How far the policies of `rules` let the replica count go from `current`, upwards (`up`) or
+/// downwards, each policy counted from where its period started (`period_start`): `Max` picks
+/// the policy allowing the most change, `Min` the least, `Disabled` none (Kubernetes'
+/// `calculateScaleUpLimitWithScalingRules` and `calculateScaleDownLimitWithBehaviors`).
+fn policy_limit(
+    rules: &HPAScalingRules,
+    current: i32,
+    up: bool,
+    period_start: impl Fn(i32) -> i32,
+) -> i32 {
+    let select = rules.select_policy.as_deref().unwrap_or("Max");
+    if select == "Disabled" {
+        return current;
+    }
+    let proposals = rules.policies.iter().flatten().map(|p| {
+        let start = period_start(p.period_seconds);
+        let pct = f64::from(p.value) / 100.0;
+        match (p.type_.as_str(), up) {
+            ("Pods", true) => start + p.value,
+            ("Pods", false) => start - p.value,
+            // Rounded up going up, so that a small percentage still adds a pod.
+            (_, true) => (f64::from(start) * (1.0 + pct)).ceil() as i32,
+            (_, false) => (f64::from(start) * (1.0 - pct)) as i32,
+        }
+    });
+    // The most change is the highest count going up, the lowest going down.
+    let most_change = up == (select != "Min");
+    let limit = if most_change {
+        proposals.max()
+    } else {
+        proposals.min()
+    };
+    limit.unwrap_or(current)
+}
+
 /// The policies' limit on a change from `b.current` to `b.desired` (Kubernetes'
 /// `convertDesiredReplicasWithBehaviorRate`).
 fn rate_limit(
@@ -1155,25 +1191,7 @@ fn rate_limit(
         "the desired count is within the acceptable range",
     );
     if b.desired > b.current {
-        let select = up.select_policy.as_deref().unwrap_or("Max");
-        let mut limit = if select == "Disabled" {
-            b.current
-        } else {
-            let proposals = up.policies.iter().flatten().map(|p| {
-                let start = period_start(p.period_seconds);
-                if p.type_ == "Pods" {
-                    start + p.value
-                } else {
-                    (f64::from(start) * (1.0 + f64::from(p.value) / 100.0)).ceil() as i32
-                }
-            });
-            if select == "Min" {
-                proposals.min().unwrap_or(b.current)
-            } else {
-                proposals.max().unwrap_or(b.current)
-            }
-        };
-        limit = limit.max(b.current);
+        let limit = policy_limit(up, b.current, true, period_start).max(b.current);
         let (allowed, reason, message) = if b.max > limit {
             (
                 limit,
@@ -1191,25 +1209,7 @@ fn rate_limit(
             return (allowed, reason, message);
         }
     } else if b.desired < b.current {
-        let select = down.select_policy.as_deref().unwrap_or("Max");
-        let mut limit = if select == "Disabled" {
-            b.current
-        } else {
-            let proposals = down.policies.iter().flatten().map(|p| {
-                let start = period_start(p.period_seconds);
-                if p.type_ == "Pods" {
-                    start - p.value
-                } else {
-                    (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32
-                }
-            });
-            if select == "Min" {
-                proposals.max().unwrap_or(b.current)
-            } else {
-                proposals.min().unwrap_or(b.current)
-            }
-        };
-        limit = limit.min(b.current);
+        let limit = policy_limit(down, b.current, false, period_start).min(b.current);
         let (allowed, reason, message) = if b.min < limit {
             (
                 limit,
@@ -1467,6 +1467,40 @@ mod tests {
                 "the desired replica count is more than the maximum replica count"
             )
         );
+    }
+
+    #[test]
+    fn select_policies_pick_the_most_or_least_change_or_none() {
+        let now = jiff::Timestamp::now();
+        let both = [("Pods", 2, 15), ("Percent", 50, 15)];
+        let up_b = Bounds {
+            current: 10,
+            desired: 30,
+            min: 1,
+            max: 100,
+        };
+        let down_b = Bounds {
+            current: 10,
+            desired: 1,
+            min: 1,
+            max: 100,
+        };
+        let limit = |up: &HPAScalingRules, down: &HPAScalingRules, b| {
+            rate_limit(b, up, down, &[], &[], now).0
+        };
+        let (max, min, off) = (
+            rules(0, &both, "Max"),
+            rules(0, &both, "Min"),
+            rules(0, &both, "Disabled"),
+        );
+        // Up: +2 pods or +50% (15): Max takes 15, Min 12, Disabled stays.
+        assert_eq!(limit(&max, &max, up_b), 15);
+        assert_eq!(limit(&min, &max, up_b), 12);
+        assert_eq!(limit(&off, &max, up_b), 10);
+        // Down: -2 pods (8) or -50% (5): Max takes 5, Min 8, Disabled stays.
+        assert_eq!(limit(&max, &max, down_b), 5);
+        assert_eq!(limit(&max, &min, down_b), 8);
+        assert_eq!(limit(&max, &off, down_b), 10);
     }
 
     #[test]

@@ -49,12 +49,14 @@ impl Strategy for IngressStrategy {
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
             .is_some();
-        if !named
-            && !annotated
-            && let Some(class) = super::default_class(cache, classes(), DEFAULT_CLASS_ANNOTATION)
-            && let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut)
-        {
-            spec.insert("ingressClassName".into(), json!(class));
+        if !named && !annotated {
+            super::give_default_class(
+                cache,
+                classes(),
+                DEFAULT_CLASS_ANNOTATION,
+                o,
+                "ingressClassName",
+            );
         }
         Ok(())
     }
@@ -312,7 +314,7 @@ mod tests {
             {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}});
         assert!(fields(ok).is_empty());
         assert_eq!(fields(json!({"spec": {}})), ["spec"]);
-        let bad = json!({"spec": {"rules": [{"host": "10.0.0.1", "http": {"paths": [
+        let bad = json!({"spec": {"rules": [{"host": "127.0.0.1", "http": {"paths": [
             {"path": "api", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {}}}},
             {"path": "/x", "backend": {"service": {"name": "web", "port": {"name": "http", "number": 80}}}},
             {"path": "/y", "pathType": "Regex", "backend": {}}]}}]}});

@@ -200,9 +200,25 @@ pub trait Strategy: Sync {
     }
 }
 
+/// A new object's `spec.<field>` set to the default class of `classes` (the
+/// DefaultStorageClass and DefaultIngressClass admission plugins), if there is one.
+pub(crate) fn give_default_class(
+    cache: &crate::cache::WatchCache,
+    classes: &'static ResourceInfo,
+    annotation: &str,
+    o: &mut Value,
+    field: &str,
+) {
+    if let Some(class) = default_class(cache, classes, annotation)
+        && let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.insert(field.into(), json!(class));
+    }
+}
+
 /// The name of the class of `info` (StorageClass, IngressClass) marked default by
 /// `annotation: "true"`: the newest, if several are, as Kubernetes picks it.
-pub(crate) fn default_class(
+fn default_class(
     cache: &crate::cache::WatchCache,
     info: &'static ResourceInfo,
     annotation: &str,

@@ -193,12 +193,7 @@ impl Strategy for ClaimStrategy {
         }
         let classes = shoal_api::resources::find("storage.k8s.io", "v1", "storageclasses")
             .expect("storage classes are served");
-        let default = super::default_class(cache, classes, DEFAULT_CLASS);
-        if let Some(class) = default
-            && let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut)
-        {
-            spec.insert("storageClassName".into(), json!(class));
-        }
+        super::give_default_class(cache, classes, DEFAULT_CLASS, o, "storageClassName");
         Ok(())
     }
 }
