@@ -1,8 +1,12 @@
-//! The Ingress API (`networking.k8s.io/v1`) with the real kubectl: `kubectl create ingress`,
-//! kubectl's columns, the default IngressClass given to new Ingresses, validation naming the
-//! field. (Routing requests by them is the ingress controller's, which is not built yet.)
+//! The Ingress API (`networking.k8s.io/v1`) with the real kubectl and the node's ingress
+//! controller with curl: `kubectl create ingress`, kubectl's columns, the default IngressClass
+//! (`shoal`, or a newer default) given to new Ingresses, validation naming the field; hosts
+//! and paths routed to their Deployments, TLS with each host's certificate, HTTP/2, the
+//! status, and routes following changes. All on the cluster's loopback node address.
 
-use shoal_testkit::Cluster;
+use crate::services::{answered_by, echo};
+use shoal_testkit::{Cluster, eventually};
+use std::process::Command;
 
 #[test]
 fn ingresses_are_served_validated_and_given_the_default_class() {
@@ -24,11 +28,13 @@ fn ingresses_are_served_validated_and_given_the_default_class() {
     assert_eq!(paths, "Prefix Exact http");
     let row = c.ok(&["get", "ingress", "web", "--no-headers"]);
     let cols: Vec<&str> = row.split_whitespace().collect();
+    // ADDRESS follows once the controller-manager has published the node's address.
     assert_eq!(
-        &cols[..5],
-        ["web", "<none>", "a.example.com,b.example.com", "80,", "443"],
+        &cols[..3],
+        ["web", "shoal", "a.example.com,b.example.com"],
         "{row}"
     );
+    assert!(row.contains(" 80, 443 "), "{row}");
     // A default class is given to Ingresses created without one.
     c.apply(
         "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: edge\n  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}\nspec:\n  controller: example.com/edge\n",
@@ -49,7 +55,9 @@ fn ingresses_are_served_validated_and_given_the_default_class() {
     assert_eq!(class, "edge");
     let classes = c.ok(&["get", "ingressclass", "--no-headers"]);
     assert!(
-        classes.starts_with("edge") && classes.contains("example.com/edge"),
+        classes.starts_with("edge")
+            && classes.contains("example.com/edge")
+            && classes.contains("shoal.dev/ingress-controller"),
         "{classes}"
     );
     let err = c.fails(&[
@@ -80,4 +88,179 @@ fn ingresses_are_served_validated_and_given_the_default_class() {
     ] {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
+}
+
+/// curl with `args`: its exit code and what it wrote (`-w` output included).
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn the_ingress_controller_routes_hosts_and_paths_with_tls_and_http2() {
+    let c = Cluster::start().unwrap();
+    let ip = c.node.node_ip.clone();
+    let (http, https) = c.ingress_ports;
+    c.apply(&echo("alpha", 2, "ClusterIP"));
+    c.apply(&echo("beta", 2, "ClusterIP"));
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["beta.shoal.test".to_owned()]).unwrap();
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    c.ok(&[
+        "create",
+        "secret",
+        "tls",
+        "beta-cert",
+        "--cert",
+        crt.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    // Two hosts with prefix paths; beta's with TLS. No class named: `shoal` is the default.
+    c.ok(&[
+        "create",
+        "ingress",
+        "web",
+        "--rule=alpha.shoal.test/*=alpha:80",
+        "--rule=beta.shoal.test/api*=beta:http,tls=beta-cert",
+        "--rule=beta.shoal.test/exact=alpha:80",
+    ]);
+    let plain = format!("http://{ip}:{http}");
+    let get =
+        |host: &str, path: &str| curl(&["-H", &format!("Host: {host}"), &format!("{plain}{path}")]);
+    let pod = eventually("alpha answers through the ingress", || {
+        let (code, out) = get("alpha.shoal.test", "/anything");
+        anyhow::ensure!(code == 0, "{out}");
+        answered_by(&out).ok_or_else(|| anyhow::anyhow!("{out}"))
+    });
+    assert!(pod.starts_with("alpha-"), "{pod}");
+    let pod = eventually("beta answers under /api", || {
+        let (_, out) = get("beta.shoal.test", "/api/v1?x=1");
+        answered_by(&out).ok_or_else(|| anyhow::anyhow!("{out}"))
+    });
+    assert!(pod.starts_with("beta-"), "{pod}");
+    let (_, out) = get("beta.shoal.test", "/api/v1?x=1");
+    assert!(out.contains("GET /api/v1?x=1 HTTP/1.1"), "{out}");
+    assert!(out.contains("x-forwarded-proto: http"), "{out}");
+    // Exact and prefix paths, element-wise; unknown hosts and paths are 404.
+    let (_, out) = get("beta.shoal.test", "/exact");
+    assert!(answered_by(&out).unwrap().starts_with("alpha-"), "{out}");
+    for (host, path) in [
+        ("beta.shoal.test", "/apix"),
+        ("beta.shoal.test", "/exact/more"),
+        ("gamma.shoal.test", "/"),
+    ] {
+        let (_, code) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            &format!("Host: {host}"),
+            &format!("{plain}{path}"),
+        ]);
+        assert_eq!(code, "404", "{host}{path}");
+    }
+    // HTTP/2 in clear text (prior knowledge) and over TLS with ALPN.
+    let (_, version) = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_version}",
+        "-H",
+        "Host: alpha.shoal.test",
+        &format!("{plain}/"),
+    ]);
+    assert_eq!(version, "2");
+    // TLS: beta's own certificate for beta (verified against it), h2 offered.
+    let resolve = |host: &str| format!("{host}:{https}:{ip}");
+    let (code, out) = curl(&[
+        "--cacert",
+        crt.to_str().unwrap(),
+        "--resolve",
+        &resolve("beta.shoal.test"),
+        "-w",
+        "\nversion %{http_version}",
+        &format!("https://beta.shoal.test:{https}/api/tls"),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(answered_by(&out).unwrap().starts_with("beta-"), "{out}");
+    assert!(out.contains("x-forwarded-proto: https"), "{out}");
+    assert!(out.ends_with("version 2"), "{out}");
+    // Another host gets the controller's own certificate, which beta's does not verify.
+    let (code, out) = curl(&[
+        "--cacert",
+        crt.to_str().unwrap(),
+        "--resolve",
+        &resolve("alpha.shoal.test"),
+        &format!("https://alpha.shoal.test:{https}/"),
+    ]);
+    assert_eq!(code, 60, "{out}");
+    // The status names the node's address; kubectl shows it.
+    eventually("the ingress's address is published", || {
+        let addr = c.ok(&[
+            "get",
+            "ingress",
+            "web",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ]);
+        anyhow::ensure!(addr == ip, "{addr:?}");
+        Ok(())
+    });
+    let row = c.ok(&["get", "ingress", "web", "--no-headers"]);
+    assert!(row.contains(&format!(" {ip} ")), "{row}");
+    // Routes follow changes: no endpoints → 503, a changed rule, a deleted Ingress → 404.
+    c.ok(&["scale", "deployment", "beta", "--replicas=0"]);
+    eventually("beta without endpoints answers 503", || {
+        let (_, out) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: beta.shoal.test",
+            &format!("{plain}/api"),
+        ]);
+        anyhow::ensure!(out == "503", "{out}");
+        Ok(())
+    });
+    c.ok(&[
+        "patch",
+        "ingress",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/rules/1/http/paths/0/backend/service","value":{"name":"alpha","port":{"number":80}}}]"#,
+    ]);
+    eventually("beta's path now goes to alpha", || {
+        let (_, out) = get("beta.shoal.test", "/api");
+        let pod = answered_by(&out).ok_or_else(|| anyhow::anyhow!("{out}"))?;
+        anyhow::ensure!(pod.starts_with("alpha-"), "{pod}");
+        Ok(())
+    });
+    c.ok(&["delete", "ingress", "web"]);
+    eventually("a deleted ingress routes nothing", || {
+        let (_, out) = curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Host: alpha.shoal.test",
+            &format!("{plain}/"),
+        ]);
+        anyhow::ensure!(out == "404", "{out}");
+        Ok(())
+    });
 }

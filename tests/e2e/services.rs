@@ -11,15 +11,21 @@ use std::time::Duration;
 /// A Deployment `web` of `replicas` http-echo pods (answering with their name), behind a
 /// NodePort Service `web` on port 80 → the named port `http`.
 fn web(replicas: u32) -> String {
+    echo("web", replicas, "NodePort")
+}
+
+/// A Deployment `name` of `replicas` http-echo pods (answering with their name), behind a
+/// Service `name` of `service_type` on port 80 → the named port `http`.
+pub(crate) fn echo(name: &str, replicas: u32, service_type: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: web}}
+metadata: {{name: {name}}}
 spec:
   replicas: {replicas}
-  selector: {{matchLabels: {{app: web}}}}
+  selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: web}}}}
+    metadata: {{labels: {{app: {name}}}}}
     spec:
       containers:
       - name: echo
@@ -30,10 +36,10 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: web}}
+metadata: {{name: {name}}}
 spec:
-  type: NodePort
-  selector: {{app: web}}
+  type: {service_type}
+  selector: {{app: {name}}}
   ports: [{{name: http, port: 80, targetPort: http}}]
 "#
     )
@@ -78,7 +84,7 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 }
 
 /// The pod that answered an http-echo response.
-fn answered_by(resp: &str) -> Option<String> {
+pub(crate) fn answered_by(resp: &str) -> Option<String> {
     resp.lines()
         .find_map(|l| l.strip_prefix("pod: "))
         .map(str::to_owned)

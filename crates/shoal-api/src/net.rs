@@ -11,6 +11,38 @@ pub const DEFAULT_SERVICE_CIDR: &str = "127.96.0.0/16";
 /// The default range of node ports, as on Kubernetes.
 pub const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
+/// The `spec.controller` of the IngressClasses the nodes' ingress controller serves.
+pub const INGRESS_CONTROLLER: &str = "shoal.dev/ingress-controller";
+
+/// The IngressClass every cluster has, served by [`INGRESS_CONTROLLER`] and the default.
+pub const INGRESS_CLASS: &str = "shoal";
+
+/// Whether `ing` belongs to one of `classes` served by [`INGRESS_CONTROLLER`], by the class
+/// it names in `spec.ingressClassName` or the legacy `kubernetes.io/ingress.class`
+/// annotation.
+pub fn is_shoal_ingress(
+    ing: &k8s_openapi::api::networking::v1::Ingress,
+    classes: &[&k8s_openapi::api::networking::v1::IngressClass],
+) -> bool {
+    let named = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .or_else(|| {
+            ing.metadata
+                .annotations
+                .as_ref()?
+                .get("kubernetes.io/ingress.class")
+                .map(String::as_str)
+        });
+    named.is_some_and(|n| {
+        classes.iter().any(|c| {
+            c.metadata.name.as_deref() == Some(n)
+                && c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(INGRESS_CONTROLLER)
+        })
+    })
+}
+
 /// An IPv4 CIDR such as `127.96.0.0/16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -92,6 +124,37 @@ impl Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ingresses_of_shoal_classes_are_recognized_by_name_or_annotation() {
+        use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+        use serde_json::json;
+        let classes: Vec<IngressClass> = serde_json::from_value(json!([
+            {"metadata": {"name": "shoal"}, "spec": {"controller": INGRESS_CONTROLLER}},
+            {"metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}},
+        ]))
+        .unwrap();
+        let classes: Vec<&IngressClass> = classes.iter().collect();
+        let ing = |spec: serde_json::Value, annotations: serde_json::Value| -> Ingress {
+            serde_json::from_value(
+                json!({"metadata": {"name": "i", "annotations": annotations}, "spec": spec}),
+            )
+            .unwrap()
+        };
+        assert!(is_shoal_ingress(
+            &ing(json!({"ingressClassName": "shoal"}), json!({})),
+            &classes
+        ));
+        assert!(!is_shoal_ingress(
+            &ing(json!({"ingressClassName": "nginx"}), json!({})),
+            &classes
+        ));
+        assert!(is_shoal_ingress(
+            &ing(json!({}), json!({"kubernetes.io/ingress.class": "shoal"})),
+            &classes
+        ));
+        assert!(!is_shoal_ingress(&ing(json!({}), json!({})), &classes));
+    }
 
     #[test]
     fn parses_masks_and_names_the_well_known_addresses() {

@@ -25,8 +25,8 @@ fn backend(e: ApiError) -> StoreError {
 }
 
 impl ApiServer {
-    /// Creates the system namespaces, the system PriorityClasses and the `local-path`
-    /// StorageClass if missing.
+    /// Creates the system namespaces, the system PriorityClasses, the `local-path`
+    /// StorageClass and the `shoal` IngressClass if missing.
     pub(crate) async fn bootstrap(&self) -> Result<(), StoreError> {
         let info = shoal_api::resources::find("", "v1", "namespaces")
             .expect("namespaces are in the resource table");
@@ -51,19 +51,17 @@ impl ApiServer {
         }
         let storage = shoal_api::resources::find("storage.k8s.io", "v1", "storageclasses")
             .expect("storageclasses are in the resource table");
-        match self
-            .registry
-            .create(
-                storage,
-                None,
-                crate::kinds::storage::local_path_class(),
-                &options(),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(backend(e)),
+        let ingress = shoal_api::resources::find("networking.k8s.io", "v1", "ingressclasses")
+            .expect("ingressclasses are in the resource table");
+        for (info, obj) in [
+            (storage, crate::kinds::storage::local_path_class()),
+            (ingress, crate::kinds::ingress::shoal_class()),
+        ] {
+            match self.registry.create(info, None, obj, &options()).await {
+                Ok(_) => {}
+                Err(ApiError(e)) if e.reason == "AlreadyExists" => {}
+                Err(e) => return Err(backend(e)),
+            }
         }
         self.reconcile_flowcontrol().await?;
         self.reconcile_rbac().await

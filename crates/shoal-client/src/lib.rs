@@ -184,10 +184,31 @@ where
         + Sync
         + 'static,
 {
+    watch_store_with(api, kube::runtime::watcher::Config::default(), on_change)
+}
+
+/// [`watch_store`] of the objects `config` selects.
+pub fn watch_store_with<K>(
+    api: Api<K>,
+    config: kube::runtime::watcher::Config,
+    on_change: impl Fn() + Send + 'static,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    shoal_supervisor::AbortOnDrop,
+)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let (store, writer) = reflector::store::<K>();
-    let mut stream = watcher(api, watcher::Config::default())
+    let mut stream = watcher(api, config)
         .default_backoff()
         .reflect(writer)
         .boxed();

@@ -2,6 +2,7 @@
 //! [`replicaset`], [`deployment`], [`job`], [`cronjob`], [`daemonset`], [`statefulset`], the
 //! garbage collector [`gc`], [`namespace`] deletion, [`nodelifecycle`], the endpoints of
 //! Services ([`endpointslice`]) and their load balancer addresses ([`servicelb`]), the
+//! addresses of Ingresses served by Shoal's ingress controller ([`ingressstatus`]), the
 //! aggregation of ClusterRoles ([`clusterrole_aggregation`]), every namespace's `default`
 //! ServiceAccount ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), the usage
 //! of ResourceQuotas ([`resourcequota`]), HorizontalPodAutoscalers ([`podautoscaler`]), and
@@ -17,6 +18,7 @@ pub mod disruption;
 pub mod endpointslice;
 pub mod gc;
 pub mod history;
+pub mod ingressstatus;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -112,6 +114,7 @@ pub async fn run(
         spawn("namespace", |c, _| Box::pin(namespace::run(c))),
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
         spawn("service-lb", |c, _| Box::pin(servicelb::run(c))),
+        spawn("ingress-status", |c, _| Box::pin(ingressstatus::run(c))),
         spawn("disruption", |c, _| Box::pin(disruption::run(c))),
         spawn("horizontal-pod-autoscaler", |c, config| {
             Box::pin(podautoscaler::run(c, config.autoscaler.clone()))

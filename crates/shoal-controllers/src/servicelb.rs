@@ -62,10 +62,66 @@ pub fn addresses(nodes: &[Arc<Node>]) -> Vec<String> {
     out
 }
 
+/// The `status.loadBalancer.ingress` entries to publish: every Ready node's InternalIP,
+/// with `extra` fields on each.
+pub(crate) async fn node_entries(
+    client: &kube::Client,
+    extra: &Value,
+) -> Result<Vec<Value>, Error> {
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .map(Arc::new)
+        .collect::<Vec<_>>();
+    Ok(addresses(&nodes)
+        .into_iter()
+        .map(|ip| {
+            let mut e = json!({"ip": ip});
+            if let (Some(e), Some(x)) = (e.as_object_mut(), extra.as_object()) {
+                e.extend(x.clone());
+            }
+            e
+        })
+        .collect())
+}
+
+/// Writes `wanted` as `status.loadBalancer.ingress` of `name` in `api` unless it is `have`.
+pub(crate) async fn publish<K>(
+    api: Api<K>,
+    name: &str,
+    have: Vec<Value>,
+    wanted: Vec<Value>,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if have == wanted {
+        return Ok(());
+    }
+    // A JSON merge patch replaces the list whole; `null` removes it.
+    let ingress = if wanted.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(wanted)
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}})),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
+        return Ok(Action::await_change());
+    };
     let have: Vec<Value> = svc
         .status
         .as_ref()
@@ -75,40 +131,18 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .iter()
         .map(|i| json!({"ip": i.ip, "ipMode": i.ip_mode}))
         .collect();
-    let wanted: Vec<Value> = if is_load_balancer(&svc) {
-        let nodes = Api::<Node>::all(ctx.client.clone())
-            .list(&Default::default())
-            .await?
-            .items
-            .into_iter()
-            .map(Arc::new)
-            .collect::<Vec<_>>();
-        addresses(&nodes)
-            .into_iter()
-            .map(|ip| json!({"ip": ip, "ipMode": "VIP"}))
-            .collect()
+    let wanted = if is_load_balancer(&svc) {
+        node_entries(&ctx.client, &json!({"ipMode": "VIP"})).await?
     } else {
         Vec::new()
     };
-    if have == wanted {
-        return Ok(Action::await_change());
-    }
-    let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
-        return Ok(Action::await_change());
-    };
-    // A JSON merge patch replaces the list whole; `null` removes it.
-    let ingress = if wanted.is_empty() {
-        Value::Null
-    } else {
-        Value::Array(wanted)
-    };
-    Api::<Service>::namespaced(ctx.client.clone(), ns)
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}})),
-        )
-        .await?;
+    publish(
+        Api::<Service>::namespaced(ctx.client.clone(), ns),
+        name,
+        have,
+        wanted,
+    )
+    .await?;
     Ok(Action::await_change())
 }
 

@@ -11,6 +11,7 @@
 
 pub mod dns;
 pub mod forward;
+pub mod ingress;
 pub mod names;
 pub mod network;
 pub mod policy;

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The label naming an EndpointSlice's Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY: Duration = Duration::from_secs(10800);
@@ -59,7 +59,7 @@ pub struct Node {
     pub ip: IpAddr,
 }
 
-fn protocol(p: Option<&str>) -> Option<Protocol> {
+pub(crate) fn protocol(p: Option<&str>) -> Option<Protocol> {
     match p.unwrap_or("TCP") {
         "TCP" => Some(Protocol::Tcp),
         "UDP" => Some(Protocol::Udp),
@@ -68,7 +68,11 @@ fn protocol(p: Option<&str>) -> Option<Protocol> {
 }
 
 /// The backends of `port_name`/`proto` in `slices`.
-fn backends(slices: &[&EndpointSlice], port_name: &str, proto: Protocol) -> Vec<Backend> {
+pub(crate) fn backends(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    proto: Protocol,
+) -> Vec<Backend> {
     let (mut ready, mut terminating) = (Vec::new(), Vec::new());
     for s in slices {
         let Some(port) = s.ports.iter().flatten().find(|p| {
@@ -105,8 +109,10 @@ fn backends(slices: &[&EndpointSlice], port_name: &str, proto: Protocol) -> Vec<
     out
 }
 
-/// The table for `node` from everything it sees.
-pub fn build(node: &Node, services: &[&Service], slices: &[&EndpointSlice]) -> Table {
+/// EndpointSlices grouped by the `(namespace, name)` of their Service.
+pub(crate) fn slices_by_service<'a>(
+    slices: &[&'a EndpointSlice],
+) -> HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>> {
     let mut by_service: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
     for s in slices {
         let (Some(ns), Some(svc)) = (
@@ -120,6 +126,12 @@ pub fn build(node: &Node, services: &[&Service], slices: &[&EndpointSlice]) -> T
         };
         by_service.entry((ns, svc.as_str())).or_default().push(s);
     }
+    by_service
+}
+
+/// The table for `node` from everything it sees.
+pub fn build(node: &Node, services: &[&Service], slices: &[&EndpointSlice]) -> Table {
+    let by_service = slices_by_service(slices);
     let mut table = Table::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };

@@ -130,6 +130,16 @@ pub struct Cluster {
     /// The cluster's Service range and its node's network.
     pub service_cidr: String,
     pub node: NodeNet,
+    /// The node's ingress ports (HTTP, HTTPS) on `node.node_ip`, with `shoal up`.
+    pub ingress_ports: (u16, u16),
+}
+
+/// A port free on `ip` now (the test's own loopback address, so nobody else takes it).
+pub fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on the node's loopback address")
 }
 
 impl Cluster {
@@ -177,7 +187,11 @@ impl Cluster {
             cmd.args(["--service-cluster-ip-range", &service_cidr]);
         }
         let node = NodeNet::new();
+        let mut ingress_ports = (0, 0);
         if args.first() == Some(&"up") {
+            ingress_ports = (free_port(&node.node_ip), free_port(&node.node_ip));
+            cmd.args(["--ingress-http-port", &ingress_ports.0.to_string()])
+                .args(["--ingress-https-port", &ingress_ports.1.to_string()]);
             // The node: a name tests can rely on, a free kubelet port, a pod network of its
             // own (clusters run side by side), and a short crash-loop back-off.
             guest("hello");
@@ -238,6 +252,7 @@ impl Cluster {
             etcd: None,
             service_cidr,
             node,
+            ingress_ports,
         })
     }
 

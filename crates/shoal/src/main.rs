@@ -961,6 +961,12 @@ async fn run_apiserver(
                 &["system:nodes".to_owned()],
             )?)
             .await?;
+            let ingress_client = node::client_from(&identity(
+                "ingress-controller.conf",
+                shoal_apiserver::rbac::defaults::INGRESS_CONTROLLER,
+                &[],
+            )?)
+            .await?;
             let scheduling = shoal_scheduler::Config {
                 plugins: Some(shoal_scheduler::wasm::PluginConfig {
                     host,
@@ -987,7 +993,10 @@ async fn run_apiserver(
                     Some(pki.token.clone()),
                     &args,
                     &dir,
-                    Some(node::client_from(&kubeconfig).await?),
+                    node::Addons {
+                        dns: Some(node::client_from(&kubeconfig).await?),
+                        ingress: Some(ingress_client),
+                    },
                     supervisor,
                     token.clone(),
                 )
@@ -1018,8 +1027,15 @@ async fn run_kubelet(
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_signal(shutdown.clone()));
     let supervisor = shoal_supervisor::Supervisor::new();
+    let addons = node::Addons {
+        dns: None,
+        ingress: match &args.ingress_kubeconfig {
+            Some(path) => Some(node::client_from(path).await?),
+            None => None,
+        },
+    };
     let kubelet =
-        node::start_kubelet(client, token, &args, &dir, None, supervisor, shutdown).await?;
+        node::start_kubelet(client, token, &args, &dir, addons, supervisor, shutdown).await?;
     let _ = kubelet.await;
     println!("Shoal kubelet stopped");
     Ok(())

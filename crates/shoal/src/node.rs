@@ -72,6 +72,26 @@ pub struct KubeletArgs {
     /// The node's memory capacity (default: the machine's).
     #[arg(long)]
     pub memory_capacity: Option<Quantity>,
+    /// Port of the ingress controller's HTTP listener on the node's address (0 picks a free
+    /// one). Ports below 1024 need root; without it the node says so and serves no ingress.
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port of the ingress controller's HTTPS listener (TLS from the Ingresses' Secrets).
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
+    /// Kubeconfig of the ingress controller's identity (`system:shoal:ingress-controller`),
+    /// for `shoal kubelet`; without it that node serves no ingress. `shoal up` issues its own.
+    #[arg(long)]
+    pub ingress_kubeconfig: Option<PathBuf>,
+}
+
+/// The cluster add-ons a node runs beside its kubelet, each with its own identity.
+#[derive(Default)]
+pub struct Addons {
+    /// Publishes and serves cluster DNS (the installer's identity, under `shoal up`).
+    pub dns: Option<kube::Client>,
+    /// Runs the ingress controller.
+    pub ingress: Option<kube::Client>,
 }
 
 /// A `--memory-capacity` value: a Kubernetes quantity of bytes.
@@ -130,7 +150,7 @@ pub async fn start_kubelet(
     token: Option<String>,
     args: &KubeletArgs,
     data_dir: &Path,
-    addons: Option<kube::Client>,
+    addons: Addons,
     supervisor: shoal_supervisor::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -178,7 +198,11 @@ pub async fn start_kubelet(
         config.memory_bytes = m.0;
     }
     config.kube_reserved = args.kube_reserved.unwrap_or(Reserved {
-        memory_bytes: if addons.is_some() { 1 << 30 } else { 256 << 20 },
+        memory_bytes: if addons.dns.is_some() {
+            1 << 30
+        } else {
+            256 << 20
+        },
         ..Default::default()
     });
     config.system_reserved = args.system_reserved;
@@ -219,7 +243,7 @@ pub async fn start_kubelet(
     let network = shoal_proxy::network::NodeNetwork::default();
     runtime.set_network(Arc::new(network.clone()));
     let dns_ip = config.cluster_dns.expect("set above");
-    if let Some(installer) = &addons {
+    if let Some(installer) = &addons.dns {
         // The cluster's DNS add-on, as kube-dns runs in kube-system on Kubernetes (published
         // by the installer's identity, not the node's).
         let (udp, tcp) = shoal_proxy::dns::bind(args.node_ip, args.cluster_dns_port)
@@ -241,6 +265,9 @@ pub async fn start_kubelet(
             shutdown.clone(),
         ));
         println!("Cluster DNS at {dns_ip}:53 (served on {at})");
+    }
+    if let Some(ingress) = addons.ingress {
+        start_ingress(ingress, args, &supervisor, &shutdown).await?;
     }
     let (proxy_client, proxy_stop, domain) = (
         client.clone(),
@@ -279,6 +306,59 @@ pub async fn start_kubelet(
             tracing::error!(error = %e, "kubelet stopped");
         }
     }))
+}
+
+/// Listens on the node's ingress ports (a port that cannot be bound is reported and left
+/// out) and runs the ingress controller's watch, supervised.
+async fn start_ingress(
+    client: kube::Client,
+    args: &KubeletArgs,
+    supervisor: &shoal_supervisor::Supervisor,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    use shoal_proxy::ingress;
+    let table = ingress::SharedTable::default();
+    let mut serving = Vec::new();
+    for (port, flag, tls) in [
+        (args.ingress_http_port, "--ingress-http-port", None),
+        (
+            args.ingress_https_port,
+            "--ingress-https-port",
+            Some(
+                ingress::tls::server_config(table.clone())
+                    .map_err(|e| anyhow::anyhow!("cannot set up the ingress's TLS: {e}"))?,
+            ),
+        ),
+    ] {
+        let listener = match tokio::net::TcpListener::bind((args.node_ip, port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(address = %args.node_ip, port, error = %e, "cannot listen for ingress traffic (choose another {flag}); not serving it");
+                continue;
+            }
+        };
+        let at = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        serving.push(format!("{scheme}://{at}"));
+        tokio::spawn(shoal_net::serve(
+            listener,
+            ingress::forward::router(table.clone(), scheme),
+            tls,
+            shutdown.clone(),
+        ));
+    }
+    if serving.is_empty() {
+        return Ok(());
+    }
+    let stop = shutdown.clone();
+    supervisor.spawn(
+        "ingress",
+        shoal_supervisor::Restart::Always,
+        shutdown.clone(),
+        move || ingress::watch(client.clone(), table.clone(), stop.clone()),
+    );
+    println!("Ingress controller at {}", serving.join(" and "));
+    Ok(())
 }
 
 /// The bearer token of the kubeconfig's current user, if it has one.

@@ -14,6 +14,14 @@ pub(super) static INGRESS: IngressStrategy = IngressStrategy;
 pub(super) struct IngressClassStrategy;
 pub(super) static INGRESS_CLASS: IngressClassStrategy = IngressClassStrategy;
 
+/// The `shoal` IngressClass every cluster starts with, the default.
+pub(crate) fn shoal_class() -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": shoal_api::net::INGRESS_CLASS,
+            "annotations": {DEFAULT_CLASS_ANNOTATION: "true"}},
+        "spec": {"controller": shoal_api::net::INGRESS_CONTROLLER}})
+}
+
 /// The annotation that marks the default IngressClass.
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// The class annotation of Ingresses written before `ingressClassName` existed.

@@ -11,7 +11,7 @@ mod config;
 pub(crate) mod crd;
 pub(crate) mod defaulting;
 mod disruption;
-mod ingress;
+pub(crate) mod ingress;
 mod job;
 mod limits;
 mod namespace;

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 const AGGREGATE_TO: &str = "rbac.authorization.k8s.io/aggregate-to-";
 
+/// The user (and its ClusterRole and binding) the nodes' ingress controller runs as.
+pub const INGRESS_CONTROLLER: &str = "system:shoal:ingress-controller";
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
@@ -581,6 +583,34 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
+        // The nodes' ingress controller (as ingress-nginx's ServiceAccount): the routes'
+        // objects and TLS Secrets, which a node's own identity may not read.
+        cluster_role(
+            INGRESS_CONTROLLER,
+            &[],
+            vec![
+                rule(
+                    &["list", "watch"],
+                    &[""],
+                    &["services", "endpoints", "secrets"],
+                ),
+                rule(
+                    &["list", "watch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+                rule(
+                    READ,
+                    &["networking.k8s.io"],
+                    &["ingresses", "ingressclasses"],
+                ),
+                rule(
+                    &["create", "patch", "update"],
+                    &["", "events.k8s.io"],
+                    &["events"],
+                ),
+            ],
+        ),
         cluster_role(
             "system:node-proxier",
             &[],
@@ -654,6 +684,11 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:kube-controller-manager",
             "system:kube-controller-manager",
             &[("User", "system:kube-controller-manager")],
+        ),
+        binding(
+            INGRESS_CONTROLLER,
+            INGRESS_CONTROLLER,
+            &[("User", INGRESS_CONTROLLER)],
         ),
         binding(
             "system:node-proxier",
