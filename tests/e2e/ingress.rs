@@ -91,7 +91,7 @@ fn ingresses_are_served_validated_and_given_the_default_class() {
 }
 
 /// curl with `args`: its exit code and what it wrote (`-w` output included).
-fn curl(args: &[&str]) -> (i32, String) {
+pub(crate) fn curl(args: &[&str]) -> (i32, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
         .args(args)

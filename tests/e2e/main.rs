@@ -16,6 +16,7 @@ mod policies;
 mod python_client;
 mod rbac;
 mod scheduler;
+mod serverless;
 mod serviceaccounts;
 mod services;
 mod store_tools;

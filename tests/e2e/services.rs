@@ -17,10 +17,20 @@ fn web(replicas: u32) -> String {
 /// A Deployment `name` of `replicas` http-echo pods (answering with their name), behind a
 /// Service `name` of `service_type` on port 80 → the named port `http`.
 pub(crate) fn echo(name: &str, replicas: u32, service_type: &str) -> String {
+    echo_annotated(name, replicas, service_type, "{}")
+}
+
+/// [`echo`] with the Deployment's `annotations` (a YAML flow map).
+pub(crate) fn echo_annotated(
+    name: &str,
+    replicas: u32,
+    service_type: &str,
+    annotations: &str,
+) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {annotations}}}
 spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}

@@ -19,6 +19,7 @@ pub mod query;
 pub mod quota;
 pub mod resources;
 pub mod selector;
+pub mod serverless;
 pub mod status;
 pub mod version;
 

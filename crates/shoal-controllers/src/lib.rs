@@ -5,7 +5,8 @@
 //! addresses of Ingresses served by Shoal's ingress controller ([`ingressstatus`]), the
 //! aggregation of ClusterRoles ([`clusterrole_aggregation`]), every namespace's `default`
 //! ServiceAccount ([`serviceaccount`]) and `kube-root-ca.crt` ConfigMap ([`rootca`]), the usage
-//! of ResourceQuotas ([`resourcequota`]), HorizontalPodAutoscalers ([`podautoscaler`]), and
+//! of ResourceQuotas ([`resourcequota`]), HorizontalPodAutoscalers ([`podautoscaler`]), scale
+//! to zero and concurrency autoscaling ([`scaletozero`]), and
 //! CertificateSigningRequests' approval and signing with the bootstrap tokens' cleaning
 //! ([`certificates`]).
 
@@ -27,6 +28,7 @@ pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
 mod runner;
+pub mod scaletozero;
 pub mod serviceaccount;
 pub mod servicelb;
 pub mod statefulset;
@@ -115,6 +117,7 @@ pub async fn run(
         spawn("endpointslice", |c, _| Box::pin(endpointslice::run(c))),
         spawn("service-lb", |c, _| Box::pin(servicelb::run(c))),
         spawn("ingress-status", |c, _| Box::pin(ingressstatus::run(c))),
+        spawn("scale-to-zero", |c, _| Box::pin(scaletozero::run(c))),
         spawn("disruption", |c, _| Box::pin(disruption::run(c))),
         spawn("horizontal-pod-autoscaler", |c, config| {
             Box::pin(podautoscaler::run(c, config.autoscaler.clone()))

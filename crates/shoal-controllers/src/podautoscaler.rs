@@ -296,13 +296,15 @@ async fn reconcile(
     let mut desired = 0;
     let mut reason = String::new();
     let mut current_metrics: Option<Vec<Value>> = None;
-    if current == 0 && min != 0 {
-        conditions.set(
-            "ScalingActive",
-            false,
-            "ScalingDisabled",
-            "scaling is disabled since the replica count of the target is zero".into(),
-        );
+    if current == 0 {
+        // With `minReplicas: 0` (scale to zero), the next request through the ingress scales
+        // the target back up; nothing can be measured meanwhile.
+        let message = if min == 0 {
+            "the target is scaled to zero; the next request through the ingress scales it up"
+        } else {
+            "scaling is disabled since the replica count of the target is zero"
+        };
+        conditions.set("ScalingActive", false, "ScalingDisabled", message.into());
     } else if current > max {
         reason = "Current number of replicas above Spec.MaxReplicas".into();
         desired = max;

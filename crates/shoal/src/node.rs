@@ -318,6 +318,8 @@ async fn start_ingress(
 ) -> anyhow::Result<()> {
     use shoal_proxy::ingress;
     let table = ingress::SharedTable::default();
+    let node = args.node_name.clone().unwrap_or_else(host_name);
+    let activator = ingress::activator::Activator::new(client.clone(), &node);
     let mut serving = Vec::new();
     for (port, flag, tls) in [
         (args.ingress_http_port, "--ingress-http-port", None),
@@ -342,7 +344,7 @@ async fn start_ingress(
         serving.push(format!("{scheme}://{at}"));
         tokio::spawn(shoal_net::serve(
             listener,
-            ingress::forward::router(table.clone(), scheme),
+            ingress::forward::router(table.clone(), Some(activator.clone()), scheme),
             tls,
             shutdown.clone(),
         ));
@@ -350,6 +352,7 @@ async fn start_ingress(
     if serving.is_empty() {
         return Ok(());
     }
+    tokio::spawn(activator.report(shutdown.clone()));
     let stop = shutdown.clone();
     supervisor.spawn(
         "ingress",

@@ -2,7 +2,8 @@
 //! headers, preceded by `pod: NAME` when `POD_NAME` is set (so callers see which replica
 //! answered). `GET /ready` answers 200, or 503 once the Unix time in `READY_UNTIL` has passed
 //! (a readiness probe that fails on cue). `GET /bytes/N` answers N bytes (at most 1 GiB), for
-//! throughput benchmarks.
+//! throughput benchmarks. `GET /sleep/MS` waits MS milliseconds (at most a minute) before it
+//! answers as any other request, for tests of requests in flight.
 
 use wstd::http::{Body, Request, Response, StatusCode};
 
@@ -44,6 +45,12 @@ async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
             .status(StatusCode::OK)
             .header("content-type", "application/octet-stream")
             .body(Body::from(vec![b'x'; n]))?);
+    }
+    if let Some(ms) = target
+        .strip_prefix("/sleep/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        wstd::task::sleep(wstd::time::Duration::from_millis(ms.min(60_000))).await;
     }
     let mut out = String::new();
     if let Ok(pod) = std::env::var("POD_NAME") {

@@ -76,11 +76,12 @@ impl Strategy for HpaStrategy {
         let spec = o.get("spec").unwrap_or(&Value::Null);
         let min = spec.get("minReplicas").and_then(Value::as_i64);
         let max = spec.get("maxReplicas").and_then(Value::as_i64).unwrap_or(0);
-        if let Some(min) = min.filter(|m| *m < 1) {
+        // 0 as with Kubernetes' HPAScaleToZero: the ingress scales a target at zero back up.
+        if let Some(min) = min.filter(|m| *m < 0) {
             out.push(Cause::invalid(
                 "spec.minReplicas",
                 min,
-                "must be greater than or equal to 1",
+                "must be greater than or equal to 0",
             ));
         }
         if max < 1 {

@@ -182,6 +182,9 @@ impl Strategy for Workload {
             &["Always"],
             out,
         );
+        if self.0 == "Deployment" {
+            serverless_annotations(o, out);
+        }
     }
 
     fn validate_update(&self, o: &Value, old: &Value, out: &mut Vec<Cause>) {
@@ -223,5 +226,44 @@ fn map_selector_and_template(o: &Value, tmpl: &Value, out: &mut Vec<Cause>) {
             labels.map(Value::to_string).unwrap_or_default(),
             "`selector` does not match template `labels`",
         ));
+    }
+}
+
+/// Shoal's scale-to-zero annotations on a Deployment must parse.
+fn serverless_annotations(o: &Value, out: &mut Vec<Cause>) {
+    use shoal_api::serverless::{MAX_SCALE, SCALE_TO_ZERO_AFTER, TARGET_CONCURRENCY};
+    let Some(ann) = o
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    for (key, check) in [
+        (
+            SCALE_TO_ZERO_AFTER,
+            (|v: &str| shoal_api::serverless::idle_after(v).map(drop))
+                as fn(&str) -> Result<(), String>,
+        ),
+        (TARGET_CONCURRENCY, |v| {
+            shoal_api::serverless::positive(v).map(drop)
+        }),
+        (MAX_SCALE, |v| {
+            shoal_api::serverless::positive(v).and_then(|n| {
+                (n.fract() == 0.0)
+                    .then_some(())
+                    .ok_or_else(|| "must be a whole number".into())
+            })
+        }),
+    ] {
+        if let Some(v) = ann.get(key) {
+            let text = v.as_str().unwrap_or_default();
+            if let Err(e) = check(text) {
+                out.push(Cause::invalid(
+                    format!("metadata.annotations[{key}]"),
+                    text,
+                    &e,
+                ));
+            }
+        }
     }
 }

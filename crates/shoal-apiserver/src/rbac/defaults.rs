@@ -609,6 +609,23 @@ pub fn cluster_roles() -> Vec<Value> {
                     &["", "events.k8s.io"],
                     &["events"],
                 ),
+                // Scale to zero: waking Deployments and reporting their activity.
+                rule(&["list", "watch"], &["apps"], &["deployments"]),
+                rule(
+                    &["get", "patch", "update"],
+                    &["apps"],
+                    &["deployments/scale"],
+                ),
+                rule(
+                    &["list", "watch"],
+                    &["autoscaling"],
+                    &["horizontalpodautoscalers"],
+                ),
+                rule(
+                    &["get", "create", "patch", "update"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
             ],
         ),
         cluster_role(

@@ -5,7 +5,8 @@
 //! so a rolling update drops none of those.
 
 use super::SharedTable;
-use super::routes::host_of;
+use super::activator::Activator;
+use super::routes::{Target, Wake, host_of};
 use axum::body::Body;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -19,16 +20,25 @@ use std::time::Duration;
 /// How long connecting to one endpoint may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a request waits for a Deployment to wake from zero before it is answered 504.
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The request handler of one listener (plain or TLS).
 pub struct Forwarder {
     table: SharedTable,
+    /// Holds and counts requests for scale-to-zero Deployments.
+    activator: Option<Arc<Activator>>,
     client: Client<HttpConnector, Body>,
     /// `http` or `https`: what the client used, for `X-Forwarded-Proto`.
     scheme: &'static str,
 }
 
 /// A router that forwards every request, for [`shoal_net::serve`].
-pub fn router(table: SharedTable, scheme: &'static str) -> axum::Router {
+pub fn router(
+    table: SharedTable,
+    activator: Option<Arc<Activator>>,
+    scheme: &'static str,
+) -> axum::Router {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -37,6 +47,7 @@ pub fn router(table: SharedTable, scheme: &'static str) -> axum::Router {
         .build(connector);
     let f = Arc::new(Forwarder {
         table,
+        activator,
         client,
         scheme,
     });
@@ -102,12 +113,23 @@ impl Forwarder {
             .unwrap_or_default();
         let host = host_of(&authority);
         let table = self.table.get();
-        let Some(target) = table.route(&host, req.uri().path()).cloned() else {
+        let path = req.uri().path().to_owned();
+        let Some(mut target) = table.route(&host, &path).cloned() else {
             return plain(StatusCode::NOT_FOUND);
         };
+        let wake = target.wakes.clone();
+        let _in_flight = match (&self.activator, &wake) {
+            (Some(a), Some(w)) => Some(a.begin(w)),
+            _ => None,
+        };
         if target.backends.is_empty() {
-            tracing::debug!(host, backend = %target.service, problem = ?target.problem, "no endpoint for an ingress request");
-            return plain(StatusCode::SERVICE_UNAVAILABLE);
+            match self.hold(wake.as_deref(), &host, &path).await {
+                Ok(t) => target = t,
+                Err(code) => {
+                    tracing::debug!(host, backend = %target.service, problem = ?target.problem, "no endpoint for an ingress request");
+                    return plain(code);
+                }
+            }
         }
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
@@ -124,7 +146,7 @@ impl Forwarder {
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(self.scheme),
         );
-        let path = parts
+        let path_and_query = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
@@ -132,8 +154,10 @@ impl Forwarder {
         // Only a request without a body can be sent again.
         let replayable = body.size_hint().exact() == Some(0);
         let mut body = Some(body);
-        for addr in target.candidates() {
-            let Ok(uri) = format!("http://{addr}{path}").parse::<http::Uri>() else {
+        let mut held = false;
+        let mut candidates: Vec<_> = target.candidates().collect();
+        while let Some(addr) = (!candidates.is_empty()).then(|| candidates.remove(0)) {
+            let Ok(uri) = format!("http://{addr}{path_and_query}").parse::<http::Uri>() else {
                 return plain(StatusCode::BAD_REQUEST);
             };
             let b = match body.take() {
@@ -154,6 +178,13 @@ impl Forwarder {
                 }
                 Err(e) if e.is_connect() && replayable => {
                     tracing::debug!(%addr, backend = %target.service, error = %e, "endpoint refused; trying the next");
+                    // Every endpoint went away (scaled to zero meanwhile): wait for new ones.
+                    if candidates.is_empty() && wake.is_some() && !held {
+                        held = true;
+                        if let Ok(t) = self.hold(wake.as_deref(), &host, &path).await {
+                            candidates = t.candidates().filter(|a| *a != addr).collect();
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(%addr, backend = %target.service, error = %e, "ingress request failed");
@@ -162,6 +193,34 @@ impl Forwarder {
             }
         }
         plain(StatusCode::BAD_GATEWAY)
+    }
+
+    /// Waits until the route of `host` and `path` has endpoints, waking `wake` from zero;
+    /// without a Deployment to wake, or past [`HOLD_TIMEOUT`], the status to answer.
+    async fn hold(
+        &self,
+        wake: Option<&Wake>,
+        host: &str,
+        path: &str,
+    ) -> Result<Arc<Target>, StatusCode> {
+        let (Some(activator), Some(wake)) = (&self.activator, wake) else {
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        };
+        let mut tables = self.table.subscribe();
+        activator.wake(wake);
+        let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+        loop {
+            if let Some(t) = tables.borrow_and_update().route(host, path)
+                && !t.backends.is_empty()
+            {
+                return Ok(t.clone());
+            }
+            match tokio::time::timeout_at(deadline, tables.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(StatusCode::SERVICE_UNAVAILABLE),
+                Err(_) => return Err(StatusCode::GATEWAY_TIMEOUT),
+            }
+        }
     }
 }
 

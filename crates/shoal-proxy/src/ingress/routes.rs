@@ -11,11 +11,14 @@
 //! one wins, as ingress-nginx decides.
 
 use crate::table::{Protocol, backends, slices_by_service};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 use shoal_api::net::is_shoal_ingress;
+use shoal_api::serverless::{SCALE_TO_ZERO_AFTER, TARGET_CONCURRENCY};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,7 +35,20 @@ pub struct Target {
     pub backends: Vec<SocketAddr>,
     /// Why there is no endpoint, when there is none.
     pub problem: Option<String>,
+    /// The scale-to-zero Deployment behind the Service, which a request wakes.
+    pub wakes: Option<Arc<Wake>>,
     next: AtomicUsize,
+}
+
+/// A Deployment autoscaled from its requests (annotated [`SCALE_TO_ZERO_AFTER`] or
+/// [`TARGET_CONCURRENCY`]) or that may sit at zero replicas (the target of an HPA with
+/// `minReplicas: 0`) behind a backend Service: its requests are counted, and one arriving
+/// while it has no endpoint wakes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Wake {
+    pub namespace: String,
+    pub deployment: String,
+    pub uid: String,
 }
 
 impl Target {
@@ -138,7 +154,70 @@ impl Table {
     }
 }
 
+/// Everything the routes are made of, as the controller's watches see it.
+#[derive(Default)]
+pub struct Objects<'a> {
+    pub ingresses: Vec<&'a Ingress>,
+    pub classes: Vec<&'a IngressClass>,
+    pub services: Vec<&'a Service>,
+    pub slices: Vec<&'a EndpointSlice>,
+    pub secrets: Vec<&'a Secret>,
+    pub deployments: Vec<&'a Deployment>,
+    pub autoscalers: Vec<&'a HorizontalPodAutoscaler>,
+}
+
+/// The scale-to-zero Deployment in `ns` whose pods `selector` (a Service's) selects.
+fn scale_to_zero_behind(
+    objects: &Objects<'_>,
+    ns: &str,
+    selector: &std::collections::BTreeMap<String, String>,
+) -> Option<Arc<Wake>> {
+    if selector.is_empty() {
+        return None;
+    }
+    let to_zero_by_hpa = |name: &str| {
+        objects.autoscalers.iter().any(|h| {
+            h.metadata.namespace.as_deref() == Some(ns)
+                && h.spec.as_ref().is_some_and(|s| {
+                    s.min_replicas == Some(0)
+                        && s.scale_target_ref.kind == "Deployment"
+                        && s.scale_target_ref.name == name
+                })
+        })
+    };
+    objects.deployments.iter().find_map(|d| {
+        let name = d.metadata.name.as_deref()?;
+        if d.metadata.namespace.as_deref() != Some(ns) || d.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
+        let labels = d
+            .spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .labels
+            .as_ref()?;
+        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return None;
+        }
+        let annotations = d.metadata.annotations.as_ref();
+        let annotated = annotations
+            .and_then(|a| a.get(SCALE_TO_ZERO_AFTER))
+            .is_some_and(|v| shoal_api::serverless::idle_after(v).is_ok())
+            || annotations.is_some_and(|a| a.contains_key(TARGET_CONCURRENCY));
+        (annotated || to_zero_by_hpa(name)).then(|| {
+            Arc::new(Wake {
+                namespace: ns.to_owned(),
+                deployment: name.to_owned(),
+                uid: d.metadata.uid.clone().unwrap_or_default(),
+            })
+        })
+    })
+}
+
 struct Builder<'a> {
+    objects: &'a Objects<'a>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// One target per `namespace/service:port`, shared by every rule naming it.
@@ -158,6 +237,7 @@ impl Builder<'_> {
                 problem: Some(format!(
                     "resource backend {what} is not served by the shoal ingress controller"
                 )),
+                wakes: None,
                 next: AtomicUsize::new(0),
             });
         };
@@ -170,6 +250,9 @@ impl Builder<'_> {
             return t.clone();
         }
         let found = self.services.get(&(ns, svc.name.as_str())).copied();
+        let wakes = found
+            .and_then(|s| s.spec.as_ref()?.selector.as_ref())
+            .and_then(|sel| scale_to_zero_behind(self.objects, ns, sel));
         let (addrs, problem) = match found.and_then(|s| s.spec.as_ref()) {
             None => (
                 Vec::new(),
@@ -216,6 +299,7 @@ impl Builder<'_> {
             service: key.clone(),
             backends: addrs,
             problem,
+            wakes,
             next: AtomicUsize::new(0),
         });
         self.targets.insert(key, t.clone());
@@ -268,33 +352,30 @@ pub fn certified_key(secret: &Secret) -> Result<Arc<CertifiedKey>, String> {
 }
 
 /// The table from everything the controller sees.
-pub fn build(
-    ingresses: &[&Ingress],
-    classes: &[&IngressClass],
-    services: &[&Service],
-    slices: &[&EndpointSlice],
-    secrets: &[&Secret],
-) -> Table {
-    let mut mine: Vec<&Ingress> = ingresses
+pub fn build(objects: &Objects<'_>) -> Table {
+    let mut mine: Vec<&Ingress> = objects
+        .ingresses
         .iter()
         .copied()
-        .filter(|i| is_shoal_ingress(i, classes) && i.metadata.deletion_timestamp.is_none())
+        .filter(|i| {
+            is_shoal_ingress(i, &objects.classes) && i.metadata.deletion_timestamp.is_none()
+        })
         .collect();
     // Oldest first: it wins a contested host and path.
     mine.sort_by(|a, b| {
-        (
-            &a.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            &a.metadata.namespace,
-            &a.metadata.name,
-        )
-            .cmp(&(
-                &b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                &b.metadata.namespace,
-                &b.metadata.name,
-            ))
+        let key = |i: &Ingress| {
+            (
+                i.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                i.metadata.namespace.clone(),
+                i.metadata.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     let mut b = Builder {
-        services: services
+        objects,
+        services: objects
+            .services
             .iter()
             .filter_map(|s| {
                 Some((
@@ -306,10 +387,11 @@ pub fn build(
                 ))
             })
             .collect(),
-        slices: slices_by_service(slices),
+        slices: slices_by_service(&objects.slices),
         targets: HashMap::new(),
     };
-    let secrets: HashMap<(&str, &str), &Secret> = secrets
+    let secrets: HashMap<(&str, &str), &Secret> = objects
+        .secrets
         .iter()
         .filter_map(|s| {
             Some((
@@ -430,7 +512,8 @@ mod tests {
     fn service(name: &str) -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+            "spec": {"selector": {"app": name},
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
         }))
         .unwrap()
     }
@@ -462,13 +545,13 @@ mod tests {
             slice("b", "127.64.0.3"),
             slice("c", "127.64.0.4"),
         ];
-        build(
-            &ingresses.iter().collect::<Vec<_>>(),
-            &classes.iter().collect::<Vec<_>>(),
-            &services.iter().collect::<Vec<_>>(),
-            &slices.iter().collect::<Vec<_>>(),
-            &[],
-        )
+        build(&Objects {
+            ingresses: ingresses.iter().collect(),
+            classes: classes.iter().collect(),
+            services: services.iter().collect(),
+            slices: slices.iter().collect(),
+            ..Default::default()
+        })
     }
 
     fn to(t: &Table, host: &str, path: &str) -> Option<String> {
@@ -599,5 +682,57 @@ mod tests {
         assert_eq!(host_of("example.com."), "example.com");
         assert_eq!(host_of("[::1]:80"), "::1");
         assert_eq!(host_of("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_service_in_front_of_a_scale_to_zero_deployment_wakes_it() {
+        let deployment = |name: &str, app: &str, annotations: serde_json::Value| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                    "annotations": annotations},
+                "spec": {"selector": {"matchLabels": {"app": app}},
+                    "template": {"metadata": {"labels": {"app": app, "tier": "x"}}}},
+            }))
+            .unwrap()
+        };
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+            "metadata": {"name": "h", "namespace": "default"},
+            "spec": {"minReplicas": 0, "maxReplicas": 3,
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "db"}},
+        }))
+        .unwrap();
+        let deployments = [
+            deployment("da", "a", json!({SCALE_TO_ZERO_AFTER: "30s"})),
+            deployment("db", "b", json!({})),
+            deployment("dc", "c", json!({})),
+        ];
+        let classes = [class("shoal", CONTROLLER)];
+        let services = [service("a"), service("b"), service("c")];
+        let ing = ingress(
+            "web",
+            "2026-01-01T00:00:00Z",
+            json!({"ingressClassName": "shoal", "rules": [{"http": {"paths": [
+                path("/a", "Prefix", "a"), path("/b", "Prefix", "b"), path("/c", "Prefix", "c"),
+            ]}}]}),
+        );
+        let t = build(&Objects {
+            ingresses: vec![&ing],
+            classes: classes.iter().collect(),
+            services: services.iter().collect(),
+            deployments: deployments.iter().collect(),
+            autoscalers: vec![&hpa],
+            ..Default::default()
+        });
+        let wakes = |p: &str| {
+            t.route("h", p)
+                .unwrap()
+                .wakes
+                .as_ref()
+                .map(|w| w.deployment.clone())
+        };
+        assert_eq!(wakes("/a").as_deref(), Some("da"));
+        assert_eq!(wakes("/b").as_deref(), Some("db"));
+        assert_eq!(wakes("/c"), None);
+        assert!(t.route("h", "/a").unwrap().backends.is_empty());
     }
 }
