@@ -151,6 +151,18 @@ fn the_ingress_controller_routes_hosts_and_paths_with_tls_and_http2() {
     let (_, out) = get("beta.shoal.test", "/api/v1?x=1");
     assert!(out.contains("GET /api/v1?x=1 HTTP/1.1"), "{out}");
     assert!(out.contains("x-forwarded-proto: http"), "{out}");
+    // Both pods are on this node: the ingress handed the requests to them in process.
+    let metrics = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{}/proxy/metrics", shoal_testkit::NODE),
+    ]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shoal_ingress_requests_total{handoff=\"in_process\"}")),
+        "{metrics}"
+    );
     // Exact and prefix paths, element-wise; unknown hosts and paths are 404.
     let (_, out) = get("beta.shoal.test", "/exact");
     assert!(answered_by(&out).unwrap().starts_with("alpha-"), "{out}");

@@ -1,5 +1,5 @@
-//! The `wasi:http` front end: serves a container on its pod IP and port, a fresh instance per
-//! request.
+//! The `wasi:http` front end: serves a container on its pod IP and port, and in process to
+//! the node's ingress ([`local_handler`]), a fresh instance per request.
 
 use crate::guest::Guest;
 use hyper::server::conn::http1;
@@ -12,7 +12,7 @@ use wasmtime::Store;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Builds the store for one request.
@@ -24,16 +24,89 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// finish. With the memory budget, this bounds the host state a burst of requests can make.
 pub const MAX_INSTANCES: usize = 256;
 
-/// Serves until `stop` fires, then lets requests in flight finish for up to `grace()`.
-pub async fn serve(
-    listener: TcpListener,
+/// One container's request handling, shared by its socket and its in-process handler.
+pub struct Server {
     pre: ProxyPre<Guest>,
     new_store: StoreFactory,
+    instances: Arc<tokio::sync::Semaphore>,
+}
+
+impl Server {
+    pub fn new(pre: ProxyPre<Guest>, new_store: StoreFactory) -> Arc<Self> {
+        Arc::new(Server {
+            pre,
+            new_store,
+            instances: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES)),
+        })
+    }
+
+    /// A guest that fails a request answers 500, as a crashed upstream would behind a proxy.
+    async fn handle<B>(&self, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        use http_body_util::BodyExt;
+        // Held until the response head is ready; the semaphore is never closed.
+        let _permit = self.instances.clone().acquire_owned().await;
+        match instance(self.pre.clone(), self.new_store.clone(), req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, "guest request failed");
+                let body = http_body_util::Full::new(bytes::Bytes::from(format!("{e}\n")))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let mut resp = hyper::Response::new(body);
+                *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                resp
+            }
+        }
+    }
+}
+
+/// The container's in-process handler: requests run on the guests' runtime, as those from
+/// its socket do.
+pub fn local_handler(
+    server: Arc<Server>,
+    guests: tokio::runtime::Handle,
+) -> shoal_runtime::local_http::Handler {
+    use http_body_util::BodyExt;
+    use shoal_runtime::local_http::Body;
+    Arc::new(move |req: http::Request<Body>| {
+        let server = server.clone();
+        // A client's body failing reaches the guest as wasi:http's error for it.
+        let req = req.map(|b| {
+            b.map_err(|e| ErrorCode::InternalError(Some(e.to_string())))
+                .boxed_unsync()
+        });
+        let task = guests.spawn(async move {
+            let resp = server.handle(req).await;
+            resp.map(|b| b.map_err(|e| e.into()).boxed_unsync())
+        });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                let mut resp = http::Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from(format!("{e}\n")))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                );
+                *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                resp
+            })
+        })
+    })
+}
+
+/// Serves until `stop` fires, then lets requests in flight finish for up to `grace()`. The
+/// in-process `registration` is given up with the listener.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<Server>,
+    registration: Option<shoal_runtime::local_http::Registration>,
     stop: CancellationToken,
     grace: impl Fn() -> Duration,
 ) {
     let mut conns = JoinSet::new();
-    let instances = Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES));
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -41,12 +114,13 @@ pub async fn serve(
                 let Ok((sock, _)) = accepted else { continue };
                 // Without it a guest's chunked body waits ~40 ms on Nagle and delayed ACKs.
                 let _ = sock.set_nodelay(true);
-                let pre = pre.clone();
-                let new_store = new_store.clone();
-                let instances = instances.clone();
+                let server = server.clone();
                 conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        handle(pre.clone(), new_store.clone(), instances.clone(), req)
+                        let server = server.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(server.handle(req).await)
+                        }
                     });
                     let _ = http1::Builder::new()
                         .keep_alive(true)
@@ -57,6 +131,7 @@ pub async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
     }
+    drop(registration);
     drop(listener);
     let _ = tokio::time::timeout(grace(), async {
         while conns.join_next().await.is_some() {}
@@ -64,35 +139,15 @@ pub async fn serve(
     .await;
 }
 
-/// A guest that fails a request answers 500, as a crashed upstream would behind a proxy.
-async fn handle(
+async fn instance<B>(
     pre: ProxyPre<Guest>,
     new_store: StoreFactory,
-    instances: Arc<tokio::sync::Semaphore>,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>, std::convert::Infallible> {
-    use http_body_util::BodyExt;
-    // Held until the response head is ready; the semaphore is never closed.
-    let _permit = instances.acquire_owned().await;
-    Ok(match instance(pre, new_store, req).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::debug!(error = %e, "guest request failed");
-            let body = http_body_util::Full::new(bytes::Bytes::from(format!("{e}\n")))
-                .map_err(|never| match never {})
-                .boxed_unsync();
-            let mut resp = hyper::Response::new(body);
-            *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-            resp
-        }
-    })
-}
-
-async fn instance(
-    pre: ProxyPre<Guest>,
-    new_store: StoreFactory,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<HyperOutgoingBody>, std::io::Error> {
+    req: hyper::Request<B>,
+) -> Result<hyper::Response<HyperOutgoingBody>, std::io::Error>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
     let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
     let mut store = new_store()?;
     let (tx, rx) = tokio::sync::oneshot::channel();

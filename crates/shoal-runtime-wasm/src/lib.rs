@@ -97,6 +97,8 @@ pub struct WasmRuntime {
     guests: Option<tokio::runtime::Runtime>,
     /// The node toolbox, compiled the first time an exec needs it (by digest).
     toolbox: Mutex<Option<(String, CommandPre<Guest>)>>,
+    /// HTTP containers' handlers, for the node's ingress to call in process.
+    local_http: shoal_runtime::local_http::LocalHttp,
     state: Mutex<State>,
 }
 
@@ -153,12 +155,18 @@ impl WasmRuntime {
             egress_tls: std::sync::RwLock::new(None),
             guests: Some(guests),
             toolbox: Mutex::new(None),
+            local_http: Default::default(),
             state: Mutex::new(State::default()),
         })
     }
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// The HTTP containers' in-process handlers, by pod address and port.
+    pub fn local_http(&self) -> shoal_runtime::local_http::LocalHttp {
+        self.local_http.clone()
     }
 
     /// Connects pods started from now on to the node's pod network.
@@ -208,6 +216,14 @@ impl WasmRuntime {
         self.state
             .lock()
             .expect("wasm runtime lock is never poisoned")
+    }
+
+    fn guests_handle(&self) -> tokio::runtime::Handle {
+        self.guests
+            .as_ref()
+            .expect("the guest runtime lives as long as the WasmRuntime")
+            .handle()
+            .clone()
     }
 
     fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
@@ -605,12 +621,17 @@ impl PodRuntime for WasmRuntime {
                         )
                     })
                 };
+                let server = http::Server::new(pre, factory);
+                let registration = self.local_http.register(
+                    addr,
+                    http::local_handler(server.clone(), self.guests_handle()),
+                );
                 let status = status.clone();
                 // Running before the guest can finish, so its exit is never overwritten.
                 status.mark_running();
                 self.spawn(async move {
                     let grace_now = move || *grace.lock().expect("grace lock is never poisoned");
-                    http::serve(listener, pre, factory, stop, grace_now).await;
+                    http::serve(listener, server, Some(registration), stop, grace_now).await;
                     let _ = log.flush();
                     status.finish(0, reason::COMPLETED, String::new());
                 })

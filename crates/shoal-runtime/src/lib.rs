@@ -11,6 +11,7 @@
 pub mod conformance;
 pub mod fake;
 mod ip;
+pub mod local_http;
 pub mod logs;
 pub mod memory;
 pub mod network;

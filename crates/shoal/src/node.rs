@@ -267,7 +267,7 @@ pub async fn start_kubelet(
         println!("Cluster DNS at {dns_ip}:53 (served on {at})");
     }
     if let Some(ingress) = addons.ingress {
-        start_ingress(ingress, args, &supervisor, &shutdown).await?;
+        start_ingress(ingress, args, runtime.local_http(), &supervisor, &shutdown).await?;
     }
     let (proxy_client, proxy_stop, domain) = (
         client.clone(),
@@ -313,6 +313,7 @@ pub async fn start_kubelet(
 async fn start_ingress(
     client: kube::Client,
     args: &KubeletArgs,
+    local: shoal_runtime::local_http::LocalHttp,
     supervisor: &shoal_supervisor::Supervisor,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -344,7 +345,12 @@ async fn start_ingress(
         serving.push(format!("{scheme}://{at}"));
         tokio::spawn(shoal_net::serve(
             listener,
-            ingress::forward::router(table.clone(), Some(activator.clone()), scheme),
+            ingress::forward::router(
+                table.clone(),
+                Some(activator.clone()),
+                local.clone(),
+                scheme,
+            ),
             tls,
             shutdown.clone(),
         ));

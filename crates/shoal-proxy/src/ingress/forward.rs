@@ -1,5 +1,6 @@
 //! Forwarding one request: its host and path pick a backend in the routing table, and the
-//! request goes to one of that backend's endpoints over a pooled HTTP/1.1 connection, with
+//! request goes to one of that backend's endpoints — in process when the endpoint is an HTTP
+//! container of this node ([`LocalHttp`]), else over a pooled HTTP/1.1 connection — with
 //! the hop-by-hop headers removed and `X-Forwarded-*` added. A request without a body is
 //! retried on the next endpoint when connecting fails (an endpoint that just went away),
 //! so a rolling update drops none of those.
@@ -14,6 +15,7 @@ use http_body::Body as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use shoal_runtime::local_http::LocalHttp;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub struct Forwarder {
     table: SharedTable,
     /// Holds and counts requests for scale-to-zero Deployments.
     activator: Option<Arc<Activator>>,
+    /// This node's HTTP containers, called in process.
+    local: LocalHttp,
     client: Client<HttpConnector, Body>,
     /// `http` or `https`: what the client used, for `X-Forwarded-Proto`.
     scheme: &'static str,
@@ -37,6 +41,7 @@ pub struct Forwarder {
 pub fn router(
     table: SharedTable,
     activator: Option<Arc<Activator>>,
+    local: LocalHttp,
     scheme: &'static str,
 ) -> axum::Router {
     let mut connector = HttpConnector::new();
@@ -48,6 +53,7 @@ pub fn router(
     let f = Arc::new(Forwarder {
         table,
         activator,
+        local,
         client,
         scheme,
     });
@@ -170,6 +176,20 @@ impl Forwarder {
             *out.uri_mut() = uri;
             *out.version_mut() = Version::HTTP_11;
             *out.headers_mut() = headers.clone();
+            if let Some(handler) = self.local.get(&addr) {
+                use http_body_util::BodyExt;
+                // Origin form, as a server reads it: the guest takes its authority from Host.
+                if let Ok(origin) = path_and_query.parse() {
+                    *out.uri_mut() = origin;
+                }
+                let out = out.map(|b| b.map_err(Into::into).boxed_unsync());
+                metrics::counter!("shoal_ingress_requests_total", "handoff" => "in_process")
+                    .increment(1);
+                let (mut p, b) = handler(out).await.into_parts();
+                strip_hop_by_hop(&mut p.headers);
+                return Response::from_parts(p, Body::new(b));
+            }
+            metrics::counter!("shoal_ingress_requests_total", "handoff" => "network").increment(1);
             match self.client.request(out).await {
                 Ok(resp) => {
                     let (mut p, b) = resp.into_parts();
@@ -207,6 +227,7 @@ impl Forwarder {
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         };
         let mut tables = self.table.subscribe();
+        metrics::counter!("shoal_ingress_held_requests_total").increment(1);
         activator.wake(wake);
         let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
         loop {
@@ -227,6 +248,132 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingress::routes::{Objects, build};
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    /// An HTTP/1.1 server answering `network <host>` on a free loopback port.
+    async fn backend() -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: Request<hyper::body::Incoming>| async move {
+                            let host = req.headers().get(header::HOST).cloned();
+                            let proto = req.headers().get("x-forwarded-proto").cloned();
+                            let text = format!("network {host:?} {proto:?}");
+                            Ok::<_, std::convert::Infallible>(Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(text)),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A loopback port nothing listens on.
+    fn refused() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    fn table(endpoints: &[std::net::SocketAddr]) -> SharedTable {
+        let class = serde_json::from_value(json!({"metadata": {"name": "shoal"},
+            "spec": {"controller": shoal_api::net::INGRESS_CONTROLLER}}))
+        .unwrap();
+        let ing = serde_json::from_value(json!({"metadata": {"name": "i", "namespace": "default"},
+            "spec": {"ingressClassName": "shoal", "rules": [{"host": "h.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}]}}))
+        .unwrap();
+        let svc = serde_json::from_value(json!({"metadata": {"name": "s", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}))
+        .unwrap();
+        let slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                serde_json::from_value(json!({
+                    "metadata": {"name": format!("s-{i}"), "namespace": "default",
+                        "labels": {"kubernetes.io/service-name": "s"}},
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": a.port(), "protocol": "TCP"}],
+                    "endpoints": [{"addresses": [a.ip().to_string()], "conditions": {"ready": true}}],
+                }))
+                .unwrap()
+            })
+            .collect();
+        let shared = SharedTable::default();
+        shared.set(build(&Objects {
+            ingresses: vec![&ing],
+            classes: vec![&class],
+            services: vec![&svc],
+            slices: slices.iter().collect(),
+            ..Default::default()
+        }));
+        shared
+    }
+
+    async fn get(app: &axum::Router, host: &str) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        let req = Request::builder()
+            .uri("/x")
+            .header(header::HOST, host)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let code = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn requests_go_to_live_endpoints_past_refusing_ones_and_in_process_when_local() {
+        let live = backend().await;
+        let app = router(
+            table(&[refused(), live]),
+            None,
+            LocalHttp::default(),
+            "https",
+        );
+        for _ in 0..4 {
+            let (code, body) = get(&app, "h.test").await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            assert_eq!(body, "network Some(\"h.test\") Some(\"https\")");
+        }
+        assert_eq!(get(&app, "other.test").await.0, StatusCode::NOT_FOUND);
+        // The same endpoint served in process takes precedence over its socket.
+        let local = LocalHttp::default();
+        let handler: shoal_runtime::local_http::Handler = Arc::new(|req| {
+            Box::pin(async move {
+                use http_body_util::BodyExt;
+                let text = format!("in process {}", req.uri());
+                Response::new(
+                    http_body_util::Full::new(bytes::Bytes::from(text))
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                )
+            })
+        });
+        let _reg = local.register(live, handler);
+        let app = router(table(&[live]), None, local, "http");
+        assert_eq!(get(&app, "h.test").await.1, "in process /x");
+        // Every endpoint refusing: 502.
+        let app = router(table(&[refused()]), None, LocalHttp::default(), "http");
+        assert_eq!(get(&app, "h.test").await.0, StatusCode::BAD_GATEWAY);
+        // No endpoint and nothing to wake: 503.
+        let app = router(table(&[]), None, LocalHttp::default(), "http");
+        assert_eq!(get(&app, "h.test").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_connection_names_are_removed() {
