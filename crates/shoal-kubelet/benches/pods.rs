@@ -14,9 +14,6 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher;
@@ -357,35 +354,10 @@ async fn native_echo() -> anyhow::Result<std::net::SocketAddr> {
 
 /// Requests/s against `url` from 16 keep-alive connections for `secs` seconds.
 async fn load(url: &str, secs: u64, what: &str) -> anyhow::Result<f64> {
-    let url: http::Uri = url.parse()?;
-    let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut clients = Vec::new();
-    for _ in 0..16 {
-        let http = http.clone();
-        let url = url.clone();
-        clients.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let resp = http.get(url.clone()).await.expect("echo answers");
-                assert!(resp.status().is_success(), "echo said {}", resp.status());
-                let _ = resp.into_body().collect().await;
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for c in clients {
-        lat.extend(c.await?);
-    }
-    lat.sort();
-    let rate = lat.len() as f64 / secs as f64;
+    let l = shoal_testkit::bench::http_load(url, None, 16, secs as f64).await;
     println!(
-        "HTTP, {what}: {rate:.0} req/s over {secs}s with 16 connections (p50 {:?}, p99 {:?})",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
+        "HTTP, {what}: {:.0} req/s over {secs}s with 16 connections (p50 {:?}, p99 {:?})",
+        l.rate, l.p50, l.p99
     );
-    Ok(rate)
+    Ok(l.rate)
 }

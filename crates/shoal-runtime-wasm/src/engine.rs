@@ -26,13 +26,47 @@ pub struct Compiled {
     pub kind: Kind,
 }
 
-pub fn engine() -> wasmtime::Result<Engine> {
+/// The largest linear memory of an HTTP instance taken from the pool: an HTTP container whose
+/// memory limit is at most this takes its per-request instances from the pooling allocator.
+pub const POOL_SLOT_MEMORY: u64 = 128 << 20;
+
+/// Instances the pool holds at once; past it a request is instantiated on demand.
+pub const POOL_INSTANCES: u32 = 1000;
+
+fn base_config() -> Config {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
         .wasm_component_model(true)
         // Guest stacks are bounded so runaway recursion traps instead of growing.
         .max_wasm_stack(1 << 20);
+    config
+}
+
+/// The node's engine: on-demand allocation (commands, exec, and HTTP containers that do not
+/// fit a pool slot or find the pool full).
+pub fn engine() -> wasmtime::Result<Engine> {
+    Engine::new(&base_config())
+}
+
+/// The engine of pooled HTTP instances: `instances` slots of [`POOL_SLOT_MEMORY`]
+/// each, reserved once, so a request's instance costs no `mmap`/`munmap` (wasmtime's
+/// `serve` default). Its compiled code differs from the node engine's (memories are bounded
+/// by the slot), so components are compiled for it separately.
+pub fn pooled_engine(instances: u32) -> wasmtime::Result<Engine> {
+    let mut pool = wasmtime::PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 4)
+        .total_memories(instances * 2)
+        .total_tables(instances * 4)
+        .total_stacks(instances)
+        .max_memories_per_module(2)
+        .max_tables_per_module(4)
+        .max_memory_size(POOL_SLOT_MEMORY as usize);
+    let mut config = base_config();
+    config
+        .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
+        .memory_reservation(POOL_SLOT_MEMORY);
     Engine::new(&config)
 }
 

@@ -15,8 +15,16 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-/// Builds the store for one request.
-pub type StoreFactory = Arc<dyn Fn() -> std::io::Result<Store<Guest>> + Send + Sync>;
+/// Builds the store for one request, in the given engine.
+pub type StoreFactory =
+    Arc<dyn Fn(&wasmtime::Engine) -> std::io::Result<Store<Guest>> + Send + Sync>;
+
+/// A component made ready to instantiate in one engine.
+#[derive(Clone)]
+pub struct Ready {
+    pub engine: wasmtime::Engine,
+    pub pre: ProxyPre<Guest>,
+}
 
 /// Connections one container serves at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -24,20 +32,85 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// finish. With the memory budget, this bounds the host state a burst of requests can make.
 pub const MAX_INSTANCES: usize = 256;
 
+/// HTTP instances made, by allocator.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pooled: std::sync::atomic::AtomicU64,
+    on_demand: std::sync::atomic::AtomicU64,
+}
+
+impl Counts {
+    /// `(from the pool, on demand)`.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.pooled.load(Relaxed), self.on_demand.load(Relaxed))
+    }
+}
+
 /// One container's request handling, shared by its socket and its in-process handler.
 pub struct Server {
-    pre: ProxyPre<Guest>,
+    /// Instances from the pooling allocator, when the container fits a slot.
+    pooled: Option<Ready>,
+    /// Instances allocated on demand: without a pool, or when it is full.
+    on_demand: Ready,
     new_store: StoreFactory,
     instances: Arc<tokio::sync::Semaphore>,
+    counts: Arc<Counts>,
 }
 
 impl Server {
-    pub fn new(pre: ProxyPre<Guest>, new_store: StoreFactory) -> Arc<Self> {
+    pub fn new(
+        on_demand: Ready,
+        pooled: Option<Ready>,
+        new_store: StoreFactory,
+        counts: Arc<Counts>,
+    ) -> Arc<Self> {
         Arc::new(Server {
-            pre,
+            pooled,
+            on_demand,
             new_store,
             instances: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES)),
+            counts,
         })
+    }
+
+    /// A fresh instance: from the pool if the container has one and it has a free slot,
+    /// else on demand.
+    async fn instantiate(
+        &self,
+    ) -> Result<(Store<Guest>, wasmtime_wasi_http::p2::bindings::Proxy), std::io::Error> {
+        let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+        if let Some(p) = &self.pooled {
+            let mut store = (self.new_store)(&p.engine)?;
+            match p.pre.instantiate_async(&mut store).await {
+                Ok(proxy) => {
+                    self.counts
+                        .pooled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!("shoal_wasm_instantiations_total", "kind" => "http", "allocator" => "pooling").increment(1);
+                    return Ok((store, proxy));
+                }
+                Err(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some() =>
+                {
+                    metrics::counter!("shoal_wasm_pool_exhausted_total").increment(1);
+                }
+                Err(e) => return Err(err(&format!("{e:#}"))),
+            }
+        }
+        let mut store = (self.new_store)(&self.on_demand.engine)?;
+        let proxy = self
+            .on_demand
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| err(&format!("{e:#}")))?;
+        self.counts
+            .on_demand
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("shoal_wasm_instantiations_total", "kind" => "http", "allocator" => "on-demand").increment(1);
+        Ok((store, proxy))
     }
 
     /// A guest that fails a request answers 500, as a crashed upstream would behind a proxy.
@@ -49,7 +122,7 @@ impl Server {
         use http_body_util::BodyExt;
         // Held until the response head is ready; the semaphore is never closed.
         let _permit = self.instances.clone().acquire_owned().await;
-        match instance(self.pre.clone(), self.new_store.clone(), req).await {
+        match self.instance(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "guest request failed");
@@ -139,43 +212,43 @@ pub async fn serve(
     .await;
 }
 
-async fn instance<B>(
-    pre: ProxyPre<Guest>,
-    new_store: StoreFactory,
-    req: hyper::Request<B>,
-) -> Result<hyper::Response<HyperOutgoingBody>, std::io::Error>
-where
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<wasmtime_wasi_http::Error>,
-{
-    let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-    let mut store = new_store()?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let req = store
-        .data_mut()
-        .http()
-        .new_incoming_request(Scheme::Http, req)
-        .map_err(|e| err(&e))?;
-    let out = store
-        .data_mut()
-        .http()
-        .new_response_outparam(tx)
-        .map_err(|e| err(&e))?;
-    let task = tokio::spawn(async move {
-        metrics::counter!("shoal_wasm_instantiations_total", "kind" => "http").increment(1);
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, req, out)
-            .await
-    });
-    match rx.await {
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(code)) => Err(err(&format!("guest answered with error {code:?}"))),
-        Err(_) => match task.await {
-            Ok(Ok(())) => Err(err(&"the guest never set a response")),
-            Ok(Err(e)) => Err(err(&format!("guest failed: {e:#}"))),
-            Err(e) => Err(err(&e)),
-        },
+impl Server {
+    async fn instance<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<HyperOutgoingBody>, std::io::Error>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+        let (mut store, proxy) = self.instantiate().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|e| err(&e))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(tx)
+            .map_err(|e| err(&e))?;
+        // The guest may go on (streaming the body) after the response head is sent.
+        let task = tokio::spawn(async move {
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        });
+        match rx.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(code)) => Err(err(&format!("guest answered with error {code:?}"))),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(err(&"the guest never set a response")),
+                Ok(Err(e)) => Err(err(&format!("guest failed: {e:#}"))),
+                Err(e) => Err(err(&e)),
+            },
+        }
     }
 }

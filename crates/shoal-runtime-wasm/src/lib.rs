@@ -46,7 +46,23 @@ const TRAP_EXIT: i32 = 134;
 #[derive(Clone)]
 enum Pre {
     Command(CommandPre<Guest>),
-    Http(ProxyPre<Guest>),
+    /// On demand, and from the pool when the container fits a slot.
+    Http(ProxyPre<Guest>, Option<ProxyPre<Guest>>),
+}
+
+/// The pooling engine of HTTP instances, its compiled components and linker.
+struct Pooled {
+    cache: ComponentCache,
+    linker: Linker<Guest>,
+}
+
+/// A linker with everything a guest may import.
+fn new_linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Guest>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    net::add_to_linker(&mut linker)?;
+    Ok(linker)
 }
 
 struct Container {
@@ -99,6 +115,9 @@ pub struct WasmRuntime {
     toolbox: Mutex<Option<(String, CommandPre<Guest>)>>,
     /// HTTP containers' handlers, for the node's ingress to call in process.
     local_http: shoal_runtime::local_http::LocalHttp,
+    /// The pooling allocator's engine for HTTP instances, if the node could reserve it.
+    pooled: Option<Pooled>,
+    http_counts: Arc<http::Counts>,
     state: Mutex<State>,
 }
 
@@ -132,20 +151,38 @@ impl WasmRuntime {
     /// A runtime keeping images and compiled components under `data_dir`, giving pods
     /// addresses from `pod_cidr`.
     pub fn new(data_dir: &Path, pod_cidr: &str) -> Result<Self, SetupError> {
+        Self::with_pool(data_dir, pod_cidr, engine::POOL_INSTANCES)
+    }
+
+    /// [`Self::new`] with room for `instances` pooled HTTP instances at once.
+    pub fn with_pool(data_dir: &Path, pod_cidr: &str, instances: u32) -> Result<Self, SetupError> {
         let engine = engine::engine().map_err(SetupError::Wasmtime)?;
         engine::start_ticker(&engine);
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SetupError::Wasmtime)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(SetupError::Wasmtime)?;
-        net::add_to_linker(&mut linker).map_err(SetupError::Wasmtime)?;
+        let linker = new_linker(&engine).map_err(SetupError::Wasmtime)?;
+        let compiled = data_dir.join("compiled");
+        // Without the address space for the pool, every instance is made on demand.
+        let pooled = match engine::pooled_engine(instances) {
+            Ok(e) => {
+                engine::start_ticker(&e);
+                Some(Pooled {
+                    cache: ComponentCache::new(&e, Some(&compiled), usize::MAX)?,
+                    linker: new_linker(&e).map_err(SetupError::Wasmtime)?,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no pooling allocator for HTTP instances; instantiating on demand");
+                None
+            }
+        };
         let guests = tokio::runtime::Builder::new_multi_thread()
             .thread_name("shoal-guest")
             .enable_all()
             .build()?;
         Ok(WasmRuntime {
             images: ImageStore::open(&data_dir.join("images"))?,
-            cache: ComponentCache::new(&engine, Some(&data_dir.join("compiled")), usize::MAX)?,
+            cache: ComponentCache::new(&engine, Some(&compiled), usize::MAX)?,
+            pooled,
+            http_counts: Arc::default(),
             linker,
             pool: IpPool::new(pod_cidr)?,
             budget: MemoryBudget::new(None),
@@ -162,6 +199,11 @@ impl WasmRuntime {
 
     pub fn images(&self) -> &ImageStore {
         &self.images
+    }
+
+    /// HTTP instances made so far: `(from the pool, on demand)`.
+    pub fn http_instances(&self) -> (u64, u64) {
+        self.http_counts.get()
     }
 
     /// The HTTP containers' in-process handlers, by pod address and port.
@@ -216,6 +258,39 @@ impl WasmRuntime {
         self.state
             .lock()
             .expect("wasm runtime lock is never poisoned")
+    }
+
+    /// The component ready to instantiate from the pool, for an HTTP container whose memory
+    /// limit fits a slot (one without a limit may grow past it, so it is served on demand).
+    fn pooled_pre(
+        &self,
+        digest: &str,
+        blob: &Path,
+        memory_limit: Option<u64>,
+    ) -> Option<ProxyPre<Guest>> {
+        let pooled = self.pooled.as_ref()?;
+        if memory_limit? > engine::POOL_SLOT_MEMORY {
+            return None;
+        }
+        let ready = tokio::task::block_in_place(|| {
+            let component = pooled
+                .cache
+                .get(digest, || std::fs::read(blob))
+                .map_err(|e| e.to_string())?;
+            let pre = pooled
+                .linker
+                .instantiate_pre(&component)
+                .map_err(|e| format!("{e:#}"))?;
+            ProxyPre::new(pre).map_err(|e| format!("{e:#}"))
+        });
+        match ready {
+            Ok(pre) => Some(pre),
+            Err(e) => {
+                // Too many memories or tables for a slot, say: served on demand.
+                tracing::debug!(digest, error = %e, "component not pooled");
+                None
+            }
+        }
     }
 
     fn guests_handle(&self) -> tokio::runtime::Handle {
@@ -497,7 +572,10 @@ impl PodRuntime for WasmRuntime {
             Kind::Command => {
                 Pre::Command(CommandPre::new(pre).map_err(|e| create_err(format!("{e:#}")))?)
             }
-            Kind::Http => Pre::Http(ProxyPre::new(pre).map_err(|e| create_err(format!("{e:#}")))?),
+            Kind::Http => Pre::Http(
+                ProxyPre::new(pre).map_err(|e| create_err(format!("{e:#}")))?,
+                self.pooled_pre(&digest, &blob, config.memory_limit),
+            ),
         };
         for m in &config.mounts {
             if !m.host_path.is_dir() {
@@ -593,7 +671,7 @@ impl PodRuntime for WasmRuntime {
                     status.finish(code, why, msg);
                 })
             }
-            Pre::Http(pre) => {
+            Pre::Http(pre, pooled_pre) => {
                 let port = cfg.ports.first().copied().unwrap_or(8080);
                 let addr = SocketAddr::new(ip, port);
                 let listener = match self.spawn(tokio::net::TcpListener::bind(addr)).await {
@@ -609,9 +687,9 @@ impl PodRuntime for WasmRuntime {
                 let factory: http::StoreFactory = {
                     let log = log.clone();
                     let cfg = cfg.clone();
-                    Arc::new(move || {
+                    Arc::new(move |engine: &wasmtime::Engine| {
                         guest::new_store(
-                            &engine,
+                            engine,
                             &cfg,
                             &argv0,
                             &cfg.args,
@@ -621,7 +699,18 @@ impl PodRuntime for WasmRuntime {
                         )
                     })
                 };
-                let server = http::Server::new(pre, factory);
+                let pooled = pooled_pre.and_then(|pre| {
+                    Some(http::Ready {
+                        engine: self.pooled.as_ref()?.cache.engine().clone(),
+                        pre,
+                    })
+                });
+                let server = http::Server::new(
+                    http::Ready { engine, pre },
+                    pooled,
+                    factory,
+                    self.http_counts.clone(),
+                );
                 let registration = self.local_http.register(
                     addr,
                     http::local_handler(server.clone(), self.guests_handle()),
@@ -654,7 +743,7 @@ impl PodRuntime for WasmRuntime {
                 c.stop.clone(),
                 c.grace.clone(),
                 c.status.clone(),
-                matches!(c.pre, Pre::Http(_)),
+                matches!(c.pre, Pre::Http(..)),
             )
         };
         if status.get().exited() {
@@ -757,7 +846,7 @@ impl PodRuntime for WasmRuntime {
             ),
             ExecTarget::Image(args) => match pre {
                 Pre::Command(pre) => (pre, argv0, args),
-                Pre::Http(_) => {
+                Pre::Http(..) => {
                     use tokio::io::AsyncWriteExt;
                     let tools = TOOLBOX_TOOLS.join(", ");
                     let why = if toolbox.is_some() {

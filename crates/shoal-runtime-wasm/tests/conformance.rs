@@ -103,6 +103,63 @@ mod wasm_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limited_http_containers_take_pooled_instances_and_fall_back_when_the_pool_is_full() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Room for one pooled instance at a time.
+        let rt = WasmRuntime::with_pool(tmp.path(), "127.69.0.0/24", 1).unwrap();
+        let bytes = std::fs::read(shoal_testkit::guest("http-echo")).unwrap();
+        rt.images().import("shoal.local/http-echo", &bytes).unwrap();
+        let mut addrs = Vec::new();
+        for (name, limit) in [("limited", Some(64u64 << 20)), ("unlimited", None)] {
+            let sb = rt
+                .run_pod_sandbox(&sandbox_config(&tmp, name))
+                .await
+                .unwrap();
+            let id = rt
+                .create_container(
+                    &sb.id,
+                    ContainerConfig {
+                        name: "echo".into(),
+                        image: "shoal.local/http-echo".into(),
+                        ports: vec![8080],
+                        memory_limit: limit,
+                        log_path: tmp.path().join(format!("{name}/0.log")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            rt.start_container(&id).await.unwrap();
+            addrs.push(std::net::SocketAddr::new(sb.ip, 8080));
+        }
+        let (limited, unlimited) = (addrs[0], addrs[1]);
+        let fetch = |addr, path: &'static str| tokio::task::spawn_blocking(move || get(addr, path));
+        // One at a time: every instance of the limited container comes from the pool.
+        for _ in 0..3 {
+            assert!(
+                fetch(limited, "/")
+                    .await
+                    .unwrap()
+                    .starts_with("HTTP/1.1 200")
+            );
+        }
+        assert_eq!(rt.http_instances(), (3, 0));
+        // Without a limit it may outgrow a slot: on demand.
+        assert!(
+            fetch(unlimited, "/")
+                .await
+                .unwrap()
+                .starts_with("HTTP/1.1 200")
+        );
+        assert_eq!(rt.http_instances(), (3, 1));
+        // Two at once with one slot: the second is made on demand, and both answer.
+        let (a, b) = tokio::join!(fetch(limited, "/sleep/500"), fetch(limited, "/sleep/500"));
+        assert!(a.unwrap().starts_with("HTTP/1.1 200"));
+        assert!(b.unwrap().starts_with("HTTP/1.1 200"));
+        assert_eq!(rt.http_instances(), (4, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cpu_limit_holds_a_spinner_to_its_share() {
         let tmp = tempfile::tempdir().unwrap();
         let rt = runtime(&tmp, "127.68.0.0/24", &["exerciser"]);

@@ -609,9 +609,64 @@ pub mod bench {
         sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
     }
 
-    /// This process's resident memory in KiB (`VmRSS`), zero if it cannot be read.
-    pub fn rss_kib() -> u64 {
-        std::fs::read_to_string("/proc/self/status")
+    /// What a closed-loop HTTP load measured.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Load {
+        pub rate: f64,
+        pub p50: Duration,
+        pub p99: Duration,
+    }
+
+    /// Requests/s and latency of GET `url` (with `host` as the Host header, if given) from
+    /// `conns` keep-alive HTTP/1.1 connections, each sending its next request when the last
+    /// response has been read, for `secs` seconds.
+    pub async fn http_load(url: &str, host: Option<&str>, conns: usize, secs: f64) -> Load {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::client::legacy::Client;
+        let url: http::Uri = url.parse().expect("a URL");
+        let client: Client<_, Empty<bytes::Bytes>> =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let deadline = std::time::Instant::now() + Duration::from_secs_f64(secs);
+        let mut tasks = Vec::new();
+        for _ in 0..conns {
+            let (client, url) = (client.clone(), url.clone());
+            let host = host.map(str::to_owned);
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while std::time::Instant::now() < deadline {
+                    let mut req = http::Request::get(url.clone());
+                    if let Some(h) = &host {
+                        req = req.header(http::header::HOST, h);
+                    }
+                    let req = req.body(Empty::new()).expect("a request");
+                    let t = std::time::Instant::now();
+                    let resp = client.request(req).await.expect("the server answers");
+                    assert!(
+                        resp.status().is_success(),
+                        "the server said {}",
+                        resp.status()
+                    );
+                    let _ = resp.into_body().collect().await;
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await.expect("a load task"));
+        }
+        lat.sort();
+        Load {
+            rate: lat.len() as f64 / secs,
+            p50: percentile(&lat, 0.5),
+            p99: percentile(&lat, 0.99),
+        }
+    }
+
+    /// The resident memory in KiB (`VmRSS`) of process `pid`, zero if it cannot be read.
+    pub fn rss_kib_of(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
             .ok()
             .and_then(|s| {
                 s.lines()
@@ -619,5 +674,10 @@ pub mod bench {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    /// This process's resident memory in KiB (`VmRSS`), zero if it cannot be read.
+    pub fn rss_kib() -> u64 {
+        rss_kib_of(std::process::id())
     }
 }

@@ -1,0 +1,318 @@
+//! The serverless front door, on a real `shoal up` (release build), every packet on loopback:
+//!
+//! - requests/s and p50/p99 for the same `http-echo` component (a) through the ingress,
+//!   (b) on its pod IP, (c) under `wasmtime serve` (wasmtime-cli, the same wasmtime version,
+//!   built into `target/bench-tools` on first use), (d) a native hyper echo — alternating
+//!   rounds in one run, medians reported, with the ratios the issue sets targets for;
+//! - the cold path: time to the first byte of a request through the ingress to a Deployment
+//!   at zero replicas (held while it scales to one), p50/p99;
+//! - the memory of idle scaled-to-zero Deployments (each with its Service and Ingress), per
+//!   Deployment, from the `shoal` process's resident memory.
+//!
+//! Run with `cargo xtask bench` (or `cargo build --release -p shoal && cargo bench -p
+//! shoal-e2e --bench frontdoor`). Sizes: SHOAL_BENCH_HTTP_SECS (3 per round),
+//! SHOAL_BENCH_ROUNDS (3), SHOAL_BENCH_COLD (100 tries), SHOAL_BENCH_IDLE (100 Deployments).
+
+use http_body_util::Empty;
+use shoal_testkit::bench::{Load, http_load, percentile, rss_kib_of};
+use shoal_testkit::{Cluster, eventually, guest, workspace_root};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WASMTIME_VERSION: &str = "48.0.8";
+const CONNECTIONS: usize = 16;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A Deployment of http-echo at `replicas` with its Service and an Ingress for
+/// `<name>.bench`, with `annotations` (a YAML flow map).
+fn app(name: &str, replicas: u32, annotations: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, annotations: {annotations}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+      - name: echo
+        image: shoal.local/http-echo:latest
+        ports: [{{name: http, containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}}}
+spec:
+  rules:
+  - host: {name}.bench
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: {name}, port: {{number: 80}}}}}}}}
+"#
+    )
+}
+
+/// `wasmtime` of the workspace's wasmtime version, built once into `target/bench-tools`.
+fn wasmtime_cli() -> anyhow::Result<std::path::PathBuf> {
+    let root = workspace_root().join("target/bench-tools");
+    let bin = root.join("bin/wasmtime");
+    let current = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(WASMTIME_VERSION));
+    if !current {
+        eprintln!(
+            "building wasmtime-cli {WASMTIME_VERSION} into {} (once)",
+            root.display()
+        );
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "wasmtime-cli", "--locked", "--version"])
+            .arg(format!("={WASMTIME_VERSION}"))
+            .args([
+                "--no-default-features",
+                "--features",
+                "run,serve,cranelift,pooling-allocator,component-model,component-model-async,wasi-http,parallel-compilation,clap/default",
+                "--root",
+            ])
+            .arg(&root)
+            .arg("--target-dir")
+            .arg(root.join("build"))
+            .status()?;
+        anyhow::ensure!(status.success(), "cannot build wasmtime-cli");
+    }
+    Ok(bin)
+}
+
+/// `wasmtime serve` of http-echo on a free loopback port, killed on drop.
+struct WasmtimeServe(Child, String);
+
+impl Drop for WasmtimeServe {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wasmtime_serve() -> anyhow::Result<WasmtimeServe> {
+    let bin = wasmtime_cli()?;
+    let port = shoal_testkit::free_port("127.0.0.1");
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args(["serve", "-S", "cli=y", "--addr", &addr])
+        .arg(guest("http-echo"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let serve = WasmtimeServe(child, addr.clone());
+    eventually("wasmtime serve listens", || {
+        std::net::TcpStream::connect(&addr)?;
+        Ok(())
+    });
+    Ok(serve)
+}
+
+/// A native hyper echo of the request line on its own two-thread runtime (as a separate
+/// server process would be); returns its address.
+fn native_echo() -> anyhow::Result<std::net::SocketAddr> {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).expect("a listener");
+            while let Ok((sock, _)) = listener.accept().await {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        |req: hyper::Request<hyper::body::Incoming>| async move {
+                            let body = format!("{} {} HTTP/1.1\n", req.method(), req.uri());
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    Ok(addr)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn median_duration(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Time to the response head of one GET on a new connection.
+async fn first_byte(url: &str, host: &str) -> anyhow::Result<Duration> {
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(url)
+        .header(http::header::HOST, host)
+        .body(Empty::new())?;
+    let t = Instant::now();
+    let resp = client.request(req).await?;
+    let took = t.elapsed();
+    anyhow::ensure!(resp.status().is_success(), "answered {}", resp.status());
+    Ok(took)
+}
+
+fn main() -> anyhow::Result<()> {
+    let secs = env("SHOAL_BENCH_HTTP_SECS", 3) as f64;
+    let rounds = env("SHOAL_BENCH_ROUNDS", 3);
+    let cold_tries = env("SHOAL_BENCH_COLD", 100);
+    let idle = env("SHOAL_BENCH_IDLE", 100);
+    let rt = tokio::runtime::Runtime::new()?;
+    let c = Cluster::start()?;
+    let ip = c.node.node_ip.clone();
+    let ingress = format!("http://{ip}:{}", c.ingress_ports.0);
+    c.apply(&app("echo", 1, "{}"));
+    eventually("echo answers through the ingress", || {
+        rt.block_on(first_byte(&format!("{ingress}/"), "echo.bench"))
+    });
+    let pod_ip = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=echo",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    let serve = wasmtime_serve()?;
+    let native = native_echo()?;
+    let targets: [(&str, String, Option<&str>); 4] = [
+        (
+            "(a) through the ingress",
+            format!("{ingress}/bench"),
+            Some("echo.bench"),
+        ),
+        (
+            "(b) on the pod IP",
+            format!("http://{pod_ip}:8080/bench"),
+            None,
+        ),
+        (
+            "(c) wasmtime serve",
+            format!("http://{}/bench", serve.1),
+            None,
+        ),
+        (
+            "(d) native hyper echo",
+            format!("http://{native}/bench"),
+            None,
+        ),
+    ];
+    // Warm every path once, then alternate rounds so drift hits all alike.
+    for (_, url, host) in &targets {
+        rt.block_on(http_load(url, *host, CONNECTIONS, 0.5));
+    }
+    let mut results: Vec<Vec<Load>> = vec![Vec::new(); targets.len()];
+    for _ in 0..rounds {
+        for (i, (_, url, host)) in targets.iter().enumerate() {
+            results[i].push(rt.block_on(http_load(url, *host, CONNECTIONS, secs)));
+        }
+    }
+    let rate = |i: usize| median(results[i].iter().map(|l| l.rate).collect());
+    for (i, (what, _, _)) in targets.iter().enumerate() {
+        println!(
+            "HTTP {what}: {:.0} req/s, p50 {:?}, p99 {:?} (medians of {rounds} rounds of {secs}s, {CONNECTIONS} connections)",
+            rate(i),
+            median_duration(results[i].iter().map(|l| l.p50).collect()),
+            median_duration(results[i].iter().map(|l| l.p99).collect()),
+        );
+    }
+    println!(
+        "ratios: pod IP / wasmtime serve {:.2} (target >= 0.5); ingress / pod IP {:.2} (target >= 0.8); pod IP / native {:.2}",
+        rate(1) / rate(2),
+        rate(0) / rate(1),
+        rate(1) / rate(3)
+    );
+    drop(serve);
+
+    // The cold path: a Deployment at zero, woken by the request being timed.
+    c.apply(&app("cold", 0, "{shoal.dev/scale-to-zero-after: 1h}"));
+    let mut cold = Vec::with_capacity(cold_tries);
+    for _ in 0..cold_tries {
+        c.ok(&["scale", "deployment", "cold", "--replicas=0"]);
+        eventually("cold is at zero with no endpoint", || {
+            let pods = c.ok(&["get", "pods", "-l", "app=cold", "-o", "name"]);
+            let eps = c.ok(&[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=cold",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[*]}",
+            ]);
+            anyhow::ensure!(
+                pods.trim().is_empty() && eps.trim().is_empty(),
+                "{pods} {eps}"
+            );
+            Ok(())
+        });
+        // The ingress sees the empty endpoints a moment after the API server has them.
+        std::thread::sleep(Duration::from_millis(100));
+        cold.push(rt.block_on(first_byte(&format!("{ingress}/"), "cold.bench"))?);
+    }
+    cold.sort();
+    println!(
+        "cold path through the ingress (zero replicas → first byte), {cold_tries} tries: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&cold, 0.5),
+        percentile(&cold, 0.99),
+        cold.last().copied().unwrap_or_default()
+    );
+
+    // Memory of idle Deployments scaled to zero, each with its Service and Ingress.
+    let pid = c.pid().expect("the cluster runs");
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kib_of(pid);
+    let all: String = (0..idle)
+        .map(|i| {
+            app(
+                &format!("idle-{i}"),
+                0,
+                "{shoal.dev/scale-to-zero-after: 30s}",
+            ) + "---\n"
+        })
+        .collect();
+    c.apply(&all);
+    std::thread::sleep(Duration::from_secs(5));
+    let after = rss_kib_of(pid);
+    println!(
+        "idle scaled-to-zero Deployments (with Service and Ingress): {idle} add {} KiB to the shoal process, {} KiB each",
+        after.saturating_sub(before),
+        after.saturating_sub(before) / idle.max(1) as u64
+    );
+    Ok(())
+}
