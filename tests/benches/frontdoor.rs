@@ -2,8 +2,9 @@
 //!
 //! - requests/s and p50/p99 for the same `http-echo` component (a) through the ingress,
 //!   (b) on its pod IP, (c) under `wasmtime serve` (wasmtime-cli, the same wasmtime version,
-//!   built into `target/bench-tools` on first use), (d) a native hyper echo — alternating
-//!   rounds in one run, medians reported, with the ratios the issue sets targets for;
+//!   built into `target/bench-tools` on first use), (d) a native hyper echo, and (b') on the
+//!   pod IP of a pod that opted in to instance reuse — alternating rounds in one run, medians
+//!   reported, with the ratios the issue sets targets for;
 //! - the cold path: time to the first byte of a request through the ingress to a Deployment
 //!   at zero replicas (held while it scales to one), p50/p99;
 //! - the memory of idle scaled-to-zero Deployments (each with its Service and Ingress), per
@@ -29,9 +30,10 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A Deployment of http-echo at `replicas` with its Service and an Ingress for
-/// `<name>.bench`, with `annotations` (a YAML flow map).
-fn app(name: &str, replicas: u32, annotations: &str) -> String {
+/// A Deployment of http-echo at `replicas` (64 MiB memory limit, so its instances come from
+/// the pool) with its Service and an Ingress for `<name>.bench`, with `annotations` (a YAML
+/// flow map) on the Deployment and `pod_annotations` on its pods.
+fn app(name: &str, replicas: u32, annotations: &str, pod_annotations: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -40,13 +42,14 @@ spec:
   replicas: {replicas}
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}}}
+    metadata: {{labels: {{app: {name}}}, annotations: {pod_annotations}}}
     spec:
       terminationGracePeriodSeconds: 0
       containers:
       - name: echo
         image: shoal.local/http-echo:latest
         ports: [{{name: http, containerPort: 8080}}]
+        resources: {{limits: {{memory: 64Mi}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -197,21 +200,32 @@ fn main() -> anyhow::Result<()> {
     let c = Cluster::start()?;
     let ip = c.node.node_ip.clone();
     let ingress = format!("http://{ip}:{}", c.ingress_ports.0);
-    c.apply(&app("echo", 1, "{}"));
-    eventually("echo answers through the ingress", || {
-        rt.block_on(first_byte(&format!("{ingress}/"), "echo.bench"))
-    });
-    let pod_ip = c.ok(&[
-        "get",
-        "pods",
-        "-l",
-        "app=echo",
-        "-o",
-        "jsonpath={.items[0].status.podIP}",
-    ]);
+    c.apply(&app("echo", 1, "{}", "{}"));
+    c.apply(&app(
+        "reuse",
+        1,
+        "{}",
+        "{shoal.dev/instance-reuse: \"true\"}",
+    ));
+    for host in ["echo.bench", "reuse.bench"] {
+        eventually(&format!("{host} answers through the ingress"), || {
+            rt.block_on(first_byte(&format!("{ingress}/"), host))
+        });
+    }
+    let pod_ip = |app: &str| {
+        c.ok(&[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])
+    };
+    let (pod_ip, reuse_ip) = (pod_ip("echo"), pod_ip("reuse"));
     let serve = wasmtime_serve()?;
     let native = native_echo()?;
-    let targets: [(&str, String, Option<&str>); 4] = [
+    let targets: [(&str, String, Option<&str>); 5] = [
         (
             "(a) through the ingress",
             format!("{ingress}/bench"),
@@ -230,6 +244,11 @@ fn main() -> anyhow::Result<()> {
         (
             "(d) native hyper echo",
             format!("http://{native}/bench"),
+            None,
+        ),
+        (
+            "(b') on the pod IP, instance reuse opted in",
+            format!("http://{reuse_ip}:8080/bench"),
             None,
         ),
     ];
@@ -261,7 +280,7 @@ fn main() -> anyhow::Result<()> {
     drop(serve);
 
     // The cold path: a Deployment at zero, woken by the request being timed.
-    c.apply(&app("cold", 0, "{shoal.dev/scale-to-zero-after: 1h}"));
+    c.apply(&app("cold", 0, "{shoal.dev/scale-to-zero-after: 1h}", "{}"));
     let mut cold = Vec::with_capacity(cold_tries);
     for _ in 0..cold_tries {
         c.ok(&["scale", "deployment", "cold", "--replicas=0"]);
@@ -303,6 +322,7 @@ fn main() -> anyhow::Result<()> {
                 &format!("idle-{i}"),
                 0,
                 "{shoal.dev/scale-to-zero-after: 30s}",
+                "{}",
             ) + "---\n"
         })
         .collect();

@@ -56,7 +56,15 @@ pub struct Server {
     new_store: StoreFactory,
     instances: Arc<tokio::sync::Semaphore>,
     counts: Arc<Counts>,
+    /// Idle instances kept for the next request, when the pod opted in to reuse.
+    idle: Option<std::sync::Mutex<Vec<Instance>>>,
 }
+
+/// An instance with its store, ready for a request.
+type Instance = (Store<Guest>, wasmtime_wasi_http::p2::bindings::Proxy);
+
+/// Idle instances one container keeps for reuse at most.
+pub const MAX_IDLE: usize = 16;
 
 impl Server {
     pub fn new(
@@ -64,6 +72,7 @@ impl Server {
         pooled: Option<Ready>,
         new_store: StoreFactory,
         counts: Arc<Counts>,
+        reuse: bool,
     ) -> Arc<Self> {
         Arc::new(Server {
             pooled,
@@ -71,7 +80,27 @@ impl Server {
             new_store,
             instances: Arc::new(tokio::sync::Semaphore::new(MAX_INSTANCES)),
             counts,
+            idle: reuse.then(Default::default),
         })
+    }
+
+    /// An idle instance, with reuse on.
+    fn take_idle(&self) -> Option<Instance> {
+        self.idle
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// Keeps an instance that served its request well for the next one (reuse on, room left).
+    fn give_back(&self, instance: Instance) {
+        if let Some(idle) = &self.idle {
+            let mut idle = idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(instance);
+            }
+        }
     }
 
     /// A fresh instance: from the pool if the container has one and it has a free slot,
@@ -114,7 +143,10 @@ impl Server {
     }
 
     /// A guest that fails a request answers 500, as a crashed upstream would behind a proxy.
-    async fn handle<B>(&self, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    async fn handle<B>(
+        self: &Arc<Self>,
+        req: hyper::Request<B>,
+    ) -> hyper::Response<HyperOutgoingBody>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
@@ -214,7 +246,7 @@ pub async fn serve(
 
 impl Server {
     async fn instance<B>(
-        &self,
+        self: &Arc<Self>,
         req: hyper::Request<B>,
     ) -> Result<hyper::Response<HyperOutgoingBody>, std::io::Error>
     where
@@ -222,7 +254,10 @@ impl Server {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let err = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
-        let (mut store, proxy) = self.instantiate().await?;
+        let (mut store, proxy) = match self.take_idle() {
+            Some(i) => i,
+            None => self.instantiate().await?,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -235,11 +270,16 @@ impl Server {
             .new_response_outparam(tx)
             .map_err(|e| err(&e))?;
         // The guest may go on (streaming the body) after the response head is sent.
+        let server = self.clone();
         let task = tokio::spawn(async move {
-            proxy
+            let result = proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)
-                .await
+                .await;
+            if result.is_ok() {
+                server.give_back((store, proxy));
+            }
+            result
         });
         match rx.await {
             Ok(Ok(resp)) => Ok(resp),

@@ -77,6 +77,8 @@ struct Container {
     grace: Arc<Mutex<Duration>>,
     task: Option<tokio::task::AbortHandle>,
     attach: Arc<Attach>,
+    /// HTTP instances serve several requests in turn ([`shoal_runtime::INSTANCE_REUSE`]).
+    reuse: bool,
 }
 
 /// What `kubectl attach` connects to: the running container's output, and the writing end of
@@ -92,7 +94,8 @@ const STDIN_BUFFER: usize = 64 * 1024;
 #[derive(Default)]
 struct State {
     /// Sandboxes, the uid of their pod and its network.
-    sandboxes: HashMap<SandboxId, (Sandbox, String, Arc<net::PodNet>)>,
+    /// Each sandbox with its pod's uid, network and whether it reuses HTTP instances.
+    sandboxes: HashMap<SandboxId, (Sandbox, String, Arc<net::PodNet>, bool)>,
     containers: HashMap<ContainerId, Container>,
     next: u64,
 }
@@ -502,8 +505,12 @@ impl PodRuntime for WasmRuntime {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         });
+        let reuse = config
+            .annotations
+            .get(shoal_runtime::INSTANCE_REUSE)
+            .is_some_and(|v| v == "true");
         s.sandboxes
-            .insert(id, (sb.clone(), config.uid.clone(), pod_net));
+            .insert(id, (sb.clone(), config.uid.clone(), pod_net, reuse));
         Ok(sb)
     }
 
@@ -526,7 +533,7 @@ impl PodRuntime for WasmRuntime {
         let mut s = self.lock();
         s.containers.retain(|_, c| c.sandbox != *id);
         self.accounts.close_sandbox(id);
-        if let Some((sb, _, pod_net)) = s.sandboxes.remove(id) {
+        if let Some((sb, _, pod_net, _)) = s.sandboxes.remove(id) {
             if let Some(n) = &pod_net.network {
                 n.detach(sb.ip);
             }
@@ -540,11 +547,11 @@ impl PodRuntime for WasmRuntime {
         sandbox: &SandboxId,
         config: ContainerConfig,
     ) -> Result<ContainerId> {
-        let (ip, uid, pod_net) = self
+        let (ip, uid, pod_net, reuse) = self
             .lock()
             .sandboxes
             .get(sandbox)
-            .map(|(s, uid, net)| (s.ip, uid.clone(), net.clone()))
+            .map(|(s, uid, net, reuse)| (s.ip, uid.clone(), net.clone(), *reuse))
             .ok_or_else(|| RuntimeError::SandboxNotFound(sandbox.clone()))?;
         let image = self
             .resolve(&config.image)?
@@ -621,13 +628,14 @@ impl PodRuntime for WasmRuntime {
                     output: tokio::sync::broadcast::channel(256).0,
                     stdin: tokio::sync::Mutex::new(None),
                 }),
+                reuse,
             },
         );
         Ok(id)
     }
 
     async fn start_container(&self, id: &ContainerId) -> Result<()> {
-        let (cfg, argv0, ip, pre, shares, status, stop, grace, attach) = {
+        let (cfg, argv0, ip, pre, shares, status, stop, grace, attach, reuse) = {
             let s = self.lock();
             let c = s
                 .containers
@@ -644,6 +652,7 @@ impl PodRuntime for WasmRuntime {
                 c.stop.clone(),
                 c.grace.clone(),
                 c.attach.clone(),
+                c.reuse,
             )
         };
         let log = LogFile::create(&cfg.log_path)?;
@@ -710,6 +719,7 @@ impl PodRuntime for WasmRuntime {
                     pooled,
                     factory,
                     self.http_counts.clone(),
+                    reuse,
                 );
                 let registration = self.local_http.register(
                     addr,

@@ -160,6 +160,53 @@ mod wasm_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pod_that_opts_in_reuses_instances_and_others_get_a_fresh_one_per_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(&tmp, "127.70.0.0/24", &["http-echo"]);
+        let mut addrs = Vec::new();
+        for (name, reuse) in [("fresh", false), ("reused", true)] {
+            let mut cfg = sandbox_config(&tmp, name);
+            if reuse {
+                cfg.annotations
+                    .insert(shoal_runtime::INSTANCE_REUSE.into(), "true".into());
+            }
+            let sb = rt.run_pod_sandbox(&cfg).await.unwrap();
+            let id = rt
+                .create_container(
+                    &sb.id,
+                    ContainerConfig {
+                        name: "echo".into(),
+                        image: "shoal.local/http-echo".into(),
+                        ports: vec![8080],
+                        log_path: tmp.path().join(format!("{name}/0.log")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            rt.start_container(&id).await.unwrap();
+            addrs.push(std::net::SocketAddr::new(sb.ip, 8080));
+        }
+        let count = |addr| async move {
+            let resp = tokio::task::spawn_blocking(move || get(addr, "/count"))
+                .await
+                .unwrap();
+            resp.lines()
+                .find_map(|l| l.strip_prefix("count: "))
+                .unwrap_or_else(|| panic!("{resp}"))
+                .to_owned()
+        };
+        for _ in 0..3 {
+            assert_eq!(count(addrs[0]).await, "1");
+        }
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(count(addrs[1]).await);
+        }
+        assert_eq!(seen, ["1", "2", "3"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cpu_limit_holds_a_spinner_to_its_share() {
         let tmp = tempfile::tempdir().unwrap();
         let rt = runtime(&tmp, "127.68.0.0/24", &["exerciser"]);

@@ -62,7 +62,14 @@ pub struct SandboxConfig {
     pub dns: crate::network::PodDns,
     /// The pod's labels (its identity for NetworkPolicy).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The pod's annotations (as CRI passes them), e.g. [`INSTANCE_REUSE`].
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
+
+/// A pod annotation: `"true"` lets a runtime serve several requests in turn with one
+/// instance of an HTTP container (faster, but state one request leaves is seen by the next),
+/// where the default is a fresh instance per request.
+pub const INSTANCE_REUSE: &str = "shoal.dev/instance-reuse";
 
 /// A running sandbox.
 #[derive(Debug, Clone)]

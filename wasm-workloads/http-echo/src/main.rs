@@ -3,7 +3,9 @@
 //! answered). `GET /ready` answers 200, or 503 once the Unix time in `READY_UNTIL` has passed
 //! (a readiness probe that fails on cue). `GET /bytes/N` answers N bytes (at most 1 GiB), for
 //! throughput benchmarks. `GET /sleep/MS` waits MS milliseconds (at most a minute) before it
-//! answers as any other request, for tests of requests in flight.
+//! answers as any other request, for tests of requests in flight. `GET /count` answers how many
+//! requests this instance has served (1 with a fresh instance per request; more when the
+//! runtime reuses instances).
 
 use wstd::http::{Body, Request, Response, StatusCode};
 
@@ -21,13 +23,22 @@ fn ready() -> bool {
     now < until
 }
 
+/// Requests this instance has served.
+static SERVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 #[wstd::http_server]
 async fn main(req: Request<Body>) -> Result<Response<Body>, wstd::http::Error> {
+    let served = SERVED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let target = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    if target == "/count" {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .body(Body::from(format!("count: {served}\n")))?);
+    }
     if target == "/ready" {
         let (status, text) = if ready() {
             (StatusCode::OK, "ready\n")

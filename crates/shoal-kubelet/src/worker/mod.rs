@@ -413,6 +413,7 @@ impl Worker {
                     self.k.config.cluster_dns,
                 ),
                 labels: self.pod.metadata.labels.clone().unwrap_or_default(),
+                annotations: self.pod.metadata.annotations.clone().unwrap_or_default(),
             };
             match self.k.runtime.run_pod_sandbox(&cfg).await {
                 Ok(sb) => {
