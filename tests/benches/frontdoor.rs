@@ -18,6 +18,7 @@ use http_body_util::Empty;
 use shoal_testkit::bench::{Load, http_load, percentile, rss_kib_of};
 use shoal_testkit::{Cluster, eventually, guest, workspace_root};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const WASMTIME_VERSION: &str = "48.0.8";
@@ -191,6 +192,119 @@ async fn first_byte(url: &str, host: &str) -> anyhow::Result<Duration> {
     Ok(took)
 }
 
+/// The steps of a wake from zero, in order.
+const STEPS: [&str; 6] = [
+    "deployment scaled",
+    "replicaset scaled",
+    "pod created",
+    "pod bound",
+    "pod running",
+    "endpoint ready",
+];
+
+/// When each step was seen by a watch.
+type Seen = Arc<Mutex<Vec<(Instant, &'static str)>>>;
+
+fn lock(seen: &Seen) -> std::sync::MutexGuard<'_, Vec<(Instant, &'static str)>> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn kube_client(c: &Cluster) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(c.kubeconfig())?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Watches of the `cold` Deployment's chain, noting each step in `seen`; they stop when
+/// the returned tasks are dropped with the runtime.
+fn watch_chain(client: &kube::Client, seen: &Seen) -> Vec<tokio::task::JoinHandle<()>> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::runtime::watcher;
+    fn spawn<K>(
+        api: kube::Api<K>,
+        labels: &str,
+        seen: Seen,
+        steps: fn(&K) -> Vec<&'static str>,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        use kube::runtime::WatchStreamExt;
+        let stream = watcher(api, watcher::Config::default().labels(labels)).default_backoff();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Apply(o)) = ev {
+                    let now = Instant::now();
+                    lock(&seen).extend(steps(&o).into_iter().map(|s| (now, s)));
+                }
+            }
+        })
+    }
+    vec![
+        spawn(
+            kube::Api::<Deployment>::namespaced(client.clone(), "default"),
+            "",
+            seen.clone(),
+            |d| {
+                let one = d.metadata.name.as_deref() == Some("cold")
+                    && d.spec.as_ref().and_then(|s| s.replicas) == Some(1);
+                if one {
+                    vec!["deployment scaled"]
+                } else {
+                    vec![]
+                }
+            },
+        ),
+        spawn(
+            kube::Api::<ReplicaSet>::namespaced(client.clone(), "default"),
+            "app=cold",
+            seen.clone(),
+            |r| {
+                if r.spec.as_ref().and_then(|s| s.replicas) == Some(1) {
+                    vec!["replicaset scaled"]
+                } else {
+                    vec![]
+                }
+            },
+        ),
+        spawn(
+            kube::Api::<Pod>::namespaced(client.clone(), "default"),
+            "app=cold",
+            seen.clone(),
+            |p| {
+                let mut out = vec!["pod created"];
+                if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                    out.push("pod bound");
+                }
+                if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+                    out.push("pod running");
+                }
+                out
+            },
+        ),
+        spawn(
+            kube::Api::<EndpointSlice>::namespaced(client.clone(), "default"),
+            "kubernetes.io/service-name=cold",
+            seen.clone(),
+            |s| {
+                let ready = s
+                    .endpoints
+                    .iter()
+                    .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true));
+                if ready {
+                    vec!["endpoint ready"]
+                } else {
+                    vec![]
+                }
+            },
+        ),
+    ]
+}
+
 fn main() -> anyhow::Result<()> {
     let secs = env("SHOAL_BENCH_HTTP_SECS", 3) as f64;
     let rounds = env("SHOAL_BENCH_ROUNDS", 3);
@@ -279,9 +393,14 @@ fn main() -> anyhow::Result<()> {
     );
     drop(serve);
 
-    // The cold path: a Deployment at zero, woken by the request being timed.
+    // The cold path: a Deployment at zero, woken by the request being timed. Watches note
+    // when each step of the chain is seen, for where the time goes.
     c.apply(&app("cold", 0, "{shoal.dev/scale-to-zero-after: 1h}", "{}"));
+    let client = rt.block_on(kube_client(&c))?;
+    let seen: Seen = Arc::default();
+    let watches = rt.block_on(async { watch_chain(&client, &seen) });
     let mut cold = Vec::with_capacity(cold_tries);
+    let mut steps: Vec<Vec<Duration>> = vec![Vec::new(); STEPS.len()];
     for _ in 0..cold_tries {
         c.ok(&["scale", "deployment", "cold", "--replicas=0"]);
         eventually("cold is at zero with no endpoint", || {
@@ -302,7 +421,16 @@ fn main() -> anyhow::Result<()> {
         });
         // The ingress sees the empty endpoints a moment after the API server has them.
         std::thread::sleep(Duration::from_millis(100));
+        lock(&seen).clear();
+        let t0 = Instant::now();
         cold.push(rt.block_on(first_byte(&format!("{ingress}/"), "cold.bench"))?);
+        std::thread::sleep(Duration::from_millis(50));
+        let seen = lock(&seen);
+        for (i, step) in STEPS.iter().enumerate() {
+            if let Some((at, _)) = seen.iter().find(|(at, s)| s == step && *at >= t0) {
+                steps[i].push(at.duration_since(t0));
+            }
+        }
     }
     cold.sort();
     println!(
@@ -311,6 +439,19 @@ fn main() -> anyhow::Result<()> {
         percentile(&cold, 0.99),
         cold.last().copied().unwrap_or_default()
     );
+    let chain: Vec<String> = STEPS
+        .iter()
+        .zip(steps)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(step, v)| format!("{step} {:?}", median_duration(v)))
+        .collect();
+    println!(
+        "  where it goes (medians, from the request's start, as watches see them): {}",
+        chain.join(", ")
+    );
+    for w in watches {
+        w.abort();
+    }
 
     // Memory of idle Deployments scaled to zero, each with its Service and Ingress.
     let pid = c.pid().expect("the cluster runs");

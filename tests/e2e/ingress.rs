@@ -90,6 +90,20 @@ fn ingresses_are_served_validated_and_given_the_default_class() {
     }
 }
 
+/// The HTTP status curl got for GET `url` with `Host: host` (`000` if none).
+pub(crate) fn status(host: &str, url: &str) -> String {
+    curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Host: {host}"),
+        url,
+    ])
+    .1
+}
+
 /// curl with `args`: its exit code and what it wrote (`-w` output included).
 pub(crate) fn curl(args: &[&str]) -> (i32, String) {
     let out = Command::new("curl")
@@ -171,15 +185,7 @@ fn the_ingress_controller_routes_hosts_and_paths_with_tls_and_http2() {
         ("beta.shoal.test", "/exact/more"),
         ("gamma.shoal.test", "/"),
     ] {
-        let (_, code) = curl(&[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            &format!("Host: {host}"),
-            &format!("{plain}{path}"),
-        ]);
+        let code = status(host, &format!("{plain}{path}"));
         assert_eq!(code, "404", "{host}{path}");
     }
     // HTTP/2 in clear text (prior knowledge) and over TLS with ALPN.
@@ -235,15 +241,7 @@ fn the_ingress_controller_routes_hosts_and_paths_with_tls_and_http2() {
     // Routes follow changes: no endpoints → 503, a changed rule, a deleted Ingress → 404.
     c.ok(&["scale", "deployment", "beta", "--replicas=0"]);
     eventually("beta without endpoints answers 503", || {
-        let (_, out) = curl(&[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: beta.shoal.test",
-            &format!("{plain}/api"),
-        ]);
+        let out = status("beta.shoal.test", &format!("{plain}/api"));
         anyhow::ensure!(out == "503", "{out}");
         Ok(())
     });
@@ -263,16 +261,76 @@ fn the_ingress_controller_routes_hosts_and_paths_with_tls_and_http2() {
     });
     c.ok(&["delete", "ingress", "web"]);
     eventually("a deleted ingress routes nothing", || {
-        let (_, out) = curl(&[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Host: alpha.shoal.test",
-            &format!("{plain}/"),
-        ]);
+        let out = status("alpha.shoal.test", &format!("{plain}/"));
         anyhow::ensure!(out == "404", "{out}");
         Ok(())
     });
+}
+
+#[test]
+fn a_rolling_update_under_constant_load_drops_no_request() {
+    let c = Cluster::start().unwrap();
+    c.apply(&echo("roll", 3, "ClusterIP"));
+    c.ok(&[
+        "create",
+        "ingress",
+        "roll",
+        "--rule=roll.shoal.test/*=roll:80",
+    ]);
+    let url = format!("http://{}:{}/", c.node.node_ip, c.ingress_ports.0);
+    eventually("roll answers through the ingress", || {
+        let (code, out) = curl(&["-H", "Host: roll.shoal.test", &url]);
+        anyhow::ensure!(code == 0 && answered_by(&out).is_some(), "{out}");
+        Ok(())
+    });
+    c.ok(&["rollout", "status", "deployment/roll", "--timeout=60s"]);
+    let before: std::collections::HashSet<String> = c
+        .ok(&["get", "pods", "-l", "app=roll", "-o", "name"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // Four clients, each sending its next request as soon as the last is answered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, url) = (stop.clone(), url.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let out = status("roll.shoal.test", &url);
+                    if out == "200" {
+                        ok += 1;
+                    } else {
+                        failed.push(out);
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    c.ok(&["set", "env", "deployment/roll", "ROUND=2"]);
+    c.ok(&["rollout", "status", "deployment/roll", "--timeout=120s"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for t in clients {
+        let (o, f) = t.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 100, "only {ok} requests");
+    // Every pod was replaced meanwhile.
+    let after: std::collections::HashSet<String> = c
+        .ok(&["get", "pods", "-l", "app=roll", "-o", "name"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(before.is_disjoint(&after), "{before:?} {after:?}");
 }

@@ -207,7 +207,10 @@ fn main() -> anyhow::Result<()> {
                 "--bench",
                 "scheduling",
             ]))?;
-            run(Command::new(&cargo).args(["bench", "-p", "shoal-proxy", "--bench", "services"]))
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-proxy", "--bench", "services"]))?;
+            // The front door drives the real binary, built optimized first.
+            run(Command::new(&cargo).args(["build", "--release", "-p", "shoal"]))?;
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-e2e", "--bench", "frontdoor"]))
         }
         "guests" => guests(&cargo),
         _ => bail!(
