@@ -166,28 +166,52 @@ pub struct Objects<'a> {
     pub autoscalers: Vec<&'a HorizontalPodAutoscaler>,
 }
 
-/// The scale-to-zero Deployment in `ns` whose pods `selector` (a Service's) selects.
+/// The Deployments a request may wake (annotated for scale to zero or concurrency, or the
+/// target of an HPA with `minReplicas: 0`), found once per build: usually few of all.
+fn wakeable<'a>(objects: &Objects<'a>) -> Vec<&'a Deployment> {
+    let by_hpa: std::collections::HashSet<(&str, &str)> = objects
+        .autoscalers
+        .iter()
+        .filter_map(|h| {
+            let s = h.spec.as_ref()?;
+            (s.min_replicas == Some(0) && s.scale_target_ref.kind == "Deployment").then_some((
+                h.metadata.namespace.as_deref()?,
+                s.scale_target_ref.name.as_str(),
+            ))
+        })
+        .collect();
+    objects
+        .deployments
+        .iter()
+        .copied()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .filter(|d| {
+            let annotations = d.metadata.annotations.as_ref();
+            let annotated = annotations
+                .and_then(|a| a.get(SCALE_TO_ZERO_AFTER))
+                .is_some_and(|v| shoal_api::serverless::idle_after(v).is_ok())
+                || annotations.is_some_and(|a| a.contains_key(TARGET_CONCURRENCY));
+            annotated
+                || matches!(
+                    (d.metadata.namespace.as_deref(), d.metadata.name.as_deref()),
+                    (Some(ns), Some(name)) if by_hpa.contains(&(ns, name))
+                )
+        })
+        .collect()
+}
+
+/// The wakeable Deployment in `ns` whose pods `selector` (a Service's) selects.
 fn scale_to_zero_behind(
-    objects: &Objects<'_>,
+    wakeable: &[&Deployment],
     ns: &str,
     selector: &std::collections::BTreeMap<String, String>,
 ) -> Option<Arc<Wake>> {
     if selector.is_empty() {
         return None;
     }
-    let to_zero_by_hpa = |name: &str| {
-        objects.autoscalers.iter().any(|h| {
-            h.metadata.namespace.as_deref() == Some(ns)
-                && h.spec.as_ref().is_some_and(|s| {
-                    s.min_replicas == Some(0)
-                        && s.scale_target_ref.kind == "Deployment"
-                        && s.scale_target_ref.name == name
-                })
-        })
-    };
-    objects.deployments.iter().find_map(|d| {
+    wakeable.iter().find_map(|d| {
         let name = d.metadata.name.as_deref()?;
-        if d.metadata.namespace.as_deref() != Some(ns) || d.metadata.deletion_timestamp.is_some() {
+        if d.metadata.namespace.as_deref() != Some(ns) {
             return None;
         }
         let labels = d
@@ -198,26 +222,21 @@ fn scale_to_zero_behind(
             .as_ref()?
             .labels
             .as_ref()?;
-        if !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return None;
-        }
-        let annotations = d.metadata.annotations.as_ref();
-        let annotated = annotations
-            .and_then(|a| a.get(SCALE_TO_ZERO_AFTER))
-            .is_some_and(|v| shoal_api::serverless::idle_after(v).is_ok())
-            || annotations.is_some_and(|a| a.contains_key(TARGET_CONCURRENCY));
-        (annotated || to_zero_by_hpa(name)).then(|| {
-            Arc::new(Wake {
-                namespace: ns.to_owned(),
-                deployment: name.to_owned(),
-                uid: d.metadata.uid.clone().unwrap_or_default(),
+        selector
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            .then(|| {
+                Arc::new(Wake {
+                    namespace: ns.to_owned(),
+                    deployment: name.to_owned(),
+                    uid: d.metadata.uid.clone().unwrap_or_default(),
+                })
             })
-        })
     })
 }
 
 struct Builder<'a> {
-    objects: &'a Objects<'a>,
+    wakeable: Vec<&'a Deployment>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     /// One target per `namespace/service:port`, shared by every rule naming it.
@@ -252,7 +271,7 @@ impl Builder<'_> {
         let found = self.services.get(&(ns, svc.name.as_str())).copied();
         let wakes = found
             .and_then(|s| s.spec.as_ref()?.selector.as_ref())
-            .and_then(|sel| scale_to_zero_behind(self.objects, ns, sel));
+            .and_then(|sel| scale_to_zero_behind(&self.wakeable, ns, sel));
         let (addrs, problem) = match found.and_then(|s| s.spec.as_ref()) {
             None => (
                 Vec::new(),
@@ -373,7 +392,7 @@ pub fn build(objects: &Objects<'_>) -> Table {
         key(a).cmp(&key(b))
     });
     let mut b = Builder {
-        objects,
+        wakeable: wakeable(objects),
         services: objects
             .services
             .iter()
