@@ -12,7 +12,7 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_api::net::is_shoal_ingress;
 use std::sync::Arc;
 
@@ -60,15 +60,7 @@ async fn reconcile(ing: Arc<Ingress>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (Some(ns), Some(name)) = (&ing.metadata.namespace, &ing.metadata.name) else {
         return Ok(Action::await_change());
     };
-    let have: Vec<Value> = ing
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|i| json!({"ip": i.ip}))
-        .collect();
+    let have = crate::servicelb::published(ing.as_ref(), &["ip"]);
     let wanted = crate::servicelb::node_entries(&ctx.client, &json!({})).await?;
     crate::servicelb::publish(
         Api::<Ingress>::namespaced(ctx.client.clone(), ns),

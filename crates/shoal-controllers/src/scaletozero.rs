@@ -122,6 +122,16 @@ pub fn for_concurrency(concurrency: f64, target: f64, max: i32) -> i32 {
     ((concurrency / target).ceil() as i32).clamp(1, max.max(1))
 }
 
+/// The replicas to scale to, given the recommendation `wanted` now and the ones remembered in
+/// `recs` (which it joins): up at once, down no lower than the highest recommendation of the
+/// last [`STABLE_WINDOW`].
+fn stabilized(recs: &mut Vec<(Timestamp, i32)>, now: Timestamp, wanted: i32, replicas: i32) -> i32 {
+    recs.push((now, wanted));
+    recs.retain(|(at, _)| now.duration_since(*at).unsigned_abs() <= STABLE_WINDOW);
+    let stable = recs.iter().map(|(_, r)| *r).max().unwrap_or(wanted);
+    if wanted > replicas { wanted } else { stable }
+}
+
 async fn reconcile(
     d: Arc<Deployment>,
     ctx: Arc<Ctx>,
@@ -192,15 +202,15 @@ async fn reconcile(
         return Ok(Action::requeue(wait));
     };
     let wanted = for_concurrency(concurrency, target, settings.max);
-    let stable = {
+    let next = {
         let mut m = lock();
-        let recs = m.recommendations.entry(key).or_default();
-        recs.push((now, wanted));
-        recs.retain(|(at, _)| now.duration_since(*at).unsigned_abs() <= STABLE_WINDOW);
-        recs.iter().map(|(_, r)| *r).max().unwrap_or(wanted)
+        stabilized(
+            m.recommendations.entry(key).or_default(),
+            now,
+            wanted,
+            replicas,
+        )
     };
-    // Up at once; down no lower than the window's highest recommendation.
-    let next = if wanted > replicas { wanted } else { stable };
     if next != replicas {
         scale(next).await?;
         crate::record(
@@ -243,6 +253,20 @@ mod tests {
         assert_eq!(last, Some(now));
         assert!((c - 3.5).abs() < 1e-9, "{c}");
         assert_eq!(activity(&[], now), (None, 0.0));
+    }
+
+    #[test]
+    fn replicas_go_up_at_once_and_down_only_past_the_stable_window() {
+        let t0 = Timestamp::now();
+        let at = |s: i64| t0 + k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let mut recs = Vec::new();
+        assert_eq!(stabilized(&mut recs, at(0), 4, 1), 4);
+        // Load falls: held at 4 while the window remembers it.
+        assert_eq!(stabilized(&mut recs, at(10), 1, 4), 4);
+        assert_eq!(stabilized(&mut recs, at(29), 2, 4), 4);
+        // 4 is out of the window: down to the highest since, 2.
+        assert_eq!(stabilized(&mut recs, at(31), 1, 4), 2);
+        assert_eq!(stabilized(&mut recs, at(61), 1, 2), 1);
     }
 
     #[test]

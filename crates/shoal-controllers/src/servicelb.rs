@@ -87,6 +87,24 @@ pub(crate) async fn node_entries(
         .collect())
 }
 
+/// The `fields` of each entry of `obj`'s `status.loadBalancer.ingress` (a Service's or an
+/// Ingress's), to compare with what [`node_entries`] wants.
+pub(crate) fn published(obj: &impl serde::Serialize, fields: &[&str]) -> Vec<Value> {
+    let v = serde_json::to_value(obj).unwrap_or_default();
+    v.pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let kept = fields
+                .iter()
+                .filter_map(|f| Some(((*f).to_owned(), e.get(*f)?.clone())))
+                .collect::<serde_json::Map<_, _>>();
+            Value::Object(kept)
+        })
+        .collect()
+}
+
 /// Writes `wanted` as `status.loadBalancer.ingress` of `name` in `api` unless it is `have`.
 pub(crate) async fn publish<K>(
     api: Api<K>,
@@ -122,15 +140,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let (Some(ns), Some(name)) = (&svc.metadata.namespace, &svc.metadata.name) else {
         return Ok(Action::await_change());
     };
-    let have: Vec<Value> = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|i| json!({"ip": i.ip, "ipMode": i.ip_mode}))
-        .collect();
+    let have = published(svc.as_ref(), &["ip", "ipMode"]);
     let wanted = if is_load_balancer(&svc) {
         node_entries(&ctx.client, &json!({"ipMode": "VIP"})).await?
     } else {
@@ -167,6 +177,21 @@ mod tests {
             }),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn published_entries_keep_the_compared_fields() {
+        let svc: Service = serde_json::from_value(json!({"status": {"loadBalancer": {"ingress": [
+            {"ip": "127.0.0.2", "ipMode": "VIP", "hostname": "h"}, {"ip": "127.0.0.3"}]}}}))
+        .unwrap();
+        assert_eq!(
+            published(&svc, &["ip", "ipMode"]),
+            [
+                json!({"ip": "127.0.0.2", "ipMode": "VIP"}),
+                json!({"ip": "127.0.0.3"})
+            ]
+        );
+        assert!(published(&Service::default(), &["ip"]).is_empty());
     }
 
     #[test]

@@ -49,6 +49,38 @@ mod wasm_only {
         }
     }
 
+    /// Starts an http-echo pod `name` in `rt` with `memory_limit` and pod `annotations`;
+    /// its address and container.
+    async fn start_echo(
+        rt: &WasmRuntime,
+        tmp: &tempfile::TempDir,
+        name: &str,
+        memory_limit: Option<u64>,
+        annotations: &[(&str, &str)],
+    ) -> (std::net::SocketAddr, shoal_runtime::ContainerId) {
+        let mut cfg = sandbox_config(tmp, name);
+        for (k, v) in annotations {
+            cfg.annotations.insert((*k).into(), (*v).into());
+        }
+        let sb = rt.run_pod_sandbox(&cfg).await.unwrap();
+        let id = rt
+            .create_container(
+                &sb.id,
+                ContainerConfig {
+                    name: "echo".into(),
+                    image: "shoal.local/http-echo".into(),
+                    ports: vec![8080],
+                    memory_limit,
+                    log_path: tmp.path().join(format!("{name}/0.log")),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        rt.start_container(&id).await.unwrap();
+        (std::net::SocketAddr::new(sb.ip, 8080), id)
+    }
+
     fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -66,25 +98,7 @@ mod wasm_only {
     async fn http_echo_is_served_on_the_pod_ip_with_a_fresh_instance_per_request() {
         let tmp = tempfile::tempdir().unwrap();
         let rt = runtime(&tmp, "127.67.0.0/24", &["http-echo"]);
-        let sb = rt
-            .run_pod_sandbox(&sandbox_config(&tmp, "echo"))
-            .await
-            .unwrap();
-        let id = rt
-            .create_container(
-                &sb.id,
-                ContainerConfig {
-                    name: "echo".into(),
-                    image: "shoal.local/http-echo".into(),
-                    ports: vec![8080],
-                    log_path: tmp.path().join("echo/0.log"),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        rt.start_container(&id).await.unwrap();
-        let addr = std::net::SocketAddr::new(sb.ip, 8080);
+        let (addr, id) = start_echo(&rt, &tmp, "echo", None, &[]).await;
         for i in 0..3 {
             let resp = tokio::task::spawn_blocking(move || get(addr, &format!("/hello/{i}")))
                 .await
@@ -109,30 +123,10 @@ mod wasm_only {
         let rt = WasmRuntime::with_pool(tmp.path(), "127.69.0.0/24", 1).unwrap();
         let bytes = std::fs::read(shoal_testkit::guest("http-echo")).unwrap();
         rt.images().import("shoal.local/http-echo", &bytes).unwrap();
-        let mut addrs = Vec::new();
-        for (name, limit) in [("limited", Some(64u64 << 20)), ("unlimited", None)] {
-            let sb = rt
-                .run_pod_sandbox(&sandbox_config(&tmp, name))
-                .await
-                .unwrap();
-            let id = rt
-                .create_container(
-                    &sb.id,
-                    ContainerConfig {
-                        name: "echo".into(),
-                        image: "shoal.local/http-echo".into(),
-                        ports: vec![8080],
-                        memory_limit: limit,
-                        log_path: tmp.path().join(format!("{name}/0.log")),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-            rt.start_container(&id).await.unwrap();
-            addrs.push(std::net::SocketAddr::new(sb.ip, 8080));
-        }
-        let (limited, unlimited) = (addrs[0], addrs[1]);
+        let limited = start_echo(&rt, &tmp, "limited", Some(64 << 20), &[])
+            .await
+            .0;
+        let unlimited = start_echo(&rt, &tmp, "unlimited", None, &[]).await.0;
         let fetch = |addr, path: &'static str| tokio::task::spawn_blocking(move || get(addr, path));
         // One at a time: every instance of the limited container comes from the pool.
         for _ in 0..3 {
@@ -163,30 +157,18 @@ mod wasm_only {
     async fn a_pod_that_opts_in_reuses_instances_and_others_get_a_fresh_one_per_request() {
         let tmp = tempfile::tempdir().unwrap();
         let rt = runtime(&tmp, "127.70.0.0/24", &["http-echo"]);
-        let mut addrs = Vec::new();
-        for (name, reuse) in [("fresh", false), ("reused", true)] {
-            let mut cfg = sandbox_config(&tmp, name);
-            if reuse {
-                cfg.annotations
-                    .insert(shoal_runtime::INSTANCE_REUSE.into(), "true".into());
-            }
-            let sb = rt.run_pod_sandbox(&cfg).await.unwrap();
-            let id = rt
-                .create_container(
-                    &sb.id,
-                    ContainerConfig {
-                        name: "echo".into(),
-                        image: "shoal.local/http-echo".into(),
-                        ports: vec![8080],
-                        log_path: tmp.path().join(format!("{name}/0.log")),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
-            rt.start_container(&id).await.unwrap();
-            addrs.push(std::net::SocketAddr::new(sb.ip, 8080));
-        }
+        let addrs = [
+            start_echo(&rt, &tmp, "fresh", None, &[]).await.0,
+            start_echo(
+                &rt,
+                &tmp,
+                "reused",
+                None,
+                &[(shoal_runtime::INSTANCE_REUSE, "true")],
+            )
+            .await
+            .0,
+        ];
         let count = |addr| async move {
             let resp = tokio::task::spawn_blocking(move || get(addr, "/count"))
                 .await

@@ -144,14 +144,6 @@ impl Table {
             .or_else(|| parent(&host).and_then(|p| self.wildcard_certs.get(p)))
             .cloned()
     }
-
-    /// Whether any route exists (an empty table serves 404 to everything).
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
-            && self.wildcards.is_empty()
-            && self.any_host.is_empty()
-            && self.default.is_none()
-    }
 }
 
 /// Everything the routes are made of, as the controller's watches see it.
