@@ -209,6 +209,15 @@ impl WasmRuntime {
         self.http_counts.get()
     }
 
+    /// Pool slots in use now (instances alive, including those finishing after their
+    /// response was sent).
+    pub fn pooled_in_use(&self) -> u64 {
+        self.pooled
+            .as_ref()
+            .and_then(|p| p.cache.engine().pooling_allocator_metrics())
+            .map_or(0, |m| m.component_instances())
+    }
+
     /// The HTTP containers' in-process handlers, by pod address and port.
     pub fn local_http(&self) -> shoal_runtime::local_http::LocalHttp {
         self.local_http.clone()

@@ -128,7 +128,9 @@ mod wasm_only {
             .0;
         let unlimited = start_echo(&rt, &tmp, "unlimited", None, &[]).await.0;
         let fetch = |addr, path: &'static str| tokio::task::spawn_blocking(move || get(addr, path));
-        // One at a time: every instance of the limited container comes from the pool.
+        // One at a time: every instance of the limited container comes from the pool. An
+        // instance gives its slot back when its task ends, which may be just after the
+        // response arrived: the next request waits for that.
         for _ in 0..3 {
             assert!(
                 fetch(limited, "/")
@@ -136,6 +138,11 @@ mod wasm_only {
                     .unwrap()
                     .starts_with("HTTP/1.1 200")
             );
+            let deadline = std::time::Instant::now() + shoal_testkit::patience();
+            while rt.pooled_in_use() > 0 {
+                assert!(std::time::Instant::now() < deadline, "a pool slot never given back");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         assert_eq!(rt.http_instances(), (3, 0));
         // Without a limit it may outgrow a slot: on demand.
