@@ -659,13 +659,10 @@ pub fn container_config(
     log_path: PathBuf,
 ) -> Result<ContainerConfig, ResolveError> {
     let known: HashMap<String, String> = env.iter().cloned().collect();
-    let args: Vec<String> = c
-        .command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .map(|a| expand(a, &known))
-        .collect();
+    let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
+        v.iter().flatten().map(|a| expand(a, &known)).collect()
+    };
+    let (command, args) = (expand_all(&c.command), expand_all(&c.args));
     let mut mounts = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
         let v = volumes.get(&m.name).ok_or_else(|| {
@@ -703,6 +700,7 @@ pub fn container_config(
     Ok(ContainerConfig {
         name: c.name.clone(),
         image,
+        command,
         args,
         env,
         working_dir: c.working_dir.clone(),

@@ -675,11 +675,11 @@ impl PodRuntime for WasmRuntime {
                     stdio.stdin = Some(AsyncStdinStream::new(theirs));
                     *attach.stdin.lock().await = Some(ours);
                 }
-                let store = guest::new_store(&engine, &cfg, &argv0, &cfg.args, ip, stdio, shares)
+                let store = guest::new_store(&engine, &cfg, &argv0, &cfg.argv(), ip, stdio, shares)
                     .map_err(|e| RuntimeError::CreateContainer {
-                    name: cfg.name.clone(),
-                    reason: e.to_string(),
-                })?;
+                        name: cfg.name.clone(),
+                        reason: e.to_string(),
+                    })?;
                 let status = status.clone();
                 // Running before the guest can finish, so its exit is never overwritten.
                 status.mark_running();
@@ -705,12 +705,13 @@ impl PodRuntime for WasmRuntime {
                 let factory: http::StoreFactory = {
                     let log = log.clone();
                     let cfg = cfg.clone();
+                    let argv = cfg.argv();
                     Arc::new(move |engine: &wasmtime::Engine| {
                         guest::new_store(
                             engine,
                             &cfg,
                             &argv0,
-                            &cfg.args,
+                            &argv,
                             ip,
                             log_streams(&log, &tee),
                             shares.clone(),

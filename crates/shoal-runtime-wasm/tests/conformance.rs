@@ -12,7 +12,8 @@ async fn harness() -> Harness {
         .import("shoal.local/exerciser:latest", &bytes)
         .unwrap();
     Harness {
-        budget: rt.memory_budget().clone(),
+        budget: Some(rt.memory_budget().clone()),
+        pod_cidr: "127.66.0.0/24".into(),
         runtime: Arc::new(rt),
         exerciser: "shoal.local/exerciser:latest".into(),
         dir: tmp.path().join("pods"),
@@ -140,7 +141,10 @@ mod wasm_only {
             );
             let deadline = std::time::Instant::now() + shoal_testkit::patience();
             while rt.pooled_in_use() > 0 {
-                assert!(std::time::Instant::now() < deadline, "a pool slot never given back");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a pool slot never given back"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }

@@ -295,7 +295,7 @@ impl PodRuntime for FakeRuntime {
                     let _ = log.write(stream, format!("{line}\n").as_bytes());
                 };
                 let mut held = Held { memory, bytes: 0 };
-                let (code, why, msg) = interpret(&cfg, &cfg.args, &mut out, &mut held).await;
+                let (code, why, msg) = interpret(&cfg, &cfg.argv(), &mut out, &mut held).await;
                 drop(held);
                 let _ = log.flush();
                 status.finish(code, why, msg);
@@ -413,7 +413,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let runtime = FakeRuntime::new("127.64.0.0/24", &["shoal.local/exerciser:latest"]).unwrap();
         Harness {
-            budget: runtime.memory_budget().clone(),
+            budget: Some(runtime.memory_budget().clone()),
+            pod_cidr: "127.64.0.0/24".into(),
             runtime: Arc::new(runtime),
             exerciser: "shoal.local/exerciser:latest".into(),
             guard: Box::new(Cleanup(dir.clone())),

@@ -72,6 +72,14 @@ impl IpPool {
         Err(IpPoolError::Exhausted(self.cidr.clone()))
     }
 
+    /// Whether `ip` is in the CIDR.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => u32::from(v4).wrapping_sub(self.base) < self.size,
+            IpAddr::V6(_) => false,
+        }
+    }
+
     pub fn release(&self, ip: IpAddr) {
         if let IpAddr::V4(v4) = ip {
             let offset = u32::from(v4).wrapping_sub(self.base);
@@ -97,6 +105,8 @@ mod tests {
         assert!(pool.allocate().is_err());
         pool.release(a[1]);
         assert_eq!(pool.allocate().unwrap(), a[1]);
+        assert!(pool.contains(a[0]) && pool.contains("127.64.0.7".parse().unwrap()));
+        assert!(!pool.contains("127.64.0.8".parse().unwrap()));
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum RuntimeError {
     Network(#[from] IpPoolError),
     #[error("exec timed out after {0:?}")]
     ExecTimeout(Duration),
+    /// What this runtime cannot do (yet).
+    #[error("{0}")]
+    Unsupported(&'static str),
     #[error("runtime i/o")]
     Io(#[from] std::io::Error),
 }

@@ -92,7 +92,9 @@ pub struct ContainerConfig {
     pub name: String,
     /// The image as pulled (a name the runtime resolves, or its digest).
     pub image: String,
-    /// `command` + `args`, without a program name.
+    /// The spec's `command`: an OCI image runs it instead of its entrypoint.
+    pub command: Vec<String>,
+    /// The spec's `args`: an OCI image runs them instead of its default arguments.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
@@ -111,6 +113,13 @@ pub struct ContainerConfig {
     pub stdin_once: bool,
     /// `tty: true`.
     pub tty: bool,
+}
+
+impl ContainerConfig {
+    /// `command` then `args`: what a component runs with, without a program name.
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
 }
 
 /// CRI's container states.

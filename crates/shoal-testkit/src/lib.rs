@@ -407,7 +407,7 @@ pub fn guests_dir() -> PathBuf {
 /// (`policies/`) into [`guests_dir`] (`cargo xtask guests` runs them too).
 pub fn build_guests(cargo: &str) -> Vec<Command> {
     let root = workspace_root();
-    ["wasm-workloads", "policies/admission", "policies/scheduler"]
+    let mut cmds: Vec<Command> = ["wasm-workloads", "policies/admission", "policies/scheduler"]
         .iter()
         .map(|dir| {
             let mut cmd = Command::new(cargo);
@@ -420,7 +420,44 @@ pub fn build_guests(cargo: &str) -> Vec<Command> {
                 .env_remove("CARGO_TARGET_DIR");
             cmd
         })
-        .collect()
+        .collect();
+    // The exerciser natively too, static: the program of the containerd tests' image.
+    let mut native = Command::new(cargo);
+    native
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "exerciser",
+            "--target",
+        ])
+        .arg(native_target())
+        .arg("--manifest-path")
+        .arg(root.join("wasm-workloads/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(root.join("target/guests"))
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_TARGET_DIR");
+    cmds.push(native);
+    cmds
+}
+
+/// The host's target, for sample workloads built natively.
+fn native_target() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// A sample workload built natively and statically (only `exerciser`), for container images.
+pub fn native_guest(name: &str) -> PathBuf {
+    ensure_guests_built();
+    let p = workspace_root()
+        .join("target/guests")
+        .join(native_target())
+        .join("release")
+        .join(name);
+    assert!(p.exists(), "{} was not built", p.display());
+    p
 }
 
 fn ensure_guests_built() {

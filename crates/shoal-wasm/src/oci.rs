@@ -156,14 +156,28 @@ pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, Regist
 
 /// Pushes `bytes` as a wasm OCI artifact named `image`; returns the manifest URL.
 pub async fn push(image: &str, bytes: Vec<u8>) -> Result<String, RegistryError> {
+    push_layer(
+        image,
+        (bytes, WASM_LAYER_TYPES[0]),
+        (
+            br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec(),
+            WASM_CONFIG_TYPE,
+        ),
+    )
+    .await
+}
+
+/// Pushes a one-layer image: its layer and config, each with its media type (a container
+/// image's, for tests of the containerd runtime). Returns the manifest's URL.
+pub async fn push_layer(
+    image: &str,
+    layer: (Vec<u8>, &str),
+    config: (Vec<u8>, &str),
+) -> Result<String, RegistryError> {
     let reference = parse(image)?;
     let client = client_for(&reference);
-    let layer = ImageLayer::new(bytes, WASM_LAYER_TYPES[0].to_owned(), None);
-    let config = Config::new(
-        br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec(),
-        WASM_CONFIG_TYPE.to_owned(),
-        None,
-    );
+    let layer = ImageLayer::new(layer.0, layer.1.to_owned(), None);
+    let config = Config::new(config.0, config.1.to_owned(), None);
     let resp = client
         .push(&reference, &[layer], config, &RegistryAuth::Anonymous, None)
         .await

@@ -64,6 +64,26 @@ const TEST: &[Need] = &[
         why: "the kubelet pulls Wasm components from a real OCI registry in its tests",
     },
     Need {
+        file: "/usr/bin/containerd",
+        package: "containerd",
+        why: "container pods run through a real containerd (its CRI plugin) in the runtime's tests",
+    },
+    Need {
+        file: "/usr/sbin/runc",
+        package: "runc",
+        why: "containerd runs containers with runc",
+    },
+    Need {
+        file: "/usr/lib/cni/bridge",
+        package: "containernetworking-plugins",
+        why: "container pods get their network from the CNI bridge and host-local plugins",
+    },
+    Need {
+        file: "/bin/busybox",
+        package: "busybox-static",
+        why: "the node's sandbox image and the tests' container images are built from static busybox",
+    },
+    Need {
         file: "/usr/bin/dig",
         package: "bind9-dnsutils",
         why: "the Services tests query the cluster DNS server with dig",

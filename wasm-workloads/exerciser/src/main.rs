@@ -9,7 +9,24 @@
 //! requests, a connection each; prints `ops= rps= p50_us= p99_us=`) and `bench-resolve NAME N`
 //! (prints `lookups= per_s=`). With no steps it sleeps forever.
 
+#[cfg(target_os = "wasi")]
 mod fetch;
+/// Natively (in a container image) there is no `wasi:http` to fetch through.
+#[cfg(not(target_os = "wasi"))]
+mod fetch {
+    pub fn get(_url: &str, _bearer: Option<&str>) -> Result<(u16, String), String> {
+        Err("fetch is a wasi:http step; this build is native".into())
+    }
+}
+
+/// Ends the process with `code`: std reports every failure as 1 on WASI, where
+/// wasi:cli/exit@0.2.12 carries the code.
+fn exit_with(code: u8) -> ! {
+    let _ = std::io::stdout().flush();
+    #[cfg(target_os = "wasi")]
+    wasip2::cli::exit::exit_with_code(code);
+    std::process::exit(code.into())
+}
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -78,10 +95,7 @@ fn run(mut args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
             }
             "exit" => {
                 let code = number("exit", args.next())?;
-                let _ = std::io::stdout().flush();
-                // std reports every failure as 1; wasi:cli/exit@0.2.12 carries the code.
-                wasip2::cli::exit::exit_with_code(code as u8);
-                return Ok(ExitCode::from(code as u8));
+                exit_with(code as u8);
             }
             "resolve" => {
                 use std::net::ToSocketAddrs;
@@ -194,8 +208,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("exerciser: {e}");
-            wasip2::cli::exit::exit_with_code(2);
-            ExitCode::from(2)
+            exit_with(2)
         }
     }
 }

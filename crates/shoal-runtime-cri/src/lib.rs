@@ -1,0 +1,660 @@
+//! The CRI [`PodRuntime`] backend: OCI containers through containerd's CRI plugin (CRI v1 over
+//! gRPC on a unix socket), beside the wasmtime backend on the same node.
+//!
+//! The kubelet's pod logic is the same for both: this backend maps the runtime seam onto CRI
+//! calls one to one (sandboxes, containers, images, status, `ExecSync`), keeps the pod's logs
+//! in the CRI log files the kubelet already reads (containerd writes them), limits memory and
+//! CPU through the CRI's Linux resources (cgroups), and mounts the pod's volumes as binds of the
+//! same host directories the Wasm runtime preopens. [`containerd`] starts the node's private
+//! containerd; [`oci`] writes the images the node (its sandbox image) and tests need.
+
+pub mod containerd;
+pub mod oci;
+
+pub use k8s_cri::v1 as cri;
+
+use async_trait::async_trait;
+use cri::image_service_client::ImageServiceClient;
+use cri::runtime_service_client::RuntimeServiceClient;
+use shoal_runtime::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// The runtime handler (RuntimeClass `handler`) of OCI containers.
+pub const HANDLER: &str = "runc";
+
+/// How often a container is looked at while waiting for it to exit (containerd 1.6 has no
+/// container events stream).
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// What is remembered of a sandbox: CRI wants the sandbox's config again with each container.
+#[derive(Clone)]
+struct SandboxInfo {
+    config: cri::PodSandboxConfig,
+    uid: String,
+    log_directory: PathBuf,
+}
+
+/// A [`PodRuntime`] over a CRI v1 socket.
+pub struct CriRuntime {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    version: RuntimeVersion,
+    sandboxes: Mutex<HashMap<String, SandboxInfo>>,
+    /// Container id -> (sandbox id, container name).
+    containers: Mutex<HashMap<String, (String, String)>>,
+}
+
+/// Why the CRI endpoint cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to the CRI socket {0}: {1}")]
+    Connect(PathBuf, tonic::transport::Error),
+    #[error("the CRI endpoint {0} does not answer Version: {1}")]
+    Version(PathBuf, tonic::Status),
+}
+
+/// A gRPC channel to a unix socket.
+async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket = socket.to_owned();
+    // The URI is required by the API and ignored by the connector.
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+}
+
+/// A CRI error as the runtime seam's.
+fn status_error(what: &str, s: tonic::Status) -> RuntimeError {
+    RuntimeError::Io(std::io::Error::other(format!(
+        "CRI {what}: {}",
+        s.message()
+    )))
+}
+
+fn not_found(s: &tonic::Status) -> bool {
+    s.code() == tonic::Code::NotFound || s.message().contains("not found")
+}
+
+/// Stopping or removing what is already gone succeeds, as CRI's calls do.
+fn unless_gone<T>(what: &str, r: Result<T, tonic::Status>) -> Result<()> {
+    match r {
+        Err(s) if !not_found(&s) => Err(status_error(what, s)),
+        _ => Ok(()),
+    }
+}
+
+impl CriRuntime {
+    /// Connects to the CRI endpoint at `socket` and asks its version.
+    pub async fn connect(socket: &Path) -> Result<CriRuntime, ConnectError> {
+        let ch = channel(socket)
+            .await
+            .map_err(|e| ConnectError::Connect(socket.to_owned(), e))?;
+        let mut runtime = RuntimeServiceClient::new(ch.clone());
+        let v = runtime
+            .version(cri::VersionRequest {
+                version: "v1".into(),
+            })
+            .await
+            .map_err(|e| ConnectError::Version(socket.to_owned(), e))?
+            .into_inner();
+        Ok(CriRuntime {
+            runtime,
+            images: ImageServiceClient::new(ch),
+            version: RuntimeVersion {
+                name: v.runtime_name,
+                version: v.runtime_version,
+            },
+            sandboxes: Mutex::default(),
+            containers: Mutex::default(),
+        })
+    }
+
+    fn rt(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    fn sandbox(&self, id: &str) -> Option<SandboxInfo> {
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Stops and removes every pod sandbox of the runtime (the node is shutting down).
+    pub async fn stop_all(&self) {
+        let Ok(list) = self
+            .rt()
+            .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await
+        else {
+            return;
+        };
+        for sb in list.into_inner().items {
+            let id = SandboxId(sb.id);
+            let _ = self.stop_pod_sandbox(&id).await;
+            let _ = self.remove_pod_sandbox(&id).await;
+        }
+    }
+
+    async fn status(&self, id: &ContainerId) -> Result<cri::ContainerStatus> {
+        let resp = self
+            .rt()
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.0.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| {
+                if not_found(&s) {
+                    RuntimeError::ContainerNotFound(id.clone())
+                } else {
+                    status_error("ContainerStatus", s)
+                }
+            })?;
+        resp.into_inner()
+            .status
+            .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
+    }
+}
+
+fn image_ref(image: cri::Image) -> ImageRef {
+    ImageRef {
+        names: image.repo_tags,
+        digest: image.id,
+        size: image.size,
+    }
+}
+
+fn spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// `NamespaceMode`: one network per pod, a process namespace per container.
+fn namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// The container's run number, from its log file's name (`<dir>/<name>/<restart>.log`): CRI
+/// refuses two containers of one name and attempt in a sandbox.
+fn attempt(log_path: &Path) -> u32 {
+    log_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU limit in millicores as a CFS quota per 100 ms period.
+fn cpu_quota(millis: u64) -> (i64, i64) {
+    const PERIOD: i64 = 100_000;
+    (PERIOD, (millis as i64 * PERIOD / 1000).max(1000))
+}
+
+#[async_trait]
+impl PodRuntime for CriRuntime {
+    fn version(&self) -> RuntimeVersion {
+        self.version.clone()
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+        if let Some(present) = self.image_status(image).await? {
+            return Ok(present);
+        }
+        self.images
+            .clone()
+            .pull_image(cri::PullImageRequest {
+                image: Some(spec(image)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| RuntimeError::ImagePull {
+                image: image.to_owned(),
+                reason: s.message().to_owned(),
+            })?;
+        self.image_status(image)
+            .await?
+            .ok_or_else(|| RuntimeError::ImagePull {
+                image: image.to_owned(),
+                reason: "pulled, but containerd does not show it".into(),
+            })
+    }
+
+    async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {
+        let resp = self
+            .images
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(spec(image)),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| status_error("ImageStatus", s))?;
+        Ok(resp.into_inner().image.map(image_ref))
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageRef>> {
+        let resp = self
+            .images
+            .clone()
+            .list_images(cri::ListImagesRequest::default())
+            .await
+            .map_err(|s| status_error("ListImages", s))?;
+        Ok(resp
+            .into_inner()
+            .images
+            .into_iter()
+            .map(image_ref)
+            .collect())
+    }
+
+    async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
+        std::fs::create_dir_all(&config.log_directory)?;
+        let hostname: String = config.name.chars().take(63).collect();
+        let sb = cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: config.name.clone(),
+                uid: config.uid.clone(),
+                namespace: config.namespace.clone(),
+                attempt: 0,
+            }),
+            hostname,
+            log_directory: config.log_directory.display().to_string(),
+            labels: config.labels.clone().into_iter().collect(),
+            annotations: config.annotations.clone().into_iter().collect(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .rt()
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(sb.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(|s| status_error("RunPodSandbox", s))?
+            .into_inner()
+            .pod_sandbox_id;
+        let status = self
+            .rt()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(|s| status_error("PodSandboxStatus", s))?
+            .into_inner();
+        let ip = status
+            .status
+            .and_then(|s| s.network)
+            .and_then(|n| n.ip.parse().ok())
+            .ok_or_else(|| {
+                RuntimeError::Io(std::io::Error::other(format!(
+                    "sandbox {id} has no pod address (is the CNI network configured?)"
+                )))
+            })?;
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.clone(),
+                SandboxInfo {
+                    config: sb,
+                    uid: config.uid.clone(),
+                    log_directory: config.log_directory.clone(),
+                },
+            );
+        Ok(Sandbox {
+            id: SandboxId(id),
+            ip,
+        })
+    }
+
+    async fn stop_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        unless_gone(
+            "StopPodSandbox",
+            self.rt()
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: id.0.clone(),
+                })
+                .await,
+        )
+    }
+
+    async fn remove_pod_sandbox(&self, id: &SandboxId) -> Result<()> {
+        unless_gone(
+            "RemovePodSandbox",
+            self.rt()
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: id.0.clone(),
+                })
+                .await,
+        )?;
+        self.sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id.0);
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (sb, _)| *sb != id.0);
+        Ok(())
+    }
+
+    async fn create_container(
+        &self,
+        sandbox: &SandboxId,
+        config: ContainerConfig,
+    ) -> Result<ContainerId> {
+        let info = self
+            .sandbox(&sandbox.0)
+            .ok_or_else(|| RuntimeError::SandboxNotFound(sandbox.clone()))?;
+        let create_error = |reason: String| RuntimeError::CreateContainer {
+            name: config.name.clone(),
+            reason,
+        };
+        // CRI's log path is relative to the sandbox's log directory.
+        let log_path = config
+            .log_path
+            .strip_prefix(&info.log_directory)
+            .map_err(|_| {
+                create_error(format!(
+                    "log path {} is not under the pod's log directory {}",
+                    config.log_path.display(),
+                    info.log_directory.display()
+                ))
+            })?
+            .display()
+            .to_string();
+        let (cpu_period, cpu_quota) = config.cpu_limit_millis.map(cpu_quota).unwrap_or((0, 0));
+        let c = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: config.name.clone(),
+                attempt: attempt(&config.log_path),
+            }),
+            image: Some(spec(&config.image)),
+            command: config.command.clone(),
+            args: config.args.clone(),
+            working_dir: config.working_dir.clone().unwrap_or_default(),
+            envs: config
+                .env
+                .iter()
+                .map(|(key, value)| cri::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            mounts: config
+                .mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.display().to_string(),
+                    readonly: m.readonly,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path,
+            stdin: config.stdin,
+            stdin_once: config.stdin_once,
+            tty: config.tty,
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: config.memory_limit.unwrap_or(0) as i64,
+                    cpu_period,
+                    cpu_quota,
+                    ..Default::default()
+                }),
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let id = self
+            .rt()
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox.0.clone(),
+                config: Some(c),
+                sandbox_config: Some(info.config),
+            })
+            .await
+            .map_err(|s| create_error(s.message().to_owned()))?
+            .into_inner()
+            .container_id;
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), (sandbox.0.clone(), config.name));
+        Ok(ContainerId(id))
+    }
+
+    async fn start_container(&self, id: &ContainerId) -> Result<()> {
+        self.rt()
+            .start_container(cri::StartContainerRequest {
+                container_id: id.0.clone(),
+            })
+            .await
+            .map_err(|s| {
+                if not_found(&s) {
+                    RuntimeError::ContainerNotFound(id.clone())
+                } else {
+                    status_error("StartContainer", s)
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &ContainerId, timeout: Duration) -> Result<()> {
+        unless_gone(
+            "StopContainer",
+            self.rt()
+                .stop_container(cri::StopContainerRequest {
+                    container_id: id.0.clone(),
+                    timeout: timeout.as_secs_f64().ceil() as i64,
+                })
+                .await,
+        )
+    }
+
+    async fn remove_container(&self, id: &ContainerId) -> Result<()> {
+        unless_gone(
+            "RemoveContainer",
+            self.rt()
+                .remove_container(cri::RemoveContainerRequest {
+                    container_id: id.0.clone(),
+                })
+                .await,
+        )?;
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id.0);
+        Ok(())
+    }
+
+    async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        let s = self.status(id).await?;
+        let state = match cri::ContainerState::try_from(s.state) {
+            Ok(cri::ContainerState::ContainerCreated) => ContainerState::Created,
+            Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
+            _ => ContainerState::Exited,
+        };
+        // containerd reports OOMKilled, Completed and Error as Kubernetes does.
+        let reason = match (state, s.reason.as_str()) {
+            (ContainerState::Exited, "") if s.exit_code == 0 => reason::COMPLETED.to_owned(),
+            (ContainerState::Exited, "") => reason::ERROR.to_owned(),
+            (_, r) => r.to_owned(),
+        };
+        // containerd takes the start time after the task has started: a process that exits at
+        // once is "started" after it finished. It started no later than that.
+        let started_at = match s.finished_at {
+            0 => s.started_at,
+            finished => s.started_at.min(finished),
+        };
+        Ok(ContainerStatus {
+            id: id.clone(),
+            name: s.metadata.map(|m| m.name).unwrap_or_default(),
+            state,
+            created_at: s.created_at,
+            started_at,
+            finished_at: s.finished_at,
+            exit_code: s.exit_code,
+            reason,
+            message: s.message,
+            image_digest: s.image_ref,
+        })
+    }
+
+    async fn wait_container(&self, id: &ContainerId) -> Result<ContainerStatus> {
+        loop {
+            let st = self.container_status(id).await?;
+            if st.exited() {
+                return Ok(st);
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+
+    async fn exec_sync(
+        &self,
+        id: &ContainerId,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecResult> {
+        // CRI's timeout is in whole seconds; the caller's is kept here.
+        let mut rt = self.rt();
+        let call = rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id.0.clone(),
+            cmd: cmd.to_vec(),
+            timeout: timeout.as_secs_f64().ceil() as i64,
+        });
+        let resp = tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| RuntimeError::ExecTimeout(timeout))?
+            .map_err(|s| {
+                if not_found(&s) {
+                    RuntimeError::ContainerNotFound(id.clone())
+                } else if s.code() == tonic::Code::DeadlineExceeded
+                    || s.message().contains("timeout")
+                {
+                    RuntimeError::ExecTimeout(timeout)
+                } else {
+                    status_error("ExecSync", s)
+                }
+            })?
+            .into_inner();
+        Ok(ExecResult {
+            exit_code: resp.exit_code,
+            stdout: resp.stdout,
+            stderr: resp.stderr,
+        })
+    }
+
+    async fn exec(&self, _id: &ContainerId, _cmd: &[String], _io: ExecIo) -> Result<i32> {
+        Err(RuntimeError::Unsupported(
+            "streamed exec into OCI containers (CRI Exec's streaming URL) is not implemented yet; exec probes work",
+        ))
+    }
+
+    async fn attach(&self, _id: &ContainerId, _io: ExecIo) -> Result<()> {
+        Err(RuntimeError::Unsupported(
+            "attaching to OCI containers (CRI Attach's streaming URL) is not implemented yet",
+        ))
+    }
+
+    async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
+        let stats = self
+            .rt()
+            .list_container_stats(cri::ListContainerStatsRequest::default())
+            .await
+            .map_err(|s| status_error("ListContainerStats", s))?
+            .into_inner()
+            .stats;
+        let containers = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut by_sandbox: HashMap<String, SandboxStats> = HashMap::new();
+        for s in stats {
+            let Some(id) = s.attributes.as_ref().map(|a| a.id.clone()) else {
+                continue;
+            };
+            let Some((sandbox, name)) = containers.get(&id).cloned() else {
+                continue;
+            };
+            let Some(info) = self.sandbox(&sandbox) else {
+                continue;
+            };
+            let memory = s
+                .memory
+                .and_then(|m| m.working_set_bytes)
+                .map_or(0, |v| v.value);
+            let cpu = s
+                .cpu
+                .and_then(|c| c.usage_core_nano_seconds)
+                .map_or(0, |v| v.value);
+            let entry = by_sandbox
+                .entry(sandbox.clone())
+                .or_insert_with(|| SandboxStats {
+                    id: SandboxId(sandbox),
+                    uid: info.uid.clone(),
+                    memory_bytes: 0,
+                    containers: Vec::new(),
+                });
+            entry.memory_bytes += memory;
+            entry.containers.push(ContainerStats {
+                name,
+                memory_bytes: memory,
+                cpu_nanos: cpu,
+            });
+        }
+        Ok(by_sandbox.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_come_from_the_log_file_name() {
+        assert_eq!(attempt(Path::new("/logs/pod/c/0.log")), 0);
+        assert_eq!(attempt(Path::new("/logs/pod/c/3.log")), 3);
+        assert_eq!(attempt(Path::new("/logs/pod/c/x.log")), 0);
+    }
+
+    #[test]
+    fn cpu_limits_are_a_quota_per_period() {
+        assert_eq!(cpu_quota(500), (100_000, 50_000));
+        assert_eq!(cpu_quota(2000), (100_000, 200_000));
+        // The kernel's minimum quota is 1 ms.
+        assert_eq!(cpu_quota(1), (100_000, 1000));
+    }
+}
