@@ -2,6 +2,7 @@
 
 mod admission;
 mod autoscaling;
+mod containers;
 mod day2;
 mod durability;
 mod etcd_cluster;

@@ -56,7 +56,7 @@ spec:
 }
 
 /// A pod running the exerciser with `args`, once.
-fn client(name: &str, labels: &str, args: &[&str]) -> String {
+pub(crate) fn client(name: &str, labels: &str, args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{{labels}}}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: shoal.local/exerciser:latest\n    args: [{}]\n",
@@ -65,7 +65,7 @@ fn client(name: &str, labels: &str, args: &[&str]) -> String {
 }
 
 /// Runs a client pod to its end; its phase and logs.
-fn run_client(c: &Cluster, name: &str, labels: &str, args: &[&str]) -> (String, String) {
+pub(crate) fn run_client(c: &Cluster, name: &str, labels: &str, args: &[&str]) -> (String, String) {
     c.apply(&client(name, labels, args));
     let phase = eventually(&format!("{name} finishes"), || {
         let p = c.pod_field(name, "{.status.phase}")?;

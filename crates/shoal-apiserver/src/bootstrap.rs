@@ -26,7 +26,8 @@ fn backend(e: ApiError) -> StoreError {
 
 impl ApiServer {
     /// Creates the system namespaces, the system PriorityClasses, the `local-path`
-    /// StorageClass and the `shoal` IngressClass if missing.
+    /// StorageClass, the `shoal` IngressClass and the `wasmtime` and `runc` RuntimeClasses if
+    /// missing.
     pub(crate) async fn bootstrap(&self) -> Result<(), StoreError> {
         let info = shoal_api::resources::find("", "v1", "namespaces")
             .expect("namespaces are in the resource table");
@@ -53,9 +54,19 @@ impl ApiServer {
             .expect("storageclasses are in the resource table");
         let ingress = shoal_api::resources::find("networking.k8s.io", "v1", "ingressclasses")
             .expect("ingressclasses are in the resource table");
+        let runtime = shoal_api::resources::find("node.k8s.io", "v1", "runtimeclasses")
+            .expect("runtimeclasses are in the resource table");
+        // One RuntimeClass per runtime handler a node may offer (`status.runtimeHandlers`):
+        // Wasm components, and OCI containers through containerd.
+        let runtime_class = |name: &str| {
+            json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                "metadata": {"name": name}, "handler": name})
+        };
         for (info, obj) in [
             (storage, crate::kinds::storage::local_path_class()),
             (ingress, crate::kinds::ingress::shoal_class()),
+            (runtime, runtime_class("wasmtime")),
+            (runtime, runtime_class("runc")),
         ] {
             match self.registry.create(info, None, obj, &options()).await {
                 Ok(_) => {}

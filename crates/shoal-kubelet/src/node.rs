@@ -100,6 +100,9 @@ fn status(k: &Kubelet, images: Value) -> Value {
             condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
         ],
         "images": images,
+        "runtimeHandlers": k.runtime.runtime_handlers().into_iter()
+            .map(|h| json!({"name": h, "features": {"recursiveReadOnlyMounts": false, "userNamespaces": false}}))
+            .collect::<Vec<_>>(),
     })
 }
 

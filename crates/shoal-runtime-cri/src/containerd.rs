@@ -380,13 +380,18 @@ impl Containerd {
         Ok(())
     }
 
-    /// Kills containerd and unmounts what it left mounted under its directory.
+    /// Kills containerd, unmounts what it left mounted under its directory and removes the
+    /// node's CNI bridge (its pods are gone; a stale bridge would claim their subnet).
     pub fn stop(&self) {
         if let Some(mut child) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = child.kill();
             let _ = child.wait();
         }
         unmount_under(&self.config.dir);
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.config.bridge])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -402,9 +407,15 @@ pub fn sandbox_image() -> io::Result<crate::oci::Image> {
 }
 
 /// Cleans up after a containerd that ran under `dir` and is gone (its node was killed):
-/// kills the shims it left and their containers' processes, unmounts what is still mounted
-/// under `dir`, and removes it.
+/// [`reap_processes`], then removes `dir`.
 pub fn reap(dir: &Path) {
+    reap_processes(dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Kills the shims a containerd under `dir` left and their containers' processes, and
+/// unmounts what is still mounted under `dir`.
+pub fn reap_processes(dir: &Path) {
     let socket = dir.join("containerd.sock");
     let socket = socket.to_string_lossy();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -423,7 +434,6 @@ pub fn reap(dir: &Path) {
         }
     }
     unmount_under(dir);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// SIGKILLs `pid` and every descendant.

@@ -23,9 +23,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tonic::transport::Channel;
 
-/// The runtime handler (RuntimeClass `handler`) of OCI containers.
-pub const HANDLER: &str = "runc";
-
 /// How often a container is looked at while waiting for it to exit (containerd 1.6 has no
 /// container events stream).
 const WAIT_POLL: Duration = Duration::from_millis(50);
@@ -574,6 +571,10 @@ impl PodRuntime for CriRuntime {
             stdout: resp.stdout,
             stderr: resp.stderr,
         })
+    }
+
+    fn runtime_handlers(&self) -> Vec<String> {
+        vec![RUNC.into()]
     }
 
     async fn exec(&self, _id: &ContainerId, _cmd: &[String], _io: ExecIo) -> Result<i32> {

@@ -198,7 +198,7 @@ impl Image {
 /// The busybox applets linked into `/bin` of [`Image::busybox`].
 pub const BUSYBOX_TOOLS: &[&str] = &[
     "sh", "cat", "echo", "env", "ls", "sleep", "httpd", "wget", "nc", "true", "false", "test",
-    "mkdir", "rm", "tar", "head", "wc", "id", "hostname", "ps", "kill", "grep", "yes",
+    "mkdir", "rm", "tar", "head", "wc", "id", "hostname", "ps", "kill", "grep", "yes", "tr",
 ];
 
 /// A ustar writer: enough for layers and OCI layouts (names up to 100 bytes, owned by root).

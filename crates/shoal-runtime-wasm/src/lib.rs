@@ -113,6 +113,8 @@ pub struct WasmRuntime {
     net_counters: Arc<net::Counters>,
     /// Whom pods' outgoing `https` requests trust (the cluster CA, see [`Self::trust_ca`]).
     egress_tls: std::sync::RwLock<Option<Arc<rustls::ClientConfig>>>,
+    /// Registry mirrors pulls go through.
+    mirrors: std::sync::RwLock<Vec<(String, String)>>,
     guests: Option<tokio::runtime::Runtime>,
     /// The node toolbox, compiled the first time an exec needs it (by digest).
     toolbox: Mutex<Option<(String, CommandPre<Guest>)>>,
@@ -193,6 +195,7 @@ impl WasmRuntime {
             network: std::sync::RwLock::new(None),
             net_counters: Arc::default(),
             egress_tls: std::sync::RwLock::new(None),
+            mirrors: Default::default(),
             guests: Some(guests),
             toolbox: Mutex::new(None),
             local_http: Default::default(),
@@ -224,6 +227,12 @@ impl WasmRuntime {
     }
 
     /// Connects pods started from now on to the node's pod network.
+    /// Pulls from a registry of `mirrors` go to its mirror (`(registry, url)`); images keep
+    /// their names.
+    pub fn set_mirrors(&self, mirrors: Vec<(String, String)>) {
+        *self.mirrors.write().unwrap_or_else(|p| p.into_inner()) = mirrors;
+    }
+
     pub fn set_network(&self, network: Arc<dyn network::PodNetwork>) {
         *self.network.write().unwrap_or_else(|p| p.into_inner()) = Some(network);
     }
@@ -465,9 +474,17 @@ impl PodRuntime for WasmRuntime {
             image: image.to_owned(),
             reason: e.to_string(),
         })?;
-        let bytes = registry::pull(&name)
-            .await
-            .map_err(|e| pull_error(e.to_string()))?;
+        let source = {
+            let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+            registry::mirrored(&name, &mirrors).map_err(|e| pull_error(e.to_string()))?
+        };
+        let bytes = registry::pull(&source).await.map_err(|e| match e {
+            registry::RegistryError::ContainerImage(_) => RuntimeError::ContainerImage {
+                image: image.to_owned(),
+                also: String::new(),
+            },
+            e => pull_error(e.to_string()),
+        })?;
         self.images
             .import(&name, &bytes)
             .map_err(|e| RuntimeError::InvalidImage {
@@ -984,5 +1001,9 @@ impl PodRuntime for WasmRuntime {
 
     fn node_memory(&self) -> Option<NodeMemory> {
         Some(self.budget.stats())
+    }
+
+    fn runtime_handlers(&self) -> Vec<String> {
+        vec![shoal_runtime::WASMTIME.into()]
     }
 }

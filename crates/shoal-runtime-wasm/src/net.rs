@@ -120,6 +120,10 @@ impl PodNet {
 
     fn check(&self, addr: SocketAddr, usage: SocketAddrUse) -> bool {
         match usage {
+            // A connect to the node's container bridge is implicitly bound by the kernel (see
+            // `start-connect`), which WASI checks as a bind of the unspecified address; a
+            // socket so bound cannot listen (that needs the pod's address).
+            SocketAddrUse::TcpBind if addr.ip().is_unspecified() && addr.port() == 0 => true,
             SocketAddrUse::TcpBind | SocketAddrUse::UdpBind | SocketAddrUse::TcpListen => {
                 addr.ip() == self.ip
             }
@@ -198,8 +202,12 @@ pub fn add_to_linker(linker: &mut Linker<Guest>) -> wasmtime::Result<()> {
                 let mut view = store.data_mut().sockets();
                 let borrow = || Resource::<TcpSocket>::new_borrow(this.rep());
                 let network_borrow = || Resource::<Network>::new_borrow(network.rep());
-                // Bind to the pod's own address, so the peer (and its policies) see the pod.
-                if HostTcpSocket::local_address(&mut view, borrow()).is_err() {
+                // Bind to the pod's own address, so the peer (and its policies) see the pod;
+                // a loopback pod address cannot reach the node's container bridge, where the
+                // node's own address on the bridge is the source.
+                if HostTcpSocket::local_address(&mut view, borrow()).is_err()
+                    && to.ip().is_loopback() == net.ip.is_loopback()
+                {
                     let local = SocketAddr::new(net.ip, 0);
                     if let Err(e) =
                         HostTcpSocket::start_bind(&mut view, borrow(), network_borrow(), local.into())

@@ -337,5 +337,33 @@ mod wasm_only {
         push_as(&not_wasm, b"plain text".to_vec(), "text/plain").await;
         assert!(rt.pull_image(&not_wasm).await.is_err());
         assert!(rt.pull_image("shoal.local/absent:latest").await.is_err());
+
+        // An OCI container image is told apart: another runtime's.
+        let container = format!("{}/samples/busybox:v1", registry.host);
+        shoal_wasm::oci::push_layer(
+            &container,
+            (vec![0; 1024], "application/vnd.oci.image.layer.v1.tar"),
+            (b"{}".to_vec(), "application/vnd.oci.image.config.v1+json"),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            rt.pull_image(&container).await,
+            Err(shoal_runtime::RuntimeError::ContainerImage { .. })
+        ));
+
+        // Through a mirror, under its own name.
+        rt.set_mirrors(vec![(
+            "mirror.test".into(),
+            format!("http://{}", registry.host),
+        )]);
+        let img = rt.pull_image("mirror.test/samples/hello:v1").await.unwrap();
+        assert_eq!(img.digest, digest);
+        assert!(
+            img.names
+                .iter()
+                .any(|n| n == "mirror.test/samples/hello:v1"),
+            "{img:?}"
+        );
     }
 }

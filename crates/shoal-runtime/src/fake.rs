@@ -28,6 +28,7 @@ struct State {
 
 /// See the module documentation.
 pub struct FakeRuntime {
+    handler: String,
     images: Vec<ImageRef>,
     pool: IpPool,
     budget: Arc<MemoryBudget>,
@@ -61,12 +62,19 @@ impl FakeRuntime {
             })
             .collect();
         Ok(FakeRuntime {
+            handler: WASMTIME.into(),
             images,
             pool: IpPool::new(cidr)?,
             budget: MemoryBudget::new(None),
             accounts: Accounts::default(),
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// The same runtime serving `handler` instead of [`WASMTIME`].
+    pub fn with_handler(mut self, handler: &str) -> Self {
+        self.handler = handler.to_owned();
+        self
     }
 
     /// The node's memory for pods, which `alloc` steps are charged to.
@@ -186,12 +194,27 @@ impl PodRuntime for FakeRuntime {
         }
     }
 
+    /// As a registry would answer: present images pull; as a Wasm runtime, a missing
+    /// `docker.io/` image stands for an OCI container image (the wasmtime runtime finds
+    /// container layers in its manifest); anything else is not found.
     async fn pull_image(&self, image: &str) -> Result<ImageRef> {
-        self.find_image(image)
-            .ok_or_else(|| RuntimeError::ImagePull {
-                image: image.to_owned(),
-                reason: "not found".into(),
-            })
+        self.find_image(image).ok_or_else(|| {
+            if self.handler == WASMTIME && image.starts_with("docker.io/") {
+                RuntimeError::ContainerImage {
+                    image: image.to_owned(),
+                    also: String::new(),
+                }
+            } else {
+                RuntimeError::ImagePull {
+                    image: image.to_owned(),
+                    reason: "not found".into(),
+                }
+            }
+        })
+    }
+
+    fn runtime_handlers(&self) -> Vec<String> {
+        vec![self.handler.clone()]
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {

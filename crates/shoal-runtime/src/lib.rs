@@ -14,6 +14,7 @@ mod ip;
 pub mod local_http;
 pub mod logs;
 pub mod memory;
+pub mod multi;
 pub mod network;
 mod status;
 mod types;
@@ -35,6 +36,12 @@ pub enum RuntimeError {
     ImagePull { image: String, reason: String },
     #[error("image {image:?} is not a runnable component: {reason}")]
     InvalidImage { image: String, reason: String },
+    /// An OCI container image, for a runtime of Wasm components.
+    #[error("image {image:?} is an OCI container image, not a Wasm component{also}")]
+    ContainerImage { image: String, also: String },
+    /// A pod asks for a runtime handler the node does not have.
+    #[error("no runtime handler {handler:?} on this node{why}")]
+    NoHandler { handler: String, why: String },
     #[error("no pod sandbox {0}")]
     SandboxNotFound(SandboxId),
     #[error("no container {0}")]
@@ -123,4 +130,19 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn node_memory(&self) -> Option<NodeMemory> {
         None
     }
+
+    /// The runtime handlers (RuntimeClass `handler`s) this runtime serves, the default first
+    /// (CRI's `StatusResponse.runtime_handlers`).
+    fn runtime_handlers(&self) -> Vec<String>;
+
+    /// The handler that runs `image`, where the image itself decides (a Wasm component or an
+    /// OCI container image); pulls it if it must look. A runtime of one handler answers that.
+    async fn image_handler(&self, _image: &str) -> Result<String> {
+        Ok(self.runtime_handlers().swap_remove(0))
+    }
 }
+
+/// The handler of Wasm components (RuntimeClass `wasmtime`).
+pub const WASMTIME: &str = "wasmtime";
+/// The handler of OCI containers through containerd and runc (RuntimeClass `runc`).
+pub const RUNC: &str = "runc";

@@ -64,6 +64,9 @@ pub struct SandboxConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The pod's annotations (as CRI passes them), e.g. [`INSTANCE_REUSE`].
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// The runtime handler that runs the pod (its RuntimeClass's `handler`); empty: the
+    /// node's default.
+    pub runtime_handler: String,
 }
 
 /// A pod annotation: `"true"` lets a runtime serve several requests in turn with one

@@ -52,6 +52,8 @@ struct State {
     budgets: HashMap<String, preemption::Budget>,
     /// The claims, volumes and classes pods' volumes need.
     volumes: volumes::Volumes,
+    /// RuntimeClass handlers, shared with the RuntimeHandler plugin.
+    runtime_classes: plugins::RuntimeClasses,
 }
 
 /// `namespace/name` of any object.
@@ -114,7 +116,12 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>, config: Config) -> Arc<Self> {
-        let builtin: Vec<Arc<dyn Plugin>> = plugins.into_iter().map(Arc::from).collect();
+        let runtime_classes = plugins::RuntimeClasses::default();
+        let builtin: Vec<Arc<dyn Plugin>> =
+            std::iter::once(Box::new(plugins::RuntimeHandler(runtime_classes.clone())) as _)
+                .chain(plugins)
+                .map(Arc::from)
+                .collect();
         let events = shoal_client::Recorder::new(client.clone(), DEFAULT_SCHEDULER, None);
         Arc::new(Self {
             client,
@@ -123,7 +130,10 @@ impl Scheduler {
             builtin,
             wasm: Arc::default(),
             wasm_seen: std::sync::atomic::AtomicI64::new(0),
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                runtime_classes,
+                ..Default::default()
+            }),
             wake: Notify::new(),
             binds: Arc::new(tokio::sync::Semaphore::new(PARALLEL_BINDS)),
             events,
@@ -177,6 +187,7 @@ impl Scheduler {
             move || this.clone().watch_pods(),
         );
         use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+        use k8s_openapi::api::node::v1::RuntimeClass;
         use k8s_openapi::api::policy::v1::PodDisruptionBudget;
         use k8s_openapi::api::storage::v1::StorageClass;
         let followers = [
@@ -236,6 +247,25 @@ impl Scheduler {
                         .remove(c.metadata.name.as_deref().unwrap_or(""));
                 },
                 |s| s.volumes.classes.clear(),
+            ),
+            self.follow::<RuntimeClass>(
+                &shutdown,
+                "scheduler/runtime-class-watch",
+                |s, c| {
+                    let name = c.metadata.name.clone().unwrap_or_default();
+                    let mut classes = s.runtime_classes.write().unwrap_or_else(|p| p.into_inner());
+                    classes.insert(name, c.handler);
+                },
+                |s, c| {
+                    let mut classes = s.runtime_classes.write().unwrap_or_else(|p| p.into_inner());
+                    classes.remove(c.metadata.name.as_deref().unwrap_or(""));
+                },
+                |s| {
+                    s.runtime_classes
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear()
+                },
             ),
         ];
         let plugins = self.config.plugins.clone().map(|config| {

@@ -221,3 +221,68 @@ pub fn defaults() -> Vec<Box<dyn Plugin>> {
         Box::new(BalancedAllocation),
     ]
 }
+
+/// RuntimeClass handlers by class name, as the scheduler's watch of RuntimeClasses keeps them.
+pub type RuntimeClasses =
+    std::sync::Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
+
+/// A pod with a `runtimeClassName` goes only to nodes whose status lists the class's handler
+/// among its `runtimeHandlers` (a node listing none runs Wasm components only). A class that
+/// does not exist makes the pod unschedulable everywhere, saying so.
+pub struct RuntimeHandler(pub RuntimeClasses);
+
+impl RuntimeHandler {
+    const NAME: &str = "RuntimeHandler";
+}
+
+impl Plugin for RuntimeHandler {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        _nodes: &[NodeInfo],
+    ) -> Result<(), String> {
+        let Some(class) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .filter(|c| !c.is_empty())
+        else {
+            return Ok(());
+        };
+        let handler = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(class)
+            .cloned()
+            .ok_or_else(|| format!("RuntimeClass {class:?} not found"))?;
+        state.write(Self::NAME, handler);
+        Ok(())
+    }
+    fn filter(&self, state: &CycleState, _pod: &Pod, node: &NodeInfo) -> Result<(), String> {
+        let Some(handler) = state.read::<String>(Self::NAME) else {
+            return Ok(());
+        };
+        let listed = node
+            .node
+            .status
+            .as_ref()
+            .and_then(|s| s.runtime_handlers.as_ref())
+            .filter(|h| !h.is_empty());
+        let has = match listed {
+            Some(hs) => hs
+                .iter()
+                .any(|h| h.name.as_deref() == Some(handler.as_str())),
+            None => handler == "wasmtime",
+        };
+        if has {
+            Ok(())
+        } else {
+            Err(format!("node(s) had no runtime handler {handler:?}"))
+        }
+    }
+}

@@ -132,6 +132,8 @@ pub struct Cluster {
     pub node: NodeNet,
     /// The node's ingress ports (HTTP, HTTPS) on `node.node_ip`, with `shoal up`.
     pub ingress_ports: (u16, u16),
+    /// The node runs containers: it is stopped with SIGTERM (it stops them) before SIGKILL.
+    containers: bool,
 }
 
 /// A port free on `ip` now (the test's own loopback address, so nobody else takes it).
@@ -206,7 +208,14 @@ impl Cluster {
                 // No disk signal: a test machine's disk may be fuller than a node's should be.
                 cmd.args(["--eviction-hard", "memory.available<100Mi"]);
             }
+            // Containers (a private containerd) only for the tests that ask for them.
+            if !args.contains(&"--containers") {
+                cmd.args(["--containers", "off"]);
+            }
         }
+        let containers = args
+            .windows(2)
+            .any(|w| w[0] == "--containers" && w[1] != "off");
         let mut child = cmd
             // Plugins' output is logged at info.
             .env("RUST_LOG", "warn,shoal_plugin_host=info")
@@ -253,6 +262,7 @@ impl Cluster {
             service_cidr,
             node,
             ingress_ports,
+            containers,
         })
     }
 
@@ -374,9 +384,13 @@ impl Cluster {
         })
     }
 
-    /// SIGKILLs the process (no clean shutdown).
+    /// SIGKILLs the process (no clean shutdown), after a SIGTERM and up to 20 s to stop its
+    /// containers if it runs any.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
+            if self.containers {
+                terminate(&mut c, Duration::from_secs(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -386,6 +400,20 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Sends SIGTERM to `child` and waits up to `grace` for it to exit.
+fn terminate(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -588,6 +616,11 @@ impl Node {
             .args(["--restart-backoff", "1"])
             .args(&NODE_TIMING[..2])
             .args(extra)
+            .args(if extra.contains(&"--containers") {
+                &[][..]
+            } else {
+                &["--containers", "off"][..]
+            })
             .args(if extra.contains(&"--eviction-hard") {
                 &[][..]
             } else {

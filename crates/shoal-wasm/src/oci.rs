@@ -19,6 +19,12 @@ pub const WASM_LAYER_TYPES: &[&str] = &[
 /// The config media type of the wasm OCI artifact layout.
 pub const WASM_CONFIG_TYPE: &str = "application/vnd.wasm.config.v0+json";
 
+/// Layer media types of OCI and Docker container images (compressed or not).
+pub const CONTAINER_LAYER_TYPES: &[&str] = &[
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.docker.image.rootfs.diff.tar",
+];
+
 /// Why a pull or push failed, in words for an event.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -28,6 +34,9 @@ pub enum RegistryError {
     Registry(String),
     #[error("the artifact has {0} Wasm layers; exactly one is expected")]
     Layers(usize),
+    /// An OCI (or Docker) container image: container layers, no Wasm one.
+    #[error("an OCI container image (layers of type {0})")]
+    ContainerImage(String),
     #[error("layer digest mismatch: the manifest says {expected}, the content is {actual}")]
     Digest { expected: String, actual: String },
     #[error("the Wasm layer is {size} bytes, more than the {max} allowed")]
@@ -101,6 +110,33 @@ pub async fn pull(image: &str) -> Result<Vec<u8>, RegistryError> {
     pull_limited(image, MAX_IMAGE_BYTES).await
 }
 
+/// Registry mirrors: `(registry, url)`, pulls from `registry` (`docker.io`, as image names
+/// mean it) going to the mirror at `url` (`http://127.0.0.1:5000`) instead.
+pub type Mirrors = [(String, String)];
+
+/// `image` as pulled through `mirrors`: the same repository and tag or digest on the mirror of
+/// its registry, if it has one.
+pub fn mirrored(image: &str, mirrors: &Mirrors) -> Result<String, RegistryError> {
+    let reference = parse(image)?;
+    let Some((_, url)) = mirrors.iter().find(|(r, _)| r == reference.registry()) else {
+        return Ok(image.to_owned());
+    };
+    let host = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, h)| h)
+        .trim_end_matches('/');
+    let mut out = format!("{host}/{}", reference.repository());
+    if let Some(tag) = reference.tag() {
+        out.push(':');
+        out.push_str(tag);
+    }
+    if let Some(digest) = reference.digest() {
+        out.push('@');
+        out.push_str(digest);
+    }
+    Ok(out)
+}
+
 /// As [`pull`], refusing a layer of more than `max_bytes` (by its manifest, and while it
 /// downloads, whatever the manifest said).
 pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, RegistryError> {
@@ -117,6 +153,16 @@ pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, Regist
         .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
         .collect();
     let [layer] = wasm[..] else {
+        let containers = manifest
+            .layers
+            .iter()
+            .map(|l| l.media_type.as_str())
+            .filter(|t| CONTAINER_LAYER_TYPES.iter().any(|c| t.starts_with(c)))
+            .collect::<std::collections::BTreeSet<_>>();
+        if wasm.is_empty() && !containers.is_empty() {
+            let types = containers.into_iter().collect::<Vec<_>>().join(", ");
+            return Err(RegistryError::ContainerImage(types));
+        }
         return Err(RegistryError::Layers(wasm.len()));
     };
     if manifest.layers.len() != 1 {
@@ -183,4 +229,26 @@ pub async fn push_layer(
         .await
         .map_err(registry_error)?;
     Ok(resp.manifest_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_take_the_pulls_of_their_registry() {
+        let mirrors = [("docker.io".to_owned(), "http://127.0.0.1:5000".to_owned())];
+        assert_eq!(
+            mirrored("busybox", &mirrors).unwrap(),
+            "127.0.0.1:5000/library/busybox:latest"
+        );
+        assert_eq!(
+            mirrored("docker.io/me/app:v2", &mirrors).unwrap(),
+            "127.0.0.1:5000/me/app:v2"
+        );
+        assert_eq!(
+            mirrored("ghcr.io/me/app:v2", &mirrors).unwrap(),
+            "ghcr.io/me/app:v2"
+        );
+    }
 }

@@ -83,6 +83,108 @@ pub struct KubeletArgs {
     /// for `shoal kubelet`; without it that node serves no ingress. `shoal up` issues its own.
     #[arg(long)]
     pub ingress_kubeconfig: Option<PathBuf>,
+    /// OCI containers beside Wasm pods: `auto` starts a private containerd when this machine
+    /// can run one (root; Debian's containerd, runc, containernetworking-plugins and
+    /// busybox-static) and says why not otherwise; `on` fails without it; `off` runs Wasm pods
+    /// only.
+    #[arg(long, value_enum, default_value_t = Containers::Auto)]
+    pub containers: Containers,
+    /// An existing CRI socket (a containerd of the machine's) to run containers through,
+    /// instead of a private containerd.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<PathBuf>,
+    /// The subnet container pods take their addresses from, on the node's CNI bridge (Wasm
+    /// pods keep --pod-cidr). 198.18.0.0/15 is set aside for test networks.
+    #[arg(long, default_value = "198.18.0.0/24")]
+    pub container_pod_cidr: String,
+    /// A registry mirror, `REGISTRY=URL` (repeatable): images of REGISTRY (`docker.io` for
+    /// `busybox`) are pulled from URL (`http://127.0.0.1:5000`) under their own names, by
+    /// both runtimes.
+    #[arg(long = "registry-mirror", value_parser = parse_mirror)]
+    pub registry_mirrors: Vec<(String, String)>,
+}
+
+/// Whether a node runs OCI containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Containers {
+    Auto,
+    On,
+    Off,
+}
+
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    let (registry, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not REGISTRY=URL"))?;
+    if registry.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "{s:?}: want REGISTRY=URL with an http:// or https:// URL"
+        ));
+    }
+    Ok((registry.to_owned(), url.trim_end_matches('/').to_owned()))
+}
+
+/// The node's container runtime: a CRI client, and the private containerd behind it if the
+/// node started one.
+struct ContainerRuntime {
+    cri: Arc<shoal_runtime_cri::CriRuntime>,
+    containerd: Option<Arc<shoal_runtime_cri::containerd::Containerd>>,
+}
+
+/// Starts (or connects to) the node's container runtime; `Err` says why the node runs Wasm
+/// pods only.
+async fn start_containers(
+    args: &KubeletArgs,
+    dir: &Path,
+    shutdown: &CancellationToken,
+) -> Result<ContainerRuntime, String> {
+    use shoal_runtime_cri::containerd;
+    if args.containers == Containers::Off {
+        return Err("containers are off (--containers off)".into());
+    }
+    if let Some(socket) = &args.container_runtime_endpoint {
+        let cri = shoal_runtime_cri::CriRuntime::connect(socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(ContainerRuntime {
+            cri: Arc::new(cri),
+            containerd: None,
+        });
+    }
+    containerd::check().map_err(|e| e.to_string())?;
+    shoal_runtime::IpPool::new(&args.container_pod_cidr)
+        .map_err(|e| format!("--container-pod-cidr: {e}"))?;
+    let state = dir.join("containerd");
+    // What a node killed before could stop its containers left behind.
+    containerd::reap_processes(&state);
+    // One bridge per node of this machine, named after its data directory.
+    let bridge = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        state.hash(&mut h);
+        format!("shoal{:08x}", h.finish() as u32)
+    };
+    let config = containerd::Config {
+        dir: state,
+        pod_cidr: args.container_pod_cidr.clone(),
+        bridge,
+        mirrors: args.registry_mirrors.clone(),
+    };
+    let containerd = tokio::task::spawn_blocking(move || containerd::Containerd::start(config))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot start containerd: {e}"))?;
+    let cri = shoal_runtime_cri::CriRuntime::connect(&containerd.socket())
+        .await
+        .map_err(|e| e.to_string())?;
+    // A node starts with no containers, as it starts with no Wasm instances: the kubelet
+    // runs its pods afresh.
+    cri.stop_all().await;
+    tokio::spawn(containerd.clone().supervise(shutdown.clone()));
+    Ok(ContainerRuntime {
+        cri: Arc::new(cri),
+        containerd: Some(containerd),
+    })
 }
 
 /// The cluster add-ons a node runs beside its kubelet, each with its own identity.
@@ -157,6 +259,21 @@ pub async fn start_kubelet(
     let dir = data_dir.join("kubelet");
     let runtime = WasmRuntime::new(&dir, &args.pod_cidr)
         .with_context(|| format!("cannot set up the Wasm runtime in {}", dir.display()))?;
+    runtime.set_mirrors(args.registry_mirrors.clone());
+    let containers = start_containers(args, &dir, &shutdown).await;
+    match &containers {
+        Ok(c) => println!(
+            "Containers run through {} (RuntimeClass runc)",
+            shoal_runtime::PodRuntime::version(c.cri.as_ref())
+        ),
+        Err(why) if args.containers == Containers::On => {
+            anyhow::bail!("--containers on, but containers cannot run here: {why}")
+        }
+        Err(why) => {
+            println!("Wasm pods only: {why}");
+            tracing::warn!(%why, "this node runs no OCI containers");
+        }
+    }
     if let Some(ca) = &args.cluster_ca {
         runtime
             .trust_ca(ca)
@@ -288,7 +405,12 @@ pub async fn start_kubelet(
             .run(proxy_stop.clone())
         },
     );
-    let kubelet = Kubelet::new(config, client, Arc::new(runtime), supervisor);
+    let runtimes = shoal_runtime::multi::Runtimes::new(Arc::new(runtime));
+    let runtimes = match &containers {
+        Ok(c) => runtimes.with(c.cri.clone()),
+        Err(why) => runtimes.without(shoal_runtime::RUNC, why),
+    };
+    let kubelet = Kubelet::new(config, client, Arc::new(runtimes), supervisor);
     // The API server's own token when it runs in this process; else its TokenReviews and
     // SubjectAccessReviews say who may call.
     let auth = match token {
@@ -304,6 +426,14 @@ pub async fn start_kubelet(
     Ok(tokio::spawn(async move {
         if let Err(e) = kubelet.run(shutdown).await {
             tracing::error!(error = %e, "kubelet stopped");
+        }
+        // Containers do not end with the node's process as Wasm pods do: stop them, then
+        // the private containerd.
+        if let Ok(c) = containers {
+            c.cri.stop_all().await;
+            if let Some(containerd) = c.containerd {
+                let _ = tokio::task::spawn_blocking(move || containerd.stop()).await;
+            }
         }
     }))
 }

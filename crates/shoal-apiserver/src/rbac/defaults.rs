@@ -382,6 +382,7 @@ pub fn cluster_roles() -> Vec<Value> {
                     ],
                 ),
                 rule(READ, &["scheduling.k8s.io"], &["priorityclasses"]),
+                rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
                 rule(READ, &["policy.shoal.dev"], &["schedulerplugins"]),
                 rule(
                     &["update", "patch"],

@@ -402,6 +402,13 @@ impl Worker {
     /// Creates the sandbox and the volumes; false (with a warning event) if it cannot yet.
     async fn setup(&mut self) -> bool {
         if self.sandbox.is_none() {
+            let runtime_handler = match self.runtime_handler().await {
+                Ok(h) => h,
+                Err(message) => {
+                    self.setup_warning("FailedCreatePodSandBox", message);
+                    return false;
+                }
+            };
             let cfg = SandboxConfig {
                 name: self.name.clone(),
                 namespace: self.ns.clone(),
@@ -414,6 +421,7 @@ impl Worker {
                 ),
                 labels: self.pod.metadata.labels.clone().unwrap_or_default(),
                 annotations: self.pod.metadata.annotations.clone().unwrap_or_default(),
+                runtime_handler,
             };
             match self.k.runtime.run_pod_sandbox(&cfg).await {
                 Ok(sb) => {
@@ -451,6 +459,39 @@ impl Worker {
         }
         self.setup_error = None;
         true
+    }
+
+    /// The runtime handler of the pod: its RuntimeClass's, or, without one, the one its first
+    /// container's image calls for (a Wasm component or an OCI container image).
+    async fn runtime_handler(&self) -> Result<String, String> {
+        if let Some(class) = self.spec().runtime_class_name.as_deref() {
+            let classes: Api<k8s_openapi::api::node::v1::RuntimeClass> =
+                Api::all(self.k.client.clone());
+            return match classes.get_opt(class).await {
+                Ok(Some(rc)) => Ok(rc.handler),
+                Ok(None) => Err(format!(
+                    "Failed to create pod sandbox: RuntimeClass {class:?} not found"
+                )),
+                Err(e) => Err(format!(
+                    "Failed to create pod sandbox: cannot read RuntimeClass {class:?}: {e}"
+                )),
+            };
+        }
+        let spec = self.spec();
+        let Some(image) = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .find_map(|c| c.image.clone())
+        else {
+            return Ok(String::new());
+        };
+        self.k
+            .runtime
+            .image_handler(&image)
+            .await
+            .map_err(|e| format!("Failed to create pod sandbox: {e}"))
     }
 
     /// Writes fresh service account tokens into the pod's volumes; tries again soon if the

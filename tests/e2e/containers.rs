@@ -1,0 +1,255 @@
+//! OCI containers beside Wasm pods on one node (`shoal up --containers on`, a private
+//! containerd), driven with kubectl: `image: busybox` resolves through a registry mirror on
+//! loopback to an image the test built from Debian's busybox-static; logs, restarts with
+//! `--previous`, OOMKilled and graceful deletion behave as for Wasm pods; a Wasm pod calls a
+//! container backend by Service name; a node without containers keeps `runc` pods Pending,
+//! saying why. Needs root and the packages `cargo xtask test` installs. Container pods live on
+//! the test's own CNI bridge in 198.18.0.0/15 (the range set aside for test networks).
+
+use crate::services::run_client;
+use shoal_runtime_cri::{containerd, oci};
+use shoal_testkit::registry::Registry;
+use shoal_testkit::{Cluster, eventually};
+
+/// A registry on loopback holding `library/busybox:latest`, built from busybox-static.
+fn registry_with_busybox() -> Registry {
+    if let Err(e) = containerd::check() {
+        panic!("the container tests need it: {e} (cargo xtask test installs the packages)");
+    }
+    let registry = Registry::start().unwrap();
+    let image = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))
+        .unwrap()
+        .cmd(&["sh"])
+        .build();
+    let name = format!("{}/library/busybox:latest", registry.host);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(shoal_wasm::oci::push_layer(
+            &name,
+            (image.layer.bytes, oci::LAYER),
+            (image.config.bytes, oci::CONFIG),
+        ))
+        .unwrap();
+    registry
+}
+
+/// The node's runtime handlers, once it has registered.
+fn handlers(c: &Cluster) -> String {
+    eventually("the node's runtime handlers", || {
+        let out = c.kubectl(&[
+            "get",
+            "node",
+            shoal_testkit::NODE,
+            "-o",
+            "jsonpath={.status.runtimeHandlers[*].name}",
+        ]);
+        let handlers = String::from_utf8_lossy(&out.stdout).into_owned();
+        anyhow::ensure!(
+            out.status.success() && !handlers.is_empty(),
+            "no node status yet"
+        );
+        Ok(handlers)
+    })
+}
+
+fn mirror(registry: &Registry) -> String {
+    format!("docker.io=http://{}", registry.host)
+}
+
+/// A /24 of 198.18.0.0/16 for this test process's bridge.
+fn container_cidr() -> String {
+    format!("198.18.{}.0/24", std::process::id() % 200 + 20)
+}
+
+#[test]
+fn busybox_runs_beside_wasm_pods_and_they_call_each_other() {
+    let registry = registry_with_busybox();
+    let cidr = container_cidr();
+    let c = Cluster::start_with(&[
+        "--containers",
+        "on",
+        "--registry-mirror",
+        &mirror(&registry),
+        "--container-pod-cidr",
+        &cidr,
+    ])
+    .unwrap();
+    assert_eq!(handlers(&c), "wasmtime runc");
+    assert!(c.ok(&["get", "runtimeclass"]).contains("runc"));
+
+    // The manifest every Kubernetes user knows, unchanged.
+    c.ok(&[
+        "run",
+        "bb",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; sleep 3600",
+    ]);
+    c.wait_pod("bb", "{.status.phase}", "Running");
+    eventually("bb logs hi", || {
+        let logs = c.ok(&["logs", "bb"]);
+        anyhow::ensure!(logs == "hi\n", "{logs:?}");
+        Ok(())
+    });
+    let ip = c.pod_field("bb", "{.status.podIP}").unwrap();
+    let prefix = cidr.trim_end_matches("0/24");
+    assert!(ip.starts_with(prefix), "{ip} in {cidr}");
+    let image_id = c
+        .pod_field("bb", "{.status.containerStatuses[0].imageID}")
+        .unwrap();
+    assert!(image_id.contains("sha256:"), "{image_id}");
+    // Graceful deletion: sh ignores SIGTERM as PID 1; the grace period ends it.
+    c.ok(&["delete", "pod", "bb", "--grace-period=1"]);
+
+    // A container backend behind a Service, called by name from a Wasm pod.
+    c.apply(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      runtimeClassName: runc
+      containers:
+      - name: httpd
+        image: busybox
+        command: [sh, -c, "mkdir /www && echo hello from busybox > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /index.html, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+"#,
+    );
+    eventually("web has a ready endpoint", || {
+        let eps = c.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[*]}",
+        ]);
+        anyhow::ensure!(eps.starts_with(prefix), "{eps:?}");
+        Ok(())
+    });
+    let (phase, logs) = run_client(
+        &c,
+        "caller",
+        "app: caller",
+        &["connect", "web:80", "GET /index.html HTTP/1.0\r\n\r\n"],
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("hello from busybox"), "{logs}");
+
+    // Restarts with back-off, and the previous run's logs.
+    c.ok(&[
+        "run",
+        "crash",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo run at $(date +%s%N); exit 3",
+    ]);
+    eventually("crash restarts", || {
+        let n = c.pod_field("crash", "{.status.containerStatuses[0].restartCount}")?;
+        anyhow::ensure!(n.parse::<u32>().unwrap_or(0) >= 1, "{n:?}");
+        Ok(())
+    });
+    let last = c.pod_field(
+        "crash",
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    );
+    assert_eq!(last.unwrap(), "3");
+    let previous = c.ok(&["logs", "crash", "--previous"]);
+    assert!(previous.starts_with("run at "), "{previous:?}");
+
+    // Past its memory limit, the kernel kills it: OOMKilled, as on Kubernetes.
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: busybox
+    command: [sh, -c, "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"]
+    resources: {limits: {memory: 16Mi}}
+"#,
+    );
+    c.wait_pod("hog", "{.status.phase}", "Failed");
+    assert_eq!(
+        c.pod_field(
+            "hog",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        )
+        .unwrap(),
+        "OOMKilled"
+    );
+    assert!(!c.ok(&["logs", "hog"]).contains("survived"));
+}
+
+#[test]
+fn a_node_without_containers_says_so_for_pods_that_need_them() {
+    let registry = registry_with_busybox();
+    let c = Cluster::start_with(&[
+        "--containers",
+        "off",
+        "--registry-mirror",
+        &mirror(&registry),
+    ])
+    .unwrap();
+    assert_eq!(handlers(&c), "wasmtime");
+    // Asked for by RuntimeClass: the scheduler keeps it off the node, naming the handler.
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: wants-runc}\nspec:\n  runtimeClassName: runc\n  containers: [{name: c, image: busybox}]\n",
+    );
+    eventually("wants-runc is unschedulable", || {
+        let msg = c.pod_field(
+            "wants-runc",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        )?;
+        anyhow::ensure!(
+            msg.contains("1 node(s) had no runtime handler \"runc\""),
+            "{msg:?}"
+        );
+        Ok(())
+    });
+    assert_eq!(
+        c.pod_field("wants-runc", "{.status.phase}").unwrap(),
+        "Pending"
+    );
+    // Called for by its image: an event saying the node runs no containers, not a pull error.
+    c.ok(&["run", "bb", "--image=busybox"]);
+    eventually("bb's event", || {
+        let events = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=bb,reason=FailedCreatePodSandBox",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        anyhow::ensure!(
+            events.contains("is an OCI container image")
+                && events.contains("cannot run containers"),
+            "{events:?}"
+        );
+        Ok(())
+    });
+    let waiting = c
+        .pod_field("bb", "{.status.containerStatuses[0].state.waiting.reason}")
+        .unwrap_or_default();
+    assert_ne!(waiting, "ErrImagePull");
+}
