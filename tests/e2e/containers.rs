@@ -100,6 +100,13 @@ fn busybox_runs_beside_wasm_pods_and_they_call_each_other() {
         .pod_field("bb", "{.status.containerStatuses[0].imageID}")
         .unwrap();
     assert!(image_id.contains("sha256:"), "{image_id}");
+    // kubectl exec, through CRI's streaming Exec, with the command's exit code.
+    assert_eq!(
+        c.ok(&["exec", "bb", "--", "sh", "-c", "echo in $(hostname)"]),
+        "in bb\n"
+    );
+    let out = c.kubectl(&["exec", "bb", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
     // Graceful deletion: sh ignores SIGTERM as PID 1; the grace period ends it.
     c.ok(&["delete", "pod", "bb", "--grace-period=1"]);
 

@@ -436,9 +436,9 @@ pub fn reap_processes(dir: &Path) {
     unmount_under(dir);
 }
 
-/// SIGKILLs `pid` and every descendant.
-fn kill_tree(pid: u32) {
-    let children = std::fs::read_dir(format!("/proc/{pid}/task"))
+/// The child processes of `pid` (from every thread's `children`).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
         .flatten()
@@ -448,7 +448,12 @@ fn kill_tree(pid: u32) {
                 .filter_map(|p| p.parse().ok())
                 .collect::<Vec<u32>>()
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+/// SIGKILLs `pid` and every descendant.
+fn kill_tree(pid: u32) {
+    let children = children(pid);
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .stderr(Stdio::null())

@@ -10,6 +10,7 @@
 
 pub mod containerd;
 pub mod oci;
+mod stream;
 
 pub use k8s_cri::v1 as cri;
 
@@ -82,6 +83,21 @@ fn not_found(s: &tonic::Status) -> bool {
     s.code() == tonic::Code::NotFound || s.message().contains("not found")
 }
 
+/// A CRI error about container `id`: not found, or the call's failure.
+fn container_error(
+    id: &ContainerId,
+    what: &'static str,
+) -> impl FnOnce(tonic::Status) -> RuntimeError {
+    let id = id.clone();
+    move |s| {
+        if not_found(&s) {
+            RuntimeError::ContainerNotFound(id)
+        } else {
+            status_error(what, s)
+        }
+    }
+}
+
 /// Stopping or removing what is already gone succeeds, as CRI's calls do.
 fn unless_gone<T>(what: &str, r: Result<T, tonic::Status>) -> Result<()> {
     match r {
@@ -152,13 +168,7 @@ impl CriRuntime {
                 verbose: false,
             })
             .await
-            .map_err(|s| {
-                if not_found(&s) {
-                    RuntimeError::ContainerNotFound(id.clone())
-                } else {
-                    status_error("ContainerStatus", s)
-                }
-            })?;
+            .map_err(container_error(id, "ContainerStatus"))?;
         resp.into_inner()
             .status
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
@@ -457,13 +467,7 @@ impl PodRuntime for CriRuntime {
                 container_id: id.0.clone(),
             })
             .await
-            .map_err(|s| {
-                if not_found(&s) {
-                    RuntimeError::ContainerNotFound(id.clone())
-                } else {
-                    status_error("StartContainer", s)
-                }
-            })?;
+            .map_err(container_error(id, "StartContainer"))?;
         Ok(())
     }
 
@@ -577,16 +581,39 @@ impl PodRuntime for CriRuntime {
         vec![RUNC.into()]
     }
 
-    async fn exec(&self, _id: &ContainerId, _cmd: &[String], _io: ExecIo) -> Result<i32> {
-        Err(RuntimeError::Unsupported(
-            "streamed exec into OCI containers (CRI Exec's streaming URL) is not implemented yet; exec probes work",
-        ))
+    async fn exec(&self, id: &ContainerId, cmd: &[String], io: ExecIo) -> Result<i32> {
+        let url = self
+            .rt()
+            .exec(cri::ExecRequest {
+                container_id: id.0.clone(),
+                cmd: cmd.to_vec(),
+                tty: io.tty,
+                stdin: io.stdin.is_some(),
+                stdout: true,
+                stderr: !io.tty,
+            })
+            .await
+            .map_err(container_error(id, "Exec"))?
+            .into_inner()
+            .url;
+        Ok(stream::run(&url, io).await?.unwrap_or(0))
     }
 
-    async fn attach(&self, _id: &ContainerId, _io: ExecIo) -> Result<()> {
-        Err(RuntimeError::Unsupported(
-            "attaching to OCI containers (CRI Attach's streaming URL) is not implemented yet",
-        ))
+    async fn attach(&self, id: &ContainerId, io: ExecIo) -> Result<()> {
+        let url = self
+            .rt()
+            .attach(cri::AttachRequest {
+                container_id: id.0.clone(),
+                tty: io.tty,
+                stdin: io.stdin.is_some(),
+                stdout: true,
+                stderr: !io.tty,
+            })
+            .await
+            .map_err(container_error(id, "Attach"))?
+            .into_inner()
+            .url;
+        stream::run(&url, io).await.map(|_| ())
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {

@@ -120,6 +120,41 @@ async fn harness() -> Harness {
 
 shoal_runtime::runtime_conformance!(harness, without node_budget);
 
+/// A busybox pod `name` running `command`, started: its runtime, sandbox, container and log.
+async fn busybox(
+    name: &str,
+    command: &[&str],
+) -> (
+    CriRuntime,
+    shoal_runtime::Sandbox,
+    shoal_runtime::ContainerId,
+    PathBuf,
+) {
+    let node = node();
+    let rt = CriRuntime::connect(&node.containerd.socket())
+        .await
+        .unwrap();
+    rt.pull_image("busybox").await.unwrap();
+    let dir = node.dir.join(name);
+    let sb = sandbox(&rt, &dir, name).await;
+    let log = dir.join(name).join("c/0.log");
+    let id = rt
+        .create_container(
+            &sb.id,
+            ContainerConfig {
+                name: "c".into(),
+                image: "busybox".into(),
+                command: command.iter().map(|s| s.to_string()).collect(),
+                log_path: log.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    rt.start_container(&id).await.unwrap();
+    (rt, sb, id, log)
+}
+
 async fn sandbox(rt: &CriRuntime, dir: &std::path::Path, name: &str) -> shoal_runtime::Sandbox {
     rt.run_pod_sandbox(&SandboxConfig {
         name: name.into(),
@@ -134,36 +169,15 @@ async fn sandbox(rt: &CriRuntime, dir: &std::path::Path, name: &str) -> shoal_ru
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_naming_busybox_runs_the_mirrors_image_with_its_command() {
-    let node = node();
-    let rt = CriRuntime::connect(&node.containerd.socket())
-        .await
-        .unwrap();
+    let (rt, sb, id, log) = busybox("bb", &["sh", "-c", "echo hi from $(hostname); exit 7"]).await;
     assert_eq!(rt.version().name, "containerd");
-    let img = rt.pull_image("busybox").await.unwrap();
+    let img = rt.image_status("busybox").await.unwrap().unwrap();
     assert!(
         img.names
             .iter()
             .any(|n| n == "docker.io/library/busybox:latest"),
         "{img:?}"
     );
-    let dir = node.dir.join("busybox");
-    let sb = sandbox(&rt, &dir, "bb").await;
-    let log = dir.join("bb/c/0.log");
-    let id = rt
-        .create_container(
-            &sb.id,
-            ContainerConfig {
-                name: "c".into(),
-                image: "busybox".into(),
-                command: vec!["sh".into(), "-c".into()],
-                args: vec!["echo hi from $(hostname); exit 7".into()],
-                log_path: log.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    rt.start_container(&id).await.unwrap();
     let st = tokio::time::timeout(Duration::from_secs(30), rt.wait_container(&id))
         .await
         .unwrap()
@@ -173,36 +187,20 @@ async fn a_manifest_naming_busybox_runs_the_mirrors_image_with_its_command() {
     assert!(text.contains(" stdout F hi from bb"), "{text}");
     rt.stop_pod_sandbox(&sb.id).await.unwrap();
     rt.remove_pod_sandbox(&sb.id).await.unwrap();
-    assert!(node.registry.host.starts_with("127.0.0.1:"));
+    assert!(node().registry.host.starts_with("127.0.0.1:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_pod_answers_on_its_address_from_the_node() {
-    let node = node();
-    let rt = CriRuntime::connect(&node.containerd.socket())
-        .await
-        .unwrap();
-    rt.pull_image("busybox").await.unwrap();
-    let dir = node.dir.join("httpd");
-    let sb = sandbox(&rt, &dir, "web").await;
-    let id = rt
-        .create_container(
-            &sb.id,
-            ContainerConfig {
-                name: "web".into(),
-                image: "busybox".into(),
-                command: vec!["sh".into(), "-c".into()],
-                args: vec![
-                    "mkdir -p /www && echo hello > /www/index.html && httpd -f -p 8080 -h /www"
-                        .into(),
-                ],
-                log_path: dir.join("web/web/0.log"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    rt.start_container(&id).await.unwrap();
+    let (rt, sb, _, _) = busybox(
+        "web",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /www && echo hello > /www/index.html && httpd -f -p 8080 -h /www",
+        ],
+    )
+    .await;
     let addr = std::net::SocketAddr::new(sb.ip, 8080);
     let mut answer = String::new();
     for _ in 0..100 {
@@ -216,6 +214,44 @@ async fn a_container_pod_answers_on_its_address_from_the_node() {
     }
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
     assert!(answer.ends_with("hello\n"), "{answer:?}");
+    rt.stop_pod_sandbox(&sb.id).await.unwrap();
+    rt.remove_pod_sandbox(&sb.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_exec_carries_stdin_stdout_stderr_and_the_exit_code() {
+    use tokio::io::AsyncReadExt;
+    let (rt, sb, id, _) = busybox("ex", &["sleep", "3600"]).await;
+    let (out, mut out_r) = tokio::io::duplex(1 << 16);
+    let (err, mut err_r) = tokio::io::duplex(1 << 16);
+    let stdin: &'static [u8] = b"from stdin\n";
+    let cmd: Vec<String> = ["sh", "-c", "head -n 1; echo out; echo err >&2; exit 5"]
+        .map(String::from)
+        .to_vec();
+    let code = tokio::time::timeout(
+        Duration::from_secs(30),
+        rt.exec(
+            &id,
+            &cmd,
+            shoal_runtime::ExecIo {
+                stdin: Some(Box::new(stdin)),
+                stdout: Box::new(out),
+                stderr: Some(Box::new(err)),
+                tty: false,
+            },
+        ),
+    )
+    .await
+    .expect("exec ends")
+    .unwrap();
+    assert_eq!(code, 5);
+    let (mut o, mut e) = (String::new(), String::new());
+    out_r.read_to_string(&mut o).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), err_r.read_to_string(&mut e))
+        .await
+        .ok();
+    assert_eq!(o, "from stdin\nout\n");
+    assert_eq!(e, "err\n");
     rt.stop_pod_sandbox(&sb.id).await.unwrap();
     rt.remove_pod_sandbox(&sb.id).await.unwrap();
 }

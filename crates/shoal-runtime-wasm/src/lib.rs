@@ -227,6 +227,12 @@ impl WasmRuntime {
     }
 
     /// Connects pods started from now on to the node's pod network.
+    /// Where `image` is pulled from: its mirror's copy, if its registry has a mirror.
+    fn source(&self, image: &str) -> Result<String, registry::RegistryError> {
+        let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
+        registry::mirrored(image, &mirrors)
+    }
+
     /// Pulls from a registry of `mirrors` go to its mirror (`(registry, url)`); images keep
     /// their names.
     pub fn set_mirrors(&self, mirrors: Vec<(String, String)>) {
@@ -474,10 +480,7 @@ impl PodRuntime for WasmRuntime {
             image: image.to_owned(),
             reason: e.to_string(),
         })?;
-        let source = {
-            let mirrors = self.mirrors.read().unwrap_or_else(|p| p.into_inner());
-            registry::mirrored(&name, &mirrors).map_err(|e| pull_error(e.to_string()))?
-        };
+        let source = self.source(&name).map_err(|e| pull_error(e.to_string()))?;
         let bytes = registry::pull(&source).await.map_err(|e| match e {
             registry::RegistryError::ContainerImage(_) => RuntimeError::ContainerImage {
                 image: image.to_owned(),
@@ -1005,5 +1008,19 @@ impl PodRuntime for WasmRuntime {
 
     fn runtime_handlers(&self) -> Vec<String> {
         vec![shoal_runtime::WASMTIME.into()]
+    }
+
+    async fn runs_image(&self, image: &str) -> bool {
+        if image.starts_with(LOCAL_REGISTRY) || matches!(self.resolve(image), Ok(Some(_))) {
+            return true;
+        }
+        let Ok(name) = images::normalize(image) else {
+            return true;
+        };
+        let source = self.source(&name).unwrap_or(name);
+        !matches!(
+            registry::inspect(&source).await,
+            Err(registry::RegistryError::ContainerImage(_))
+        )
     }
 }

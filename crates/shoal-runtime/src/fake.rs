@@ -217,6 +217,13 @@ impl PodRuntime for FakeRuntime {
         vec![self.handler.clone()]
     }
 
+    async fn runs_image(&self, image: &str) -> bool {
+        !matches!(
+            self.pull_image(image).await,
+            Err(RuntimeError::ContainerImage { .. })
+        )
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {
         Ok(self.find_image(image))
     }

@@ -136,9 +136,17 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn runtime_handlers(&self) -> Vec<String>;
 
     /// The handler that runs `image`, where the image itself decides (a Wasm component or an
-    /// OCI container image); pulls it if it must look. A runtime of one handler answers that.
+    /// OCI container image), from what the node has or the image's manifest. A runtime of one
+    /// handler answers that.
     async fn image_handler(&self, _image: &str) -> Result<String> {
         Ok(self.runtime_handlers().swap_remove(0))
+    }
+
+    /// Whether `image` is of the kind this runtime runs, from its manifest alone (nothing is
+    /// pulled): a Wasm runtime says no to an OCI container image. When it cannot tell (the
+    /// registry does not answer), yes: the pull then says what is wrong.
+    async fn runs_image(&self, _image: &str) -> bool {
+        true
     }
 }
 

@@ -85,7 +85,7 @@ impl Runtimes {
         self.rt(i)
     }
 
-    /// The runtime that has `image`, if one has.
+    /// The runtime that has `image` (or that its manifest showed it is for), if one has.
     async fn holder(&self, image: &str) -> Option<usize> {
         let known = lock(&self.images).get(image).copied();
         if known.is_some() {
@@ -250,19 +250,28 @@ impl PodRuntime for Runtimes {
         self.runtimes.iter().map(|(h, _)| h.clone()).collect()
     }
 
-    /// The handler of the runtime that holds `image`; else the one a pull shows (an OCI
-    /// container image goes to the containers' runtime). A pull that fails for another
-    /// reason leaves the default: the pod's container then shows the pull error.
+    /// The handler of the runtime that holds `image`; else the default's, unless the image's
+    /// manifest shows an OCI container image, which goes to the containers' runtime. Nothing
+    /// is pulled here: the pod's containers pull (with their events) as usual.
     async fn image_handler(&self, image: &str) -> Result<String> {
         if let Some(i) = self.holder(image).await {
             return Ok(self.runtimes[i].0.clone());
         }
-        match self.pull_image(image).await {
-            Err(e @ RuntimeError::ContainerImage { .. }) => Err(e),
-            _ => {
-                let i = lock(&self.images).get(image).copied().unwrap_or(0);
+        if self.rt(0).runs_image(image).await {
+            return Ok(self.runtimes[0].0.clone());
+        }
+        match self.containers_index() {
+            Some(i) => {
+                lock(&self.images).insert(image.to_owned(), i);
                 Ok(self.runtimes[i].0.clone())
             }
+            None => Err(RuntimeError::ContainerImage {
+                image: image.to_owned(),
+                also: format!(
+                    ", and this node cannot run containers{}",
+                    self.why_missing(RUNC)
+                ),
+            }),
         }
     }
 }

@@ -734,16 +734,27 @@ pub mod bench {
         }
     }
 
-    /// The resident memory in KiB (`VmRSS`) of process `pid`, zero if it cannot be read.
-    pub fn rss_kib_of(pid: u32) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
+    /// The `KEY:  N kB` line of a `/proc` file, in KiB; zero if it cannot be read.
+    fn proc_kib(file: &str, key: &str) -> u64 {
+        std::fs::read_to_string(file)
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
+                    .find(|l| l.starts_with(key))
                     .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             })
             .unwrap_or(0)
+    }
+
+    /// The resident memory in KiB (`VmRSS`) of process `pid`, zero if it cannot be read.
+    pub fn rss_kib_of(pid: u32) -> u64 {
+        proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
+    }
+
+    /// The proportional set size in KiB (`Pss`: shared pages divided among their sharers) of
+    /// process `pid`, zero if it cannot be read.
+    pub fn pss_kib(pid: u32) -> u64 {
+        proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
     }
 
     /// This process's resident memory in KiB (`VmRSS`), zero if it cannot be read.

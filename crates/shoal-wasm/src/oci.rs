@@ -137,32 +137,57 @@ pub fn mirrored(image: &str, mirrors: &Mirrors) -> Result<String, RegistryError>
     Ok(out)
 }
 
-/// As [`pull`], refusing a layer of more than `max_bytes` (by its manifest, and while it
-/// downloads, whatever the manifest said).
-pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, RegistryError> {
-    use futures::StreamExt;
+/// `Err(ContainerImage)` for the manifest of an OCI container image: container layers and no
+/// Wasm one.
+fn container_image(manifest: &oci_client::manifest::OciImageManifest) -> Result<(), RegistryError> {
+    let wasm = manifest
+        .layers
+        .iter()
+        .any(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()));
+    let containers = manifest
+        .layers
+        .iter()
+        .map(|l| l.media_type.as_str())
+        .filter(|t| CONTAINER_LAYER_TYPES.iter().any(|c| t.starts_with(c)))
+        .collect::<std::collections::BTreeSet<_>>();
+    if wasm || containers.is_empty() {
+        return Ok(());
+    }
+    let types = containers.into_iter().collect::<Vec<_>>().join(", ");
+    Err(RegistryError::ContainerImage(types))
+}
+
+/// Reads only `image`'s manifest: `Err(ContainerImage)` for an OCI container image, `Ok` for
+/// anything else (whether it really is a component, the pull checks).
+pub async fn inspect(image: &str) -> Result<(), RegistryError> {
+    container_image(&manifest(image).await?.1)
+}
+
+/// The client for `image`'s registry and its image manifest.
+async fn manifest(
+    image: &str,
+) -> Result<(Client, oci_client::manifest::OciImageManifest, Reference), RegistryError> {
     let reference = parse(image)?;
     let client = client_for(&reference);
     let (manifest, _) = client
         .pull_image_manifest(&reference, &RegistryAuth::Anonymous)
         .await
         .map_err(registry_error)?;
+    Ok((client, manifest, reference))
+}
+
+/// As [`pull`], refusing a layer of more than `max_bytes` (by its manifest, and while it
+/// downloads, whatever the manifest said).
+pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, RegistryError> {
+    use futures::StreamExt;
+    let (client, manifest, reference) = manifest(image).await?;
+    container_image(&manifest)?;
     let wasm: Vec<_> = manifest
         .layers
         .iter()
         .filter(|l| WASM_LAYER_TYPES.contains(&l.media_type.as_str()))
         .collect();
     let [layer] = wasm[..] else {
-        let containers = manifest
-            .layers
-            .iter()
-            .map(|l| l.media_type.as_str())
-            .filter(|t| CONTAINER_LAYER_TYPES.iter().any(|c| t.starts_with(c)))
-            .collect::<std::collections::BTreeSet<_>>();
-        if wasm.is_empty() && !containers.is_empty() {
-            let types = containers.into_iter().collect::<Vec<_>>().join(", ");
-            return Err(RegistryError::ContainerImage(types));
-        }
         return Err(RegistryError::Layers(wasm.len()));
     };
     if manifest.layers.len() != 1 {

@@ -230,7 +230,8 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(&cargo).args(["bench", "-p", "shoal-proxy", "--bench", "services"]))?;
             // The front door drives the real binary, built optimized first.
             run(Command::new(&cargo).args(["build", "--release", "-p", "shoal"]))?;
-            run(Command::new(&cargo).args(["bench", "-p", "shoal-e2e", "--bench", "frontdoor"]))
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-e2e", "--bench", "frontdoor"]))?;
+            run(Command::new(&cargo).args(["bench", "-p", "shoal-e2e", "--bench", "containers"]))
         }
         "guests" => guests(&cargo),
         _ => bail!(
