@@ -158,6 +158,43 @@ spec:
     assert_eq!(phase, "Succeeded", "{logs}");
     assert!(logs.contains("hello from busybox"), "{logs}");
 
+    // And back: a container calls a Wasm Deployment by its Service's DNS name (the cluster
+    // DNS and the ClusterIP are loopback addresses of the node) and a Wasm pod by its IP.
+    c.apply(&crate::services::echo("echo", 1, "ClusterIP"));
+    let echo_ip = eventually("echo has a ready endpoint", || {
+        let eps = c.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=echo",
+            "-o",
+            "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
+        ]);
+        anyhow::ensure!(!eps.is_empty(), "no ready endpoint yet");
+        Ok(eps)
+    });
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: fetch}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, "wget -qO- http://echo.default.svc.cluster.local/by-name && wget -qO- http://{echo_ip}:8080/by-ip"]
+"#
+    ));
+    let phase = eventually("fetch finishes", || {
+        let p = c.pod_field("fetch", "{.status.phase}")?;
+        anyhow::ensure!(p == "Succeeded" || p == "Failed", "{p}");
+        Ok(p)
+    });
+    let logs = c.ok(&["logs", "fetch"]);
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("GET /by-name"), "{logs}");
+    assert!(logs.contains("GET /by-ip"), "{logs}");
+
     // Restarts with back-off, and the previous run's logs.
     c.ok(&[
         "run",

@@ -69,12 +69,19 @@ pub fn pod_dns(pod: &Pod, domain: &str, cluster_dns: Option<IpAddr>) -> PodDns {
             hosts.push((ip, a.hostnames.clone().unwrap_or_default()));
         }
     }
+    let nameservers = match (policy, cluster_dns) {
+        (DnsPolicy::ClusterFirst, Some(dns)) => std::iter::once(dns)
+            .chain(nameservers.into_iter().filter(|n| *n != dns))
+            .collect(),
+        _ => nameservers,
+    };
     PodDns {
         policy,
         search,
         ndots,
         hosts,
         cluster,
+        nameservers,
     }
 }
 
@@ -206,6 +213,7 @@ mod tests {
         );
         assert_eq!(d.search, ["corp.internal"]);
         assert_eq!((d.ndots, d.cluster), (2, true));
+        assert_eq!(d.nameservers, [dns]);
         assert_eq!(d.hosts[0].1, ["legacy"]);
         let d = pod_dns(
             &pod(json!({"containers": [], "dnsPolicy": "Default"})),
@@ -213,5 +221,13 @@ mod tests {
             Some(dns),
         );
         assert_eq!((d.policy, d.cluster), (DnsPolicy::Node, false));
+        assert!(d.nameservers.is_empty(), "the node's resolver");
+        // ClusterFirst: the cluster DNS first, then dnsConfig's own.
+        let d = pod_dns(
+            &pod(json!({"containers": [], "dnsConfig": {"nameservers": ["127.0.0.53"]}})),
+            "cluster.local",
+            Some(dns),
+        );
+        assert_eq!(d.nameservers, [dns, "127.0.0.53".parse().unwrap()]);
     }
 }

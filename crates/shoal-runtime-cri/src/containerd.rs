@@ -178,6 +178,10 @@ state = "{d}/state"
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": self.pod_cidr}]],
+                    // The node's loopback network (Wasm pods, ClusterIPs, the cluster DNS) is
+                    // reached through the node, once the sandbox's own 127/8 is narrowed to
+                    // 127.0.0.1 (`CriRuntime::route_loopback_to_node`).
+                    "routes": [{"dst": "127.0.0.0/8"}],
                     "dataDir": self.dir.join("ipam"),
                 },
             }, {"type": "portmap", "capabilities": {"portMappings": true}}],

@@ -44,6 +44,9 @@ pub struct CriRuntime {
     sandboxes: Mutex<HashMap<String, SandboxInfo>>,
     /// Container id -> (sandbox id, container name).
     containers: Mutex<HashMap<String, (String, String)>>,
+    /// The node's CNI bridge, when pods' loopback traffic beyond 127.0.0.1 goes to the node
+    /// (see [`CriRuntime::route_loopback_to_node`]).
+    loopback_bridge: Option<String>,
 }
 
 /// Why the CRI endpoint cannot be used.
@@ -129,7 +132,74 @@ impl CriRuntime {
             },
             sandboxes: Mutex::default(),
             containers: Mutex::default(),
+            loopback_bridge: None,
         })
+    }
+
+    /// Lets container pods on `bridge` reach the node's loopback network — Wasm pods,
+    /// ClusterIPs and the cluster DNS all have loopback addresses there: in each sandbox's
+    /// network namespace only 127.0.0.1 stays local (the rest of 127.0.0.0/8 goes by the
+    /// default route to the bridge's gateway, the node), and both ends accept loopback
+    /// addresses on the wire (`route_localnet`, as kube-proxy sets it for localhost node ports).
+    pub fn route_loopback_to_node(mut self, bridge: &str) -> CriRuntime {
+        self.loopback_bridge = Some(bridge.to_owned());
+        self
+    }
+
+    /// Applies [`Self::route_loopback_to_node`] to sandbox `id`.
+    async fn route_loopback(&self, id: &str, bridge: &str) -> Result<()> {
+        let fail = |what: String| RuntimeError::Io(std::io::Error::other(what));
+        let status = self
+            .rt()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map_err(|s| status_error("PodSandboxStatus", s))?
+            .into_inner();
+        let netns = netns_path(&status.info)
+            .ok_or_else(|| fail(format!("sandbox {id}: no network namespace in its status")))?;
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+            "1",
+        )
+        .map_err(|e| fail(format!("route_localnet on {bridge}: {e}")))?;
+        let net = format!("--net={netns}");
+        for (args, gone_ok) in [
+            (
+                &[
+                    "ip",
+                    "route",
+                    "del",
+                    "local",
+                    "127.0.0.0/8",
+                    "dev",
+                    "lo",
+                    "table",
+                    "local",
+                ][..],
+                true,
+            ),
+            (
+                &["sysctl", "-q", "-w", "net.ipv4.conf.eth0.route_localnet=1"][..],
+                false,
+            ),
+        ] {
+            let out = tokio::process::Command::new("nsenter")
+                .arg(&net)
+                .args(args)
+                .output()
+                .await?;
+            if !out.status.success() && !gone_ok {
+                return Err(fail(format!(
+                    "sandbox {id}: {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn rt(&self) -> RuntimeServiceClient<Channel> {
@@ -173,6 +243,27 @@ impl CriRuntime {
             .status
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
     }
+}
+
+/// The network namespace of a sandbox, from the verbose `info` of its status (containerd puts
+/// the OCI runtime spec there: the `network` namespace's path; or the sandbox's pid).
+fn netns_path(info: &HashMap<String, String>) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(info.get("info")?).ok()?;
+    let from_spec = v
+        .pointer("/runtimeSpec/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .into_iter()
+        .flatten()
+        .find(|n| n["type"] == "network")
+        .and_then(|n| n["path"].as_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
+    from_spec.or_else(|| {
+        v["pid"]
+            .as_u64()
+            .filter(|p| *p > 0)
+            .map(|pid| format!("/proc/{pid}/ns/net"))
+    })
 }
 
 fn image_ref(image: cri::Image) -> ImageRef {
@@ -285,6 +376,16 @@ impl PodRuntime for CriRuntime {
             }),
             hostname,
             log_directory: config.log_directory.display().to_string(),
+            dns_config: (!config.dns.nameservers.is_empty()).then(|| cri::DnsConfig {
+                servers: config
+                    .dns
+                    .nameservers
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect(),
+                searches: config.dns.search.clone(),
+                options: vec![format!("ndots:{}", config.dns.ndots)],
+            }),
             labels: config.labels.clone().into_iter().collect(),
             annotations: config.annotations.clone().into_iter().collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
@@ -324,6 +425,14 @@ impl PodRuntime for CriRuntime {
                     "sandbox {id} has no pod address (is the CNI network configured?)"
                 )))
             })?;
+        if let Some(bridge) = &self.loopback_bridge
+            && let Err(e) = self.route_loopback(&id, bridge).await
+        {
+            let sb = SandboxId(id);
+            let _ = self.stop_pod_sandbox(&sb).await;
+            let _ = self.remove_pod_sandbox(&sb).await;
+            return Err(e);
+        }
         self.sandboxes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -670,6 +779,18 @@ impl PodRuntime for CriRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_namespace_comes_from_the_sandboxs_spec_or_pid() {
+        let info = |json: &str| HashMap::from([("info".to_owned(), json.to_owned())]);
+        let spec = r#"{"pid": 7, "runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/run/netns/cni-1"}]}}}"#;
+        assert_eq!(netns_path(&info(spec)).as_deref(), Some("/run/netns/cni-1"));
+        assert_eq!(
+            netns_path(&info(r#"{"pid": 7}"#)).as_deref(),
+            Some("/proc/7/ns/net")
+        );
+        assert_eq!(netns_path(&HashMap::new()), None);
+    }
 
     #[test]
     fn attempts_come_from_the_log_file_name() {

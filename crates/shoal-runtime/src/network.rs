@@ -95,6 +95,10 @@ pub struct PodDns {
     pub hosts: Vec<(IpAddr, Vec<String>)>,
     /// Whether cluster names are answered (the pod's nameservers include the cluster DNS).
     pub cluster: bool,
+    /// The nameservers a resolver in the pod asks (its `resolv.conf`): the cluster DNS for
+    /// `ClusterFirst`, `dnsConfig`'s own after it; empty: the node's. A Wasm pod resolves in
+    /// its runtime instead; a container's resolver asks these.
+    pub nameservers: Vec<IpAddr>,
 }
 
 impl Default for PodDns {
@@ -105,6 +109,7 @@ impl Default for PodDns {
             ndots: 5,
             hosts: Vec::new(),
             cluster: true,
+            nameservers: Vec::new(),
         }
     }
 }

@@ -176,7 +176,8 @@ async fn start_containers(
         .map_err(|e| format!("cannot start containerd: {e}"))?;
     let cri = shoal_runtime_cri::CriRuntime::connect(&containerd.socket())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .route_loopback_to_node(&containerd.config().bridge);
     // A node starts with no containers, as it starts with no Wasm instances: the kubelet
     // runs its pods afresh.
     cri.stop_all().await;
