@@ -52,6 +52,22 @@ fn handlers(c: &Cluster) -> String {
     })
 }
 
+/// The address of the first ready endpoint of Service `service`, once it has one.
+fn ready_endpoint(c: &Cluster, service: &str) -> String {
+    eventually(&format!("{service} has a ready endpoint"), || {
+        let eps = c.ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name={service}"),
+            "-o",
+            "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
+        ]);
+        anyhow::ensure!(!eps.is_empty(), "no ready endpoint yet");
+        Ok(eps.split_whitespace().next().unwrap_or_default().to_owned())
+    })
+}
+
 fn mirror(registry: &Registry) -> String {
     format!("docker.io=http://{}", registry.host)
 }
@@ -137,18 +153,8 @@ spec:
   ports: [{name: http, port: 80, targetPort: http}]
 "#,
     );
-    eventually("web has a ready endpoint", || {
-        let eps = c.ok(&[
-            "get",
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=web",
-            "-o",
-            "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[*]}",
-        ]);
-        anyhow::ensure!(eps.starts_with(prefix), "{eps:?}");
-        Ok(())
-    });
+    let web_ip = ready_endpoint(&c, "web");
+    assert!(web_ip.starts_with(prefix), "{web_ip} in {cidr}");
     let (phase, logs) = run_client(
         &c,
         "caller",
@@ -161,20 +167,12 @@ spec:
     // And back: a container calls a Wasm Deployment by its Service's DNS name (the cluster
     // DNS and the ClusterIP are loopback addresses of the node) and a Wasm pod by its IP.
     c.apply(&crate::services::echo("echo", 1, "ClusterIP"));
-    let echo_ip = eventually("echo has a ready endpoint", || {
-        let eps = c.ok(&[
-            "get",
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=echo",
-            "-o",
-            "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
-        ]);
-        anyhow::ensure!(!eps.is_empty(), "no ready endpoint yet");
-        Ok(eps)
-    });
-    c.apply(&format!(
-        r#"apiVersion: v1
+    let echo_ip = ready_endpoint(&c, "echo");
+    let (phase, logs) = crate::services::run_pod(
+        &c,
+        "fetch",
+        &format!(
+            r#"apiVersion: v1
 kind: Pod
 metadata: {{name: fetch}}
 spec:
@@ -184,13 +182,8 @@ spec:
     image: busybox
     command: [sh, -c, "wget -qO- http://echo.default.svc.cluster.local/by-name && wget -qO- http://{echo_ip}:8080/by-ip"]
 "#
-    ));
-    let phase = eventually("fetch finishes", || {
-        let p = c.pod_field("fetch", "{.status.phase}")?;
-        anyhow::ensure!(p == "Succeeded" || p == "Failed", "{p}");
-        Ok(p)
-    });
-    let logs = c.ok(&["logs", "fetch"]);
+        ),
+    );
     assert_eq!(phase, "Succeeded", "{logs}");
     assert!(logs.contains("GET /by-name"), "{logs}");
     assert!(logs.contains("GET /by-ip"), "{logs}");

@@ -66,7 +66,12 @@ pub(crate) fn client(name: &str, labels: &str, args: &[&str]) -> String {
 
 /// Runs a client pod to its end; its phase and logs.
 pub(crate) fn run_client(c: &Cluster, name: &str, labels: &str, args: &[&str]) -> (String, String) {
-    c.apply(&client(name, labels, args));
+    run_pod(c, name, &client(name, labels, args))
+}
+
+/// Applies the pod `name` (`yaml`) and runs it to its end; its phase and logs.
+pub(crate) fn run_pod(c: &Cluster, name: &str, yaml: &str) -> (String, String) {
+    c.apply(yaml);
     let phase = eventually(&format!("{name} finishes"), || {
         let p = c.pod_field(name, "{.status.phase}")?;
         anyhow::ensure!(p == "Succeeded" || p == "Failed", "{p}");
