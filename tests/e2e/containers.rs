@@ -290,3 +290,98 @@ fn a_node_without_containers_says_so_for_pods_that_need_them() {
         .unwrap_or_default();
     assert_ne!(waiting, "ErrImagePull");
 }
+
+#[test]
+fn image_pull_secrets_work_for_both_runtimes() {
+    use shoal_testkit::registry::{PASSWORD, USER};
+    if let Err(e) = containerd::check() {
+        panic!("the container tests need it: {e} (cargo xtask test installs the packages)");
+    }
+    let registry = Registry::start_with_auth().unwrap();
+    let host = registry.host.clone();
+    let auth = (USER.to_owned(), PASSWORD.to_owned());
+    let busybox = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))
+        .unwrap()
+        .cmd(&["sh"])
+        .build();
+    let hello = std::fs::read(shoal_testkit::guest("hello")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use shoal_wasm::oci::{WASM_CONFIG_TYPE, WASM_LAYER_TYPES, push_layer_as};
+        push_layer_as(
+            &format!("{host}/private/busybox:v1"),
+            (busybox.layer.bytes, oci::LAYER),
+            (busybox.config.bytes, oci::CONFIG),
+            Some(&auth),
+        )
+        .await
+        .unwrap();
+        // v2 for the pod without the secret: v1 is on the node by then.
+        for tag in ["v1", "v2"] {
+            push_layer_as(
+                &format!("{host}/private/hello:{tag}"),
+                (hello.clone(), WASM_LAYER_TYPES[0]),
+                (
+                    br#"{"architecture":"wasm","os":"wasip2"}"#.to_vec(),
+                    WASM_CONFIG_TYPE,
+                ),
+                Some(&auth),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let c = Cluster::start_with(&[
+        "--containers",
+        "on",
+        // containerd speaks plain HTTP to the test's registry through its hosts.toml.
+        "--registry-mirror",
+        &format!("{host}=http://{host}"),
+        "--container-pod-cidr",
+        &container_cidr(),
+    ])
+    .unwrap();
+    c.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={host}"),
+        &format!("--docker-username={USER}"),
+        &format!("--docker-password={PASSWORD}"),
+    ]);
+    let pod = |name: &str, image: &str, secret: bool| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n{}  containers: [{{name: c, image: \"{host}/private/{image}\", args: [{}]}}]\n",
+            if secret {
+                "  imagePullSecrets: [{name: regcred}]\n"
+            } else {
+                ""
+            },
+            if image.starts_with("busybox") {
+                "sh, -c, echo pulled with a secret"
+            } else {
+                ""
+            },
+        )
+    };
+    let (phase, logs) = crate::services::run_pod(&c, "wasm", &pod("wasm", "hello:v1", true));
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("Hello"), "{logs}");
+    let (phase, logs) =
+        crate::services::run_pod(&c, "container", &pod("container", "busybox:v1", true));
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert_eq!(logs, "pulled with a secret\n");
+    // Without the secret the registry says no.
+    c.apply(&pod("anonymous", "hello:v2", false));
+    eventually("anonymous cannot pull", || {
+        let reason = c.pod_field(
+            "anonymous",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        )?;
+        anyhow::ensure!(
+            reason == "ErrImagePull" || reason == "ImagePullBackOff",
+            "{reason:?}"
+        );
+        Ok(())
+    });
+}

@@ -746,3 +746,128 @@ mod tests {
         assert!(safe_join(d, "").is_err());
     }
 }
+
+/// The registry part of an image name, as pull secrets name registries: the first path element
+/// when it looks like a host (a dot, a port, `localhost`), else `docker.io`.
+pub fn image_registry(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// A registry as a docker config's key names it (`https://index.docker.io/v1/`,
+/// `127.0.0.1:5000`, `https://ghcr.io`): its host, with Docker Hub's aliases as `docker.io`.
+fn config_registry(key: &str) -> &str {
+    let host = key
+        .split_once("://")
+        .map_or(key, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        h => h,
+    }
+}
+
+/// The credentials for `registry` in a docker config (`.dockerconfigjson`'s `auths`, or a
+/// legacy `.dockercfg`'s top level): `username`/`password`, or `auth` (base64 of `user:pass`).
+pub fn docker_config_auth(
+    config: &serde_json::Value,
+    registry: &str,
+) -> Option<shoal_runtime::ImageAuth> {
+    use base64::Engine;
+    let entries = config.get("auths").unwrap_or(config).as_object()?;
+    let entry = entries
+        .iter()
+        .find(|(key, _)| config_registry(key) == registry)?
+        .1;
+    let text = |k: &str| {
+        entry
+            .get(k)
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    };
+    if let (Some(username), Some(password)) = (text("username"), text("password")) {
+        return Some(shoal_runtime::ImageAuth {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(text("auth")?)
+        .ok()?;
+    let (username, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(shoal_runtime::ImageAuth {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    })
+}
+
+/// The credentials the pod's `imagePullSecrets` hold for `image`'s registry (the first secret
+/// that has some), read as the kubelet reads them; secrets that are missing or of another
+/// type are passed over.
+pub async fn pull_auth(
+    client: &kube::Client,
+    pod: &Pod,
+    image: &str,
+) -> Option<shoal_runtime::ImageAuth> {
+    let spec = pod.spec.as_ref()?;
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let registry = image_registry(image);
+    for reference in spec.image_pull_secrets.iter().flatten() {
+        let Ok(Some(secret)) = secrets.get_opt(&reference.name).await else {
+            continue;
+        };
+        let key = match secret.type_.as_deref() {
+            Some("kubernetes.io/dockerconfigjson") => ".dockerconfigjson",
+            Some("kubernetes.io/dockercfg") => ".dockercfg",
+            _ => continue,
+        };
+        let Some(config) = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b.0).ok())
+        else {
+            continue;
+        };
+        if let Some(auth) = docker_config_auth(&config, registry) {
+            return Some(auth);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod pull_secret_tests {
+    use super::*;
+
+    #[test]
+    fn pull_secrets_match_the_images_registry() {
+        assert_eq!(image_registry("busybox"), "docker.io");
+        assert_eq!(image_registry("library/busybox:1"), "docker.io");
+        assert_eq!(image_registry("127.0.0.1:5000/app:v1"), "127.0.0.1:5000");
+        assert_eq!(image_registry("ghcr.io/me/app"), "ghcr.io");
+        let config = serde_json::json!({"auths": {
+            "https://index.docker.io/v1/": {"username": "hub", "password": "pw"},
+            "127.0.0.1:5000": {"auth": "cHVsbGVyOnB1bGwtc2VjcmV0"},
+        }});
+        let hub = docker_config_auth(&config, "docker.io").unwrap();
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "pw")
+        );
+        let local = docker_config_auth(&config, "127.0.0.1:5000").unwrap();
+        assert_eq!(
+            (local.username.as_str(), local.password.as_str()),
+            ("puller", "pull-secret")
+        );
+        assert!(docker_config_auth(&config, "ghcr.io").is_none());
+        // A legacy .dockercfg has the registries at the top.
+        let legacy = serde_json::json!({"ghcr.io": {"username": "u", "password": "p"}});
+        assert!(docker_config_auth(&legacy, "ghcr.io").is_some());
+    }
+}

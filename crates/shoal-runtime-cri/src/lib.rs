@@ -313,7 +313,7 @@ impl PodRuntime for CriRuntime {
         self.version.clone()
     }
 
-    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+    async fn pull_image_as(&self, image: &str, auth: Option<&ImageAuth>) -> Result<ImageRef> {
         if let Some(present) = self.image_status(image).await? {
             return Ok(present);
         }
@@ -321,6 +321,11 @@ impl PodRuntime for CriRuntime {
             .clone()
             .pull_image(cri::PullImageRequest {
                 image: Some(spec(image)),
+                auth: auth.map(|a| cri::AuthConfig {
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .await

@@ -463,7 +463,11 @@ impl PodRuntime for WasmRuntime {
         }
     }
 
-    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+    async fn pull_image_as(
+        &self,
+        image: &str,
+        auth: Option<&shoal_runtime::ImageAuth>,
+    ) -> Result<ImageRef> {
         let pull_error = |reason: String| RuntimeError::ImagePull {
             image: image.to_owned(),
             reason,
@@ -481,13 +485,17 @@ impl PodRuntime for WasmRuntime {
             reason: e.to_string(),
         })?;
         let source = self.source(&name).map_err(|e| pull_error(e.to_string()))?;
-        let bytes = registry::pull(&source).await.map_err(|e| match e {
-            registry::RegistryError::ContainerImage(_) => RuntimeError::ContainerImage {
-                image: image.to_owned(),
-                also: String::new(),
-            },
-            e => pull_error(e.to_string()),
-        })?;
+        let credentials = auth.map(|a| (a.username.clone(), a.password.clone()));
+        let bytes =
+            registry::pull_limited_as(&source, registry::MAX_IMAGE_BYTES, credentials.as_ref())
+                .await
+                .map_err(|e| match e {
+                    registry::RegistryError::ContainerImage(_) => RuntimeError::ContainerImage {
+                        image: image.to_owned(),
+                        also: String::new(),
+                    },
+                    e => pull_error(e.to_string()),
+                })?;
         self.images
             .import(&name, &bytes)
             .map_err(|e| RuntimeError::InvalidImage {
@@ -1010,7 +1018,7 @@ impl PodRuntime for WasmRuntime {
         vec![shoal_runtime::WASMTIME.into()]
     }
 
-    async fn runs_image(&self, image: &str) -> bool {
+    async fn runs_image(&self, image: &str, auth: Option<&shoal_runtime::ImageAuth>) -> bool {
         if image.starts_with(LOCAL_REGISTRY) || matches!(self.resolve(image), Ok(Some(_))) {
             return true;
         }
@@ -1018,8 +1026,9 @@ impl PodRuntime for WasmRuntime {
             return true;
         };
         let source = self.source(&name).unwrap_or(name);
+        let credentials = auth.map(|a| (a.username.clone(), a.password.clone()));
         !matches!(
-            registry::inspect(&source).await,
+            registry::inspect(&source, credentials.as_ref()).await,
             Err(registry::RegistryError::ContainerImage(_))
         )
     }

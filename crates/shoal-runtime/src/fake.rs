@@ -197,7 +197,7 @@ impl PodRuntime for FakeRuntime {
     /// As a registry would answer: present images pull; as a Wasm runtime, a missing
     /// `docker.io/` image stands for an OCI container image (the wasmtime runtime finds
     /// container layers in its manifest); anything else is not found.
-    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+    async fn pull_image_as(&self, image: &str, _auth: Option<&ImageAuth>) -> Result<ImageRef> {
         self.find_image(image).ok_or_else(|| {
             if self.handler == WASMTIME && image.starts_with("docker.io/") {
                 RuntimeError::ContainerImage {
@@ -217,7 +217,7 @@ impl PodRuntime for FakeRuntime {
         vec![self.handler.clone()]
     }
 
-    async fn runs_image(&self, image: &str) -> bool {
+    async fn runs_image(&self, image: &str, _auth: Option<&ImageAuth>) -> bool {
         !matches!(
             self.pull_image(image).await,
             Err(RuntimeError::ContainerImage { .. })

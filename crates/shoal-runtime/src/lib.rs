@@ -76,8 +76,13 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Name and version, as reported in `nodeInfo.containerRuntimeVersion` (`name://version`).
     fn version(&self) -> RuntimeVersion;
 
-    /// Makes `image` present on the node and returns what it resolved to.
-    async fn pull_image(&self, image: &str) -> Result<ImageRef>;
+    /// Makes `image` present on the node and returns what it resolved to, pulling with
+    /// `auth` when given (a pod's image pull secret for the image's registry).
+    async fn pull_image_as(&self, image: &str, auth: Option<&ImageAuth>) -> Result<ImageRef>;
+    /// [`Self::pull_image_as`] without credentials.
+    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+        self.pull_image_as(image, None).await
+    }
     /// The image if it is present, without pulling.
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>>;
     /// Every image present on the node.
@@ -138,14 +143,14 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// The handler that runs `image`, where the image itself decides (a Wasm component or an
     /// OCI container image), from what the node has or the image's manifest. A runtime of one
     /// handler answers that.
-    async fn image_handler(&self, _image: &str) -> Result<String> {
+    async fn image_handler(&self, _image: &str, _auth: Option<&ImageAuth>) -> Result<String> {
         Ok(self.runtime_handlers().swap_remove(0))
     }
 
     /// Whether `image` is of the kind this runtime runs, from its manifest alone (nothing is
     /// pulled): a Wasm runtime says no to an OCI container image. When it cannot tell (the
     /// registry does not answer), yes: the pull then says what is wrong.
-    async fn runs_image(&self, _image: &str) -> bool {
+    async fn runs_image(&self, _image: &str, _auth: Option<&ImageAuth>) -> bool {
         true
     }
 }

@@ -129,11 +129,11 @@ impl PodRuntime for Runtimes {
 
     /// Pulls with the runtime that holds the image or showed it is of its kind; otherwise with
     /// the default, and, when that finds an OCI container image, with the containers' runtime.
-    async fn pull_image(&self, image: &str) -> Result<ImageRef> {
+    async fn pull_image_as(&self, image: &str, auth: Option<&ImageAuth>) -> Result<ImageRef> {
         if let Some(i) = self.holder(image).await {
-            return self.rt(i).pull_image(image).await;
+            return self.rt(i).pull_image_as(image, auth).await;
         }
-        match self.rt(0).pull_image(image).await {
+        match self.rt(0).pull_image_as(image, auth).await {
             Err(RuntimeError::ContainerImage { image: img, .. }) => {
                 let Some(i) = self.containers_index() else {
                     return Err(RuntimeError::ContainerImage {
@@ -144,7 +144,7 @@ impl PodRuntime for Runtimes {
                         ),
                     });
                 };
-                let pulled = self.rt(i).pull_image(image).await?;
+                let pulled = self.rt(i).pull_image_as(image, auth).await?;
                 lock(&self.images).insert(image.to_owned(), i);
                 Ok(pulled)
             }
@@ -253,11 +253,11 @@ impl PodRuntime for Runtimes {
     /// The handler of the runtime that holds `image`; else the default's, unless the image's
     /// manifest shows an OCI container image, which goes to the containers' runtime. Nothing
     /// is pulled here: the pod's containers pull (with their events) as usual.
-    async fn image_handler(&self, image: &str) -> Result<String> {
+    async fn image_handler(&self, image: &str, auth: Option<&ImageAuth>) -> Result<String> {
         if let Some(i) = self.holder(image).await {
             return Ok(self.runtimes[i].0.clone());
         }
-        if self.rt(0).runs_image(image).await {
+        if self.rt(0).runs_image(image, auth).await {
             return Ok(self.runtimes[0].0.clone());
         }
         match self.containers_index() {
@@ -339,20 +339,20 @@ mod tests {
     async fn an_images_kind_picks_the_handler() {
         let (rts, _) = runtimes(true);
         assert_eq!(
-            rts.image_handler("shoal.local/exerciser:latest")
+            rts.image_handler("shoal.local/exerciser:latest", None)
                 .await
                 .unwrap(),
             WASMTIME
         );
         assert_eq!(
-            rts.image_handler("docker.io/library/busybox:latest")
+            rts.image_handler("docker.io/library/busybox:latest", None)
                 .await
                 .unwrap(),
             RUNC
         );
         let (rts, _) = runtimes(false);
         let err = rts
-            .image_handler("docker.io/library/busybox:latest")
+            .image_handler("docker.io/library/busybox:latest", None)
             .await
             .unwrap_err();
         assert!(

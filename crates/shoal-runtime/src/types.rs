@@ -50,6 +50,21 @@ pub struct ImageRef {
     pub size: u64,
 }
 
+/// Credentials for a registry: the user name and password of an image pull secret.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ImageAuth {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for ImageAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImageAuth")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a sandbox is created from.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxConfig {

@@ -23,10 +23,37 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// The user of [`Registry::start_with_auth`].
+pub const USER: &str = "puller";
+/// Its password.
+pub const PASSWORD: &str = "pull-secret";
+/// `USER:bcrypt(PASSWORD)`, as an htpasswd file holds it (bcrypt is the only hash the registry
+/// takes; computed once with Python's `bcrypt`, cost 5).
+const HTPASSWD: &str = "puller:$2y$05$Sk85DVYyDyCoEvmnBrWvYOT1EKayF3EMUp4UEv1gQq2f7WLgJJFdC";
+
 impl Registry {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_inner(false)
+    }
+
+    /// A registry that answers only [`USER`] with [`PASSWORD`] (HTTP basic authentication).
+    pub fn start_with_auth() -> anyhow::Result<Self> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> anyhow::Result<Self> {
         let bin = registry_bin()?;
         let dir = tempfile::tempdir()?;
+        let auth = if auth {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{HTPASSWD}\n"))?;
+            format!(
+                "auth:\n  htpasswd:\n    realm: shoal-test\n    path: {}\n",
+                file.display()
+            )
+        } else {
+            String::new()
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -35,7 +62,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n{auth}",
                 dir.path().join("data").display()
             ),
         )?;

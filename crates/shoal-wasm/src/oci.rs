@@ -159,18 +159,29 @@ fn container_image(manifest: &oci_client::manifest::OciImageManifest) -> Result<
 
 /// Reads only `image`'s manifest: `Err(ContainerImage)` for an OCI container image, `Ok` for
 /// anything else (whether it really is a component, the pull checks).
-pub async fn inspect(image: &str) -> Result<(), RegistryError> {
-    container_image(&manifest(image).await?.1)
+pub async fn inspect(image: &str, auth: Option<&Credentials>) -> Result<(), RegistryError> {
+    container_image(&manifest(image, auth).await?.1)
+}
+
+/// A registry user name and password (an image pull secret's).
+pub type Credentials = (String, String);
+
+fn registry_auth(auth: Option<&Credentials>) -> RegistryAuth {
+    match auth {
+        Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+        None => RegistryAuth::Anonymous,
+    }
 }
 
 /// The client for `image`'s registry and its image manifest.
 async fn manifest(
     image: &str,
+    auth: Option<&Credentials>,
 ) -> Result<(Client, oci_client::manifest::OciImageManifest, Reference), RegistryError> {
     let reference = parse(image)?;
     let client = client_for(&reference);
     let (manifest, _) = client
-        .pull_image_manifest(&reference, &RegistryAuth::Anonymous)
+        .pull_image_manifest(&reference, &registry_auth(auth))
         .await
         .map_err(registry_error)?;
     Ok((client, manifest, reference))
@@ -179,8 +190,17 @@ async fn manifest(
 /// As [`pull`], refusing a layer of more than `max_bytes` (by its manifest, and while it
 /// downloads, whatever the manifest said).
 pub async fn pull_limited(image: &str, max_bytes: u64) -> Result<Vec<u8>, RegistryError> {
+    pull_limited_as(image, max_bytes, None).await
+}
+
+/// As [`pull_limited`], with `auth` for the registry.
+pub async fn pull_limited_as(
+    image: &str,
+    max_bytes: u64,
+    auth: Option<&Credentials>,
+) -> Result<Vec<u8>, RegistryError> {
     use futures::StreamExt;
-    let (client, manifest, reference) = manifest(image).await?;
+    let (client, manifest, reference) = manifest(image, auth).await?;
     container_image(&manifest)?;
     let wasm: Vec<_> = manifest
         .layers
@@ -245,12 +265,22 @@ pub async fn push_layer(
     layer: (Vec<u8>, &str),
     config: (Vec<u8>, &str),
 ) -> Result<String, RegistryError> {
+    push_layer_as(image, layer, config, None).await
+}
+
+/// As [`push_layer`], with `auth` for the registry.
+pub async fn push_layer_as(
+    image: &str,
+    layer: (Vec<u8>, &str),
+    config: (Vec<u8>, &str),
+    auth: Option<&Credentials>,
+) -> Result<String, RegistryError> {
     let reference = parse(image)?;
     let client = client_for(&reference);
     let layer = ImageLayer::new(layer.0, layer.1.to_owned(), None);
     let config = Config::new(config.0, config.1.to_owned(), None);
     let resp = client
-        .push(&reference, &[layer], config, &RegistryAuth::Anonymous, None)
+        .push(&reference, &[layer], config, &registry_auth(auth), None)
         .await
         .map_err(registry_error)?;
     Ok(resp.manifest_url)

@@ -52,7 +52,8 @@ impl Worker {
                     format!("Pulling image {image:?}"),
                 );
                 let t = std::time::Instant::now();
-                match self.k.runtime.pull_image(&image).await {
+                let auth = crate::resolve::pull_auth(&self.k.client, &self.pod, &image).await;
+                match self.k.runtime.pull_image_as(&image, auth.as_ref()).await {
                     Ok(img) => {
                         self.record(
                             Some(&name),

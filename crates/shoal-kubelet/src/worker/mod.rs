@@ -487,9 +487,10 @@ impl Worker {
         else {
             return Ok(String::new());
         };
+        let auth = resolve::pull_auth(&self.k.client, &self.pod, &image).await;
         self.k
             .runtime
-            .image_handler(&image)
+            .image_handler(&image, auth.as_ref())
             .await
             .map_err(|e| format!("Failed to create pod sandbox: {e}"))
     }
