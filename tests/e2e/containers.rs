@@ -316,7 +316,7 @@ fn image_pull_secrets_work_for_both_runtimes() {
         .await
         .unwrap();
         // v2 for the pod without the secret: v1 is on the node by then.
-        for tag in ["v1", "v2"] {
+        for tag in ["v1", "v2", "v3"] {
             push_layer_as(
                 &format!("{host}/private/hello:{tag}"),
                 (hello.clone(), WASM_LAYER_TYPES[0]),
@@ -371,6 +371,14 @@ fn image_pull_secrets_work_for_both_runtimes() {
         crate::services::run_pod(&c, "container", &pod("container", "busybox:v1", true));
     assert_eq!(phase, "Succeeded", "{logs}");
     assert_eq!(logs, "pulled with a secret\n");
+    // A ServiceAccount's pull secrets go to its pods that name none.
+    c.apply(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: puller}\nimagePullSecrets: [{name: regcred}]\n",
+    );
+    let via_account = pod("via-account", "hello:v3", false)
+        .replace("spec:\n", "spec:\n  serviceAccountName: puller\n");
+    let (phase, logs) = crate::services::run_pod(&c, "via-account", &via_account);
+    assert_eq!(phase, "Succeeded", "{logs}");
     // Without the secret the registry says no.
     c.apply(&pod("anonymous", "hello:v2", false));
     eventually("anonymous cannot pull", || {

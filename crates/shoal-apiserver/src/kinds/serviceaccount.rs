@@ -1,4 +1,5 @@
-//! ServiceAccount admission's token volume: a new pod gets Kubernetes' `kube-api-access-XXXXX`
+//! ServiceAccount admission: a new pod without `imagePullSecrets` gets its ServiceAccount's,
+//! and its token volume: a new pod gets Kubernetes' `kube-api-access-XXXXX`
 //! projected volume (a bound token the kubelet requests and rotates, the cluster CA from the
 //! `kube-root-ca.crt` ConfigMap, the namespace) mounted read-only at
 //! `/var/run/secrets/kubernetes.io/serviceaccount` in every container, unless the pod or its
@@ -22,18 +23,18 @@ fn automount(cache: &WatchCache, pod: &Value, ns: &str, account: &str) -> bool {
     {
         return b;
     }
-    let Some(info) = shoal_api::resources::find("", "v1", "serviceaccounts") else {
-        return true;
-    };
+    account_field(cache, ns, account, "automountServiceAccountToken")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
+}
+
+/// A field of the pod's ServiceAccount, as the watch cache has it.
+fn account_field(cache: &WatchCache, ns: &str, account: &str, field: &str) -> Option<Value> {
+    let info = shoal_api::resources::find("", "v1", "serviceaccounts")?;
     cache
         .resource(info)
         .get(&info.storage_key(Some(ns), account))
-        .and_then(|sa| {
-            sa.value()
-                .get("automountServiceAccountToken")
-                .and_then(Value::as_bool)
-        })
-        .unwrap_or(true)
+        .and_then(|sa| sa.value().get(field).cloned())
 }
 
 /// Adds the token volume and its mounts to a new pod (again on a retried admission: the
@@ -49,6 +50,18 @@ pub(super) fn admit_pod(cache: &WatchCache, pod: &mut Value) {
         .and_then(Value::as_str)
         .unwrap_or("default")
         .to_owned();
+    // A pod naming no pull secrets gets its ServiceAccount's, as Kubernetes' admission does.
+    let has_secrets = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    if !has_secrets
+        && let Some(secrets) = account_field(cache, &ns, &account, "imagePullSecrets")
+            .filter(|s| s.as_array().is_some_and(|a| !a.is_empty()))
+        && let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.insert("imagePullSecrets".into(), secrets);
+    }
     if !automount(cache, pod, &ns, &account) {
         return;
     }
