@@ -7,6 +7,7 @@ use shoal_runtime::conformance::Harness;
 use shoal_runtime::{ContainerConfig, PodRuntime, SandboxConfig};
 use shoal_runtime_cri::containerd::{self, Containerd};
 use shoal_runtime_cri::{CriRuntime, oci};
+use shoal_testkit::registry::Registry;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -14,7 +15,8 @@ use std::time::Duration;
 /// The containerd, registry and images every test of this process shares.
 struct Node {
     containerd: Arc<Containerd>,
-    registry: shoal_testkit::registry::Registry,
+    /// `127.0.0.1:PORT` of the registry the images are pulled from.
+    registry: String,
     dir: PathBuf,
 }
 
@@ -31,7 +33,16 @@ fn node() -> &'static Node {
             panic!("the containerd runtime's tests need it: {e} (cargo xtask test installs the packages)");
         }
         reap_earlier_runs();
-        let registry = shoal_testkit::registry::Registry::start().expect("registry");
+        // Kept by a thread that lives as long as this process, so that it dies with it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let registry = Registry::start_tied().expect("registry");
+            tx.send(registry.host.clone()).unwrap();
+            loop {
+                std::thread::park();
+            }
+        });
+        let registry_host: String = rx.recv().expect("the registry starts");
         let dir = std::env::temp_dir().join(format!("shoal-cri-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let containerd = Containerd::start(containerd::Config {
@@ -41,7 +52,7 @@ fn node() -> &'static Node {
             // `shoal.local/...` and `busybox` resolve to the test's registry, unchanged.
             mirrors: ["shoal.local", "docker.io"]
                 .iter()
-                .map(|r| (r.to_string(), format!("http://{}", registry.host)))
+                .map(|r| (r.to_string(), format!("http://{registry_host}")))
                 .collect(),
         })
         .expect("starting containerd");
@@ -53,7 +64,7 @@ fn node() -> &'static Node {
         let busybox = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))
             .unwrap()
             .cmd(&["sh"]);
-        let host = registry.host.clone();
+        let host = registry_host.clone();
         // The push runs on a runtime of its own: this one belongs to the first test only.
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -73,7 +84,7 @@ fn node() -> &'static Node {
         .unwrap();
         Node {
             containerd,
-            registry,
+            registry: registry_host,
             dir,
         }
     })
@@ -187,7 +198,7 @@ async fn a_manifest_naming_busybox_runs_the_mirrors_image_with_its_command() {
     assert!(text.contains(" stdout F hi from bb"), "{text}");
     rt.stop_pod_sandbox(&sb.id).await.unwrap();
     rt.remove_pod_sandbox(&sb.id).await.unwrap();
-    assert!(node().registry.host.starts_with("127.0.0.1:"));
+    assert!(node().registry.starts_with("127.0.0.1:"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

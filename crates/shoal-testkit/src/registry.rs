@@ -33,15 +33,22 @@ const HTPASSWD: &str = "puller:$2y$05$Sk85DVYyDyCoEvmnBrWvYOT1EKayF3EMUp4UEv1gQq
 
 impl Registry {
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_inner(false)
+        Self::start_inner(false, false)
     }
 
     /// A registry that answers only [`USER`] with [`PASSWORD`] (HTTP basic authentication).
     pub fn start_with_auth() -> anyhow::Result<Self> {
-        Self::start_inner(true)
+        Self::start_inner(true, false)
     }
 
-    fn start_inner(auth: bool) -> anyhow::Result<Self> {
+    /// A registry that is killed when the thread that started it ends (a parent-death
+    /// signal), for one kept in a static, which is never dropped: start it from a thread that
+    /// lives as long as the test process.
+    pub fn start_tied() -> anyhow::Result<Self> {
+        Self::start_inner(false, true)
+    }
+
+    fn start_inner(auth: bool, tied: bool) -> anyhow::Result<Self> {
         let bin = registry_bin()?;
         let dir = tempfile::tempdir()?;
         let auth = if auth {
@@ -66,7 +73,14 @@ impl Registry {
                 dir.path().join("data").display()
             ),
         )?;
-        let child = Command::new(bin)
+        let mut cmd = if tied {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let child = cmd
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
