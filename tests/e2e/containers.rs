@@ -393,3 +393,202 @@ fn image_pull_secrets_work_for_both_runtimes() {
         Ok(())
     });
 }
+
+/// `yaml` (one pod or pod template) pinned to node `node`.
+fn on_node(yaml: &str, node: &str) -> String {
+    yaml.replacen(
+        "\nspec:\n  restartPolicy",
+        &format!("\nspec:\n  nodeName: {node}\n  restartPolicy"),
+        1,
+    )
+}
+
+/// A busybox httpd Deployment `name` on node `node`, saying `hello from NAME`, behind a
+/// Service of that name.
+fn httpd_on(name: &str, node: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
+      containers:
+      - name: httpd
+        image: busybox
+        command: [sh, -c, "mkdir /www && echo hello from {name} > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /index.html, port: http}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    )
+}
+
+/// A busybox pod on node `node` running `script` to its end: its phase and logs.
+fn busybox_run(c: &Cluster, name: &str, node: &str, script: &str) -> (String, String) {
+    crate::services::run_pod(
+        c,
+        name,
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, {script:?}]
+"#
+        ),
+    )
+}
+
+/// Two machines: two network namespaces the test creates, joined by a veth pair; `shoal up`
+/// (the control plane and node-1) in one, `shoal kubelet` (node-b) in the other, each running
+/// containers on a subnet of its own. Each node routes the other's container subnet through
+/// the other's address (host-gw, from the Node annotation); a pod on one node calls a Service
+/// whose endpoints are on the other, by name, in both directions, and a container on one
+/// node reaches a container on the other by pod IP. The API server reaches the far kubelet
+/// (exec) across the link.
+#[test]
+fn two_nodes_in_two_network_namespaces_route_each_others_pods() {
+    use shoal_testkit::netns::{self, NetNs};
+    let registry = registry_with_busybox();
+    let (a_ns, b_ns) = (NetNs::create("a").unwrap(), NetNs::create("b").unwrap());
+    let x = std::process::id() % 100 + 100;
+    let (a_ip, b_ip) = (format!("198.19.{x}.1"), format!("198.19.{x}.2"));
+    netns::link(&a_ns, &format!("{a_ip}/24"), &b_ns, &format!("{b_ip}/24")).unwrap();
+    // The nodes pull through a mirror on the link (the test's registry is on this
+    // namespace's loopback).
+    let link_registry = registry.serve_in(&a_ns, &format!("{a_ip}:5000")).unwrap();
+    let mirror = format!("docker.io=http://{}", link_registry.host);
+    let (cidr_a, cidr_b) = (format!("198.18.{x}.0/24"), format!("198.18.{}.0/24", x + 1));
+    let c = Cluster::start_in_netns(
+        &a_ns,
+        &[
+            "--listen",
+            &format!("{a_ip}:0"),
+            "--node-ip",
+            &a_ip,
+            "--containers",
+            "on",
+            "--registry-mirror",
+            &mirror,
+            "--container-pod-cidr",
+            &cidr_a,
+        ],
+    )
+    .unwrap();
+    let b = shoal_testkit::Node::join_in_netns(
+        &c,
+        "node-b",
+        &b_ns,
+        &[
+            "--node-ip",
+            &b_ip,
+            "--containers",
+            "on",
+            "--registry-mirror",
+            &mirror,
+            "--container-pod-cidr",
+            &cidr_b,
+        ],
+    )
+    .unwrap();
+    let a = shoal_testkit::NODE;
+    eventually("node-b publishes its container subnet", || {
+        let got = c.ok(&[
+            "get",
+            "node",
+            &b.name,
+            "-o",
+            "jsonpath={.metadata.annotations.node\\.shoal\\.dev/container-pod-cidr}",
+        ]);
+        anyhow::ensure!(got == cidr_b, "{got:?}");
+        Ok(())
+    });
+    // Each node routes the other's subnet through the other's address.
+    for (ns, cidr, via) in [(&a_ns, &cidr_b, &b_ip), (&b_ns, &cidr_a, &a_ip)] {
+        eventually(&format!("{} routes {cidr}", ns.name), || {
+            let out = ns.command("ip").args(["route", "show", cidr]).output()?;
+            let routes = String::from_utf8_lossy(&out.stdout).into_owned();
+            anyhow::ensure!(routes.contains(&format!("via {via}")), "{routes:?}");
+            Ok(())
+        });
+    }
+
+    // A container backend on node-b, called by name from a Wasm pod on node-1.
+    c.apply(&httpd_on("web-b", &b.name));
+    let web_b = ready_endpoint(&c, "web-b");
+    assert!(
+        web_b.starts_with(cidr_b.trim_end_matches("0/24")),
+        "{web_b}"
+    );
+    let caller = crate::services::client(
+        "caller",
+        "app: caller",
+        &["connect", "web-b:80", "GET /index.html HTTP/1.0\r\n\r\n"],
+    );
+    let (phase, logs) = crate::services::run_pod(&c, "caller", &on_node(&caller, a));
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("hello from web-b"), "{logs}");
+    // A container on node-1: by Service name (cluster DNS on node-1's address, the Service
+    // proxy of node-1) and by the far pod's IP (routed, not NATed).
+    let (phase, logs) = busybox_run(
+        &c,
+        "fetch-a",
+        a,
+        &format!(
+            "wget -qO- http://web-b.default.svc.cluster.local/index.html && wget -qO- http://{web_b}:8080/index.html"
+        ),
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert_eq!(logs.matches("hello from web-b").count(), 2, "{logs}");
+
+    // And the other way: a container on node-b calls a container backend on node-1 by name
+    // (node-b's proxy, node-1's DNS across the link).
+    c.apply(&httpd_on("web-a", a));
+    let web_a = ready_endpoint(&c, "web-a");
+    assert!(
+        web_a.starts_with(cidr_a.trim_end_matches("0/24")),
+        "{web_a}"
+    );
+    let (phase, logs) = busybox_run(
+        &c,
+        "fetch-b",
+        &b.name,
+        "wget -qO- http://web-a.default.svc.cluster.local/index.html",
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("hello from web-a"), "{logs}");
+
+    // kubectl exec into node-b's pod: the API server reaches that kubelet across the link.
+    let pod = c.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web-b",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    assert_eq!(
+        c.ok(&["exec", &pod, "--", "cat", "/www/index.html"]),
+        "hello from web-b\n"
+    );
+    c.ok(&["delete", "deployment", "web-a", "web-b"]);
+    drop(b);
+    drop(c);
+    drop(link_registry);
+}

@@ -2,6 +2,10 @@
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Taint};
 
+/// The Node annotation with the subnet of the node's container pods, which the other nodes
+/// route to through the node's InternalIP (host-gw).
+pub const CONTAINER_POD_CIDR: &str = "node.shoal.dev/container-pod-cidr";
+
 pub trait NodeExt {
     /// Its condition of `type_`, if reported.
     fn condition(&self, type_: &str) -> Option<&NodeCondition>;

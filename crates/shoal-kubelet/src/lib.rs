@@ -38,6 +38,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The node's pod network (`spec.podCIDR`).
     pub pod_cidr: String,
+    /// The subnet of the node's container pods, if it runs containers: published on the
+    /// Node for the other nodes' routes (`node.shoal.dev/container-pod-cidr`).
+    pub container_pod_cidr: Option<String>,
     /// The node's InternalIP, where the API server reaches the kubelet.
     pub address: IpAddr,
     /// The cluster's DNS domain (`--cluster-domain`).
@@ -75,6 +78,7 @@ impl Config {
             node_name: node_name.to_owned(),
             data_dir: data_dir.to_owned(),
             pod_cidr: "127.64.0.0/16".into(),
+            container_pod_cidr: None,
             address: IpAddr::from([127, 0, 0, 1]),
             cluster_domain: "cluster.local".into(),
             cluster_dns: Some(IpAddr::from([127, 96, 0, 10])),

@@ -5,7 +5,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use shoal_api::node::NodeExt;
+use shoal_api::node::{CONTAINER_POD_CIDR, NodeExt};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -129,10 +129,25 @@ pub async fn register(k: &Kubelet) -> crate::Result<()> {
         }},
         "spec": {"podCIDR": c.pod_cidr, "podCIDRs": [c.pod_cidr]},
     }))?;
+    let mut node = node;
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(CONTAINER_POD_CIDR.into(), json!(c.container_pod_cidr));
+    node.metadata.annotations = c
+        .container_pod_cidr
+        .as_ref()
+        .map(|cidr| [(CONTAINER_POD_CIDR.to_owned(), cidr.clone())].into());
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = %c.node_name, "registered node"),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            tracing::info!(node = %c.node_name, "node already registered; taking it over")
+            tracing::info!(node = %c.node_name, "node already registered; taking it over");
+            // What this run of the node publishes (null takes a stale subnet away).
+            nodes
+                .patch(
+                    &c.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+                )
+                .await?;
         }
         Err(source) => {
             return Err(crate::Error::Register {

@@ -15,6 +15,7 @@ pub mod ingress;
 pub mod names;
 pub mod network;
 pub mod policy;
+pub mod routes;
 pub mod table;
 
 use forward::Forwarder;

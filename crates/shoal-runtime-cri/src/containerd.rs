@@ -180,8 +180,10 @@ state = "{d}/state"
                     "ranges": [[{"subnet": self.pod_cidr}]],
                     // The node's loopback network (Wasm pods, ClusterIPs, the cluster DNS) is
                     // reached through the node, once the sandbox's own 127/8 is narrowed to
-                    // 127.0.0.1 (`CriRuntime::route_loopback_to_node`).
-                    "routes": [{"dst": "127.0.0.0/8"}],
+                    // 127.0.0.1 (`CriRuntime::route_loopback_to_node`); everything else too
+                    // (other nodes' pods, routed by the node; no masquerade: pod addresses
+                    // cross nodes unchanged).
+                    "routes": [{"dst": "127.0.0.0/8"}, {"dst": "0.0.0.0/0"}],
                     "dataDir": self.dir.join("ipam"),
                 },
             }, {"type": "portmap", "capabilities": {"portMappings": true}}],

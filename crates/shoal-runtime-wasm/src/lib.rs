@@ -234,8 +234,9 @@ impl WasmRuntime {
     }
 
     /// Pulls from a registry of `mirrors` go to its mirror (`(registry, url)`); images keep
-    /// their names.
+    /// their names; a mirror with an `http://` URL is spoken to over plain HTTP.
     pub fn set_mirrors(&self, mirrors: Vec<(String, String)>) {
+        registry::use_mirrors(&mirrors);
         *self.mirrors.write().unwrap_or_else(|p| p.into_inner()) = mirrors;
     }
 

@@ -61,7 +61,7 @@ pub enum RuntimeError {
     /// What this runtime cannot do (yet).
     #[error("{0}")]
     Unsupported(&'static str),
-    #[error("runtime i/o")]
+    #[error("runtime i/o: {0}")]
     Io(#[from] std::io::Error),
 }
 

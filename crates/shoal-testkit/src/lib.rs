@@ -5,6 +5,7 @@
 
 pub mod crd;
 pub mod etcd;
+pub mod netns;
 pub mod python;
 pub mod registry;
 
@@ -134,6 +135,13 @@ pub struct Cluster {
     pub ingress_ports: (u16, u16),
     /// The node runs containers: it is stopped with SIGTERM (it stops them) before SIGKILL.
     containers: bool,
+    /// The network namespace it runs in (and kubectl with it), if not this one.
+    pub netns: Option<String>,
+}
+
+/// The value of flag `name` in `args`.
+fn flag<'a>(args: &[&'a str], name: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1])
 }
 
 /// A port free on `ip` now (the test's own loopback address, so nobody else takes it).
@@ -173,32 +181,52 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Starts `shoal up ARGS` on a fresh data directory in network namespace `netns` (the
+    /// test's "machine"), with kubectl run there too. ARGS should say `--listen` and
+    /// `--node-ip` (an address of the namespace); the ingress ports are any free ones.
+    pub fn start_in_netns(netns: &netns::NetNs, args: &[&str]) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut c = Self::start_inner(tmp.path(), &[&["up"], args].concat(), Some(&netns.name))?;
+        c._tmp = Some(tmp);
+        Ok(c)
+    }
+
     /// Starts `shoal <args>` on `dir` (kept by the caller, e.g. for a restart).
     pub fn start_in(dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut cmd = Command::new(shoal_bin());
-        cmd.args(args)
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"]);
-        let service_cidr = args
-            .windows(2)
-            .find(|w| w[0] == "--service-cluster-ip-range")
-            .map(|w| w[1].to_owned())
+        Self::start_inner(dir, args, None)
+    }
+
+    fn start_inner(dir: &Path, args: &[&str], netns: Option<&str>) -> anyhow::Result<Self> {
+        let mut cmd = netns::command_in(netns, shoal_bin());
+        cmd.args(args).arg("--data-dir").arg(dir);
+        if flag(args, "--listen").is_none() {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        let service_cidr = flag(args, "--service-cluster-ip-range")
+            .map(str::to_owned)
             .unwrap_or_else(service_cidr);
         if !args.contains(&"--service-cluster-ip-range") {
             cmd.args(["--service-cluster-ip-range", &service_cidr]);
         }
-        let node = NodeNet::new();
+        let mut node = NodeNet::new();
         let mut ingress_ports = (0, 0);
         if args.first() == Some(&"up") {
-            ingress_ports = (free_port(&node.node_ip), free_port(&node.node_ip));
+            if netns.is_none() {
+                ingress_ports = (free_port(&node.node_ip), free_port(&node.node_ip));
+            }
             cmd.args(["--ingress-http-port", &ingress_ports.0.to_string()])
                 .args(["--ingress-https-port", &ingress_ports.1.to_string()]);
+            match flag(args, "--node-ip") {
+                Some(ip) => node.node_ip = ip.to_owned(),
+                None => {
+                    cmd.args(["--node-ip", &node.node_ip]);
+                }
+            }
             // The node: a name tests can rely on, a free kubelet port, a pod network of its
             // own (clusters run side by side), and a short crash-loop back-off.
             guest("hello");
             cmd.args(["--node-name", NODE, "--kubelet-port", "0"])
-                .args(["--pod-cidr", &node.pod_cidr, "--node-ip", &node.node_ip])
+                .args(["--pod-cidr", &node.pod_cidr])
                 .args(["--restart-backoff", "1"])
                 .args(NODE_TIMING)
                 // The sample plugins may be loaded from where they are built.
@@ -263,6 +291,7 @@ impl Cluster {
             node,
             ingress_ports,
             containers,
+            netns: netns.map(str::to_owned),
         })
     }
 
@@ -288,7 +317,7 @@ impl Cluster {
     /// A kubectl command for this cluster (its kubeconfig and private discovery cache), all
     /// three standard streams piped: for commands that keep running (`port-forward`, `attach`).
     pub fn kubectl_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = netns::command_in(self.netns.as_deref(), "kubectl");
         // Global flags first: after `--` they would be the command's own arguments.
         cmd.arg("--cache-dir")
             .arg(self.kube_cache.path())
@@ -302,7 +331,7 @@ impl Cluster {
 
     /// Runs kubectl with stdin and extra environment variables.
     pub fn kubectl_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = netns::command_in(self.netns.as_deref(), "kubectl");
         // Global flags first: after `--` they would be the command's own arguments.
         cmd.arg("--cache-dir")
             .arg(self.kube_cache.path())
@@ -575,6 +604,8 @@ pub struct Node {
     child: Child,
     pub name: String,
     pub net: NodeNet,
+    /// It runs containers: stopped with SIGTERM (it stops them) before SIGKILL.
+    containers: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -586,10 +617,30 @@ impl Node {
 
     /// As [`Node::join`], with extra `shoal kubelet` arguments.
     pub fn join_with(cluster: &Cluster, name: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::join_inner(cluster, name, extra, None)
+    }
+
+    /// As [`Node::join_with`], the kubelet running in network namespace `netns` (another
+    /// "machine"); `extra` should say `--node-ip`, an address of the namespace.
+    pub fn join_in_netns(
+        cluster: &Cluster,
+        name: &str,
+        netns: &netns::NetNs,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::join_inner(cluster, name, extra, Some(&netns.name))
+    }
+
+    fn join_inner(
+        cluster: &Cluster,
+        name: &str,
+        extra: &[&str],
+        netns: Option<&str>,
+    ) -> anyhow::Result<Self> {
         guest("hello");
         let dir = tempfile::tempdir()?;
-        let net = NodeNet::new();
-        let bootstrap = Command::new(shoal_bin())
+        let mut net = NodeNet::new();
+        let bootstrap = netns::command_in(cluster.netns.as_deref(), shoal_bin())
             .arg("bootstrap-kubeconfig")
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig())
@@ -602,7 +653,11 @@ impl Node {
             String::from_utf8_lossy(&bootstrap.stderr)
         );
         std::fs::write(dir.path().join("bootstrap.conf"), &bootstrap.stdout)?;
-        let mut child = Command::new(shoal_bin())
+        let node_ip = flag(extra, "--node-ip");
+        if let Some(ip) = node_ip {
+            net.node_ip = ip.to_owned();
+        }
+        let mut child = netns::command_in(netns, shoal_bin())
             .arg("kubelet")
             .arg("--bootstrap-kubeconfig")
             .arg(dir.path().join("bootstrap.conf"))
@@ -611,7 +666,12 @@ impl Node {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--node-name", name, "--kubelet-port", "0"])
-            .args(["--pod-cidr", &net.pod_cidr, "--node-ip", &net.node_ip])
+            .args(["--pod-cidr", &net.pod_cidr])
+            .args(if node_ip.is_none() {
+                vec!["--node-ip", &net.node_ip]
+            } else {
+                vec![]
+            })
             .args(["--cluster-dns", &dns_ip(&cluster.service_cidr)])
             .args(["--restart-backoff", "1"])
             .args(&NODE_TIMING[..2])
@@ -648,6 +708,7 @@ impl Node {
             child,
             name: name.to_owned(),
             net,
+            containers: flag(extra, "--containers").is_some_and(|v| v != "off"),
             _dir: dir,
         })
     }
@@ -662,6 +723,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if self.containers {
+            terminate(&mut self.child, Duration::from_secs(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

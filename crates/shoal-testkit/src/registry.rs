@@ -20,7 +20,8 @@ pub struct Registry {
     child: Child,
     /// `127.0.0.1:PORT`, the registry part of image names.
     pub host: String,
-    _dir: tempfile::TempDir,
+    /// Its configuration and storage (a registry serving another's storage has none).
+    dir: Option<tempfile::TempDir>,
 }
 
 /// The user of [`Registry::start_with_auth`].
@@ -65,32 +66,19 @@ impl Registry {
             .local_addr()?
             .port();
         let host = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n{auth}",
-                dir.path().join("data").display()
-            ),
-        )?;
-        let mut cmd = if tied {
+        let config = write_config(dir.path(), "config.yml", &host, &auth)?;
+        let cmd = if tied {
             let mut c = Command::new("setpriv");
             c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
             c
         } else {
             Command::new(bin)
         };
-        let child = cmd
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("spawning docker-registry")?;
+        let child = serve(cmd, &config)?;
         let mut r = Registry {
             child,
             host,
-            _dir: dir,
+            dir: Some(dir),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&r.host).is_err() {
@@ -101,6 +89,71 @@ impl Registry {
         }
         Ok(r)
     }
+}
+
+impl Registry {
+    /// A second registry serving this one's storage (what was pushed to it, read-only in
+    /// spirit) in network namespace `netns` on `addr` (`IP:PORT` of the namespace), for
+    /// nodes that cannot reach this one's loopback address; stop it before this one.
+    pub fn serve_in(&self, netns: &crate::netns::NetNs, addr: &str) -> anyhow::Result<Self> {
+        let dir = self
+            .dir
+            .as_ref()
+            .context("a registry with storage of its own")?;
+        let config = write_config(dir.path(), &format!("config-{}.yml", netns.name), addr, "")?;
+        let child = serve(netns.command(registry_bin()?), &config)?;
+        let mut r = Registry {
+            child,
+            host: addr.to_owned(),
+            dir: None,
+        };
+        let (ip, port) = addr.rsplit_once(':').context("IP:PORT")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let probe = netns
+                .command("bash")
+                .args(["-c", &format!("exec 3<>/dev/tcp/{ip}/{port}")])
+                .stderr(Stdio::null())
+                .status()?;
+            if probe.success() {
+                return Ok(r);
+            }
+            if Instant::now() > deadline || r.child.try_wait()?.is_some() {
+                bail!("docker-registry did not start on {addr} in {}", netns.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Writes the configuration `file` in `dir` of a registry on `addr` storing under
+/// `dir/data`, with the `auth` section given; its path.
+fn write_config(
+    dir: &std::path::Path,
+    file: &str,
+    addr: &str,
+    auth: &str,
+) -> anyhow::Result<PathBuf> {
+    let config = dir.join(file);
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{auth}",
+            dir.join("data").display()
+        ),
+    )?;
+    Ok(config)
+}
+
+/// Runs `registry` (the docker-registry command) serving `config`.
+fn serve(mut registry: Command, config: &std::path::Path) -> anyhow::Result<Child> {
+    registry
+        .arg("serve")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawning docker-registry")
 }
 
 impl Drop for Registry {

@@ -77,8 +77,28 @@ fn parse(image: &str) -> Result<Reference, RegistryError> {
     })
 }
 
+/// Registries (`host:port`) configured to be spoken to over plain HTTP: mirrors given with
+/// an `http://` URL.
+fn plain_http() -> &'static std::sync::RwLock<std::collections::BTreeSet<String>> {
+    static HOSTS: std::sync::OnceLock<std::sync::RwLock<std::collections::BTreeSet<String>>> =
+        std::sync::OnceLock::new();
+    HOSTS.get_or_init(Default::default)
+}
+
+/// Speaks to the mirrors of `mirrors` with an `http://` URL over plain HTTP, as containerd
+/// does with a `hosts.toml` saying so (for this process).
+pub fn use_mirrors(mirrors: &Mirrors) {
+    let mut hosts = plain_http().write().unwrap_or_else(|p| p.into_inner());
+    for (_, url) in mirrors {
+        if let Some(host) = url.strip_prefix("http://") {
+            hosts.insert(host.trim_end_matches('/').to_owned());
+        }
+    }
+}
+
 /// Registries on the loopback interface are spoken to over plain HTTP, as a development
-/// registry is; everything else over HTTPS.
+/// registry is, and so are mirrors configured with an `http://` URL; everything else over
+/// HTTPS.
 fn client_for(reference: &Reference) -> Client {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
@@ -93,7 +113,11 @@ fn client_for(reference: &Reference) -> Client {
         || host == "[::1]"
         || host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+            .is_ok_and(|ip| ip.is_loopback())
+        || plain_http()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&registry);
     let protocol = if loopback {
         ClientProtocol::HttpsExcept(vec![registry])
     } else {

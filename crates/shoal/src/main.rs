@@ -839,7 +839,14 @@ async fn run_apiserver(
     let audit = audit_log(&args, &dir, kubelet.is_some())?;
     let service_ip = args.service_cluster_ip_range.first_host().to_string();
     let service_range = args.service_cluster_ip_range;
-    let pki = Pki::load_or_create(&dir.join("pki"), &[service_ip])
+    // The serving certificate also names the address listened on, when it is a particular
+    // one: nodes on other machines reach the API server there.
+    let mut names = vec![service_ip];
+    let listen_ip = args.listen.ip();
+    if !listen_ip.is_unspecified() && !listen_ip.is_loopback() {
+        names.push(listen_ip.to_string());
+    }
+    let pki = Pki::load_or_create(&dir.join("pki"), &names)
         .context("cannot set up the cluster's certificates")?;
     let tokens = match &args.token_auth_file {
         Some(f) => {

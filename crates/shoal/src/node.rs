@@ -292,6 +292,7 @@ pub async fn start_kubelet(
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let mut config = Config::new(&node_name, &dir);
     config.pod_cidr = args.pod_cidr.clone();
+    config.container_pod_cidr = containers.is_ok().then(|| args.container_pod_cidr.clone());
     config.address = args.node_ip;
     config.cluster_domain = args.cluster_domain.clone();
     config.cluster_dns = Some(args.cluster_dns.unwrap_or_else(|| {
@@ -406,6 +407,18 @@ pub async fn start_kubelet(
             .run(proxy_stop.clone())
         },
     );
+    // Routes to the other nodes' container pods (host-gw), on every node: a Wasm pod calls
+    // them too.
+    let own_subnet = config
+        .container_pod_cidr
+        .as_deref()
+        .and_then(|c| c.parse().ok());
+    tokio::spawn(shoal_proxy::routes::run(
+        client.clone(),
+        node_name.clone(),
+        own_subnet,
+        shutdown.clone(),
+    ));
     let runtimes = shoal_runtime::multi::Runtimes::new(Arc::new(runtime));
     let runtimes = match &containers {
         Ok(c) => runtimes.with(c.cri.clone()),
