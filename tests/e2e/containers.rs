@@ -592,3 +592,112 @@ fn two_nodes_in_two_network_namespaces_route_each_others_pods() {
     drop(c);
     drop(link_registry);
 }
+
+/// `kubectl exec POD -- wget` of `url` within two seconds: what it fetched, or `Err`
+/// (busybox's `wget -T` crashes in Debian's busybox-static: `timeout` bounds it).
+fn wget_from(c: &Cluster, pod: &str, url: &str) -> anyhow::Result<String> {
+    let out = c.kubectl(&["exec", pod, "--", "timeout", "2", "wget", "-qO-", url]);
+    anyhow::ensure!(
+        out.status.success(),
+        "wget {url} from {pod}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// NetworkPolicy covers container pods as it covers Wasm pods: a container backend open only
+/// to `role: friend` pods refuses a stranger container (by pod IP, and by Service address
+/// through the node's proxy) and a stranger Wasm pod; a Wasm backend open only to friends
+/// refuses a stranger container; a container whose egress is denied reaches nothing.
+#[test]
+fn network_policies_cover_container_pods() {
+    let registry = registry_with_busybox();
+    let c = Cluster::start_with(&[
+        "--containers",
+        "on",
+        "--registry-mirror",
+        &mirror(&registry),
+        "--container-pod-cidr",
+        &container_cidr(),
+    ])
+    .unwrap();
+    let a = shoal_testkit::NODE;
+    c.apply(&httpd_on("web", a));
+    c.apply(&crate::services::echo("echo", 1, "ClusterIP"));
+    let sleeper = |name: &str, role: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{role: {role}}}}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, \"3600\"]\n"
+        )
+    };
+    for (name, role) in [
+        ("friend", "friend"),
+        ("stranger", "stranger"),
+        ("lonely", "lonely"),
+    ] {
+        c.apply(&sleeper(name, role));
+    }
+    let web = ready_endpoint(&c, "web");
+    let echo = ready_endpoint(&c, "echo");
+    for pod in ["friend", "stranger", "lonely"] {
+        c.wait_pod(pod, "{.status.phase}", "Running");
+    }
+    let web_ip = format!("http://{web}:8080/index.html");
+    let web_svc = "http://web.default.svc.cluster.local/index.html";
+    let echo_ip = format!("http://{echo}:8080/hi");
+    // Open before any policy.
+    for pod in ["stranger", "lonely"] {
+        eventually(&format!("{pod} reaches web"), || {
+            wget_from(&c, pod, &web_ip)
+        });
+    }
+    c.apply(
+        r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-friends}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {role: friend}}}], ports: [{port: http}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: echo-friends}
+spec:
+  podSelector: {matchLabels: {app: echo}}
+  ingress: [{from: [{podSelector: {matchLabels: {role: friend}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: lonely}
+spec:
+  podSelector: {matchLabels: {role: lonely}}
+  policyTypes: [Egress]
+"#,
+    );
+    for url in [web_ip.as_str(), web_svc, echo_ip.as_str()] {
+        eventually(
+            &format!("the stranger is refused {url}"),
+            || match wget_from(&c, "stranger", url) {
+                Ok(body) => anyhow::bail!("fetched {body:?}"),
+                Err(_) => Ok(()),
+            },
+        );
+        let body = wget_from(&c, "friend", url).unwrap();
+        assert!(
+            body.contains("hello from web") || body.contains("GET /hi"),
+            "{body}"
+        );
+    }
+    eventually("lonely reaches nothing", || {
+        match wget_from(&c, "lonely", &web_ip) {
+            Ok(body) => anyhow::bail!("fetched {body:?}"),
+            Err(_) => Ok(()),
+        }
+    });
+    // Wasm pods calling the container backend: policed in the runtime.
+    let call = ["connect", "web:80", "GET /index.html HTTP/1.0\r\n\r\n"];
+    let (phase, logs) = run_client(&c, "wasm-stranger", "role: stranger", &call);
+    assert_eq!(phase, "Failed", "{logs}");
+    let (phase, logs) = run_client(&c, "wasm-friend", "role: friend", &call);
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("hello from web"), "{logs}");
+}

@@ -197,6 +197,7 @@ async fn data_path(dir: &std::path::Path) -> anyhow::Result<()> {
     tokio::spawn(shoal_proxy::forward::serve_tcp(
         listener,
         fwd.clone(),
+        None,
         tokio_util::sync::CancellationToken::new(),
     ));
     let web: Service = serde_json::from_value(serde_json::json!({

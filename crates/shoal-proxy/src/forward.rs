@@ -86,8 +86,15 @@ impl Forwarder {
 }
 
 /// Serves TCP on `listener` until `stop`: each connection is spliced to an endpoint; an
-/// endpoint that refuses is skipped for the next.
-pub async fn serve_tcp(listener: TcpListener, fwd: Arc<Forwarder>, stop: CancellationToken) {
+/// endpoint that refuses is skipped for the next. With `network`, a connection from a pod
+/// (a container pod: Wasm pods' connects are routed, and policed, in the runtime) goes only
+/// to endpoints its NetworkPolicies and theirs allow.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    fwd: Arc<Forwarder>,
+    network: Option<crate::network::NodeNetwork>,
+    stop: CancellationToken,
+) {
     loop {
         let (conn, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -99,10 +106,15 @@ pub async fn serve_tcp(listener: TcpListener, fwd: Arc<Forwarder>, stop: Cancell
                 }
             },
         };
-        let fwd = fwd.clone();
+        let (fwd, network) = (fwd.clone(), network.clone());
         tokio::spawn(async move {
             let _ = conn.set_nodelay(true);
-            match connect_any(&fwd, peer.ip()).await {
+            let allowed = |to: SocketAddr| {
+                network
+                    .as_ref()
+                    .is_none_or(|n| n.pod_may_connect(peer.ip(), to))
+            };
+            match connect_any(&fwd, peer.ip(), allowed).await {
                 Some(upstream) => {
                     fwd.forwarded.fetch_add(1, Ordering::Relaxed);
                     let (mut a, mut b) = (conn, upstream);
@@ -117,8 +129,12 @@ pub async fn serve_tcp(listener: TcpListener, fwd: Arc<Forwarder>, stop: Cancell
     }
 }
 
-async fn connect_any(fwd: &Forwarder, client: IpAddr) -> Option<TcpStream> {
-    for addr in fwd.candidates(client) {
+async fn connect_any(
+    fwd: &Forwarder,
+    client: IpAddr,
+    allowed: impl Fn(SocketAddr) -> bool,
+) -> Option<TcpStream> {
+    for addr in fwd.candidates(client).into_iter().filter(|a| allowed(*a)) {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);

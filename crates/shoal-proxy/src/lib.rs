@@ -10,6 +10,7 @@
 //! Start at [`Proxy::run`]; the rules are [`table::build`].
 
 pub mod dns;
+pub mod firewall;
 pub mod forward;
 pub mod ingress;
 pub mod names;
@@ -168,7 +169,7 @@ impl Proxy {
             if self.listeners.contains_key(f) {
                 continue;
             }
-            match listen(*f, fwd).await {
+            match listen(*f, fwd, self.network.clone()).await {
                 Ok(l) => {
                     self.failed.remove(f);
                     self.listeners.insert(*f, l);
@@ -194,12 +195,16 @@ impl Proxy {
     }
 }
 
-async fn listen(f: Frontend, fwd: Arc<Forwarder>) -> Result<Listener, String> {
+async fn listen(
+    f: Frontend,
+    fwd: Arc<Forwarder>,
+    network: NodeNetwork,
+) -> Result<Listener, String> {
     let stop = CancellationToken::new();
     match f.protocol {
         Protocol::Tcp => {
             let l = bind_tcp(f.addr).map_err(|e| e.to_string())?;
-            tokio::spawn(forward::serve_tcp(l, fwd, stop.clone()));
+            tokio::spawn(forward::serve_tcp(l, fwd, Some(network), stop.clone()));
         }
         Protocol::Udp => {
             let s = tokio::net::UdpSocket::bind(f.addr)

@@ -84,6 +84,13 @@ impl NodeNetwork {
         })
     }
 
+    /// Whether the pod at `from` may open a TCP connection to `to` (both ends' policies);
+    /// `true` if `from` is no pod (the node, a client outside the cluster).
+    pub fn pod_may_connect(&self, from: IpAddr, to: SocketAddr) -> bool {
+        let snap = self.snapshot();
+        self.pod(&snap, from).is_none() || self.allows(&snap, from, to, Protocol::Tcp)
+    }
+
     fn allows(&self, snap: &Snapshot, from: IpAddr, to: SocketAddr, protocol: Protocol) -> bool {
         let src = self.pod(snap, from);
         let dst = self.pod(snap, to.ip());

@@ -93,6 +93,13 @@ pub struct Policies {
     policies: HashMap<String, Vec<(String, NetworkPolicySpec)>>,
 }
 
+/// A rule of a policy: its peers and its ports (`None` or empty: any).
+type Rule<'a> = (
+    Option<&'a [NetworkPolicyPeer]>,
+    Option<&'a [NetworkPolicyPort]>,
+);
+
+#[derive(Clone, Copy)]
 enum Direction {
     Ingress,
     Egress,
@@ -176,51 +183,88 @@ impl Policies {
         port: u16,
         proto: Protocol,
     ) -> bool {
-        let Some(policies) = self.policies.get(&pod.namespace) else {
-            return true;
+        self.ports_between(dir, pod, peer_ip, peer)
+            .contains(port, proto)
+    }
+
+    /// The policies of `pod`'s namespace that select `pod` for `dir`; `None` if none does
+    /// (the pod is open in that direction).
+    fn selecting<'a>(
+        &'a self,
+        dir: Direction,
+        pod: &PodInfo,
+    ) -> Option<Vec<&'a NetworkPolicySpec>> {
+        let wanted = match dir {
+            Direction::Ingress => "Ingress",
+            Direction::Egress => "Egress",
         };
-        let mut selected = false;
-        for (_, spec) in policies {
-            let types = spec.policy_types.clone().unwrap_or_else(|| {
-                let mut t = vec!["Ingress".to_owned()];
-                if spec.egress.is_some() {
-                    t.push("Egress".into());
+        let specs: Vec<&NetworkPolicySpec> = self
+            .policies
+            .get(&pod.namespace)?
+            .iter()
+            .map(|(_, spec)| spec)
+            .filter(|spec| {
+                let types = spec.policy_types.clone().unwrap_or_else(|| {
+                    let mut t = vec!["Ingress".to_owned()];
+                    if spec.egress.is_some() {
+                        t.push("Egress".into());
+                    }
+                    t
+                });
+                types.iter().any(|t| t == wanted)
+                    && spec
+                        .pod_selector
+                        .as_ref()
+                        .is_none_or(|s| s.selects(Some(&pod.labels)))
+            })
+            .collect();
+        (!specs.is_empty()).then_some(specs)
+    }
+
+    /// The rules of `spec` for `dir`: (peers, ports).
+    fn rules_of(dir: Direction, spec: &NetworkPolicySpec) -> Vec<Rule<'_>> {
+        match dir {
+            Direction::Ingress => spec
+                .ingress
+                .iter()
+                .flatten()
+                .map(|r| (r.from.as_deref(), r.ports.as_deref()))
+                .collect(),
+            Direction::Egress => spec
+                .egress
+                .iter()
+                .flatten()
+                .map(|r| (r.to.as_deref(), r.ports.as_deref()))
+                .collect(),
+        }
+    }
+
+    /// The ports (of the destination) `pod`'s policies of `dir` open to the peer at
+    /// `peer_ip` (a pod if `peer`): everything if no policy selects `pod` for `dir`.
+    fn ports_between(
+        &self,
+        dir: Direction,
+        pod: &PodInfo,
+        peer_ip: IpAddr,
+        peer: Option<&Arc<PodInfo>>,
+    ) -> Ports {
+        let Some(specs) = self.selecting(dir, pod) else {
+            return Ports::All;
+        };
+        // Named ports resolve on the destination pod.
+        let dest = match dir {
+            Direction::Ingress => Some(pod),
+            Direction::Egress => peer.map(AsRef::as_ref),
+        };
+        let mut open = Ports::none();
+        for spec in specs {
+            for (peers, ports) in Self::rules_of(dir, spec) {
+                if self.peers_match(peers, &pod.namespace, peer_ip, peer) {
+                    open.add(resolve_ports(ports, dest));
                 }
-                t
-            });
-            let wanted = match dir {
-                Direction::Ingress => "Ingress",
-                Direction::Egress => "Egress",
-            };
-            if !types.iter().any(|t| t == wanted)
-                || !spec
-                    .pod_selector
-                    .as_ref()
-                    .is_none_or(|s| s.selects(Some(&pod.labels)))
-            {
-                continue;
-            }
-            selected = true;
-            // Named ports resolve on the destination pod.
-            let dest = match dir {
-                Direction::Ingress => Some(pod),
-                Direction::Egress => peer.map(AsRef::as_ref),
-            };
-            let allowed = match dir {
-                Direction::Ingress => spec.ingress.iter().flatten().any(|r| {
-                    self.peers_match(r.from.as_deref(), &pod.namespace, peer_ip, peer)
-                        && ports_match(r.ports.as_deref(), port, proto, dest)
-                }),
-                Direction::Egress => spec.egress.iter().flatten().any(|r| {
-                    self.peers_match(r.to.as_deref(), &pod.namespace, peer_ip, peer)
-                        && ports_match(r.ports.as_deref(), port, proto, dest)
-                }),
-            };
-            if allowed {
-                return true;
             }
         }
-        !selected
+        open
     }
 
     fn peers_match(
@@ -238,44 +282,215 @@ impl Policies {
                 return in_cidr(ip, &block.cidr)
                     && !block.except.iter().flatten().any(|e| in_cidr(ip, e));
             }
-            let Some(pod) = pod else { return false };
-            let ns_ok = match &peer.namespace_selector {
-                None => pod.namespace == policy_ns,
-                Some(sel) => sel.selects(self.namespaces.get(&pod.namespace)),
-            };
-            let pod_ok = peer
-                .pod_selector
-                .as_ref()
-                .is_none_or(|sel| sel.selects(Some(&pod.labels)));
-            (peer.namespace_selector.is_some() || peer.pod_selector.is_some()) && ns_ok && pod_ok
+            pod.is_some_and(|pod| self.selects_pod(peer, policy_ns, pod))
         })
+    }
+
+    /// Whether a pod or namespace selector `peer` of a policy in `policy_ns` picks `pod`.
+    fn selects_pod(&self, peer: &NetworkPolicyPeer, policy_ns: &str, pod: &PodInfo) -> bool {
+        let ns_ok = match &peer.namespace_selector {
+            None => pod.namespace == policy_ns,
+            Some(sel) => sel.selects(self.namespaces.get(&pod.namespace)),
+        };
+        let pod_ok = peer
+            .pod_selector
+            .as_ref()
+            .is_none_or(|sel| sel.selects(Some(&pod.labels)));
+        (peer.namespace_selector.is_some() || peer.pod_selector.is_some()) && ns_ok && pod_ok
+    }
+
+    /// Every pod the node knows, with its address.
+    pub fn pods(&self) -> impl Iterator<Item = (IpAddr, &Arc<PodInfo>)> {
+        self.pods.iter().map(|(ip, p)| (*ip, p))
+    }
+
+    /// What a packet filter in the network namespace of the pod at `ip` (`pod`) enforces for
+    /// it: see [`PodFilter`].
+    pub fn filter_for(&self, ip: IpAddr, pod: &PodInfo) -> PodFilter {
+        let ingress = self.selecting(Direction::Ingress, pod).map(|specs| {
+            let mut rules = Vec::new();
+            for spec in specs {
+                for (peers, ports) in Self::rules_of(Direction::Ingress, spec) {
+                    let ports = resolve_ports(ports, Some(pod));
+                    let peers = match peers.filter(|p| !p.is_empty()) {
+                        None => vec![Peer::Any],
+                        Some(peers) => self.peer_addresses(peers, &pod.namespace),
+                    };
+                    rules.extend(peers.into_iter().map(|p| (p, ports.clone())));
+                }
+            }
+            rules
+        });
+        let egress = self.selecting(Direction::Egress, pod).map(|specs| {
+            let mut rules = Vec::new();
+            for spec in specs {
+                for (peers, ports) in Self::rules_of(Direction::Egress, spec) {
+                    // Named ports mean the destination pod's: only pod destinations (below)
+                    // can have them.
+                    let ports = resolve_ports(ports, None);
+                    match peers.filter(|p| !p.is_empty()) {
+                        None => rules.push((Peer::Any, ports)),
+                        Some(peers) => rules.extend(
+                            peers
+                                .iter()
+                                .filter_map(|p| p.ip_block.as_ref())
+                                .map(|b| (block(b), ports.clone())),
+                        ),
+                    }
+                }
+            }
+            rules
+        });
+        let from = self.pods.get(&ip);
+        let to_pods = self
+            .pods
+            .iter()
+            .filter(|(other, _)| **other != ip)
+            .map(|(other, dst)| {
+                let out = self.ports_between(Direction::Egress, pod, *other, Some(dst));
+                let back = self.ports_between(Direction::Ingress, dst, ip, from);
+                (*other, out.intersect(&back))
+            })
+            .collect();
+        PodFilter {
+            ingress,
+            egress,
+            to_pods,
+        }
+    }
+
+    /// The addresses the peers `peers` of a policy in `policy_ns` stand for.
+    fn peer_addresses(&self, peers: &[NetworkPolicyPeer], policy_ns: &str) -> Vec<Peer> {
+        let mut out = Vec::new();
+        let mut ips = Vec::new();
+        for peer in peers {
+            match &peer.ip_block {
+                Some(b) => out.push(block(b)),
+                None => ips.extend(
+                    self.pods
+                        .iter()
+                        .filter(|(_, p)| self.selects_pod(peer, policy_ns, p))
+                        .map(|(ip, _)| *ip),
+                ),
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        if !ips.is_empty() {
+            out.push(Peer::Pods(ips));
+        }
+        out
     }
 }
 
-fn ports_match(
-    ports: Option<&[NetworkPolicyPort]>,
-    port: u16,
-    proto: Protocol,
-    dest: Option<&PodInfo>,
-) -> bool {
-    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
-        return true;
-    };
-    ports.iter().any(|p| {
-        if protocol(p.protocol.as_deref()) != proto {
-            return false;
+fn block(b: &k8s_openapi::api::networking::v1::IPBlock) -> Peer {
+    Peer::Block {
+        cidr: b.cidr.clone(),
+        except: b.except.clone().unwrap_or_default(),
+    }
+}
+
+/// Ports of one protocol, as inclusive ranges; or all of every protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ports {
+    All,
+    Only(Vec<(Protocol, u16, u16)>),
+}
+
+impl Ports {
+    fn none() -> Self {
+        Ports::Only(Vec::new())
+    }
+
+    fn add(&mut self, other: Ports) {
+        match (&mut *self, other) {
+            (Ports::All, _) => {}
+            (_, Ports::All) => *self = Ports::All,
+            (Ports::Only(a), Ports::Only(b)) => a.extend(b),
         }
+    }
+
+    fn contains(&self, port: u16, proto: Protocol) -> bool {
+        match self {
+            Ports::All => true,
+            Ports::Only(v) => v
+                .iter()
+                .any(|(p, lo, hi)| *p == proto && (*lo..=*hi).contains(&port)),
+        }
+    }
+
+    /// What both let through.
+    pub fn intersect(&self, other: &Ports) -> Ports {
+        match (self, other) {
+            (Ports::All, x) | (x, Ports::All) => x.clone(),
+            (Ports::Only(a), Ports::Only(b)) => {
+                let mut out = Vec::new();
+                for (pa, la, ha) in a {
+                    for (pb, lb, hb) in b {
+                        let (lo, hi) = ((*la).max(*lb), (*ha).min(*hb));
+                        if pa == pb && lo <= hi {
+                            out.push((*pa, lo, hi));
+                        }
+                    }
+                }
+                Ports::Only(out)
+            }
+        }
+    }
+}
+
+/// Where a rule lets traffic come from or go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    Any,
+    /// The addresses of the pods its selectors pick.
+    Pods(Vec<IpAddr>),
+    Block {
+        cidr: String,
+        except: Vec<String>,
+    },
+}
+
+/// A pod's NetworkPolicies, compiled for a packet filter in its own network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFilter {
+    /// Who may connect to it, and to which of its ports; `None`: anyone (no policy selects
+    /// it for ingress).
+    pub ingress: Option<Vec<(Peer, Ports)>>,
+    /// Where it may connect to that is not a known pod (`ipBlock` and any-destination
+    /// rules); `None`: anywhere (no policy selects it for egress).
+    pub egress: Option<Vec<(Peer, Ports)>>,
+    /// Every other known pod, with the ports it may connect to there: its own egress and
+    /// that pod's ingress both allowing (possibly none).
+    pub to_pods: Vec<(IpAddr, Ports)>,
+}
+
+/// `ports` of a rule as ranges, named ports resolved on `dest` (dropped without one).
+fn resolve_ports(ports: Option<&[NetworkPolicyPort]>, dest: Option<&PodInfo>) -> Ports {
+    let Some(ports) = ports.filter(|p| !p.is_empty()) else {
+        return Ports::All;
+    };
+    let mut out = Vec::new();
+    for p in ports {
+        let proto = protocol(p.protocol.as_deref());
         match &p.port {
-            None => true,
+            None => out.push((proto, 1, u16::MAX)),
             Some(IntOrString::Int(n)) => {
                 let end = p.end_port.unwrap_or(*n);
-                (*n..=end).contains(&i32::from(port))
+                if let (Ok(lo), Ok(hi)) = (u16::try_from(*n), u16::try_from(end)) {
+                    out.push((proto, lo, hi));
+                }
             }
-            Some(IntOrString::String(name)) => dest
-                .and_then(|d| d.ports.get(name))
-                .is_some_and(|(n, pr)| *n == port && *pr == proto),
+            Some(IntOrString::String(name)) => {
+                if let Some((n, pr)) = dest.and_then(|d| d.ports.get(name))
+                    && *pr == proto
+                {
+                    out.push((proto, *n, *n));
+                }
+            }
         }
-    })
+    }
+    Ports::Only(out)
 }
 
 #[cfg(test)]

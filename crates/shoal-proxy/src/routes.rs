@@ -73,9 +73,32 @@ async fn ip_route(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// The InternalIPs of the cluster's nodes, as [`run`] last saw them.
+pub type NodeAddresses = Arc<std::sync::RwLock<Vec<IpAddr>>>;
+
+/// Every node's InternalIP.
+fn addresses(nodes: &[Arc<Node>]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Keeps this node's routes to the other nodes' container subnets in step with the Nodes
-/// until `stop`, then takes them away.
-pub async fn run(client: kube::Client, me: String, own: Option<Cidr>, stop: CancellationToken) {
+/// (and `addresses` with their addresses) until `stop`, then takes the routes away.
+pub async fn run(
+    client: kube::Client,
+    me: String,
+    own: Option<Cidr>,
+    addresses_out: NodeAddresses,
+    stop: CancellationToken,
+) {
     let changed = Arc::new(Notify::new());
     let poke = changed.clone();
     let (nodes, _watch) =
@@ -88,7 +111,9 @@ pub async fn run(client: kube::Client, me: String, own: Option<Cidr>, stop: Canc
             () = stop.cancelled() => break,
             () = changed.notified() => {}
         }
-        let want = wanted(&nodes.state(), &me, own);
+        let state = nodes.state();
+        *addresses_out.write().unwrap_or_else(|p| p.into_inner()) = addresses(&state);
+        let want = wanted(&state, &me, own);
         for (cidr, via) in &installed.clone() {
             if want.get(cidr) != Some(via) {
                 if let Err(e) = ip_route(&["del", cidr, "via", &via.to_string()]).await {

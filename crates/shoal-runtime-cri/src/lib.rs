@@ -202,6 +202,53 @@ impl CriRuntime {
         Ok(())
     }
 
+    /// The address and network namespace of each ready sandbox, by sandbox id (`known`
+    /// gives those already asked about, which are not asked again).
+    pub async fn pod_networks(
+        &self,
+        known: &HashMap<String, (std::net::IpAddr, String)>,
+    ) -> Result<HashMap<String, (std::net::IpAddr, String)>> {
+        let list = self
+            .rt()
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(cri::PodSandboxFilter {
+                    state: Some(cri::PodSandboxStateValue {
+                        state: cri::PodSandboxState::SandboxReady as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(|s| status_error("ListPodSandbox", s))?
+            .into_inner();
+        let mut out = HashMap::new();
+        for sb in list.items {
+            if let Some(net) = known.get(&sb.id) {
+                out.insert(sb.id, net.clone());
+                continue;
+            }
+            let Ok(status) = self
+                .rt()
+                .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                    verbose: true,
+                })
+                .await
+            else {
+                continue;
+            };
+            let status = status.into_inner();
+            let ip = status
+                .status
+                .and_then(|s| s.network)
+                .and_then(|n| n.ip.parse().ok());
+            if let (Some(ip), Some(netns)) = (ip, netns_path(&status.info)) {
+                out.insert(sb.id, (ip, netns));
+            }
+        }
+        Ok(out)
+    }
+
     fn rt(&self) -> RuntimeServiceClient<Channel> {
         self.runtime.clone()
     }

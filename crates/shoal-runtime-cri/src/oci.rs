@@ -199,6 +199,7 @@ impl Image {
 pub const BUSYBOX_TOOLS: &[&str] = &[
     "sh", "cat", "echo", "env", "ls", "sleep", "httpd", "wget", "nc", "true", "false", "test",
     "mkdir", "rm", "tar", "head", "wc", "id", "hostname", "ps", "kill", "grep", "yes", "tr",
+    "timeout",
 ];
 
 /// A ustar writer: enough for layers and OCI layouts (names up to 100 bytes, owned by root).

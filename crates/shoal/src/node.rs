@@ -188,6 +188,68 @@ async fn start_containers(
     })
 }
 
+/// Keeps every container pod's NetworkPolicy table (`shoal_proxy::firewall`) in step with
+/// the policies, pods and nodes the proxy sees, until `shutdown`. `gateway` is the node's
+/// address on the bridge, `wasm_pods` the node's Wasm pod range.
+async fn police_containers(
+    cri: Arc<shoal_runtime_cri::CriRuntime>,
+    network: shoal_proxy::network::NodeNetwork,
+    nodes: shoal_proxy::routes::NodeAddresses,
+    gateway: std::net::IpAddr,
+    wasm_pods: String,
+    shutdown: CancellationToken,
+) {
+    use shoal_proxy::firewall;
+    let mut sandboxes = std::collections::HashMap::new();
+    // The script last loaded into each namespace.
+    let mut applied: std::collections::HashMap<String, String> = Default::default();
+    let mut seen: Option<(Arc<shoal_proxy::policy::Policies>, Vec<std::net::IpAddr>)> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let Ok(now) = cri.pod_networks(&sandboxes).await else {
+            continue;
+        };
+        let policies = network.snapshot().policies.clone();
+        let mut trusted = nodes.read().unwrap_or_else(|p| p.into_inner()).clone();
+        trusted.push(gateway);
+        let same = seen
+            .as_ref()
+            .is_some_and(|(p, t)| Arc::ptr_eq(p, &policies) && *t == trusted)
+            && now.len() == sandboxes.len()
+            && now.keys().all(|k| sandboxes.contains_key(k));
+        sandboxes = now;
+        if same {
+            continue;
+        }
+        applied.retain(|netns, _| sandboxes.values().any(|(_, n)| n == netns));
+        let mut failed = false;
+        for (ip, netns) in sandboxes.values() {
+            // A pod the cluster does not know yet (its address not reported): next round.
+            let Some(pod) = policies.pod(*ip) else {
+                continue;
+            };
+            let script = firewall::ruleset(&policies.filter_for(*ip, pod), &trusted, &wasm_pods);
+            if applied.get(netns) == Some(&script) {
+                continue;
+            }
+            match firewall::apply(netns, &script).await {
+                Ok(()) => {
+                    applied.insert(netns.clone(), script);
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(pod = %ip, error = %e, "cannot load a container pod's network policy");
+                }
+            }
+        }
+        // After a failure, the next round tries again.
+        seen = (!failed).then_some((policies, trusted));
+    }
+}
+
 /// The cluster add-ons a node runs beside its kubelet, each with its own identity.
 #[derive(Default)]
 pub struct Addons {
@@ -388,6 +450,7 @@ pub async fn start_kubelet(
     if let Some(ingress) = addons.ingress {
         start_ingress(ingress, args, runtime.local_http(), &supervisor, &shutdown).await?;
     }
+    let policed = network.clone();
     let (proxy_client, proxy_stop, domain) = (
         client.clone(),
         shutdown.clone(),
@@ -413,12 +476,24 @@ pub async fn start_kubelet(
         .container_pod_cidr
         .as_deref()
         .and_then(|c| c.parse().ok());
+    let node_addresses = shoal_proxy::routes::NodeAddresses::default();
     tokio::spawn(shoal_proxy::routes::run(
         client.clone(),
         node_name.clone(),
         own_subnet,
+        node_addresses.clone(),
         shutdown.clone(),
     ));
+    if let (Ok(c), Some(subnet)) = (&containers, own_subnet) {
+        tokio::spawn(police_containers(
+            c.cri.clone(),
+            policed,
+            node_addresses,
+            subnet.first_host().into(),
+            args.pod_cidr.clone(),
+            shutdown.clone(),
+        ));
+    }
     let runtimes = shoal_runtime::multi::Runtimes::new(Arc::new(runtime));
     let runtimes = match &containers {
         Ok(c) => runtimes.with(c.cri.clone()),
