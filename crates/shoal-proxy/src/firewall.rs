@@ -162,3 +162,90 @@ pub async fn apply(netns: &str, script: &str) -> Result<(), String> {
         Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_open_pod_only_keeps_the_node_s_wasm_pods_ingress() {
+        let f = PodFilter {
+            ingress: None,
+            egress: None,
+            to_pods: vec![
+                (ip("127.64.0.5"), Ports::Only(vec![])),
+                (ip("127.64.0.6"), Ports::All),
+                (ip("198.18.0.9"), Ports::Only(vec![])),
+            ],
+        };
+        let s = ruleset(&f, &[ip("198.18.0.1")], "127.64.0.0/24");
+        assert!(s.starts_with("table inet shoal_policy {}\ndelete table inet shoal_policy\n"));
+        let egress = s.split("chain egress").nth(1).unwrap();
+        assert!(egress.contains("ip daddr { 127.64.0.6 } accept\n"), "{s}");
+        assert!(!egress.contains("127.64.0.5 }"), "{s}");
+        assert!(egress.contains("ip daddr 127.64.0.0/24 drop\n"), "{s}");
+        // Container pods police their own ingress; no drop at the end.
+        assert!(!egress.contains("198.18.0.9"), "{s}");
+        assert!(
+            !egress
+                .trim_end()
+                .trim_end_matches('}')
+                .trim_end()
+                .ends_with("drop"),
+            "{s}"
+        );
+        let ingress = s
+            .split("chain ingress")
+            .nth(1)
+            .unwrap()
+            .split("chain egress")
+            .next()
+            .unwrap();
+        assert!(!ingress.contains("drop"), "{s}");
+    }
+
+    #[test]
+    fn a_selected_pod_admits_its_peers_and_the_nodes_then_drops() {
+        let f = PodFilter {
+            ingress: Some(vec![
+                (
+                    Peer::Pods(vec![ip("198.18.0.3"), ip("127.64.0.7")]),
+                    Ports::Only(vec![(Protocol::Tcp, 8080, 8080), (Protocol::Udp, 53, 54)]),
+                ),
+                (
+                    Peer::Block {
+                        cidr: "192.0.2.0/24".into(),
+                        except: vec!["192.0.2.7/32".into()],
+                    },
+                    Ports::All,
+                ),
+                (Peer::Pods(vec![]), Ports::All),
+            ]),
+            egress: Some(vec![(
+                Peer::Any,
+                Ports::Only(vec![(Protocol::Tcp, 443, 443)]),
+            )]),
+            to_pods: vec![(ip("198.18.0.3"), Ports::Only(vec![(Protocol::Tcp, 80, 80)]))],
+        };
+        let s = ruleset(&f, &[ip("198.19.0.1"), ip("198.18.0.1")], "127.64.0.0/24");
+        for line in [
+            "ip saddr { 198.19.0.1, 198.18.0.1 } accept\n",
+            "ip saddr { 198.18.0.3, 127.64.0.7 } tcp dport { 8080 } accept\n",
+            "ip saddr { 198.18.0.3, 127.64.0.7 } udp dport { 53-54 } accept\n",
+            "ip saddr 192.0.2.0/24 ip saddr != { 192.0.2.7/32 } accept\n",
+            "ip daddr { 198.18.0.3 } tcp dport { 80 } accept\n",
+            "ip daddr 127.0.0.0/8 accept\n",
+            "ip daddr { 198.18.0.3 } drop\n",
+            "tcp dport { 443 } accept\n",
+        ] {
+            assert!(s.contains(line), "{line:?} in\n{s}");
+        }
+        assert_eq!(s.matches("    drop\n").count(), 2, "{s}");
+        // The pod-specific accepts come before the drop of other pods.
+        assert!(s.find("tcp dport { 80 } accept").unwrap() < s.find("198.18.0.3 } drop").unwrap());
+    }
+}

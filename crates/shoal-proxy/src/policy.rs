@@ -579,4 +579,74 @@ mod tests {
         // Ingress stays open: the policy is egress only.
         assert!(p.allows(ip("127.64.0.9"), to("127.64.0.3:80"), Protocol::Tcp));
     }
+
+    #[test]
+    fn a_pod_filter_lists_peers_by_address_and_both_ends_ports_to_pods() {
+        let web = pod("web", "shop", "198.18.0.2", json!({"app": "web"}));
+        let friend = pod("friend", "shop", "198.18.0.3", json!({"role": "friend"}));
+        let wasm = pod("wasm", "shop", "127.64.0.5", json!({"app": "wasm"}));
+        let np = policy(
+            "shop",
+            json!({"podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"role": "friend"}}}],
+                 "ports": [{"port": "http"}]},
+                {"from": [{"ipBlock": {"cidr": "192.0.2.0/24", "except": ["192.0.2.7/32"]}}]},
+            ]}),
+        );
+        let wasm_only_friends = policy(
+            "shop",
+            json!({"podSelector": {"matchLabels": {"app": "wasm"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "friend"}}}],
+                             "ports": [{"port": 9000}]}]}),
+        );
+        let nss = [ns("shop", json!({}))];
+        let nss: Vec<&Namespace> = nss.iter().collect();
+        let p = Policies::build(&[&web, &friend, &wasm], &nss, &[&np, &wasm_only_friends]);
+        let info = |addr: &str| p.pod(ip(addr)).unwrap().clone();
+        let f = p.filter_for(ip("198.18.0.2"), &info("198.18.0.2"));
+        assert_eq!(
+            f.ingress,
+            Some(vec![
+                (
+                    Peer::Pods(vec![ip("198.18.0.3")]),
+                    Ports::Only(vec![(Protocol::Tcp, 8080, 8080)])
+                ),
+                (
+                    Peer::Block {
+                        cidr: "192.0.2.0/24".into(),
+                        except: vec!["192.0.2.7/32".into()]
+                    },
+                    Ports::All
+                ),
+            ])
+        );
+        assert_eq!(f.egress, None);
+        // web may not reach the Wasm pod (its ingress wants friends); friend may, on 9000.
+        let to = |f: &PodFilter, addr: &str| {
+            f.to_pods
+                .iter()
+                .find(|(i, _)| *i == ip(addr))
+                .map(|(_, p)| p.clone())
+        };
+        assert_eq!(to(&f, "127.64.0.5"), Some(Ports::Only(vec![])));
+        let ff = p.filter_for(ip("198.18.0.3"), &info("198.18.0.3"));
+        assert_eq!(
+            to(&ff, "127.64.0.5"),
+            Some(Ports::Only(vec![(Protocol::Tcp, 9000, 9000)]))
+        );
+        assert_eq!(
+            to(&ff, "198.18.0.2"),
+            Some(Ports::Only(vec![(Protocol::Tcp, 8080, 8080)]))
+        );
+    }
+
+    #[test]
+    fn port_sets_intersect_by_protocol_and_range() {
+        let a = Ports::Only(vec![(Protocol::Tcp, 80, 90), (Protocol::Udp, 53, 53)]);
+        let b = Ports::Only(vec![(Protocol::Tcp, 85, 100), (Protocol::Tcp, 53, 53)]);
+        assert_eq!(a.intersect(&b), Ports::Only(vec![(Protocol::Tcp, 85, 90)]));
+        assert_eq!(a.intersect(&Ports::All), a);
+        assert_eq!(Ports::All.intersect(&Ports::All), Ports::All);
+    }
 }

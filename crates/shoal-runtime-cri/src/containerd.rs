@@ -63,6 +63,8 @@ pub fn check() -> Result<(), Unavailable> {
         ("runc", "runc"),
         ("ctr", "containerd"),
         ("setpriv", "util-linux"),
+        // NetworkPolicy for container pods is an nftables table in each pod's namespace.
+        ("nft", "nftables"),
     ];
     for (program, package) in needs {
         if which(program).is_none() {

@@ -79,6 +79,11 @@ const TEST: &[Need] = &[
         why: "container pods get their network from the CNI bridge and host-local plugins",
     },
     Need {
+        file: "/usr/sbin/nft",
+        package: "nftables",
+        why: "container pods' NetworkPolicies are nftables tables in their network namespaces",
+    },
+    Need {
         file: "/bin/busybox",
         package: "busybox-static",
         why: "the node's sandbox image and the tests' container images are built from static busybox",
