@@ -164,6 +164,41 @@ spec:
     assert_eq!(phase, "Succeeded", "{logs}");
     assert!(logs.contains("hello from busybox"), "{logs}");
 
+    // kubectl port-forward into a container reaches the pod's own localhost, as CRI's
+    // PortForward does: a server bound to 127.0.0.1 inside the pod answers.
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {name: local-only}
+spec:
+  containers:
+  - name: httpd
+    image: busybox
+    command: [sh, -c, "mkdir /www && echo only on localhost > /www/index.html && exec httpd -f -p 127.0.0.1:9090 -h /www"]
+"#,
+    );
+    c.wait_pod("local-only", "{.status.phase}", "Running");
+    let mut pf = crate::day2::Running(
+        c.kubectl_command(&[
+            "port-forward",
+            "pod/local-only",
+            ":9090",
+            "--address=127.0.0.1",
+        ])
+        .spawn()
+        .unwrap(),
+    );
+    let line = crate::day2::line_where(&mut pf.0, "its local port", |l| {
+        l.starts_with("Forwarding from")
+    });
+    let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+    eventually("the pod's localhost answers through port-forward", || {
+        let answer = crate::day2::http_get(&addr, "/index.html")?;
+        anyhow::ensure!(answer.contains("only on localhost"), "{answer:?}");
+        Ok(())
+    });
+    drop(pf);
+
     // And back: a container calls a Wasm Deployment by its Service's DNS name (the cluster
     // DNS and the ClusterIP are loopback addresses of the node) and a Wasm pod by its IP.
     c.apply(&crate::services::echo("echo", 1, "ClusterIP"));

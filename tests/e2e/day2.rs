@@ -57,7 +57,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// Kills the child when dropped (a test that fails midway leaves no kubectl behind).
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -67,7 +67,11 @@ impl Drop for Running {
 }
 
 /// Reads `child`'s stdout lines until one satisfies `f`, within the test's patience.
-fn line_where(child: &mut Child, what: &str, f: impl Fn(&str) -> bool + Send + 'static) -> String {
+pub(crate) fn line_where(
+    child: &mut Child,
+    what: &str,
+    f: impl Fn(&str) -> bool + Send + 'static,
+) -> String {
     let out = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

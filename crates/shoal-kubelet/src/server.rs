@@ -323,17 +323,22 @@ async fn port_forward(
     if let Some(denied) = unauthorized(&s, req.headers(), "proxy").await {
         return denied;
     }
-    let Some(ip) = s.kubelet.index.get(&ns, &pod).and_then(|e| e.ip) else {
+    let entry = s.kubelet.index.get(&ns, &pod);
+    let (Some(ip), Some(container)) = (
+        entry.as_ref().and_then(|e| e.ip),
+        entry.and_then(|e| e.running.into_values().next()),
+    ) else {
         return status(
             StatusCode::NOT_FOUND,
             "NotFound",
             format!("pod {ns}/{pod} is not running on this node"),
         );
     };
+    // Through the runtime, as CRI's PortForward: inside the pod's own network.
+    let runtime = s.kubelet.runtime.clone();
     let dial: shoal_streaming::Dialer = Arc::new(move |port| {
-        Box::pin(tokio::net::TcpStream::connect(std::net::SocketAddr::new(
-            ip, port,
-        )))
+        let (runtime, container) = (runtime.clone(), container.clone());
+        Box::pin(async move { runtime.port_forward(&container, ip, port).await })
     });
     shoal_streaming::port_forward(req, dial).await
 }

@@ -149,17 +149,7 @@ impl CriRuntime {
     /// Applies [`Self::route_loopback_to_node`] to sandbox `id`.
     async fn route_loopback(&self, id: &str, bridge: &str) -> Result<()> {
         let fail = |what: String| RuntimeError::Io(std::io::Error::other(what));
-        let status = self
-            .rt()
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_owned(),
-                verbose: true,
-            })
-            .await
-            .map_err(|s| status_error("PodSandboxStatus", s))?
-            .into_inner();
-        let netns = netns_path(&status.info)
-            .ok_or_else(|| fail(format!("sandbox {id}: no network namespace in its status")))?;
+        let netns = self.netns_of(id).await?;
         std::fs::write(
             format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
             "1",
@@ -249,6 +239,24 @@ impl CriRuntime {
         Ok(out)
     }
 
+    /// The network namespace of sandbox `id`, from its verbose status.
+    async fn netns_of(&self, id: &str) -> Result<String> {
+        let status = self
+            .rt()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .map_err(|s| status_error("PodSandboxStatus", s))?
+            .into_inner();
+        netns_path(&status.info).ok_or_else(|| {
+            RuntimeError::Io(std::io::Error::other(format!(
+                "sandbox {id}: no network namespace in its status"
+            )))
+        })
+    }
+
     fn rt(&self) -> RuntimeServiceClient<Channel> {
         self.runtime.clone()
     }
@@ -290,6 +298,34 @@ impl CriRuntime {
             .status
             .ok_or_else(|| RuntimeError::ContainerNotFound(id.clone()))
     }
+}
+
+/// Connects to `127.0.0.1:port` inside the network namespace at `netns`, from a thread of its
+/// own (a thread that entered a namespace is never reused).
+async fn connect_in(netns: &str, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let ns = std::fs::File::open(netns)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("port-forward".into())
+        .spawn(move || {
+            let connected = rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(std::io::Error::from)
+            .and_then(|()| {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_secs(10),
+                )
+            });
+            let _ = tx.send(connected);
+        })?;
+    let stream = rx
+        .await
+        .map_err(|_| std::io::Error::other("port-forward thread ended"))??;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
 }
 
 /// The network namespace of a sandbox, from the verbose `info` of its status (containerd puts
@@ -775,6 +811,28 @@ impl PodRuntime for CriRuntime {
             .into_inner()
             .url;
         stream::run(&url, io).await.map(|_| ())
+    }
+
+    /// Inside the sandbox's network namespace, on its localhost, as containerd's
+    /// `PortForward` connects (a port bound to 127.0.0.1 in the pod is reachable).
+    async fn port_forward(
+        &self,
+        id: &ContainerId,
+        _ip: std::net::IpAddr,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        let sandbox = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id.0)
+            .map(|(sandbox, _)| sandbox.clone())
+            .ok_or_else(|| std::io::Error::other(format!("container {id} is not running")))?;
+        let netns = self
+            .netns_of(&sandbox)
+            .await
+            .map_err(std::io::Error::other)?;
+        connect_in(&netns, port).await
     }
 
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {

@@ -128,6 +128,18 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// container has exited.
     async fn attach(&self, id: &ContainerId, io: ExecIo) -> Result<()>;
 
+    /// A TCP connection to `port` of the pod of running container `id`, as CRI's
+    /// `PortForward` makes it (`kubectl port-forward`): inside the pod's own network, `ip`
+    /// being the pod's address. By default, to that address.
+    async fn port_forward(
+        &self,
+        _id: &ContainerId,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        tokio::net::TcpStream::connect((ip, port)).await
+    }
+
     /// What every live sandbox uses now (CRI's `ListPodSandboxStats`).
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>>;
     /// The node-wide memory budget the runtime enforces for all pods together, if it has one

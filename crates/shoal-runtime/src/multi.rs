@@ -234,6 +234,15 @@ impl PodRuntime for Runtimes {
         self.of_container(id).attach(id, io).await
     }
 
+    async fn port_forward(
+        &self,
+        id: &ContainerId,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        self.of_container(id).port_forward(id, ip, port).await
+    }
+
     async fn list_pod_sandbox_stats(&self) -> Result<Vec<SandboxStats>> {
         let mut all = Vec::new();
         for rt in self.distinct() {
