@@ -17,9 +17,15 @@ fn registry_with_busybox() -> Registry {
         panic!("the container tests need it: {e} (cargo xtask test installs the packages)");
     }
     let registry = Registry::start().unwrap();
+    push_busybox(&registry, &["sh"]);
+    registry
+}
+
+/// Pushes busybox with default command `cmd` as `library/busybox:latest` to `registry`.
+fn push_busybox(registry: &Registry, cmd: &[&str]) {
     let image = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))
         .unwrap()
-        .cmd(&["sh"])
+        .cmd(cmd)
         .build();
     let name = format!("{}/library/busybox:latest", registry.host);
     tokio::runtime::Runtime::new()
@@ -30,7 +36,6 @@ fn registry_with_busybox() -> Registry {
             (image.config.bytes, oci::CONFIG),
         ))
         .unwrap();
-    registry
 }
 
 /// The node's runtime handlers, once it has registered.
@@ -125,6 +130,17 @@ fn busybox_runs_beside_wasm_pods_and_they_call_each_other() {
     assert_eq!(out.status.code(), Some(4), "{out:?}");
     // Graceful deletion: sh ignores SIGTERM as PID 1; the grace period ends it.
     c.ok(&["delete", "pod", "bb", "--grace-period=1"]);
+
+    // `busybox` means `:latest`, pulled `Always`: a new image under the tag is what the next
+    // pod runs, although the node has the old one.
+    push_busybox(&registry, &["sh", "-c", "echo newer"]);
+    c.ok(&["run", "bb2", "--image=busybox", "--restart=Never"]);
+    c.wait_pod("bb2", "{.status.phase}", "Succeeded");
+    assert_eq!(c.ok(&["logs", "bb2"]), "newer\n");
+    let newer = c
+        .pod_field("bb2", "{.status.containerStatuses[0].imageID}")
+        .unwrap();
+    assert_ne!(newer, image_id);
 
     // A container backend behind a Service, called by name from a Wasm pod.
     c.apply(

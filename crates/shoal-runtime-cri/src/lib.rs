@@ -396,10 +396,10 @@ impl PodRuntime for CriRuntime {
         self.version.clone()
     }
 
+    /// Always asks containerd to pull (the kubelet calls this only when the pull policy
+    /// wants a pull): an image it has is resolved again at the registry, with the pod's
+    /// credentials, and only missing layers are fetched.
     async fn pull_image_as(&self, image: &str, auth: Option<&ImageAuth>) -> Result<ImageRef> {
-        if let Some(present) = self.image_status(image).await? {
-            return Ok(present);
-        }
         self.images
             .clone()
             .pull_image(cri::PullImageRequest {
