@@ -97,6 +97,15 @@ fn busybox_runs_beside_wasm_pods_and_they_call_each_other() {
     .unwrap();
     assert_eq!(handlers(&c), "wasmtime runc");
     assert!(c.ok(&["get", "runtimeclass"]).contains("runc"));
+    // A node that runs containers is the Linux machine it is, for manifests that select it.
+    let os = c.ok(&[
+        "get",
+        "node",
+        shoal_testkit::NODE,
+        "-o",
+        "jsonpath={.metadata.labels.kubernetes\\.io/os} {.status.nodeInfo.operatingSystem}",
+    ]);
+    assert_eq!(os, "linux linux");
 
     // The manifest every Kubernetes user knows, unchanged.
     c.ok(&[
@@ -228,6 +237,7 @@ kind: Pod
 metadata: {{name: fetch}}
 spec:
   restartPolicy: Never
+  nodeSelector: {{kubernetes.io/os: linux}}
   containers:
   - name: c
     image: busybox
@@ -299,6 +309,26 @@ fn a_node_without_containers_says_so_for_pods_that_need_them() {
     ])
     .unwrap();
     assert_eq!(handlers(&c), "wasmtime");
+    let os = c.ok(&[
+        "get",
+        "node",
+        shoal_testkit::NODE,
+        "-o",
+        "jsonpath={.metadata.labels.kubernetes\\.io/os}",
+    ]);
+    assert_eq!(os, "wasi");
+    // A RuntimeClass nobody defined: unschedulable, saying so.
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: wants-nothing}\nspec:\n  runtimeClassName: gvisor\n  containers: [{name: c, image: busybox}]\n",
+    );
+    eventually("wants-nothing is unschedulable", || {
+        let msg = c.pod_field(
+            "wants-nothing",
+            "{.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        )?;
+        anyhow::ensure!(msg.contains("RuntimeClass \"gvisor\" not found"), "{msg:?}");
+        Ok(())
+    });
     // Asked for by RuntimeClass: the scheduler keeps it off the node, naming the handler.
     c.apply(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: wants-runc}\nspec:\n  runtimeClassName: runc\n  containers: [{name: c, image: busybox}]\n",

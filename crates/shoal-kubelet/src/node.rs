@@ -86,8 +86,8 @@ fn status(k: &Kubelet, images: Value) -> Value {
             "containerRuntimeVersion": version.to_string(),
             "kubeletVersion": KUBELET_VERSION,
             "kubeProxyVersion": KUBELET_VERSION,
-            "operatingSystem": "wasi",
-            "architecture": "wasm32",
+            "operatingSystem": platform(c).0,
+            "architecture": platform(c).1,
         },
         "conditions": [
             pressure_condition("MemoryPressure", &pressure.memory,
@@ -115,6 +115,21 @@ async fn images(k: &Kubelet) -> Value {
     )
 }
 
+/// The node's `kubernetes.io/os` and `kubernetes.io/arch`: a node that runs containers is
+/// the Linux machine it is (manifests selecting `kubernetes.io/os: linux` land there); a node
+/// of Wasm pods only is `wasi`/`wasm32`, so they do not.
+fn platform(c: &crate::Config) -> (&'static str, &'static str) {
+    if c.container_pod_cidr.is_none() {
+        return ("wasi", "wasm32");
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    ("linux", arch)
+}
+
 /// Creates the Node (or adopts an existing one of the same name) and writes its status.
 pub async fn register(k: &Kubelet) -> crate::Result<()> {
     let c = &k.config;
@@ -123,8 +138,8 @@ pub async fn register(k: &Kubelet) -> crate::Result<()> {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": c.node_name, "labels": {
             "kubernetes.io/hostname": c.node_name,
-            "kubernetes.io/os": "wasi",
-            "kubernetes.io/arch": "wasm32",
+            "kubernetes.io/os": platform(c).0,
+            "kubernetes.io/arch": platform(c).1,
             "node.shoal.dev/runtime": k.runtime.version().name,
         }},
         "spec": {"podCIDR": c.pod_cidr, "podCIDRs": [c.pod_cidr]},
@@ -141,11 +156,17 @@ pub async fn register(k: &Kubelet) -> crate::Result<()> {
         Err(kube::Error::Api(e)) if e.code == 409 => {
             tracing::info!(node = %c.node_name, "node already registered; taking it over");
             // What this run of the node publishes (null takes a stale subnet away).
+            let labels = json!({
+                "kubernetes.io/os": platform(c).0,
+                "kubernetes.io/arch": platform(c).1,
+            });
             nodes
                 .patch(
                     &c.node_name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": annotations, "labels": labels}}),
+                    ),
                 )
                 .await?;
         }
