@@ -77,9 +77,12 @@ fn mirror(registry: &Registry) -> String {
     format!("docker.io=http://{}", registry.host)
 }
 
-/// A /24 of 198.18.0.0/16 for this test process's bridge.
+/// A /24 of 198.18.0.0/16 for a node's bridge: one of four of this test process (nodes
+/// side by side on this machine must not share a subnet).
 fn container_cidr() -> String {
-    format!("198.18.{}.0/24", std::process::id() % 200 + 20)
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 4;
+    format!("198.18.{}.0/24", std::process::id() % 50 * 4 + n + 20)
 }
 
 #[test]
@@ -655,6 +658,39 @@ fn two_nodes_in_two_network_namespaces_route_each_others_pods() {
     assert_eq!(phase, "Succeeded", "{logs}");
     assert!(logs.contains("hello from web-a"), "{logs}");
 
+    // Wasm pods too: their addresses are in their node's container subnet (its upper half),
+    // so a Wasm backend on node-b is called by name from a Wasm pod and a container on node-1.
+    let echo = crate::services::echo("echo", 1, "ClusterIP").replacen(
+        "    spec:\n      containers:",
+        &format!(
+            "    spec:\n      nodeSelector: {{kubernetes.io/hostname: {}}}\n      containers:",
+            b.name
+        ),
+        1,
+    );
+    c.apply(&echo);
+    let echo_ip = ready_endpoint(&c, "echo");
+    assert!(
+        echo_ip.starts_with(cidr_b.trim_end_matches("0/24")),
+        "{echo_ip}"
+    );
+    let caller = crate::services::client(
+        "wasm-caller",
+        "app: caller",
+        &["connect", "echo:80", "GET /from-wasm HTTP/1.0\r\n\r\n"],
+    );
+    let (phase, logs) = crate::services::run_pod(&c, "wasm-caller", &on_node(&caller, a));
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("GET /from-wasm"), "{logs}");
+    let (phase, logs) = busybox_run(
+        &c,
+        "fetch-echo",
+        a,
+        "wget -qO- http://echo.default.svc.cluster.local/from-container",
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(logs.contains("GET /from-container"), "{logs}");
+
     // kubectl exec into node-b's pod: the API server reaches that kubelet across the link.
     let pod = c.ok(&[
         "get",
@@ -668,16 +704,17 @@ fn two_nodes_in_two_network_namespaces_route_each_others_pods() {
         c.ok(&["exec", &pod, "--", "cat", "/www/index.html"]),
         "hello from web-b\n"
     );
-    c.ok(&["delete", "deployment", "web-a", "web-b"]);
+    c.ok(&["delete", "deployment", "web-a", "web-b", "echo"]);
     drop(b);
     drop(c);
     drop(link_registry);
 }
 
-/// `kubectl exec POD -- wget` of `url` within two seconds: what it fetched, or `Err`
+/// `kubectl exec POD -- wget` of `url` within `secs` seconds: what it fetched, or `Err`
 /// (busybox's `wget -T` crashes in Debian's busybox-static: `timeout` bounds it).
-fn wget_from(c: &Cluster, pod: &str, url: &str) -> anyhow::Result<String> {
-    let out = c.kubectl(&["exec", pod, "--", "timeout", "2", "wget", "-qO-", url]);
+fn wget_from(c: &Cluster, pod: &str, url: &str, secs: u32) -> anyhow::Result<String> {
+    let secs = secs.to_string();
+    let out = c.kubectl(&["exec", pod, "--", "timeout", &secs, "wget", "-qO-", url]);
     anyhow::ensure!(
         out.status.success(),
         "wget {url} from {pod}: {}",
@@ -728,7 +765,7 @@ fn network_policies_cover_container_pods() {
     // Open before any policy.
     for pod in ["stranger", "lonely"] {
         eventually(&format!("{pod} reaches web"), || {
-            wget_from(&c, pod, &web_ip)
+            wget_from(&c, pod, &web_ip, 10)
         });
     }
     c.apply(
@@ -757,19 +794,21 @@ spec:
     for url in [web_ip.as_str(), web_svc, echo_ip.as_str()] {
         eventually(
             &format!("the stranger is refused {url}"),
-            || match wget_from(&c, "stranger", url) {
+            || match wget_from(&c, "stranger", url, 2) {
                 Ok(body) => anyhow::bail!("fetched {body:?}"),
                 Err(_) => Ok(()),
             },
         );
-        let body = wget_from(&c, "friend", url).unwrap();
+        let body = eventually(&format!("the friend fetches {url}"), || {
+            wget_from(&c, "friend", url, 10)
+        });
         assert!(
             body.contains("hello from web") || body.contains("GET /hi"),
             "{body}"
         );
     }
     eventually("lonely reaches nothing", || {
-        match wget_from(&c, "lonely", &web_ip) {
+        match wget_from(&c, "lonely", &web_ip, 2) {
             Ok(body) => anyhow::bail!("fetched {body:?}"),
             Err(_) => Ok(()),
         }

@@ -110,6 +110,30 @@ impl Cidr {
             .is_some_and(|o| o != 0 && o != self.size() - 1)
     }
 
+    /// Its lower and upper halves; `None` for a range too small to halve (a /30).
+    pub fn halves(&self) -> Option<(Cidr, Cidr)> {
+        if self.bits >= 30 {
+            return None;
+        }
+        let bits = self.bits + 1;
+        let half = 1u32 << (32 - bits);
+        Some((
+            Cidr {
+                base: self.base,
+                bits,
+            },
+            Cidr {
+                base: self.base + half,
+                bits,
+            },
+        ))
+    }
+
+    /// The last address of the range.
+    pub fn last(&self) -> Ipv4Addr {
+        self.nth(self.size() - 1)
+    }
+
     /// The first host address: the `kubernetes` Service's in a Service range.
     pub fn first_host(&self) -> Ipv4Addr {
         self.nth(1)
@@ -158,6 +182,13 @@ mod tests {
 
     #[test]
     fn parses_masks_and_names_the_well_known_addresses() {
+        let (lo, hi) = "198.18.5.0/24".parse::<Cidr>().unwrap().halves().unwrap();
+        assert_eq!(
+            (lo.to_string(), hi.to_string()),
+            ("198.18.5.0/25".into(), "198.18.5.128/25".into())
+        );
+        assert_eq!(lo.last().to_string(), "198.18.5.127");
+        assert!("10.0.0.0/30".parse::<Cidr>().unwrap().halves().is_none());
         let c: Cidr = "127.96.3.7/16".parse().unwrap();
         assert_eq!(c.to_string(), "127.96.0.0/16");
         assert_eq!(c.first_host().to_string(), "127.96.0.1");

@@ -35,6 +35,11 @@ pub struct Config {
     /// Registry mirrors: pulls from `registry` (`docker.io`, `127.0.0.1:5000`) go to
     /// `url` (`http://127.0.0.1:5000`) instead.
     pub mirrors: Vec<(String, String)>,
+    /// A part of `pod_cidr` kept for the node's Wasm pods, with the last address the CNI may
+    /// hand to containers (the range before it): the range is made local to the node (a
+    /// `local` route on `lo`, so the node process binds any address in it and answers for
+    /// them on the bridge) for as long as containerd runs.
+    pub wasm_pods: Option<(String, String)>,
 }
 
 /// Why containers cannot run on this node.
@@ -179,7 +184,10 @@ state = "{d}/state"
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": self.pod_cidr}]],
+                    "ranges": [[match &self.wasm_pods {
+                        Some((_, end)) => serde_json::json!({"subnet": self.pod_cidr, "rangeEnd": end}),
+                        None => serde_json::json!({"subnet": self.pod_cidr}),
+                    }]],
                     // The node's loopback network (Wasm pods, ClusterIPs, the cluster DNS) is
                     // reached through the node, once the sandbox's own 127/8 is narrowed to
                     // 127.0.0.1 (`CriRuntime::route_loopback_to_node`); everything else too
@@ -272,6 +280,17 @@ impl Containerd {
     /// imports the sandbox image.
     pub fn start(config: Config) -> io::Result<Arc<Containerd>> {
         config.write()?;
+        if let Some((range, _)) = &config.wasm_pods {
+            let out = Command::new("ip")
+                .args(["route", "replace", "local", range, "dev", "lo"])
+                .output()?;
+            if !out.status.success() {
+                return Err(io::Error::other(format!(
+                    "ip route replace local {range} dev lo: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
         let c = Arc::new(Containerd {
             config,
             child: Mutex::new(None),
@@ -400,6 +419,12 @@ impl Containerd {
             .args(["link", "delete", &self.config.bridge])
             .stderr(Stdio::null())
             .status();
+        if let Some((range, _)) = &self.config.wasm_pods {
+            let _ = Command::new("ip")
+                .args(["route", "delete", "local", range, "dev", "lo"])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -54,6 +54,7 @@ fn node() -> &'static Node {
                 .iter()
                 .map(|r| (r.to_string(), format!("http://{registry_host}")))
                 .collect(),
+            wasm_pods: None,
         })
         .expect("starting containerd");
         let exerciser = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))

@@ -202,6 +202,17 @@ pub fn local_handler(
     })
 }
 
+/// An HTTP/1.0 request may name no host; `wasi:http` wants an authority, so such a request
+/// gets the address it came in on as its `Host`, as a server without virtual hosts reads it.
+fn default_host<B>(req: &mut hyper::Request<B>, local: Option<std::net::SocketAddr>) {
+    if req.uri().authority().is_some() || req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    if let Some(v) = local.and_then(|a| http::HeaderValue::from_str(&a.to_string()).ok()) {
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+}
+
 /// Serves until `stop` fires, then lets requests in flight finish for up to `grace()`. The
 /// in-process `registration` is given up with the listener.
 pub async fn serve(
@@ -212,6 +223,7 @@ pub async fn serve(
     grace: impl Fn() -> Duration,
 ) {
     let mut conns = JoinSet::new();
+    let local = listener.local_addr().ok();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -221,8 +233,9 @@ pub async fn serve(
                 let _ = sock.set_nodelay(true);
                 let server = server.clone();
                 conns.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |mut req| {
                         let server = server.clone();
+                        default_host(&mut req, local);
                         async move {
                             Ok::<_, std::convert::Infallible>(server.handle(req).await)
                         }
@@ -290,5 +303,25 @@ impl Server {
                 Err(e) => Err(err(&e)),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::default_host;
+
+    #[test]
+    fn a_request_naming_no_host_gets_the_address_it_came_in_on() {
+        let at = Some("198.18.0.130:8080".parse().unwrap());
+        let mut bare = hyper::Request::builder().uri("/x").body(()).unwrap();
+        default_host(&mut bare, at);
+        assert_eq!(bare.headers()[http::header::HOST], "198.18.0.130:8080");
+        let mut named = hyper::Request::builder()
+            .uri("/x")
+            .header("host", "echo")
+            .body(())
+            .unwrap();
+        default_host(&mut named, at);
+        assert_eq!(named.headers()[http::header::HOST], "echo");
     }
 }

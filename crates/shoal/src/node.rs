@@ -19,7 +19,8 @@ pub struct KubeletArgs {
     /// The Node's name (default: this machine's host name).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// The node's pod network; pods get loopback addresses from it, so no root is needed.
+    /// The node's pod network; pods get loopback addresses from it, so no root is needed. A
+    /// node running its own containerd puts its Wasm pods in --container-pod-cidr instead.
     #[arg(long, default_value = "127.64.0.0/16")]
     pub pod_cidr: String,
     /// The node's address (its InternalIP): the kubelet API, node ports and load balancers
@@ -93,8 +94,9 @@ pub struct KubeletArgs {
     /// instead of a private containerd.
     #[arg(long)]
     pub container_runtime_endpoint: Option<PathBuf>,
-    /// The subnet container pods take their addresses from, on the node's CNI bridge (Wasm
-    /// pods keep --pod-cidr). 198.18.0.0/15 is set aside for test networks.
+    /// The node's pod subnet with containers: container pods take the lower half (on the
+    /// node's CNI bridge), Wasm pods the upper half. 198.18.0.0/15 is set aside for test
+    /// networks; give each node of a cluster its own.
     #[arg(long, default_value = "198.18.0.0/24")]
     pub container_pod_cidr: String,
     /// A registry mirror, `REGISTRY=URL` (repeatable): images of REGISTRY (`docker.io` for
@@ -129,6 +131,9 @@ fn parse_mirror(s: &str) -> Result<(String, String), String> {
 struct ContainerRuntime {
     cri: Arc<shoal_runtime_cri::CriRuntime>,
     containerd: Option<Arc<shoal_runtime_cri::containerd::Containerd>>,
+    /// The part of the container subnet the node's Wasm pods take their addresses from,
+    /// when the node owns the container network (its private containerd).
+    wasm_pods: Option<String>,
 }
 
 /// Starts (or connects to) the node's container runtime; `Err` says why the node runs Wasm
@@ -149,11 +154,21 @@ async fn start_containers(
         return Ok(ContainerRuntime {
             cri: Arc::new(cri),
             containerd: None,
+            wasm_pods: None,
         });
     }
     containerd::check().map_err(|e| e.to_string())?;
-    shoal_runtime::IpPool::new(&args.container_pod_cidr)
+    // Containers take the lower half of the subnet, Wasm pods the upper: every pod of the
+    // node has an address other machines route to.
+    let subnet: shoal_api::net::Cidr = args
+        .container_pod_cidr
+        .parse()
         .map_err(|e| format!("--container-pod-cidr: {e}"))?;
+    let (for_containers, for_wasm) = subnet.halves().ok_or_else(|| {
+        format!(
+            "--container-pod-cidr {subnet} is too small to share between containers and Wasm pods (a /29 at least)"
+        )
+    })?;
     let state = dir.join("containerd");
     // What a node killed before could stop its containers left behind.
     containerd::reap_processes(&state);
@@ -169,6 +184,7 @@ async fn start_containers(
         pod_cidr: args.container_pod_cidr.clone(),
         bridge,
         mirrors: args.registry_mirrors.clone(),
+        wasm_pods: Some((for_wasm.to_string(), for_containers.last().to_string())),
     };
     let containerd = tokio::task::spawn_blocking(move || containerd::Containerd::start(config))
         .await
@@ -185,6 +201,7 @@ async fn start_containers(
     Ok(ContainerRuntime {
         cri: Arc::new(cri),
         containerd: Some(containerd),
+        wasm_pods: Some(for_wasm.to_string()),
     })
 }
 
@@ -320,10 +337,17 @@ pub async fn start_kubelet(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let dir = data_dir.join("kubelet");
-    let runtime = WasmRuntime::new(&dir, &args.pod_cidr)
+    let containers = start_containers(args, &dir, &shutdown).await;
+    // With a container network of its own, the node's Wasm pods live on it too (routable
+    // from other machines); else on --pod-cidr (loopback).
+    let wasm_pods = containers
+        .as_ref()
+        .ok()
+        .and_then(|c| c.wasm_pods.clone())
+        .unwrap_or_else(|| args.pod_cidr.clone());
+    let runtime = WasmRuntime::new(&dir, &wasm_pods)
         .with_context(|| format!("cannot set up the Wasm runtime in {}", dir.display()))?;
     runtime.set_mirrors(args.registry_mirrors.clone());
-    let containers = start_containers(args, &dir, &shutdown).await;
     match &containers {
         Ok(c) => println!(
             "Containers run through {} (RuntimeClass runc)",
@@ -353,7 +377,11 @@ pub async fn start_kubelet(
     }
     let node_name = args.node_name.clone().unwrap_or_else(host_name);
     let mut config = Config::new(&node_name, &dir);
-    config.pod_cidr = args.pod_cidr.clone();
+    // The node's pods, all of them.
+    config.pod_cidr = match &containers {
+        Ok(c) if c.wasm_pods.is_some() => args.container_pod_cidr.clone(),
+        _ => args.pod_cidr.clone(),
+    };
     config.container_pod_cidr = containers.is_ok().then(|| args.container_pod_cidr.clone());
     config.address = args.node_ip;
     config.cluster_domain = args.cluster_domain.clone();
@@ -490,7 +518,7 @@ pub async fn start_kubelet(
             policed,
             node_addresses,
             subnet.first_host().into(),
-            args.pod_cidr.clone(),
+            wasm_pods.clone(),
             shutdown.clone(),
         ));
     }
