@@ -140,6 +140,42 @@ fn busybox_runs_beside_wasm_pods_and_they_call_each_other() {
     );
     let out = c.kubectl(&["exec", "bb", "--", "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
+    // Input that ends: the command sees its end (the kubelet speaks SPDY to containerd's
+    // streaming server, which can half-close a stream), so `kubectl cp` works both ways.
+    let out = c.kubectl_with(&["exec", "-i", "bb", "--", "wc", "-c"], Some("hello"), &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    let dir = tempfile::tempdir().unwrap();
+    let (here, back) = (dir.path().join("here.txt"), dir.path().join("back.txt"));
+    std::fs::write(&here, "copied into a container\n").unwrap();
+    c.ok(&["cp", here.to_str().unwrap(), "bb:/tmp/here.txt"]);
+    assert_eq!(
+        c.ok(&["exec", "bb", "--", "cat", "/tmp/here.txt"]),
+        "copied into a container\n"
+    );
+    c.ok(&["cp", "bb:/tmp/here.txt", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&back).unwrap(),
+        "copied into a container\n"
+    );
+    // `kubectl run -i`: attached to the container's own stdin, which it reads to its end.
+    let out = c.kubectl_with(
+        &[
+            "run",
+            "-i",
+            "reader",
+            "--image=busybox",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo got $l; done; echo done",
+        ],
+        Some("one\ntwo\n"),
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("got one\ngot two\ndone"), "{out:?}");
     // Graceful deletion: sh ignores SIGTERM as PID 1; the grace period ends it.
     c.ok(&["delete", "pod", "bb", "--grace-period=1"]);
 

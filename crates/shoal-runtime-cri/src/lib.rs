@@ -793,7 +793,7 @@ impl PodRuntime for CriRuntime {
             .map_err(container_error(id, "Exec"))?
             .into_inner()
             .url;
-        Ok(stream::run(&url, io).await?.unwrap_or(0))
+        Ok(stream::stream(&url, io).await?.unwrap_or(0))
     }
 
     async fn attach(&self, id: &ContainerId, io: ExecIo) -> Result<()> {
@@ -810,7 +810,7 @@ impl PodRuntime for CriRuntime {
             .map_err(container_error(id, "Attach"))?
             .into_inner()
             .url;
-        stream::run(&url, io).await.map(|_| ())
+        stream::stream(&url, io).await.map(|_| ())
     }
 
     /// Inside the sandbox's network namespace, on its localhost, as containerd's
