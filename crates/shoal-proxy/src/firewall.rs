@@ -109,27 +109,41 @@ pub fn ruleset(filter: &PodFilter, nodes: &[IpAddr], wasm_pods: &str) -> String 
     out.push_str("  }\n  chain egress {\n    type filter hook output priority 0; policy accept;\n");
     out.push_str("    ct state established,related accept\n    oifname \"lo\" accept\n");
     let wasm: Option<shoal_api::net::Cidr> = wasm_pods.parse().ok();
-    // Pods this one may reach: with egress rules all of them; without, only this node's
-    // Wasm pods need saying (a container pod's own table polices its ingress).
-    let to_pods: Vec<(Peer, Ports)> = filter
-        .to_pods
-        .iter()
-        .filter(|(ip, _)| filter.egress.is_some() || wasm.is_some_and(|w| w.contains(*ip)))
-        .map(|(ip, ports)| (Peer::Pods(vec![*ip]), ports.clone()))
-        .collect();
-    accept_rules(&mut out, "daddr", &to_pods);
-    if let Some(w) = wasm {
-        out.push_str(&format!("    ip daddr {w} drop\n"));
-    }
-    if let Some(rules) = &filter.egress {
-        // ClusterIPs and the cluster DNS, through the node (its proxy polices TCP).
-        out.push_str("    ip daddr 127.0.0.0/8 accept\n");
-        let others: Vec<IpAddr> = filter.to_pods.iter().map(|(ip, _)| *ip).collect();
-        if let Some(p) = peer_clause("daddr", &Peer::Pods(others)) {
-            out.push_str(&format!("    {p}drop\n"));
+    match &filter.egress {
+        // No egress rules: only this node's Wasm pods whose ingress does not admit this pod
+        // everywhere need saying (a container pod's own table polices its ingress); the
+        // script stays the same as unrestricted pods come and go.
+        None => {
+            for (ip, ports) in &filter.to_pods {
+                if *ports == Ports::All || !wasm.is_some_and(|w| w.contains(*ip)) {
+                    continue;
+                }
+                accept_rules(&mut out, "daddr", &[(Peer::Pods(vec![*ip]), ports.clone())]);
+                if let Some(p) = peer_clause("daddr", &Peer::Pods(vec![*ip])) {
+                    out.push_str(&format!("    {p}drop\n"));
+                }
+            }
         }
-        accept_rules(&mut out, "daddr", rules);
-        out.push_str("    drop\n");
+        Some(rules) => {
+            let to_pods: Vec<(Peer, Ports)> = filter
+                .to_pods
+                .iter()
+                .map(|(ip, ports)| (Peer::Pods(vec![*ip]), ports.clone()))
+                .collect();
+            accept_rules(&mut out, "daddr", &to_pods);
+            // This node's Wasm pods not yet known, then every other known pod: dropped.
+            if let Some(w) = wasm {
+                out.push_str(&format!("    ip daddr {w} drop\n"));
+            }
+            // ClusterIPs and the cluster DNS, through the node (its proxy polices TCP).
+            out.push_str("    ip daddr 127.0.0.0/8 accept\n");
+            let others: Vec<IpAddr> = filter.to_pods.iter().map(|(ip, _)| *ip).collect();
+            if let Some(p) = peer_clause("daddr", &Peer::Pods(others)) {
+                out.push_str(&format!("    {p}drop\n"));
+            }
+            accept_rules(&mut out, "daddr", rules);
+            out.push_str("    drop\n");
+        }
     }
     out.push_str("  }\n}\n");
     out
@@ -185,9 +199,9 @@ mod tests {
         let s = ruleset(&f, &[ip("198.18.0.1")], "127.64.0.0/24");
         assert!(s.starts_with("table inet shoal_policy {}\ndelete table inet shoal_policy\n"));
         let egress = s.split("chain egress").nth(1).unwrap();
-        assert!(egress.contains("ip daddr { 127.64.0.6 } accept\n"), "{s}");
-        assert!(!egress.contains("127.64.0.5 }"), "{s}");
-        assert!(egress.contains("ip daddr 127.64.0.0/24 drop\n"), "{s}");
+        // A Wasm pod open to it needs no rule; one that is not is dropped.
+        assert!(!egress.contains("127.64.0.6"), "{s}");
+        assert!(egress.contains("ip daddr { 127.64.0.5 } drop\n"), "{s}");
         // Container pods police their own ingress; no drop at the end.
         assert!(!egress.contains("198.18.0.9"), "{s}");
         assert!(

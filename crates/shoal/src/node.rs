@@ -256,6 +256,8 @@ async fn police_containers(
                 Ok(()) => {
                     applied.insert(netns.clone(), script);
                 }
+                // A sandbox torn down meanwhile (its namespace gone) needs no table.
+                Err(_) if !std::path::Path::new(netns).exists() => {}
                 Err(e) => {
                     failed = true;
                     tracing::warn!(pod = %ip, error = %e, "cannot load a container pod's network policy");
