@@ -424,6 +424,21 @@ impl PodRuntime for CriRuntime {
             })
     }
 
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        match self
+            .images
+            .clone()
+            .remove_image(cri::RemoveImageRequest {
+                image: Some(spec(image)),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+            Err(s) => Err(status_error("RemoveImage", s)),
+        }
+    }
+
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {
         let resp = self
             .images

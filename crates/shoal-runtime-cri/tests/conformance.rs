@@ -25,6 +25,7 @@ struct Node {
 const POD_CIDR: &str = "198.18.250.0/24";
 const BRIDGE: &str = "shoal-test0";
 const EXERCISER: &str = "shoal.local/exerciser:latest";
+const SPARE: &str = "shoal.local/spare:latest";
 
 fn node() -> &'static Node {
     static NODE: OnceLock<Node> = OnceLock::new();
@@ -65,11 +66,18 @@ fn node() -> &'static Node {
         let busybox = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))
             .unwrap()
             .cmd(&["sh"]);
+        let spare = oci::Image::busybox(std::path::Path::new(containerd::BUSYBOX))
+            .unwrap()
+            .cmd(&["true"]);
         let host = registry_host.clone();
         // The push runs on a runtime of its own: this one belongs to the first test only.
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async {
-                for (image, name) in [(exerciser, "exerciser:latest"), (busybox, "library/busybox:latest")] {
+                for (image, name) in [
+                    (exerciser, "exerciser:latest"),
+                    (busybox, "library/busybox:latest"),
+                    (spare, "spare:latest"),
+                ] {
                     let built = image.build();
                     shoal_wasm::oci::push_layer(
                         &format!("{host}/{name}"),
@@ -123,6 +131,7 @@ async fn harness() -> Harness {
     Harness {
         runtime: Arc::new(rt),
         exerciser: EXERCISER.into(),
+        spare: SPARE.into(),
         dir,
         budget: None,
         pod_cidr: POD_CIDR.into(),

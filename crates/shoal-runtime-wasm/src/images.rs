@@ -108,6 +108,15 @@ impl ImageStore {
         }
     }
 
+    /// Replaces the index with `index` (write and rename: never half written).
+    fn write_index(&self, index: &BTreeMap<String, String>) -> Result<(), ImageError> {
+        let path = self.index_path();
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(index).expect("a string map serialises");
+        std::fs::write(&tmp, body).map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+
     /// Path of the blob with `digest` (`sha256:<hex>`).
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
@@ -131,11 +140,7 @@ impl ImageStore {
             .expect("image index lock is never poisoned");
         let mut index = self.read_index()?;
         index.insert(name.clone(), digest.clone());
-        let path = self.index_path();
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(&index).expect("a string map serialises");
-        std::fs::write(&tmp, body).map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
+        self.write_index(&index)?;
         Ok(ImageRef {
             names: vec![name],
             digest,
@@ -169,6 +174,27 @@ impl ImageStore {
             digest,
             size: meta.len(),
         }))
+    }
+
+    /// Removes the image `name` (or a `sha256:` digest) refers to, with all its names and
+    /// its blob; `false` if there was none.
+    pub fn remove(&self, name: &str) -> Result<bool, ImageError> {
+        let Some(image) = self.resolve(name)? else {
+            return Ok(false);
+        };
+        let _guard = self
+            .lock
+            .lock()
+            .expect("image index lock is never poisoned");
+        let mut index = self.read_index()?;
+        index.retain(|_, d| *d != image.digest);
+        self.write_index(&index)?;
+        let blob = self.blob_path(&image.digest);
+        match std::fs::remove_file(&blob) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Self::io(&blob)(e)),
+        }
     }
 
     /// Every stored image with its names.

@@ -516,6 +516,16 @@ impl PodRuntime for WasmRuntime {
         })
     }
 
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        self.images
+            .remove(image)
+            .map(|_| ())
+            .map_err(|e| RuntimeError::InvalidImage {
+                image: image.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
     async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
         std::fs::create_dir_all(&config.log_directory)?;
         let ip = self.pool.allocate()?;

@@ -11,11 +11,16 @@ async fn harness() -> Harness {
     rt.images()
         .import("shoal.local/exerciser:latest", &bytes)
         .unwrap();
+    let spare = std::fs::read(shoal_testkit::guest("hello")).unwrap();
+    rt.images()
+        .import("shoal.local/spare:latest", &spare)
+        .unwrap();
     Harness {
         budget: Some(rt.memory_budget().clone()),
         pod_cidr: "127.66.0.0/24".into(),
         runtime: Arc::new(rt),
         exerciser: "shoal.local/exerciser:latest".into(),
+        spare: "shoal.local/spare:latest".into(),
         dir: tmp.path().join("pods"),
         guard: Box::new(tmp),
     }

@@ -14,6 +14,9 @@ pub struct Harness {
     pub runtime: Arc<dyn PodRuntime>,
     /// An image that runs the exerciser step language.
     pub exerciser: String,
+    /// Another image, which no case but the removal case uses (it is removed), not sharing
+    /// the exerciser's digest.
+    pub spare: String,
     /// Where the case may put logs and volumes; removed by the caller.
     pub dir: std::path::PathBuf,
     /// The runtime's node memory budget (cases set and reset its limit), if it keeps one:
@@ -40,6 +43,7 @@ macro_rules! runtime_conformance {
     ($harness:path, without node_budget) => {
         $crate::runtime_conformance!(@cases $harness;
             pulls_present_images_and_rejects_unknown_ones,
+            removed_images_are_gone_and_others_stay,
             a_command_runs_and_exits_with_its_code,
             exit_zero_is_completed,
             output_goes_to_the_cri_log_file,
@@ -137,6 +141,25 @@ pub async fn pulls_present_images_and_rejects_unknown_ones(h: &Harness) {
     let missing = "shoal.local/no-such-image:v1";
     assert!(h.runtime.image_status(missing).await.unwrap().is_none());
     assert!(h.runtime.pull_image(missing).await.is_err());
+}
+
+pub async fn removed_images_are_gone_and_others_stay(h: &Harness) {
+    h.runtime.pull_image(&h.exerciser).await.unwrap();
+    let img = h.runtime.pull_image(&h.spare).await.unwrap();
+    h.runtime.remove_image(&h.spare).await.unwrap();
+    assert_eq!(h.runtime.image_status(&h.spare).await.unwrap(), None);
+    let listed = h.runtime.list_images().await.unwrap();
+    assert!(!listed.iter().any(|i| i.digest == img.digest), "{listed:?}");
+    // Other images stay; removing what is gone is no error.
+    assert!(
+        h.runtime
+            .image_status(&h.exerciser)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    h.runtime.remove_image(&h.spare).await.unwrap();
+    h.runtime.remove_image(&img.digest).await.unwrap();
 }
 
 pub async fn a_command_runs_and_exits_with_its_code(h: &Harness) {

@@ -24,6 +24,8 @@ struct State {
     sandboxes: HashMap<SandboxId, (Sandbox, String)>,
     containers: HashMap<ContainerId, FakeContainer>,
     next: u64,
+    /// Digests of images removed from the node (its registry still has them).
+    removed: std::collections::HashSet<String>,
 }
 
 /// See the module documentation.
@@ -198,6 +200,9 @@ impl PodRuntime for FakeRuntime {
     /// `docker.io/` image stands for an OCI container image (the wasmtime runtime finds
     /// container layers in its manifest); anything else is not found.
     async fn pull_image_as(&self, image: &str, _auth: Option<&ImageAuth>) -> Result<ImageRef> {
+        if let Some(found) = self.find_image(image) {
+            self.lock().removed.remove(&found.digest);
+        }
         self.find_image(image).ok_or_else(|| {
             if self.handler == WASMTIME && image.starts_with("docker.io/") {
                 RuntimeError::ContainerImage {
@@ -225,11 +230,27 @@ impl PodRuntime for FakeRuntime {
     }
 
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>> {
-        Ok(self.find_image(image))
+        let removed = &self.lock().removed;
+        Ok(self
+            .find_image(image)
+            .filter(|i| !removed.contains(&i.digest)))
     }
 
     async fn list_images(&self) -> Result<Vec<ImageRef>> {
-        Ok(self.images.clone())
+        let removed = &self.lock().removed;
+        Ok(self
+            .images
+            .iter()
+            .filter(|i| !removed.contains(&i.digest))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        if let Some(found) = self.find_image(image) {
+            self.lock().removed.insert(found.digest);
+        }
+        Ok(())
     }
 
     async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
@@ -441,12 +462,17 @@ mod tests {
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let runtime = FakeRuntime::new("127.64.0.0/24", &["shoal.local/exerciser:latest"]).unwrap();
+        let runtime = FakeRuntime::new(
+            "127.64.0.0/24",
+            &["shoal.local/exerciser:latest", "shoal.local/spare:latest"],
+        )
+        .unwrap();
         Harness {
             budget: Some(runtime.memory_budget().clone()),
             pod_cidr: "127.64.0.0/24".into(),
             runtime: Arc::new(runtime),
             exerciser: "shoal.local/exerciser:latest".into(),
+            spare: "shoal.local/spare:latest".into(),
             guard: Box::new(Cleanup(dir.clone())),
             dir,
         }

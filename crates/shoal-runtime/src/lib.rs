@@ -87,6 +87,9 @@ pub trait PodRuntime: Send + Sync + 'static {
     async fn image_status(&self, image: &str) -> Result<Option<ImageRef>>;
     /// Every image present on the node.
     async fn list_images(&self) -> Result<Vec<ImageRef>>;
+    /// Removes `image` (a name or digest) from the node with every name of it, as CRI's
+    /// `RemoveImage`; an image that is not there is no error.
+    async fn remove_image(&self, image: &str) -> Result<()>;
 
     /// Creates a pod sandbox (its network address and shared state) and returns its id and IP.
     async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox>;

@@ -167,6 +167,15 @@ impl PodRuntime for Runtimes {
         Ok(all)
     }
 
+    /// From every runtime that has it.
+    async fn remove_image(&self, image: &str) -> Result<()> {
+        for rt in self.distinct() {
+            rt.remove_image(image).await?;
+        }
+        lock(&self.images).remove(image);
+        Ok(())
+    }
+
     async fn run_pod_sandbox(&self, config: &SandboxConfig) -> Result<Sandbox> {
         let i = self.index(&config.runtime_handler)?;
         let sb = self.rt(i).run_pod_sandbox(config).await?;

@@ -9,7 +9,9 @@
 //! stopped at once, `Failed` with reason `Evicted`, the message naming the resource, the
 //! threshold and what its biggest container used. Pods that pass their own local-storage
 //! limits (an emptyDir's `sizeLimit`, `ephemeral-storage` limits) are evicted too, whatever
-//! the node's state. While `MemoryPressure` lasts the kubelet admits no new BestEffort pod;
+//! the node's state. Under disk pressure the images no pod of the node names are removed
+//! first ([`reclaim_images`], Kubernetes' image garbage collection); pods are evicted only if
+//! that frees nothing. While `MemoryPressure` lasts the kubelet admits no new BestEffort pod;
 //! while `DiskPressure` lasts, no new pod.
 
 pub mod rank;
@@ -294,7 +296,60 @@ fn local_usage(p: &ActivePod) -> u64 {
     volumes + storage::disk_usage(&p.dir.join("logs"))
 }
 
+/// The images of `present` that may be removed: named by no pod of the node (`used` holds
+/// their digests) and not the node's own (`shoal.local/...`: sample workloads and the sandbox
+/// image, which no registry has).
+fn reclaimable<'a>(
+    present: &'a [shoal_runtime::ImageRef],
+    used: &std::collections::HashSet<String>,
+) -> Vec<&'a shoal_runtime::ImageRef> {
+    present
+        .iter()
+        .filter(|i| !used.contains(&i.digest))
+        .filter(|i| !i.names.iter().any(|n| n.starts_with("shoal.local/")))
+        .collect()
+}
+
+/// Removes the images no pod of the node uses; the bytes freed.
+async fn reclaim_images(k: &Kubelet) -> u64 {
+    let mut names = Vec::new();
+    for p in k.active.all() {
+        let Some(spec) = p.pod.spec.as_ref() else {
+            continue;
+        };
+        let containers = spec.containers.iter();
+        let init = spec.init_containers.iter().flatten();
+        names.extend(containers.chain(init).filter_map(|c| c.image.clone()));
+        let ephemeral = spec.ephemeral_containers.iter().flatten();
+        names.extend(ephemeral.filter_map(|c| c.image.clone()));
+    }
+    let mut used = std::collections::HashSet::new();
+    for name in names {
+        if let Ok(Some(image)) = k.runtime.image_status(&name).await {
+            used.insert(image.digest);
+        }
+    }
+    let present = k.runtime.list_images().await.unwrap_or_default();
+    let mut freed = 0;
+    for image in reclaimable(&present, &used) {
+        match k.runtime.remove_image(&image.digest).await {
+            Ok(()) => {
+                tracing::info!(image = ?image.names, digest = %image.digest, "removed an unused image under disk pressure");
+                freed += image.size;
+            }
+            Err(e) => {
+                tracing::warn!(image = ?image.names, error = %e, "cannot remove an unused image")
+            }
+        }
+    }
+    freed
+}
+
 async fn evict_for_disk(k: &Kubelet, signal: &Signal, evicting: &mut HashMap<String, Instant>) {
+    // Node-level resources first: the next round measures again before any pod goes.
+    if reclaim_images(k).await > 0 {
+        return;
+    }
     let pods: HashMap<String, ActivePod> = candidates(k, evicting).into_iter().collect();
     let measured = pods.clone();
     let usage = tokio::task::spawn_blocking(move || {
@@ -409,6 +464,27 @@ mod tests {
         assert!(c.on);
         assert!(c.observe(false, t0 + Duration::from_secs(11), hold));
         assert!(!c.on);
+    }
+
+    #[test]
+    fn unused_images_are_reclaimable_but_the_node_s_own_are_kept() {
+        let image = |name: &str, digest: &str| shoal_runtime::ImageRef {
+            names: vec![name.to_owned()],
+            digest: digest.to_owned(),
+            size: 1,
+        };
+        let present = [
+            image("docker.io/library/busybox:latest", "sha256:a"),
+            image("docker.io/library/nginx:1", "sha256:b"),
+            image("shoal.local/pause:1.0", "sha256:c"),
+            image("shoal.local/hello:latest", "sha256:d"),
+        ];
+        let used = ["sha256:a".to_owned()].into_iter().collect();
+        let gone: Vec<&str> = reclaimable(&present, &used)
+            .iter()
+            .map(|i| i.digest.as_str())
+            .collect();
+        assert_eq!(gone, ["sha256:b"]);
     }
 
     #[test]
