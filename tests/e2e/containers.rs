@@ -158,6 +158,19 @@ fn busybox_runs_beside_wasm_pods_and_they_call_each_other() {
         std::fs::read_to_string(&back).unwrap(),
         "copied into a container\n"
     );
+    // `kubectl logs -f` follows a container until it exits.
+    c.ok(&[
+        "run",
+        "talker",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two; sleep 1; echo three",
+    ]);
+    c.wait_pod("talker", "{.status.phase}", "Running");
+    assert_eq!(c.ok(&["logs", "-f", "talker"]), "one\ntwo\nthree\n");
     // `kubectl run -i`: attached to the container's own stdin, which it reads to its end.
     let out = c.kubectl_with(
         &[
