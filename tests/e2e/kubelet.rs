@@ -49,8 +49,18 @@ fn hello_completes_and_its_logs_come_through_the_api_server() {
     });
     let wide = c.ok(&["get", "nodes", "-o", "wide"]);
     assert!(wide.contains("wasmtime://48."), "{wide}");
-    let lease = c.ok(&["get", "lease", "-n", "kube-node-lease", NODE]);
-    assert!(lease.contains(NODE), "{lease}");
+    eventually("the node's lease exists", || {
+        let lease = c.ok(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            NODE,
+            "--ignore-not-found",
+        ]);
+        anyhow::ensure!(lease.contains(NODE), "{lease}");
+        Ok(())
+    });
 
     c.apply(&pod(
         "hello",

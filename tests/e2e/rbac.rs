@@ -432,7 +432,20 @@ async fn a_flood_from_one_user_gets_429_while_others_go_on() {
     let leases: kube::Api<Lease> = kube::Api::namespaced(admin, "kube-node-lease");
     let renewed = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
     let node = c.ok(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"]);
-    let before = renewed(&leases.get(&node).await.unwrap());
+    // The node registers before it creates its lease: wait for the lease.
+    let first_lease = async {
+        loop {
+            if let Ok(lease) = leases.get(&node).await {
+                return lease;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let before = renewed(
+        &tokio::time::timeout(std::time::Duration::from_secs(30), first_lease)
+            .await
+            .expect("the node creates its lease"),
+    );
 
     // One curl process with 2,000 transfers in flight at once, as a flooding client would.
     let kubeconfig = std::fs::read_to_string(c.kubeconfig()).unwrap();
