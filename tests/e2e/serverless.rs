@@ -119,6 +119,60 @@ fn a_deployment_at_zero_wakes_for_requests_and_sleeps_when_idle() {
     );
 }
 
+/// Without an Ingress: a connection to the Service's address (from the host) or its name (from
+/// a Wasm pod) wakes the Deployment at zero and is held until its pod serves; connections
+/// through the Service count as its activity.
+#[test]
+fn a_deployment_at_zero_wakes_for_its_service() {
+    use crate::services::{echo_annotated, run_client};
+    let c = Cluster::start().unwrap();
+    c.apply(&echo_annotated(
+        "quiet",
+        0,
+        "ClusterIP",
+        "{shoal.dev/scale-to-zero-after: 4s}",
+    ));
+    let ip = c.ok(&[
+        "get",
+        "service",
+        "quiet",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    let url = |path: &str| format!("http://{ip}:80{path}");
+    let (code, out) = curl(&[&url("/first")]);
+    assert_eq!(code, 0, "{out}");
+    let pod = answered_by(&out).unwrap_or_else(|| panic!("no pod answered: {out}"));
+    assert!(pod.starts_with("quiet-"), "{pod}");
+    assert_eq!(replicas(&c, "quiet"), "1");
+    // A connection in flight longer than the idle period keeps it up.
+    let (code, out) = curl(&[&url("/sleep/7000")]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(replicas(&c, "quiet"), "1", "scaled down under a connection");
+    eventually("quiet scales back to zero", || {
+        let r = replicas(&c, "quiet");
+        anyhow::ensure!(r == "0", "replicas {r}");
+        Ok(())
+    });
+    eventually("quiet's pod is gone", || {
+        anyhow::ensure!(pods(&c, "quiet") == 0);
+        Ok(())
+    });
+    // From a Wasm pod, by name, over wasi:http.
+    let (phase, logs) = run_client(
+        &c,
+        "caller",
+        "role: client",
+        &["fetch", "http://quiet/again"],
+    );
+    assert_eq!(phase, "Succeeded", "{logs}");
+    assert!(
+        answered_by(&logs).is_some_and(|p| p.starts_with("quiet-")),
+        "{logs}"
+    );
+    assert_eq!(replicas(&c, "quiet"), "1");
+}
+
 #[test]
 fn concurrency_drives_replicas_and_an_hpa_may_scale_to_zero() {
     let c = Cluster::start().unwrap();

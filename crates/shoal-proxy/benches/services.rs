@@ -192,11 +192,13 @@ async fn data_path(dir: &std::path::Path) -> anyhow::Result<()> {
             node: Some("bench".into()),
         }],
         affinity: None,
+        wakes: None,
     });
     let listener = tokio::net::TcpListener::bind(cluster_ip).await?;
     tokio::spawn(shoal_proxy::forward::serve_tcp(
         listener,
         fwd.clone(),
+        None,
         None,
         tokio_util::sync::CancellationToken::new(),
     ));

@@ -2,6 +2,8 @@
 //! connection or client sent to an endpoint chosen round-robin (or by client address with
 //! `sessionAffinity: ClientIP`).
 
+use crate::ingress::activator::Activator;
+use crate::ingress::forward::HOLD_TIMEOUT;
 use crate::table::{Backend, Route};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +24,8 @@ pub struct Forwarder {
     route: RwLock<Arc<Route>>,
     next: AtomicUsize,
     affinity: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+    /// Told of every new route (connections held for a Deployment waking from zero wait).
+    changed: tokio::sync::Notify,
     /// Connections (TCP) or datagrams (UDP) forwarded, and those that found no endpoint.
     pub forwarded: AtomicU64,
     pub failed: AtomicU64,
@@ -33,6 +37,7 @@ impl Forwarder {
             route: RwLock::new(Arc::new(route)),
             next: AtomicUsize::new(0),
             affinity: Mutex::default(),
+            changed: tokio::sync::Notify::new(),
             forwarded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         })
@@ -44,6 +49,22 @@ impl Forwarder {
 
     pub fn set_route(&self, route: Route) {
         *self.route.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(route);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the route has an endpoint, or `deadline`: whether it has one.
+    pub async fn has_endpoints_by(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.route().backends.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// The endpoints to try for `client`, best first: its affinity endpoint if it still
@@ -87,12 +108,15 @@ impl Forwarder {
 
 /// Serves TCP on `listener` until `stop`: each connection is spliced to an endpoint; an
 /// endpoint that refuses is skipped for the next. With `network`, a connection from a pod
-/// (a container pod: Wasm pods' connects are routed, and policed, in the runtime) goes only
-/// to endpoints its NetworkPolicies and theirs allow.
+/// goes only to endpoints its NetworkPolicies and theirs allow. With `activator`, a route in
+/// front of a Deployment that wakes from zero counts each connection as that Deployment's
+/// activity while it lasts, and a connection finding no endpoint (at zero, or every endpoint
+/// gone meanwhile) wakes it and waits up to [`HOLD_TIMEOUT`] for one.
 pub async fn serve_tcp(
     listener: TcpListener,
     fwd: Arc<Forwarder>,
     network: Option<crate::network::NodeNetwork>,
+    activator: Option<Arc<Activator>>,
     stop: CancellationToken,
 ) {
     loop {
@@ -106,7 +130,7 @@ pub async fn serve_tcp(
                 }
             },
         };
-        let (fwd, network) = (fwd.clone(), network.clone());
+        let (fwd, network, activator) = (fwd.clone(), network.clone(), activator.clone());
         tokio::spawn(async move {
             let _ = conn.set_nodelay(true);
             let allowed = |to: SocketAddr| {
@@ -114,7 +138,30 @@ pub async fn serve_tcp(
                     .as_ref()
                     .is_none_or(|n| n.pod_may_connect(peer.ip(), to))
             };
-            match connect_any(&fwd, peer.ip(), allowed).await {
+            let wakes = activator.zip(fwd.route().wakes.clone());
+            let _in_flight = wakes.as_ref().map(|(a, w)| a.begin(w));
+            let mut upstream = connect_any(&fwd, peer.ip(), &allowed).await;
+            if upstream.is_none()
+                && let Some((activator, wake)) = &wakes
+            {
+                let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
+                // Held: the first pod's endpoint appears when it is ready. Its listener may
+                // lag the endpoint by a moment (a refused connect), so try until the deadline.
+                loop {
+                    if fwd.route().backends.is_empty() {
+                        activator.wake(wake);
+                    }
+                    if !fwd.has_endpoints_by(deadline).await {
+                        break;
+                    }
+                    upstream = connect_any(&fwd, peer.ip(), &allowed).await;
+                    if upstream.is_some() || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            match upstream {
                 Some(upstream) => {
                     fwd.forwarded.fetch_add(1, Ordering::Relaxed);
                     let (mut a, mut b) = (conn, upstream);
@@ -132,7 +179,7 @@ pub async fn serve_tcp(
 async fn connect_any(
     fwd: &Forwarder,
     client: IpAddr,
-    allowed: impl Fn(SocketAddr) -> bool,
+    allowed: &impl Fn(SocketAddr) -> bool,
 ) -> Option<TcpStream> {
     for addr in fwd.candidates(client).into_iter().filter(|a| allowed(*a)) {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -245,6 +292,7 @@ mod tests {
                 })
                 .collect(),
             affinity,
+            wakes: None,
         }
     }
 

@@ -5,7 +5,10 @@
 //! manager's `servicelb` publishes the nodes' addresses in `status.loadBalancer.ingress`) —
 //! and forwards TCP
 //! connections and UDP datagrams to ready endpoints ([`forward`]). A frontend whose Service
-//! has no usable endpoint is not listened on, so connecting to it is refused at once.
+//! has no usable endpoint is not listened on, so connecting to it is refused at once — unless
+//! a Deployment that scales to zero stands behind it and the node has an activator
+//! ([`Proxy::with_activator`]): then its connections count as the Deployment's activity and
+//! one arriving at zero wakes it and waits.
 //!
 //! Start at [`Proxy::run`]; the rules are [`table::build`].
 
@@ -18,8 +21,12 @@ pub mod network;
 pub mod policy;
 pub mod routes;
 pub mod table;
+pub mod wake;
 
 use forward::Forwarder;
+use ingress::activator::Activator;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -62,6 +69,7 @@ pub struct Proxy {
     /// Frontends that could not be bound, with the error (reported once).
     failed: BTreeMap<Frontend, String>,
     network: NodeNetwork,
+    activator: Option<Arc<Activator>>,
 }
 
 /// A store of `api` whose every event pokes `changed`, until the guard drops.
@@ -91,7 +99,16 @@ impl Proxy {
             listeners: HashMap::new(),
             failed: BTreeMap::new(),
             network,
+            activator: None,
         }
+    }
+
+    /// Wakes Deployments at zero for connections to their Services, and reports those
+    /// connections as their activity, through `activator` (whose client also watches the
+    /// Deployments and autoscalers: a node's own identity may not).
+    pub fn with_activator(mut self, activator: Arc<Activator>) -> Self {
+        self.activator = Some(activator);
+        self
     }
 
     /// Watches Services, EndpointSlices, pods, namespaces and NetworkPolicies and keeps the
@@ -105,6 +122,13 @@ impl Proxy {
         let (pods, _w3) = reflect(Api::<Pod>::all(c.clone()), &policy);
         let (namespaces, _w4) = reflect(Api::<Namespace>::all(c.clone()), &policy);
         let (policies, _w5) = reflect(Api::<NetworkPolicy>::all(c.clone()), &policy);
+        let wakeable = self.activator.as_ref().map(|a| {
+            let c = a.client();
+            (
+                reflect(Api::<Deployment>::all(c.clone()), &routes),
+                reflect(Api::<HorizontalPodAutoscaler>::all(c.clone()), &routes),
+            )
+        });
         tracing::info!(node = %self.node.name, address = %self.node.ip, "service proxy running");
         let mut routes_dirty = true;
         let mut policy_dirty = true;
@@ -125,7 +149,12 @@ impl Proxy {
                 self.network.replace_policies(Arc::new(built));
             }
             if routes_dirty {
-                self.sync(&services, &slices).await;
+                let (d, h) = wakeable
+                    .as_ref()
+                    .map_or_else(Default::default, |w| (w.0.0.state(), w.1.0.state()));
+                let d: Vec<&Deployment> = d.iter().map(AsRef::as_ref).collect();
+                let h: Vec<&HorizontalPodAutoscaler> = h.iter().map(AsRef::as_ref).collect();
+                self.sync(&services, &slices, &wake::wakeable(&d, &h)).await;
             }
             let retry = if self.failed.is_empty() {
                 Duration::from_secs(3600)
@@ -143,12 +172,17 @@ impl Proxy {
 
     /// Brings the forwarders, listeners and names in line with the current Services and
     /// EndpointSlices.
-    async fn sync(&mut self, services: &Store<Service>, slices: &Store<EndpointSlice>) {
+    async fn sync(
+        &mut self,
+        services: &Store<Service>,
+        slices: &Store<EndpointSlice>,
+        wakeable: &[&Deployment],
+    ) {
         let svcs = services.state();
         let sls = slices.state();
         let svc_refs: Vec<&Service> = svcs.iter().map(AsRef::as_ref).collect();
         let slice_refs: Vec<&EndpointSlice> = sls.iter().map(AsRef::as_ref).collect();
-        let table = table::build(&self.node, &svc_refs, &slice_refs);
+        let table = table::build(&self.node, &svc_refs, &slice_refs, wakeable);
         self.forwarders.retain(|f, _| table.contains_key(f));
         self.listeners.retain(|f, _| table.contains_key(f));
         self.failed.retain(|f, _| table.contains_key(f));
@@ -169,7 +203,7 @@ impl Proxy {
             if self.listeners.contains_key(f) {
                 continue;
             }
-            match listen(*f, fwd, self.network.clone()).await {
+            match listen(*f, fwd, self.network.clone(), self.activator.clone()).await {
                 Ok(l) => {
                     self.failed.remove(f);
                     self.listeners.insert(*f, l);
@@ -199,12 +233,19 @@ async fn listen(
     f: Frontend,
     fwd: Arc<Forwarder>,
     network: NodeNetwork,
+    activator: Option<Arc<Activator>>,
 ) -> Result<Listener, String> {
     let stop = CancellationToken::new();
     match f.protocol {
         Protocol::Tcp => {
             let l = bind_tcp(f.addr).map_err(|e| e.to_string())?;
-            tokio::spawn(forward::serve_tcp(l, fwd, Some(network), stop.clone()));
+            tokio::spawn(forward::serve_tcp(
+                l,
+                fwd,
+                Some(network),
+                activator,
+                stop.clone(),
+            ));
         }
         Protocol::Udp => {
             let s = tokio::net::UdpSocket::bind(f.addr)

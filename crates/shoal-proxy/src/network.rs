@@ -140,7 +140,12 @@ impl PodNetwork for NodeNetwork {
                 .candidates(from)
                 .into_iter()
                 .find(|e| self.allows(&snap, from, *e, protocol));
+            // A Deployment that wakes from zero stands behind it: through the proxy, which
+            // counts the connection as its activity and, at zero, holds it while it wakes.
+            let wakes = protocol == Protocol::Tcp && fwd.route().wakes.is_some();
             return match (allowed, protocol) {
+                (None, Protocol::Tcp) if wakes && fwd.route().backends.is_empty() => Ok(to),
+                (Some(_), Protocol::Tcp) if wakes => Ok(to),
                 // UDP is forwarded by the proxy listening on the Service address.
                 (Some(_), Protocol::Udp) => Ok(to),
                 (Some(_), Protocol::Tcp)

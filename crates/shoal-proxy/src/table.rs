@@ -6,7 +6,11 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::wake::Wake;
+use k8s_openapi::api::apps::v1::Deployment;
 
 /// The label naming an EndpointSlice's Service.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -44,11 +48,15 @@ pub struct Route {
     pub backends: Vec<Backend>,
     /// `sessionAffinity: ClientIP` and its timeout.
     pub affinity: Option<Duration>,
+    /// The scale-to-zero Deployment behind the Service: its connections are counted as its
+    /// activity, and one arriving while there is no endpoint wakes it and waits.
+    pub wakes: Option<Arc<Wake>>,
 }
 
-/// Every frontend with at least one endpoint. A frontend absent here is not listened on, so a
-/// connection to it is refused at once, as Kubernetes' REJECT rule does for a Service without
-/// endpoints.
+/// Every frontend with at least one endpoint, and the TCP frontends of Services in front of a
+/// Deployment that wakes from zero (see [`crate::wake`]). A frontend absent here is not
+/// listened on, so a connection to it is refused at once, as Kubernetes' REJECT rule does for
+/// a Service without endpoints.
 pub type Table = BTreeMap<Frontend, Route>;
 
 /// Where this node is: its name (for `Local` traffic policies) and the address its node ports
@@ -129,8 +137,14 @@ pub(crate) fn slices_by_service<'a>(
     by_service
 }
 
-/// The table for `node` from everything it sees.
-pub fn build(node: &Node, services: &[&Service], slices: &[&EndpointSlice]) -> Table {
+/// The table for `node` from everything it sees; `wakeable` are the Deployments a connection
+/// may wake ([`crate::wake::wakeable`]; none when this node cannot wake them).
+pub fn build(
+    node: &Node,
+    services: &[&Service],
+    slices: &[&EndpointSlice],
+    wakeable: &[&Deployment],
+) -> Table {
     let by_service = slices_by_service(slices);
     let mut table = Table::new();
     for svc in services {
@@ -158,6 +172,10 @@ pub fn build(node: &Node, services: &[&Service], slices: &[&EndpointSlice]) -> T
                 .map_or(DEFAULT_AFFINITY, |s| Duration::from_secs(s.max(1) as u64))
         });
         let local = |b: &Backend| b.node.as_deref() == Some(node.name.as_str());
+        let wakes = spec
+            .selector
+            .as_ref()
+            .and_then(|sel| crate::wake::behind(wakeable, ns, sel));
         for sp in spec.ports.iter().flatten() {
             let Some(proto) = protocol(sp.protocol.as_deref()) else {
                 continue;
@@ -174,12 +192,13 @@ pub fn build(node: &Node, services: &[&Service], slices: &[&EndpointSlice]) -> T
                     .cloned()
                     .collect(),
                 affinity,
+                wakes: wakes.clone().filter(|_| proto == Protocol::Tcp),
             };
             let Ok(port) = u16::try_from(sp.port) else {
                 continue;
             };
             let mut add = |addr: SocketAddr, r: Route| {
-                if !r.backends.is_empty() {
+                if !r.backends.is_empty() || r.wakes.is_some() {
                     table.insert(
                         Frontend {
                             addr,
@@ -253,7 +272,7 @@ mod tests {
             {"addresses": ["127.64.0.3"], "conditions": {"ready": false}, "nodeName": "n1"},
             {"addresses": ["127.64.1.2"], "conditions": {"ready": true}, "nodeName": "n2"},
         ]));
-        let t = build(&node(), &[&s], &[&sl]);
+        let t = build(&node(), &[&s], &[&sl], &[]);
         let addrs = |f: &str| -> Vec<String> {
             t[&fe(f)]
                 .backends
@@ -283,15 +302,15 @@ mod tests {
         let sl = slice(json!([
             {"addresses": ["127.64.1.2"], "conditions": {"ready": true}, "nodeName": "n2"},
         ]));
-        assert!(build(&node(), &[&s], &[&sl]).is_empty());
+        assert!(build(&node(), &[&s], &[&sl], &[]).is_empty());
         let sl = slice(json!([
             {"addresses": ["127.64.0.2"], "conditions": {"ready": true}, "nodeName": "n1"},
             {"addresses": ["127.64.1.2"], "conditions": {"ready": true}, "nodeName": "n2"},
         ]));
-        let t = build(&node(), &[&s], &[&sl]);
+        let t = build(&node(), &[&s], &[&sl], &[]);
         assert_eq!(t.len(), 2);
         assert!(t.values().all(|r| r.backends.len() == 1));
-        assert!(build(&node(), &[&s], &[]).is_empty());
+        assert!(build(&node(), &[&s], &[], &[]).is_empty());
     }
 
     #[test]
@@ -303,11 +322,31 @@ mod tests {
         let sl = slice(json!([
             {"addresses": ["127.64.0.2"], "conditions": {"ready": false, "serving": true, "terminating": true}},
         ]));
-        let t = build(&node(), &[&s], &[&sl]);
+        let t = build(&node(), &[&s], &[&sl], &[]);
         let r = &t[&fe("127.96.0.5:80")];
         assert_eq!(r.backends.len(), 1);
         assert_eq!(r.affinity, Some(DEFAULT_AFFINITY));
         let headless = svc(json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}));
-        assert!(build(&node(), &[&headless], &[&sl]).is_empty());
+        assert!(build(&node(), &[&headless], &[&sl], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_service_of_a_deployment_that_wakes_keeps_its_tcp_frontends_without_endpoints() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "fn", "namespace": "default", "uid": "u1",
+                "annotations": {shoal_api::serverless::SCALE_TO_ZERO_AFTER: "30s"}},
+            "spec": {"selector": {"matchLabels": {"app": "fn"}},
+                "template": {"metadata": {"labels": {"app": "fn"}}}},
+        }))
+        .unwrap();
+        let s = svc(json!({"clusterIP": "127.96.0.7", "selector": {"app": "fn"},
+            "ports": [{"name": "http", "port": 80}, {"name": "dns", "port": 53, "protocol": "UDP"}]}));
+        let t = build(&node(), &[&s], &[], &[&d]);
+        assert_eq!(t.len(), 1, "{t:?}");
+        let r = &t[&fe("127.96.0.7:80")];
+        assert!(r.backends.is_empty());
+        assert_eq!(r.wakes.as_ref().unwrap().deployment, "fn");
+        // Without the Deployment (or another selector) nothing is listened on.
+        assert!(build(&node(), &[&s], &[], &[]).is_empty());
     }
 }

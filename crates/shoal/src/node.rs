@@ -477,8 +477,25 @@ pub async fn start_kubelet(
         ));
         println!("Cluster DNS at {dns_ip}:53 (served on {at})");
     }
-    if let Some(ingress) = addons.ingress {
-        start_ingress(ingress, args, runtime.local_http(), &supervisor, &shutdown).await?;
+    // The activator (with the ingress controller's identity) wakes Deployments at zero for
+    // requests through the ingress and connections to their Services, and reports both as
+    // their activity.
+    let activator = addons.ingress.as_ref().map(|client| {
+        let node = args.node_name.clone().unwrap_or_else(host_name);
+        let activator = shoal_proxy::ingress::activator::Activator::new(client.clone(), &node);
+        tokio::spawn(activator.clone().report(shutdown.clone()));
+        activator
+    });
+    if let (Some(ingress), Some(activator)) = (addons.ingress, &activator) {
+        start_ingress(
+            ingress,
+            args,
+            runtime.local_http(),
+            activator.clone(),
+            &supervisor,
+            &shutdown,
+        )
+        .await?;
     }
     let policed = network.clone();
     let (proxy_client, proxy_stop, domain) = (
@@ -491,12 +508,16 @@ pub async fn start_kubelet(
         shoal_supervisor::Restart::Always,
         shutdown.clone(),
         move || {
-            shoal_proxy::Proxy::new(
+            let proxy = shoal_proxy::Proxy::new(
                 proxy_client.clone(),
                 proxy_node.clone(),
                 &domain,
                 network.clone(),
-            )
+            );
+            match &activator {
+                Some(a) => proxy.with_activator(a.clone()),
+                None => proxy,
+            }
             .run(proxy_stop.clone())
         },
     );
@@ -563,13 +584,12 @@ async fn start_ingress(
     client: kube::Client,
     args: &KubeletArgs,
     local: shoal_runtime::local_http::LocalHttp,
+    activator: Arc<shoal_proxy::ingress::activator::Activator>,
     supervisor: &shoal_supervisor::Supervisor,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     use shoal_proxy::ingress;
     let table = ingress::SharedTable::default();
-    let node = args.node_name.clone().unwrap_or_else(host_name);
-    let activator = ingress::activator::Activator::new(client.clone(), &node);
     let mut serving = Vec::new();
     for (port, flag, tls) in [
         (args.ingress_http_port, "--ingress-http-port", None),
@@ -607,7 +627,6 @@ async fn start_ingress(
     if serving.is_empty() {
         return Ok(());
     }
-    tokio::spawn(activator.report(shutdown.clone()));
     let stop = shutdown.clone();
     supervisor.spawn(
         "ingress",

@@ -6,7 +6,7 @@
 //! controller-manager's scale-to-zero controller reads to scale idle Deployments to zero
 //! and busy ones by their concurrency.
 
-use super::routes::Wake;
+use crate::wake::Wake;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
@@ -84,6 +84,11 @@ impl Activator {
             node: node.to_owned(),
             activity: Mutex::default(),
         })
+    }
+
+    /// The client it scales and reports with (the ingress controller's identity).
+    pub fn client(&self) -> &kube::Client {
+        &self.client
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Wake, Activity>> {

@@ -11,6 +11,8 @@
 //! one wins, as ingress-nginx decides.
 
 use crate::table::{Protocol, backends, slices_by_service};
+pub use crate::wake::Wake;
+use crate::wake::{behind as scale_to_zero_behind, wakeable};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -18,7 +20,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls::sign::CertifiedKey;
 use shoal_api::net::is_shoal_ingress;
-use shoal_api::serverless::{SCALE_TO_ZERO_AFTER, TARGET_CONCURRENCY};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,17 +39,6 @@ pub struct Target {
     /// The scale-to-zero Deployment behind the Service, which a request wakes.
     pub wakes: Option<Arc<Wake>>,
     next: AtomicUsize,
-}
-
-/// A Deployment autoscaled from its requests (annotated [`SCALE_TO_ZERO_AFTER`] or
-/// [`TARGET_CONCURRENCY`]) or that may sit at zero replicas (the target of an HPA with
-/// `minReplicas: 0`) behind a backend Service: its requests are counted, and one arriving
-/// while it has no endpoint wakes it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Wake {
-    pub namespace: String,
-    pub deployment: String,
-    pub uid: String,
 }
 
 impl Target {
@@ -156,75 +146,6 @@ pub struct Objects<'a> {
     pub secrets: Vec<&'a Secret>,
     pub deployments: Vec<&'a Deployment>,
     pub autoscalers: Vec<&'a HorizontalPodAutoscaler>,
-}
-
-/// The Deployments a request may wake (annotated for scale to zero or concurrency, or the
-/// target of an HPA with `minReplicas: 0`), found once per build: usually few of all.
-fn wakeable<'a>(objects: &Objects<'a>) -> Vec<&'a Deployment> {
-    let by_hpa: std::collections::HashSet<(&str, &str)> = objects
-        .autoscalers
-        .iter()
-        .filter_map(|h| {
-            let s = h.spec.as_ref()?;
-            (s.min_replicas == Some(0) && s.scale_target_ref.kind == "Deployment").then_some((
-                h.metadata.namespace.as_deref()?,
-                s.scale_target_ref.name.as_str(),
-            ))
-        })
-        .collect();
-    objects
-        .deployments
-        .iter()
-        .copied()
-        .filter(|d| d.metadata.deletion_timestamp.is_none())
-        .filter(|d| {
-            let annotations = d.metadata.annotations.as_ref();
-            let annotated = annotations
-                .and_then(|a| a.get(SCALE_TO_ZERO_AFTER))
-                .is_some_and(|v| shoal_api::serverless::idle_after(v).is_ok())
-                || annotations.is_some_and(|a| a.contains_key(TARGET_CONCURRENCY));
-            annotated
-                || matches!(
-                    (d.metadata.namespace.as_deref(), d.metadata.name.as_deref()),
-                    (Some(ns), Some(name)) if by_hpa.contains(&(ns, name))
-                )
-        })
-        .collect()
-}
-
-/// The wakeable Deployment in `ns` whose pods `selector` (a Service's) selects.
-fn scale_to_zero_behind(
-    wakeable: &[&Deployment],
-    ns: &str,
-    selector: &std::collections::BTreeMap<String, String>,
-) -> Option<Arc<Wake>> {
-    if selector.is_empty() {
-        return None;
-    }
-    wakeable.iter().find_map(|d| {
-        let name = d.metadata.name.as_deref()?;
-        if d.metadata.namespace.as_deref() != Some(ns) {
-            return None;
-        }
-        let labels = d
-            .spec
-            .as_ref()?
-            .template
-            .metadata
-            .as_ref()?
-            .labels
-            .as_ref()?;
-        selector
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            .then(|| {
-                Arc::new(Wake {
-                    namespace: ns.to_owned(),
-                    deployment: name.to_owned(),
-                    uid: d.metadata.uid.clone().unwrap_or_default(),
-                })
-            })
-    })
 }
 
 struct Builder<'a> {
@@ -384,7 +305,7 @@ pub fn build(objects: &Objects<'_>) -> Table {
         key(a).cmp(&key(b))
     });
     let mut b = Builder {
-        wakeable: wakeable(objects),
+        wakeable: wakeable(&objects.deployments, &objects.autoscalers),
         services: objects
             .services
             .iter()
@@ -504,6 +425,7 @@ pub fn build(objects: &Objects<'_>) -> Table {
 mod tests {
     use super::*;
     use serde_json::json;
+    use shoal_api::serverless::SCALE_TO_ZERO_AFTER;
 
     fn class(name: &str, controller: &str) -> IngressClass {
         serde_json::from_value(
