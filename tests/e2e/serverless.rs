@@ -173,6 +173,115 @@ fn a_deployment_at_zero_wakes_for_its_service() {
     assert_eq!(replicas(&c, "quiet"), "1");
 }
 
+/// The standby counter of the node's ingress.
+fn standby_answers(c: &Cluster) -> u64 {
+    let metrics = c.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{}/proxy/metrics", shoal_testkit::NODE),
+    ]);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_ingress_requests_total{handoff=\"standby\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0))
+}
+
+/// A Deployment that opts in is answered at zero by a standby instance of its component,
+/// made from the template on the node, while its pod starts; then by its pod.
+#[test]
+fn a_deployment_that_opts_in_is_answered_by_a_standby_while_it_wakes() {
+    let c = Cluster::start().unwrap();
+    c.apply(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: eager
+  annotations: {shoal.dev/scale-to-zero-after: 1h, shoal.dev/answer-while-waking: "true"}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: eager}}
+  template:
+    metadata: {labels: {app: eager}}
+    spec:
+      containers:
+      - name: echo
+        image: shoal.local/http-echo:latest
+        ports: [{name: http, containerPort: 8080}]
+        env: [{name: POD_NAME, value: from-the-template}]
+        resources: {limits: {memory: 64Mi}}
+        readinessProbe: {httpGet: {path: /ready, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: eager}
+spec:
+  selector: {app: eager}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: eager}
+spec:
+  rules:
+  - host: eager.fn.test
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: eager, port: {number: 80}}}}
+"#,
+    );
+    let before = standby_answers(&c);
+    // The first request the ingress routes (a 404 before its table has the Ingress).
+    let (code, out) = eventually("the ingress routes eager", || {
+        let (code, out) = get(&c, "eager", "/first");
+        anyhow::ensure!(!out.starts_with("404"), "{out}");
+        Ok((code, out))
+    });
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("GET /first"), "{out}");
+    assert_eq!(
+        answered_by(&out).as_deref(),
+        Some("from-the-template"),
+        "{out}"
+    );
+    assert!(standby_answers(&c) > before, "not answered by the standby");
+    // The Deployment woke all the same, and its pod serves once ready.
+    assert_eq!(replicas(&c, "eager"), "1");
+    eventually("eager's pod is ready", || {
+        let ready = c.ok(&[
+            "get",
+            "deployment",
+            "eager",
+            "-o",
+            "jsonpath={.status.readyReplicas}",
+        ]);
+        anyhow::ensure!(ready == "1", "ready {ready}");
+        Ok(())
+    });
+    let standby = standby_answers(&c);
+    let (code, out) = get(&c, "eager", "/second");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("GET /second"), "{out}");
+    assert_eq!(
+        standby_answers(&c),
+        standby,
+        "answered by the standby with a pod ready"
+    );
+    // The annotation is checked.
+    let err = c.fails(&[
+        "annotate",
+        "--overwrite",
+        "deployment",
+        "eager",
+        "shoal.dev/answer-while-waking=maybe",
+    ]);
+    assert!(
+        err.contains(
+            "metadata.annotations[shoal.dev/answer-while-waking]: Invalid value: \"maybe\""
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn concurrency_drives_replicas_and_an_hpa_may_scale_to_zero() {
     let c = Cluster::start().unwrap();

@@ -15,6 +15,21 @@ pub const TARGET_CONCURRENCY: &str = "shoal.dev/target-concurrency";
 /// On a Deployment with [`TARGET_CONCURRENCY`]: the most replicas (default 10).
 pub const MAX_SCALE: &str = "shoal.dev/max-scale";
 
+/// On a Deployment that wakes from zero: `"true"` lets the node's front door answer
+/// requests arriving while it has no ready pod with a standby instance of its HTTP component,
+/// made from the pod template with no pod (see `shoal_runtime::local_http`): no volumes, no
+/// network, output discarded, literal environment only.
+pub const ANSWER_WHILE_WAKING: &str = "shoal.dev/answer-while-waking";
+
+/// A `"true"`/`"false"` annotation's value.
+pub fn boolean(v: &str) -> Result<bool, String> {
+    match v {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("must be \"true\" or \"false\"".into()),
+    }
+}
+
 /// On an activity Lease: the Deployment it reports for.
 pub const ACTIVITY_OF: &str = "shoal.dev/activity-of";
 

@@ -16,6 +16,7 @@ pub mod net;
 use engine::{Compiled, Kind};
 use guest::{Capture, CpuBudget, Guest, LogWriter, Shares, Stdio};
 use images::ImageStore;
+use shoal_runtime::local_http::{self, Standby};
 use shoal_runtime::logs::{LogFile, Stream};
 use shoal_runtime::memory::{Accounts, ContainerMemory, MemoryBudget, Owner};
 use shoal_runtime::*;
@@ -123,8 +124,13 @@ pub struct WasmRuntime {
     /// The pooling allocator's engine for HTTP instances, if the node could reserve it.
     pooled: Option<Pooled>,
     http_counts: Arc<http::Counts>,
+    /// Standby handlers made so far, by template ([`Self::standby_handler`]).
+    standbys: Mutex<HashMap<Standby, local_http::Handler>>,
     state: Mutex<State>,
 }
+
+/// Templates whose standby handlers are kept; past it the oldest are made again when needed.
+const MAX_STANDBYS: usize = 64;
 
 impl Drop for WasmRuntime {
     fn drop(&mut self) {
@@ -199,6 +205,7 @@ impl WasmRuntime {
             guests: Some(guests),
             toolbox: Mutex::new(None),
             local_http: Default::default(),
+            standbys: Mutex::default(),
             state: Mutex::new(State::default()),
         })
     }
@@ -219,6 +226,98 @@ impl WasmRuntime {
             .as_ref()
             .and_then(|p| p.cache.engine().pooling_allocator_metrics())
             .map_or(0, |m| m.component_instances())
+    }
+
+    /// A handler running `template`'s HTTP component with no pod (see
+    /// [`shoal_runtime::local_http`]): a fresh instance per request, from the pool when the
+    /// limit fits a slot, charged to the node's memory budget like a pod, with no volumes, no
+    /// network and its output discarded. `None` when the image is not on the node (nothing is
+    /// pulled) or is no HTTP component.
+    pub fn standby_handler(&self, template: &Standby) -> Option<local_http::Handler> {
+        if let Some(h) = self
+            .standbys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(template)
+        {
+            return Some(h.clone());
+        }
+        let image = self.resolve(&template.image).ok()??;
+        let blob = self.images.blob_path(&image.digest);
+        let Compiled { component, kind } = tokio::task::block_in_place(|| {
+            let component = self.cache.get(&image.digest, || std::fs::read(&blob))?;
+            engine::compiled(self.cache.engine(), component)
+        })
+        .ok()?;
+        if kind != Kind::Http {
+            return None;
+        }
+        let pre = ProxyPre::new(self.linker.instantiate_pre(&component).ok()?).ok()?;
+        let pooled = self
+            .pooled_pre(&image.digest, &blob, template.memory_limit)
+            .and_then(|pre| {
+                Some(http::Ready {
+                    engine: self.pooled.as_ref()?.cache.engine().clone(),
+                    pre,
+                })
+            });
+        let ip = IpAddr::from([0, 0, 0, 0]);
+        let shares = Shares {
+            memory: ContainerMemory::new(template.memory_limit, self.budget.clone()),
+            cpu: None,
+            // No node network: connects and outgoing requests are refused.
+            net: Arc::new(net::PodNet {
+                ip,
+                dns: Default::default(),
+                network: None,
+                counters: self.net_counters.clone(),
+                routed: Default::default(),
+                tls: None,
+            }),
+        };
+        let cfg = ContainerConfig {
+            name: "standby".into(),
+            image: template.image.clone(),
+            command: template.command.clone(),
+            args: template.args.clone(),
+            env: template.env.clone(),
+            working_dir: template.working_dir.clone(),
+            mounts: Vec::new(),
+            ports: Vec::new(),
+            memory_limit: template.memory_limit,
+            cpu_limit_millis: None,
+            log_path: Default::default(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+        };
+        let argv0 = program_name(&template.image).to_owned();
+        let factory: http::StoreFactory = Arc::new(move |engine: &wasmtime::Engine| {
+            let discard = || AsyncStdoutStream::new(STDIO_BUDGET, tokio::io::sink());
+            let stdio = Stdio {
+                stdin: None,
+                stdout: discard(),
+                stderr: discard(),
+            };
+            guest::new_store(engine, &cfg, &argv0, &cfg.argv(), ip, stdio, shares.clone())
+        });
+        let server = http::Server::new(
+            http::Ready {
+                engine: self.cache.engine().clone(),
+                pre,
+            },
+            pooled,
+            factory,
+            self.http_counts.clone(),
+            false,
+        );
+        let handler = http::local_handler(server, self.guests_handle());
+        let mut standbys = self.standbys.lock().unwrap_or_else(|p| p.into_inner());
+        if standbys.len() >= MAX_STANDBYS {
+            standbys.clear();
+        }
+        standbys.insert(template.clone(), handler.clone());
+        Some(handler)
     }
 
     /// The HTTP containers' in-process handlers, by pod address and port.

@@ -205,6 +205,52 @@ mod wasm_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_standby_handler_answers_from_a_template_with_no_pod() {
+        use http_body_util::BodyExt;
+        use shoal_runtime::local_http::Standby;
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = runtime(&tmp, "127.71.0.0/24", &["http-echo", "exerciser"]);
+        let template = Standby {
+            image: "shoal.local/http-echo".into(),
+            command: vec![],
+            args: vec![],
+            env: vec![("POD_NAME".into(), "standby-of-fn".into())],
+            working_dir: None,
+            memory_limit: Some(64 << 20),
+        };
+        let handler = rt.standby_handler(&template).expect("a standby handler");
+        for i in 0..2 {
+            let mut req = http::Request::new(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *req.uri_mut() = format!("/first/{i}").parse().unwrap();
+            req.headers_mut()
+                .insert(http::header::HOST, "fn.test".parse().unwrap());
+            let resp = handler(req).await;
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.contains(&format!("GET /first/{i}")), "{text}");
+            assert!(text.contains("pod: standby-of-fn"), "{text}");
+        }
+        // Fresh instances, no pod: nothing runs on the node afterwards.
+        assert!(rt.list_pod_sandbox_stats().await.unwrap().is_empty());
+        // An image the node does not have, or a command component: no standby.
+        let missing = Standby {
+            image: "shoal.local/nowhere".into(),
+            ..template.clone()
+        };
+        assert!(rt.standby_handler(&missing).is_none());
+        let command = Standby {
+            image: "shoal.local/exerciser".into(),
+            ..template
+        };
+        assert!(rt.standby_handler(&command).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cpu_limit_holds_a_spinner_to_its_share() {
         let tmp = tempfile::tempdir().unwrap();
         let rt = runtime(&tmp, "127.68.0.0/24", &["exerciser"]);

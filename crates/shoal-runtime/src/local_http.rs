@@ -3,6 +3,15 @@
 //! request to it with no socket in between. A handler is registered while its container
 //! accepts requests and removed when it stops (before its grace period), so a caller that
 //! finds none falls back to the network like any other client.
+//!
+//! A runtime may also make **standby** handlers ([`LocalHttp::standby`]): a Deployment's HTTP
+//! component run from its pod template with no pod, so that the node's front door answers
+//! the first requests for a Deployment waking from zero while its pod starts (the durable
+//! writes of the chain Deployment → ReplicaSet → pod → binding → status → endpoints cost tens
+//! of milliseconds; a fresh instance costs well under one). A standby instance has the
+//! template's command, arguments, literal environment and memory limit, and nothing a pod
+//! would get from the node: no volumes, no network (its connects and outgoing requests are
+//! refused), no logs (its output is discarded).
 
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -19,10 +28,27 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxErro
 pub type Handler =
     Arc<dyn Fn(http::Request<Body>) -> BoxFuture<'static, http::Response<Body>> + Send + Sync>;
 
+/// What a standby handler runs: one container of a pod template, without a pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Standby {
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    /// Bytes.
+    pub memory_limit: Option<u64>,
+}
+
+/// Makes the standby handler of a template; `None` when it cannot (the image is not on the
+/// node, or is no HTTP component).
+pub type StandbyMaker = Arc<dyn Fn(&Standby) -> Option<Handler> + Send + Sync>;
+
 /// The handlers of one node, by address.
 #[derive(Clone, Default)]
 pub struct LocalHttp {
     handlers: Arc<RwLock<HashMap<SocketAddr, Handler>>>,
+    standby: Arc<RwLock<Option<StandbyMaker>>>,
 }
 
 impl std::fmt::Debug for LocalHttp {
@@ -59,6 +85,21 @@ impl LocalHttp {
             local: self.clone(),
             addr,
         }
+    }
+
+    /// Makes standby handlers with `maker` from now on.
+    pub fn make_standby_with(&self, maker: StandbyMaker) {
+        *self.standby.write().unwrap_or_else(|p| p.into_inner()) = Some(maker);
+    }
+
+    /// A handler running `template` with no pod, if this node's runtime can make one.
+    pub fn standby(&self, template: &Standby) -> Option<Handler> {
+        let maker = self
+            .standby
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        maker(template)
     }
 
     /// The handler serving `addr` in this process, if any.

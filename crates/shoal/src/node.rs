@@ -545,7 +545,15 @@ pub async fn start_kubelet(
             shutdown.clone(),
         ));
     }
-    let runtimes = shoal_runtime::multi::Runtimes::new(Arc::new(runtime));
+    let runtime = Arc::new(runtime);
+    // The ingress answers a Deployment waking from zero with a standby instance, if it opted in.
+    let weak = Arc::downgrade(&runtime);
+    runtime
+        .local_http()
+        .make_standby_with(Arc::new(move |template| {
+            weak.upgrade()?.standby_handler(template)
+        }));
+    let runtimes = shoal_runtime::multi::Runtimes::new(runtime);
     let runtimes = match &containers {
         Ok(c) => runtimes.with(c.cri.clone()),
         Err(why) => runtimes.without(shoal_runtime::RUNC, why),

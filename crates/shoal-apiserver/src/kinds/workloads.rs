@@ -231,7 +231,9 @@ fn map_selector_and_template(o: &Value, tmpl: &Value, out: &mut Vec<Cause>) {
 
 /// Shoal's scale-to-zero annotations on a Deployment must parse.
 fn serverless_annotations(o: &Value, out: &mut Vec<Cause>) {
-    use shoal_api::serverless::{MAX_SCALE, SCALE_TO_ZERO_AFTER, TARGET_CONCURRENCY};
+    use shoal_api::serverless::{
+        ANSWER_WHILE_WAKING, MAX_SCALE, SCALE_TO_ZERO_AFTER, TARGET_CONCURRENCY,
+    };
     let Some(ann) = o
         .pointer("/metadata/annotations")
         .and_then(Value::as_object)
@@ -253,6 +255,9 @@ fn serverless_annotations(o: &Value, out: &mut Vec<Cause>) {
                     .then_some(())
                     .ok_or_else(|| "must be a whole number".into())
             })
+        }),
+        (ANSWER_WHILE_WAKING, |v| {
+            shoal_api::serverless::boolean(v).map(drop)
         }),
     ] {
         if let Some(v) = ann.get(key) {

@@ -104,6 +104,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A request for a handler in this process: origin form (the guest takes its authority
+/// from Host), HTTP/1.1.
+fn in_process_request(
+    method: http::Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Request<Body> {
+    let mut out = Request::new(body);
+    *out.method_mut() = method;
+    if let Ok(origin) = path_and_query.parse() {
+        *out.uri_mut() = origin;
+    }
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers;
+    out
+}
+
+/// Calls a handler in this process.
+async fn in_process(
+    handler: &shoal_runtime::local_http::Handler,
+    req: Request<Body>,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+    let (mut p, b) = handler(req).await.into_parts();
+    strip_hop_by_hop(&mut p.headers);
+    Response::from_parts(p, Body::new(b))
+}
+
 impl Forwarder {
     async fn forward(&self, req: Request<Body>) -> Response<Body> {
         let authority = req
@@ -128,7 +158,17 @@ impl Forwarder {
             (Some(a), Some(w)) => Some(a.begin(w)),
             _ => None,
         };
-        if target.backends.is_empty() {
+        // At zero with a standby (opted in, image on this node): answered at once by the
+        // component while its pod starts.
+        let mut standby = None;
+        if target.backends.is_empty()
+            && let (Some(activator), Some(w)) = (&self.activator, &wake)
+            && let Some(handler) = w.standby.as_ref().and_then(|t| self.local.standby(t))
+        {
+            activator.wake(w);
+            standby = Some(handler);
+        }
+        if target.backends.is_empty() && standby.is_none() {
             match self.hold(wake.as_deref(), &host, &path).await {
                 Ok(t) => target = t,
                 Err(code) => {
@@ -157,6 +197,11 @@ impl Forwarder {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
+        if let Some(handler) = standby {
+            metrics::counter!("shoal_ingress_requests_total", "handoff" => "standby").increment(1);
+            let out = in_process_request(parts.method, &path_and_query, headers, body);
+            return in_process(&handler, out).await;
+        }
         // Only a request without a body can be sent again.
         let replayable = body.size_hint().exact() == Some(0);
         let mut body = Some(body);
@@ -177,17 +222,13 @@ impl Forwarder {
             *out.version_mut() = Version::HTTP_11;
             *out.headers_mut() = headers.clone();
             if let Some(handler) = self.local.get(&addr) {
-                use http_body_util::BodyExt;
                 // Origin form, as a server reads it: the guest takes its authority from Host.
                 if let Ok(origin) = path_and_query.parse() {
                     *out.uri_mut() = origin;
                 }
-                let out = out.map(|b| b.map_err(Into::into).boxed_unsync());
                 metrics::counter!("shoal_ingress_requests_total", "handoff" => "in_process")
                     .increment(1);
-                let (mut p, b) = handler(out).await.into_parts();
-                strip_hop_by_hop(&mut p.headers);
-                return Response::from_parts(p, Body::new(b));
+                return in_process(&handler, out).await;
             }
             metrics::counter!("shoal_ingress_requests_total", "handoff" => "network").increment(1);
             match self.client.request(out).await {
