@@ -170,7 +170,8 @@ impl Server {
 }
 
 /// The container's in-process handler: requests run on the guests' runtime, as those from
-/// its socket do.
+/// its socket do — in the caller's task when it is already there (a front door serving on
+/// that runtime, [`shoal_runtime::local_http::LocalHttp::home`]), else in a task of its own.
 pub fn local_handler(
     server: Arc<Server>,
     guests: tokio::runtime::Handle,
@@ -184,10 +185,15 @@ pub fn local_handler(
             b.map_err(|e| ErrorCode::InternalError(Some(e.to_string())))
                 .boxed_unsync()
         });
-        let task = guests.spawn(async move {
+        let answer = async move {
             let resp = server.handle(req).await;
             resp.map(|b| b.map_err(|e| e.into()).boxed_unsync())
-        });
+        };
+        let here = tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == guests.id());
+        if here {
+            return Box::pin(answer);
+        }
+        let task = guests.spawn(answer);
         Box::pin(async move {
             task.await.unwrap_or_else(|e| {
                 let mut resp = http::Response::new(

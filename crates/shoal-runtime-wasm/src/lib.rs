@@ -189,6 +189,8 @@ impl WasmRuntime {
             .thread_name("shoal-guest")
             .enable_all()
             .build()?;
+        let local_http = shoal_runtime::local_http::LocalHttp::default();
+        local_http.set_home(guests.handle().clone());
         Ok(WasmRuntime {
             images: ImageStore::open(&data_dir.join("images"))?,
             cache: ComponentCache::new(&engine, Some(&compiled), usize::MAX)?,
@@ -204,7 +206,7 @@ impl WasmRuntime {
             mirrors: Default::default(),
             guests: Some(guests),
             toolbox: Mutex::new(None),
-            local_http: Default::default(),
+            local_http,
             standbys: Mutex::default(),
             state: Mutex::new(State::default()),
         })

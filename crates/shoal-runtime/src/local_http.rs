@@ -49,6 +49,7 @@ pub type StandbyMaker = Arc<dyn Fn(&Standby) -> Option<Handler> + Send + Sync>;
 pub struct LocalHttp {
     handlers: Arc<RwLock<HashMap<SocketAddr, Handler>>>,
     standby: Arc<RwLock<Option<StandbyMaker>>>,
+    home: Arc<RwLock<Option<tokio::runtime::Handle>>>,
 }
 
 impl std::fmt::Debug for LocalHttp {
@@ -85,6 +86,17 @@ impl LocalHttp {
             local: self.clone(),
             addr,
         }
+    }
+
+    /// The async runtime the handlers run on: a front door whose connections are served there
+    /// calls them with no hop between runtimes.
+    pub fn home(&self) -> Option<tokio::runtime::Handle> {
+        self.home.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Says where the handlers run (the runtime registering them does).
+    pub fn set_home(&self, handle: tokio::runtime::Handle) {
+        *self.home.write().unwrap_or_else(|p| p.into_inner()) = Some(handle);
     }
 
     /// Makes standby handlers with `maker` from now on.

@@ -610,7 +610,19 @@ async fn start_ingress(
             ),
         ),
     ] {
-        let listener = match tokio::net::TcpListener::bind((args.node_ip, port)).await {
+        // Served on the runtime the node's HTTP pods run on, so a request handed to one in
+        // process does not hop between runtimes (bound there too: a socket belongs to the
+        // runtime that registered it).
+        let home = local
+            .home()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        let addr = (args.node_ip, port);
+        let bound = home
+            .spawn(async move { tokio::net::TcpListener::bind(addr).await })
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        let listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(address = %args.node_ip, port, error = %e, "cannot listen for ingress traffic (choose another {flag}); not serving it");
@@ -620,7 +632,7 @@ async fn start_ingress(
         let at = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         serving.push(format!("{scheme}://{at}"));
-        tokio::spawn(shoal_net::serve(
+        home.spawn(shoal_net::serve(
             listener,
             ingress::forward::router(
                 table.clone(),
