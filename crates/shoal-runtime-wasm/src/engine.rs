@@ -26,12 +26,24 @@ pub struct Compiled {
     pub kind: Kind,
 }
 
-/// The largest linear memory of an HTTP instance taken from the pool: an HTTP container whose
-/// memory limit is at most this takes its per-request instances from the pooling allocator.
-pub const POOL_SLOT_MEMORY: u64 = 128 << 20;
+/// The pools' slot sizes (the largest linear memory of an instance taken from them) and their
+/// share of the instances: an HTTP container whose memory limit is at most a slot size takes
+/// its per-request instances from the pool of the smallest such slots. The large slots are
+/// fewer (each reserves eight times the address space).
+const POOL_CLASSES: [(u64, u32); 2] = [(128 << 20, 16), (1 << 30, 1)];
 
-/// Instances the pool holds at once; past it a request is instantiated on demand.
+/// Instances the pools hold at once, all sizes together; past a pool's share a request is
+/// instantiated on demand.
 pub const POOL_INSTANCES: u32 = 1000;
+
+/// `(slot size, instances)` of each pool, smallest slots first, sharing `instances` out.
+pub fn pool_classes(instances: u32) -> Vec<(u64, u32)> {
+    let shares: u32 = POOL_CLASSES.iter().map(|(_, s)| s).sum();
+    POOL_CLASSES
+        .iter()
+        .map(|&(slot, share)| (slot, (instances * share / shares).max(1)))
+        .collect()
+}
 
 fn base_config() -> Config {
     let mut config = Config::new();
@@ -49,11 +61,11 @@ pub fn engine() -> wasmtime::Result<Engine> {
     Engine::new(&base_config())
 }
 
-/// The engine of pooled HTTP instances: `instances` slots of [`POOL_SLOT_MEMORY`]
-/// each, reserved once, so a request's instance costs no `mmap`/`munmap` (wasmtime's
-/// `serve` default). Its compiled code differs from the node engine's (memories are bounded
-/// by the slot), so components are compiled for it separately.
-pub fn pooled_engine(instances: u32) -> wasmtime::Result<Engine> {
+/// An engine of pooled HTTP instances: `instances` slots of `slot` bytes of linear memory
+/// each, reserved once, so a request's instance costs no `mmap`/`munmap` (wasmtime's `serve`
+/// default). Its compiled code differs from the node engine's (memories are bounded by the
+/// slot), so components are compiled for it separately.
+pub fn pooled_engine(slot: u64, instances: u32) -> wasmtime::Result<Engine> {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
         .total_core_instances(instances * 4)
@@ -62,11 +74,11 @@ pub fn pooled_engine(instances: u32) -> wasmtime::Result<Engine> {
         .total_stacks(instances)
         .max_memories_per_module(2)
         .max_tables_per_module(4)
-        .max_memory_size(POOL_SLOT_MEMORY as usize);
+        .max_memory_size(slot as usize);
     let mut config = base_config();
     config
         .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
-        .memory_reservation(POOL_SLOT_MEMORY);
+        .memory_reservation(slot);
     Engine::new(&config)
 }
 
@@ -96,4 +108,13 @@ fn kind_of(engine: &Engine, component: &Component) -> Result<Kind, CompileError>
             "the component exports neither wasi:cli/run nor wasi:http/incoming-handler",
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_instances_are_shared_out_with_room_in_every_pool() {
+        assert_eq!(super::pool_classes(1000), [(128 << 20, 941), (1 << 30, 58)]);
+        assert_eq!(super::pool_classes(1), [(128 << 20, 1), (1 << 30, 1)]);
+    }
 }

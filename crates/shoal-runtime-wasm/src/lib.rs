@@ -47,12 +47,14 @@ const TRAP_EXIT: i32 = 134;
 #[derive(Clone)]
 enum Pre {
     Command(CommandPre<Guest>),
-    /// On demand, and from the pool when the container fits a slot.
-    Http(ProxyPre<Guest>, Option<ProxyPre<Guest>>),
+    /// On demand, and from the smallest pool whose slots fit the container.
+    Http(ProxyPre<Guest>, Option<http::Ready>),
 }
 
-/// The pooling engine of HTTP instances, its compiled components and linker.
+/// A pooling engine of HTTP instances (one slot size), its compiled components and linker.
 struct Pooled {
+    /// The largest linear memory of its slots.
+    slot: u64,
     cache: ComponentCache,
     linker: Linker<Guest>,
 }
@@ -122,7 +124,7 @@ pub struct WasmRuntime {
     /// HTTP containers' handlers, for the node's ingress to call in process.
     local_http: shoal_runtime::local_http::LocalHttp,
     /// The pooling allocator's engine for HTTP instances, if the node could reserve it.
-    pooled: Option<Pooled>,
+    pooled: Vec<Pooled>,
     http_counts: Arc<http::Counts>,
     /// Standby handlers made so far, by template ([`Self::standby_handler`]).
     standbys: Mutex<HashMap<Standby, local_http::Handler>>,
@@ -171,20 +173,24 @@ impl WasmRuntime {
         engine::start_ticker(&engine);
         let linker = new_linker(&engine).map_err(SetupError::Wasmtime)?;
         let compiled = data_dir.join("compiled");
-        // Without the address space for the pool, every instance is made on demand.
-        let pooled = match engine::pooled_engine(instances) {
-            Ok(e) => {
-                engine::start_ticker(&e);
-                Some(Pooled {
-                    cache: ComponentCache::new(&e, Some(&compiled), usize::MAX)?,
-                    linker: new_linker(&e).map_err(SetupError::Wasmtime)?,
-                })
+        // One pool per slot size; without the address space for one, its containers' instances
+        // are made on demand.
+        let mut pooled = Vec::new();
+        for (slot, count) in engine::pool_classes(instances) {
+            match engine::pooled_engine(slot, count) {
+                Ok(e) => {
+                    engine::start_ticker(&e);
+                    pooled.push(Pooled {
+                        slot,
+                        cache: ComponentCache::new(&e, Some(&compiled), usize::MAX)?,
+                        linker: new_linker(&e).map_err(SetupError::Wasmtime)?,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(slot_mib = slot >> 20, error = %format!("{e:#}"), "no pooling allocator for HTTP instances of this size; instantiating them on demand");
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "no pooling allocator for HTTP instances; instantiating on demand");
-                None
-            }
-        };
+        }
         let guests = tokio::runtime::Builder::new_multi_thread()
             .thread_name("shoal-guest")
             .enable_all()
@@ -225,9 +231,10 @@ impl WasmRuntime {
     /// response was sent).
     pub fn pooled_in_use(&self) -> u64 {
         self.pooled
-            .as_ref()
-            .and_then(|p| p.cache.engine().pooling_allocator_metrics())
-            .map_or(0, |m| m.component_instances())
+            .iter()
+            .filter_map(|p| p.cache.engine().pooling_allocator_metrics())
+            .map(|m| m.component_instances())
+            .sum()
     }
 
     /// A handler running `template`'s HTTP component with no pod (see
@@ -255,14 +262,7 @@ impl WasmRuntime {
             return None;
         }
         let pre = ProxyPre::new(self.linker.instantiate_pre(&component).ok()?).ok()?;
-        let pooled = self
-            .pooled_pre(&image.digest, &blob, template.memory_limit)
-            .and_then(|pre| {
-                Some(http::Ready {
-                    engine: self.pooled.as_ref()?.cache.engine().clone(),
-                    pre,
-                })
-            });
+        let pooled = self.pooled_pre(&image.digest, &blob, template.memory_limit);
         let ip = IpAddr::from([0, 0, 0, 0]);
         let shares = Shares {
             memory: ContainerMemory::new(template.memory_limit, self.budget.clone()),
@@ -389,18 +389,17 @@ impl WasmRuntime {
             .expect("wasm runtime lock is never poisoned")
     }
 
-    /// The component ready to instantiate from the pool, for an HTTP container whose memory
-    /// limit fits a slot (one without a limit may grow past it, so it is served on demand).
+    /// The component ready to instantiate from the pool of the smallest slots that fit an
+    /// HTTP container's memory limit (one without a limit may grow past any slot, and one
+    /// larger than every slot is served on demand).
     fn pooled_pre(
         &self,
         digest: &str,
         blob: &Path,
         memory_limit: Option<u64>,
-    ) -> Option<ProxyPre<Guest>> {
-        let pooled = self.pooled.as_ref()?;
-        if memory_limit? > engine::POOL_SLOT_MEMORY {
-            return None;
-        }
+    ) -> Option<http::Ready> {
+        let limit = memory_limit?;
+        let pooled = self.pooled.iter().find(|p| p.slot >= limit)?;
         let ready = tokio::task::block_in_place(|| {
             let component = pooled
                 .cache
@@ -413,7 +412,10 @@ impl WasmRuntime {
             ProxyPre::new(pre).map_err(|e| format!("{e:#}"))
         });
         match ready {
-            Ok(pre) => Some(pre),
+            Ok(pre) => Some(http::Ready {
+                engine: pooled.cache.engine().clone(),
+                pre,
+            }),
             Err(e) => {
                 // Too many memories or tables for a slot, say: served on demand.
                 tracing::debug!(digest, error = %e, "component not pooled");
@@ -858,12 +860,7 @@ impl PodRuntime for WasmRuntime {
                         )
                     })
                 };
-                let pooled = pooled_pre.and_then(|pre| {
-                    Some(http::Ready {
-                        engine: self.pooled.as_ref()?.cache.engine().clone(),
-                        pre,
-                    })
-                });
+                let pooled = pooled_pre;
                 let server = http::Server::new(
                     http::Ready { engine, pre },
                     pooled,

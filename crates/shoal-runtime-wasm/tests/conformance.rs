@@ -125,7 +125,7 @@ mod wasm_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn limited_http_containers_take_pooled_instances_and_fall_back_when_the_pool_is_full() {
         let tmp = tempfile::tempdir().unwrap();
-        // Room for one pooled instance at a time.
+        // Room for one pooled instance at a time in each pool.
         let rt = WasmRuntime::with_pool(tmp.path(), "127.69.0.0/24", 1).unwrap();
         let bytes = std::fs::read(shoal_testkit::guest("http-echo")).unwrap();
         rt.images().import("shoal.local/http-echo", &bytes).unwrap();
@@ -167,6 +167,10 @@ mod wasm_only {
         assert!(a.unwrap().starts_with("HTTP/1.1 200"));
         assert!(b.unwrap().starts_with("HTTP/1.1 200"));
         assert_eq!(rt.http_instances(), (4, 2));
+        // A limit past the small slots: the pool of large slots.
+        let large = start_echo(&rt, &tmp, "large", Some(512 << 20), &[]).await.0;
+        assert!(fetch(large, "/").await.unwrap().starts_with("HTTP/1.1 200"));
+        assert_eq!(rt.http_instances(), (5, 2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -613,9 +613,7 @@ async fn start_ingress(
         // Served on the runtime the node's HTTP pods run on, so a request handed to one in
         // process does not hop between runtimes (bound there too: a socket belongs to the
         // runtime that registered it).
-        let home = local
-            .home()
-            .unwrap_or_else(tokio::runtime::Handle::current);
+        let home = local.home().unwrap_or_else(tokio::runtime::Handle::current);
         let addr = (args.node_ip, port);
         let bound = home
             .spawn(async move { tokio::net::TcpListener::bind(addr).await })
