@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use shoal_runtime::local_http::LocalHttp;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,6 +104,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a request asks to switch protocols (`Connection: upgrade` and an `Upgrade`).
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Copies bytes both ways between a client and an endpoint once both switched protocols.
+async fn splice_upgraded(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, server) {
+        Ok((c, s)) => {
+            let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
+            let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "an upgraded connection failed"),
+    }
+}
+
 /// A request for a handler in this process: origin form (the guest takes its authority
 /// from Host), HTTP/1.1.
 fn in_process_request(
@@ -135,7 +157,7 @@ async fn in_process(
 }
 
 impl Forwarder {
-    async fn forward(&self, req: Request<Body>) -> Response<Body> {
+    async fn forward(&self, mut req: Request<Body>) -> Response<Body> {
         let authority = req
             .uri()
             .authority()
@@ -158,10 +180,16 @@ impl Forwarder {
             (Some(a), Some(w)) => Some(a.begin(w)),
             _ => None,
         };
+        // A protocol upgrade (WebSocket): kept, and sent over the network (wasi:http has none).
+        let upgrade = is_upgrade(req.headers()).then(|| {
+            let protocol = req.headers().get(header::UPGRADE).cloned();
+            (hyper::upgrade::on(&mut req), protocol)
+        });
         // At zero with a standby (opted in, image on this node): answered at once by the
         // component while its pod starts.
         let mut standby = None;
         if target.backends.is_empty()
+            && upgrade.is_none()
             && let (Some(activator), Some(w)) = (&self.activator, &wake)
             && let Some(handler) = w.standby.as_ref().and_then(|t| self.local.standby(t))
         {
@@ -180,6 +208,10 @@ impl Forwarder {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
+        if let Some((_, Some(protocol))) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
         if !headers.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(&authority)
         {
@@ -221,7 +253,7 @@ impl Forwarder {
             *out.uri_mut() = uri;
             *out.version_mut() = Version::HTTP_11;
             *out.headers_mut() = headers.clone();
-            if let Some(handler) = self.local.get(&addr) {
+            if let Some(handler) = self.local.get(&addr).filter(|_| upgrade.is_none()) {
                 // Origin form, as a server reads it: the guest takes its authority from Host.
                 if let Ok(origin) = path_and_query.parse() {
                     *out.uri_mut() = origin;
@@ -232,6 +264,16 @@ impl Forwarder {
             }
             metrics::counter!("shoal_ingress_requests_total", "handoff" => "network").increment(1);
             match self.client.request(out).await {
+                Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let Some((client_side, _)) = upgrade else {
+                        return plain(StatusCode::BAD_GATEWAY);
+                    };
+                    let server_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(splice_upgraded(client_side, server_side));
+                    // Its Connection and Upgrade headers stay: they are the answer.
+                    let (p, _) = resp.into_parts();
+                    return Response::from_parts(p, Body::empty());
+                }
                 Ok(resp) => {
                     let (mut p, b) = resp.into_parts();
                     strip_hop_by_hop(&mut p.headers);
@@ -414,6 +456,66 @@ mod tests {
         // No endpoint and nothing to wake: 503.
         let app = router(table(&[]), None, LocalHttp::default(), "http");
         assert_eq!(get(&app, "h.test").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// Reads from `s` up to the end of an HTTP head.
+    async fn read_head(s: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upgrade_is_passed_through_and_both_ways_spliced() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An endpoint switching to an echo protocol when asked.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let head = read_head(&mut s).await.to_lowercase();
+            assert!(head.contains("upgrade: echo"), "{head}");
+            assert!(head.contains("connection: upgrade"), "{head}");
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut buf = [0u8; 64];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                s.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let app = router(table(&[endpoint]), None, LocalHttp::default(), "http");
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = front.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(shoal_net::serve(front, app, None, stop.clone()));
+        let mut c = tokio::net::TcpStream::connect(at).await.unwrap();
+        c.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: h.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.to_lowercase().contains("upgrade: echo"), "{head}");
+        for word in ["ping", "pong"] {
+            c.write_all(word.as_bytes()).await.unwrap();
+            let mut back = [0u8; 4];
+            c.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, word.as_bytes());
+        }
+        stop.cancel();
     }
 
     #[test]
