@@ -517,9 +517,8 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>, stores: Stores) -> Result<A
             },
             Some(h) if same_slice(h, s) => {}
             Some(h) => {
-                let mut s = s.clone();
-                s.metadata.resource_version = h.metadata.resource_version.clone();
-                slices.replace(sname, &PostParams::default(), &s).await?;
+                let rv = h.metadata.resource_version.clone();
+                crate::replace_fresh(&slices, sname, s.clone(), rv).await?;
             }
         }
     }
@@ -546,9 +545,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>, stores: Stores) -> Result<A
         },
         Some(h) if h.subsets == ep.subsets && h.metadata.labels == ep.metadata.labels => {}
         Some(h) => {
-            let mut ep = ep;
-            ep.metadata.resource_version = h.metadata.resource_version.clone();
-            endpoints.replace(name, &PostParams::default(), &ep).await?;
+            crate::replace_fresh(&endpoints, name, ep, h.metadata.resource_version.clone()).await?;
         }
     }
     Ok(Action::requeue(Duration::from_secs(300)))

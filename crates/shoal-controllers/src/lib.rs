@@ -337,6 +337,35 @@ pub fn pod_available(
     }
 }
 
+/// Replaces `name` with `obj` at `resource_version` (the version a reflector last saw); if that
+/// turns out stale (the reflector trails a write of our own), once more at the version the
+/// object has now, instead of failing the reconcile into a back-off.
+pub async fn replace_fresh<K>(
+    api: &Api<K>,
+    name: &str,
+    mut obj: K,
+    resource_version: Option<String>,
+) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    obj.meta_mut().resource_version = resource_version;
+    match api
+        .replace(name, &kube::api::PostParams::default(), &obj)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let now = api.get(name).await?;
+            obj.meta_mut().resource_version = now.meta().resource_version.clone();
+            api.replace(name, &kube::api::PostParams::default(), &obj)
+                .await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Deletes, treating "already gone" as done.
 pub async fn delete_quietly<K>(api: &Api<K>, name: &str) -> Result<(), Error>
 where

@@ -27,6 +27,9 @@ use tonic::transport::Channel;
 /// How often a container is looked at while waiting for it to exit (containerd 1.6 has no
 /// container events stream).
 const WAIT_POLL: Duration = Duration::from_millis(50);
+/// How long after a kill (exit 137) a container's status waits for containerd to say it was an
+/// OOM kill (its OOM event may follow the exit).
+const OOM_SETTLE: Duration = Duration::from_millis(500);
 
 /// What is remembered of a sandbox: CRI wants the sandbox's config again with each container.
 #[derive(Clone)]
@@ -712,7 +715,23 @@ impl PodRuntime for CriRuntime {
     }
 
     async fn container_status(&self, id: &ContainerId) -> Result<ContainerStatus> {
-        let s = self.status(id).await?;
+        let mut s = self.status(id).await?;
+        // containerd learns of an OOM kill from an event of its own, which may come just after
+        // the exit: a process killed (137) moments ago without a reason yet gets a moment more.
+        let killed_just_now = |s: &cri::ContainerStatus| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            s.exit_code == 137
+                && matches!(s.reason.as_str(), "" | "Error")
+                && s.finished_at > 0
+                && now.saturating_sub(s.finished_at) < OOM_SETTLE.as_nanos() as i64
+        };
+        let settle_until = tokio::time::Instant::now() + OOM_SETTLE;
+        while killed_just_now(&s) && tokio::time::Instant::now() < settle_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s = self.status(id).await?;
+        }
         let state = match cri::ContainerState::try_from(s.state) {
             Ok(cri::ContainerState::ContainerCreated) => ContainerState::Created,
             Ok(cri::ContainerState::ContainerRunning) => ContainerState::Running,
