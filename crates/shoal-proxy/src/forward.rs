@@ -154,6 +154,10 @@ pub async fn serve_tcp(
                     if !fwd.has_endpoints_by(deadline).await {
                         break;
                     }
+                    // Endpoints its policies do not let it reach: refused, not held.
+                    if !fwd.route().backends.iter().any(|b| allowed(b.addr)) {
+                        break;
+                    }
                     upstream = connect_any(&fwd, peer.ip(), &allowed).await;
                     if upstream.is_some() || tokio::time::Instant::now() >= deadline {
                         break;
@@ -319,5 +323,61 @@ mod tests {
         };
         f.set_route(route(&[other], Some(Duration::from_secs(60))));
         assert_eq!(f.candidates(client)[0].to_string(), other);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_to_a_deployment_at_zero_is_held_until_an_endpoint_appears() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An endpoint echoing what it reads, not yet in the route.
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = echo.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let wake = Arc::new(crate::wake::Wake {
+            namespace: "default".into(),
+            deployment: "fn".into(),
+            uid: "u1".into(),
+            standby: None,
+        });
+        let mut at_zero = route(&[], None);
+        at_zero.wakes = Some(wake.clone());
+        let fwd = Forwarder::new(at_zero.clone());
+        // No API server: the scale-up it asks for fails (and is logged); the route is what
+        // the test changes.
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let activator = Activator::new(client, "n1");
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = front.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve_tcp(
+            front,
+            fwd.clone(),
+            None,
+            Some(activator),
+            stop.clone(),
+        ));
+        let mut c = TcpStream::connect(at).await.unwrap();
+        c.write_all(b"held").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(fwd.forwarded.load(Ordering::Relaxed), 0, "not held");
+        let mut woken = route(&[&endpoint], None);
+        woken.wakes = Some(wake);
+        fwd.set_route(woken);
+        let mut back = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), c.read_exact(&mut back))
+            .await
+            .expect("answered once the endpoint appeared")
+            .unwrap();
+        assert_eq!(&back, b"held");
+        assert_eq!(fwd.forwarded.load(Ordering::Relaxed), 1);
+        stop.cancel();
     }
 }
