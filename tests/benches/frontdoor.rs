@@ -306,6 +306,17 @@ fn watch_chain(client: &kube::Client, seen: &Seen) -> Vec<tokio::task::JoinHandl
     ]
 }
 
+/// `p50 …, p99 …, max …` of `samples`.
+fn spread(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    format!(
+        "p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.last().copied().unwrap_or_default()
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let secs = env("SHOAL_BENCH_HTTP_SECS", 3) as f64;
     let rounds = env("SHOAL_BENCH_ROUNDS", 3);
@@ -440,12 +451,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    cold.sort();
     println!(
-        "cold path through the ingress (zero replicas → first byte), {cold_tries} tries: p50 {:?}, p99 {:?}, max {:?}",
-        percentile(&cold, 0.5),
-        percentile(&cold, 0.99),
-        cold.last().copied().unwrap_or_default()
+        "cold path through the ingress (zero replicas → first byte), {cold_tries} tries: {}",
+        spread(cold)
     );
     let chain: Vec<String> = STEPS
         .iter()
@@ -471,24 +479,11 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..cold_tries {
         standby.push(at_zero_then_first_byte("eager")?.1);
         // Let the woken pod come up before it is scaled away again.
-        eventually("eager is ready", || {
-            let ready = c.ok(&[
-                "get",
-                "deployment",
-                "eager",
-                "-o",
-                "jsonpath={.status.readyReplicas}",
-            ]);
-            anyhow::ensure!(ready == "1", "ready {ready}");
-            Ok(())
-        });
+        c.wait_ready_replicas("eager", 1);
     }
-    standby.sort();
     println!(
-        "cold path with a standby answering (shoal.dev/answer-while-waking), {cold_tries} tries: p50 {:?}, p99 {:?}, max {:?} (target p99 <= 10 ms)",
-        percentile(&standby, 0.5),
-        percentile(&standby, 0.99),
-        standby.last().copied().unwrap_or_default()
+        "cold path with a standby answering (shoal.dev/answer-while-waking), {cold_tries} tries: {} (target p99 <= 10 ms)",
+        spread(standby)
     );
 
     // Memory of idle Deployments scaled to zero, each with its Service and Ingress.

@@ -246,17 +246,7 @@ spec:
     assert!(standby_answers(&c) > before, "not answered by the standby");
     // The Deployment woke all the same, and its pod serves once ready.
     assert_eq!(replicas(&c, "eager"), "1");
-    eventually("eager's pod is ready", || {
-        let ready = c.ok(&[
-            "get",
-            "deployment",
-            "eager",
-            "-o",
-            "jsonpath={.status.readyReplicas}",
-        ]);
-        anyhow::ensure!(ready == "1", "ready {ready}");
-        Ok(())
-    });
+    c.wait_ready_replicas("eager", 1);
     let standby = standby_answers(&c);
     let (code, out) = get(&c, "eager", "/second");
     assert_eq!(code, 0, "{out}");

@@ -277,6 +277,7 @@ impl WasmRuntime {
                 tls: None,
             }),
         };
+        // No mounts, no ports, no log: what a standby has of a container.
         let cfg = ContainerConfig {
             name: "standby".into(),
             image: template.image.clone(),
@@ -284,14 +285,8 @@ impl WasmRuntime {
             args: template.args.clone(),
             env: template.env.clone(),
             working_dir: template.working_dir.clone(),
-            mounts: Vec::new(),
-            ports: Vec::new(),
             memory_limit: template.memory_limit,
-            cpu_limit_millis: None,
-            log_path: Default::default(),
-            stdin: false,
-            stdin_once: false,
-            tty: false,
+            ..Default::default()
         };
         let argv0 = program_name(&template.image).to_owned();
         let factory: http::StoreFactory = Arc::new(move |engine: &wasmtime::Engine| {

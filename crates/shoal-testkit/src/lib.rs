@@ -413,6 +413,21 @@ impl Cluster {
         })
     }
 
+    /// Waits until Deployment `name` reports `n` ready replicas.
+    pub fn wait_ready_replicas(&self, name: &str, n: u32) {
+        eventually(&format!("deployment {name} has {n} ready"), || {
+            let ready = self.ok(&[
+                "get",
+                "deployment",
+                name,
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ]);
+            anyhow::ensure!(ready == n.to_string(), "ready {ready:?}");
+            Ok(())
+        })
+    }
+
     /// SIGKILLs the process (no clean shutdown), after a SIGTERM and up to 20 s to stop its
     /// containers if it runs any.
     pub fn kill(&mut self) {
